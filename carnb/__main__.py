@@ -1,0 +1,103 @@
+"""``python -m carnb serve``: the session server without Jupyter."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from carnb import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m carnb",
+        description="carnb: a CAR (Common Agent Runtime) session server.",
+    )
+    p.add_argument("--version", action="version", version=f"carnb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser(
+        "serve",
+        help="run the WebSocket session server in the foreground",
+        description="Run the session server in the foreground until SIGINT or SIGTERM. "
+        "Clients find it through the connection file (url, token, host_token, agents).",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    s.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="accept every client without a token (only on a machine you trust)",
+    )
+    s.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="register an agent with its own token (repeatable)",
+    )
+    s.add_argument("--home", type=Path, help="data directory (default $CARNB_HOME or ~/.carnb)")
+    s.add_argument("--connection-file", type=Path, help="where to write the connection file")
+    s.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow WebSocket upgrades from this Origin (repeatable; default: none, absent "
+        "Origin headers are always allowed)",
+    )
+    s.add_argument("--chromium", help="path of the Chromium executable for browser.run")
+    s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    return p
+
+
+def serve(args: argparse.Namespace) -> int:
+    from carnb.errors import CarnbError
+    from carnb.runtime import Runtime, Settings, default_home
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = Settings(
+        host=args.host,
+        port=args.port,
+        auth=not args.no_auth,
+        home=(args.home.expanduser() if args.home else default_home()),
+        connection_file=args.connection_file,
+        agents=tuple(args.agent),
+        allowed_origins=tuple(args.allow_origin),
+        chromium=args.chromium,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    rt = Runtime(settings)
+    try:
+        rt.start()
+    except (CarnbError, OSError) as exc:
+        print(f"carnb: could not start the server: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"carnb serving on {rt.url}", flush=True)
+        print(f"connection file: {rt.connection_file}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        rt.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

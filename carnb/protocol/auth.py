@@ -1,0 +1,204 @@
+"""Launch secrets, registered agents and the ``session.auth`` / handshake rules (pure).
+
+Theory of operation: a :class:`Credentials` is minted once per launch (a client token and a
+separate host token, ``secrets.token_urlsafe(32)``). Agents registered by name get tokens of
+their own. :func:`authenticate` takes ``session.auth`` params and returns an :class:`AuthGrant`
+(what the session becomes) or raises :class:`~carnb.protocol.jsonrpc.RpcError`; it never
+mutates the session, so a failed attempt leaves the session exactly as it was.
+:func:`negotiate` does the same for ``server.handshake``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from carnb.errors import (
+    CAPABILITY_UNSUPPORTED,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    VERSION_MISMATCH,
+)
+from carnb.protocol.jsonrpc import RpcError
+
+PROTOCOL_VERSION = 3
+AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def mint_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def tokens_equal(given: object, expected: str) -> bool:
+    """Constant-time comparison; a non-string never matches."""
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def check_agent_id(agent_id: object, field_name: str = "agent_id") -> str:
+    if not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id):
+        raise RpcError(
+            f"invalid params: {field_name} must be 1-64 characters of letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+            code=INVALID_PARAMS,
+        )
+    return agent_id
+
+
+@dataclass
+class AgentRegistry:
+    """Agents registered with this launch, each with its own token. Thread-safe."""
+
+    _tokens: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def register(self, agent_id: str, token: str | None = None) -> str:
+        """Register ``agent_id`` (idempotent) and return its token."""
+        check_agent_id(agent_id, "name")
+        with self._lock:
+            if agent_id not in self._tokens:
+                self._tokens[agent_id] = token or mint_token()
+            return self._tokens[agent_id]
+
+    def token_for(self, agent_id: str) -> str | None:
+        with self._lock:
+            return self._tokens.get(agent_id)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._tokens)
+
+    def as_mapping(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._tokens)
+
+    def __contains__(self, agent_id: object) -> bool:
+        with self._lock:
+            return agent_id in self._tokens
+
+
+@dataclass
+class Credentials:
+    """The secrets of one launch."""
+
+    auth_enabled: bool = True
+    token: str = field(default_factory=mint_token)
+    host_token: str = field(default_factory=mint_token)
+    agents: AgentRegistry = field(default_factory=AgentRegistry)
+
+
+@dataclass(frozen=True)
+class AuthGrant:
+    """What a successful ``session.auth`` makes of the session."""
+
+    is_host: bool
+    agent_id: str | None
+    memory_namespace: str | None
+    result: dict[str, Any]
+
+
+def _auth_failed(reason: str = "token mismatch") -> RpcError:
+    return RpcError(f"auth failed: {reason}", code=INTERNAL_ERROR)
+
+
+def _namespace(params: dict[str, Any]) -> str | None:
+    ns = params.get("memory_namespace")
+    if ns is None:
+        return None
+    if not isinstance(ns, str) or not ns or len(ns) > 200:
+        raise RpcError(
+            "invalid params: memory_namespace must be a non-empty string of at most 200 characters",
+            code=INVALID_PARAMS,
+        )
+    return ns
+
+
+def authenticate(creds: Credentials, params: dict[str, Any]) -> AuthGrant:
+    """Apply the ``session.auth`` rules of PROTOCOL.md section 2."""
+    namespace = _namespace(params)
+    agent_id = params.get("agent_id")
+    if agent_id is not None:
+        check_agent_id(agent_id)
+    host_token = params.get("host_token")
+    token = params.get("token")
+
+    if not creds.auth_enabled:
+        is_host = host_token is not None and tokens_equal(host_token, creds.host_token)
+        if agent_id is not None:
+            creds.agents.register(agent_id)
+        result: dict[str, Any] = {"ok": True, "auth_enabled": False}
+        if agent_id is not None:
+            result["agent_id"] = agent_id
+        if is_host:
+            result["role"] = "host"
+        return AuthGrant(is_host, agent_id, namespace, result)
+
+    if host_token is not None:
+        if not tokens_equal(host_token, creds.host_token):
+            raise _auth_failed("host token mismatch")
+        result = {"ok": True, "auth_enabled": True, "role": "host"}
+        if agent_id is not None:
+            if agent_id not in creds.agents:
+                raise _auth_failed(
+                    f"unknown agent {agent_id!r}; register it first (carnb serve --agent NAME "
+                    "or %car agent add NAME)"
+                )
+            result["agent_id"] = agent_id
+        return AuthGrant(True, agent_id, namespace, result)
+
+    if token is None:
+        raise RpcError(
+            "invalid params: session.auth needs token, token with agent_id, or host_token",
+            code=INVALID_PARAMS,
+        )
+    if agent_id is not None:
+        expected = creds.agents.token_for(agent_id)
+        # Compare against a dummy when unknown so timing says nothing about which agents exist.
+        ok = tokens_equal(token, expected if expected is not None else creds.host_token + "x")
+        if expected is None or not ok:
+            raise _auth_failed("token mismatch for agent (unknown agent or wrong agent token)")
+        return AuthGrant(
+            False, agent_id, namespace, {"ok": True, "auth_enabled": True, "agent_id": agent_id}
+        )
+    if not tokens_equal(token, creds.token):
+        raise _auth_failed("token mismatch")
+    return AuthGrant(False, None, namespace, {"ok": True, "auth_enabled": True})
+
+
+def negotiate(
+    params: dict[str, Any], server_capabilities: frozenset[str]
+) -> tuple[int, list[str], str | None]:
+    """``server.handshake``: return (version, negotiated capabilities, client_version)."""
+    version = params.get("protocol_version")
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, (int, float))
+        or version != PROTOCOL_VERSION
+    ):
+        raise RpcError(
+            f"protocol version mismatch: server speaks {PROTOCOL_VERSION}, client sent "
+            f"{version!r}; upgrade the client or server so both speak version {PROTOCOL_VERSION}",
+            code=VERSION_MISMATCH,
+            data={"server_protocol_version": PROTOCOL_VERSION},
+        )
+    required = params.get("required_capabilities") or []
+    optional = params.get("capabilities") or params.get("optional_capabilities") or []
+    for name, value in (("required_capabilities", required), ("capabilities", optional)):
+        if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+            raise RpcError(f"invalid params: {name} must be a list of strings", code=INVALID_PARAMS)
+    missing = sorted(set(required) - server_capabilities)
+    if missing:
+        raise RpcError(
+            f"unsupported capability: {', '.join(missing)}; this server offers "
+            f"{', '.join(sorted(server_capabilities)) or 'none'}",
+            code=CAPABILITY_UNSUPPORTED,
+            data={"unsupported": missing},
+        )
+    negotiated = sorted((set(required) | set(optional)) & server_capabilities)
+    client_version = params.get("client_version")
+    return PROTOCOL_VERSION, negotiated, client_version if isinstance(client_version, str) else None

@@ -1,0 +1,159 @@
+"""JSON-RPC 2.0 messages for the CAR session protocol: text in, objects out, and back.
+
+Theory of operation: :func:`parse_frame` turns one WebSocket text frame into exactly one of
+:class:`Request` (has an ``id``; must be answered), :class:`Notification` (no ``id``; never
+answered) or :class:`Invalid` (carries the ready error reply; the connection stays open).
+The ``*_text`` helpers build reply frames. Nothing here does I/O or needs an event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from carnb.errors import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    CarnbError,
+)
+
+JsonId = int | str | float | None
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class RpcError(CarnbError):
+    """An error answered to the peer as ``{code, message, data?}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: JsonId
+    method: str
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    method: str
+    params: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A frame that cannot be dispatched; ``reply`` is the error frame to send back."""
+
+    reply: str
+
+
+Message = Request | Notification | Invalid
+
+
+def error_object(code: int, message: str, data: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": int(code), "message": str(message)}
+    if data is not None:
+        err["data"] = data
+    return err
+
+
+def error_text(id: JsonId, code: int, message: str, data: Any = None) -> str:
+    return _dumps({"jsonrpc": "2.0", "id": id, "error": error_object(code, message, data)})
+
+
+def result_text(id: JsonId, result: Any) -> str:
+    """Serialise a result reply. A result that is not JSON (NaN, sets, objects) becomes an
+    internal error reply naming the problem instead of a crash."""
+    try:
+        return _dumps({"jsonrpc": "2.0", "id": id, "result": result})
+    except (TypeError, ValueError) as exc:
+        return error_text(id, INTERNAL_ERROR, f"internal error: result is not JSON: {exc}")
+
+
+def notification_text(method: str, params: Any) -> str:
+    return _dumps({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+def request_text(id: JsonId, method: str, params: Any = None) -> str:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
+    if params is not None:
+        msg["params"] = params
+    return _dumps(msg)
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float, str)) and not isinstance(value, bool))
+
+
+def parse_frame(text: str) -> Message:
+    """Classify one text frame. Never raises."""
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+        return Invalid(error_text(None, PARSE_ERROR, f"parse error: frame is not valid JSON ({detail})"))
+    return parse_object(obj)
+
+
+def parse_object(obj: Any) -> Message:
+    """Classify an already-decoded JSON value (see :func:`parse_frame`)."""
+    if isinstance(obj, list):
+        return Invalid(
+            error_text(
+                None,
+                INVALID_REQUEST,
+                "invalid request: batches are not supported; send one JSON-RPC object per frame",
+            )
+        )
+    if not isinstance(obj, dict):
+        return Invalid(
+            error_text(
+                None,
+                INVALID_REQUEST,
+                f"invalid request: expected a JSON-RPC object, got {type(obj).__name__}",
+            )
+        )
+    has_id = "id" in obj
+    raw_id = obj.get("id")
+    id_ = raw_id if _valid_id(raw_id) else None
+    if has_id and not _valid_id(raw_id):
+        return Invalid(
+            error_text(None, INVALID_REQUEST, "invalid request: id must be a string, number or null")
+        )
+    method = obj.get("method")
+    if method is None:
+        if "result" in obj or "error" in obj:
+            return Invalid(
+                error_text(
+                    id_,
+                    INVALID_REQUEST,
+                    "invalid request: this server sends no requests, so a response object "
+                    "from the client is unexpected",
+                )
+            )
+        return Invalid(error_text(id_, INVALID_REQUEST, "invalid request: method is required"))
+    if not isinstance(method, str) or not method:
+        return Invalid(
+            error_text(id_, INVALID_REQUEST, "invalid request: method must be a non-empty string")
+        )
+    version = obj.get("jsonrpc", "2.0")
+    if version != "2.0":
+        return Invalid(error_text(id_, INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"'))
+    params = obj.get("params")
+    if not has_id:
+        return Notification(method, params)
+    return Request(id_, method, params)
+
+
+def params_object(params: Any) -> dict[str, Any]:
+    """Named params as a dict: ``null``/absent is ``{}``; arrays and scalars are refused."""
+    if params is None:
+        return {}
+    if isinstance(params, dict):
+        return params
+    raise RpcError(
+        f"invalid params: params must be an object with named fields, got {type(params).__name__}",
+        code=INVALID_PARAMS,
+    )

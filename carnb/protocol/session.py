@@ -1,0 +1,165 @@
+"""``ClientSession``: the state of one connection (or of the notebook's socketless session).
+
+Every field PROTOCOL.md section 3 names lives here. Changes go through :meth:`ClientSession.update`
+(or the narrow helpers), which notifies listeners with a snapshot, so the notebook panel can
+show each change live. The session holds the server layer's resources (graphs, browser slot)
+as opaque objects: this module imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("carnb.protocol.session")
+
+_ids = itertools.count(1)
+
+Listener = Callable[["ClientSession", dict[str, Any]], None]
+
+# Fields whose change is an event for the panel.
+WATCHED = (
+    "authenticated",
+    "is_host",
+    "agent_id",
+    "memory_namespace",
+    "current_run_id",
+    "protocol_version",
+    "browser_state",
+    "browser_url",
+)
+
+
+def new_client_id(prefix: str = "s") -> str:
+    return f"{prefix}{next(_ids)}"
+
+
+@dataclass(eq=False)
+class ClientSession:
+    client_id: str = field(default_factory=new_client_id)
+    kind: str = "socket"  # "socket" or "notebook"
+    peer: str = ""
+    authenticated: bool = False
+    is_host: bool = False
+    agent_id: str | None = None
+    memory_namespace: str | None = None
+    current_run_id: str | None = None
+    protocol_version: int | None = None
+    capabilities: list[str] = field(default_factory=list)
+    client_version: str | None = None
+    connected_at: float = field(default_factory=time.time)
+    # Opaque resources owned by the server layer.
+    memgine: Any = None  # the session's own ephemeral graph (created lazily)
+    bound_memgine: Any = None  # agent or namespace graph, when bound
+    browser: Any = None  # the lazy browser slot
+    browser_state: str = "not launched"
+    browser_url: str | None = None
+    # Per-session key/value state: (tenant or "", key) -> JSON value.
+    state: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # How to push a notification to this session's peer (set by the server).
+    notifier: Callable[[str, Any], None] | None = None
+    closed: bool = False
+    _listeners: list[Listener] = field(default_factory=list, repr=False)
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def handshaken(self) -> bool:
+        return self.protocol_version is not None
+
+    @property
+    def role(self) -> str:
+        """The caller role used for method filtering: host, agent or operator."""
+        if self.is_host:
+            return "host"
+        if self.agent_id is not None:
+            return "agent"
+        return "operator"
+
+    @property
+    def effective_memgine(self) -> Any:
+        """Namespace or agent graph if bound, else the session's own ephemeral graph."""
+        return self.bound_memgine if self.bound_memgine is not None else self.memgine
+
+    # -- change notification -------------------------------------------------------------
+    def add_listener(self, fn: Listener) -> Callable[[], None]:
+        self._listeners.append(fn)
+
+        def remove() -> None:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+        return remove
+
+    def update(self, **changes: Any) -> bool:
+        """Set fields; notify listeners once if any watched field changed."""
+        changed = False
+        for name, value in changes.items():
+            if not hasattr(self, name) or name.startswith("_"):
+                raise AttributeError(f"ClientSession has no field {name!r}")
+            if getattr(self, name) != value:
+                setattr(self, name, value)
+                changed = changed or name in WATCHED
+        if changed:
+            self.emit()
+        return changed
+
+    def emit(self) -> None:
+        snap = self.snapshot()
+        for fn in list(self._listeners):
+            try:
+                fn(self, snap)
+            except Exception:  # a broken view must not break the session
+                log.exception("session listener failed")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data for views: never contains a token."""
+        graph = self.effective_memgine
+        return {
+            "client_id": self.client_id,
+            "kind": self.kind,
+            "peer": self.peer,
+            "authenticated": self.authenticated,
+            "is_host": self.is_host,
+            "role": self.role,
+            "agent_id": self.agent_id,
+            "memory_namespace": self.memory_namespace,
+            "graph": _graph_label(self),
+            "graph_persistent": bool(getattr(graph, "persistent", False)),
+            "current_run_id": self.current_run_id,
+            "protocol_version": self.protocol_version,
+            "client_version": self.client_version,
+            "browser_state": self.browser_state,
+            "browser_url": self.browser_url,
+            "connected_at": self.connected_at,
+            "closed": self.closed,
+        }
+
+    # -- state.* -------------------------------------------------------------------------
+    def state_set(self, key: str, value: Any, tenant: str | None = None) -> None:
+        self.state[(tenant or "", key)] = value
+
+    def state_get(self, key: str, tenant: str | None = None) -> Any:
+        return self.state.get((tenant or "", key))
+
+    def state_exists(self, key: str, tenant: str | None = None) -> bool:
+        return (tenant or "", key) in self.state
+
+    def state_keys(self, tenant: str | None = None) -> list[str]:
+        t = tenant or ""
+        return [k for (tn, k) in self.state if tn == t]
+
+    def state_snapshot(self, tenant: str | None = None) -> dict[str, Any]:
+        t = tenant or ""
+        return {k: v for (tn, k), v in self.state.items() if tn == t}
+
+
+def _graph_label(session: ClientSession) -> str:
+    if session.memory_namespace is not None and session.bound_memgine is not None:
+        return f"namespace:{session.memory_namespace}"
+    if session.agent_id is not None and session.bound_memgine is not None:
+        return f"agent:{session.agent_id}"
+    return "ephemeral"

@@ -1,0 +1,282 @@
+"""The composition root: settings, the host thread, the server, engines, run store, browsers.
+
+A :class:`Runtime` is what ``%load_ext carnb`` and ``python -m carnb serve`` start. It mints the
+launch secrets, starts the host thread and the WebSocket server on it, gives the notebook its
+own socketless session (authenticated as host), writes the connection file, and tears all of
+that down again in :meth:`Runtime.close` (idempotent; a ``weakref.finalize`` in the host thread
+is the backstop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from carnb import __version__
+from carnb.errors import CarnbError
+from carnb.protocol.auth import Credentials
+from carnb.protocol.session import ClientSession, new_client_id
+from carnb.server.dispatch import Dispatcher
+from carnb.server.handlers import build_table
+from carnb.server.hostthread import HostThread
+from carnb.server.services import Services
+from carnb.server.ws import ServerConfig, SessionServer
+
+log = logging.getLogger("carnb.runtime")
+
+DEFAULT_FRAME_BYTES = 16 * 1024 * 1024
+
+
+def default_home() -> Path:
+    env = os.environ.get("CARNB_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".carnb"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a launch can be configured with (the CLI and ``%config CarMagics`` map here)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    auth: bool = True
+    allowed_origins: tuple[str, ...] = ()
+    max_frame_bytes: int = DEFAULT_FRAME_BYTES
+    ping_interval: float | None = 30.0
+    home: Path = field(default_factory=default_home)
+    connection_file: Path | None = None
+    agents: tuple[str, ...] = ()
+    chromium: str | None = None
+    headless: bool = True
+    browser_timeout_ms: int = 10_000
+    memory: bool = True
+    runs: bool = True
+    browser: bool = True
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> Runtime:
+    """The runtime started by ``%load_ext carnb`` in this process."""
+    rt = _current
+    if rt is None or not rt.running:
+        raise CarnbError("carnb is not loaded: run `%load_ext carnb` first")
+    return rt
+
+
+def set_current(rt: Runtime | None) -> None:
+    global _current
+    with _current_lock:
+        _current = rt
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.host = HostThread()
+        self.credentials = Credentials(auth_enabled=self.settings.auth)
+        for name in self.settings.agents:
+            self.credentials.agents.register(name)
+        self.services: Services | None = None
+        self.server: SessionServer | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.session: ClientSession | None = None
+        self.connection_file: Path | None = None
+        self._closers: list[Any] = []
+        self._lock = threading.RLock()
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.server is not None and self.host.running
+
+    @property
+    def url(self) -> str:
+        if self.server is None:
+            raise CarnbError("the carnb runtime is not started")
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        if self.server is None or self.server.port is None:
+            raise CarnbError("the carnb runtime is not started")
+        return self.server.port
+
+    @property
+    def token(self) -> str:
+        return self.credentials.token
+
+    @property
+    def host_token(self) -> str:
+        return self.credentials.host_token
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Runtime:
+        with self._lock:
+            if self.running:
+                return self
+            home = self.settings.home
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.host.start()
+            try:
+                self.host.call(self._astart(), timeout=60)
+                self._write_connection_file()
+            except BaseException:
+                self.close()
+                raise
+            return self
+
+    async def _astart(self) -> None:
+        services = Services(self.credentials, server_version=f"carnb {__version__}")
+        self._attach_engines(services)
+        self.services = services
+        self.dispatcher = Dispatcher(services, build_table(services))
+        s = self.settings
+        server = SessionServer(
+            ServerConfig(
+                host=s.host,
+                port=s.port,
+                allowed_origins=tuple(s.allowed_origins),
+                max_frame_bytes=s.max_frame_bytes,
+                ping_interval=s.ping_interval,
+                ping_timeout=s.ping_interval,
+            ),
+            self.dispatcher,
+        )
+        await server.start()
+        self.server = server
+        session = ClientSession(
+            client_id=new_client_id("nb"), kind="notebook", authenticated=True, is_host=True
+        )
+        services.sessions.open(session)
+        self.session = session
+
+    def _attach_engines(self, services: Services) -> None:
+        """Wire memgine, the run store and the browser pool (each optional)."""
+
+    def close(self) -> None:
+        """Stop the server, end every session, close engines and browsers, stop the thread."""
+        with self._lock:
+            if self.host.running:
+                try:
+                    self.host.call(self._aclose(), timeout=30)
+                except Exception:
+                    log.exception("carnb runtime did not stop cleanly")
+            self.host.stop()
+            self.server = None
+            self._remove_connection_file()
+            if _current is self:
+                set_current(None)
+
+    async def _aclose(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.close()
+        services = self.services
+        if services is None:
+            return
+        for session in list(services.sessions):
+            await services.sessions.close(session)
+        for closer in reversed(self._closers):
+            try:
+                res = closer()
+                if hasattr(res, "__await__"):
+                    await res
+            except Exception:
+                log.exception("closing a carnb engine failed")
+        self._closers.clear()
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- calls -----------------------------------------------------------------------------
+    def call(self, method: str, params: Any = None, *, timeout: float | None = 120) -> Any:
+        """Call a method as the notebook's session, from any thread but the host thread."""
+        return self.host.call(self._invoke(method, params), timeout=timeout)
+
+    async def acall(self, method: str, params: Any = None) -> Any:
+        """The same from async code (an async cell on the kernel's loop)."""
+        return await self.host.wrap(self._invoke(method, params))
+
+    def _invoke(self, method: str, params: Any) -> Coroutine[Any, Any, Any]:
+        if self.dispatcher is None or self.session is None:
+            raise CarnbError("the carnb runtime is not started")
+        return self.dispatcher.invoke(self.session, method, params)
+
+    def run_on_host(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 120) -> Any:
+        return self.host.call(coro, timeout=timeout)
+
+    # -- agents ----------------------------------------------------------------------------
+    def register_agent(self, name: str) -> str:
+        token = self.credentials.agents.register(name)
+        self._write_connection_file()
+        return token
+
+    def client_env(self, agent: str | None = None) -> dict[str, str]:
+        """The environment a client process needs to attach (``car-runtime`` reads these)."""
+        env = {"CAR_DAEMON_URL": self.url}
+        if agent is not None:
+            token = self.credentials.agents.token_for(agent)
+            if token is None:
+                raise CarnbError(f"unknown agent {agent!r}: register it with `%car agent add {agent}`")
+            env["CAR_AGENT_ID"] = agent
+            env["CAR_AGENT_TOKEN"] = token
+        elif self.credentials.auth_enabled:
+            env["CAR_AUTH_TOKEN"] = self.token
+        return env
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        if self.services is None:
+            return []
+        return [s.snapshot() for s in self.services.sessions]
+
+    # -- connection file --------------------------------------------------------------------
+    def _write_connection_file(self) -> None:
+        if self.server is None:
+            return
+        path = self.settings.connection_file
+        if path is None:
+            path = self.settings.home / "run" / f"carnb-{os.getpid()}-{self.port}.json"
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = {
+            "url": self.url,
+            "token": self.token if self.credentials.auth_enabled else None,
+            "host_token": self.host_token,
+            "auth_enabled": self.credentials.auth_enabled,
+            "pid": os.getpid(),
+            "home": str(self.settings.home),
+            "agents": self.credentials.agents.as_mapping(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh, indent=2)
+            fh.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        self.connection_file = path
+
+    def _remove_connection_file(self) -> None:
+        path, self.connection_file = self.connection_file, None
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

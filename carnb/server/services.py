@@ -1,0 +1,166 @@
+"""What the server layer is given by the composition root (``carnb.runtime``).
+
+The server never imports memgine, runs or browser (DESIGN.md layers): it receives objects that
+satisfy the small protocols below and calls them. A service left as ``None`` is not offered:
+its methods are not registered and do not appear in ``capabilities.list``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from carnb.protocol.auth import Credentials
+from carnb.protocol.session import ClientSession
+from carnb.server.events import (
+    AGENT_ATTACHED,
+    AGENT_DETACHED,
+    SESSION_ATTACHED,
+    SESSION_DETACHED,
+    HostEvents,
+)
+
+log = logging.getLogger("carnb.server.sessions")
+
+
+class MemoryProvider(Protocol):
+    memory_dir: Path
+
+    def agent_graph(self, agent_id: str) -> Any: ...
+    def namespace_graph(self, namespace: str) -> Any: ...
+    def ephemeral(self) -> Any: ...
+    def resolve_user_path(self, path: str, *, method: str) -> Path: ...
+
+
+class BrowserPoolLike(Protocol):
+    def slot(self, owner: str = "") -> Any: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Services:
+    credentials: Credentials
+    server_version: str
+    events: HostEvents = field(default_factory=HostEvents)
+    memory: MemoryProvider | None = None
+    runs: Any = None  # carnb.runs.RunStore-like
+    browsers: BrowserPoolLike | None = None
+    sessions: SessionHub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = SessionHub(self)
+
+    def capabilities(self) -> frozenset[str]:
+        caps = {"state", "host", "agents"}
+        if self.memory is not None:
+            caps.add("memory")
+        if self.runs is not None:
+            caps.add("runs")
+        if self.browsers is not None:
+            caps.add("browser")
+        return frozenset(caps)
+
+
+class SessionHub:
+    """Every live session, their attach/detach lifecycle and their resource bindings."""
+
+    def __init__(self, services: Services) -> None:
+        self._svc = services
+        self._sessions: dict[str, ClientSession] = {}
+        self._closers: list[Any] = []  # callables(session) run when a session ends
+
+    def __iter__(self) -> Any:
+        return iter(list(self._sessions.values()))
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, client_id: str) -> ClientSession | None:
+        return self._sessions.get(client_id)
+
+    def on_close(self, fn: Any) -> None:
+        """Register ``fn(session)`` (sync or async) to run when any session ends."""
+        self._closers.append(fn)
+
+    def open(self, session: ClientSession) -> None:
+        self._sessions[session.client_id] = session
+        self._svc.events.emit(
+            SESSION_ATTACHED,
+            message=f"session {session.client_id} attached ({session.kind})",
+            payload={"session_id": session.client_id, "kind": session.kind, "peer": session.peer},
+        )
+
+    async def close(self, session: ClientSession) -> None:
+        """End a session: end its open run, close its browser slot and graphs, say so."""
+        if session.closed:
+            return
+        session.closed = True
+        self._sessions.pop(session.client_id, None)
+        self._svc.events.unsubscribe(session)
+        for fn in self._closers:
+            try:
+                res = fn(session)
+                if hasattr(res, "__await__"):
+                    await res
+            except Exception:
+                log.exception("cleanup of session %s failed", session.client_id)
+        if session.memgine is not None:
+            try:
+                session.memgine.close()
+            except Exception:
+                log.exception("closing the ephemeral graph of %s failed", session.client_id)
+            session.memgine = None
+        if session.agent_id is not None:
+            self._svc.events.emit(
+                AGENT_DETACHED,
+                agent_id=session.agent_id,
+                message=f"agent {session.agent_id} detached from {session.client_id}",
+                payload={"session_id": session.client_id},
+            )
+        self._svc.events.emit(
+            SESSION_DETACHED,
+            message=f"session {session.client_id} detached",
+            payload={"session_id": session.client_id, "kind": session.kind},
+        )
+        session.emit()
+
+    def bind(
+        self, session: ClientSession, *, agent_id: str | None, namespace: str | None
+    ) -> None:
+        """Attach the agent or namespace graph (namespace wins) and record the binding."""
+        previous_agent = session.agent_id
+        memory = self._svc.memory
+        bound = None
+        if memory is not None:
+            if namespace is not None:
+                bound = memory.namespace_graph(namespace)
+            elif agent_id is not None:
+                bound = memory.agent_graph(agent_id)
+        session.bound_memgine = bound
+        session.update(agent_id=agent_id, memory_namespace=namespace)
+        session.emit()
+        if previous_agent is not None and previous_agent != agent_id:
+            self._svc.events.emit(
+                AGENT_DETACHED,
+                agent_id=previous_agent,
+                message=f"agent {previous_agent} detached from {session.client_id}",
+                payload={"session_id": session.client_id},
+            )
+        if agent_id is not None and agent_id != previous_agent:
+            self._svc.events.emit(
+                AGENT_ATTACHED,
+                agent_id=agent_id,
+                message=f"agent {agent_id} attached to {session.client_id}",
+                payload={"session_id": session.client_id, "memory_namespace": namespace},
+            )
+
+    def sessions_of_agent(self, agent_id: str) -> list[str]:
+        return [s.client_id for s in self._sessions.values() if s.agent_id == agent_id]
+
+    def ensure_ephemeral(self, session: ClientSession) -> Any:
+        """The session's own graph, created on first use."""
+        if session.memgine is None and self._svc.memory is not None:
+            session.memgine = self._svc.memory.ephemeral()
+        return session.memgine
