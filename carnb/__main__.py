@@ -51,7 +51,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--chromium", help="path of the Chromium executable for browser.run")
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    c = sub.add_parser(
+        "chromium",
+        help="show which Chromium browser.run would launch",
+        description="Print the Chromium executable carnb would use (CARNB_CHROMIUM, then "
+        "Playwright's own browser, then chromium on PATH); exit 1 with install advice if none.",
+    )
+    c.add_argument("--configured", help="a configured path to try after CARNB_CHROMIUM")
     return p
+
+
+def chromium(args: argparse.Namespace) -> int:
+    from carnb.browser import find_chromium
+    from carnb.errors import BrowserUnavailable
+
+    try:
+        print(find_chromium(args.configured))
+    except BrowserUnavailable as exc:
+        print(f"carnb: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -96,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "chromium":
+        return chromium(args)
     return 2
 
 

@@ -165,8 +165,17 @@ class Dispatcher:
                 code=INTERNAL_ERROR,
             ) from exc
 
-    def run_inline(self, method: Method, session: ClientSession, req: Request) -> str:
-        """Answer an inline method synchronously (the fast path for the socket reader)."""
+    def run_inline(
+        self, method: Method, session: ClientSession, req: Request | Notification
+    ) -> str | None:
+        """Answer an inline method synchronously (the fast path for the socket reader);
+        ``None`` for a notification, which is executed but never answered."""
+        if isinstance(req, Notification):
+            try:
+                method.fn(session, params_object(req.params), self.services)
+            except Exception as exc:  # nobody to tell but the log
+                log.info("notification %s failed: %s", method.name, exc)
+            return None
         try:
             args = params_object(req.params)
             result = method.fn(session, args, self.services)

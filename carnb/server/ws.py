@@ -49,6 +49,7 @@ class ServerConfig:
     max_frame_bytes: int = 16 * 1024 * 1024
     ping_interval: float | None = 30.0
     ping_timeout: float | None = 30.0
+    close_timeout: float = 3.0
     max_in_flight: int = 64
     max_queued_notifications: int = 1024
 
@@ -88,6 +89,7 @@ class SessionServer:
             max_size=self.config.max_frame_bytes,
             ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout,
+            close_timeout=self.config.close_timeout,
             compression=None,
             server_header="carnb",
         )
@@ -140,8 +142,8 @@ class SessionServer:
                         await ws.send(error_text(msg.id, exc.code, exc.message, exc.data))
                     continue
                 if method.mode == "inline":
-                    reply = self.dispatcher.run_inline(method, session, msg)  # type: ignore[arg-type]
-                    if isinstance(msg, Request):
+                    reply = self.dispatcher.run_inline(method, session, msg)
+                    if reply is not None:
                         await ws.send(reply)
                     continue
                 await in_flight.acquire()

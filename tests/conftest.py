@@ -1,0 +1,180 @@
+"""Shared fixtures: a started carnb runtime on 127.0.0.1:0 with its data in tmp_path, and a
+small synchronous JSON-RPC client over a real WebSocket."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from carnb.runtime import Runtime, Settings
+
+os.environ.setdefault("CAR_NO_VERSION_WARNING", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RpcFailed(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message')}")
+        self.code = error.get("code")
+        self.message = error.get("message")
+        self.error = error
+
+
+class Client:
+    """A plain JSON-RPC client on a real socket (sync websockets API)."""
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        self.ws: ClientConnection = connect(url, open_timeout=10, max_size=None, **kw).__enter__()
+        self._ids = itertools.count(1)
+        self.notifications: list[dict[str, Any]] = []
+
+    def send(self, obj: Any) -> None:
+        self.ws.send(obj if isinstance(obj, (str, bytes)) else json.dumps(obj))
+
+    def recv(self, timeout: float = 10) -> dict[str, Any]:
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def recv_reply(self, id_: Any, timeout: float = 10) -> dict[str, Any]:
+        """Next reply with this id; notifications on the way are kept in .notifications."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv(max(0.01, deadline - time.monotonic()))
+            if "id" in msg and msg["id"] == id_:
+                return msg
+            self.notifications.append(msg)
+
+    def request(self, method: str, params: Any = None, timeout: float = 10) -> dict[str, Any]:
+        id_ = next(self._ids)
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.send(msg)
+        return self.recv_reply(id_, timeout)
+
+    def call(self, method: str, params: Any = None, timeout: float = 10) -> Any:
+        reply = self.request(method, params, timeout)
+        if "error" in reply:
+            raise RpcFailed(reply["error"])
+        return reply["result"]
+
+    def wait_notification(self, method: str, timeout: float = 5) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, n in enumerate(self.notifications):
+                if n.get("method") == method:
+                    return self.notifications.pop(i)
+            self.notifications.append(self.recv(max(0.01, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "carnb-home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def make_runtime(home: Path) -> Iterator[Any]:
+    started: list[Runtime] = []
+
+    def make(**kw: Any) -> Runtime:
+        kw.setdefault("home", home)
+        rt = Runtime(Settings(**kw)).start()
+        started.append(rt)
+        return rt
+
+    yield make
+    for rt in started:
+        rt.close()
+
+
+@pytest.fixture
+def runtime(make_runtime: Any) -> Runtime:
+    return make_runtime(agents=("alice", "bob"))
+
+
+@pytest.fixture
+def connect_client(runtime: Runtime) -> Iterator[Any]:
+    clients: list[Client] = []
+
+    def make(auth: str | dict[str, Any] | None = "token", url: str | None = None) -> Client:
+        c = Client(url or runtime.url)
+        clients.append(c)
+        if auth == "token":
+            c.call("session.auth", {"token": runtime.token})
+        elif auth == "host":
+            c.call("session.auth", {"host_token": runtime.host_token})
+        elif isinstance(auth, dict):
+            c.call("session.auth", auth)
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def agent_auth(runtime: Runtime, agent: str, **extra: Any) -> dict[str, Any]:
+    token = runtime.credentials.agents.token_for(agent)
+    assert token is not None
+    return {"token": token, "agent_id": agent, **extra}
+
+
+class ServeProcess:
+    """A real `python -m carnb serve` process."""
+
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.conn_file = home / "conn.json"
+        cmd = [
+            sys.executable, "-m", "carnb", "serve", "--home", str(home),
+            "--connection-file", str(self.conn_file), *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env={**os.environ, **(env or {})},
+        )
+        assert self.proc.stdout is not None
+        self.lines = [self.proc.stdout.readline().strip(), self.proc.stdout.readline().strip()]
+        if not self.lines[0].startswith("carnb serving on "):
+            self.proc.kill()
+            raise RuntimeError(f"serve did not start: {self.lines} {self.proc.stderr.read()}")
+        self.url = self.lines[0].removeprefix("carnb serving on ")
+        self.info = json.loads(self.conn_file.read_text())
+
+    def stop(self, sig: int | None = None) -> int:
+        import signal as _signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or _signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture
+def serve_process(home: Path) -> Iterator[Any]:
+    procs: list[ServeProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, home_dir: Path | None = None) -> ServeProcess:
+        p = ServeProcess(home_dir or home, *args, env=env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()

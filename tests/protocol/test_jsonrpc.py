@@ -1,0 +1,118 @@
+"""Protocol core: text in, text out, no event loop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from carnb.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
+from carnb.protocol.jsonrpc import (
+    Invalid,
+    Notification,
+    Request,
+    RpcError,
+    error_text,
+    params_object,
+    parse_frame,
+    result_text,
+)
+
+
+def err(msg: Invalid) -> dict:
+    return json.loads(msg.reply)["error"]
+
+
+def test_request_is_parsed_with_id_method_and_params() -> None:
+    msg = parse_frame('{"jsonrpc":"2.0","id":7,"method":"state.get","params":{"key":"a"}}')
+    assert msg == Request(7, "state.get", {"key": "a"})
+
+
+def test_string_ids_and_missing_jsonrpc_field_are_accepted() -> None:
+    assert parse_frame('{"id":"abc","method":"x"}') == Request("abc", "x", None)
+
+
+def test_message_without_id_is_a_notification() -> None:
+    assert parse_frame('{"jsonrpc":"2.0","method":"state.keys"}') == Notification("state.keys", None)
+
+
+@pytest.mark.parametrize("text", ["{bad", "", "nul", '{"a":1', "\x00"])
+def test_invalid_json_is_a_parse_error_with_null_id(text: str) -> None:
+    msg = parse_frame(text)
+    assert isinstance(msg, Invalid)
+    assert json.loads(msg.reply)["id"] is None
+    assert err(msg)["code"] == PARSE_ERROR
+    assert err(msg)["message"].startswith("parse error")
+
+
+def test_deeply_nested_json_is_a_parse_error_not_a_crash() -> None:
+    msg = parse_frame("[" * 100_000 + "]" * 100_000)
+    assert isinstance(msg, Invalid)
+    assert err(msg)["code"] == PARSE_ERROR
+    assert "nesting too deep" in err(msg)["message"]
+
+
+def test_batch_is_refused_with_a_clear_message() -> None:
+    msg = parse_frame('[{"jsonrpc":"2.0","id":1,"method":"a"}]')
+    assert isinstance(msg, Invalid)
+    assert err(msg)["code"] == INVALID_REQUEST
+    assert "batch" in err(msg)["message"]
+
+
+@pytest.mark.parametrize("text", ["1", '"s"', "null", "true"])
+def test_json_that_is_not_an_object_is_an_invalid_request(text: str) -> None:
+    msg = parse_frame(text)
+    assert isinstance(msg, Invalid)
+    assert err(msg)["code"] == INVALID_REQUEST
+
+
+def test_response_objects_from_the_client_are_invalid_requests_keeping_the_id() -> None:
+    msg = parse_frame('{"jsonrpc":"2.0","id":4,"error":{"code":"oops","message":"x"}}')
+    assert isinstance(msg, Invalid)
+    reply = json.loads(msg.reply)
+    assert reply["id"] == 4
+    assert reply["error"]["code"] == INVALID_REQUEST
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"id": 1, "method": 5},
+        {"id": 1, "method": ""},
+        {"id": {"x": 1}, "method": "a"},
+        {"id": True, "method": "a"},
+        {"id": 1, "jsonrpc": "1.0", "method": "a"},
+        {"id": 1},
+    ],
+)
+def test_malformed_requests_are_invalid_requests(obj: dict) -> None:
+    msg = parse_frame(json.dumps(obj))
+    assert isinstance(msg, Invalid)
+    assert err(msg)["code"] == INVALID_REQUEST
+
+
+def test_error_codes_are_json_integers_and_data_is_optional() -> None:
+    reply = json.loads(error_text(3, -32601, "unknown method: x"))
+    assert reply == {"jsonrpc": "2.0", "id": 3, "error": {"code": -32601, "message": "unknown method: x"}}
+    with_data = json.loads(error_text(3, -32602, "m", {"field": "k"}))
+    assert with_data["error"]["data"] == {"field": "k"}
+
+
+def test_result_that_is_not_json_becomes_an_error_reply() -> None:
+    reply = json.loads(result_text(1, {"x": float("nan")}))
+    assert reply["error"]["code"] == -32603
+    reply = json.loads(result_text(2, {1, 2}))
+    assert reply["error"]["code"] == -32603
+
+
+def test_unicode_survives_a_round_trip() -> None:
+    assert json.loads(result_text(1, "héllo ☃"))["result"] == "héllo ☃"
+
+
+def test_params_object_accepts_null_and_objects_and_refuses_arrays() -> None:
+    assert params_object(None) == {}
+    assert params_object({"a": 1}) == {"a": 1}
+    with pytest.raises(RpcError) as info:
+        params_object([1, 2])
+    assert info.value.code == INVALID_PARAMS
+    assert "named fields" in info.value.message
