@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from carnb import __version__
+from carnb.browser import BrowserPool
 from carnb.errors import CarnbError
+from carnb.memgine import MemoryHome
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession, new_client_id
+from carnb.runs import RunStore
 from carnb.server.dispatch import Dispatcher
 from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
@@ -167,7 +170,24 @@ class Runtime:
         self.session = session
 
     def _attach_engines(self, services: Services) -> None:
-        """Wire memgine, the run store and the browser pool (each optional)."""
+        """Wire memgine, the run store and the browser pool (each can be switched off)."""
+        s = self.settings
+        if s.memory:
+            memory = MemoryHome(s.home)
+            services.memory = memory
+            self._closers.append(memory.close)
+        if s.runs:
+            store = RunStore(s.home / "runs.sqlite3")
+            services.runs = store
+            self._closers.append(store.close)
+        if s.browser:
+            pool = BrowserPool(
+                executable=s.chromium,
+                headless=s.headless,
+                op_timeout_ms=s.browser_timeout_ms,
+            )
+            services.browsers = pool
+            self._closers.append(pool.close)
 
     def close(self) -> None:
         """Stop the server, end every session, close engines and browsers, stop the thread."""

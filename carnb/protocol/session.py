@@ -31,6 +31,8 @@ WATCHED = (
     "protocol_version",
     "browser_state",
     "browser_url",
+    "fact_count",
+    "run_turns",
 )
 
 
@@ -48,6 +50,8 @@ class ClientSession:
     agent_id: str | None = None
     memory_namespace: str | None = None
     current_run_id: str | None = None
+    run_turns: int = 0  # turns recorded in the current run
+    fact_count: int | None = None  # facts in the effective graph (None until first known)
     protocol_version: int | None = None
     capabilities: list[str] = field(default_factory=list)
     client_version: str | None = None
@@ -130,6 +134,8 @@ class ClientSession:
             "graph": _graph_label(self),
             "graph_persistent": bool(getattr(graph, "persistent", False)),
             "current_run_id": self.current_run_id,
+            "run_turns": self.run_turns,
+            "fact_count": self.fact_count,
             "protocol_version": self.protocol_version,
             "client_version": self.client_version,
             "browser_state": self.browser_state,

@@ -139,7 +139,9 @@ class SessionHub:
             elif agent_id is not None:
                 bound = memory.agent_graph(agent_id)
         session.bound_memgine = bound
-        session.update(agent_id=agent_id, memory_namespace=namespace)
+        graph = bound if bound is not None else session.memgine
+        count = graph.fact_count() if graph is not None else (0 if memory is not None else None)
+        session.update(agent_id=agent_id, memory_namespace=namespace, fact_count=count)
         session.emit()
         if previous_agent is not None and previous_agent != agent_id:
             self._svc.events.emit(

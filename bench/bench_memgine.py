@@ -1,0 +1,302 @@
+"""Benchmark of carnb's memgine in process, beside the peer (car-runtime 0.7.0's embedded engine).
+
+Usage: ``.venv/bin/python bench/bench_memgine.py [--quick] [--no-peer]``
+
+For each size (1k, 10k, 100k facts; ``--quick``: 1k and 10k with fewer iterations) a seeded
+corpus of realistic random facts (bench/memgine_corpus.py) is added to an in-memory graph one
+``add_fact`` at a time, persisted to JSON, loaded into a persistent graph file, and then queried:
+``query`` k=5 (median, p99), ``build_context`` and ``build_context_fast`` (median) over the same
+fixed query set; finally ``add_fact`` throughput on the persistent file (every write committed).
+
+The peer runs in its own virtual environment (/tmp/peer07, built on first use with
+``pip install car-runtime==0.7.0``) as a black box, in a subprocess, on the same corpus and
+queries (1k and 10k only; it grows linearly). If it cannot be installed the bench says so and
+goes on without it.
+
+Prints a Markdown table (measure | value | goal | ok) and writes bench/results/memgine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from memgine_corpus import Corpus  # noqa: E402
+
+from carnb.memgine import Memgine  # noqa: E402
+
+PEER_VENV = Path(os.environ.get("CARNB_PEER07_VENV", "/tmp/peer07"))
+PEER_VERSION = "0.7.0"
+CORPUS_SEED = 7
+QUERY_SEED = 99
+
+GOALS = {
+    "query_median_ms_100k": 3.0,
+    "query_ratio_100k_1k": 4.0,
+    "context_median_ms_100k": 25.0,
+    "add_persistent_per_s": 1500.0,
+}
+
+PEER_SCRIPT = r"""
+import json, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+from memgine_corpus import Corpus
+from car_runtime import CarRuntime
+n, corpus_seed, query_seed, iters = (int(x) for x in sys.argv[2:6])
+facts = Corpus(corpus_seed).facts(n)
+queries = Corpus(query_seed).queries(200)
+rt = CarRuntime()
+t0 = time.perf_counter()
+for subject, body, kind in facts:
+    rt.add_fact(subject, body, kind)
+add_s = time.perf_counter() - t0
+def timed(fn):
+    for q in queries[:5]:
+        fn(q)
+    out = []
+    for i in range(iters):
+        q = queries[i % len(queries)]
+        t = time.perf_counter(); fn(q); out.append((time.perf_counter() - t) * 1000)
+    return out
+qt = timed(lambda q: rt.query_facts(q, 5))
+ct = timed(lambda q: rt.build_context(q))
+print(json.dumps({"n": n, "add_per_s": n / add_s, "query_ms": qt, "context_ms": ct,
+                  "fact_count": rt.fact_count()}))
+"""
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def timed_calls(fn: Any, queries: list[str], iters: int) -> list[float]:
+    for q in queries[:10]:
+        fn(q)
+    out = []
+    for i in range(iters):
+        q = queries[i % len(queries)]
+        start = time.perf_counter()
+        fn(q)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def bench_size(n: int, queries: list[str], iters: int, add_n: int, workdir: Path) -> dict[str, Any]:
+    facts = Corpus(CORPUS_SEED).facts(n)
+    extra = Corpus(CORPUS_SEED + 1).facts(add_n)
+    mem = Memgine()
+    start = time.perf_counter()
+    for subject, body, kind in facts:
+        mem.add_fact(subject, body, kind)
+    add_mem_s = time.perf_counter() - start
+    json_path = workdir / f"graph-{n}.json"
+    start = time.perf_counter()
+    persisted = mem.persist(json_path)
+    persist_s = time.perf_counter() - start
+    mem.close()
+
+    graph = Memgine(workdir / f"graph-{n}.sqlite3")
+    start = time.perf_counter()
+    loaded = graph.load(json_path)
+    load_s = time.perf_counter() - start
+    assert persisted == loaded == n, (persisted, loaded, n)
+
+    query_ms = timed_calls(lambda q: graph.query(q, 5), queries, iters)
+    hits = sum(1 for q in queries if graph.query(q, 5))
+    context_ms = timed_calls(graph.build_context, queries, max(50, iters // 4))
+    fast_ms = timed_calls(graph.build_context_fast, queries, max(50, iters // 4))
+    context_chars = statistics.median(len(graph.build_context(q)) for q in queries[:50])
+
+    start = time.perf_counter()
+    for subject, body, kind in extra:
+        graph.add_fact(subject, body, kind)
+    add_file_s = time.perf_counter() - start
+    graph.close()
+    return {
+        "n": n,
+        "add_memory_per_s": n / add_mem_s,
+        "persist_s": persist_s,
+        "load_s": load_s,
+        "json_mb": json_path.stat().st_size / 1e6,
+        "query_median_ms": statistics.median(query_ms),
+        "query_p99_ms": percentile(query_ms, 99),
+        "queries_with_results": hits / len(queries),
+        "context_median_ms": statistics.median(context_ms),
+        "context_p99_ms": percentile(context_ms, 99),
+        "context_fast_median_ms": statistics.median(fast_ms),
+        "context_median_chars": context_chars,
+        "add_file_per_s": add_n / add_file_s,
+        "add_file_n": add_n,
+    }
+
+
+def ensure_peer() -> tuple[Path | None, str]:
+    python = PEER_VENV / "bin" / "python"
+    check = [str(python), "-c", "import car_runtime, importlib.metadata as m; "
+             "print(m.version('car-runtime'))"]  # fmt: skip
+    if python.exists():
+        done = subprocess.run(check, capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip() == PEER_VERSION:
+            return python, ""
+    print(f"(building the peer venv {PEER_VENV} with car-runtime=={PEER_VERSION} ...)", flush=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(PEER_VENV)],
+        [str(python), "-m", "pip", "install", "-q", f"car-runtime=={PEER_VERSION}"],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            return None, f"peer skipped: `{' '.join(step)}` failed: {done.stderr.strip()[-300:]}"
+    done = subprocess.run(check, capture_output=True, text=True)
+    if done.returncode != 0:
+        return None, f"peer skipped: car_runtime does not import: {done.stderr.strip()[-300:]}"
+    return python, ""
+
+
+def bench_peer(python: Path, n: int, iters: int) -> dict[str, Any]:
+    env = {**os.environ, "CAR_FFI_NO_DAEMON_WARNING": "1"}
+    env.pop("CAR_DAEMON_URL", None)
+    done = subprocess.run(
+        [str(python), "-c", PEER_SCRIPT, str(HERE), str(n), str(CORPUS_SEED), str(QUERY_SEED),
+         str(iters)],
+        capture_output=True, text=True, env=env, timeout=3600,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return {"n": n, "error": done.stderr.strip()[-500:]}
+    raw = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "n": n,
+        "add_per_s": raw["add_per_s"],
+        "query_median_ms": statistics.median(raw["query_ms"]),
+        "query_p99_ms": percentile(raw["query_ms"], 99),
+        "context_median_ms": statistics.median(raw["context_ms"]),
+        "fact_count": raw["fact_count"],
+    }
+
+
+def label(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    sizes = results["sizes"]
+    largest = sizes[-1]["n"]
+    for size in sizes:
+        n = label(size["n"])
+        big = size["n"] == largest and largest >= 100_000
+        q_ok = "yes" if size["query_median_ms"] <= GOALS["query_median_ms_100k"] else "no"
+        c_ok = "yes" if size["context_median_ms"] <= GOALS["context_median_ms_100k"] else "no"
+        rows += [
+            (f"query k=5 median @{n}", f"{size['query_median_ms']:.2f} ms",
+             "<= 3 ms @100k" if big else "", q_ok if big else ""),
+            (f"query k=5 p99 @{n}", f"{size['query_p99_ms']:.2f} ms", "", ""),
+            (f"build_context median @{n}", f"{size['context_median_ms']:.2f} ms",
+             "<= 25 ms @100k" if big else "", c_ok if big else ""),
+            (f"build_context_fast median @{n}", f"{size['context_fast_median_ms']:.2f} ms", "", ""),
+            (f"add_fact in memory @{n}", f"{size['add_memory_per_s']:,.0f} facts/s", "", ""),
+            (f"add_fact persistent file @{n}+", f"{size['add_file_per_s']:,.0f} facts/s",
+             ">= 1,500/s", "yes" if size["add_file_per_s"] >= 1500 else "no"),
+            (f"persist @{n} ({size['json_mb']:.1f} MB)", f"{size['persist_s'] * 1000:.0f} ms", "", ""),
+            (f"load @{n}", f"{size['load_s'] * 1000:.0f} ms", "", ""),
+        ]  # fmt: skip
+    first, last = sizes[0], sizes[-1]
+    ratio = last["query_median_ms"] / first["query_median_ms"]
+    results["query_ratio"] = ratio
+    if last["n"] >= 100_000:
+        rows.append((f"query median ratio {label(last['n'])}/{label(first['n'])}", f"{ratio:.2f}x",
+                     "<= 4x", "yes" if ratio <= GOALS["query_ratio_100k_1k"] else "no"))  # fmt: skip
+    else:
+        rows.append((f"query median ratio {label(last['n'])}/{label(first['n'])}", f"{ratio:.2f}x",
+                     "", ""))  # fmt: skip
+    by_n = {size["n"]: size for size in sizes}
+    for peer in results.get("peer", []):
+        n = label(peer["n"])
+        if "error" in peer:
+            rows.append((f"peer 0.7.0 @{n}", "failed: " + peer["error"][:80], "", ""))
+            continue
+        ours = by_n.get(peer["n"])
+        rows += [
+            (f"peer 0.7.0 query_facts median @{n}", f"{peer['query_median_ms']:.2f} ms", "", ""),
+            (f"peer 0.7.0 build_context median @{n}", f"{peer['context_median_ms']:.2f} ms", "", ""),
+            (f"peer 0.7.0 add_fact @{n}", f"{peer['add_per_s']:,.0f} facts/s", "", ""),
+        ]  # fmt: skip
+        if ours:
+            rows += [
+                (f"query speed-up vs peer @{n}",
+                 f"{peer['query_median_ms'] / ours['query_median_ms']:.1f}x", "> 1x",
+                 "yes" if peer["query_median_ms"] > ours["query_median_ms"] else "no"),
+                (f"build_context speed-up vs peer @{n}",
+                 f"{peer['context_median_ms'] / ours['context_median_ms']:.1f}x", "> 1x",
+                 "yes" if peer["context_median_ms"] > ours["context_median_ms"] else "no"),
+            ]  # fmt: skip
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1k and 10k only, fewer iterations")
+    parser.add_argument("--no-peer", action="store_true", help="skip car-runtime 0.7.0")
+    args = parser.parse_args()
+    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
+    iters = 200 if args.quick else 1000
+    add_n = 500 if args.quick else 3000
+    queries = Corpus(QUERY_SEED).queries(200)
+    results: dict[str, Any] = {
+        "bench": "memgine",
+        "quick": args.quick,
+        "python": platform.python_version(),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "sizes": [],
+        "goals": GOALS,
+    }
+    with tempfile.TemporaryDirectory(prefix="carnb-bench-memgine-") as tmp:
+        for n in sizes:
+            print(f"(carnb memgine @{label(n)} ...)", flush=True)
+            results["sizes"].append(bench_size(n, queries, iters, add_n, Path(tmp)))
+    notes: list[str] = []
+    if not args.no_peer:
+        python, note = ensure_peer()
+        if python is None:
+            notes.append(note)
+        else:
+            results["peer"] = []
+            for n in [1_000, 10_000]:
+                print(f"(peer car-runtime {PEER_VERSION} @{label(n)} ...)", flush=True)
+                peer_iters = 60 if args.quick else (200 if n <= 1000 else 100)
+                results["peer"].append(bench_peer(python, n, peer_iters))
+    rows = table(results)
+    results["rows"] = [dict(zip(("measure", "value", "goal", "ok"), r, strict=True)) for r in rows]
+    results["notes"] = notes
+    print()
+    print("| measure | value | goal | ok |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    for note in notes:
+        print(f"\nNote: {note}")
+    out = HERE / "results" / "memgine.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(HERE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

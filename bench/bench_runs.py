@@ -1,0 +1,197 @@
+"""Benchmark the run store: ``runs.record_turns`` throughput and latency.
+
+Usage: ``.venv/bin/python bench/bench_runs.py [--quick] [--section NAME ...]``
+
+Prints a Markdown table (measure | value | goal | ok) and writes ``bench/results/runs.json``.
+The goals come from the threading model (DESIGN.md): a store call that stays under ~5 ms may
+run inline on the host loop, so per-call p99 latency is the figure that matters; throughput
+is reported beside it.
+
+Sections are functions in ``SECTIONS`` (name -> fn(quick) -> rows), run in order. The
+in-process section exists now; an over-the-wire section (round trip of ``runs.record_turns``
+through a real server, subscriber notification delay) plugs in as another entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from carnb.runs import Caller, RunStore  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "runs.json"
+AGENT = Caller(session_id="bench", agent_id="bench-agent")
+INLINE_BUDGET_MS = 5.0  # DESIGN.md: sync engine calls under ~5 ms may run on the loop
+
+
+@dataclass
+class Row:
+    measure: str
+    value: float
+    unit: str
+    goal: str
+    ok: bool | None  # None: informational, no goal
+
+    def cells(self) -> list[str]:
+        ok = "" if self.ok is None else ("yes" if self.ok else "NO")
+        return [self.measure, f"{self.value:,.{_digits(self.value)}f} {self.unit}", self.goal, ok]
+
+
+def _digits(v: float) -> int:
+    return 0 if abs(v) >= 100 else 2 if abs(v) >= 1 else 3
+
+
+def turn(i: int) -> dict[str, Any]:
+    """A realistic turn: a prompt, a tool call with parameters, ~1 KiB of output."""
+    return {
+        "prompt": f"step {i}: look up the next item and summarise what it says " * 3,
+        "tool": "search",
+        "parameters": {"query": f"item {i}", "k": 5},
+        "output": ("result text " * 90)[:1024],
+        "model": "bench-model",
+        "tokens": {"input": 812, "output": 164},
+    }
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure_batches(
+    store: RunStore, batch: int, calls: int, label: str, *, goal_rate: float | None
+) -> list[Row]:
+    """``calls`` record_turns calls of ``batch`` turns each into one run."""
+    run_id = store.start(AGENT, intent=f"bench {label}")["run_id"]
+    payload = [turn(i) for i in range(batch)]
+    for _ in range(min(20, calls)):  # warm caches and the WAL
+        store.record_turns(AGENT, run_id, payload)
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        s = time.perf_counter()
+        r = store.record_turns(AGENT, run_id, payload)
+        lat.append((time.perf_counter() - s) * 1000)
+        assert r["ok"], r
+    wall = time.perf_counter() - t0
+    rate = calls * batch / wall
+    p50, p99 = statistics.median(lat), _pct(lat, 0.99)
+    rows = [
+        Row(
+            f"record_turns {label}: turns/s",
+            rate,
+            "turns/s",
+            f">= {goal_rate:,.0f}" if goal_rate else "",
+            rate >= goal_rate if goal_rate else None,
+        ),
+        Row(f"record_turns {label}: p50 per call", p50, "ms", "", None),
+        Row(
+            f"record_turns {label}: p99 per call",
+            p99,
+            "ms",
+            f"< {INLINE_BUDGET_MS:g} (inline on the loop)",
+            p99 < INLINE_BUDGET_MS,
+        ),
+    ]
+    return rows
+
+
+def section_in_process(quick: bool) -> list[Row]:
+    n1, n50 = (2_000, 200) if quick else (20_000, 2_000)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="carnb-bench-runs-") as tmp:
+        with RunStore(Path(tmp) / "runs.sqlite3") as store:
+            rows += measure_batches(store, 1, n1, "batch 1", goal_rate=2_000)
+            rows += measure_batches(store, 50, n50, "batch 50", goal_rate=20_000)
+            events: list[dict[str, Any]] = []
+            store.add_listener(events.append)
+            rows += measure_batches(
+                store, 50, n50, "batch 50 + 1 listener", goal_rate=10_000
+            )
+            # Reading a long trace back (what runs.get_trace / a subscribe snapshot does).
+            run_id = store.start(AGENT, intent="bench trace")["run_id"]
+            for _ in range(20):
+                store.record_turns(AGENT, run_id, [turn(i) for i in range(50)])
+            reads = []
+            for _ in range(5 if quick else 20):
+                s = time.perf_counter()
+                trace = store.get_trace(AGENT, run_id)
+                reads.append((time.perf_counter() - s) * 1000)
+            assert len(trace["records"]) == 1001
+            rows.append(
+                Row(
+                    "get_trace of 1,000 turns (~1.4 MB): median",
+                    statistics.median(reads),
+                    "ms",
+                    "< 50 (else page with after/limit)",
+                    statistics.median(reads) < 50,
+                )
+            )
+        with RunStore(Path(tmp) / "runs-full.sqlite3", synchronous="FULL") as store:
+            full = measure_batches(store, 1, n1 // 4, "batch 1, synchronous=FULL", goal_rate=None)
+            for row in full:  # fsync per commit depends on the disk: informational only
+                row.goal, row.ok = "", None
+            rows += full
+    return rows
+
+
+SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
+    "in_process": section_in_process,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (< 60 s)")
+    ap.add_argument(
+        "--section", action="append", choices=sorted(SECTIONS), help="run only these sections"
+    )
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for name in args.section or list(SECTIONS):
+        rows += SECTIONS[name](args.quick)
+    elapsed = time.perf_counter() - started
+
+    print("| measure | value | goal | ok |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row.cells()) + " |")
+    print(f"\n{len(rows)} rows in {elapsed:.1f} s ({'quick' if args.quick else 'full'} run)")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "area": "runs",
+                "quick": args.quick,
+                "sections": args.section or list(SECTIONS),
+                "python": sys.version.split()[0],
+                "sqlite": __import__("sqlite3").sqlite_version,
+                "machine": platform.platform(),
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "elapsed_s": round(elapsed, 2),
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0 if all(r.ok is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

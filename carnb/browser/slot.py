@@ -1,0 +1,246 @@
+"""A session's browser slot: one isolated BrowserContext and page, and the run loop over ops.
+
+States: ``not launched`` (no context yet) -> ``launched`` (context and page open) ->
+``closed`` (after :meth:`BrowserSlot.close` or the pool's close). A run on a closed slot opens a
+new context (state ``launched`` again). Element ids come from a per-slot counter that only
+grows (see :mod:`carnb.browser.observe`), so ids from before a close or a relaunch are stale,
+never silently re-bound.
+
+A run validates the whole script first (:func:`validate_script`), then executes the ops in order
+and stops at the first failing step; the trace is returned either way. Each step is bounded by
+the op timeout (Playwright's own timeout plus an ``asyncio.wait_for`` backstop). A page that stops
+answering (e.g. a script in an endless loop) is replaced by a blank page after its step times
+out. Runs of one slot are serialised; different slots run concurrently.
+
+Listeners (``add_listener(fn)``) get a dict ``{owner, state, url, event, ...}`` on every state
+change and after every run, on the pool's loop; the notebook panel shows these live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from carnb.browser.ops import OPS, OpEnv, StepError, first_line
+from carnb.browser.script import validate_script, validate_viewport
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext, Page
+
+    from carnb.browser.pool import BrowserPool
+
+log = logging.getLogger("carnb.browser")
+
+NOT_LAUNCHED, LAUNCHED, CLOSED = "not launched", "launched", "closed"
+BACKSTOP_SLACK_S = 1.0
+PROBE_TIMEOUT_S = 1.0
+
+Listener = Callable[[dict[str, Any]], Any]
+
+
+class BrowserSlot:
+    """One session's isolated browser context; created by :meth:`BrowserPool.slot`."""
+
+    def __init__(self, pool: BrowserPool, owner: str = "") -> None:
+        self.owner = owner
+        self.state = NOT_LAUNCHED
+        self.url: str | None = None
+        self.runs = 0
+        self._pool = pool
+        self._context: BrowserContext | None = None
+        self._page: Page | None = None
+        self._popup: Page | None = None
+        self._generation = 0
+        self._viewport: tuple[int, int] | None = None
+        self._env = OpEnv(timeout_ms=pool.op_timeout_ms)
+        self._lock = asyncio.Lock()
+        self._listeners: list[Listener] = []
+
+    # -- listeners ------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"owner": self.owner, "state": self.state, "url": self.url, "runs": self.runs}
+
+    def _emit(self, event: str, **extra: Any) -> None:
+        info = {**self.snapshot(), "event": event, **extra}
+        for fn in list(self._listeners):
+            try:
+                fn(info)
+            except Exception:
+                log.exception("browser slot listener %r failed", fn)
+
+    # -- running scripts ------------------------------------------------------------------
+
+    async def run(self, script: object, *, width: int = 1280, height: int = 720) -> dict[str, Any]:
+        """Run a script; ``{steps: [{op, status, duration_ms, data, error}]}``.
+
+        Raises :class:`~carnb.errors.InvalidParams` for a bad script (nothing runs) and
+        :class:`~carnb.errors.BrowserUnavailable` when no Chromium can be launched.
+        """
+        ops = validate_script(script)
+        size = validate_viewport(width, height)
+        async with self._lock:
+            page = await self._ensure_page(size)
+            steps: list[dict[str, Any]] = []
+            for op in ops:
+                page = self._adopt_popup(page)
+                step = await self._step(page, op)
+                steps.append(step)
+                if step["status"] == "error":
+                    break
+            self.runs += 1
+            if self._page is not None and not self._page.is_closed():
+                self.url = self._page.url
+            ok = all(s["status"] == "ok" for s in steps)
+            self._emit("run", steps=len(steps), ok=ok)
+        self._pool.schedule_spare()
+        return {"steps": steps}
+
+    async def _step(self, page: Page, op: dict[str, Any]) -> dict[str, Any]:
+        name = op["op"]
+        if name != "wait":
+            self._env.url_mark = page.url
+        timeout_ms = (op.get("timeout_ms") or self._env.timeout_ms) if name == "wait" else (
+            self._env.timeout_ms
+        )
+        started = time.perf_counter()
+        data: Any = None
+        error: str | None = None
+        try:
+            data = await asyncio.wait_for(
+                OPS[name](page, op, self._env), timeout_ms / 1000 + BACKSTOP_SLACK_S
+            )
+        except StepError as exc:
+            error = str(exc)
+        except TimeoutError:
+            error = f"{name} did not finish within {timeout_ms} ms"
+            error += await self._recover(page)
+        except Exception as exc:  # Playwright errors we did not word: report, keep the loop alive
+            error = self._explain(name, exc)
+        if error is not None and self._gone(page):
+            error = self._explain(name, None)
+        duration_ms = int(round((time.perf_counter() - started) * 1000))
+        return {
+            "op": name,
+            "status": "error" if error is not None else "ok",
+            "duration_ms": duration_ms,
+            "data": data if error is None else None,
+            "error": error,
+        }
+
+    def _gone(self, page: Page) -> bool:
+        return page.is_closed() or not self._pool.running or self._page is not page
+
+    def _explain(self, name: str, exc: BaseException | None) -> str:
+        if self.state == CLOSED or self._page is None:
+            return f"{name} failed: the browser slot was closed during this step"
+        if not self._pool.running:
+            return (
+                f"{name} failed: the browser went away (Chromium exited or was killed); the next "
+                "run relaunches it"
+            )
+        if exc is None:
+            return f"{name} failed: the page was closed; the next run opens a new one"
+        return f"{name} failed: {first_line(exc)}"
+
+    async def _recover(self, page: Page) -> str:
+        """After a step overran its backstop: keep the page if it answers, else replace it."""
+        try:
+            await asyncio.wait_for(page.evaluate("1"), PROBE_TIMEOUT_S)
+            return "; the page is still responsive"
+        except Exception as exc:
+            log.warning("page of slot %s is not answering (%s); replacing it", self.owner, exc)
+        context = self._context
+        if context is None or self._page is not page:
+            return ""
+        try:
+            await asyncio.wait_for(page.close(run_before_unload=False), PROBE_TIMEOUT_S * 2)
+        except Exception as exc:
+            log.debug("closing the hung page failed: %s", exc)
+        try:
+            self._page = await asyncio.wait_for(context.new_page(), self._env.timeout_ms / 1000)
+            self._watch(self._page)
+        except Exception as exc:
+            log.warning("opening a replacement page failed: %s", exc)
+            await self._discard(reason="page hung")
+            return "; the page stopped responding and was closed; the next run opens a new one"
+        return "; the page stopped responding and was replaced by a blank page (ids are stale)"
+
+    # -- pages and contexts ---------------------------------------------------------------
+
+    async def _ensure_page(self, size: tuple[int, int]) -> Page:
+        browser_ok = self._pool.running and self._generation == self._pool.generation
+        page = self._page
+        if page is not None and browser_ok and not page.is_closed():
+            if size != self._viewport:
+                await page.set_viewport_size({"width": size[0], "height": size[1]})
+                self._viewport = size
+            return page
+        relaunch = self._context is not None
+        if self._context is not None:
+            await self._close_context()
+        context, page, generation = await self._pool.open_context(*size)
+        self._context, self._page, self._generation = context, page, generation
+        self._viewport = size
+        self._watch(page)
+        self.state = LAUNCHED
+        self.url = page.url
+        self._emit("relaunched" if relaunch else "launched")
+        return page
+
+    def _watch(self, page: Page) -> None:
+        page.on("popup", self._on_popup)
+
+    def _on_popup(self, popup: Page) -> None:
+        self._popup = popup
+
+    def _adopt_popup(self, page: Page) -> Page:
+        """Follow a page opened by the current one (``target=_blank``, ``window.open``)."""
+        popup, self._popup = self._popup, None
+        if popup is None or popup.is_closed():
+            return page
+        self._page = popup
+        self._watch(popup)
+        old = page
+        asyncio.get_running_loop().create_task(self._close_page(old))
+        return popup
+
+    async def _close_page(self, page: Page) -> None:
+        try:
+            await asyncio.wait_for(page.close(run_before_unload=False), PROBE_TIMEOUT_S * 5)
+        except Exception as exc:
+            log.debug("closing a replaced page failed: %s", exc)
+
+    async def _close_context(self) -> bool:
+        context, self._context = self._context, None
+        self._page = self._popup = None
+        if context is None:
+            return False
+        if self._generation == self._pool.generation and self._pool.running:
+            try:
+                await asyncio.wait_for(context.close(), 10)
+            except Exception as exc:
+                log.debug("closing the context of slot %s failed: %s", self.owner, exc)
+        return True
+
+    async def _discard(self, *, reason: str) -> bool:
+        closed = await self._close_context()
+        if self.state == LAUNCHED or closed:
+            self.state = CLOSED
+            self._emit("closed", reason=reason)
+        return closed
+
+    async def close(self) -> dict[str, bool]:
+        """Close this session's context. ``{closed: bool}``: was anything open. Idempotent."""
+        closed = await self._discard(reason="closed")
+        return {"closed": closed}

@@ -1,0 +1,421 @@
+"""One memgine graph: the synchronous, thread-safe engine behind ``memory.*``.
+
+:class:`Memgine` owns one SQLite connection (a file, or ``:memory:`` for an ephemeral graph) and
+an ``RLock``; every public method takes the lock, so one graph can be shared by the host loop and
+worker threads (``asyncio.to_thread``). Writes run in ``BEGIN IMMEDIATE`` transactions and are
+committed before the method returns (see :mod:`carnb.memgine.store` for what WAL guarantees).
+Errors are :mod:`carnb.errors` types: :class:`InvalidParams` for bad input (naming the field),
+:class:`CarnbError` for conflicts and storage failures; nothing is changed when one is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from carnb.errors import CarnbError
+from carnb.memgine import context, interchange, ranking, store, validate
+from carnb.memgine.text import fact_keys, fact_terms
+
+log = logging.getLogger("carnb.memgine")
+
+# New facts are linked to this many of the newest earlier facts with the same subject.
+LINK_RECENT = 3
+# Facts considered for the ``## Facts`` section of a context.
+CONTEXT_FACTS = 64
+CONSTRAINT = "constraint"
+_ROW = "fact_id, subject, body, kind, tags, source"
+
+
+class Memgine:
+    """A memory graph (MEMGINE.md). ``path=None`` gives an in-memory graph that dies on close."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path: Path | None = None if path is None else Path(path).expanduser().absolute()
+        self.persistent: bool = self.path is not None
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self.start()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the graph (idempotent). A persistent graph's folder is created as needed."""
+        with self._lock:
+            if self._conn is not None:
+                return
+            if self.path is not None:
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise CarnbError(
+                        f"memory graph folder {self.path.parent} cannot be created: {exc.strerror}"
+                    ) from exc
+            self._conn = store.connect(self.path)
+
+    def close(self) -> None:
+        """Close the graph (idempotent). An in-memory graph's facts are gone afterwards."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    log.warning("memgine: closing %s failed: %s", self.path or ":memory:", exc)
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def __repr__(self) -> str:
+        return f"Memgine({str(self.path) if self.path else ':memory:'!r})"
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise CarnbError("memory graph is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._db()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise CarnbError(f"memory graph is not writable: {exc}") from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise CarnbError(f"memory graph write failed: {exc}") from exc
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for multi-statement reads."""
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise CarnbError(f"memory graph read failed: {exc}") from exc
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+    # -- facts -------------------------------------------------------------------------------
+
+    def add_fact(
+        self,
+        subject: str,
+        body: str,
+        kind: str = "pattern",
+        *,
+        fact_id: str | None = None,
+        tags: list[str] | None = None,
+        source: str = "user",
+        confidence: float | None = None,
+    ) -> int:
+        """Store a fact; returns the number of valid facts after the write.
+
+        Same id with the same subject and body: nothing changes. Same id with other content:
+        :class:`CarnbError`, nothing changes. No id: ``ws-<n>``, never an existing id.
+        """
+        subject = validate.subject(subject)
+        body = validate.body(body)
+        kind = validate.name(kind, "kind")
+        fact_id = validate.optional_name(fact_id, "fact_id")
+        tag_list = validate.tags(tags)
+        source = validate.name(source, "source")
+        stored_confidence = validate.confidence(confidence)
+        terms = fact_terms(subject, body)
+        fact = store.NewFact(
+            fact_id or "", subject, body, kind, tag_list, source, stored_confidence,
+            time.time(), terms, fact_keys(terms),
+        )  # fmt: skip
+        with self._write() as conn:
+            if fact_id is not None:
+                row = conn.execute(
+                    "SELECT subject, body FROM facts WHERE fact_id = ?", (fact_id,)
+                ).fetchone()
+                if row is not None:
+                    if (row[0], row[1]) == (subject, body):
+                        return store.get_meta_int(conn, "fact_count")
+                    raise CarnbError(
+                        f"fact {fact_id!r} already exists with different content; delete it "
+                        "first or use another id"
+                    )
+            else:
+                fact.fact_id = _mint(conn)
+            previous = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT rowid FROM facts WHERE subject = ? ORDER BY rowid DESC LIMIT ?",
+                    (subject, LINK_RECENT),
+                )
+            ]
+            rowid = store.insert_fact(conn, fact)
+            store.link(conn, rowid, previous)
+            store.bump_fact_count(conn, 1)
+            return store.get_meta_int(conn, "fact_count")
+
+    def fact_count(self) -> int:
+        with self._lock:
+            return store.get_meta_int(self._db(), "fact_count")
+
+    def delete(self, fact_id: str) -> dict[str, Any]:
+        """Remove a fact, its edges and index entries: ``{id, deleted, kind, fact_count}``."""
+        fact_id = validate.name(fact_id, "id")
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT rowid, kind, stems FROM facts WHERE fact_id = ?", (fact_id,)
+            ).fetchone()
+            if row is None:
+                count = store.get_meta_int(conn, "fact_count")
+                return {"id": fact_id, "deleted": False, "kind": None, "fact_count": count}
+            store.remove_fact(conn, row[0], row[2])
+            store.bump_fact_count(conn, -1)
+            count = store.get_meta_int(conn, "fact_count")
+            return {"id": fact_id, "deleted": True, "kind": row[1], "fact_count": count}
+
+    def facts(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Stored facts in creation order (``confidence`` is the stored one, maybe ``None``)."""
+        limit, offset = validate.limit_offset(limit, offset)
+        with self._lock:
+            rows = (
+                self._db()
+                .execute(
+                    f"SELECT {_ROW}, confidence, created_at FROM facts "
+                    "ORDER BY rowid LIMIT ? OFFSET ?",
+                    (-1 if limit is None else limit, offset),
+                )
+                .fetchall()
+            )
+        return [{**_fact_dict(row[:6]), "confidence": row[6], "created_at": row[7]} for row in rows]
+
+    # -- retrieval ---------------------------------------------------------------------------
+
+    def query(self, query: str, k: int = 5) -> list[dict[str, Any]]:
+        """The ``k`` most relevant facts, best first, ``confidence`` = score in [0, 1]."""
+        query = validate.query(query)
+        k = validate.k(k)
+        if k <= 0:
+            return []
+        with self._read() as conn:
+            ranked = ranking.rank(conn, query, k, store.get_meta_int(conn, "fact_count"))
+            rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked], _ROW)
+        out = []
+        for rowid, score in ranked:
+            row = rows.get(rowid)
+            if row is not None:
+                out.append({**_fact_dict(row), "confidence": round(score, 6)})
+        return out
+
+    def build_context(self, query: str, model_context_window: int | None = None) -> str:
+        """Constraints, then the relevant facts ascending by score, within the token budget."""
+        query = validate.query(query)
+        budget = context.budget_tokens(validate.window(model_context_window))
+        with self._read() as conn:
+            constraints = self._constraints(conn)
+            count = store.get_meta_int(conn, "fact_count")
+            ranked = ranking.rank(
+                conn, query, CONTEXT_FACTS + min(len(constraints), CONTEXT_FACTS), count
+            )
+            rows = _rows_by_rowid(
+                conn, [rowid for rowid, _ in ranked], "fact_id, subject, body, kind"
+            )
+        lines = [
+            rows[rowid][:3] for rowid, _ in ranked if rowid in rows and rows[rowid][3] != CONSTRAINT
+        ][:CONTEXT_FACTS]
+        lines.reverse()
+        return context.render(constraints, lines, budget)
+
+    def build_context_fast(self, query: str, model_context_window: int | None = None) -> str:
+        """Constraints, then the newest facts matching the query lexically, in creation order
+        (no ranking, no spreading), within the token budget (oldest dropped first)."""
+        query = validate.query(query)
+        budget = context.budget_tokens(validate.window(model_context_window))
+        with self._read() as conn:
+            constraints = self._constraints(conn)
+            expr = ranking.match_any(query)
+            lines: list[tuple[str, str, str]] = []
+            if expr:
+                lines = conn.execute(
+                    "SELECT fact_id, subject, body FROM facts WHERE rowid IN (SELECT rowid FROM "
+                    "facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?) AND kind != ? "
+                    "ORDER BY rowid",
+                    (expr, CONTEXT_FACTS + len(constraints), CONSTRAINT),
+                ).fetchall()[-CONTEXT_FACTS:]
+        return context.render(constraints, lines, budget)
+
+    def _constraints(self, conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+        return conn.execute(
+            "SELECT fact_id, subject, body FROM facts WHERE kind = ? ORDER BY rowid", (CONSTRAINT,)
+        ).fetchall()
+
+    # -- whole graph -------------------------------------------------------------------------
+
+    def persist(self, path: Path) -> int:
+        """Write the whole graph as JSON at ``path`` (already sandbox-resolved), atomically."""
+        with self._read() as conn:
+            facts = conn.execute(
+                f"SELECT {_ROW}, confidence, created_at FROM facts ORDER BY rowid"
+            ).fetchall()
+            edges = conn.execute(
+                "SELECT a.fact_id, b.fact_id, e.kind FROM edges e JOIN facts a ON a.rowid = e.src "
+                "JOIN facts b ON b.rowid = e.dst WHERE e.src < e.dst ORDER BY e.src, e.dst"
+            ).fetchall()
+        rows = (
+            {**_fact_dict(row[:6]), "confidence": row[6], "created_at": row[7]} for row in facts
+        )
+        edge_rows = ({"from": a, "to": b, "kind": kind} for a, b, kind in edges)
+        return interchange.write_atomic(Path(path), rows, edge_rows)
+
+    def load(self, path: Path) -> int:
+        """Replace the graph with the file's facts in one transaction; returns the count.
+
+        The file is read and checked first: a missing, corrupt or foreign file raises and
+        leaves the graph as it was."""
+        document = interchange.read(Path(path))
+        now = time.time()
+        facts: list[store.NewFact] = []
+        for loaded in document.facts:
+            terms = fact_terms(loaded.subject, loaded.body)
+            facts.append(
+                store.NewFact(
+                    loaded.fact_id,
+                    loaded.subject,
+                    loaded.body,
+                    loaded.kind,
+                    loaded.tags,
+                    loaded.source,
+                    loaded.confidence,
+                    loaded.created_at if loaded.created_at is not None else now,
+                    terms,
+                    fact_keys(terms),
+                )  # fmt: skip
+            )
+        rowid_of = {fact.fact_id: rowid for rowid, fact in enumerate(facts, start=1)}
+        if document.edges is not None:
+            edges = [(rowid_of[a], rowid_of[b], kind) for a, b, kind in document.edges]
+        else:
+            edges = _subject_links(facts)
+        with self._write() as conn:
+            store.clear(conn)
+            store.bulk_insert(conn, facts, edges)
+        log.info("memgine: loaded %d facts from %s", len(facts), path)
+        return len(facts)
+
+    def consolidate(self) -> dict[str, Any]:
+        """Merge exact duplicates (same subject and body, the oldest survives and takes over
+        edges and tags); report subjects holding different bodies without resolving them."""
+        merged = 0
+        with self._write() as conn:
+            groups = conn.execute(
+                "SELECT group_concat(rowid) FROM facts GROUP BY subject, body HAVING count(*) > 1"
+            ).fetchall()
+            for (joined,) in groups:
+                keep, *dups = sorted(int(x) for x in joined.split(","))
+                merged += _merge_into(conn, keep, dups)
+            store.bump_fact_count(conn, -merged)
+            contested = conn.execute(
+                "SELECT subject FROM facts GROUP BY subject HAVING count(DISTINCT body) > 1 "
+                "ORDER BY min(rowid)"
+            ).fetchall()
+            samples = []
+            for (subject,) in contested[:20]:
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT fact_id FROM facts WHERE subject = ? ORDER BY rowid LIMIT 10",
+                        (subject,),
+                    )
+                ]
+                samples.append({"subject": subject, "fact_ids": ids})
+            count = store.get_meta_int(conn, "fact_count")
+        return {
+            "duplicates_merged": merged,
+            "contradictions_found": len(contested),
+            "fact_count": count,
+            "contradictions": samples,
+        }
+
+
+def _mint(conn: sqlite3.Connection) -> str:
+    """The next free ``ws-<n>`` (a caller's own ``ws-7`` is skipped, never shadowed)."""
+    n = store.get_meta_int(conn, "next_ws")
+    while conn.execute("SELECT 1 FROM facts WHERE fact_id = ?", (f"ws-{n}",)).fetchone():
+        n += 1
+    store.set_meta(conn, "next_ws", n + 1)
+    return f"ws-{n}"
+
+
+def _merge_into(conn: sqlite3.Connection, keep: int, dups: list[int]) -> int:
+    keep_tags = json.loads(
+        conn.execute("SELECT tags FROM facts WHERE rowid = ?", (keep,)).fetchone()[0]
+    )
+    for dup in dups:
+        tags_json, stems = conn.execute(
+            "SELECT tags, stems FROM facts WHERE rowid = ?", (dup,)
+        ).fetchone()
+        for tag in json.loads(tags_json):
+            if tag not in keep_tags:
+                keep_tags.append(tag)
+        others = [r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ?", (dup,))]
+        store.link(conn, keep, [o for o in others if o not in dups])
+        store.remove_fact(conn, dup, stems)
+    conn.execute(
+        "UPDATE facts SET tags = ? WHERE rowid = ?",
+        (json.dumps(keep_tags, ensure_ascii=False), keep),
+    )
+    return len(dups)
+
+
+def _subject_links(facts: list[store.NewFact]) -> list[tuple[int, int, str]]:
+    """The links ``add_fact`` would have made, for files that carry no edges."""
+    recent: dict[str, list[int]] = {}
+    edges: list[tuple[int, int, str]] = []
+    for rowid, fact in enumerate(facts, start=1):
+        before = recent.setdefault(fact.subject, [])
+        edges.extend((rowid, other, store.RELATED_TO) for other in before)
+        before.insert(0, rowid)
+        del before[LINK_RECENT:]
+    return edges
+
+
+def _rows_by_rowid(
+    conn: sqlite3.Connection, rowids: list[int], columns: str
+) -> dict[int, tuple[Any, ...]]:
+    if not rowids:
+        return {}
+    marks = ",".join("?" * len(rowids))
+    return {
+        row[0]: row[1:]
+        for row in conn.execute(
+            f"SELECT rowid, {columns} FROM facts WHERE rowid IN ({marks})", rowids
+        )
+    }
+
+
+def _fact_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    fact_id, subject, body, kind, tags, source = row
+    return {
+        "fact_id": fact_id,
+        "subject": subject,
+        "body": body,
+        "kind": kind,
+        "tags": json.loads(tags),
+        "source": source,
+    }

@@ -1,0 +1,142 @@
+"""The memory part of carnb's data directory: graph files, their names and the persist sandbox.
+
+Layout under ``home`` (``$CARNB_HOME``, default ``~/.carnb``)::
+
+    graphs/agents/<graph_file_name(agent_id)>.sqlite3       one persistent graph per agent
+    graphs/namespaces/<graph_file_name(namespace)>.sqlite3  one per memory namespace
+    memory/                                                  the user's persist/load sandbox
+
+Graph files live outside ``memory/`` so ``memory.persist``/``memory.load`` can never overwrite or
+read a live database. :class:`MemoryHome` caches one :class:`Memgine` per agent and namespace
+(the same object for the same name, shared by every session bound to it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+from carnb.errors import InvalidParams, PathRejected
+from carnb.memgine import validate
+from carnb.memgine.engine import Memgine
+
+_PASS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+# Encoded names longer than this are cut and end in "~" + SHA-256 (file names stay < 255 bytes).
+MAX_ENCODED = 200
+GRAPH_SUFFIX = ".sqlite3"
+
+
+def graph_file_name(name: str) -> str:
+    """Injective file-system name for a graph name: lowercase percent-encoding of its UTF-8,
+    only ``a-z 0-9 - _ .`` pass (``"MyApp/1"`` -> ``"%4dy%41pp%2f1"``).
+
+    Names made only of dots are fully encoded (``".."`` -> ``"%2e%2e"``), so no name is special
+    to the file system; very long names are cut and end in ``~`` + SHA-256 of the name (``~`` is
+    never produced otherwise, so they cannot meet a short name)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidParams("graph name must be a non-empty string")
+    try:
+        data = name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidParams("graph name is not valid Unicode (lone surrogate)") from exc
+    out = "".join(chr(b) if chr(b) in _PASS else f"%{b:02x}" for b in data)
+    if out.strip(".") == "":
+        out = "%2e" * len(out)
+    if len(out) > MAX_ENCODED:
+        out = out[: MAX_ENCODED - 65] + "~" + hashlib.sha256(data).hexdigest()
+    return out
+
+
+class MemoryHome:
+    """Owns the memory layout of one data directory; thread-safe."""
+
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.home = Path(home).expanduser().absolute()
+        self.memory_dir = self.home / "memory"
+        self.graphs_dir = self.home / "graphs"
+        self._lock = threading.Lock()
+        self._graphs: dict[tuple[str, str], Memgine] = {}
+
+    def start(self) -> None:
+        """Create the folders (idempotent; graphs and the sandbox also create them lazily)."""
+        for folder in (self.memory_dir, self.graphs_dir / "agents", self.graphs_dir / "namespaces"):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Close every cached graph (idempotent); later calls open them again."""
+        with self._lock:
+            graphs, self._graphs = list(self._graphs.values()), {}
+        for graph in graphs:
+            graph.close()
+
+    # -- graphs ------------------------------------------------------------------------------
+
+    def agent_graph_path(self, agent_id: str) -> Path:
+        name = validate.name(agent_id, "agent_id")
+        return self.graphs_dir / "agents" / (graph_file_name(name) + GRAPH_SUFFIX)
+
+    def namespace_graph_path(self, namespace: str) -> Path:
+        name = validate.name(namespace, "memory_namespace")
+        return self.graphs_dir / "namespaces" / (graph_file_name(name) + GRAPH_SUFFIX)
+
+    def agent_graph(self, agent_id: str) -> Memgine:
+        """The agent's persistent graph (the same object for the same id until :meth:`close`)."""
+        return self._graph(("agents", agent_id), self.agent_graph_path(agent_id))
+
+    def namespace_graph(self, namespace: str) -> Memgine:
+        """The namespace's persistent graph (cached like :meth:`agent_graph`)."""
+        return self._graph(("namespaces", namespace), self.namespace_graph_path(namespace))
+
+    def ephemeral(self) -> Memgine:
+        """A new in-memory graph (a session's own; not cached)."""
+        return Memgine(None)
+
+    def _graph(self, key: tuple[str, str], path: Path) -> Memgine:
+        with self._lock:
+            graph = self._graphs.get(key)
+            if graph is None:
+                graph = Memgine(path)
+                self._graphs[key] = graph
+            elif graph.closed:
+                graph.start()
+            return graph
+
+    # -- sandbox -----------------------------------------------------------------------------
+
+    def resolve_user_path(self, path: str, *, method: str) -> Path:
+        """The absolute, symlink-free path for a persist/load ``path`` inside ``memory_dir``.
+
+        Refused (:class:`PathRejected`, nothing created): ``..`` parts, absolute paths outside
+        the folder, paths leaving it through a symlink, and the folder itself."""
+        if not isinstance(path, str) or not path.strip():
+            raise InvalidParams(
+                "path must be a non-empty string (a file name under the memory folder)"
+            )
+
+        def reject(why: str) -> PathRejected:
+            return PathRejected(
+                f"{method} rejected path {path!r}: {why}; paths are relative to {self.memory_dir}"
+            )
+
+        if "\x00" in path:
+            raise reject("it contains a NUL character")
+        given = Path(path)
+        if ".." in given.parts:
+            raise reject("'..' is not allowed")
+        self.memory_dir.mkdir(parents=True, exist_ok=True)
+        root = Path(os.path.realpath(self.memory_dir))
+        lexical = Path(os.path.normpath(given if given.is_absolute() else self.memory_dir / given))
+        if not _inside(lexical, self.memory_dir) and not _inside(lexical, root):
+            raise reject("absolute paths must lie inside the memory folder")
+        real = Path(os.path.realpath(lexical))
+        if not _inside(real, root):
+            raise reject("it leads outside the memory folder through a symlink")
+        if real == root:
+            raise reject("it names the memory folder itself, not a file")
+        return real
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents

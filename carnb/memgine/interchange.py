@@ -1,0 +1,241 @@
+"""The JSON files of ``memory.persist`` and ``memory.load``: writing atomically, reading leniently.
+
+Written: ``{"format": "carnb.memgine/1", "facts": [...], "edges": [...]}``, one fact per line,
+to a temporary file in the target folder, fsync'ed, then renamed over the target (and the folder
+fsync'ed), so a reader sees the old file or the new one, never half of one.
+
+Read (the whole file is parsed and checked before the graph is touched):
+- carnb's format (the ``format`` tag must be ``carnb.memgine/<n>`` if present; ``edges`` optional),
+- an object ``{"facts": [...]}`` or a bare JSON array of facts,
+- rows naming ``subject``/``body`` or ``key``/``value``; ``fact_id`` or ``id`` optional (rows
+  without one become ``loaded-<n>``); the peer's rows ``{subject, body, kind, content_type}``.
+A ``value`` that is not a string is stored as its compact JSON text. Any other shape is refused
+with an error that names the row and field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from carnb.errors import CarnbError, InvalidParams, NotFound
+from carnb.memgine import validate
+
+FORMAT = "carnb.memgine/1"
+_FORMAT_FAMILY = "carnb.memgine/"
+
+
+@dataclass(slots=True)
+class LoadedFact:
+    fact_id: str
+    subject: str
+    body: str
+    kind: str
+    tags: list[str]
+    source: str
+    confidence: float | None
+    created_at: float | None
+
+
+@dataclass(slots=True)
+class Document:
+    facts: list[LoadedFact]
+    # (from fact_id, to fact_id, kind); None when the file carries no edges.
+    edges: list[tuple[str, str, str]] | None
+
+
+def write_atomic(
+    path: Path, facts: Iterable[dict[str, Any]], edges: Iterable[dict[str, str]]
+) -> int:
+    """Write a graph file at ``path`` atomically; returns the number of facts written."""
+    if path.is_dir():
+        raise CarnbError(
+            f"memory.persist: {path} is a directory; give a file name such as mem.json"
+        )
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CarnbError(f"memory.persist: cannot create folder {folder}: {exc.strerror}") from exc
+    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    count = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(f'{{"format": "{FORMAT}",\n "facts": [')
+            for line in _with_separators(facts):
+                out.write(line)
+                count += 1
+            out.write('\n ],\n "edges": [')
+            for edge in _with_separators(edges):
+                out.write(edge)
+            out.write("\n ]}\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(folder)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CarnbError(f"memory.persist: cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _with_separators(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    first = True
+    for row in rows:
+        text = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+        yield ("\n  " if first else ",\n  ") + text
+        first = False
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory; the rename itself is done
+    finally:
+        os.close(fd)
+
+
+def read(path: Path) -> Document:
+    """Read and check a graph file; raises without side effects when it cannot be loaded."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise NotFound(f"memory.load: no file at {path}; the graph was left unchanged") from exc
+    except IsADirectoryError as exc:
+        raise CarnbError(f"memory.load: {path} is a directory, not a JSON file") from exc
+    except OSError as exc:
+        raise CarnbError(f"memory.load: cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise CarnbError(
+            f"memory.load: {path} is not UTF-8 text; the graph was left unchanged"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise CarnbError(
+            f"memory.load: {path} is not valid JSON (line {exc.lineno} column {exc.colno}: "
+            f"{exc.msg}); the graph was left unchanged"
+        ) from exc
+    try:
+        return parse(data)
+    except InvalidParams as exc:
+        detail = exc.message.removeprefix("invalid params: ")
+        raise CarnbError(f"memory.load: {path}: {detail}; the graph was left unchanged") from exc
+
+
+def parse(data: Any) -> Document:
+    """Turn decoded JSON into facts (and edges); raises InvalidParams describing the problem."""
+    edges_raw: Any = None
+    if isinstance(data, dict):
+        tag = data.get("format")
+        if tag is not None and (not isinstance(tag, str) or not tag.startswith(_FORMAT_FAMILY)):
+            raise InvalidParams(f"unknown format {tag!r} (carnb reads {FORMAT!r})")
+        if isinstance(tag, str) and tag != FORMAT:
+            raise InvalidParams(f"format {tag!r} is newer than this carnb reads ({FORMAT!r})")
+        rows = data.get("facts")
+        if not isinstance(rows, list):
+            raise InvalidParams('expected a JSON array of facts or an object with a "facts" array')
+        edges_raw = data.get("edges")
+    elif isinstance(data, list):
+        rows = data
+    else:
+        raise InvalidParams('expected a JSON array of facts or an object with a "facts" array')
+    facts = _facts(rows)
+    return Document(facts, _edges(edges_raw, {f.fact_id for f in facts}))
+
+
+def _facts(rows: list[Any]) -> list[LoadedFact]:
+    out: list[LoadedFact] = []
+    by_id: dict[str, LoadedFact] = {}
+    unnamed: list[LoadedFact] = []
+    for index, row in enumerate(rows):
+        fact = _fact(row, index)
+        if fact.fact_id:
+            known = by_id.get(fact.fact_id)
+            if known is not None:
+                if (known.subject, known.body) != (fact.subject, fact.body):
+                    raise InvalidParams(
+                        f"facts[{index}] reuses id {fact.fact_id!r} with different content"
+                    )
+                continue
+            by_id[fact.fact_id] = fact
+        else:
+            unnamed.append(fact)
+        out.append(fact)
+    counter = 0
+    for fact in unnamed:
+        counter += 1
+        while f"loaded-{counter}" in by_id:
+            counter += 1
+        fact.fact_id = f"loaded-{counter}"
+        by_id[fact.fact_id] = fact
+    return out
+
+
+def _fact(row: Any, index: int) -> LoadedFact:
+    where = f"facts[{index}]"
+    if not isinstance(row, dict):
+        raise InvalidParams(f"{where} must be an object with subject and body (or key and value)")
+    subject = _pick(row, ("subject", "key"), where)
+    body = _pick(row, ("body", "value"), where)
+    if isinstance(subject, int | float) and not isinstance(subject, bool):
+        subject = str(subject)
+    if not isinstance(body, str):
+        body = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    fact_id = row.get("fact_id", row.get("id"))
+    if isinstance(fact_id, int) and not isinstance(fact_id, bool):
+        fact_id = str(fact_id)
+    created = row.get("created_at")
+    if isinstance(created, bool) or not isinstance(created, int | float):
+        created = None
+    try:
+        return LoadedFact(
+            fact_id=validate.name(fact_id, "fact_id") if fact_id not in (None, "") else "",
+            subject=validate.subject(subject),
+            body=validate.body(body),
+            kind=validate.name(row.get("kind") or "pattern", "kind"),
+            tags=validate.tags(row.get("tags")),
+            source=validate.name(row.get("source") or "user", "source"),
+            confidence=validate.confidence(row.get("confidence")),
+            created_at=float(created) if created is not None else None,
+        )
+    except InvalidParams as exc:
+        raise InvalidParams(f"{where}: {exc.message.removeprefix('invalid params: ')}") from exc
+
+
+def _pick(row: dict[str, Any], names: tuple[str, str], where: str) -> Any:
+    for key in names:
+        if key in row and row[key] is not None:
+            return row[key]
+    raise InvalidParams(f"{where} has no {names[0]} (or {names[1]})")
+
+
+def _edges(raw: Any, ids: set[str]) -> list[tuple[str, str, str]] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidParams("edges must be an array")
+    out: list[tuple[str, str, str]] = []
+    for index, edge in enumerate(raw):
+        if not isinstance(edge, dict):
+            raise InvalidParams(f"edges[{index}] must be an object with from and to")
+        src, dst, kind = edge.get("from"), edge.get("to"), edge.get("kind", "RelatedTo")
+        if not isinstance(src, str) or not isinstance(dst, str) or not isinstance(kind, str):
+            raise InvalidParams(f"edges[{index}] needs string from, to and kind")
+        if src not in ids or dst not in ids:
+            raise InvalidParams(f"edges[{index}] links an id that is not among the facts")
+        out.append((src, dst, kind))
+    return out

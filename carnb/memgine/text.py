@@ -1,0 +1,229 @@
+"""Text analysis for memgine: the tokenizer, the stemmer, the synonym groups and the keyword score.
+
+Pure functions, no I/O. The tokenizer follows MEMGINE.md: lower-case, split on whitespace and
+``/ : - _ . ,``; carnb also trims punctuation that wraps a token (``(postgres)`` -> ``postgres``)
+so a word next to a bracket or a quote still counts as an exact hit. The stemmer is a small
+suffix stripper (good enough to equate ``tokens``/``token``, ``expired``/``expires``); the
+synonym groups are hand-written and deliberately small.
+
+The SQLite full-text index holds the *stems* of each fact (:func:`fact_keys`), so looking up a
+query token's stem and its synonyms' stems finds every fact with an exact, stem or synonym hit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+
+# Query tokens beyond this many are ignored (a pasted page must not make a query slow).
+MAX_QUERY_TOKENS = 32
+
+# A substring hit counts only for query tokens at least this long ("a" is in everything).
+MIN_SUBSTRING_LEN = 3
+
+# Score of one query token by the kind of hit (MEMGINE.md, retrieval step 2).
+EXACT_HIT = 3.0
+STEM_HIT = 2.0
+SYNONYM_HIT = 1.5
+SUBSTRING_HIT = 1.0
+
+_SPLIT = re.compile(r"[\s/:\-_.,]+")
+# Punctuation trimmed from both ends of a token (inner punctuation such as "don't" stays).
+_TRIM = "\"'`()[]{}<>!?;*#~|^=+&@$%\\"
+
+SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
+    (
+        "auth",
+        "authentication",
+        "login",
+        "logon",
+        "signin",
+        "token",
+        "credential",
+        "password",
+        "oauth",
+    ),
+    ("db", "database", "sql", "postgres", "postgresql", "mysql", "sqlite"),
+    ("error", "err", "exception", "panic", "failure", "crash", "fault"),
+    ("config", "configuration", "setting", "preference", "option"),
+    ("deploy", "deployment", "release", "rollout", "ship"),
+    ("bug", "defect", "issue", "regression"),
+    ("user", "account", "customer"),
+    ("api", "endpoint", "route"),
+    ("perf", "performance", "latency", "speed", "slow"),
+    ("delete", "remove", "drop", "erase"),
+    ("repo", "repository", "git"),
+    ("dependency", "package", "library", "lib"),
+    ("doc", "docs", "documentation", "readme"),
+    ("env", "environment"),
+    ("dir", "directory", "folder"),
+    ("msg", "message"),
+    ("test", "tests", "spec", "pytest"),
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case ``text`` and split it into tokens (order kept, duplicates kept)."""
+    out: list[str] = []
+    for raw in _SPLIT.split(text.lower()):
+        token = raw.strip(_TRIM)
+        if token:
+            out.append(token)
+    return out
+
+
+def unique_tokens(text: str, limit: int | None = None) -> list[str]:
+    """Tokens of ``text`` without duplicates, first occurrence order, at most ``limit``."""
+    seen: dict[str, None] = {}
+    for token in tokenize(text):
+        if token not in seen:
+            seen[token] = None
+            if limit is not None and len(seen) >= limit:
+                break
+    return list(seen)
+
+
+_SUFFIXES: tuple[tuple[str, str], ...] = (
+    ("izations", "ize"),
+    ("ization", "ize"),
+    ("ational", "ate"),
+    ("fulness", "ful"),
+    ("iveness", "ive"),
+    ("ations", "ate"),
+    ("ation", "ate"),
+    ("nesses", ""),
+    ("ments", ""),
+    ("ness", ""),
+    ("ment", ""),
+    ("ings", ""),
+    ("eed", "eed"),
+    ("edly", ""),
+    ("ing", ""),
+    ("ies", "y"),
+    ("ied", "y"),
+    ("sses", "ss"),
+    ("ers", ""),
+    ("ed", ""),
+    ("er", ""),
+    ("ly", ""),
+    ("es", ""),
+    ("s", ""),
+)
+_NO_S_STRIP = ("ss", "us", "is")
+
+
+@lru_cache(maxsize=200_000)
+def stem(word: str) -> str:
+    """A light suffix-stripping stem: ``tokens``/``token``, ``expired``/``expires``/``expire``."""
+    if len(word) <= 3 or not word.isalpha():
+        return word
+    for suffix, repl in _SUFFIXES:
+        if not word.endswith(suffix):
+            continue
+        if suffix == "s" and word.endswith(_NO_S_STRIP):
+            break
+        base = word[: len(word) - len(suffix)] + repl
+        if len(base) < 3:
+            break
+        word = base
+        break
+    if len(word) > 4 and word.endswith("e"):
+        word = word[:-1]
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouslz":
+        word = word[:-1]
+    return word
+
+
+def _build_synonyms() -> dict[str, frozenset[str]]:
+    index: dict[str, set[str]] = {}
+    for group in SYNONYM_GROUPS:
+        stems = {stem(word) for word in group}
+        for member in stems:
+            index.setdefault(member, set()).update(stems - {member})
+    return {key: frozenset(value) for key, value in index.items()}
+
+
+_SYNONYMS_BY_STEM = _build_synonyms()
+
+
+def _build_synonym_words() -> dict[str, tuple[str, ...]]:
+    index: dict[str, dict[str, None]] = {}
+    for group in SYNONYM_GROUPS:
+        for word in group:
+            index.setdefault(stem(word), {}).update(dict.fromkeys(group))
+    return {key: tuple(value) for key, value in index.items()}
+
+
+_SYNONYM_WORDS = _build_synonym_words()
+
+
+def synonym_stems(token: str) -> frozenset[str]:
+    """Stems of the synonyms of ``token`` (empty when it belongs to no group)."""
+    return _SYNONYMS_BY_STEM.get(stem(token), frozenset())
+
+
+def synonym_words(token: str) -> tuple[str, ...]:
+    """The synonym words of ``token``, as written in the groups (for candidate search)."""
+    return tuple(w for w in _SYNONYM_WORDS.get(stem(token), ()) if w != token)
+
+
+class QueryTerms:
+    """A query analysed once: its tokens, their stems, synonyms and rarity weights."""
+
+    __slots__ = ("tokens", "stems", "synonyms", "weights", "total")
+
+    def __init__(self, tokens: list[str], idf: list[float]) -> None:
+        self.tokens = tokens
+        self.stems = [stem(t) for t in tokens]
+        self.synonyms = [synonym_stems(t) for t in tokens]
+        self.weights = idf
+        self.total = sum(w * EXACT_HIT for w in idf) or 1.0
+
+    def score(self, terms: str) -> float:
+        """Keyword score in [0, 1] of a fact whose unique tokens are ``terms`` (space-joined)."""
+        words = terms.split(" ")
+        token_set = set(words)
+        stem_set: set[str] | None = None
+        acc = 0.0
+        for token, token_stem, syns, weight in zip(
+            self.tokens, self.stems, self.synonyms, self.weights, strict=True
+        ):
+            if token in token_set:
+                acc += weight * EXACT_HIT
+                continue
+            if stem_set is None:
+                stem_set = {stem(w) for w in words}
+            if token_stem in stem_set:
+                acc += weight * STEM_HIT
+            elif syns and not syns.isdisjoint(stem_set):
+                acc += weight * SYNONYM_HIT
+            elif len(token) >= MIN_SUBSTRING_LEN and token in terms:
+                acc += weight * SUBSTRING_HIT
+        return min(1.0, acc / self.total)
+
+
+def idf(doc_count: int, df: int) -> float:
+    """Rarity weight of a term found in ``df`` of ``doc_count`` facts (BM25's idf, always > 0)."""
+    return math.log(1.0 + (doc_count - df + 0.5) / (df + 0.5))
+
+
+def fact_terms(subject: str, body: str) -> str:
+    """The space-joined unique tokens of a fact, as stored for re-scoring."""
+    return " ".join(unique_tokens(subject + " " + body))
+
+
+def index_key(word_stem: str) -> str:
+    """The full-text index term for a stem: itself when it is letters and digits only (what
+    the ``unicode61`` tokenizer keeps whole), else ``z`` + its UTF-8 in hex. A rare collision
+    only adds a candidate, which exact re-scoring then judges."""
+    if word_stem.isalnum():
+        return word_stem
+    return "z" + word_stem.encode("utf-8").hex()
+
+
+def fact_keys(terms: str) -> str:
+    """The space-joined unique index keys (stems) of a fact's ``terms``."""
+    if not terms:
+        return ""
+    return " ".join(dict.fromkeys(index_key(stem(word)) for word in terms.split(" ")))

@@ -1,0 +1,393 @@
+"""``RunStore``: the durable run store and run lifecycle, on one SQLite file (WAL).
+
+Theory of operation
+-------------------
+The SQL lives in :mod:`carnb.runs.db`: a ``runs`` row per run and its ``records``. Every write
+is one ``BEGIN IMMEDIATE`` transaction that reads the run's ``next_index``, appends records and
+bumps it, so indexes are contiguous and never overlap, also when several threads (one connection
+behind an ``RLock``) or several processes (SQLite's write lock) append to the same run. Nothing
+is returned before ``COMMIT``; a batch is validated completely before the transaction starts, so
+a bad turn leaves nothing behind.
+
+Lifecycle (status column; the terminal states never change again, the first one wins)::
+
+    start ──> in_progress ──complete──> completed
+                          ──cancel────> cancelled
+                          ──end_incomplete / end_session_runs──> incomplete
+
+Authorisation is :mod:`carnb.runs.access`; this module only applies it. Callers that may not
+see a run get the same answer as for an unknown id.
+
+Listeners (:meth:`RunStore.add_listener`) are called after each commit, in the writing thread,
+while the store's lock is held, once per new record in cursor order:
+``{run_id, agent_id, record, cursor, status}``. They must be quick (hand off, e.g. with
+``loop.call_soon_threadsafe``) and must not block on another thread that uses this store. Only
+writes made through this ``RunStore`` object are announced (not another process's).
+
+Durability: WAL with ``synchronous=NORMAL`` by default: a committed run survives a crash of the
+process; pass ``synchronous="FULL"`` to also survive power loss (fsync per commit, slower).
+WAL checkpoints run on a background thread (:mod:`carnb.runs.checkpoint`), not inside commits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from carnb.errors import CarnbError, Forbidden, InvalidParams, NotFound
+from carnb.runs import access, db
+from carnb.runs import records as rec
+from carnb.runs.access import Caller
+from carnb.runs.checkpoint import Checkpointer
+
+log = logging.getLogger("carnb.runs")
+
+Listener = Callable[[dict[str, Any]], None]
+Row = dict[str, Any]
+Events = list[dict[str, Any]]
+
+
+class RunTerminal(CarnbError):
+    """The run already ended; the first terminal outcome wins."""
+
+
+class RunStore:
+    """Durable runs in one SQLite file; thread-safe; a synchronous API (see module docstring).
+
+    ``open()``/``close()`` are the idempotent lifecycle (``__init__`` opens); ``start()`` is
+    ``runs.start``. Every caller argument is a :class:`~carnb.runs.Caller` or any session-like
+    object with ``session_id``/``client_id``, ``agent_id`` and ``is_host``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 5.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in db.SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {db.SYNCHRONOUS}, not {synchronous!r}")
+        self.busy_timeout_s = busy_timeout_s
+        # Identifies this store object: session ids are only unique within it (access module).
+        self.epoch = uuid.uuid4().hex
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._listeners: list[Listener] = []
+        self._checkpointer: Checkpointer | None = None
+        self.open()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def open(self) -> RunStore:
+        """Open the file (idempotent; reopens after :meth:`close`, same epoch)."""
+        with self._lock:
+            if self._conn is None:
+                self._conn = db.connect(self.path, self.synchronous, self.busy_timeout_s)
+                if self.path != ":memory:":
+                    self._checkpointer = Checkpointer(
+                        self.path, self._lock, timeout_s=self.busy_timeout_s
+                    ).start()
+                log.debug("run store open: %s", self.path)
+            return self
+
+    def close(self) -> None:
+        """Close the file (idempotent). Listeners stay registered for a later :meth:`open`."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            checkpointer, self._checkpointer = self._checkpointer, None
+        # Outside the lock: the checkpoint thread may be waiting for it.
+        if checkpointer is not None:
+            checkpointer.close()
+        if conn is not None:
+            conn.close()
+            log.debug("run store closed: %s", self.path)
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_listener(self, fn: Listener) -> Callable[[], None]:
+        """Call ``fn(event)`` for every new record; returns an idempotent unsubscribe."""
+        with self._lock:
+            self._listeners.append(fn)
+
+        def remove() -> None:
+            with self._lock:
+                if fn in self._listeners:
+                    self._listeners.remove(fn)
+
+        return remove
+
+    # -- writes ----------------------------------------------------------------------------
+    def start(
+        self,
+        caller: Any,
+        *,
+        intent: object,
+        agent_id: object = None,
+        agent_name: object = None,
+        idempotency_key: object = None,
+    ) -> dict[str, Any]:
+        """``runs.start``: ``{run_id, agent_id}``; the same idempotency key gives the same run.
+
+        Owner rules: :func:`carnb.runs.access.resolve_owner`. An idempotent repeat returns the
+        existing run (even if it has ended) and announces nothing.
+        """
+        c = access.as_caller(caller)
+        intent_s = rec.check_intent(intent)
+        key = rec.check_key(idempotency_key)
+        owner = access.resolve_owner(c, agent_id, agent_name)
+        scope = access.idempotency_scope(owner, c, self.epoch) if key is not None else None
+        with self._lock, self._tx() as (conn, events):
+            if key is not None and scope is not None:
+                existing = db.find_idempotent(conn, scope, key)
+                if existing is not None:
+                    return existing
+            run_id, now = rec.new_run_id(), time.time()
+            db.insert_run(
+                conn,
+                run_id=run_id,
+                agent_id=owner,
+                intent=intent_s,
+                ts=now,
+                session_id=c.session_id,
+                epoch=self.epoch,
+                idem_scope=scope,
+                idempotency_key=key,
+            )
+            body = rec.started_body(intent_s, owner)
+            db.append(conn, run_id, 0, rec.STARTED, now, [rec.dumps(body)])
+            record = rec.make_record(0, rec.STARTED, now, body)
+            events.append(_event(run_id, owner, record, rec.IN_PROGRESS))
+            log.info("run started: %s for %s", run_id, owner)
+            return {"run_id": run_id, "agent_id": owner}
+
+    def record_turns(self, caller: Any, run_id: object, turns: object) -> dict[str, Any]:
+        """``runs.record_turns``: append 1..256 turns atomically; the store stamps indexes.
+
+        Not the owner (or unknown): ``{ok: False, dropped: "run_not_found", ...}``; ended:
+        ``dropped: "run_terminal"``; malformed or oversized: :class:`InvalidParams`, nothing
+        written.
+        """
+        c = access.as_caller(caller)
+        rid = rec.check_run_id(run_id)
+        texts = rec.encode_turns(turns)
+        with self._lock, self._tx() as (conn, events):
+            row = self._authorized_row(conn, c, rid, access.RECORD_TURNS)
+            if row is None:
+                return _dropped(rid, "run_not_found")
+            if row["status"] in rec.TERMINAL:
+                return _dropped(rid, "run_terminal") | {"status": row["status"]}
+            base, now = row["next_index"], time.time()
+            db.append(conn, rid, base, rec.TURN, now, [f'{{"turn":{t}}}' for t in texts])
+            if self._listeners:
+                for i, t in enumerate(texts):  # decoded copies: listeners see what is stored
+                    record = rec.make_record(base + i, rec.TURN, now, {"turn": json.loads(t)})
+                    events.append(_event(rid, row["agent_id"], record, rec.IN_PROGRESS))
+            return {"run_id": rid, "base_index": base, "count": len(texts), "ok": True}
+
+    def complete(self, caller: Any, run_id: object, outcome: object) -> dict[str, Any]:
+        """``runs.complete``: the owner records the outcome; run status becomes ``completed``.
+
+        Unknown or not visible: :class:`NotFound`. The host (not owning it): :class:`Forbidden`,
+        use :meth:`cancel`. Already ended: :class:`RunTerminal`.
+        """
+        c = access.as_caller(caller)
+        rid = rec.check_run_id(run_id)
+        out = rec.check_outcome(outcome)
+        with self._lock, self._tx() as (conn, events):
+            row = self._writable_row(conn, c, rid, access.COMPLETE)
+            self._end(conn, events, row, rec.ended_body(rec.COMPLETED, outcome=out))
+            return {"run_id": rid, "ok": True}
+
+    def cancel(self, caller: Any, run_id: object, reason: object = "cancelled") -> dict[str, Any]:
+        """``runs.cancel``: owner or host; status becomes ``cancelled``.
+
+        Errors as :meth:`complete` (the host is allowed here).
+        """
+        c = access.as_caller(caller)
+        rid = rec.check_run_id(run_id)
+        why = rec.check_reason(reason)
+        with self._lock, self._tx() as (conn, events):
+            row = self._writable_row(conn, c, rid, access.CANCEL)
+            self._end(conn, events, row, rec.ended_body(rec.CANCELLED, reason=why))
+            return {"run_id": rid, "ok": True, "status": rec.CANCELLED}
+
+    def end_incomplete(self, run_id: str, reason: str = "session disconnected") -> bool:
+        """End a run ``incomplete`` (server use, no caller check). False if unknown or ended."""
+        with self._lock, self._tx() as (conn, events):
+            row = db.fetch_run(conn, run_id)
+            if row is None or row["status"] in rec.TERMINAL:
+                return False
+            self._end(conn, events, row, rec.ended_body(rec.INCOMPLETE, reason=reason))
+            return True
+
+    def end_session_runs(self, session_id: str, reason: str = "session disconnected") -> list[str]:
+        """End ``incomplete`` every open run the session started (on disconnect); their ids."""
+        with self._lock:
+            ids = db.open_runs_of_session(self._require(), self.epoch, session_id)
+            return [rid for rid in ids if self.end_incomplete(rid, reason)]
+
+    # -- reads -----------------------------------------------------------------------------
+    def authorize(self, caller: Any, run_id: str, action: str) -> dict[str, Any] | None:
+        """``authorize_run_access``: the run's summary if ``caller`` may do ``action``, or None.
+
+        ``action`` is one of ``read``, ``subscribe``, ``cancel``, ``record_turns``, ``complete``
+        (:data:`carnb.runs.ACTIONS`); anything else is a programming error (``ValueError``).
+        """
+        c = access.as_caller(caller)
+        if action not in access.ACTIONS:
+            raise ValueError(
+                f"unknown run action {action!r}; expected one of {sorted(access.ACTIONS)}"
+            )
+        with self._lock:
+            row = self._authorized_row(self._require(), c, run_id, action)
+            return None if row is None else db.summary(row)
+
+    def get_trace(
+        self, caller: Any, run_id: object, *, after: int | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``runs.get_trace``: ``{run_id, agent_id, intent, status, records, cursor}``.
+
+        ``after``/``limit`` page through long traces (records with index > after, at most limit).
+        ``cursor`` is the index of the last record returned (or of the run's last record when
+        none is returned). Unknown or not authorised: ``{run_id, not_found: True}``.
+        """
+        c = access.as_caller(caller)
+        rid = rec.check_run_id(run_id)
+        with self._lock:
+            conn = self._require()
+            row = self._authorized_row(conn, c, rid, access.READ)
+            if row is None:
+                return {"run_id": rid, "not_found": True}
+            records = db.read_records(conn, rid, after, limit)
+        return {
+            "run_id": rid,
+            "agent_id": row["agent_id"],
+            "intent": row["intent"],
+            "status": row["status"],
+            "records": records,
+            "cursor": records[-1]["index"] if records else row["next_index"] - 1,
+        }
+
+    def list_runs(
+        self, caller: Any, agent_id: object, *, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``runs.list``: summaries of ``agent_id``'s runs the caller may read, newest first.
+
+        The host and the agent itself see all; any other session sees only the runs it started
+        in this store's lifetime (for anyone else's agent: an empty list).
+        """
+        c = access.as_caller(caller)
+        if not isinstance(agent_id, str) or not agent_id:
+            raise InvalidParams("agent_id is required and must be a non-empty string")
+        sees_all = c.is_host or (
+            c.agent_id == agent_id and not agent_id.startswith(access.NAME_PREFIX)
+        )
+        only = None if sees_all else (self.epoch, c.session_id)
+        with self._lock:
+            rows = db.list_runs(self._require(), agent_id, only_session=only, limit=limit)
+        return {"agent_id": agent_id, "runs": [db.summary(r) for r in rows]}
+
+    # -- internals -------------------------------------------------------------------------
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise CarnbError(f"run store {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[tuple[sqlite3.Connection, Events]]:
+        """One write transaction; announce its records after COMMIT (caller holds the lock)."""
+        conn = self._require()
+        events: Events = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn, events
+            conn.execute("COMMIT")
+            if self._checkpointer is not None:
+                self._checkpointer.poke()
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise CarnbError(f"run store {self.path}: {exc}; nothing was written") from exc
+            raise
+        for ev in events:
+            for fn in list(self._listeners):
+                try:
+                    fn(ev)
+                except Exception:  # a broken listener must not undo or block a committed write
+                    log.exception(
+                        "run listener %r failed on %s #%s", fn, ev["run_id"], ev["cursor"]
+                    )
+
+    def _role(self, c: Caller, row: Row) -> str:
+        return access.role_of(
+            c, row["agent_id"], row["owner_session_id"], row["owner_epoch"], self.epoch
+        )
+
+    def _authorized_row(
+        self, conn: sqlite3.Connection, c: Caller, run_id: str, action: str
+    ) -> Row | None:
+        row = db.fetch_run(conn, run_id)
+        if row is None or not access.allowed(self._role(c, row), action):
+            return None
+        return row
+
+    def _writable_row(self, conn: sqlite3.Connection, c: Caller, run_id: str, action: str) -> Row:
+        """The run ``c`` may end, or the error that explains why not (without leaking it)."""
+        row = db.fetch_run(conn, run_id)
+        role = "other" if row is None else self._role(c, row)
+        if row is None or not access.allowed(role, action):
+            if row is not None and access.allowed(role, access.READ):
+                raise Forbidden(
+                    f"only the run's owner may {action.replace('_', ' ')} run "
+                    f"{run_id}; the host may end it with runs.cancel"
+                )
+            raise NotFound(f"run not found: {run_id}")
+        if row["status"] in rec.TERMINAL:
+            raise RunTerminal(
+                f"run {run_id} already ended ({row['status']}); the first terminal outcome wins",
+                data={"status": row["status"]},
+            )
+        return row
+
+    def _end(
+        self, conn: sqlite3.Connection, events: Events, row: Row, body: dict[str, Any]
+    ) -> None:
+        rid, idx, status, now = row["run_id"], row["next_index"], body["status"], time.time()
+        db.append(conn, rid, idx, rec.ENDED, now, [rec.dumps(body)])
+        db.set_ended(conn, rid, status, now)
+        record = rec.make_record(idx, rec.ENDED, now, body)
+        events.append(_event(rid, row["agent_id"], record, status))
+        log.info("run ended: %s %s", rid, status)
+
+
+def _event(run_id: str, agent_id: str, record: dict[str, Any], status: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "agent_id": agent_id,
+        "record": record,
+        "cursor": record["index"],
+        "status": status,
+    }
+
+
+def _dropped(run_id: str, why: str) -> dict[str, Any]:
+    return {"run_id": run_id, "ok": False, "dropped": why, "base_index": 0, "count": 0}

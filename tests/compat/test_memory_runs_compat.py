@@ -1,0 +1,73 @@
+"""Issues 3 and 4: the official client's memory and run calls against `python -m carnb serve`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.compat
+
+
+@pytest.fixture
+def alice(served, car_client):
+    return car_client(
+        CAR_DAEMON_URL=served.url, CAR_AGENT_ID="alice",
+        CAR_AGENT_TOKEN=served.info["agents"]["alice"],
+    )
+
+
+def test_memory_calls(served, alice, car_client) -> None:
+    assert alice.fact_count() == 0
+    n = alice.add_fact("auth", "session tokens expire after one hour", "pattern")
+    assert n == 1
+    alice.add_fact("db", "postgres listens on port 5432", "pattern")
+    alice.add_fact("rule", "never deploy on fridays", "constraint")
+    assert alice.fact_count() == 3
+    rows = json.loads(alice.query_facts("login token", 2))
+    assert rows[0]["subject"] == "auth" and len(rows) <= 2
+    ctx = alice.build_context("database port")
+    assert "## Constraints" in ctx and "never deploy on fridays" in ctx
+    assert "postgres" in ctx
+    fast = alice.build_context_fast("database port", 100_000)
+    assert "never deploy on fridays" in fast
+    assert alice.persist_memory("alice-backup.json") == 3
+    # a second agent session of the same agent sees the same graph
+    again = car_client(
+        CAR_DAEMON_URL=served.url, CAR_AGENT_ID="alice",
+        CAR_AGENT_TOKEN=served.info["agents"]["alice"],
+    )
+    assert again.fact_count() == 3
+    # an unbound session loads the file into its own graph
+    plain = car_client(CAR_DAEMON_URL=served.url, CAR_AUTH_TOKEN=served.info["token"])
+    assert plain.fact_count() == 0
+    assert plain.load_memory("alice-backup.json") == 3
+    assert plain.fact_count() == 3
+    with pytest.raises(Exception, match="rejected path"):
+        plain.persist_memory("../outside.json")
+
+
+def test_run_calls(served, alice, car_client) -> None:
+    run = json.loads(alice.runs_start(json.dumps({"intent": "triage bugs"})))
+    rid = run["run_id"]
+    assert run["agent_id"] == "alice"
+    rec = json.loads(alice.runs_record_turns(json.dumps(
+        {"run_id": rid, "turns": [{"prompt": "list bugs", "tool": "tracker", "output": "3"}]})))
+    assert rec["ok"] is True and rec["base_index"] == 1
+    done = json.loads(alice.runs_complete(json.dumps(
+        {"run_id": rid, "outcome": {"status": "success", "summary": "triaged"}})))
+    assert done["ok"] is True
+    trace = json.loads(alice.runs_get_trace(json.dumps({"run_id": rid})))
+    assert trace["status"] == "completed"
+    assert [r["kind"] for r in trace["records"]] == ["started", "turn", "ended"]
+    listed = json.loads(alice.runs_list(json.dumps({"agent_id": "alice"})))
+    assert listed["runs"][0]["run_id"] == rid
+    host = car_client(CAR_DAEMON_URL=served.url, CAR_AUTH_TOKEN=served.info["token"])
+    host.session_auth(json.dumps({"host_token": served.info["host_token"]}))
+    kinds = [e["kind"] for e in json.loads(host.host_events(20))["events"]]
+    assert "run.started" in kinds and "run.ended" in kinds
+    # another agent learns nothing about alice's run
+    bob = car_client(CAR_DAEMON_URL=served.url, CAR_AGENT_ID="bob",
+                     CAR_AGENT_TOKEN=served.info["agents"]["bob"])
+    assert json.loads(bob.runs_get_trace(json.dumps({"run_id": rid}))) == {
+        "run_id": rid, "not_found": True}

@@ -1,0 +1,33 @@
+"""Callers and small helpers shared by the run store tests (imported by name: tests/runs is on
+sys.path under pytest's default import mode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carnb.runs import Caller, RunStore
+
+AGENT_A = Caller(session_id="s1", agent_id="agent-a")
+AGENT_A_LATER = Caller(session_id="s7", agent_id="agent-a")  # agent-a on another connection
+AGENT_B = Caller(session_id="s2", agent_id="agent-b")
+UNBOUND = Caller(session_id="s3")
+UNBOUND_2 = Caller(session_id="s4")
+HOST = Caller(session_id="s5", is_host=True)
+
+
+def turns(n: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "prompt": f"p{start + i}",
+            "tool": "search",
+            "parameters": {"q": start + i},
+            "output": f"o{start + i}",
+            **extra,
+        }
+        for i in range(n)
+    ]
+
+
+def indexes(store: RunStore, run_id: str) -> list[int]:
+    trace = store.get_trace(HOST, run_id)
+    return [r["index"] for r in trace["records"]]

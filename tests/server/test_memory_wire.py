@@ -1,0 +1,200 @@
+"""memory.* over a real server: routing by scope, result types, errors, persistence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, Client, RpcFailed, agent_auth
+
+
+def add(c: Client, subject: str, body: str, **kw) -> int:
+    return c.call("memory.add_fact", {"subject": subject, "body": body, **kw})
+
+
+def test_result_types_are_exactly_as_the_protocol_says(runtime, connect_client) -> None:
+    c = connect_client()
+    n = add(c, "deploy", "the staging deploy runs every night at 2am")
+    assert n == 1 and type(n) is int
+    assert c.call("memory.fact_count") == 1
+    assert c.call("memory.fact_count", {}) == 1
+    rows = c.call("memory.query", {"query": "staging deploy", "k": 5})
+    assert isinstance(rows, list) and rows[0]["subject"] == "deploy"
+    assert set(rows[0]) == {"fact_id", "subject", "body", "kind", "confidence", "tags", "source"}
+    assert 0 <= rows[0]["confidence"] <= 1
+    ctx = c.call("memory.build_context", {"query": "deploy"})
+    assert isinstance(ctx, str) and "deploy" in ctx
+    assert isinstance(c.call("memory.build_context_fast", {"query": "deploy"}), str)
+    report = c.call("memory.consolidate")
+    assert set(report) >= {"duplicates_merged", "contradictions_found", "fact_count"}
+
+
+def test_unbound_sessions_never_see_each_others_facts(runtime, connect_client) -> None:
+    a, b = connect_client(), connect_client()
+    add(a, "secret", "only a knows the launch codes")
+    assert b.call("memory.fact_count") == 0
+    assert b.call("memory.query", {"query": "launch codes"}) == []
+    assert a.call("memory.fact_count") == 1
+
+
+def test_agent_graph_is_shared_by_sessions_of_that_agent(runtime, connect_client) -> None:
+    a1 = connect_client(auth=agent_auth(runtime, "alice"))
+    a2 = connect_client(auth=agent_auth(runtime, "alice"))
+    bob = connect_client(auth=agent_auth(runtime, "bob"))
+    add(a1, "preference", "alice prefers dark mode")
+    assert a2.call("memory.fact_count") == 1
+    assert a2.call("memory.query", {"query": "dark mode"})[0]["body"] == "alice prefers dark mode"
+    assert bob.call("memory.fact_count") == 0
+
+
+def test_namespace_wins_over_the_agent_graph(runtime, connect_client) -> None:
+    a = connect_client(auth=agent_auth(runtime, "alice"))
+    add(a, "x", "in the agent graph")
+    ns = connect_client(auth=agent_auth(runtime, "alice", memory_namespace="proj/1"))
+    assert ns.call("memory.fact_count") == 0
+    add(ns, "y", "in the namespace graph")
+    other = connect_client(auth={"token": runtime.token, "memory_namespace": "proj/1"})
+    assert other.call("memory.fact_count") == 1
+    assert a.call("memory.fact_count") == 1
+
+
+def test_notebook_session_can_bind_to_an_agent_to_explore_it(runtime, connect_client) -> None:
+    a = connect_client(auth=agent_auth(runtime, "alice"))
+    add(a, "note", "written by the agent process")
+    runtime.call("session.auth", {"host_token": runtime.host_token, "agent_id": "alice"})
+    assert runtime.session.agent_id == "alice"
+    assert runtime.session.fact_count == 1
+    assert runtime.call("memory.query", {"query": "agent process"})[0]["subject"] == "note"
+    add(a, "note2", "another one")
+    assert runtime.session.fact_count == 2  # the panel's count follows writes by others
+
+
+def test_params_errors_name_the_field(runtime, connect_client) -> None:
+    c = connect_client()
+    cases = [
+        ("memory.add_fact", {"body": "b"}, "subject is required"),
+        ("memory.add_fact", {"subject": 1, "body": "b"}, "subject must be a string"),
+        ("memory.add_fact", {"subject": "s", "body": "b", "tags": "x"}, "tags"),
+        ("memory.add_fact", {"subject": "s", "body": "b", "confidence": "high"}, "confidence"),
+        ("memory.query", {}, "query is required"),
+        ("memory.query", {"query": "q", "k": "five"}, "k must be an integer"),
+        ("memory.build_context", {"query": "q", "model_context_window": "big"},
+         "model_context_window"),
+        ("memory.persist", {}, "path is required"),
+        ("memory.delete", {}, "id is required"),
+    ]
+    for method, params, text in cases:
+        err = c.request(method, params)["error"]
+        assert err["code"] == -32602, (method, err)
+        assert text in err["message"], (method, err)
+    assert c.call("memory.fact_count") == 0  # nothing was written by the bad calls
+
+
+def test_k_limits(runtime, connect_client) -> None:
+    c = connect_client()
+    for i in range(8):
+        add(c, f"topic{i}", f"shared words about caching layer number {i}")
+    assert len(c.call("memory.query", {"query": "caching layer", "k": 3})) == 3
+    assert c.call("memory.query", {"query": "caching layer", "k": 0}) == []
+    assert c.call("memory.query", {"query": "caching layer", "k": -2}) == []
+    assert c.call("memory.query", {"query": "zebra quantum"}) == []
+
+
+def test_huge_body_is_stored_or_refused_clearly(runtime, connect_client) -> None:
+    c = connect_client()
+    reply = c.request("memory.add_fact", {"subject": "big", "body": "word " * 200_000})
+    if "error" in reply:
+        assert reply["error"]["code"] == -32602 and "body" in reply["error"]["message"]
+        assert c.call("memory.fact_count") == 0
+    else:
+        assert reply["result"] == 1
+    assert c.call("state.keys") == []  # the connection still serves
+
+
+def test_persist_and_load_round_trip_and_sandbox(runtime, connect_client) -> None:
+    c = connect_client()
+    add(c, "a", "first fact about apples")
+    add(c, "b", "second fact about bananas")
+    assert c.call("memory.persist", {"path": "proj/mem.json"}) == 2
+    saved = runtime.home / "memory" / "proj" / "mem.json"
+    assert json.loads(saved.read_text())["format"] == "carnb.memgine/1"
+    d = connect_client()
+    add(d, "z", "will be replaced")
+    assert d.call("memory.load", {"path": "proj/mem.json"}) == 2
+    assert d.call("memory.fact_count") == 2
+    assert d.call("memory.query", {"query": "bananas"})[0]["subject"] == "b"
+    for bad in ("../escape.json", "/etc/passwd", "proj/../../x.json"):
+        err = c.request("memory.persist", {"path": bad})["error"]
+        assert "rejected path" in err["message"], bad
+    outside = runtime.home / "outside"
+    outside.mkdir()
+    os.symlink(outside, runtime.home / "memory" / "link")
+    err = c.request("memory.persist", {"path": "link/x.json"})["error"]
+    assert "rejected path" in err["message"]
+    assert list(outside.iterdir()) == []
+    missing = d.request("memory.load", {"path": "nope.json"})["error"]
+    assert "nope.json" in missing["message"]
+    assert d.call("memory.fact_count") == 2  # left as it was
+    (runtime.home / "memory" / "bad.json").write_text("{not json")
+    assert "error" in d.request("memory.load", {"path": "bad.json"})
+    assert d.call("memory.fact_count") == 2
+
+
+def test_delete(runtime, connect_client) -> None:
+    c = connect_client()
+    add(c, "gone", "to be deleted soon", fact_id="f-1")
+    add(c, "kept", "stays here")
+    res = c.call("memory.delete", {"id": "f-1"})
+    assert res["id"] == "f-1" and res["deleted"] is True and res["fact_count"] == 1
+    assert c.call("memory.query", {"query": "deleted soon"}) == []
+    assert c.call("memory.delete", {"id": "f-1"})["deleted"] is False
+
+
+def test_agent_facts_survive_a_server_restart(serve_process, home) -> None:
+    p = serve_process("--agent", "alice")
+    c = Client(p.url)
+    c.call("session.auth", {"token": p.info["agents"]["alice"], "agent_id": "alice"})
+    for i in range(20):
+        c.call("memory.add_fact", {"subject": f"s{i}", "body": f"persistent fact number {i}"})
+    c.close()
+    assert p.stop() == 0
+    p2 = serve_process("--agent", "alice")
+    c2 = Client(p2.url)
+    c2.call("session.auth", {"token": p2.info["agents"]["alice"], "agent_id": "alice"})
+    assert c2.call("memory.fact_count") == 20
+    assert c2.call("memory.query", {"query": "persistent fact number 7", "k": 1})[0]["subject"] == "s7"
+    c2.close()
+
+
+def test_acknowledged_facts_survive_sigkill(serve_process, home) -> None:
+    """Durability: every fact whose reply arrived is present after a kill -9 and restart."""
+    p = serve_process("--agent", "alice")
+    c = Client(p.url)
+    c.call("session.auth", {"token": p.info["agents"]["alice"], "agent_id": "alice"})
+    acked: list[str] = []
+    killer_at = 300
+    for i in range(2000):
+        if i == killer_at:
+            p.proc.send_signal(signal.SIGKILL)
+        try:
+            c.call("memory.add_fact", {"subject": f"k{i}", "body": f"fact {i}", "fact_id": f"k{i}"},
+                   timeout=5)
+        except Exception:
+            break
+        acked.append(f"k{i}")
+    assert killer_at <= len(acked) < 2000
+    p.proc.wait(10)
+    p2 = serve_process("--agent", "alice")
+    c2 = Client(p2.url)
+    c2.call("session.auth", {"token": p2.info["agents"]["alice"], "agent_id": "alice"})
+    count = c2.call("memory.fact_count")
+    assert count >= len(acked)
+    for fid in acked[-20:] + acked[:5]:
+        assert c2.call("memory.delete", {"id": fid})["deleted"] is True, fid
+    c2.close()
