@@ -47,9 +47,21 @@ class Serve:
         self.tmp = tempfile.TemporaryDirectory(prefix="carnb-bench-")
         conn = Path(self.tmp.name) / "conn.json"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "carnb", "serve", "--home", self.tmp.name,
-             "--connection-file", str(conn), *args],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ},
+            [
+                sys.executable,
+                "-m",
+                "carnb",
+                "serve",
+                "--home",
+                self.tmp.name,
+                "--connection-file",
+                str(conn),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ},
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

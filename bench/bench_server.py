@@ -26,8 +26,11 @@ REQ = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "state.get", "params": {"
 async def _open(url: str, token: str | None):
     ws = await connect(url, compression=None, max_size=None)
     if token:
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "session.auth",
-                                  "params": {"token": token}}))
+        await ws.send(
+            json.dumps(
+                {"jsonrpc": "2.0", "id": 0, "method": "session.auth", "params": {"token": token}}
+            )
+        )
         await ws.recv()
     return ws
 
@@ -76,8 +79,9 @@ def main(argv: list[str] | None = None) -> str:
     n = 2000 if args.quick else 5000
     secs = 2.0 if args.quick else 5.0
 
-    echo = subprocess.Popen([sys.executable, str(ROOT / "bench" / "echo_server.py")],
-                            stdout=subprocess.PIPE, text=True)
+    echo = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "echo_server.py")], stdout=subprocess.PIPE, text=True
+    )
     assert echo.stdout is not None
     echo_url = echo.stdout.readline().strip()
     carnb = Serve()
@@ -98,21 +102,36 @@ def main(argv: list[str] | None = None) -> str:
     tp_ratio = c_tp / e_tp
     data = {
         "calls": len(c_rtt),
-        "echo_rtt_median_ms": median(e_rtt), "echo_rtt_p99_ms": pct(e_rtt, 99),
-        "carnb_rtt_median_ms": median(c_rtt), "carnb_rtt_p99_ms": pct(c_rtt, 99),
-        "rtt_median_ratio": med_ratio, "rtt_p99_ratio": p99_ratio,
-        "echo_8conn_calls_per_s": e_tp, "carnb_8conn_calls_per_s": c_tp,
+        "echo_rtt_median_ms": median(e_rtt),
+        "echo_rtt_p99_ms": pct(e_rtt, 99),
+        "carnb_rtt_median_ms": median(c_rtt),
+        "carnb_rtt_p99_ms": pct(c_rtt, 99),
+        "rtt_median_ratio": med_ratio,
+        "rtt_p99_ratio": p99_ratio,
+        "echo_8conn_calls_per_s": e_tp,
+        "carnb_8conn_calls_per_s": c_tp,
         "throughput_ratio": tp_ratio,
     }
     save("server", data)
     rows = [
-        (f"state.get round trip median ({len(c_rtt)} calls)",
-         f"{median(c_rtt):.3f} ms vs echo {median(e_rtt):.3f} ms = {med_ratio:.2f}x", "<= 1.5x",
-         med_ratio <= 1.5),
-        ("state.get round trip p99",
-         f"{pct(c_rtt, 99):.3f} ms vs echo {pct(e_rtt, 99):.3f} ms = {p99_ratio:.2f}x", "", None),
-        ("8 connections throughput",
-         f"{c_tp:,.0f} calls/s vs echo {e_tp:,.0f} = {tp_ratio:.2f}x", ">= 0.7x", tp_ratio >= 0.7),
+        (
+            f"state.get round trip median ({len(c_rtt)} calls)",
+            f"{median(c_rtt):.3f} ms vs echo {median(e_rtt):.3f} ms = {med_ratio:.2f}x",
+            "<= 1.5x",
+            med_ratio <= 1.5,
+        ),
+        (
+            "state.get round trip p99",
+            f"{pct(c_rtt, 99):.3f} ms vs echo {pct(e_rtt, 99):.3f} ms = {p99_ratio:.2f}x",
+            "",
+            None,
+        ),
+        (
+            "8 connections throughput",
+            f"{c_tp:,.0f} calls/s vs echo {e_tp:,.0f} = {tp_ratio:.2f}x",
+            ">= 0.7x",
+            tp_ratio >= 0.7,
+        ),
     ]
     return table(rows, "Session server (`bench/bench_server.py`)")
 

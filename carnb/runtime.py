@@ -256,7 +256,9 @@ class Runtime:
         if agent is not None:
             token = self.credentials.agents.token_for(agent)
             if token is None:
-                raise CarnbError(f"unknown agent {agent!r}: register it with `%car agent add {agent}`")
+                raise CarnbError(
+                    f"unknown agent {agent!r}: register it with `%car agent add {agent}`"
+                )
             env["CAR_AGENT_ID"] = agent
             env["CAR_AGENT_TOKEN"] = token
         elif self.credentials.auth_enabled:

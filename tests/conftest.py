@@ -139,11 +139,22 @@ class ServeProcess:
         self.home = home
         self.conn_file = home / "conn.json"
         cmd = [
-            sys.executable, "-m", "carnb", "serve", "--home", str(home),
-            "--connection-file", str(self.conn_file), *args,
+            sys.executable,
+            "-m",
+            "carnb",
+            "serve",
+            "--home",
+            str(home),
+            "--connection-file",
+            str(self.conn_file),
+            *args,
         ]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
             env={**os.environ, **(env or {})},
         )
         assert self.proc.stdout is not None
@@ -170,7 +181,9 @@ class ServeProcess:
 def serve_process(home: Path) -> Iterator[Any]:
     procs: list[ServeProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, home_dir: Path | None = None) -> ServeProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, home_dir: Path | None = None
+    ) -> ServeProcess:
         p = ServeProcess(home_dir or home, *args, env=env)
         procs.append(p)
         return p

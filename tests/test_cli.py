@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +44,10 @@ def test_serve_no_auth(serve_process) -> None:
 def test_home_from_environment(tmp_path) -> None:
     home = tmp_path / "h"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "carnb", "serve"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "carnb", "serve"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
         env={**os.environ, "CARNB_HOME": str(home)},
     )
     try:
@@ -52,7 +56,7 @@ def test_home_from_environment(tmp_path) -> None:
         line = proc.stdout.readline().strip()
         path = line.removeprefix("connection file: ")
         assert path.startswith(str(home / "run"))
-        assert json.loads(open(path).read())["home"] == str(home)
+        assert json.loads(Path(path).read_text())["home"] == str(home)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
@@ -63,7 +67,10 @@ def test_busy_port_is_a_clear_error(serve_process, tmp_path) -> None:
     port = p.url.rsplit(":", 1)[1].strip("/")
     out = subprocess.run(
         [sys.executable, "-m", "carnb", "serve", "--port", port, "--home", str(tmp_path / "x")],
-        cwd=REPO, capture_output=True, text=True, timeout=30,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 1
     assert "could not start the server" in out.stderr
@@ -71,8 +78,13 @@ def test_busy_port_is_a_clear_error(serve_process, tmp_path) -> None:
 
 
 def test_help_explains_the_options() -> None:
-    out = subprocess.run([sys.executable, "-m", "carnb", "serve", "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "carnb", "serve", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0
     for opt in ("--host", "--port", "--no-auth", "--agent", "--home", "--connection-file"):
         assert opt in out.stdout

@@ -93,7 +93,9 @@ def parse_frame(text: str) -> Message:
         obj = json.loads(text)
     except (ValueError, RecursionError) as exc:
         detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
-        return Invalid(error_text(None, PARSE_ERROR, f"parse error: frame is not valid JSON ({detail})"))
+        return Invalid(
+            error_text(None, PARSE_ERROR, f"parse error: frame is not valid JSON ({detail})")
+        )
     return parse_object(obj)
 
 
@@ -120,7 +122,9 @@ def parse_object(obj: Any) -> Message:
     id_ = raw_id if _valid_id(raw_id) else None
     if has_id and not _valid_id(raw_id):
         return Invalid(
-            error_text(None, INVALID_REQUEST, "invalid request: id must be a string, number or null")
+            error_text(
+                None, INVALID_REQUEST, "invalid request: id must be a string, number or null"
+            )
         )
     method = obj.get("method")
     if method is None:

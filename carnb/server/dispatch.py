@@ -184,7 +184,9 @@ class Dispatcher:
         except Exception as exc:
             log.exception("handler %s failed", method.name)
             return error_text(
-                req.id, INTERNAL_ERROR, f"internal error in {method.name}: {type(exc).__name__}: {exc}"
+                req.id,
+                INTERNAL_ERROR,
+                f"internal error in {method.name}: {type(exc).__name__}: {exc}",
             )
         return result_text(req.id, result)
 

@@ -126,9 +126,7 @@ class SessionHub:
         )
         session.emit()
 
-    def bind(
-        self, session: ClientSession, *, agent_id: str | None, namespace: str | None
-    ) -> None:
+    def bind(self, session: ClientSession, *, agent_id: str | None, namespace: str | None) -> None:
         """Attach the agent or namespace graph (namespace wins) and record the binding."""
         previous_agent = session.agent_id
         memory = self._svc.memory

@@ -7,11 +7,19 @@ from typing import Any
 
 import pytest
 
-car_runtime = pytest.importorskip("car_runtime", reason="install the test extra: pip install -e .[test]")
+car_runtime = pytest.importorskip(
+    "car_runtime", reason="install the test extra: pip install -e .[test]"
+)
 
 pytestmark = pytest.mark.compat
 
-CAR_ENV = ("CAR_DAEMON_URL", "CAR_AUTH_TOKEN", "CAR_AGENT_ID", "CAR_AGENT_TOKEN", "CAR_MEMORY_NAMESPACE")
+CAR_ENV = (
+    "CAR_DAEMON_URL",
+    "CAR_AUTH_TOKEN",
+    "CAR_AGENT_ID",
+    "CAR_AGENT_TOKEN",
+    "CAR_MEMORY_NAMESPACE",
+)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.compat
 @pytest.fixture
 def alice(served, car_client):
     return car_client(
-        CAR_DAEMON_URL=served.url, CAR_AGENT_ID="alice",
+        CAR_DAEMON_URL=served.url,
+        CAR_AGENT_ID="alice",
         CAR_AGENT_TOKEN=served.info["agents"]["alice"],
     )
 
@@ -34,7 +35,8 @@ def test_memory_calls(served, alice, car_client) -> None:
     assert alice.persist_memory("alice-backup.json") == 3
     # a second agent session of the same agent sees the same graph
     again = car_client(
-        CAR_DAEMON_URL=served.url, CAR_AGENT_ID="alice",
+        CAR_DAEMON_URL=served.url,
+        CAR_AGENT_ID="alice",
         CAR_AGENT_TOKEN=served.info["agents"]["alice"],
     )
     assert again.fact_count() == 3
@@ -51,11 +53,22 @@ def test_run_calls(served, alice, car_client) -> None:
     run = json.loads(alice.runs_start(json.dumps({"intent": "triage bugs"})))
     rid = run["run_id"]
     assert run["agent_id"] == "alice"
-    rec = json.loads(alice.runs_record_turns(json.dumps(
-        {"run_id": rid, "turns": [{"prompt": "list bugs", "tool": "tracker", "output": "3"}]})))
+    rec = json.loads(
+        alice.runs_record_turns(
+            json.dumps(
+                {
+                    "run_id": rid,
+                    "turns": [{"prompt": "list bugs", "tool": "tracker", "output": "3"}],
+                }
+            )
+        )
+    )
     assert rec["ok"] is True and rec["base_index"] == 1
-    done = json.loads(alice.runs_complete(json.dumps(
-        {"run_id": rid, "outcome": {"status": "success", "summary": "triaged"}})))
+    done = json.loads(
+        alice.runs_complete(
+            json.dumps({"run_id": rid, "outcome": {"status": "success", "summary": "triaged"}})
+        )
+    )
     assert done["ok"] is True
     trace = json.loads(alice.runs_get_trace(json.dumps({"run_id": rid})))
     assert trace["status"] == "completed"
@@ -67,7 +80,10 @@ def test_run_calls(served, alice, car_client) -> None:
     kinds = [e["kind"] for e in json.loads(host.host_events(20))["events"]]
     assert "run.started" in kinds and "run.ended" in kinds
     # another agent learns nothing about alice's run
-    bob = car_client(CAR_DAEMON_URL=served.url, CAR_AGENT_ID="bob",
-                     CAR_AGENT_TOKEN=served.info["agents"]["bob"])
+    bob = car_client(
+        CAR_DAEMON_URL=served.url, CAR_AGENT_ID="bob", CAR_AGENT_TOKEN=served.info["agents"]["bob"]
+    )
     assert json.loads(bob.runs_get_trace(json.dumps({"run_id": rid}))) == {
-        "run_id": rid, "not_found": True}
+        "run_id": rid,
+        "not_found": True,
+    }

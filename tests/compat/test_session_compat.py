@@ -53,7 +53,9 @@ def test_with_a_wrong_token_the_client_raises(served, car_client) -> None:
 
 def test_agent_token_of_another_agent_is_refused(served, car_client) -> None:
     rt = car_client(
-        CAR_DAEMON_URL=served.url, CAR_AGENT_ID="alice", CAR_AGENT_TOKEN=served.info["agents"]["bob"]
+        CAR_DAEMON_URL=served.url,
+        CAR_AGENT_ID="alice",
+        CAR_AGENT_TOKEN=served.info["agents"]["bob"],
     )
     with pytest.raises(RuntimeError, match="auth failed"):
         rt.daemon_call("state.keys", "{}")

@@ -33,7 +33,9 @@ def test_string_ids_and_missing_jsonrpc_field_are_accepted() -> None:
 
 
 def test_message_without_id_is_a_notification() -> None:
-    assert parse_frame('{"jsonrpc":"2.0","method":"state.keys"}') == Notification("state.keys", None)
+    assert parse_frame('{"jsonrpc":"2.0","method":"state.keys"}') == Notification(
+        "state.keys", None
+    )
 
 
 @pytest.mark.parametrize("text", ["{bad", "", "nul", '{"a":1', "\x00"])
@@ -93,7 +95,11 @@ def test_malformed_requests_are_invalid_requests(obj: dict) -> None:
 
 def test_error_codes_are_json_integers_and_data_is_optional() -> None:
     reply = json.loads(error_text(3, -32601, "unknown method: x"))
-    assert reply == {"jsonrpc": "2.0", "id": 3, "error": {"code": -32601, "message": "unknown method: x"}}
+    assert reply == {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "error": {"code": -32601, "message": "unknown method: x"},
+    }
     with_data = json.loads(error_text(3, -32602, "m", {"field": "k"}))
     assert with_data["error"]["data"] == {"field": "k"}
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
-import gc
 import threading
 import time
 
@@ -19,6 +19,7 @@ def test_runs_coroutines_on_its_own_thread_and_returns_results() -> None:
     host = HostThread()
     assert not host.running
     try:
+
         async def where() -> str:
             return threading.current_thread().name
 
@@ -31,11 +32,13 @@ def test_runs_coroutines_on_its_own_thread_and_returns_results() -> None:
 def test_exceptions_come_back_to_the_caller() -> None:
     host = HostThread()
     try:
+
         async def boom() -> None:
             raise ValueError("bad thing")
 
         with pytest.raises(ValueError, match="bad thing"):
             host.call(boom(), timeout=5)
+
         # still usable afterwards
         async def ok() -> int:
             return 1
@@ -49,6 +52,7 @@ def test_timeout_cancels_the_coroutine() -> None:
     host = HostThread()
     cancelled = threading.Event()
     try:
+
         async def slow() -> None:
             try:
                 await asyncio.sleep(30)
@@ -67,6 +71,7 @@ def test_keyboard_interrupt_in_the_caller_cancels_the_coroutine() -> None:
     host = HostThread()
     cancelled = threading.Event()
     try:
+
         async def slow() -> None:
             try:
                 await asyncio.sleep(30)
@@ -80,6 +85,7 @@ def test_keyboard_interrupt_in_the_caller_cancels_the_coroutine() -> None:
         with pytest.raises(KeyboardInterrupt):
             host.call(slow(), timeout=20)
         assert cancelled.wait(5)
+
         # the host thread is still usable after the interrupt
         async def ok() -> str:
             return "alive"
@@ -111,8 +117,10 @@ def test_stop_is_idempotent_and_joins_and_cleans_up_tasks() -> None:
 
 def test_restart_after_stop() -> None:
     host = HostThread()
+
     async def one() -> int:
         return 1
+
     assert host.call(one(), timeout=5) == 1
     host.stop()
     assert host.call(one(), timeout=5) == 1
@@ -122,9 +130,11 @@ def test_restart_after_stop() -> None:
 def test_calling_from_the_host_thread_itself_is_refused_not_deadlocked() -> None:
     host = HostThread()
     try:
+
         async def inner() -> None:
             async def nothing() -> None:
                 return None
+
             host.call(nothing(), timeout=1)
 
         with pytest.raises(HostThreadError, match="host thread itself"):

@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
-import pytest
-
-from tests.conftest import REPO, Client, RpcFailed, agent_auth
+from tests.conftest import Client, agent_auth
 
 
 def add(c: Client, subject: str, body: str, **kw) -> int:
@@ -84,8 +79,11 @@ def test_params_errors_name_the_field(runtime, connect_client) -> None:
         ("memory.add_fact", {"subject": "s", "body": "b", "confidence": "high"}, "confidence"),
         ("memory.query", {}, "query is required"),
         ("memory.query", {"query": "q", "k": "five"}, "k must be an integer"),
-        ("memory.build_context", {"query": "q", "model_context_window": "big"},
-         "model_context_window"),
+        (
+            "memory.build_context",
+            {"query": "q", "model_context_window": "big"},
+            "model_context_window",
+        ),
         ("memory.persist", {}, "path is required"),
         ("memory.delete", {}, "id is required"),
     ]
@@ -168,7 +166,9 @@ def test_agent_facts_survive_a_server_restart(serve_process, home) -> None:
     c2 = Client(p2.url)
     c2.call("session.auth", {"token": p2.info["agents"]["alice"], "agent_id": "alice"})
     assert c2.call("memory.fact_count") == 20
-    assert c2.call("memory.query", {"query": "persistent fact number 7", "k": 1})[0]["subject"] == "s7"
+    assert (
+        c2.call("memory.query", {"query": "persistent fact number 7", "k": 1})[0]["subject"] == "s7"
+    )
     c2.close()
 
 
@@ -183,8 +183,11 @@ def test_acknowledged_facts_survive_sigkill(serve_process, home) -> None:
         if i == killer_at:
             p.proc.send_signal(signal.SIGKILL)
         try:
-            c.call("memory.add_fact", {"subject": f"k{i}", "body": f"fact {i}", "fact_id": f"k{i}"},
-                   timeout=5)
+            c.call(
+                "memory.add_fact",
+                {"subject": f"k{i}", "body": f"fact {i}", "fact_id": f"k{i}"},
+                timeout=5,
+            )
         except Exception:
             break
         acked.append(f"k{i}")

@@ -24,13 +24,23 @@ def test_whole_lifecycle(runtime, alice) -> None:
     run = alice.call("runs.start", {"intent": "summarise the inbox"})
     assert run["agent_id"] == "alice" and run["run_id"]
     rid = run["run_id"]
-    first = alice.call("runs.record_turns", {"run_id": rid, "turns": [
-        {"prompt": "read mail", "tool": "imap", "parameters": {"n": 3}, "output": "3 mails"}]})
+    first = alice.call(
+        "runs.record_turns",
+        {
+            "run_id": rid,
+            "turns": [
+                {"prompt": "read mail", "tool": "imap", "parameters": {"n": 3}, "output": "3 mails"}
+            ],
+        },
+    )
     assert first == {"run_id": rid, "base_index": 1, "count": 1, "ok": True}
-    second = alice.call("runs.record_turns", {"run_id": rid, "turns": [{"prompt": "a"}, {"prompt": "b"}]})
+    second = alice.call(
+        "runs.record_turns", {"run_id": rid, "turns": [{"prompt": "a"}, {"prompt": "b"}]}
+    )
     assert second["base_index"] == 2 and second["count"] == 2
-    assert alice.call("runs.complete", {"run_id": rid, "outcome": {"status": "success",
-                                                                   "summary": "done"}}) == {"run_id": rid, "ok": True}
+    assert alice.call(
+        "runs.complete", {"run_id": rid, "outcome": {"status": "success", "summary": "done"}}
+    ) == {"run_id": rid, "ok": True}
     trace = alice.call("runs.get_trace", {"run_id": rid})
     assert trace["status"] == "completed" and trace["agent_id"] == "alice"
     assert [r["kind"] for r in trace["records"]] == ["started", "turn", "turn", "turn", "ended"]
@@ -70,23 +80,33 @@ def test_idempotency_key_gives_the_same_run(alice) -> None:
 
 def test_bad_batches_and_double_completion(alice) -> None:
     rid = alice.call("runs.start", {"intent": "x"})["run_id"]
-    assert alice.request("runs.record_turns", {"run_id": rid, "turns": []})["error"]["code"] == -32602
-    assert alice.request("runs.record_turns",
-                         {"run_id": rid, "turns": [{}] * 257})["error"]["code"] == -32602
+    assert (
+        alice.request("runs.record_turns", {"run_id": rid, "turns": []})["error"]["code"] == -32602
+    )
+    assert (
+        alice.request("runs.record_turns", {"run_id": rid, "turns": [{}] * 257})["error"]["code"]
+        == -32602
+    )
     big = alice.request("runs.record_turns", {"run_id": rid, "turns": [{"output": "x" * 300_000}]})
     assert "error" in big or big["result"]["ok"] is False
-    assert alice.request("runs.complete", {"run_id": rid, "outcome": "fine"})["error"]["code"] == -32602
+    assert (
+        alice.request("runs.complete", {"run_id": rid, "outcome": "fine"})["error"]["code"]
+        == -32602
+    )
     assert alice.request("runs.complete", {"run_id": rid, "outcome": {}})["error"]["code"] == -32602
     alice.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
     assert "error" in alice.request("runs.complete", {"run_id": rid, "outcome": {"status": "x"}})
     dropped = alice.call("runs.record_turns", {"run_id": rid, "turns": [{"prompt": "late"}]})
     assert dropped["ok"] is False and dropped["dropped"] == "run_terminal"
-    assert "error" in alice.request("runs.complete", {"run_id": "run-nope",
-                                                     "outcome": {"status": "success"}})
+    assert "error" in alice.request(
+        "runs.complete", {"run_id": "run-nope", "outcome": {"status": "success"}}
+    )
     trace = alice.call("runs.get_trace", {"run_id": rid})
     assert [r["kind"] for r in trace["records"]] == ["started", "ended"]  # nothing corrupted
-    assert alice.call("runs.get_trace", {"run_id": "run-nope"}) == {"run_id": "run-nope",
-                                                                    "not_found": True}
+    assert alice.call("runs.get_trace", {"run_id": "run-nope"}) == {
+        "run_id": "run-nope",
+        "not_found": True,
+    }
 
 
 def test_authorisation_matrix(runtime, alice, bob, connect_client) -> None:
@@ -98,10 +118,16 @@ def test_authorisation_matrix(runtime, alice, bob, connect_client) -> None:
     for other in (bob, unbound):
         assert other.call("runs.get_trace", {"run_id": rid}) == not_found
         rec = other.call("runs.record_turns", {"run_id": rid, "turns": [{"prompt": "x"}]})
-        assert rec == {"run_id": rid, "ok": False, "dropped": "run_not_found", "base_index": 0,
-                       "count": 0}
-        assert "error" in other.request("runs.complete", {"run_id": rid,
-                                                          "outcome": {"status": "success"}})
+        assert rec == {
+            "run_id": rid,
+            "ok": False,
+            "dropped": "run_not_found",
+            "base_index": 0,
+            "count": 0,
+        }
+        assert "error" in other.request(
+            "runs.complete", {"run_id": rid, "outcome": {"status": "success"}}
+        )
         assert "error" in other.request("runs.cancel", {"run_id": rid, "reason": "no"})
         assert "error" in other.request("runs.subscribe", {"run_id": rid})
         assert other.call("runs.list", {"agent_id": "alice"})["runs"] == []
@@ -112,8 +138,9 @@ def test_authorisation_matrix(runtime, alice, bob, connect_client) -> None:
     assert host.call("runs.cancel", {"run_id": rid, "reason": "operator said so"})["ok"] is True
     assert alice.call("runs.get_trace", {"run_id": rid})["status"] == "cancelled"
     # first terminal wins: completing a cancelled run fails
-    assert "error" in alice.request("runs.complete", {"run_id": rid,
-                                                     "outcome": {"status": "success"}})
+    assert "error" in alice.request(
+        "runs.complete", {"run_id": rid, "outcome": {"status": "success"}}
+    )
 
 
 def test_subscription_receives_every_record_in_order(runtime, alice, connect_client) -> None:
@@ -122,7 +149,9 @@ def test_subscription_receives_every_record_in_order(runtime, alice, connect_cli
     snap = host.call("runs.subscribe", {"run_id": rid})
     assert snap["cursor"] == 0
     for i in range(10):
-        alice.call("runs.record_turns", {"run_id": rid, "turns": [{"prompt": f"t{i}"}, {"prompt": "u"}]})
+        alice.call(
+            "runs.record_turns", {"run_id": rid, "turns": [{"prompt": f"t{i}"}, {"prompt": "u"}]}
+        )
     alice.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
     events = [host.wait_notification("runs.trace.event")["params"] for _ in range(21)]
     assert [e["cursor"] for e in events] == list(range(1, 22))

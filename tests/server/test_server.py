@@ -40,7 +40,9 @@ def test_handshake_before_auth_is_refused_too(runtime, connect_client) -> None:
     assert c.request("server.handshake", {"protocol_version": 3})["error"]["code"] == -32001
 
 
-def test_wrong_token_is_an_error_and_the_session_stays_unauthenticated(runtime, connect_client) -> None:
+def test_wrong_token_is_an_error_and_the_session_stays_unauthenticated(
+    runtime, connect_client
+) -> None:
     c = connect_client(auth=None)
     reply = c.request("session.auth", {"token": "not-the-token"})
     assert reply["error"] == {"code": -32603, "message": "auth failed: token mismatch"}
@@ -207,8 +209,16 @@ def test_garbage_frames_are_answered_and_the_server_keeps_serving(runtime, conne
     assert c.call("state.keys") == ["n"]
     # an oversized frame (20 MiB > 16 MiB cap) closes only that connection with 1009
     big = connect_client()
-    big.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "state.set",
-                         "params": {"key": "big", "value": "x" * (20 * 1024 * 1024)}}))
+    big.send(
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "state.set",
+                "params": {"key": "big", "value": "x" * (20 * 1024 * 1024)},
+            }
+        )
+    )
     with pytest.raises(ConnectionClosed):
         big.recv(timeout=10)
     assert big.ws.close_code == 1009
@@ -222,16 +232,27 @@ def test_foreign_origin_is_refused_at_the_handshake(runtime) -> None:
         connect(runtime.url, origin="http://evil.example", open_timeout=5)
     assert info.value.response.status_code == 403
     with connect(runtime.url, open_timeout=5) as ws:  # no Origin: allowed
-        ws.send(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "session.auth",
-                            "params": {"token": runtime.token}}))
+        ws.send(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 0,
+                    "method": "session.auth",
+                    "params": {"token": runtime.token},
+                }
+            )
+        )
         assert json.loads(ws.recv(timeout=5))["result"]["ok"] is True
 
 
 def test_configured_origin_is_allowed(make_runtime) -> None:
     rt = make_runtime(allowed_origins=("http://localhost:8888",))
     with connect(rt.url, origin="http://localhost:8888", open_timeout=5) as ws:
-        ws.send(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "session.auth",
-                            "params": {"token": rt.token}}))
+        ws.send(
+            json.dumps(
+                {"jsonrpc": "2.0", "id": 0, "method": "session.auth", "params": {"token": rt.token}}
+            )
+        )
         assert json.loads(ws.recv(timeout=5))["result"]["ok"] is True
     with pytest.raises(InvalidStatus):
         connect(rt.url, origin="http://localhost:9999", open_timeout=5)
@@ -348,8 +369,11 @@ def test_close_frees_the_port_and_stops_the_thread(make_runtime) -> None:
     port = rt.port
     rt.close()
     assert not rt.host.running
-    assert not any(t.name == "carnb-host" and t.is_alive() for t in threading.enumerate()
-                   if t is rt.host._thread)
+    assert not any(
+        t.name == "carnb-host" and t.is_alive()
+        for t in threading.enumerate()
+        if t is rt.host._thread
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port is free again
 

@@ -36,11 +36,17 @@ def register(table: MethodTable, services: Services) -> None:
     services.sessions.on_close(close_slot)
     m = table.method
 
-    @m("browser.run", mode="async",
-       summary="Run a script of browser operations in the session's Chromium",
-       params={"script": "{operations: [{op, ...}]} (object or JSON string)",
-               "width": "integer? (1280)", "height": "integer? (720)"},
-       result="{steps: [{op, status, duration_ms, data, error}]}")
+    @m(
+        "browser.run",
+        mode="async",
+        summary="Run a script of browser operations in the session's Chromium",
+        params={
+            "script": "{operations: [{op, ...}]} (object or JSON string)",
+            "width": "integer? (1280)",
+            "height": "integer? (720)",
+        },
+        result="{steps: [{op, status, duration_ms, data, error}]}",
+    )
     async def browser_run(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         if "script" not in p or p["script"] is None:
             raise InvalidParams("script is required: {operations: [{op: ..., ...}]}")
@@ -49,8 +55,12 @@ def register(table: MethodTable, services: Services) -> None:
         assert width is not None and height is not None
         return await slot_of(s, svc).run(p["script"], width=width, height=height)
 
-    @m("browser.close", mode="async", summary="Close the session's browser context",
-       result="{closed}")
+    @m(
+        "browser.close",
+        mode="async",
+        summary="Close the session's browser context",
+        result="{closed}",
+    )
     async def browser_close(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         if s.browser is None:
             return {"closed": False}

@@ -21,8 +21,12 @@ def register(table: MethodTable, services: Services) -> None:
     @m(
         "session.auth",
         summary="Authenticate: launch token, an agent's own token with agent_id, or host_token",
-        params={"token": "string?", "agent_id": "string?", "host_token": "string?",
-                "memory_namespace": "string?"},
+        params={
+            "token": "string?",
+            "agent_id": "string?",
+            "host_token": "string?",
+            "memory_namespace": "string?",
+        },
         result="{ok, auth_enabled, agent_id?, role?}",
     )
     def session_auth(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
@@ -34,8 +38,11 @@ def register(table: MethodTable, services: Services) -> None:
     @m(
         "server.handshake",
         summary="Negotiate protocol version 3 and capabilities",
-        params={"protocol_version": "integer (3)", "client_version": "string?",
-                "required_capabilities": "string[]?"},
+        params={
+            "protocol_version": "integer (3)",
+            "client_version": "string?",
+            "required_capabilities": "string[]?",
+        },
         result="{protocol_version, server_version, client_protocol_version, client_version, "
         "negotiated_capabilities}",
     )
@@ -52,8 +59,11 @@ def register(table: MethodTable, services: Services) -> None:
             "negotiated_capabilities": negotiated,
         }
 
-    @m("server.schema", summary="Describe every method this server offers you",
-       result="{protocol_version, server, server_version, methods}")
+    @m(
+        "server.schema",
+        summary="Describe every method this server offers you",
+        result="{protocol_version, server, server_version, methods}",
+    )
     def server_schema(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         methods = [mt.describe() for mt in table if visible_to(mt, s)]
         return {
@@ -64,15 +74,22 @@ def register(table: MethodTable, services: Services) -> None:
             "methods": methods,
         }
 
-    @m("capabilities.list", summary="The methods you may call, with the role each needs",
-       result="{caller_role, count, methods: [{method, role}]}")
+    @m(
+        "capabilities.list",
+        summary="The methods you may call, with the role each needs",
+        result="{caller_role, count, methods: [{method, role}]}",
+    )
     def capabilities_list(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         methods = [{"method": mt.name, "role": mt.role} for mt in table if visible_to(mt, s)]
         return {"caller_role": s.role, "count": len(methods), "methods": methods}
 
     # -- state.* ---------------------------------------------------------------------------
-    @m("state.set", summary="Set a per-session key", params={"key": "string", "value": "any",
-       "tenant_id": "string?"}, result='"ok"')
+    @m(
+        "state.set",
+        summary="Set a per-session key",
+        params={"key": "string", "value": "any", "tenant_id": "string?"},
+        result='"ok"',
+    )
     def state_set(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         key = req_str(p, "key")
         if "value" not in p:
@@ -86,29 +103,48 @@ def register(table: MethodTable, services: Services) -> None:
         s.state_set(key, p["value"], tenant)
         return "ok"
 
-    @m("state.get", summary="Get a per-session key (null when absent)",
-       params={"key": "string", "tenant_id": "string?"}, result="value or null")
+    @m(
+        "state.get",
+        summary="Get a per-session key (null when absent)",
+        params={"key": "string", "tenant_id": "string?"},
+        result="value or null",
+    )
     def state_get(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         return s.state_get(req_str(p, "key"), opt_str(p, "tenant_id"))
 
-    @m("state.exists", summary="Whether a per-session key is set",
-       params={"key": "string", "tenant_id": "string?"}, result="boolean")
+    @m(
+        "state.exists",
+        summary="Whether a per-session key is set",
+        params={"key": "string", "tenant_id": "string?"},
+        result="boolean",
+    )
     def state_exists(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         return s.state_exists(req_str(p, "key"), opt_str(p, "tenant_id"))
 
-    @m("state.keys", summary="Keys set in this session", params={"tenant_id": "string?"},
-       result="string[]")
+    @m(
+        "state.keys",
+        summary="Keys set in this session",
+        params={"tenant_id": "string?"},
+        result="string[]",
+    )
     def state_keys(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         return s.state_keys(opt_str(p, "tenant_id"))
 
-    @m("state.snapshot", summary="Every key and value of this session",
-       params={"tenant_id": "string?"}, result="object")
+    @m(
+        "state.snapshot",
+        summary="Every key and value of this session",
+        params={"tenant_id": "string?"},
+        result="object",
+    )
     def state_snapshot(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         return s.state_snapshot(opt_str(p, "tenant_id"))
 
     # -- agents ------------------------------------------------------------------------------
-    @m("agents.list", summary="Registered agents and the sessions bound to them",
-       result="[{spec: {id, name}, status, attached, session_id?, session_ids}]")
+    @m(
+        "agents.list",
+        summary="Registered agents and the sessions bound to them",
+        result="[{spec: {id, name}, status, attached, session_id?, session_ids}]",
+    )
     def agents_list(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         out = []
         for agent_id in svc.credentials.agents.ids():
@@ -124,17 +160,26 @@ def register(table: MethodTable, services: Services) -> None:
             out.append(row)
         return out
 
-    @m("agents.register", role="host", summary="Register an agent and mint its own token",
-       params={"name": "string"}, result="{agent_id, token}")
+    @m(
+        "agents.register",
+        role="host",
+        summary="Register an agent and mint its own token",
+        params={"name": "string"},
+        result="{agent_id, token}",
+    )
     def agents_register(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         name = check_agent_id(req_str(p, "name"), "name")
         token = svc.credentials.agents.register(name)
         return {"agent_id": name, "token": token}
 
     # -- host ------------------------------------------------------------------------------
-    @m("host.subscribe", role="host", needs_handshake=True,
-       summary="Receive host.event notifications; returns a snapshot",
-       result="{subscribed, agents, events, event_sequence}")
+    @m(
+        "host.subscribe",
+        role="host",
+        needs_handshake=True,
+        summary="Receive host.event notifications; returns a snapshot",
+        result="{subscribed, agents, events, event_sequence}",
+    )
     def host_subscribe(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         svc.events.subscribe(s)
         return {
@@ -144,13 +189,22 @@ def register(table: MethodTable, services: Services) -> None:
             "event_sequence": svc.events.sequence,
         }
 
-    @m("host.unsubscribe", role="host", summary="Stop host.event notifications",
-       result="{subscribed: false, removed}")
+    @m(
+        "host.unsubscribe",
+        role="host",
+        summary="Stop host.event notifications",
+        result="{subscribed: false, removed}",
+    )
     def host_unsubscribe(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         return {"subscribed": False, "removed": svc.events.unsubscribe(s)}
 
-    @m("host.events", role="host", summary="Recent host events, oldest first",
-       params={"limit": "integer? (default 100)"}, result="{events}")
+    @m(
+        "host.events",
+        role="host",
+        summary="Recent host events, oldest first",
+        params={"limit": "integer? (default 100)"},
+        result="{events}",
+    )
     def host_events(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         limit = opt_int(p, "limit", 100, minimum=0, maximum=10_000)
         assert limit is not None

@@ -47,11 +47,20 @@ def register(table: MethodTable, services: Services) -> None:
         return
     m = table.method
 
-    @m("memory.add_fact", summary="Add a fact to the session's graph",
-       params={"subject": "string", "body": "string", "kind": "string? (pattern)",
-               "fact_id": "string?", "tags": "string[]?", "source": "string? (user)",
-               "confidence": "number?"},
-       result="integer: valid fact count after the write")
+    @m(
+        "memory.add_fact",
+        summary="Add a fact to the session's graph",
+        params={
+            "subject": "string",
+            "body": "string",
+            "kind": "string? (pattern)",
+            "fact_id": "string?",
+            "tags": "string[]?",
+            "source": "string? (user)",
+            "confidence": "number?",
+        },
+        result="integer: valid fact count after the write",
+    )
     def add_fact(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         g = graph(s, svc)
         count = g.add_fact(
@@ -66,9 +75,12 @@ def register(table: MethodTable, services: Services) -> None:
         publish_count(s, svc, g, count)
         return count
 
-    @m("memory.query", summary="Facts relevant to a query, best first",
-       params={"query": "string", "k": "integer? (5)"},
-       result="[{fact_id, subject, body, kind, confidence, tags, source}]")
+    @m(
+        "memory.query",
+        summary="Facts relevant to a query, best first",
+        params={"query": "string", "k": "integer? (5)"},
+        result="[{fact_id, subject, body, kind, confidence, tags, source}]",
+    )
     def query(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         text = req_str(p, "query", allow_empty=True)
         k = opt_int(p, "k", 5, maximum=MAX_K)
@@ -96,26 +108,40 @@ def register(table: MethodTable, services: Services) -> None:
 
         return handler
 
-    table.method("memory.build_context", mode="thread",
-                 summary="Relevant facts rendered as a prompt section within a token budget",
-                 params={"query": "string", "model_context_window": "integer?"},
-                 result="string")(_context(False))
-    table.method("memory.build_context_fast", mode="thread",
-                 summary="Context sections without ranking (creation order)",
-                 params={"query": "string", "model_context_window": "integer?"},
-                 result="string")(_context(True))
+    table.method(
+        "memory.build_context",
+        mode="thread",
+        summary="Relevant facts rendered as a prompt section within a token budget",
+        params={"query": "string", "model_context_window": "integer?"},
+        result="string",
+    )(_context(False))
+    table.method(
+        "memory.build_context_fast",
+        mode="thread",
+        summary="Context sections without ranking (creation order)",
+        params={"query": "string", "model_context_window": "integer?"},
+        result="string",
+    )(_context(True))
 
-    @m("memory.persist", mode="thread",
-       summary="Write the graph as JSON under <home>/memory/",
-       params={"path": "string (relative to <home>/memory/)"}, result="integer: facts written")
+    @m(
+        "memory.persist",
+        mode="thread",
+        summary="Write the graph as JSON under <home>/memory/",
+        params={"path": "string (relative to <home>/memory/)"},
+        result="integer: facts written",
+    )
     def persist(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         assert svc.memory is not None
         path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.persist")
         return graph(s, svc).persist(path)
 
-    @m("memory.load", mode="async",
-       summary="Replace the graph with a JSON file under <home>/memory/",
-       params={"path": "string (relative to <home>/memory/)"}, result="integer: facts loaded")
+    @m(
+        "memory.load",
+        mode="async",
+        summary="Replace the graph with a JSON file under <home>/memory/",
+        params={"path": "string (relative to <home>/memory/)"},
+        result="integer: facts loaded",
+    )
     async def load(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         assert svc.memory is not None
         path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.load")
@@ -124,17 +150,24 @@ def register(table: MethodTable, services: Services) -> None:
         publish_count(s, svc, g, g.fact_count())  # back on the host loop
         return count
 
-    @m("memory.delete", summary="Delete a fact, its edges and index entries",
-       params={"id": "string"}, result="{id, deleted, kind, fact_count}")
+    @m(
+        "memory.delete",
+        summary="Delete a fact, its edges and index entries",
+        params={"id": "string"},
+        result="{id, deleted, kind, fact_count}",
+    )
     def delete(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         g = graph(s, svc)
         result = g.delete(req_str(p, "id"))
         publish_count(s, svc, g, result["fact_count"])
         return result
 
-    @m("memory.consolidate", mode="async",
-       summary="Merge exact duplicates and report same-subject contradictions",
-       result="{duplicates_merged, contradictions_found, fact_count}")
+    @m(
+        "memory.consolidate",
+        mode="async",
+        summary="Merge exact duplicates and report same-subject contradictions",
+        result="{duplicates_merged, contradictions_found, fact_count}",
+    )
     async def consolidate(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         g = graph(s, svc)
         report = await asyncio.to_thread(g.consolidate)

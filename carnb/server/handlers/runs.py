@@ -65,13 +65,15 @@ def register(table: MethodTable, services: Services) -> None:
         kind = event["record"].get("kind")
         if kind == "started":
             services.events.emit(
-                RUN_STARTED, agent_id=event["agent_id"],
+                RUN_STARTED,
+                agent_id=event["agent_id"],
                 message=f"run {event['run_id']} started",
                 payload={"run_id": event["run_id"], "intent": event["record"].get("intent")},
             )
         elif kind == "ended":
             services.events.emit(
-                RUN_ENDED, agent_id=event["agent_id"],
+                RUN_ENDED,
+                agent_id=event["agent_id"],
                 message=f"run {event['run_id']} ended {event['status']}",
                 payload={"run_id": event["run_id"], "status": event["status"]},
             )
@@ -91,14 +93,24 @@ def register(table: MethodTable, services: Services) -> None:
     services.sessions.on_close(on_session_close)
     m = table.method
 
-    @m("runs.start", summary="Start a traced run; sets the session's current run",
-       params={"intent": "string", "agent_id": "string?", "agent_name": "string?",
-               "idempotency_key": "string?"},
-       result="{run_id, agent_id}")
+    @m(
+        "runs.start",
+        summary="Start a traced run; sets the session's current run",
+        params={
+            "intent": "string",
+            "agent_id": "string?",
+            "agent_name": "string?",
+            "idempotency_key": "string?",
+        },
+        result="{run_id, agent_id}",
+    )
     def runs_start(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         result = store.start(
-            s, intent=p.get("intent"), agent_id=p.get("agent_id"),
-            agent_name=p.get("agent_name"), idempotency_key=p.get("idempotency_key"),
+            s,
+            intent=p.get("intent"),
+            agent_id=p.get("agent_id"),
+            agent_name=p.get("agent_name"),
+            idempotency_key=p.get("idempotency_key"),
         )
         if s.current_run_id != result["run_id"]:
             trace = store.get_trace(s, result["run_id"])
@@ -107,9 +119,13 @@ def register(table: MethodTable, services: Services) -> None:
                 s.update(current_run_id=result["run_id"], run_turns=turns)
         return result
 
-    @m("runs.record_turns", role="owner", summary="Append 1..256 turns to your run",
-       params={"run_id": "string", "turns": "object[] (1..256)"},
-       result="{run_id, base_index, count, ok} or {ok: false, dropped}")
+    @m(
+        "runs.record_turns",
+        role="owner",
+        summary="Append 1..256 turns to your run",
+        params={"run_id": "string", "turns": "object[] (1..256)"},
+        result="{run_id, base_index, count, ok} or {ok: false, dropped}",
+    )
     def runs_record_turns(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         run_id = req_str(p, "run_id")
         result = store.record_turns(s, run_id, req_list(p, "turns"))
@@ -117,40 +133,66 @@ def register(table: MethodTable, services: Services) -> None:
             s.update(run_turns=s.run_turns + int(result["count"]))
         return result
 
-    @m("runs.complete", role="owner", summary="End your run with an outcome (first end wins)",
-       params={"run_id": "string", "outcome": "{status, summary?, ...}"}, result="{run_id, ok}")
+    @m(
+        "runs.complete",
+        role="owner",
+        summary="End your run with an outcome (first end wins)",
+        params={"run_id": "string", "outcome": "{status, summary?, ...}"},
+        result="{run_id, ok}",
+    )
     def runs_complete(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         run_id = req_str(p, "run_id")
         result = store.complete(s, run_id, req_object(p, "outcome"))
         clear_current(run_id)
         return result
 
-    @m("runs.cancel", role="owner", summary="Cancel a run (owner or host)",
-       params={"run_id": "string", "reason": "string?"}, result="{run_id, ok, status}")
+    @m(
+        "runs.cancel",
+        role="owner",
+        summary="Cancel a run (owner or host)",
+        params={"run_id": "string", "reason": "string?"},
+        result="{run_id, ok, status}",
+    )
     def runs_cancel(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         run_id = req_str(p, "run_id")
         result = store.cancel(s, run_id, opt_str(p, "reason", "cancelled") or "cancelled")
         clear_current(run_id)
         return result
 
-    @m("runs.get_trace", role="owner", summary="A run's records (owner or host)",
-       params={"run_id": "string", "after": "integer?", "limit": "integer?"},
-       result="{run_id, agent_id, status, records, cursor} or {run_id, not_found: true}")
+    @m(
+        "runs.get_trace",
+        role="owner",
+        summary="A run's records (owner or host)",
+        params={"run_id": "string", "after": "integer?", "limit": "integer?"},
+        result="{run_id, agent_id, status, records, cursor} or {run_id, not_found: true}",
+    )
     def runs_get_trace(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         return store.get_trace(
-            s, req_str(p, "run_id"),
+            s,
+            req_str(p, "run_id"),
             after=opt_int(p, "after", None, minimum=-1),
             limit=opt_int(p, "limit", None, minimum=1),
         )
 
-    @m("runs.list", role="owner", summary="An agent's runs, newest first (owner or host)",
-       params={"agent_id": "string", "limit": "integer?"}, result="{agent_id, runs}")
+    @m(
+        "runs.list",
+        role="owner",
+        summary="An agent's runs, newest first (owner or host)",
+        params={"agent_id": "string", "limit": "integer?"},
+        result="{agent_id, runs}",
+    )
     def runs_list(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
-        return store.list_runs(s, req_str(p, "agent_id"), limit=opt_int(p, "limit", None, minimum=1))
+        return store.list_runs(
+            s, req_str(p, "agent_id"), limit=opt_int(p, "limit", None, minimum=1)
+        )
 
-    @m("runs.subscribe", role="owner",
-       summary="Snapshot of a run, then runs.trace.event notifications for new records",
-       params={"run_id": "string"}, result="trace snapshot with subscribed: true")
+    @m(
+        "runs.subscribe",
+        role="owner",
+        summary="Snapshot of a run, then runs.trace.event notifications for new records",
+        params={"run_id": "string"},
+        result="trace snapshot with subscribed: true",
+    )
     def runs_subscribe(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         run_id = req_str(p, "run_id")
         if store.authorize(s, run_id, "subscribe") is None:
@@ -159,8 +201,12 @@ def register(table: MethodTable, services: Services) -> None:
         subs.add(run_id, s)
         return {**snapshot, "subscribed": True}
 
-    @m("runs.unsubscribe", summary="Stop runs.trace.event notifications for a run",
-       params={"run_id": "string"}, result="{run_id, removed}")
+    @m(
+        "runs.unsubscribe",
+        summary="Stop runs.trace.event notifications for a run",
+        params={"run_id": "string"},
+        result="{run_id, removed}",
+    )
     def runs_unsubscribe(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         run_id = req_str(p, "run_id")
         return {"run_id": run_id, "removed": subs.remove(run_id, s)}
