@@ -20,6 +20,8 @@ MIN_BUDGET = 2000
 
 CONSTRAINTS_HEADER = "## Constraints"
 FACTS_HEADER = "## Facts"
+# A short fact line, for sizing how many facts a budget can hold (see fact_slots).
+SHORT_LINE = 48
 
 # (fact_id, subject, body)
 Line = tuple[str, str, str]
@@ -43,11 +45,22 @@ def fact_line(fact_id: str, subject: str, body: str) -> str:
     return line
 
 
-def render(constraints: Sequence[Line], facts: Sequence[Line], budget: int) -> str:
-    """The context text: constraints whole, then as many trailing fact lines as fit."""
-    constraint_block = ""
-    if constraints:
-        constraint_block = CONSTRAINTS_HEADER + "\n" + "\n".join(fact_line(*c) for c in constraints)
+def constraints_block(constraints: Sequence[Line]) -> str:
+    """The ``## Constraints`` section ("" without constraints)."""
+    if not constraints:
+        return ""
+    return CONSTRAINTS_HEADER + "\n" + "\n".join(fact_line(*c) for c in constraints)
+
+
+def fact_slots(budget: int, constraints_chars: int, most: int) -> int:
+    """How many fact lines are worth ranking: what the budget left after the constraints can
+    hold at ``SHORT_LINE`` characters a line, between 1 and ``most``."""
+    room = budget * 4 - constraints_chars - len(FACTS_HEADER) - 2
+    return max(1, min(most, room // SHORT_LINE))
+
+
+def render(constraint_block: str, facts: Sequence[Line], budget: int) -> str:
+    """The context text: the constraints block whole, then as many trailing fact lines as fit."""
     lines = [fact_line(*f) for f in facts]
     if not lines:
         return constraint_block

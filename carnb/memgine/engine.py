@@ -6,6 +6,11 @@ worker threads (``asyncio.to_thread``). Writes run in ``BEGIN IMMEDIATE`` transa
 committed before the method returns (see :mod:`carnb.memgine.store` for what WAL guarantees).
 Errors are :mod:`carnb.errors` types: :class:`InvalidParams` for bad input (naming the field),
 :class:`CarnbError` for conflicts and storage failures; nothing is changed when one is raised.
+
+Cost: ``add_fact``, ``query``, ``build_context*``, ``delete``, ``fact_count`` take about a
+millisecond even at 100k facts. ``persist``, ``load`` and ``consolidate`` touch the whole graph
+(up to seconds at 100k facts) and hold the graph's lock while they read or write it, so a caller
+on an event loop should run them, and any call that may wait for them, in a worker thread.
 """
 
 from __future__ import annotations
@@ -22,15 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from carnb.errors import CarnbError
-from carnb.memgine import context, interchange, ranking, store, validate
+from carnb.memgine import bulk, context, interchange, ranking, store, validate
+from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.text import fact_keys, fact_terms
 
 log = logging.getLogger("carnb.memgine")
 
-# New facts are linked to this many of the newest earlier facts with the same subject.
-LINK_RECENT = 3
-# Facts considered for the ``## Facts`` section of a context.
+# Facts considered for the ``## Facts`` section of a context (fewer when the budget left after
+# the constraints cannot hold that many), plus a margin for constraints among the ranked facts.
 CONTEXT_FACTS = 64
+CONSTRAINT_MARGIN = 8
 CONSTRAINT = "constraint"
 _ROW = "fact_id, subject, body, kind, tags, source"
 
@@ -43,6 +49,11 @@ class Memgine:
         self.persistent: bool = self.path is not None
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._lexicon = Lexicon()
+        # Rendered "## Constraints" block and its size; None when it must be rebuilt.
+        self._constraints: tuple[str, int] | None = None
+        self._data_version: int | None = None
+        self._checkpointer = store.Checkpointer(self.path) if self.path is not None else None
         self.start()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -60,11 +71,16 @@ class Memgine:
                         f"memory graph folder {self.path.parent} cannot be created: {exc.strerror}"
                     ) from exc
             self._conn = store.connect(self.path)
+            self._forget()
+            if self._checkpointer is not None:
+                self._checkpointer.start()
 
     def close(self) -> None:
         """Close the graph (idempotent). An in-memory graph's facts are gone afterwards."""
         with self._lock:
             conn, self._conn = self._conn, None
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             if conn is not None:
                 try:
                     conn.close()
@@ -77,6 +93,11 @@ class Memgine:
 
     def __repr__(self) -> str:
         return f"Memgine({str(self.path) if self.path else ':memory:'!r})"
+
+    def _forget(self) -> None:
+        """Drop the caches derived from the stored graph (another connection wrote to it)."""
+        self._lexicon.clear()
+        self._constraints = None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -94,6 +115,8 @@ class Memgine:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.poke()
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -108,6 +131,10 @@ class Memgine:
             conn = self._db()
             conn.execute("BEGIN")
             try:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version != self._data_version:
+                    self._forget()
+                    self._data_version = version
                 yield conn
             except sqlite3.Error as exc:
                 raise CarnbError(f"memory graph read failed: {exc}") from exc
@@ -159,17 +186,25 @@ class Memgine:
                     )
             else:
                 fact.fact_id = _mint(conn)
-            previous = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT rowid FROM facts WHERE subject = ? ORDER BY rowid DESC LIMIT ?",
-                    (subject, LINK_RECENT),
-                )
-            ]
-            rowid = store.insert_fact(conn, fact)
-            store.link(conn, rowid, previous)
+            store.insert_fact(conn, fact)
             store.bump_fact_count(conn, 1)
-            return store.get_meta_int(conn, "fact_count")
+            count = store.get_meta_int(conn, "fact_count")
+        self._lexicon.added(fact.stems)
+        if kind == CONSTRAINT:
+            self._constraints = None
+        return count
+
+    def related(self, fact_id: str) -> list[str]:
+        """Ids of the facts linked to ``fact_id`` (``RelatedTo``: the previous and the next fact
+        with the same subject); ``[]`` for an unknown id."""
+        fact_id = validate.name(fact_id, "id")
+        with self._read() as conn:
+            row = conn.execute("SELECT rowid FROM facts WHERE fact_id = ?", (fact_id,)).fetchone()
+            if row is None:
+                return []
+            around = store.neighbours(conn, [row[0]])[row[0]]
+            ids = _rows_by_rowid(conn, around, "fact_id")
+        return [ids[r][0] for r in sorted(around) if r in ids]
 
     def fact_count(self) -> int:
         with self._lock:
@@ -188,7 +223,10 @@ class Memgine:
             store.remove_fact(conn, row[0], row[2])
             store.bump_fact_count(conn, -1)
             count = store.get_meta_int(conn, "fact_count")
-            return {"id": fact_id, "deleted": True, "kind": row[1], "fact_count": count}
+        self._lexicon.removed(row[2])
+        if row[1] == CONSTRAINT:
+            self._constraints = None
+        return {"id": fact_id, "deleted": True, "kind": row[1], "fact_count": count}
 
     def facts(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Stored facts in creation order (``confidence`` is the stored one, maybe ``None``)."""
@@ -214,7 +252,9 @@ class Memgine:
         if k <= 0:
             return []
         with self._read() as conn:
-            ranked = ranking.rank(conn, query, k, store.get_meta_int(conn, "fact_count"))
+            ranked = ranking.rank(
+                conn, self._lexicon, query, k, store.get_meta_int(conn, "fact_count")
+            )
             rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked], _ROW)
         out = []
         for rowid, score in ranked:
@@ -228,19 +268,14 @@ class Memgine:
         query = validate.query(query)
         budget = context.budget_tokens(validate.window(model_context_window))
         with self._read() as conn:
-            constraints = self._constraints(conn)
+            block, size = self._constraint_block(conn)
+            want = context.fact_slots(budget, size, CONTEXT_FACTS)
             count = store.get_meta_int(conn, "fact_count")
-            ranked = ranking.rank(
-                conn, query, CONTEXT_FACTS + min(len(constraints), CONTEXT_FACTS), count
-            )
-            rows = _rows_by_rowid(
-                conn, [rowid for rowid, _ in ranked], "fact_id, subject, body, kind"
-            )
-        lines = [
-            rows[rowid][:3] for rowid, _ in ranked if rowid in rows and rows[rowid][3] != CONSTRAINT
-        ][:CONTEXT_FACTS]
+            ranked = ranking.rank(conn, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
+            rows = _rows_by_rowid(conn, [r for r, _ in ranked], "fact_id, subject, body, kind")
+        lines = [rows[r][:3] for r, _ in ranked if r in rows and rows[r][3] != CONSTRAINT][:want]
         lines.reverse()
-        return context.render(constraints, lines, budget)
+        return context.render(block, lines, budget)
 
     def build_context_fast(self, query: str, model_context_window: int | None = None) -> str:
         """Constraints, then the newest facts matching the query lexically, in creation order
@@ -248,7 +283,8 @@ class Memgine:
         query = validate.query(query)
         budget = context.budget_tokens(validate.window(model_context_window))
         with self._read() as conn:
-            constraints = self._constraints(conn)
+            block, size = self._constraint_block(conn)
+            want = context.fact_slots(budget, size, CONTEXT_FACTS)
             expr = ranking.match_any(query)
             lines: list[tuple[str, str, str]] = []
             if expr:
@@ -256,101 +292,56 @@ class Memgine:
                     "SELECT fact_id, subject, body FROM facts WHERE rowid IN (SELECT rowid FROM "
                     "facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?) AND kind != ? "
                     "ORDER BY rowid",
-                    (expr, CONTEXT_FACTS + len(constraints), CONSTRAINT),
-                ).fetchall()[-CONTEXT_FACTS:]
-        return context.render(constraints, lines, budget)
+                    (expr, want + CONSTRAINT_MARGIN, CONSTRAINT),
+                ).fetchall()[-want:]
+        return context.render(block, lines, budget)
 
-    def _constraints(self, conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-        return conn.execute(
-            "SELECT fact_id, subject, body FROM facts WHERE kind = ? ORDER BY rowid", (CONSTRAINT,)
-        ).fetchall()
+    def _constraint_block(self, conn: sqlite3.Connection) -> tuple[str, int]:
+        """The rendered constraints section (cached until a constraint changes)."""
+        if self._constraints is None:
+            rows = conn.execute(
+                "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' ORDER BY rowid"
+            ).fetchall()
+            block = context.constraints_block(rows)
+            self._constraints = (block, len(block))
+        return self._constraints
 
     # -- whole graph -------------------------------------------------------------------------
 
     def persist(self, path: Path) -> int:
-        """Write the whole graph as JSON at ``path`` (already sandbox-resolved), atomically."""
+        """Write the whole graph as JSON at ``path`` (already sandbox-resolved), atomically;
+        returns the number of facts written. Links are not written: they follow from subjects
+        and order, and ``load`` rebuilds them."""
         with self._read() as conn:
             facts = conn.execute(
                 f"SELECT {_ROW}, confidence, created_at FROM facts ORDER BY rowid"
             ).fetchall()
-            edges = conn.execute(
-                "SELECT a.fact_id, b.fact_id, e.kind FROM edges e JOIN facts a ON a.rowid = e.src "
-                "JOIN facts b ON b.rowid = e.dst WHERE e.src < e.dst ORDER BY e.src, e.dst"
-            ).fetchall()
         rows = (
             {**_fact_dict(row[:6]), "confidence": row[6], "created_at": row[7]} for row in facts
         )
-        edge_rows = ({"from": a, "to": b, "kind": kind} for a, b, kind in edges)
-        return interchange.write_atomic(Path(path), rows, edge_rows)
+        return interchange.write_atomic(Path(path), rows)
 
     def load(self, path: Path) -> int:
         """Replace the graph with the file's facts in one transaction; returns the count.
 
         The file is read and checked first: a missing, corrupt or foreign file raises and
         leaves the graph as it was."""
-        document = interchange.read(Path(path))
-        now = time.time()
-        facts: list[store.NewFact] = []
-        for loaded in document.facts:
-            terms = fact_terms(loaded.subject, loaded.body)
-            facts.append(
-                store.NewFact(
-                    loaded.fact_id,
-                    loaded.subject,
-                    loaded.body,
-                    loaded.kind,
-                    loaded.tags,
-                    loaded.source,
-                    loaded.confidence,
-                    loaded.created_at if loaded.created_at is not None else now,
-                    terms,
-                    fact_keys(terms),
-                )  # fmt: skip
-            )
-        rowid_of = {fact.fact_id: rowid for rowid, fact in enumerate(facts, start=1)}
-        if document.edges is not None:
-            edges = [(rowid_of[a], rowid_of[b], kind) for a, b, kind in document.edges]
-        else:
-            edges = _subject_links(facts)
+        loaded = interchange.read(Path(path))
+        facts = bulk.prepare(loaded)
         with self._write() as conn:
-            store.clear(conn)
-            store.bulk_insert(conn, facts, edges)
+            bulk.replace(conn, facts)
+            self._forget()
         log.info("memgine: loaded %d facts from %s", len(facts), path)
         return len(facts)
 
     def consolidate(self) -> dict[str, Any]:
-        """Merge exact duplicates (same subject and body, the oldest survives and takes over
-        edges and tags); report subjects holding different bodies without resolving them."""
-        merged = 0
+        """Merge exact duplicates (same subject and body: the oldest survives and keeps the
+        union of the tags); report subjects holding different bodies without resolving them."""
         with self._write() as conn:
-            groups = conn.execute(
-                "SELECT group_concat(rowid) FROM facts GROUP BY subject, body HAVING count(*) > 1"
-            ).fetchall()
-            for (joined,) in groups:
-                keep, *dups = sorted(int(x) for x in joined.split(","))
-                merged += _merge_into(conn, keep, dups)
-            store.bump_fact_count(conn, -merged)
-            contested = conn.execute(
-                "SELECT subject FROM facts GROUP BY subject HAVING count(DISTINCT body) > 1 "
-                "ORDER BY min(rowid)"
-            ).fetchall()
-            samples = []
-            for (subject,) in contested[:20]:
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT fact_id FROM facts WHERE subject = ? ORDER BY rowid LIMIT 10",
-                        (subject,),
-                    )
-                ]
-                samples.append({"subject": subject, "fact_ids": ids})
-            count = store.get_meta_int(conn, "fact_count")
-        return {
-            "duplicates_merged": merged,
-            "contradictions_found": len(contested),
-            "fact_count": count,
-            "contradictions": samples,
-        }
+            report = bulk.consolidate(conn)
+            if report["duplicates_merged"]:
+                self._forget()
+        return report
 
 
 def _mint(conn: sqlite3.Connection) -> str:
@@ -360,39 +351,6 @@ def _mint(conn: sqlite3.Connection) -> str:
         n += 1
     store.set_meta(conn, "next_ws", n + 1)
     return f"ws-{n}"
-
-
-def _merge_into(conn: sqlite3.Connection, keep: int, dups: list[int]) -> int:
-    keep_tags = json.loads(
-        conn.execute("SELECT tags FROM facts WHERE rowid = ?", (keep,)).fetchone()[0]
-    )
-    for dup in dups:
-        tags_json, stems = conn.execute(
-            "SELECT tags, stems FROM facts WHERE rowid = ?", (dup,)
-        ).fetchone()
-        for tag in json.loads(tags_json):
-            if tag not in keep_tags:
-                keep_tags.append(tag)
-        others = [r[0] for r in conn.execute("SELECT dst FROM edges WHERE src = ?", (dup,))]
-        store.link(conn, keep, [o for o in others if o not in dups])
-        store.remove_fact(conn, dup, stems)
-    conn.execute(
-        "UPDATE facts SET tags = ? WHERE rowid = ?",
-        (json.dumps(keep_tags, ensure_ascii=False), keep),
-    )
-    return len(dups)
-
-
-def _subject_links(facts: list[store.NewFact]) -> list[tuple[int, int, str]]:
-    """The links ``add_fact`` would have made, for files that carry no edges."""
-    recent: dict[str, list[int]] = {}
-    edges: list[tuple[int, int, str]] = []
-    for rowid, fact in enumerate(facts, start=1):
-        before = recent.setdefault(fact.subject, [])
-        edges.extend((rowid, other, store.RELATED_TO) for other in before)
-        before.insert(0, rowid)
-        del before[LINK_RECENT:]
-    return edges
 
 
 def _rows_by_rowid(

@@ -110,6 +110,8 @@ class MemoryHome:
 
         Refused (:class:`PathRejected`, nothing created): ``..`` parts, absolute paths outside
         the folder, paths leaving it through a symlink, and the folder itself."""
+        if path is None:
+            raise InvalidParams("path is required (a file name under the memory folder)")
         if not isinstance(path, str) or not path.strip():
             raise InvalidParams(
                 "path must be a non-empty string (a file name under the memory folder)"

@@ -1,11 +1,12 @@
 """The JSON files of ``memory.persist`` and ``memory.load``: writing atomically, reading leniently.
 
-Written: ``{"format": "carnb.memgine/1", "facts": [...], "edges": [...]}``, one fact per line,
+Written: ``{"format": "carnb.memgine/1", "facts": [...]}``, one fact per line,
 to a temporary file in the target folder, fsync'ed, then renamed over the target (and the folder
 fsync'ed), so a reader sees the old file or the new one, never half of one.
 
 Read (the whole file is parsed and checked before the graph is touched):
-- carnb's format (the ``format`` tag must be ``carnb.memgine/<n>`` if present; ``edges`` optional),
+- carnb's format (the ``format`` tag must be ``carnb.memgine/1`` if present; other keys, such as
+  ``edges`` a later version may add, are ignored: links are rebuilt from subjects and order),
 - an object ``{"facts": [...]}`` or a bare JSON array of facts,
 - rows naming ``subject``/``body`` or ``key``/``value``; ``fact_id`` or ``id`` optional (rows
   without one become ``loaded-<n>``); the peer's rows ``{subject, body, kind, content_type}``.
@@ -42,16 +43,7 @@ class LoadedFact:
     created_at: float | None
 
 
-@dataclass(slots=True)
-class Document:
-    facts: list[LoadedFact]
-    # (from fact_id, to fact_id, kind); None when the file carries no edges.
-    edges: list[tuple[str, str, str]] | None
-
-
-def write_atomic(
-    path: Path, facts: Iterable[dict[str, Any]], edges: Iterable[dict[str, str]]
-) -> int:
+def write_atomic(path: Path, facts: Iterable[dict[str, Any]]) -> int:
     """Write a graph file at ``path`` atomically; returns the number of facts written."""
     if path.is_dir():
         raise CarnbError(
@@ -70,9 +62,6 @@ def write_atomic(
             for line in _with_separators(facts):
                 out.write(line)
                 count += 1
-            out.write('\n ],\n "edges": [')
-            for edge in _with_separators(edges):
-                out.write(edge)
             out.write("\n ]}\n")
             out.flush()
             os.fsync(out.fileno())
@@ -108,7 +97,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read(path: Path) -> Document:
+def read(path: Path) -> list[LoadedFact]:
     """Read and check a graph file; raises without side effects when it cannot be loaded."""
     try:
         raw = path.read_bytes()
@@ -136,9 +125,8 @@ def read(path: Path) -> Document:
         raise CarnbError(f"memory.load: {path}: {detail}; the graph was left unchanged") from exc
 
 
-def parse(data: Any) -> Document:
-    """Turn decoded JSON into facts (and edges); raises InvalidParams describing the problem."""
-    edges_raw: Any = None
+def parse(data: Any) -> list[LoadedFact]:
+    """Turn decoded JSON into facts; raises InvalidParams describing the problem."""
     if isinstance(data, dict):
         tag = data.get("format")
         if tag is not None and (not isinstance(tag, str) or not tag.startswith(_FORMAT_FAMILY)):
@@ -148,13 +136,11 @@ def parse(data: Any) -> Document:
         rows = data.get("facts")
         if not isinstance(rows, list):
             raise InvalidParams('expected a JSON array of facts or an object with a "facts" array')
-        edges_raw = data.get("edges")
     elif isinstance(data, list):
         rows = data
     else:
         raise InvalidParams('expected a JSON array of facts or an object with a "facts" array')
-    facts = _facts(rows)
-    return Document(facts, _edges(edges_raw, {f.fact_id for f in facts}))
+    return _facts(rows)
 
 
 def _facts(rows: list[Any]) -> list[LoadedFact]:
@@ -221,21 +207,3 @@ def _pick(row: dict[str, Any], names: tuple[str, str], where: str) -> Any:
         if key in row and row[key] is not None:
             return row[key]
     raise InvalidParams(f"{where} has no {names[0]} (or {names[1]})")
-
-
-def _edges(raw: Any, ids: set[str]) -> list[tuple[str, str, str]] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, list):
-        raise InvalidParams("edges must be an array")
-    out: list[tuple[str, str, str]] = []
-    for index, edge in enumerate(raw):
-        if not isinstance(edge, dict):
-            raise InvalidParams(f"edges[{index}] must be an object with from and to")
-        src, dst, kind = edge.get("from"), edge.get("to"), edge.get("kind", "RelatedTo")
-        if not isinstance(src, str) or not isinstance(dst, str) or not isinstance(kind, str):
-            raise InvalidParams(f"edges[{index}] needs string from, to and kind")
-        if src not in ids or dst not in ids:
-            raise InvalidParams(f"edges[{index}] links an id that is not among the facts")
-        out.append((src, dst, kind))
-    return out

@@ -3,8 +3,9 @@
 Costs are bounded so a query stays fast at 100k facts (MEMGINE.md, retrieval):
 
 1. Each query token becomes a set of index keys: its stem and the stems of its synonyms (the
-   full-text index holds stems, so one lookup covers exact, stem and synonym hits). Document
-   frequencies come from the ``stem_df`` table (one primary-key lookup per key).
+   full-text index holds stems, so one lookup covers exact, stem and synonym hits), plus the
+   index keys that contain the token (substring hits, from the in-memory vocabulary). Document
+   frequencies and the vocabulary come from :class:`~carnb.memgine.lexicon.Lexicon`.
 2. Candidates: every fact holding a *rare* token (few postings, bounded in total) is read from the
    index and given an upper-bound score; *common* tokens are only looked up inside that rare set,
    plus the newest facts holding all common tokens (FTS5 walks its doclists newest-first and stops
@@ -22,9 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from carnb.memgine import store
+from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.text import (
     EXACT_HIT,
     MAX_QUERY_TOKENS,
+    MIN_SUBSTRING_LEN,
+    SUBSTRING_HIT,
+    SYNONYM_HIT,
     QueryTerms,
     idf,
     index_key,
@@ -34,74 +39,94 @@ from carnb.memgine.text import (
 )
 
 # Candidate search bounds.
-RARE_MAX_DF = 2000  # a token with more postings than this is "common"
-RARE_BUDGET = 6000  # total postings read for rare tokens
-COMMON_PROBES = 4  # common tokens looked up inside the rare candidate set
+RARE_MAX_DF = 1000  # a unit with more postings than this is "common"
+RARE_BUDGET = 3000  # total postings read for rare units
+COMMON_PROBES = 3  # common tokens looked up inside the rare candidate set
+NEWEST_TOGETHER = 3  # common units searched newest-first
 MIN_POOL = 48  # candidates re-scored exactly (at least)
+SUBSTRING_KEYS = 16  # index keys holding a query token as a substring, searched per token
+SUBSTRING_TOKENS = 8  # query tokens looked up as substrings (the first ones)
+# Substring units have no cheap document frequency: they always take the newest-first path.
+UNKNOWN_DF = 1 << 60
 
 # Spreading activation (MEMGINE.md: teleport 0.5, seed weight capped at 0.4, top 5 seeds).
 SEEDS = 5
 TELEPORT = 0.5
 SEED_CAP = 0.4
-PUSH_EPSILON = 0.002
+PUSH_EPSILON = 0.01
 MAX_PUSHED = 256
-MAX_ROUNDS = 6
+MAX_ROUNDS = 4
 
 
 @dataclass(slots=True)
-class _Token:
+class _Unit:
+    """Index keys searched together for one query token: its own stem (``own``), its synonyms'
+    stems, or the keys that contain it (substring hits)."""
+
     keys: tuple[str, ...]
     df: int
-    weight: float
+    weight: float  # upper bound of what a hit adds to a keyword score (before normalising)
+    own: bool
 
     def match(self) -> str:
         return "(" + " OR ".join(f'"{key}"' for key in self.keys) + ")"
 
 
 def analyse(
-    conn: sqlite3.Connection, query: str, fact_count: int
-) -> tuple[QueryTerms, list[_Token]]:
-    """Tokenize the query, look up document frequencies, weigh tokens by rarity."""
+    conn: sqlite3.Connection, lexicon: Lexicon, query: str, fact_count: int
+) -> tuple[QueryTerms, list[_Unit]]:
+    """Tokenize the query, look up document frequencies, weigh tokens by rarity; each token
+    gives up to three search units: its stem, its synonyms, index keys containing it."""
     tokens = unique_tokens(query, MAX_QUERY_TOKENS)
-    keysets: list[tuple[str, ...]] = []
-    wanted: set[str] = set()
-    for token in tokens:
-        own = index_key(stem(token))
-        keys = (own, *sorted(index_key(s) for s in synonym_stems(token)))
-        keysets.append(keys)
-        wanted.update(keys)
-    df = store.stem_dfs(conn, wanted)
-    weights = [idf(fact_count, df.get(keys[0], 0)) for keys in keysets]
-    per_token = [
-        _Token(keys, sum(df.get(key, 0) for key in keys), weight * EXACT_HIT)
-        for keys, weight in zip(keysets, weights, strict=True)
-    ]
-    return QueryTerms(tokens, weights), per_token
+    owns = [index_key(stem(token)) for token in tokens]
+    df = lexicon.docfreq(conn, set(owns))
+    weights = [idf(fact_count, min(fact_count, df.get(own, 0))) for own in owns]
+    units: list[_Unit] = []
+    substring_tokens = SUBSTRING_TOKENS
+    for token, own, weight in zip(tokens, owns, weights, strict=True):
+        units.append(_Unit((own,), df.get(own, 0), weight * EXACT_HIT, True))
+        synonyms = tuple(sorted({index_key(s) for s in synonym_stems(token)} - {own}))
+        if synonyms:
+            syn_df = lexicon.docfreq(conn, set(synonyms))
+            units.append(_Unit(synonyms, sum(syn_df.values()), weight * SYNONYM_HIT, False))
+        if len(token) >= MIN_SUBSTRING_LEN and token.isalnum() and substring_tokens > 0:
+            substring_tokens -= 1
+            skip = {own, *synonyms}
+            around = [k for k in lexicon.containing(conn, token) if k not in skip]
+            if around:
+                keys = tuple(around[:SUBSTRING_KEYS])
+                units.append(_Unit(keys, UNKNOWN_DF, weight * SUBSTRING_HIT, False))
+    return QueryTerms(tokens, weights), units
 
 
-def candidates(conn: sqlite3.Connection, tokens: list[_Token], pool: int) -> list[int]:
-    """Rowids worth re-scoring, best upper bound first (at most ``pool``)."""
-    live = [t for t in tokens if t.df > 0]
+def candidates(conn: sqlite3.Connection, units: list[_Unit], pool: int) -> list[int]:
+    """Rowids worth re-scoring, best upper bound first (at most ``pool``).
+
+    Rare units (few postings, within a total budget) are read whole; common units are only
+    probed inside that rare set and, newest first with a limit, on their own (all common
+    tokens together first, then the most selective ones alone)."""
+    live = sorted((u for u in units if u.df > 0), key=lambda u: u.df)
     if not live:
         return []
-    live.sort(key=lambda t: t.df)
-    rare: list[_Token] = []
+    rare: list[_Unit] = []
+    common: list[_Unit] = []
     spent = 0
-    for token in live:
-        if token.df <= RARE_MAX_DF and spent + token.df <= RARE_BUDGET:
-            rare.append(token)
-            spent += token.df
-    chosen = {id(t) for t in rare}
-    common = [t for t in live if id(t) not in chosen]
+    for unit in live:
+        if unit.df <= RARE_MAX_DF and spent + unit.df <= RARE_BUDGET:
+            rare.append(unit)
+            spent += unit.df
+        else:
+            common.append(unit)
     bound: dict[int, float] = {}
     if rare:
-        for token in rare:
-            for (rowid,) in _match(conn, token.match()):
-                bound[rowid] = bound.get(rowid, 0.0) + token.weight
-        union = "(" + " OR ".join(t.match() for t in rare) + ")"
-        for token in sorted(common, key=lambda t: -t.weight)[:COMMON_PROBES]:
-            for (rowid,) in _match(conn, f"{token.match()} AND {union}"):
-                bound[rowid] += token.weight
+        for unit in rare:
+            for (rowid,) in _match(conn, unit.match()):
+                bound[rowid] = bound.get(rowid, 0.0) + unit.weight
+        union = " OR ".join(unit.match() for unit in rare)
+        probes = sorted((u for u in common if u.own), key=lambda u: -u.weight)[:COMMON_PROBES]
+        for unit in probes:
+            for (rowid,) in _match(conn, f"{unit.match()} AND ({union})"):
+                bound[rowid] += unit.weight
     if common:
         _newest(conn, common, pool, bound)
     ranked = sorted(bound.items(), key=lambda item: (-item[1], -item[0]))
@@ -109,21 +134,25 @@ def candidates(conn: sqlite3.Connection, tokens: list[_Token], pool: int) -> lis
 
 
 def _newest(
-    conn: sqlite3.Connection, common: list[_Token], pool: int, bound: dict[int, float]
+    conn: sqlite3.Connection, common: list[_Unit], pool: int, bound: dict[int, float]
 ) -> None:
-    """Add the newest facts holding all common tokens (then each of the rarest ones alone)."""
-    total = sum(t.weight for t in common)
+    """Add the newest facts holding the (up to 3 most selective) common tokens together, and
+    if those are too few, the newest holding each of the 3 most selective common units."""
     found = 0
-    for (rowid,) in _match(conn, " AND ".join(t.match() for t in common), limit=pool):
-        found += 1
-        if rowid not in bound:
-            bound[rowid] = total
-    if found >= pool or len(common) == 1:
-        return
-    for token in sorted(common, key=lambda t: t.df)[:3]:
-        for (rowid,) in _match(conn, token.match(), limit=pool):
+    together = [u for u in common if u.own][:NEWEST_TOGETHER]
+    if len(together) >= 2:
+        total = sum(u.weight for u in together)
+        expr = " AND ".join(u.match() for u in together)
+        for (rowid,) in _match(conn, expr, limit=pool):
+            found += 1
             if rowid not in bound:
-                bound[rowid] = token.weight
+                bound[rowid] = total
+    if found >= pool:
+        return
+    for unit in common[:NEWEST_TOGETHER]:
+        for (rowid,) in _match(conn, unit.match(), limit=pool):
+            if rowid not in bound:
+                bound[rowid] = unit.weight
 
 
 def _match(conn: sqlite3.Connection, expr: str, limit: int | None = None) -> list[tuple[int]]:
@@ -145,10 +174,10 @@ def keyword_scores(
     for start in range(0, len(rowids), 500):
         chunk = rowids[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        for rowid, fact_terms in conn.execute(
-            f"SELECT rowid, terms FROM facts WHERE rowid IN ({marks})", chunk
+        for rowid, fact_terms, fact_stems in conn.execute(
+            f"SELECT rowid, terms, stems FROM facts WHERE rowid IN ({marks})", chunk
         ):
-            score = terms.score(fact_terms)
+            score = terms.score(fact_terms, fact_stems)
             if score > 0.0:
                 out[rowid] = score
     return out
@@ -186,12 +215,12 @@ def spread(conn: sqlite3.Connection, seeds: Sequence[tuple[int, float]]) -> dict
 
 
 def rank(
-    conn: sqlite3.Connection, query: str, want: int, fact_count: int
+    conn: sqlite3.Connection, lexicon: Lexicon, query: str, want: int, fact_count: int
 ) -> list[tuple[int, float]]:
     """``(rowid, score)`` of the best ``want`` facts for ``query``, best first."""
     if want <= 0 or fact_count <= 0:
         return []
-    terms, tokens = analyse(conn, query, fact_count)
+    terms, tokens = analyse(conn, lexicon, query, fact_count)
     if not terms.tokens:
         return []
     pool = max(MIN_POOL, 2 * want)

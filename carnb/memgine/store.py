@@ -9,12 +9,17 @@ killed").
 
 Tables:
 - ``facts``: one row per fact; ``rowid`` is the creation order; ``terms`` holds the fact's unique
-  tokens (space-joined, read by the re-scorer), ``stems`` their unique index keys.
-- ``facts_fts``: FTS5 index over ``facts.stems`` (external content, kept in sync explicitly).
-- ``stem_df``: document frequency per index key (idf and candidate budgeting in O(1); FTS5's own
-  vocabulary table counts postings on every lookup).
-- ``edges``: directed rows; a ``RelatedTo`` link is stored in both directions.
+  tokens (space-joined, read by the re-scorer), ``stems`` their unique index keys; ``prev`` is
+  the previous fact with the same subject: the ``RelatedTo`` links form one chain per subject
+  (neighbours = ``prev`` and the fact whose ``prev`` this is), which costs one index entry per
+  write instead of an edge table with two indexes.
+- ``facts_fts``: FTS5 index over ``facts.stems`` (external content, kept in sync explicitly;
+  ``detail=none, columnsize=0``: memgine only asks "which facts hold this stem").
+- ``facts_vocab``: FTS5's view of the index vocabulary (no storage of its own).
 - ``meta``: schema tag, the ``ws-<n>`` counter and the fact count.
+
+A write touches few pages (the row, three small indexes, one FTS segment), which keeps commits
+and the WAL small.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections import Counter
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,30 +52,23 @@ CREATE TABLE IF NOT EXISTS facts (
     confidence REAL,
     created_at REAL NOT NULL,
     terms TEXT NOT NULL,
-    stems TEXT NOT NULL
+    stems TEXT NOT NULL,
+    prev INTEGER
 );
 CREATE INDEX IF NOT EXISTS facts_subject ON facts(subject);
-CREATE INDEX IF NOT EXISTS facts_kind ON facts(kind);
-CREATE TABLE IF NOT EXISTS edges (
-    src INTEGER NOT NULL,
-    dst INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    PRIMARY KEY (src, dst, kind)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS edges_dst ON edges(dst);
-CREATE TABLE IF NOT EXISTS stem_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS facts_prev ON facts(prev) WHERE prev IS NOT NULL;
+CREATE INDEX IF NOT EXISTS facts_constraints ON facts(kind) WHERE kind = 'constraint';
 CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
-    stems, content='facts', content_rowid='rowid', detail='none',
+    stems, content='facts', content_rowid='rowid', detail='none', columnsize=0,
     tokenize='unicode61 remove_diacritics 0'
 );
+CREATE VIRTUAL TABLE IF NOT EXISTS facts_vocab USING fts5vocab(facts_fts, 'row');
 """
-
-FACT_COLUMNS = "rowid, fact_id, subject, body, kind, tags, source, confidence, created_at"
 
 
 @dataclass(slots=True)
 class NewFact:
-    """A validated fact ready to be inserted (``terms`` already computed)."""
+    """A validated fact ready to be inserted (``terms`` and ``stems`` already computed)."""
 
     fact_id: str
     subject: str
@@ -92,8 +90,12 @@ def connect(path: Path | None) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise CarnbError(f"memory graph file {path} cannot be opened: {exc}") from exc
     try:
+        _check_existing(conn, path)  # before any pragma: never convert someone else's file
         _configure(conn, persistent=path is not None)
-        _ensure_schema(conn, path)
+        _ensure_schema(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise CarnbError(f"memory graph file {path} cannot be opened: {exc}") from exc
     except BaseException:
         conn.close()
         raise
@@ -110,9 +112,13 @@ def _configure(conn: sqlite3.Connection, *, persistent: bool) -> None:
             log.warning("memgine: journal_mode is %s, not wal", mode)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA mmap_size = 268435456")
+        # Checkpoints normally run on a background thread (Checkpointer); this is the backstop.
+        conn.execute("PRAGMA wal_autocheckpoint = 16384")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
 
 
-def _ensure_schema(conn: sqlite3.Connection, path: Path | None) -> None:
+def _check_existing(conn: sqlite3.Connection, path: Path | None) -> None:
+    """Refuse a file that is not a SQLite database, or one that is not a carnb graph."""
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     except sqlite3.DatabaseError as exc:
@@ -132,6 +138,10 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path | None) -> None:
             raise CarnbError(
                 f"memory graph file {path} has schema {found!r}, this carnb reads {SCHEMA_TAG!r}"
             )
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
         return
     conn.execute("BEGIN IMMEDIATE")
     for statement in _SCHEMA.split(";"):
@@ -158,124 +168,141 @@ def bump_fact_count(conn: sqlite3.Connection, delta: int) -> None:
 
 
 def insert_fact(conn: sqlite3.Connection, fact: NewFact) -> int:
-    """Insert a fact and its index entry; returns its rowid. Caller holds a transaction."""
+    """Insert a fact and its index entry, linked after the newest fact with the same subject;
+    returns its rowid. Caller holds a transaction."""
+    row = conn.execute("SELECT max(rowid) FROM facts WHERE subject = ?", (fact.subject,)).fetchone()
     cur = conn.execute(
         "INSERT INTO facts(fact_id, subject, body, kind, tags, source, confidence, created_at, "
-        "terms, stems) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            fact.fact_id,
-            fact.subject,
-            fact.body,
-            fact.kind,
-            json.dumps(fact.tags, ensure_ascii=False),
-            fact.source,
-            fact.confidence,
-            fact.created_at,
-            fact.terms,
-            fact.stems,
-        ),
+        "terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*_values(fact), row[0]),
     )
     rowid = cur.lastrowid
     assert rowid is not None
     conn.execute("INSERT INTO facts_fts(rowid, stems) VALUES (?, ?)", (rowid, fact.stems))
-    if fact.stems:
-        conn.executemany(
-            "INSERT INTO stem_df(term, df) VALUES (?, 1) "
-            "ON CONFLICT(term) DO UPDATE SET df = df + 1",
-            [(key,) for key in fact.stems.split(" ")],
-        )
     return rowid
 
 
-def link(conn: sqlite3.Connection, a: int, others: Iterable[int], kind: str = RELATED_TO) -> None:
-    """Link ``a`` with each of ``others`` both ways."""
-    rows: list[tuple[int, int, str]] = []
-    for b in others:
-        if b != a:
-            rows.append((a, b, kind))
-            rows.append((b, a, kind))
-    if rows:
-        conn.executemany("INSERT OR IGNORE INTO edges(src, dst, kind) VALUES (?, ?, ?)", rows)
+def _values(fact: NewFact) -> tuple[object, ...]:
+    return (
+        fact.fact_id,
+        fact.subject,
+        fact.body,
+        fact.kind,
+        json.dumps(fact.tags, ensure_ascii=False),
+        fact.source,
+        fact.confidence,
+        fact.created_at,
+        fact.terms,
+        fact.stems,
+    )
 
 
 def remove_fact(conn: sqlite3.Connection, rowid: int, stems: str) -> None:
-    """Delete a fact, its index entries and every edge touching it. Caller holds a transaction."""
+    """Delete a fact, its index entry and its links (the same-subject chain closes over the
+    gap: the next fact links to the previous one). Caller holds a transaction."""
     conn.execute(
         "INSERT INTO facts_fts(facts_fts, rowid, stems) VALUES ('delete', ?, ?)", (rowid, stems)
     )
-    if stems:
-        keys = [(key,) for key in stems.split(" ")]
-        conn.executemany("UPDATE stem_df SET df = df - 1 WHERE term = ?", keys)
-        conn.executemany("DELETE FROM stem_df WHERE term = ? AND df <= 0", keys)
-    conn.execute("DELETE FROM edges WHERE src = ?", (rowid,))
-    conn.execute("DELETE FROM edges WHERE dst = ?", (rowid,))
+    conn.execute(
+        "UPDATE facts SET prev = (SELECT prev FROM facts WHERE rowid = ?) WHERE prev = ?",
+        (rowid, rowid),
+    )
     conn.execute("DELETE FROM facts WHERE rowid = ?", (rowid,))
 
 
 def clear(conn: sqlite3.Connection) -> None:
-    """Remove every fact, edge and index entry. Caller holds a transaction."""
+    """Remove every fact and index entry. Caller holds a transaction."""
     conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('delete-all')")
-    conn.execute("DELETE FROM edges")
-    conn.execute("DELETE FROM stem_df")
     conn.execute("DELETE FROM facts")
     set_meta(conn, "fact_count", 0)
 
 
-def stem_dfs(conn: sqlite3.Connection, keys: Iterable[str]) -> dict[str, int]:
-    """Document frequency of each index key (missing keys are absent: df 0)."""
-    wanted = list(keys)
-    if not wanted:
-        return {}
-    marks = ",".join("?" * len(wanted))
-    return dict(conn.execute(f"SELECT term, df FROM stem_df WHERE term IN ({marks})", wanted))
+def bulk_insert(conn: sqlite3.Connection, facts: Sequence[NewFact]) -> None:
+    """Fill an empty graph: rowids 1..n in order, same-subject links, then the index is built
+    in one pass. Caller holds a transaction."""
+    last: dict[str, int] = {}
+
+    def rows() -> Iterator[tuple[object, ...]]:
+        for rowid, fact in enumerate(facts, start=1):
+            yield (rowid, *_values(fact), last.get(fact.subject))
+            last[fact.subject] = rowid
+
+    conn.executemany(
+        "INSERT INTO facts(rowid, fact_id, subject, body, kind, tags, source, confidence, "
+        "created_at, terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows(),
+    )
+    conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('rebuild')")
+    set_meta(conn, "fact_count", len(facts))
 
 
 def neighbours(conn: sqlite3.Connection, rowids: Sequence[int]) -> dict[int, list[int]]:
-    """Adjacency lists of ``rowids`` (every edge kind, outgoing rows)."""
+    """``RelatedTo`` neighbours of ``rowids``: the previous and the next fact with the same
+    subject (one statement, two indexed look-ups, for the whole batch)."""
     adj: dict[int, list[int]] = {r: [] for r in rowids}
     if not rowids:
         return adj
     marks = ",".join("?" * len(rowids))
-    for src, dst in conn.execute(f"SELECT src, dst FROM edges WHERE src IN ({marks})", rowids):
-        adj[src].append(dst)
+    for node, other in conn.execute(
+        f"SELECT rowid, prev FROM facts WHERE rowid IN ({marks}) AND prev IS NOT NULL "
+        f"UNION ALL SELECT prev, rowid FROM facts WHERE prev IN ({marks})",
+        (*rowids, *rowids),
+    ):
+        adj[node].append(other)
     return adj
 
 
-def bulk_insert(
-    conn: sqlite3.Connection, facts: Sequence[NewFact], edges: Iterable[tuple[int, int, str]]
-) -> None:
-    """Fill an empty graph: facts get rowids 1..n in order, then the index, frequencies and
-    edges (each edge stored both ways) are built in bulk. Caller holds a transaction."""
-    conn.executemany(
-        "INSERT INTO facts(rowid, fact_id, subject, body, kind, tags, source, confidence, "
-        "created_at, terms, stems) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            (
-                rowid,
-                f.fact_id,
-                f.subject,
-                f.body,
-                f.kind,
-                json.dumps(f.tags, ensure_ascii=False),
-                f.source,
-                f.confidence,
-                f.created_at,
-                f.terms,
-                f.stems,
-            )
-            for rowid, f in enumerate(facts, start=1)
-        ),
-    )
-    conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('rebuild')")
-    df: Counter[str] = Counter()
-    for fact in facts:
-        if fact.stems:
-            df.update(fact.stems.split(" "))
-    conn.executemany("INSERT INTO stem_df(term, df) VALUES (?, ?)", df.items())
-    rows: list[tuple[int, int, str]] = []
-    for a, b, kind in edges:
-        if a != b:
-            rows.append((a, b, kind))
-            rows.append((b, a, kind))
-    conn.executemany("INSERT OR IGNORE INTO edges(src, dst, kind) VALUES (?, ?, ?)", rows)
-    set_meta(conn, "fact_count", len(facts))
+class Checkpointer:
+    """Background WAL checkpoints for one graph file, so a commit never waits for one.
+
+    ``poke()`` after a commit; the worker thread (its own connection) runs a PASSIVE checkpoint
+    at most every ``interval`` seconds while there are new commits. The writing connection keeps
+    a high ``wal_autocheckpoint`` as a safety net. Checkpoint timing does not affect durability:
+    committed data is in the WAL either way."""
+
+    def __init__(self, path: Path, interval: float = 0.25) -> None:
+        self.path = path
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"carnb-memgine-checkpoint:{self.path.name}", daemon=True
+        )
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            log.warning("memgine: no background checkpoints for %s: %s", self.path, exc)
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout = 100")
+            while not self._stop.is_set():
+                self._wake.wait()
+                if self._stop.wait(self.interval):
+                    break
+                self._wake.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    log.debug("memgine: checkpoint of %s skipped: %s", self.path, exc)
+        finally:
+            conn.close()

@@ -65,23 +65,17 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
 
 def tokenize(text: str) -> list[str]:
     """Lower-case ``text`` and split it into tokens (order kept, duplicates kept)."""
-    out: list[str] = []
-    for raw in _SPLIT.split(text.lower()):
-        token = raw.strip(_TRIM)
-        if token:
-            out.append(token)
-    return out
+    return list(filter(None, map(_trim, _SPLIT.split(text.lower()))))
 
 
 def unique_tokens(text: str, limit: int | None = None) -> list[str]:
     """Tokens of ``text`` without duplicates, first occurrence order, at most ``limit``."""
-    seen: dict[str, None] = {}
-    for token in tokenize(text):
-        if token not in seen:
-            seen[token] = None
-            if limit is not None and len(seen) >= limit:
-                break
-    return list(seen)
+    tokens = list(dict.fromkeys(filter(None, map(_trim, _SPLIT.split(text.lower())))))
+    return tokens if limit is None else tokens[:limit]
+
+
+def _trim(raw: str) -> str:
+    return raw.strip(_TRIM)
 
 
 _SUFFIXES: tuple[tuple[str, str], ...] = (
@@ -147,54 +141,43 @@ def _build_synonyms() -> dict[str, frozenset[str]]:
 _SYNONYMS_BY_STEM = _build_synonyms()
 
 
-def _build_synonym_words() -> dict[str, tuple[str, ...]]:
-    index: dict[str, dict[str, None]] = {}
-    for group in SYNONYM_GROUPS:
-        for word in group:
-            index.setdefault(stem(word), {}).update(dict.fromkeys(group))
-    return {key: tuple(value) for key, value in index.items()}
-
-
-_SYNONYM_WORDS = _build_synonym_words()
-
-
 def synonym_stems(token: str) -> frozenset[str]:
     """Stems of the synonyms of ``token`` (empty when it belongs to no group)."""
     return _SYNONYMS_BY_STEM.get(stem(token), frozenset())
 
 
-def synonym_words(token: str) -> tuple[str, ...]:
-    """The synonym words of ``token``, as written in the groups (for candidate search)."""
-    return tuple(w for w in _SYNONYM_WORDS.get(stem(token), ()) if w != token)
-
-
 class QueryTerms:
-    """A query analysed once: its tokens, their stems, synonyms and rarity weights."""
+    """A query analysed once: its tokens, their index keys (stems), synonym keys and weights.
 
-    __slots__ = ("tokens", "stems", "synonyms", "weights", "total")
+    :meth:`score` reads a fact's stored ``terms`` (unique tokens) and ``stems`` (unique index
+    keys), so scoring a candidate computes no stems."""
+
+    __slots__ = ("tokens", "keys", "synonyms", "weights", "total")
 
     def __init__(self, tokens: list[str], idf: list[float]) -> None:
         self.tokens = tokens
-        self.stems = [stem(t) for t in tokens]
-        self.synonyms = [synonym_stems(t) for t in tokens]
+        self.keys = [word_key(t) for t in tokens]
+        self.synonyms = [
+            frozenset(index_key(s) for s in synonym_stems(t)) - {key}
+            for t, key in zip(tokens, self.keys, strict=True)
+        ]
         self.weights = idf
         self.total = sum(w * EXACT_HIT for w in idf) or 1.0
 
-    def score(self, terms: str) -> float:
-        """Keyword score in [0, 1] of a fact whose unique tokens are ``terms`` (space-joined)."""
-        words = terms.split(" ")
-        token_set = set(words)
+    def score(self, terms: str, stems: str) -> float:
+        """Keyword score in [0, 1] of a fact with these ``terms`` and ``stems``."""
+        token_set = set(terms.split(" "))
         stem_set: set[str] | None = None
         acc = 0.0
-        for token, token_stem, syns, weight in zip(
-            self.tokens, self.stems, self.synonyms, self.weights, strict=True
+        for token, key, syns, weight in zip(
+            self.tokens, self.keys, self.synonyms, self.weights, strict=True
         ):
             if token in token_set:
                 acc += weight * EXACT_HIT
                 continue
             if stem_set is None:
-                stem_set = {stem(w) for w in words}
-            if token_stem in stem_set:
+                stem_set = set(stems.split(" "))
+            if key in stem_set:
                 acc += weight * STEM_HIT
             elif syns and not syns.isdisjoint(stem_set):
                 acc += weight * SYNONYM_HIT
@@ -222,8 +205,26 @@ def index_key(word_stem: str) -> str:
     return "z" + word_stem.encode("utf-8").hex()
 
 
+class _KeyCache(dict[str, str]):
+    """word -> index key, memoised (bounded: cleared when it grows past 500k words)."""
+
+    def __missing__(self, word: str) -> str:
+        if len(self) >= 500_000:
+            self.clear()
+        key = self[word] = index_key(stem(word))
+        return key
+
+
+_WORD_KEYS = _KeyCache()
+
+
+def word_key(word: str) -> str:
+    """The index key of one token: :func:`index_key` of its stem."""
+    return _WORD_KEYS[word]
+
+
 def fact_keys(terms: str) -> str:
     """The space-joined unique index keys (stems) of a fact's ``terms``."""
     if not terms:
         return ""
-    return " ".join(dict.fromkeys(index_key(stem(word)) for word in terms.split(" ")))
+    return " ".join(dict.fromkeys(map(_WORD_KEYS.__getitem__, terms.split(" "))))

@@ -5,7 +5,9 @@ make a graph unusable):
 - ``body`` up to 1 MiB of UTF-8 (1,048,576 bytes) is stored; larger bodies are refused.
 - ``subject`` up to 4 KiB, ``fact_id``/``kind``/``source`` up to 256 bytes, up to 64 ``tags`` of
   up to 256 bytes each.
-- ``k`` is capped at 1000 results; ``model_context_window`` must be a positive integer.
+- ``k`` is capped at 1000 results (``None`` means the default 5); ``model_context_window``
+  must be a positive integer.
+- A missing (``None``) required field is reported as ``invalid params: <field> is required``.
 - A query longer than 64 KiB is cut there (only its first 32 distinct tokens count anyway).
 """
 
@@ -21,6 +23,7 @@ MAX_SUBJECT_BYTES = 4096
 MAX_NAME_BYTES = 256
 MAX_TAGS = 64
 MAX_K = 1000
+DEFAULT_K = 5
 MAX_QUERY_CHARS = 65536
 
 
@@ -35,6 +38,8 @@ def _utf8_len(value: str, field: str) -> int:
 
 def text(value: Any, field: str, *, max_bytes: int, allow_empty: bool = False) -> str:
     """A string field: right type, non-blank unless ``allow_empty``, within ``max_bytes``."""
+    if value is None:
+        raise InvalidParams(f"{field} is required")
     if not isinstance(value, str):
         article = "a" if allow_empty else "a non-empty"
         raise InvalidParams(f"{field} must be {article} string, got {_type_name(value)}")
@@ -93,6 +98,8 @@ def confidence(value: Any) -> float | None:
 
 
 def k(value: Any) -> int:
+    if value is None:
+        return DEFAULT_K
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             return min(int(value), MAX_K)
@@ -101,6 +108,8 @@ def k(value: Any) -> int:
 
 
 def query(value: Any) -> str:
+    if value is None:
+        raise InvalidParams("query is required")
     if not isinstance(value, str):
         raise InvalidParams(f"query must be a string, got {_type_name(value)}")
     return value[:MAX_QUERY_CHARS]

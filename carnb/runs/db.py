@@ -79,10 +79,8 @@ def connect(path: str, synchronous: str, timeout_s: float) -> sqlite3.Connection
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        if path != ":memory:":
-            # Checkpoints run on a background thread (checkpoint.py), not inside commits.
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            conn.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
+        # After a big batch (up to 256 turns of 256 KiB), shrink the WAL file back.
+        conn.execute(f"PRAGMA journal_size_limit={16 * 1024 * 1024}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise CarnbError(

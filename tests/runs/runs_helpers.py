@@ -1,5 +1,4 @@
-"""Callers and small helpers shared by the run store tests (imported by name: tests/runs is on
-sys.path under pytest's default import mode)."""
+"""Callers and small helpers shared by the run store tests."""
 
 from __future__ import annotations
 

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from runs_helpers import AGENT_A, AGENT_A_LATER, AGENT_B, HOST, UNBOUND, UNBOUND_2, turns
 
 from carnb.errors import CarnbError, Forbidden, NotFound
 from carnb.protocol.session import ClientSession
 from carnb.runs import ACTIONS, Caller, RunStore, as_caller
+from tests.runs.runs_helpers import AGENT_A, AGENT_A_LATER, AGENT_B, HOST, UNBOUND, UNBOUND_2, turns
 
 UNKNOWN = "run-00000000000000000000000000000000"
 

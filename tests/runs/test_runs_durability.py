@@ -10,10 +10,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from runs_helpers import AGENT_A, AGENT_A_LATER, HOST, UNBOUND, indexes, turns
 
 from carnb.errors import CarnbError
 from carnb.runs import RunStore
+from tests.runs.runs_helpers import AGENT_A, AGENT_A_LATER, HOST, UNBOUND, indexes, turns
 
 
 def test_runs_survive_close_and_reopen(db_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_two_stores_on_one_file_append_contiguously(db_path: Path) -> None:
         for t in threads:
             t.join(30)
         spans = sorted((r["base_index"], r["count"]) for r in results)
-        assert all(r["ok"] for r in results)
+        assert len(results) == 60 and all(r["ok"] for r in results)
         total = sum(c for _, c in spans)
         assert indexes(one, run_id) == list(range(total + 1))
         next_base = 1

@@ -6,10 +6,19 @@ import re
 from datetime import datetime
 
 import pytest
-from runs_helpers import AGENT_A, AGENT_A_LATER, AGENT_B, HOST, UNBOUND, UNBOUND_2, indexes, turns
 
 from carnb.errors import CarnbError, Forbidden, InvalidParams
 from carnb.runs import MAX_BATCH, MAX_TURN_BYTES, RunStore, RunTerminal
+from tests.runs.runs_helpers import (
+    AGENT_A,
+    AGENT_A_LATER,
+    AGENT_B,
+    HOST,
+    UNBOUND,
+    UNBOUND_2,
+    indexes,
+    turns,
+)
 
 
 def test_whole_lifecycle_produces_a_contiguous_readable_trace(store: RunStore) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runs_helpers import AGENT_A, AGENT_B, HOST, UNBOUND, turns
 
 from carnb.errors import InvalidParams
 from carnb.runs import RunStore
+from tests.runs.runs_helpers import AGENT_A, AGENT_B, HOST, UNBOUND, turns
 
 
 def test_listener_sees_every_record_in_order_with_contiguous_cursors(store: RunStore) -> None:

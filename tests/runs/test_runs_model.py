@@ -7,10 +7,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runs_helpers import AGENT_A, AGENT_A_LATER, AGENT_B, HOST, UNBOUND, turns
 
 from carnb.errors import CarnbError
 from carnb.runs import RunStore, slug
+from tests.runs.runs_helpers import AGENT_A, AGENT_A_LATER, AGENT_B, HOST, UNBOUND, turns
 
 CALLERS = {"a": AGENT_A, "a2": AGENT_A_LATER, "b": AGENT_B, "u": UNBOUND, "h": HOST}
 OWNERS = {"a", "a2"}

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from runs_helpers import AGENT_A
-
 from carnb.runs import RunStore, TraceView, render_html, render_text
 from carnb.runs.timeline import shorten
+from tests.runs.runs_helpers import AGENT_A
 
 
 def _trace(store: RunStore) -> dict:
