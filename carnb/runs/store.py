@@ -29,8 +29,9 @@ then forward only events whose ``cursor`` is greater than the snapshot's ``curso
 Durability: WAL with ``synchronous=NORMAL`` by default: a committed run survives a crash of the
 process; pass ``synchronous="FULL"`` to also survive power loss (fsync per commit, slower).
 SQLite checkpoints the WAL inside the commit that crosses 1000 pages; measured, that commit
-takes ~10-15 ms instead of ~1 ms (every ~50th batch of 50 turns), so a server that must keep
-its loop below ~5 ms per call should run large batches with ``asyncio.to_thread``. (A
+takes ~10-15 ms instead of ~1 ms (every ~30th batch of 50 turns, ~250th single turn), so a
+server that must keep its loop below ~5 ms per call should run large batches with
+``asyncio.to_thread`` (the store is thread-safe). (A
 background checkpoint thread was tried and dropped: under a steady stream of writes it never
 catches up, the WAL grows, and the stalls come back in the pass that restarts it.)
 """

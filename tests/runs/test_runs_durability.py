@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,36 @@ def test_memory_store_works_for_tests() -> None:
     with RunStore(":memory:") as store:
         run_id = store.start(AGENT_A, intent="x")["run_id"]
         assert store.record_turns(AGENT_A, run_id, turns(2))["count"] == 2
+
+
+def test_close_during_writes_from_another_thread_neither_hangs_nor_corrupts(
+    db_path: Path,
+) -> None:
+    store = RunStore(db_path)
+    run_id = store.start(AGENT_A, intent="x")["run_id"]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:
+                store.record_turns(AGENT_A, run_id, turns(50))
+            except Exception as exc:  # the store closing under it is expected
+                errors.append(exc)
+                return
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.3)
+    store.close()
+    stop.set()
+    t.join(10)
+    assert not t.is_alive()
+    assert all("is closed" in str(e) for e in errors), errors
+    assert not Path(f"{db_path}-wal").exists()  # the last close checkpointed and removed it
+    with RunStore(db_path) as again:
+        recs = again.get_trace(AGENT_A, run_id)["records"]
+        assert [r["index"] for r in recs] == list(range(len(recs)))
+    check = sqlite3.connect(db_path)
+    assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    check.close()

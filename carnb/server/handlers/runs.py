@@ -20,15 +20,26 @@ from carnb.server.services import Services
 
 
 class Subscriptions:
-    """run_id -> sessions subscribed to it; thread-safe (store listeners may run anywhere)."""
+    """run_id -> sessions subscribed to it, each with the cursor it has already seen.
+
+    Thread-safe (store listeners run in whichever thread wrote). A session is registered
+    *before* its snapshot is read, with an unknown cursor, so no record can fall between the
+    snapshot and the first notification; records the snapshot already holds are skipped.
+    """
 
     def __init__(self) -> None:
-        self._by_run: dict[str, dict[str, ClientSession]] = {}
+        self._by_run: dict[str, dict[str, list[Any]]] = {}  # run -> client -> [session, seen]
         self._lock = threading.Lock()
 
     def add(self, run_id: str, s: ClientSession) -> None:
         with self._lock:
-            self._by_run.setdefault(run_id, {})[s.client_id] = s
+            self._by_run.setdefault(run_id, {})[s.client_id] = [s, None]
+
+    def seen(self, run_id: str, s: ClientSession, cursor: int) -> None:
+        with self._lock:
+            entry = self._by_run.get(run_id, {}).get(s.client_id)
+            if entry is not None and (entry[1] is None or cursor > entry[1]):
+                entry[1] = cursor
 
     def remove(self, run_id: str, s: ClientSession) -> bool:
         with self._lock:
@@ -47,9 +58,15 @@ class Subscriptions:
                 if not self._by_run[run_id]:
                     del self._by_run[run_id]
 
-    def of(self, run_id: str) -> list[ClientSession]:
+    def due(self, run_id: str, cursor: int) -> list[ClientSession]:
+        """Sessions that have not seen ``cursor`` yet (and mark it seen for them)."""
+        out = []
         with self._lock:
-            return list(self._by_run.get(run_id, {}).values())
+            for entry in self._by_run.get(run_id, {}).values():
+                if entry[1] is None or cursor > entry[1]:
+                    entry[1] = cursor
+                    out.append(entry[0])
+        return out
 
 
 def register(table: MethodTable, services: Services) -> None:
@@ -59,7 +76,7 @@ def register(table: MethodTable, services: Services) -> None:
     subs = Subscriptions()
 
     def on_record(event: dict[str, Any]) -> None:
-        for s in subs.of(event["run_id"]):
+        for s in subs.due(event["run_id"], event["cursor"]):
             if s.notifier is not None and not s.closed:
                 s.notifier("runs.trace.event", event)
         kind = event["record"].get("kind")
@@ -113,10 +130,9 @@ def register(table: MethodTable, services: Services) -> None:
             idempotency_key=p.get("idempotency_key"),
         )
         if s.current_run_id != result["run_id"]:
-            trace = store.get_trace(s, result["run_id"])
-            turns = sum(1 for r in trace.get("records", []) if r.get("kind") == "turn")
-            if trace.get("status", "in_progress") == "in_progress":
-                s.update(current_run_id=result["run_id"], run_turns=turns)
+            summary = store.authorize(s, result["run_id"], "read") or {}
+            if summary.get("status", "in_progress") == "in_progress":
+                s.update(current_run_id=result["run_id"], run_turns=summary.get("turn_count", 0))
         return result
 
     @m(
@@ -197,8 +213,12 @@ def register(table: MethodTable, services: Services) -> None:
         run_id = req_str(p, "run_id")
         if store.authorize(s, run_id, "subscribe") is None:
             raise NotFound(f"run not found: {run_id} (unknown, or not yours to read)")
+        subs.add(run_id, s)  # first, so nothing committed from now on is missed
         snapshot = store.get_trace(s, run_id)
-        subs.add(run_id, s)
+        if snapshot.get("not_found"):
+            subs.remove(run_id, s)
+            raise NotFound(f"run not found: {run_id} (unknown, or not yours to read)")
+        subs.seen(run_id, s, snapshot["cursor"])
         return {**snapshot, "subscribed": True}
 
     @m(
