@@ -15,6 +15,7 @@ through a real server, subscriber notification delay) plugs in as another entry.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -151,8 +152,88 @@ def section_in_process(quick: bool) -> list[Row]:
     return rows
 
 
+async def _wire(quick: bool) -> list[Row]:
+    """Over a real `python -m carnb serve`: record_turns round trips and the delay from an
+    append (the record's server timestamp) to the subscriber's notification (same clock)."""
+    from websockets.asyncio.client import connect
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _util import Serve
+
+    from carnb.runs.records import parse_iso
+
+    server = Serve("--agent", "bench")
+    rows: list[Row] = []
+    try:
+        ids = iter(range(1, 10**9))
+
+        async def call(ws: Any, method: str, params: dict[str, Any]) -> Any:
+            i = next(ids)
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": method,
+                                      "params": params}))
+            while True:
+                msg = json.loads(await ws.recv())
+                if msg.get("id") == i:
+                    if "error" in msg:
+                        raise RuntimeError(msg["error"])
+                    return msg["result"]
+
+        agent = await connect(server.url, compression=None, max_size=None)
+        await call(agent, "session.auth", {"token": server.info["agents"]["bench"],
+                                           "agent_id": "bench"})
+        for batch, calls, goal in ((1, 500 if quick else 3000, 1000), (50, 60 if quick else 400,
+                                                                         10_000)):
+            rid = (await call(agent, "runs.start", {"intent": f"wire batch {batch}"}))["run_id"]
+            turns = [turn(i) for i in range(batch)]
+            lat = []
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                s = time.perf_counter()
+                await call(agent, "runs.record_turns", {"run_id": rid, "turns": turns})
+                lat.append((time.perf_counter() - s) * 1000)
+            rate = calls * batch / (time.perf_counter() - t0)
+            rows.append(Row(f"wire: record_turns batch {batch}", rate, "turns/s",
+                            f">= {goal:,}", rate >= goal))
+            rows.append(Row(f"wire: record_turns batch {batch} round trip p50",
+                            statistics.median(lat), "ms", "", None))
+
+        host = await connect(server.url, compression=None, max_size=None)
+        await call(host, "session.auth", {"host_token": server.info["host_token"]})
+        rid = (await call(agent, "runs.start", {"intent": "watched"}))["run_id"]
+        await call(host, "runs.subscribe", {"run_id": rid})
+        n = 300 if quick else 2000
+        delays: list[float] = []
+
+        async def listen() -> None:
+            while len(delays) < n:
+                msg = json.loads(await host.recv())
+                if msg.get("method") == "runs.trace.event":
+                    rec = msg["params"]["record"]
+                    if rec["kind"] == "turn":
+                        delays.append((time.time() - parse_iso(rec["timestamp"])) * 1000)
+
+        listener = asyncio.ensure_future(listen())
+        for i in range(n):
+            await call(agent, "runs.record_turns", {"run_id": rid, "turns": [turn(i)]})
+        await asyncio.wait_for(listener, 30)
+        await agent.close()
+        await host.close()
+        med, p99 = statistics.median(delays), _pct(delays, 99)
+        rows.append(Row(f"wire: append -> subscriber notification median ({n} turns)", med, "ms",
+                        "<= 5", med <= 5))
+        rows.append(Row("wire: append -> subscriber notification p99", p99, "ms", "", None))
+    finally:
+        server.close()
+    return rows
+
+
+def section_wire(quick: bool) -> list[Row]:
+    return asyncio.run(_wire(quick))
+
+
 SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "in_process": section_in_process,
+    "wire": section_wire,
 }
 
 
@@ -169,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += SECTIONS[name](args.quick)
     elapsed = time.perf_counter() - started
 
+    print("### Run tracing (`bench/bench_runs.py`)\n")
     print("| measure | value | goal | ok |")
     print("| --- | --- | --- | --- |")
     for row in rows:
