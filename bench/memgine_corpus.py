@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import random
 
-GLUE = (
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+GLUE = _words(
     "the a an of to in on for with and or is are was be by at from that this it as not "
     "when after before should must can will only all every each no into over via than then"
-).split()
+)
 
-TECH = (
+TECH = _words(
     "auth login token session password credential oauth user account customer admin role "
     "permission policy access key secret certificate tls ssl https request response header "
     "cookie cache redis memcached database db sql postgres mysql sqlite index query table "
@@ -43,18 +48,18 @@ TECH = (
     "encrypt decrypt hash sign verify audit compliance privacy gdpr retention archive "
     "timezone date time locale unicode encoding utf8 parser serializer protocol schema "
     "weekly daily monthly nightly hourly tuesday friday morning evening"
-).split()
+)
 
-SYL = "ka lo mi ne ru ta vi so pe da zu fo ga he ji ko lu ma no pi ra se ti vo wa xe yo ze".split()
-AREAS = (
+SYL = _words("ka lo mi ne ru ta vi so pe da zu fo ga he ji ko lu ma no pi ra se ti vo wa xe yo ze")
+AREAS = _words(
     "auth billing search payments checkout db infra frontend mobile api gateway notifications "
     "analytics ml ops security docs onboarding inventory reporting admin deploy ci storage "
     "cache queue email sso profile settings export import scheduler logging metrics"
-).split()
-ASPECTS = (
+)
+ASPECTS = _words(
     "service api worker schema config policy limits ownership oncall release migration "
     "tests alerts dashboard client sdk cli jobs keys retention"
-).split()
+)
 
 
 class Corpus:

@@ -118,6 +118,7 @@ class Memgine:
                 if self._checkpointer is not None:
                     self._checkpointer.poke()
             except BaseException as exc:
+                self._forget()  # caches may already count the change that was rolled back
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
@@ -148,24 +149,25 @@ class Memgine:
         self,
         subject: str,
         body: str,
-        kind: str = "pattern",
+        kind: str | None = "pattern",
         *,
         fact_id: str | None = None,
         tags: list[str] | None = None,
-        source: str = "user",
+        source: str | None = "user",
         confidence: float | None = None,
     ) -> int:
         """Store a fact; returns the number of valid facts after the write.
 
         Same id with the same subject and body: nothing changes. Same id with other content:
         :class:`CarnbError`, nothing changes. No id: ``ws-<n>``, never an existing id.
+        ``None`` for an optional field means its default (so a handler can pass params through).
         """
         subject = validate.subject(subject)
         body = validate.body(body)
-        kind = validate.name(kind, "kind")
+        kind = validate.name("pattern" if kind is None else kind, "kind")
         fact_id = validate.optional_name(fact_id, "fact_id")
         tag_list = validate.tags(tags)
-        source = validate.name(source, "source")
+        source = validate.name("user" if source is None else source, "source")
         stored_confidence = validate.confidence(confidence)
         terms = fact_terms(subject, body)
         fact = store.NewFact(
@@ -189,9 +191,9 @@ class Memgine:
             store.insert_fact(conn, fact)
             store.bump_fact_count(conn, 1)
             count = store.get_meta_int(conn, "fact_count")
-        self._lexicon.added(fact.stems)
-        if kind == CONSTRAINT:
-            self._constraints = None
+            self._lexicon.added(fact.stems)  # under the lock; dropped if the commit fails
+            if kind == CONSTRAINT:
+                self._constraints = None
         return count
 
     def related(self, fact_id: str) -> list[str]:
@@ -223,9 +225,9 @@ class Memgine:
             store.remove_fact(conn, row[0], row[2])
             store.bump_fact_count(conn, -1)
             count = store.get_meta_int(conn, "fact_count")
-        self._lexicon.removed(row[2])
-        if row[1] == CONSTRAINT:
-            self._constraints = None
+            self._lexicon.removed(row[2])
+            if row[1] == CONSTRAINT:
+                self._constraints = None
         return {"id": fact_id, "deleted": True, "kind": row[1], "fact_count": count}
 
     def facts(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
@@ -242,6 +244,31 @@ class Memgine:
                 .fetchall()
             )
         return [{**_fact_dict(row[:6]), "confidence": row[6], "created_at": row[7]} for row in rows]
+
+    def check(self) -> None:
+        """Verify the stored graph (SQLite integrity, the full-text index against the facts,
+        the fact count); raises :class:`CarnbError` naming what is wrong. Changes nothing (the
+        pending batch is indexed inside a transaction that is rolled back)."""
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                problems = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+                store.index_pending(conn)
+                try:
+                    conn.execute(
+                        "INSERT INTO facts_fts(facts_fts, rank) VALUES ('integrity-check', 1)"
+                    )
+                except sqlite3.DatabaseError as exc:
+                    problems.append(f"full-text index: {exc}")
+                stored = conn.execute("SELECT count(*) FROM facts").fetchone()[0]
+                counted = store.get_meta_int(conn, "fact_count")
+                if stored != counted:
+                    problems.append(f"fact_count says {counted} but {stored} facts are stored")
+            finally:
+                conn.execute("ROLLBACK")
+        if problems:
+            raise CarnbError(f"memory graph {self!r} is damaged: " + "; ".join(problems[:5]))
 
     # -- retrieval ---------------------------------------------------------------------------
 
@@ -285,15 +312,9 @@ class Memgine:
         with self._read() as conn:
             block, size = self._constraint_block(conn)
             want = context.fact_slots(budget, size, CONTEXT_FACTS)
-            expr = ranking.match_any(query)
-            lines: list[tuple[str, str, str]] = []
-            if expr:
-                lines = conn.execute(
-                    "SELECT fact_id, subject, body FROM facts WHERE rowid IN (SELECT rowid FROM "
-                    "facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?) AND kind != ? "
-                    "ORDER BY rowid",
-                    (expr, want + CONSTRAINT_MARGIN, CONSTRAINT),
-                ).fetchall()[-want:]
+            found = ranking.newest_matching(conn, query, want + CONSTRAINT_MARGIN)
+            rows = _rows_by_rowid(conn, found, "fact_id, subject, body, kind")
+        lines = [rows[r][:3] for r in sorted(rows) if rows[r][3] != CONSTRAINT][-want:]
         return context.render(block, lines, budget)
 
     def _constraint_block(self, conn: sqlite3.Connection) -> tuple[str, int]:

@@ -124,6 +124,10 @@ class MemoryHome:
 
         if "\x00" in path:
             raise reject("it contains a NUL character")
+        try:
+            os.fsencode(path)
+        except UnicodeEncodeError as exc:
+            raise InvalidParams("path is not valid Unicode (it holds a lone surrogate)") from exc
         given = Path(path)
         if ".." in given.parts:
             raise reject("'..' is not allowed")

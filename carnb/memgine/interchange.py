@@ -17,6 +17,7 @@ with an error that names the row and field.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,8 @@ from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams, NotFound
 from carnb.memgine import validate
+
+log = logging.getLogger("carnb.memgine")
 
 FORMAT = "carnb.memgine/1"
 _FORMAT_FAMILY = "carnb.memgine/"
@@ -45,7 +48,7 @@ class LoadedFact:
 
 def write_atomic(path: Path, facts: Iterable[dict[str, Any]]) -> int:
     """Write a graph file at ``path`` atomically; returns the number of facts written."""
-    if path.is_dir():
+    if os.path.isdir(path):
         raise CarnbError(
             f"memory.persist: {path} is a directory; give a file name such as mem.json"
         )
@@ -68,12 +71,19 @@ def write_atomic(path: Path, facts: Iterable[dict[str, Any]]) -> int:
         os.replace(tmp, path)
         _fsync_dir(folder)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise CarnbError(f"memory.persist: cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return count
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError as exc:  # e.g. the name was too long to create in the first place
+        log.debug("memory.persist: no temporary file to remove at %s: %s", tmp, exc)
 
 
 def _with_separators(rows: Iterable[dict[str, Any]]) -> Iterator[str]:

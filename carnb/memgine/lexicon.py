@@ -8,7 +8,8 @@ current for its own writes (:meth:`Lexicon.added`, :meth:`Lexicon.removed`) and 
 
 - Document frequency of a key: counted in the index on first use, newest first; past
   ``DF_PROBE`` postings it is extrapolated from the density among the newest facts, so a lookup
-  costs at most ``DF_PROBE`` postings once, then a dict hit.
+  costs at most ``DF_PROBE`` postings once, then a dict hit. Facts not yet indexed (the last
+  unfilled batch) are counted from the pending rows the caller passes in.
 - Vocabulary: every index key, read once from FTS5's vocabulary table (about 80 ms for 25k
   keys at 100k facts) and kept as one newline-joined string; the keys containing a query token
   are found with one regular-expression scan and cached per token (not at all past
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
 
 DF_PROBE = 5000
 DF_CACHE = 200_000  # cached keys (the cache is dropped when full)
@@ -34,6 +36,7 @@ class Lexicon:
 
     def __init__(self) -> None:
         self._df: dict[str, int] = {}
+        self._pending: list[str] = []
         self._keys: set[str] | None = None
         self._joined: str | None = None
         self._containing: dict[str, tuple[str, ...]] = {}
@@ -69,12 +72,18 @@ class Lexicon:
         if stems:
             for key in stems.split(" "):
                 if key in self._df:
-                    self._df[key] -= 1
+                    self._df[key] = max(0, self._df[key] - 1)
 
     # -- look-ups ----------------------------------------------------------------------------
 
+    def see_pending(self, pending: Sequence[tuple[int, str, str, str]]) -> None:
+        """The facts not yet in the index (``store.pending``), counted by :meth:`docfreq`."""
+        self._pending = [stems for _, _, stems, _ in pending]
+
     def docfreq(self, conn: sqlite3.Connection, keys: set[str]) -> dict[str, int]:
-        """Number of facts holding each key (estimated past ``DF_PROBE``)."""
+        """Number of facts holding each key, indexed or pending (estimated past ``DF_PROBE``).
+        A cached count stays right: this engine's writes adjust it, another connection's
+        writes clear the cache, and indexing a batch does not change it."""
         out: dict[str, int] = {}
         top: int | None = None
         for key in keys:
@@ -82,7 +91,9 @@ class Lexicon:
             if df is None:
                 if top is None:
                     top = conn.execute("SELECT max(rowid) FROM facts").fetchone()[0] or 0
-                df = _count(conn, key, top)
+                df = _count(conn, key, top) + sum(
+                    1 for stems in self._pending if key in stems.split(" ")
+                )
                 if len(self._df) >= DF_CACHE:
                     self._df.clear()
                 self._df[key] = df

@@ -10,7 +10,8 @@ Costs are bounded so a query stays fast at 100k facts (MEMGINE.md, retrieval):
    index and given an upper-bound score; *common* tokens are only looked up inside that rare set,
    plus the newest facts holding all common tokens (FTS5 walks its doclists newest-first and stops
    at the limit). The best ``pool`` candidates by upper bound are re-scored exactly in Python with
-   the exact/stem/synonym/substring weights.
+   the exact/stem/synonym/substring weights, and so are the facts not yet in the full-text index
+   (the last, unfilled batch; see :func:`carnb.memgine.store.pending`).
 3. Personalised PageRank from the top 5 seeds by synchronous local push (teleport 0.5, seed mass
    capped at 0.4), a few rounds with one SQL query each and a hard cap on pushed nodes.
 4. Score = max(activation, keyword score); ties: newer (higher rowid) first.
@@ -220,11 +221,17 @@ def rank(
     """``(rowid, score)`` of the best ``want`` facts for ``query``, best first."""
     if want <= 0 or fact_count <= 0:
         return []
+    pending = store.pending(conn)
+    lexicon.see_pending(pending)
     terms, tokens = analyse(conn, lexicon, query, fact_count)
     if not terms.tokens:
         return []
     pool = max(MIN_POOL, 2 * want)
     scores = keyword_scores(conn, terms, candidates(conn, tokens, pool))
+    for rowid, fact_terms, fact_stems, _ in pending:
+        score = terms.score(fact_terms, fact_stems)
+        if score > 0.0:
+            scores[rowid] = score
     if not scores:
         return []
     seeds = sorted(scores.items(), key=lambda item: (-item[1], -item[0]))[:SEEDS]
@@ -235,11 +242,20 @@ def rank(
     return ranked[:want]
 
 
-def match_any(query: str) -> str:
-    """An FTS5 expression matching facts with any query token (or its stem or synonyms)."""
+def newest_matching(conn: sqlite3.Connection, query: str, limit: int) -> list[int]:
+    """Rowids of the newest ``limit`` facts sharing a stem (or a synonym's stem) with the query,
+    newest first: the lexical filter of ``build_context_fast`` (no scores)."""
     keys: dict[str, None] = {}
     for token in unique_tokens(query, MAX_QUERY_TOKENS):
         keys[index_key(stem(token))] = None
         for synonym in synonym_stems(token):
             keys[index_key(synonym)] = None
-    return " OR ".join(f'"{key}"' for key in keys)
+    if not keys or limit <= 0:
+        return []
+    expr = " OR ".join(f'"{key}"' for key in keys)
+    found = [r for (r,) in _match(conn, expr, limit=limit)]
+    for rowid, _, stems, _ in reversed(store.pending(conn)):
+        if not keys.keys().isdisjoint(stems.split(" ")):
+            found.append(rowid)
+    found.sort(reverse=True)
+    return found[:limit]

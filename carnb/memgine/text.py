@@ -188,6 +188,7 @@ class QueryTerms:
 
 def idf(doc_count: int, df: int) -> float:
     """Rarity weight of a term found in ``df`` of ``doc_count`` facts (BM25's idf, always > 0)."""
+    df = min(max(df, 0), doc_count)
     return math.log(1.0 + (doc_count - df + 0.5) / (df + 0.5))
 
 
@@ -202,7 +203,7 @@ def index_key(word_stem: str) -> str:
     only adds a candidate, which exact re-scoring then judges."""
     if word_stem.isalnum():
         return word_stem
-    return "z" + word_stem.encode("utf-8").hex()
+    return "z" + word_stem.encode("utf-8", "surrogatepass").hex()
 
 
 class _KeyCache(dict[str, str]):

@@ -112,7 +112,9 @@ def query(value: Any) -> str:
         raise InvalidParams("query is required")
     if not isinstance(value, str):
         raise InvalidParams(f"query must be a string, got {_type_name(value)}")
-    return value[:MAX_QUERY_CHARS]
+    value = value[:MAX_QUERY_CHARS]
+    _utf8_len(value, "query")
+    return value
 
 
 def window(value: Any) -> int | None:

@@ -57,6 +57,16 @@ class AuthRequired(RpcError):
 Handler = Callable[..., Any]
 
 
+class Later:
+    """Returned by an ``inline`` handler that cannot answer without waiting (e.g. its graph is
+    busy with a slow persist): the reader does not block; the reply is sent when ``coro`` ends."""
+
+    __slots__ = ("coro",)
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -152,7 +162,10 @@ class Dispatcher:
     async def _run(self, method: Method, session: ClientSession, args: dict[str, Any]) -> Any:
         try:
             if method.mode == "inline":
-                return method.fn(session, args, self.services)
+                result = method.fn(session, args, self.services)
+                if isinstance(result, Later):
+                    return await result.coro
+                return result
             if method.mode == "async":
                 return await method.fn(session, args, self.services)
             return await asyncio.to_thread(method.fn, session, args, self.services)
@@ -167,40 +180,37 @@ class Dispatcher:
 
     def run_inline(
         self, method: Method, session: ClientSession, req: Request | Notification
-    ) -> str | None:
-        """Answer an inline method synchronously (the fast path for the socket reader);
-        ``None`` for a notification, which is executed but never answered."""
-        if isinstance(req, Notification):
-            try:
-                method.fn(session, params_object(req.params), self.services)
-            except Exception as exc:  # nobody to tell but the log
-                log.info("notification %s failed: %s", method.name, exc)
-            return None
-        try:
-            args = params_object(req.params)
-            result = method.fn(session, args, self.services)
-        except CarnbError as exc:
-            return error_text(req.id, exc.code, exc.message, exc.data)
-        except Exception as exc:
-            log.exception("handler %s failed", method.name)
-            return error_text(
-                req.id,
-                INTERNAL_ERROR,
-                f"internal error in {method.name}: {type(exc).__name__}: {exc}",
-            )
-        return result_text(req.id, result)
+    ) -> str | Later | None:
+        """Answer an inline method synchronously (the fast path for the socket reader).
 
-    async def answer(self, session: ClientSession, req: Request | Notification) -> str | None:
-        """Answer one request (``None`` for notifications). Never raises except AuthRequired."""
+        Returns the reply text; ``None`` for a notification (executed, never answered); or a
+        :class:`Later` whose coroutine yields the reply text (or ``None``) when the handler had
+        to wait, which the caller runs as a task so the reader never blocks.
+        """
+        notify = isinstance(req, Notification)
         try:
-            result = await self.invoke(session, req.method, req.params)
-        except AuthRequired:
-            raise
-        except CarnbError as exc:
-            if isinstance(req, Notification):
-                log.debug("notification %s failed: %s", req.method, exc.message)
-                return None
-            return error_text(req.id, exc.code, exc.message, exc.data)
+            result = method.fn(session, params_object(req.params), self.services)
+        except Exception as exc:
+            return self._failure(method, req, exc)
+        if isinstance(result, Later):
+            return Later(self._finish(method, req, result.coro))
+        return None if notify else result_text(req.id, result)
+
+    async def _finish(self, method: Method, req: Request | Notification, coro: Any) -> str | None:
+        try:
+            result = await coro
+        except Exception as exc:
+            return self._failure(method, req, exc)
+        return None if isinstance(req, Notification) else result_text(req.id, result)
+
+    @staticmethod
+    def _failure(method: Method, req: Request | Notification, exc: Exception) -> str | None:
         if isinstance(req, Notification):
+            log.info("notification %s failed: %s", method.name, exc)
             return None
-        return result_text(req.id, result)
+        if isinstance(exc, CarnbError):
+            return error_text(req.id, exc.code, exc.message, exc.data)
+        log.exception("handler %s failed", method.name)
+        return error_text(
+            req.id, INTERNAL_ERROR, f"internal error in {method.name}: {type(exc).__name__}: {exc}"
+        )

@@ -1,6 +1,7 @@
 """The WebSocket side of the session server: one connection, one ``ClientSession``.
 
 Runs on the host loop (``websockets`` asyncio API). Per connection: frames are read in order;
+a connection that has not authenticated within ``auth_timeout`` seconds is closed (1008);
 ``inline`` methods are answered at once, others run as tasks (at most ``max_in_flight`` at a
 time, so a client that floods requests is slowed down rather than buffered without bound) and
 are answered when done, out of order, matched by ``id``. Notifications to the peer go through a
@@ -18,7 +19,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from carnb.errors import INVALID_REQUEST, CarnbError
+from carnb.errors import INTERNAL_ERROR, INVALID_REQUEST, CarnbError
 from carnb.protocol.jsonrpc import (
     Invalid,
     Notification,
@@ -30,10 +31,23 @@ from carnb.protocol.jsonrpc import (
     result_text,
 )
 from carnb.protocol.session import ClientSession, new_client_id
-from carnb.server.dispatch import AuthRequired, Dispatcher, Method
+from carnb.server.dispatch import AuthRequired, Dispatcher, Later, Method
 
 log = logging.getLogger("carnb.server.ws")
 
+
+class _NoFrameDumps(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets' connection logger minus its DEBUG output: websockets dumps every frame at
+    DEBUG, and frames carry tokens (``session.auth``) and user data. INFO and up pass through
+    to ``carnb.server.wire`` as usual."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+
+wire_log = _NoFrameDumps(logging.getLogger("carnb.server.wire"), {})
+
+AUTH_TIMEOUT_REASON = "auth timeout: call session.auth first"
 BINARY_REPLY = error_text(
     None,
     INVALID_REQUEST,
@@ -52,6 +66,10 @@ class ServerConfig:
     close_timeout: float = 3.0
     max_in_flight: int = 64
     max_queued_notifications: int = 1024
+    # ... and at most this many characters of them (a run's turns may be 256 KiB each).
+    max_queued_notification_chars: int = 16 * 1024 * 1024
+    # A connection must call session.auth within this many seconds (None: no deadline).
+    auth_timeout: float | None = 10.0
 
 
 class SessionServer:
@@ -92,6 +110,7 @@ class SessionServer:
             close_timeout=self.config.close_timeout,
             compression=None,
             server_header="carnb",
+            logger=wire_log,
         )
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
@@ -114,45 +133,25 @@ class SessionServer:
             peer=f"{peer[0]}:{peer[1]}" if peer else "",
             authenticated=not self.services.credentials.auth_enabled,
         )
-        outbox: asyncio.Queue[str] = asyncio.Queue(self.config.max_queued_notifications)
+        outbox = Outbox(
+            self.config.max_queued_notifications, self.config.max_queued_notification_chars
+        )
         writer = asyncio.create_task(self._write_notifications(ws, outbox))
         session.notifier = self._notifier(ws, session, outbox)
         hub = self.services.sessions
         hub.open(session)
         in_flight = asyncio.Semaphore(self.config.max_in_flight)
         tasks: set[asyncio.Task[None]] = set()
+        deadline = self._auth_deadline(ws, session)
         try:
             async for frame in ws:
-                if isinstance(frame, bytes):
-                    await ws.send(BINARY_REPLY)
-                    continue
-                msg = parse_frame(frame)
-                if isinstance(msg, Invalid):
-                    await ws.send(msg.reply)
-                    continue
-                try:
-                    method = self.dispatcher.resolve(session, msg.method)
-                except AuthRequired as exc:
-                    if isinstance(msg, Request):
-                        await ws.send(error_text(msg.id, exc.code, exc.message))
-                    await ws.close(1008, "auth required")
+                if not await self._frame(ws, session, frame, in_flight, tasks):
                     break
-                except CarnbError as exc:
-                    if isinstance(msg, Request):
-                        await ws.send(error_text(msg.id, exc.code, exc.message, exc.data))
-                    continue
-                if method.mode == "inline":
-                    reply = self.dispatcher.run_inline(method, session, msg)
-                    if reply is not None:
-                        await ws.send(reply)
-                    continue
-                await in_flight.acquire()
-                task = asyncio.create_task(self._run(ws, session, method, msg, in_flight))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
         except ConnectionClosed:
             pass
         finally:
+            if deadline is not None:
+                deadline.cancel()
             for task in tasks:
                 task.cancel()
             if tasks:
@@ -162,6 +161,87 @@ class SessionServer:
             session.notifier = None
             await hub.close(session)
             log.debug("connection %s closed (code %s)", session.client_id, ws.close_code)
+
+    async def _frame(
+        self,
+        ws: ServerConnection,
+        session: ClientSession,
+        frame: str | bytes,
+        in_flight: asyncio.Semaphore,
+        tasks: set[asyncio.Task[None]],
+    ) -> bool:
+        """Handle one incoming frame; ``False`` ends the connection."""
+        if isinstance(frame, bytes):
+            await ws.send(BINARY_REPLY)
+            return True
+        msg = parse_frame(frame)
+        if isinstance(msg, Invalid):
+            await ws.send(msg.reply)
+            return True
+        try:
+            try:
+                method = self.dispatcher.resolve(session, msg.method)
+            except AuthRequired as exc:
+                if isinstance(msg, Request):
+                    await ws.send(error_text(msg.id, exc.code, exc.message))
+                await ws.close(1008, "auth required")
+                return False
+            except CarnbError as exc:
+                if isinstance(msg, Request):
+                    await ws.send(error_text(msg.id, exc.code, exc.message, exc.data))
+                return True
+            if method.mode == "inline":
+                reply = self.dispatcher.run_inline(method, session, msg)
+                if isinstance(reply, Later):  # the handler must wait: answer from a task
+                    await in_flight.acquire()
+                    task = asyncio.create_task(self._send_later(ws, reply, in_flight))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                elif reply is not None:
+                    await ws.send(reply)
+                return True
+        except ConnectionClosed:
+            raise
+        except Exception as exc:  # a bug in one request must not take the connection down
+            log.exception("session %s: %s failed outside its handler", session.client_id, msg.method)
+            if isinstance(msg, Request):
+                await ws.send(error_text(msg.id, INTERNAL_ERROR,
+                                         f"internal error in {msg.method}: {type(exc).__name__}"))
+            return True
+        await in_flight.acquire()
+        task = asyncio.create_task(self._run(ws, session, method, msg, in_flight))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return True
+
+    def _auth_deadline(
+        self, ws: ServerConnection, session: ClientSession
+    ) -> asyncio.TimerHandle | None:
+        """Close a connection that has not authenticated within ``auth_timeout`` seconds, so
+        idle or stalled peers without a token cannot hold sockets and buffers forever."""
+        timeout = self.config.auth_timeout
+        if session.authenticated or timeout is None:
+            return None
+
+        def expire() -> None:
+            if not session.authenticated and not session.closed:
+                log.info("session %s did not authenticate within %s s; closing it",
+                         session.client_id, timeout)
+                asyncio.ensure_future(ws.close(1008, AUTH_TIMEOUT_REASON))
+
+        return asyncio.get_running_loop().call_later(timeout, expire)
+
+    @staticmethod
+    async def _send_later(ws: ServerConnection, later: Later, in_flight: asyncio.Semaphore) -> None:
+        try:
+            text = await later.coro
+        finally:
+            in_flight.release()
+        if text is not None:
+            try:
+                await ws.send(text)
+            except ConnectionClosed:
+                log.debug("peer left before a deferred reply")
 
     async def _run(
         self,
@@ -189,23 +269,21 @@ class SessionServer:
             except ConnectionClosed:
                 log.debug("peer of %s left before the reply to %s", session.client_id, msg.method)
 
-    def _notifier(
-        self, ws: ServerConnection, session: ClientSession, outbox: asyncio.Queue[str]
-    ) -> Any:
+    def _notifier(self, ws: ServerConnection, session: ClientSession, outbox: Outbox) -> Any:
         loop = self._loop
         assert loop is not None
 
         def put(text: str) -> None:
-            if session.closed:
+            if session.closed or outbox.overflowed:
                 return
-            try:
-                outbox.put_nowait(text)
-            except asyncio.QueueFull:
-                log.warning(
-                    "session %s does not read its notifications; disconnecting it",
-                    session.client_id,
-                )
-                asyncio.ensure_future(ws.close(1008, "notifications not read"))
+            if outbox.offer(text):
+                return
+            log.warning(
+                "session %s does not read its notifications (%d queued, %d characters); "
+                "disconnecting it",
+                session.client_id, outbox.queue.qsize(), outbox.size,
+            )
+            asyncio.ensure_future(ws.close(1008, "notifications not read"))
 
         def notify(method: str, params: Any) -> None:
             text = notification_text(method, params)
@@ -217,10 +295,37 @@ class SessionServer:
         return notify
 
     @staticmethod
-    async def _write_notifications(ws: ServerConnection, outbox: asyncio.Queue[str]) -> None:
+    async def _write_notifications(ws: ServerConnection, outbox: Outbox) -> None:
         try:
             while True:
-                text = await outbox.get()
-                await ws.send(text)
+                text = await outbox.queue.get()
+                try:
+                    await ws.send(text)
+                finally:
+                    outbox.size -= len(text)
         except ConnectionClosed:
             return
+
+
+class Outbox:
+    """Notifications waiting to be written to one peer, bounded in count and in total size.
+
+    A peer that does not read fills it; :meth:`offer` then refuses (and keeps refusing), and the
+    server disconnects that peer instead of holding an unbounded backlog in memory. One
+    notification is always accepted into an empty outbox, whatever its size."""
+
+    def __init__(self, max_items: int, max_chars: int) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.max_items = max_items
+        self.max_chars = max_chars
+        self.size = 0  # characters queued or being written
+        self.overflowed = False
+
+    def offer(self, text: str) -> bool:
+        busy = self.queue.qsize() > 0 or self.size > 0
+        if self.queue.qsize() >= self.max_items or (busy and self.size + len(text) > self.max_chars):
+            self.overflowed = True
+            return False
+        self.queue.put_nowait(text)
+        self.size += len(text)
+        return True

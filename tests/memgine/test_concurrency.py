@@ -47,6 +47,7 @@ def test_concurrent_writers_lose_nothing(graph: Memgine) -> None:
         if f["subject"] == "named":
             assert f["body"] == body_for(f["fact_id"])
     assert max(counts) <= total
+    graph.check()
 
 
 def test_readers_never_see_half_written_facts(graph: Memgine) -> None:
@@ -86,6 +87,7 @@ def test_readers_never_see_half_written_facts(graph: Memgine) -> None:
         t.join()
     assert problems == []
     assert graph.fact_count() == 300
+    graph.check()
 
 
 def test_two_connections_to_one_file_share_facts_and_caches(tmp_path: Path) -> None:
@@ -147,4 +149,5 @@ def test_acknowledged_facts_survive_sigkill(tmp_path: Path) -> None:
     assert all(f"c-{i}" in ids for i in range(last + 1))
     assert g.fact_count() == len(ids) >= last + 1
     assert g.query("number 150", k=1)[0]["fact_id"] == "c-150"
+    g.check()
     g.close()

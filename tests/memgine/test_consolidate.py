@@ -30,6 +30,7 @@ def test_duplicates_merge_into_the_oldest_and_contradictions_are_reported(
     assert graph.related("ws-1") == ["ws-4"]
     assert [r["fact_id"] for r in graph.query("tuesday")][0] == "ws-1"
     assert all(r["fact_id"] not in ("ws-2", "ws-3") for r in graph.query("deploys", k=10))
+    graph.check()
 
 
 def test_consolidate_is_idempotent(graph: Memgine) -> None:

@@ -35,6 +35,14 @@ def test_fields_are_stored_as_given(graph: Memgine) -> None:
     assert row["created_at"] > 0
 
 
+def test_none_means_the_default_for_optional_fields(graph: Memgine) -> None:
+    graph.add_fact("s", "b", None, fact_id=None, tags=None, source=None, confidence=None)
+    row = graph.facts()[0]
+    assert (row["fact_id"], row["kind"], row["tags"], row["source"], row["confidence"]) == (
+        "ws-1", "pattern", [], "user", None,
+    )  # fmt: skip
+
+
 def test_same_id_same_content_is_idempotent(graph: Memgine) -> None:
     assert graph.add_fact("auth", "tokens expire", fact_id="a1") == 1
     assert graph.add_fact("auth", "tokens expire", fact_id="a1") == 1
@@ -134,7 +142,6 @@ def test_facts_pagination_in_creation_order(graph: Memgine) -> None:
         ({"subject": "   ", "body": "b"}, "subject"),
         ({"subject": 5, "body": "b"}, "subject"),
         ({"subject": None, "body": "b"}, "subject"),
-        ({"subject": "s", "body": "b", "source": None}, "source"),
         ({"subject": "s", "body": None}, "body"),
         ({"subject": "s", "body": ["x"]}, "body"),
         ({"subject": "s", "body": "b", "kind": ""}, "kind"),
@@ -209,3 +216,20 @@ def test_ephemeral_graphs_are_independent() -> None:
     assert a.persistent is False and a.path is None
     a.close()
     b.close()
+
+
+def test_check_reports_a_graph_damaged_from_outside(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "g.sqlite3"
+    g = Memgine(path)
+    for i in range(40):
+        g.add_fact("s", f"fact {i}")
+    g.check()
+    raw = sqlite3.connect(path)
+    raw.execute("DELETE FROM facts WHERE rowid = 3")  # behind the engine's back
+    raw.commit()
+    raw.close()
+    with pytest.raises(CarnbError, match="damaged: .*full-text index.*fact_count says 40"):
+        g.check()
+    g.close()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carnb.errors import InvalidParams, PathRejected
+from carnb.errors import CarnbError, InvalidParams, PathRejected
 from carnb.memgine import MemoryHome, graph_file_name
 from carnb.memgine.home import MAX_ENCODED
 
@@ -189,6 +189,20 @@ def test_empty_or_wrong_paths_are_invalid_params(
 ) -> None:
     with pytest.raises(InvalidParams, match=message):
         home.resolve_user_path(bad, method="memory.persist")  # type: ignore[arg-type]
+
+
+def test_unencodable_and_overlong_paths_fail_cleanly(home: MemoryHome) -> None:
+    with pytest.raises(InvalidParams, match="path is not valid Unicode"):
+        home.resolve_user_path("\ud800.json", method="memory.persist")
+    g = home.ephemeral()
+    g.add_fact("a", "b")
+    long = home.resolve_user_path("a" * 5000 + ".json", method="memory.persist")
+    with pytest.raises(CarnbError, match="memory.persist: cannot write"):
+        g.persist(long)
+    with pytest.raises(CarnbError, match="memory.load: cannot read"):
+        g.load(long)
+    assert g.fact_count() == 1
+    assert list(home.memory_dir.iterdir()) == []
 
 
 def test_nul_in_path_is_rejected(home: MemoryHome) -> None:

@@ -39,6 +39,7 @@ def test_round_trip_keeps_every_field_links_and_answers(graph: Memgine, tmp_path
     assert other.related("ws-1") == ["ws-3"]
     assert other.query("invoices") == graph.query("invoices")
     assert other.build_context("billing") == graph.build_context("billing")
+    other.check()
     other.close()
 
 

@@ -181,3 +181,27 @@ def test_queries_stay_right_after_writes_from_another_connection(tmp_path) -> No
     assert len(b.query("zebracorn", k=50)) == 32
     a.close()
     b.close()
+
+
+def test_facts_are_found_before_and_after_their_batch_is_indexed(graph: Memgine) -> None:
+    graph.add_fact("first", "quasar observations")
+    assert top(graph, "quasar") == ["first"]  # not in the full-text index yet
+    for i in range(100):  # several index batches later
+        graph.add_fact(f"filler{i}", f"filler text {i}")
+        assert top(graph, "quasar", 1) == ["first"], i
+    graph.add_fact("second", "quasar again")
+    assert top(graph, "quasar") == ["second", "first"]
+    graph.check()
+
+
+def test_deleting_unindexed_and_indexed_facts_keeps_the_index_sound(graph: Memgine) -> None:
+    for i in range(70):
+        graph.add_fact(f"s{i % 3}", f"pulsar number {i}")
+    graph.delete("ws-2")  # indexed in the first batch
+    graph.delete("ws-70")  # still pending
+    for i in range(40):
+        graph.add_fact("late", f"pulsar late {i}")
+    graph.check()
+    found = {r["fact_id"] for r in graph.query("pulsar", k=200)}
+    assert len(found) == 108 and "ws-2" not in found and "ws-70" not in found
+    assert graph.build_context_fast("pulsar").count("\n- [") == 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 from tests.conftest import Client, agent_auth
 
@@ -201,3 +202,33 @@ def test_acknowledged_facts_survive_sigkill(serve_process, home) -> None:
     for fid in acked[-20:] + acked[:5]:
         assert c2.call("memory.delete", {"id": fid})["deleted"] is True, fid
     c2.close()
+
+
+def test_a_slow_load_never_stalls_other_sessions(runtime, connect_client) -> None:
+    """While one graph is busy for seconds (a big load), other sessions are answered at once,
+    and a fast call on the busy graph waits for it instead of blocking the server."""
+    facts = [{"subject": f"topic {i % 500}", "body": f"generated fact number {i} about item {i}"}
+             for i in range(20_000)]
+    (runtime.home / "memory").mkdir(exist_ok=True)
+    (runtime.home / "memory" / "big.json").write_text(json.dumps(facts))
+    loader = connect_client(auth=agent_auth(runtime, "alice"))
+    same_graph = connect_client(auth=agent_auth(runtime, "alice"))
+    other = connect_client()
+    other.call("memory.add_fact", {"subject": "mine", "body": "an unrelated small graph"})
+    loader.send({"jsonrpc": "2.0", "id": "load", "method": "memory.load",
+                 "params": {"path": "big.json"}})
+    time.sleep(0.2)  # the load is under way
+    same_graph.send({"jsonrpc": "2.0", "id": "count", "method": "memory.fact_count"})
+    worst = 0.0
+    answered = 0
+    t_end = time.monotonic() + 1.0
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        assert other.call("memory.query", {"query": "unrelated graph"})[0]["subject"] == "mine"
+        assert other.call("state.keys") == []
+        worst = max(worst, time.monotonic() - t0)
+        answered += 1
+    assert answered > 10 and worst < 0.5, (answered, worst)
+    assert loader.recv_reply("load", timeout=60)["result"] == 20_000
+    # the queued call ran after the load, on the loaded graph
+    assert same_graph.recv_reply("count", timeout=60)["result"] == 20_000

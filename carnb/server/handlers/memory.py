@@ -1,17 +1,24 @@
 """``memory.*`` handlers: validate params, pick the session's effective graph, call memgine.
 
-Fast calls (add, query, count, delete) run inline on the host loop, in frame order; calls that
-may take tens of milliseconds or more (context assembly, persist, load, consolidate) run in a
-worker thread so they never stall other connections. The engine serialises writes itself.
+Theory of operation. Fast calls (add, query, count, delete: about a millisecond) run inline on
+the host loop, in frame order. Calls that may take tens of milliseconds to seconds (context
+assembly, persist, load, consolidate) run in a worker thread. The engine has its own lock, so a
+fast call on the loop would *block the loop* while a slow call holds that graph; to prevent
+that, every graph also has an asyncio lock that slow calls hold on the loop for their whole
+duration. A fast call whose graph is busy does not run inline: it returns a
+:class:`~carnb.server.dispatch.Later` and waits for the lock as a task, so other sessions and
+other graphs carry on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from carnb.protocol.session import ClientSession
-from carnb.server.dispatch import MethodTable
+from carnb.server.dispatch import Later, MethodTable
 from carnb.server.params import (
     opt_int,
     opt_number,
@@ -22,6 +29,34 @@ from carnb.server.params import (
 from carnb.server.services import Services
 
 MAX_K = 1000
+
+_busy: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def graph_lock(g: Any) -> asyncio.Lock:
+    lock = _busy.get(g)
+    if lock is None:
+        lock = _busy[g] = asyncio.Lock()
+    return lock
+
+
+def fast(g: Any, work: Callable[[], Any]) -> Any:
+    """Run ``work`` now if the graph is free, else once the slow call holding it ends."""
+    lock = graph_lock(g)
+    if not lock.locked():
+        return work()
+
+    async def wait() -> Any:
+        async with lock:
+            return work()
+
+    return Later(wait())
+
+
+async def slow(g: Any, work: Callable[..., Any], *args: Any) -> Any:
+    """Run ``work(*args)`` in a worker thread while holding the graph's loop-side lock."""
+    async with graph_lock(g):
+        return await asyncio.to_thread(work, *args)
 
 
 def graph(s: ClientSession, svc: Services) -> Any:
@@ -63,17 +98,21 @@ def register(table: MethodTable, services: Services) -> None:
     )
     def add_fact(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         g = graph(s, svc)
-        count = g.add_fact(
-            req_str(p, "subject"),
-            req_str(p, "body", allow_empty=True),
-            opt_str(p, "kind", "pattern") or "pattern",
-            fact_id=opt_str(p, "fact_id"),
-            tags=opt_str_list(p, "tags"),
-            source=opt_str(p, "source", "user") or "user",
-            confidence=opt_number(p, "confidence"),
-        )
-        publish_count(s, svc, g, count)
-        return count
+        args = (req_str(p, "subject"), req_str(p, "body", allow_empty=True),
+                opt_str(p, "kind", "pattern") or "pattern")
+        kw = {
+            "fact_id": opt_str(p, "fact_id"),
+            "tags": opt_str_list(p, "tags"),
+            "source": opt_str(p, "source", "user") or "user",
+            "confidence": opt_number(p, "confidence"),
+        }
+
+        def work() -> int:
+            count = g.add_fact(*args, **kw)
+            publish_count(s, svc, g, count)
+            return count
+
+        return fast(g, work)
 
     @m(
         "memory.query",
@@ -87,37 +126,41 @@ def register(table: MethodTable, services: Services) -> None:
         assert k is not None
         if k <= 0:
             return []
-        return graph(s, svc).query(text, k)
+        g = graph(s, svc)
+        return fast(g, lambda: g.query(text, k))
 
     @m("memory.fact_count", summary="Valid facts in the session's graph", result="integer")
     def fact_count(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         g = graph(s, svc)
-        count = g.fact_count()
-        if s.fact_count != count:
-            s.update(fact_count=count)
-        return count
 
-    def _context(fast: bool) -> Any:
-        def handler(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
+        def work() -> int:
+            count = g.fact_count()
+            if s.fact_count != count:
+                s.update(fact_count=count)
+            return count
+
+        return fast(g, work)
+
+    def _context(unranked: bool) -> Any:
+        async def handler(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
             text = req_str(p, "query", allow_empty=True)
             window = opt_int(p, "model_context_window", None, minimum=0)
             g = graph(s, svc)
-            if fast:
-                return g.build_context_fast(text, window)
-            return g.build_context(text, window)
+            build = g.build_context_fast if unranked else g.build_context
+            return await slow(g, build, text, window)
 
         return handler
 
     table.method(
         "memory.build_context",
-        mode="thread",
+        mode="async",
         summary="Relevant facts rendered as a prompt section within a token budget",
         params={"query": "string", "model_context_window": "integer?"},
         result="string",
     )(_context(False))
     table.method(
         "memory.build_context_fast",
-        mode="thread",
+        mode="async",
         summary="Context sections without ranking (creation order)",
         params={"query": "string", "model_context_window": "integer?"},
         result="string",
@@ -125,15 +168,16 @@ def register(table: MethodTable, services: Services) -> None:
 
     @m(
         "memory.persist",
-        mode="thread",
+        mode="async",
         summary="Write the graph as JSON under <home>/memory/",
         params={"path": "string (relative to <home>/memory/)"},
         result="integer: facts written",
     )
-    def persist(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
+    async def persist(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         assert svc.memory is not None
         path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.persist")
-        return graph(s, svc).persist(path)
+        g = graph(s, svc)
+        return await slow(g, g.persist, path)
 
     @m(
         "memory.load",
@@ -146,7 +190,7 @@ def register(table: MethodTable, services: Services) -> None:
         assert svc.memory is not None
         path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.load")
         g = graph(s, svc)
-        count = await asyncio.to_thread(g.load, path)
+        count = await slow(g, g.load, path)
         publish_count(s, svc, g, g.fact_count())  # back on the host loop
         return count
 
@@ -158,9 +202,14 @@ def register(table: MethodTable, services: Services) -> None:
     )
     def delete(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         g = graph(s, svc)
-        result = g.delete(req_str(p, "id"))
-        publish_count(s, svc, g, result["fact_count"])
-        return result
+        fact_id = req_str(p, "id")
+
+        def work() -> Any:
+            result = g.delete(fact_id)
+            publish_count(s, svc, g, result["fact_count"])
+            return result
+
+        return fast(g, work)
 
     @m(
         "memory.consolidate",
@@ -170,6 +219,6 @@ def register(table: MethodTable, services: Services) -> None:
     )
     async def consolidate(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         g = graph(s, svc)
-        report = await asyncio.to_thread(g.consolidate)
+        report = await slow(g, g.consolidate)
         publish_count(s, svc, g, report["fact_count"])
         return report
