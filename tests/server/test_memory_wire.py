@@ -219,16 +219,16 @@ def test_a_slow_load_never_stalls_other_sessions(runtime, connect_client) -> Non
                  "params": {"path": "big.json"}})
     time.sleep(0.2)  # the load is under way
     same_graph.send({"jsonrpc": "2.0", "id": "count", "method": "memory.fact_count"})
-    worst = 0.0
-    answered = 0
+    waits: list[float] = []
     t_end = time.monotonic() + 1.0
     while time.monotonic() < t_end:
         t0 = time.monotonic()
         assert other.call("memory.query", {"query": "unrelated graph"})[0]["subject"] == "mine"
         assert other.call("state.keys") == []
-        worst = max(worst, time.monotonic() - t0)
-        answered += 1
-    assert answered > 10 and worst < 0.5, (answered, worst)
+        waits.append(time.monotonic() - t0)
+    waits.sort()
+    # generous bounds: the load takes seconds; a stalled loop would show up as one long wait
+    assert len(waits) > 5 and waits[len(waits) // 2] < 0.1 and waits[-1] < 1.5, waits
     assert loader.recv_reply("load", timeout=60)["result"] == 20_000
     # the queued call ran after the load, on the loaded graph
     assert same_graph.recv_reply("count", timeout=60)["result"] == 20_000
