@@ -31,9 +31,13 @@ PATH_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # Real binaries behind distribution wrapper scripts.
 WRAPPED_BINARIES = {
     "chromium": ("/usr/lib/chromium/chromium",),
-    "chromium-browser": ("/usr/lib/chromium-browser/chromium-browser", "/usr/lib/chromium/chromium"),
+    "chromium-browser": (
+        "/usr/lib/chromium-browser/chromium-browser",
+        "/usr/lib/chromium/chromium",
+    ),
     "google-chrome": ("/opt/google/chrome/chrome",),
 }
+MAC_APP = "Google Chrome for Testing.app/Contents/MacOS/Google Chrome for Testing"
 INSTALL_HINT = (
     "Install one with `apt-get install chromium` (Debian/Ubuntu) or "
     "`python -m playwright install chromium`, or set CARNB_CHROMIUM to the path of a Chromium "
@@ -105,8 +109,8 @@ def _playwright_executables(headless: bool) -> list[Path]:
             "chrome-linux64/chrome",
             "chrome-linux-arm64/chrome",
             "chrome-linux/chrome",
-            "chrome-mac-arm64/Google Chrome for Testing.app/Contents/MacOS/Google Chrome for Testing",
-            "chrome-mac-x64/Google Chrome for Testing.app/Contents/MacOS/Google Chrome for Testing",
+            f"chrome-mac-arm64/{MAC_APP}",
+            f"chrome-mac-x64/{MAC_APP}",
             "chrome-win64/chrome.exe",
         ],
     }
@@ -117,8 +121,8 @@ def _playwright_executables(headless: bool) -> list[Path]:
         dirs = [registry / f"{prefix}{revisions[name]}"] if name in revisions else []
         # then any other installed revision, newest first
         others = sorted(
-            (d for d in registry.glob(prefix + "*") if d.name[len(prefix):].isdigit()),
-            key=lambda d: int(d.name[len(prefix):]),
+            (d for d in registry.glob(prefix + "*") if d.name[len(prefix) :].isdigit()),
+            key=lambda d: int(d.name[len(prefix) :]),
             reverse=True,
         )
         dirs += [d for d in others if d not in dirs]

@@ -18,7 +18,8 @@ The summary is two sections of lines: ``  (role) text`` for visible text and
 element gets an id but only the first :data:`MAX_ELEMENT_LINES` are listed, with a note.
 Limits: elements inside iframes and closed shadow roots are not seen; open shadow roots are.
 
-:data:`RESOLVE_JS` looks an id up again for click/type: ``missing`` (stale), ``hidden`` or ``ok``.
+:data:`RESOLVE_JS` looks an id up again for click/type: ``missing`` (stale), ``hidden`` or
+``ok:<TAG>`` (plus ``:popup`` when clicking it opens a new tab: a link or form with a target).
 """
 
 from __future__ import annotations
@@ -91,13 +92,14 @@ OBSERVE_JS = r"""
     if (tag === 'INPUT' || tag === 'SELECT' || tag === 'TEXTAREA') {
       const t = (el.getAttribute('type') || '').toLowerCase();
       if (tag === 'INPUT' && ['button','submit','reset'].includes(t))
-        return clip(el.value || (t === 'submit' ? 'Submit' : t === 'reset' ? 'Reset' : ''), maxName);
+        return clip(el.value || {submit: 'Submit', reset: 'Reset'}[t] || '', maxName);
       if (tag === 'INPUT' && t === 'image') return clip(el.alt || el.value, maxName);
       if (el.labels && el.labels.length) {
         const t2 = Array.from(el.labels).map(l => l.textContent).join(' ');
         if (clip(t2, maxName)) return clip(t2, maxName);
       }
-      return clip(el.getAttribute('placeholder') || el.title || el.getAttribute('name') || '', maxName);
+      return clip(el.getAttribute('placeholder') || el.title || el.getAttribute('name') || '',
+                  maxName);
     }
     let text = clip(el.textContent, maxName);
     if (!text) {
@@ -116,7 +118,8 @@ OBSERVE_JS = r"""
       return ' value=' + JSON.stringify(t === 'password' ? '*'.repeat(el.value.length)
                                                          : clip(el.value, maxTextLen));
     }
-    if (tag === 'TEXTAREA') return el.value ? ' value=' + JSON.stringify(clip(el.value, maxTextLen)) : '';
+    if (tag === 'TEXTAREA')
+      return el.value ? ' value=' + JSON.stringify(clip(el.value, maxTextLen)) : '';
     if (tag === 'SELECT') {
       const o = el.selectedOptions && el.selectedOptions[0];
       return o ? ' value=' + JSON.stringify(clip(o.textContent, maxName)) : '';
@@ -155,7 +158,8 @@ OBSERVE_JS = r"""
       lines.push(line);
     }
   }
-  if (count > lines.length) lines.push('... ' + (count - lines.length) + ' more elements not listed');
+  if (count > lines.length)
+    lines.push('... ' + (count - lines.length) + ' more elements not listed');
 
   // 2. visible text outside interactive elements, grouped by block ancestor
   const inside = new Map();
@@ -175,7 +179,8 @@ OBSERVE_JS = r"""
     while ((node = walker.nextNode())) {
       const parent = node.parentElement;
       if (!parent || !node.nodeValue.trim()) continue;
-      if (SKIP.has(parent.tagName) || parent.closest('script,style,noscript,template,svg')) continue;
+      if (SKIP.has(parent.tagName)) continue;
+      if (parent.closest('script,style,noscript,template,svg')) continue;
       if (insideInteractive(parent) || !visible(parent)) continue;
       let block = parent;
       while (block.parentElement && !BLOCK.has(block.tagName)) block = block.parentElement;
@@ -215,16 +220,36 @@ RESOLVE_JS = r"""
     }
   }
   if (!el) return 'missing';
-  if (el.checkVisibility && !el.checkVisibility({checkVisibilityCSS: true, visibilityProperty: true}))
-    return 'hidden';
+  const opts = {checkVisibilityCSS: true, visibilityProperty: true};
+  if (el.checkVisibility && !el.checkVisibility(opts)) return 'hidden';
   const r = el.getBoundingClientRect();
-  return (r.width > 0 && r.height > 0) ? 'ok' : 'hidden';
+  if (!(r.width > 0 && r.height > 0)) return 'hidden';
+  // will a click open a new tab? (a link or form with a target other than this frame)
+  const named = (t) => !!t && !['_self', '_parent', '_top'].includes(t.toLowerCase()) &&
+                       (t.toLowerCase() === '_blank' || !window.frames[t]);  // not an iframe
+  const link = el.closest('a[href][target], area[href][target]');
+  const form = el.form || el.closest('form');
+  const submits = el.type === 'submit' || el.type === 'image' ||
+                  (el.tagName === 'BUTTON' && !el.getAttribute('type'));
+  const popup = (link && named(link.target)) || (form && submits && named(form.target));
+  return 'ok:' + el.tagName + (popup ? ':popup' : '');
 }
 """
 
 SCROLL_JS = r"""
-(dy) => {
+async (dy) => {
   window.scrollBy({top: dy, left: 0, behavior: 'instant'});
+  // scroll events are dispatched with the next frame; let the page's listeners run first
+  await new Promise((done) => { requestAnimationFrame(() => done()); setTimeout(done, 100); });
   return {scroll_y: window.scrollY, scroll_height: document.documentElement.scrollHeight};
+}
+"""
+
+SELECT_JS = r"""
+(select, text) => {
+  const opts = Array.from(select.options);
+  const hit = opts.find(o => o.label === text || o.text.trim() === text)
+           || opts.find(o => o.value === text);
+  return {value: hit ? hit.value : null, labels: opts.map(o => o.label)};
 }
 """

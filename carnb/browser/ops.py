@@ -10,6 +10,8 @@ only imported inside functions (this package must import without it).
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ from carnb.browser.observe import (
     OBSERVE_JS,
     RESOLVE_JS,
     SCROLL_JS,
+    SELECT_JS,
 )
 
 if TYPE_CHECKING:
@@ -30,7 +33,14 @@ if TYPE_CHECKING:
 
 
 class StepError(Exception):
-    """A step failed; the message is the trace's ``error`` string."""
+    """A step failed; the message is the trace's ``error`` string.
+
+    ``timed_out`` says the op ran into its timeout, so the page may have stopped answering.
+    """
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 @dataclass
@@ -39,7 +49,9 @@ class OpEnv:
 
     timeout_ms: int
     counter: int = 0  # next element number; ids below it were issued by observe
-    url_mark: str | None = None  # URL before the latest non-wait step (for url_changed)
+    # The URL url_changed compares against: the page's URL when the run started or when the
+    # last navigate/observe/wait/screenshot step finished (clicks and keys do not move it).
+    url_mark: str | None = None
 
 
 def first_line(exc: BaseException) -> str:
@@ -71,19 +83,39 @@ def _navigation_race(exc: BaseException) -> bool:
     return "Execution context was destroyed" in msg or "navigation" in msg.lower()
 
 
+async def _settle_error_page(page: Page) -> None:
+    """After a failed load Chromium commits its error page a moment later; let it land so it
+    does not interrupt the next navigation."""
+    from playwright.async_api import Error
+
+    with contextlib.suppress(Error):  # no error page for this kind of failure
+        await page.wait_for_url(
+            lambda u: u.startswith("chrome-error:"), wait_until="commit", timeout=2000
+        )
+
+
 async def op_navigate(page: Page, op: dict[str, Any], env: OpEnv) -> dict[str, Any]:
     from playwright.async_api import Error
 
     url = op["url"]
-    try:
-        response = await page.goto(url, wait_until="load", timeout=env.timeout_ms)
-    except Error as exc:
-        if _is_timeout(exc):
-            raise StepError(
-                f"navigate to {url} timed out after {env.timeout_ms} ms: the page did not finish "
-                "loading; the browser is still usable"
-            ) from None
-        raise StepError(f"navigate to {url} failed: {first_line(exc)}") from None
+    for attempt in range(2):
+        try:
+            response = await page.goto(url, wait_until="load", timeout=env.timeout_ms)
+            break
+        except Error as exc:
+            if _is_timeout(exc):
+                raise StepError(
+                    f"navigate to {url} timed out after {env.timeout_ms} ms: the page did not "
+                    "finish loading; the browser is still usable",
+                    timed_out=True,
+                ) from None
+            message = first_line(exc)
+            if attempt == 0 and "interrupted by another navigation" in message:
+                await _settle_error_page(page)
+                continue  # a late error page from an earlier failure got in the way
+            if "net::ERR_" in message and "ERR_ABORTED" not in message:
+                await _settle_error_page(page)
+            raise StepError(f"navigate to {url} failed: {message}") from None
     return {"url": page.url, "status": response.status if response is not None else None}
 
 
@@ -99,7 +131,8 @@ async def op_observe(page: Page, op: dict[str, Any], env: OpEnv) -> dict[str, An
         except Error as exc:
             if _is_timeout(exc):
                 raise StepError(
-                    f"observe timed out after {env.timeout_ms} ms waiting for the page to load"
+                    f"observe timed out after {env.timeout_ms} ms waiting for the page to load",
+                    timed_out=True,
                 ) from None
             if attempt < 2 and _navigation_race(exc):
                 continue  # the page navigated under us; read the new document
@@ -108,7 +141,9 @@ async def op_observe(page: Page, op: dict[str, Any], env: OpEnv) -> dict[str, An
     return result
 
 
-async def _resolve(page: Page, element_id: str, env: OpEnv, verb: str) -> None:
+async def _resolve(page: Page, element_id: str, env: OpEnv, verb: str) -> tuple[str, bool]:
+    """Check an id still names a visible element; returns its tag and whether a click on it
+    opens a new tab."""
     number = int(element_id[3:])
     if number >= env.counter:
         raise StepError(
@@ -132,6 +167,8 @@ async def _resolve(page: Page, element_id: str, env: OpEnv, verb: str) -> None:
         raise StepError(
             f"element {element_id} is not visible now (hidden or zero-sized); run observe again"
         )
+    _, tag, *popup = str(where).split(":")
+    return tag, bool(popup)
 
 
 def _selector(element_id: str) -> str:
@@ -142,14 +179,28 @@ async def op_click(page: Page, op: dict[str, Any], env: OpEnv) -> dict[str, Any]
     from playwright.async_api import Error
 
     eid = op["element_id"]
-    await _resolve(page, eid, env, "click")
+    _, opens_tab = await _resolve(page, eid, env, "click")
+    locator = page.locator(_selector(eid)).first
     try:
-        await page.locator(_selector(eid)).first.click(timeout=env.timeout_ms)
+        if opens_tab:
+            # wait for the new tab, so the slot follows it before the next step runs
+            async with page.expect_popup(timeout=env.timeout_ms) as popup:
+                await locator.click(timeout=env.timeout_ms)
+            try:
+                tab = await popup.value
+            except Error:
+                raise StepError(
+                    f"click {eid} was done but the new tab it should open did not appear within "
+                    f"{env.timeout_ms} ms"
+                ) from None
+            return {"element_id": eid, "url": tab.url, "new_tab": True}
+        await locator.click(timeout=env.timeout_ms)
     except Error as exc:
         if _is_timeout(exc):
             raise StepError(
                 f"click {eid} timed out after {env.timeout_ms} ms: the element did not become "
-                "clickable (covered, disabled or moving)"
+                "clickable (covered, disabled or moving)",
+                timed_out=True,
             ) from None
         raise StepError(f"click {eid} failed: {first_line(exc)}") from None
     return {"element_id": eid, "url": page.url}
@@ -159,14 +210,23 @@ async def op_type(page: Page, op: dict[str, Any], env: OpEnv) -> dict[str, Any]:
     from playwright.async_api import Error
 
     eid, text = op["element_id"], op["text"]
-    await _resolve(page, eid, env, "type into")
+    tag, _ = await _resolve(page, eid, env, "type into")
+    locator = page.locator(_selector(eid)).first
     try:
-        await page.locator(_selector(eid)).first.fill(text, timeout=env.timeout_ms)
+        if tag == "SELECT":  # choose the option whose label (or else value) is the text
+            found: dict[str, Any] = await locator.evaluate(SELECT_JS, text)
+            if found["value"] is None:
+                labels = ", ".join(json.dumps(label) for label in found["labels"][:20])
+                raise StepError(f"type into {eid} failed: no option {text!r}; options: {labels}")
+            await locator.select_option(found["value"], timeout=env.timeout_ms)
+        else:
+            await locator.fill(text, timeout=env.timeout_ms)
     except Error as exc:
         if _is_timeout(exc):
             raise StepError(
                 f"type into {eid} timed out after {env.timeout_ms} ms: the element is not "
-                "editable (disabled or read-only)"
+                "editable (disabled or read-only)",
+                timed_out=True,
             ) from None
         raise StepError(f"type into {eid} failed: {first_line(exc)}") from None
     return {"element_id": eid, "chars": len(text)}
@@ -213,7 +273,9 @@ async def op_wait(page: Page, op: dict[str, Any], env: OpEnv) -> dict[str, Any]:
                 if condition == "page_loaded"
                 else f"the URL is still {page.url}"
             )
-            raise StepError(f"wait {condition} timed out after {timeout} ms: {what}") from None
+            raise StepError(
+                f"wait {condition} timed out after {timeout} ms: {what}", timed_out=True
+            ) from None
         raise StepError(f"wait {condition} failed: {first_line(exc)}") from None
     return {"condition": condition, "success": True, "url": page.url}
 

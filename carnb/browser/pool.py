@@ -2,9 +2,9 @@
 
 Theory of operation. Nothing starts until a slot first needs a page: then the pool starts the
 Playwright driver (``async_playwright().start()``, a node process that is a child of this one)
-and launches Chromium through it with the flags in :func:`launch_args`. Each slot gets its own
-``BrowserContext`` (cookies, storage and cache are not shared). The pool lives on the asyncio
-loop that launched it (carnb's host thread) and refuses calls from another loop.
+and launches Chromium through it with the flags of :mod:`carnb.browser.flags`. Each slot gets
+its own ``BrowserContext`` (cookies, storage and cache are not shared). The pool lives on the
+asyncio loop that launched it (carnb's host thread) and refuses calls from another loop.
 
 * Spare context: launching a context and its first page costs ~200 ms; after a run the pool
   prepares one spare context+page in the background, so a second session's first call does not
@@ -28,10 +28,10 @@ import os
 import secrets
 import signal
 import weakref
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from carnb.browser.discovery import INSTALL_HINT, find_chromium
+from carnb.browser.flags import find_browser_pid, launch_args
 from carnb.browser.ops import first_line
 from carnb.errors import BrowserUnavailable, CarnbError
 
@@ -42,49 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("carnb.browser")
 
-QUIET_FLAGS = (
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--no-default-browser-check",
-    "--disable-quic",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-)
-# Measured here: the first script run after a navigation waits ~11 ms for the threaded compositor's
-# first frame; without the compositor thread it waits ~6 ms. Screenshots and scrolling still work.
-SPEED_FLAGS: tuple[str, ...] = ()
 CLOSE_TIMEOUT_S = 10.0
-
-
-def launch_args(marker: str, extra: list[str] | None = None) -> list[str]:
-    """Chromium flags: headless-friendly, off the network on its own, sandbox off as root."""
-    args = [*QUIET_FLAGS, *SPEED_FLAGS]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        args.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
-    args.append(f"--carnb-pool={marker}")  # lets us find the browser process's pid
-    args += list(extra or [])
-    return args
-
-
-def find_browser_pid(marker: str) -> int | None:
-    """The pid of the Chromium browser process launched with ``--carnb-pool=<marker>`` (Linux)."""
-    needle = f"--carnb-pool={marker}".encode()
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline and b"--type=" not in cmdline:
-            return int(entry.name)
-    return None
 
 
 class BrowserPool:
@@ -131,6 +89,11 @@ class BrowserPool:
     @property
     def running(self) -> bool:
         return self._browser is not None and self._browser.is_connected()
+
+    @property
+    def version(self) -> str | None:
+        """Chromium's version, while it runs."""
+        return self._browser.version if self.running and self._browser is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -220,13 +183,21 @@ class BrowserPool:
     async def _new_context(
         self, browser: Browser, width: int, height: int
     ) -> tuple[BrowserContext, Page]:
-        context = await browser.new_context(
-            viewport={"width": width, "height": height},
-            device_scale_factor=1,
-            accept_downloads=False,
+        bound = self.launch_timeout_ms / 1000
+        context = await asyncio.wait_for(
+            browser.new_context(
+                viewport={"width": width, "height": height},
+                device_scale_factor=1,
+                accept_downloads=False,
+            ),
+            bound,
         )
         context.set_default_timeout(self.op_timeout_ms)
-        page = await context.new_page()
+        try:
+            page = await asyncio.wait_for(context.new_page(), bound)
+        except BaseException:
+            await self._close_context(context)
+            raise
         return context, page
 
     async def _make_spare(self) -> None:
@@ -263,9 +234,7 @@ class BrowserPool:
         from playwright.async_api import async_playwright
 
         try:
-            return await asyncio.wait_for(
-                async_playwright().start(), self.launch_timeout_ms / 1000
-            )
+            return await asyncio.wait_for(async_playwright().start(), self.launch_timeout_ms / 1000)
         except Exception as exc:
             raise BrowserUnavailable(
                 f"the Playwright driver did not start: {first_line(exc)}. Reinstall it with "
@@ -299,8 +268,9 @@ class BrowserPool:
         self.launches += 1
         generation = self.generation
         browser.on("disconnected", lambda _b: self._on_disconnected(generation))
-        log.info("Chromium %s launched (%s, generation %d)", browser.version, executable,
-                 generation)
+        log.info(
+            "Chromium %s launched (%s, generation %d)", browser.version, executable, generation
+        )
         return browser
 
     async def _launch_with(self, pw: Playwright, executable: str) -> Browser:

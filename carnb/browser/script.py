@@ -27,9 +27,14 @@ WAIT_CONDITIONS = ("page_loaded", "url_changed")
 URL_SCHEMES = ("http", "https", "about", "data")
 # Playwright's modifier names, and the spellings agents commonly use for them.
 MODIFIERS = {
-    "alt": "Alt", "option": "Alt",
-    "control": "Control", "ctrl": "Control",
-    "meta": "Meta", "cmd": "Meta", "command": "Meta", "super": "Meta",
+    "alt": "Alt",
+    "option": "Alt",
+    "control": "Control",
+    "ctrl": "Control",
+    "meta": "Meta",
+    "cmd": "Meta",
+    "command": "Meta",
+    "super": "Meta",
     "shift": "Shift",
     "controlormeta": "ControlOrMeta",
 }
@@ -153,7 +158,7 @@ def parse_script(script: object) -> Any:
             return json.loads(script)
         except ValueError as exc:
             raise InvalidParams(
-                f"script is not valid JSON ({exc}); send {{\"operations\": [...]}}"
+                f'script is not valid JSON ({exc}); send {{"operations": [...]}}'
             ) from None
     return script
 
@@ -163,14 +168,16 @@ def validate_script(script: object) -> list[dict[str, Any]]:
 
     Raises :class:`InvalidParams` at the first problem, before anything runs.
     """
+    if script is None:
+        raise InvalidParams('script is required: {"operations": [{"op": ...}, ...]}')
     doc = parse_script(script)
     if not isinstance(doc, dict):
         raise InvalidParams(
-            "script must be an object {\"operations\": [{\"op\": ...}, ...]} or a JSON string "
+            'script must be an object {"operations": [{"op": ...}, ...]} or a JSON string '
             f"of one, got {_type_name(doc)}"
         )
     if "operations" not in doc:
-        raise InvalidParams("script.operations is required (an array of {\"op\": ...} objects)")
+        raise InvalidParams('script.operations is required (an array of {"op": ...} objects)')
     ops = doc["operations"]
     if not isinstance(ops, list):
         raise InvalidParams(f"script.operations must be an array, got {_type_name(ops)}")
@@ -206,9 +213,11 @@ def _validate_op(index: int, raw: Any) -> dict[str, Any]:
 
 
 def validate_viewport(width: object, height: object) -> tuple[int, int]:
-    """Check ``width``/``height`` of a run: integers between 64 and 8192 pixels."""
+    """Check ``width``/``height`` of a run: integers between 64 and 8192 pixels (None: default)."""
     out: list[int] = []
-    for name, value in (("width", width), ("height", height)):
+    for name, value, default in (("width", width, 1280), ("height", height, 720)):
+        if value is None:
+            value = default
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 value = int(value)

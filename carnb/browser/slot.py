@@ -12,8 +12,13 @@ the op timeout (Playwright's own timeout plus an ``asyncio.wait_for`` backstop).
 answering (e.g. a script in an endless loop) is replaced by a blank page after its step times
 out. Runs of one slot are serialised; different slots run concurrently.
 
-Listeners (``add_listener(fn)``) get a dict ``{owner, state, url, event, ...}`` on every state
-change and after every run, on the pool's loop; the notebook panel shows these live.
+Listeners (``add_listener(fn)``) get a dict ``{owner, state, url, runs, event, ...}`` on the
+pool's loop; ``event`` is ``launched``, ``relaunched`` (new Chromium), ``new page`` (the page
+crashed or hung and was replaced in the same context), ``run`` (with ``steps`` and ``ok``) or
+``closed`` (with ``reason``). The notebook panel and the session state mirror these.
+
+A link or form with a ``target`` opens a new tab: the click waits for it and the slot follows it
+(other tabs a page opens by script are followed from the next step on).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +42,12 @@ log = logging.getLogger("carnb.browser")
 
 NOT_LAUNCHED, LAUNCHED, CLOSED = "not launched", "launched", "closed"
 BACKSTOP_SLACK_S = 1.0
+# Steps after which the page counts as settled: url_changed compares against the URL then.
+SETTLING_OPS = frozenset({"navigate", "observe", "wait", "screenshot"})
 PROBE_TIMEOUT_S = 1.0
+# Opening a page is carnb's housekeeping, not the caller's op: give it a fixed, generous bound
+# (spawning a renderer on a loaded machine can take a second).
+OPEN_TIMEOUT_S = 15.0
 
 Listener = Callable[[dict[str, Any]], Any]
 
@@ -58,6 +69,8 @@ class BrowserSlot:
         self._env = OpEnv(timeout_ms=pool.op_timeout_ms)
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
+        self._crashed: weakref.WeakSet[Page] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -81,8 +94,13 @@ class BrowserSlot:
 
     # -- running scripts ------------------------------------------------------------------
 
-    async def run(self, script: object, *, width: int = 1280, height: int = 720) -> dict[str, Any]:
+    async def run(
+        self, script: object, *, width: object = 1280, height: object = 720
+    ) -> dict[str, Any]:
         """Run a script; ``{steps: [{op, status, duration_ms, data, error}]}``.
+
+        ``script`` and the viewport may come straight from the wire (``width``/``height`` of
+        ``None`` mean 1280x720); they are validated here.
 
         Raises :class:`~carnb.errors.InvalidParams` for a bad script (nothing runs) and
         :class:`~carnb.errors.BrowserUnavailable` when no Chromium can be launched.
@@ -91,6 +109,7 @@ class BrowserSlot:
         size = validate_viewport(width, height)
         async with self._lock:
             page = await self._ensure_page(size)
+            self._env.url_mark = page.url
             steps: list[dict[str, Any]] = []
             for op in ops:
                 page = self._adopt_popup(page)
@@ -108,11 +127,9 @@ class BrowserSlot:
 
     async def _step(self, page: Page, op: dict[str, Any]) -> dict[str, Any]:
         name = op["op"]
-        if name != "wait":
-            self._env.url_mark = page.url
-        timeout_ms = (op.get("timeout_ms") or self._env.timeout_ms) if name == "wait" else (
-            self._env.timeout_ms
-        )
+        timeout_ms = self._env.timeout_ms
+        if name == "wait" and op.get("timeout_ms"):
+            timeout_ms = op["timeout_ms"]
         started = time.perf_counter()
         data: Any = None
         error: str | None = None
@@ -121,14 +138,17 @@ class BrowserSlot:
                 OPS[name](page, op, self._env), timeout_ms / 1000 + BACKSTOP_SLACK_S
             )
         except StepError as exc:
-            error = str(exc)
+            error = str(exc) if not self._gone(page) else self._explain(name, None)
+            if exc.timed_out and name not in ("navigate", "wait"):
+                # navigation and waits time out on slow servers; other ops on a stuck page
+                error += await self._recover(page, quiet=True)
         except TimeoutError:
             error = f"{name} did not finish within {timeout_ms} ms"
             error += await self._recover(page)
         except Exception as exc:  # Playwright errors we did not word: report, keep the loop alive
-            error = self._explain(name, exc)
-        if error is not None and self._gone(page):
-            error = self._explain(name, None)
+            error = self._explain(name, None if self._gone(page) else exc)
+        if error is None and name in SETTLING_OPS:
+            self._env.url_mark = page.url
         duration_ms = int(round((time.perf_counter() - started) * 1000))
         return {
             "op": name,
@@ -139,7 +159,12 @@ class BrowserSlot:
         }
 
     def _gone(self, page: Page) -> bool:
-        return page.is_closed() or not self._pool.running or self._page is not page
+        return (
+            page.is_closed()
+            or page in self._crashed
+            or not self._pool.running
+            or self._page is not page
+        )
 
     def _explain(self, name: str, exc: BaseException | None) -> str:
         if self.state == CLOSED or self._page is None:
@@ -150,14 +175,17 @@ class BrowserSlot:
                 "run relaunches it"
             )
         if exc is None:
-            return f"{name} failed: the page was closed; the next run opens a new one"
+            what = "crashed" if self._page in self._crashed else "was closed"
+            return f"{name} failed: the page {what}; the next run opens a new one"
         return f"{name} failed: {first_line(exc)}"
 
-    async def _recover(self, page: Page) -> str:
-        """After a step overran its backstop: keep the page if it answers, else replace it."""
+    async def _recover(self, page: Page, *, quiet: bool = False) -> str:
+        """After a step timed out: keep the page if it answers, else replace it."""
+        if self._gone(page):
+            return ""
         try:
             await asyncio.wait_for(page.evaluate("1"), PROBE_TIMEOUT_S)
-            return "; the page is still responsive"
+            return "" if quiet else "; the page is still responsive"
         except Exception as exc:
             log.warning("page of slot %s is not answering (%s); replacing it", self.owner, exc)
         context = self._context
@@ -168,7 +196,7 @@ class BrowserSlot:
         except Exception as exc:
             log.debug("closing the hung page failed: %s", exc)
         try:
-            self._page = await asyncio.wait_for(context.new_page(), self._env.timeout_ms / 1000)
+            self._page = await asyncio.wait_for(context.new_page(), OPEN_TIMEOUT_S)
             self._watch(self._page)
         except Exception as exc:
             log.warning("opening a replacement page failed: %s", exc)
@@ -181,11 +209,27 @@ class BrowserSlot:
     async def _ensure_page(self, size: tuple[int, int]) -> Page:
         browser_ok = self._pool.running and self._generation == self._pool.generation
         page = self._page
-        if page is not None and browser_ok and not page.is_closed():
+        if page is not None and browser_ok and not page.is_closed() and page not in self._crashed:
             if size != self._viewport:
                 await page.set_viewport_size({"width": size[0], "height": size[1]})
                 self._viewport = size
             return page
+        if self._context is not None and browser_ok:
+            # the page crashed or was closed but the context (cookies, storage) is alive
+            if page is not None and not page.is_closed():
+                await self._close_page(page)
+            try:
+                page = await asyncio.wait_for(self._context.new_page(), OPEN_TIMEOUT_S)
+            except Exception as exc:
+                log.warning(
+                    "a new page in slot %s's context failed (%s); reopening", self.owner, exc
+                )
+            else:
+                await page.set_viewport_size({"width": size[0], "height": size[1]})
+                self._page, self._viewport = page, size
+                self._watch(page)
+                self._emit("new page")
+                return page
         relaunch = self._context is not None
         if self._context is not None:
             await self._close_context()
@@ -200,6 +244,11 @@ class BrowserSlot:
 
     def _watch(self, page: Page) -> None:
         page.on("popup", self._on_popup)
+        page.on("crash", self._on_crash)
+
+    def _on_crash(self, page: Page) -> None:
+        log.warning("the page of browser slot %s crashed", self.owner)
+        self._crashed.add(page)
 
     def _on_popup(self, popup: Page) -> None:
         self._popup = popup
@@ -211,8 +260,9 @@ class BrowserSlot:
             return page
         self._page = popup
         self._watch(popup)
-        old = page
-        asyncio.get_running_loop().create_task(self._close_page(old))
+        task = asyncio.get_running_loop().create_task(self._close_page(page))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return popup
 
     async def _close_page(self, page: Page) -> None:

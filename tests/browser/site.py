@@ -55,6 +55,12 @@ addEventListener('keydown', (e) => {
     "/hide.html": """<!doctype html><html><head><title>Hide</title></head><body>
 <button onclick="document.getElementById('t').style.display='none'">Hide</button>
 <button id="t">Target</button></body></html>""",
+    "/select.html": """<!doctype html><html><head><title>Select</title></head><body>
+<label for="c">Color</label>
+<select id="c"><option value="r">Red</option><option value="g">Green</option>
+<option value="b">Blue</option></select></body></html>""",
+    "/popup.html": """<!doctype html><html><head><title>Popup</title></head><body>
+<a href="/second.html" target="_blank">Open in a new tab</a></body></html>""",
     "/busy.html": """<!doctype html><html><head><title>Busy</title></head><body>
 <button onclick="setTimeout(() => { for (;;) {} }, 0)">Freeze</button></body></html>""",
 }
@@ -79,8 +85,13 @@ class Site:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _send(self, code: int, body: bytes, ctype: str = "text/html",
-                      headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self,
+                code: int,
+                body: bytes,
+                ctype: str = "text/html",
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -96,12 +107,17 @@ class Site:
                     self._send(200, PAGES[path].encode())
                 elif path == "/result.html":
                     q = parse_qs(parts.query).get("q", [""])[0]
-                    body = (f"<html><head><title>Result</title></head><body>"
-                            f"<p>You searched for {q}</p></body></html>")
+                    body = (
+                        f"<html><head><title>Result</title></head><body>"
+                        f"<p>You searched for {q}</p></body></html>"
+                    )
                     self._send(200, body.encode())
                 elif path == "/setcookie":
-                    self._send(200, b"<html><body><p>cookie set</p></body></html>",
-                               headers={"Set-Cookie": "flavor=oatmeal; Path=/"})
+                    self._send(
+                        200,
+                        b"<html><body><p>cookie set</p></body></html>",
+                        headers={"Set-Cookie": "flavor=oatmeal; Path=/"},
+                    )
                 elif path == "/showcookie":
                     cookie = self.headers.get("Cookie") or "no cookie"
                     self._send(200, f"<html><body><p>cookie: {cookie}</p></body></html>".encode())

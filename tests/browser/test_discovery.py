@@ -46,8 +46,9 @@ def test_nothing_found_says_how_to_install(bare_env: Path) -> None:
     assert "no Chromium found" in info.value.message
 
 
-def test_env_pointing_nowhere_is_an_error(bare_env: Path, monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
+def test_env_pointing_nowhere_is_an_error(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("CARNB_CHROMIUM", str(tmp_path / "nowhere" / "chromium"))
     with pytest.raises(BrowserUnavailable) as info:
         find_chromium()
@@ -62,9 +63,9 @@ def test_configured_path_pointing_nowhere_is_an_error(bare_env: Path) -> None:
     assert_install_help(info.value.message)
 
 
-async def test_pool_without_chromium_raises_and_starts_nothing(bare_env: Path,
-                                                               monkeypatch: pytest.MonkeyPatch,
-                                                               tmp_path: Path) -> None:
+async def test_pool_without_chromium_raises_and_starts_nothing(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("CARNB_CHROMIUM", str(tmp_path / "nowhere"))
     before = len(chromium_processes())
     pool = BrowserPool()
@@ -77,8 +78,9 @@ async def test_pool_without_chromium_raises_and_starts_nothing(bare_env: Path,
     await pool.close()
 
 
-def test_order_env_then_configured_then_playwright_then_path(bare_env: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_order_env_then_configured_then_playwright_then_path(
+    bare_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     on_path = fake_executable(tmp_path / "bin" / "chromium", "\x7fELF not a script")
     monkeypatch.setenv("PATH", str(on_path.parent))
     assert find_chromium() == str(on_path)
@@ -86,8 +88,12 @@ def test_order_env_then_configured_then_playwright_then_path(bare_env: Path, tmp
     revision = _playwright_revisions().get("chromium", "1")
     own = fake_executable(bare_env / f"chromium-{revision}" / "chrome-linux64" / "chrome")
     assert find_chromium(headless=False) == str(own)
-    shell = fake_executable(bare_env / f"chromium_headless_shell-{revision}"
-                            / "chrome-headless-shell-linux64" / "chrome-headless-shell")
+    shell = fake_executable(
+        bare_env
+        / f"chromium_headless_shell-{revision}"
+        / "chrome-headless-shell-linux64"
+        / "chrome-headless-shell"
+    )
     assert find_chromium(headless=True) == str(shell)
 
     configured = fake_executable(tmp_path / "configured" / "chrome")
@@ -98,8 +104,9 @@ def test_order_env_then_configured_then_playwright_then_path(bare_env: Path, tmp
     assert find_chromium(str(configured)) == str(env)
 
 
-def test_env_may_name_a_program_on_path(bare_env: Path, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_may_name_a_program_on_path(
+    bare_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     prog = fake_executable(tmp_path / "bin" / "my-chrome")
     monkeypatch.setenv("PATH", str(prog.parent))
     monkeypatch.setenv("CARNB_CHROMIUM", "my-chrome")
@@ -112,8 +119,10 @@ def test_playwright_revision_from_its_package() -> None:
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/lib/chromium/chromium"), reason="Debian layout only")
-def test_debian_wrapper_script_is_unwrapped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    wrapper = fake_executable(tmp_path / "bin" / "chromium", "#!/bin/sh\nexec /usr/lib/x \"$@\"\n")
+def test_debian_wrapper_script_is_unwrapped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    wrapper = fake_executable(tmp_path / "bin" / "chromium", '#!/bin/sh\nexec /usr/lib/x "$@"\n')
     monkeypatch.delenv("CARNB_CHROMIUM", raising=False)
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "none"))
     monkeypatch.setenv("PATH", str(wrapper.parent))
@@ -121,4 +130,3 @@ def test_debian_wrapper_script_is_unwrapped(monkeypatch: pytest.MonkeyPatch, tmp
     # an explicit setting is used as given
     monkeypatch.setenv("CARNB_CHROMIUM", str(wrapper))
     assert find_chromium() == str(wrapper)
-

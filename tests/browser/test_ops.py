@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -52,8 +53,9 @@ async def test_click_changes_the_page(pool: BrowserPool, site: Site) -> None:
     summary = steps_ok(await slot.run(nav(site.url("/index.html"), OBSERVE)))[1]["data"]["summary"]
     assert "Clicked!" not in summary
     button = element_id(summary, "button", "Show")
-    steps = steps_ok(await slot.run({"operations": [{"op": "click", "element_id": button},
-                                                   OBSERVE]}))
+    steps = steps_ok(
+        await slot.run({"operations": [{"op": "click", "element_id": button}, OBSERVE]})
+    )
     assert steps[0]["data"]["element_id"] == button
     assert "(text) Clicked!" in steps[1]["data"]["summary"]
     await slot.close()
@@ -66,15 +68,21 @@ async def test_ids_are_stable_across_runs(pool: BrowserPool, site: Site) -> None
     lines = [ln for ln in first.splitlines() if ln.startswith("[el_")]
     assert lines and lines == [ln for ln in again.splitlines() if ln.startswith("[el_")]
     link = element_id(first, "link", "Second page")
-    steps = steps_ok(await slot.run({"operations": [
-        {"op": "click", "element_id": link},
-        {"op": "wait", "condition": "url_changed"},
-        OBSERVE,
-    ]}))
+    steps = steps_ok(
+        await slot.run(
+            {
+                "operations": [
+                    {"op": "click", "element_id": link},
+                    {"op": "wait", "condition": "url_changed"},
+                    OBSERVE,
+                ]
+            }
+        )
+    )
     assert steps[2]["data"]["title"] == "Second"
     # a new document gets new numbers: an old id never names a different element
     back = element_id(steps[2]["data"]["summary"], "link", "Back home")
-    assert int(back[3:]) > max(int(ln[4:ln.index("]")]) for ln in lines)
+    assert int(back[3:]) > max(int(ln[4 : ln.index("]")]) for ln in lines)
     await slot.close()
 
 
@@ -82,10 +90,30 @@ async def test_type_then_observe_shows_the_value(pool: BrowserPool, site: Site) 
     slot = pool.slot()
     summary = steps_ok(await slot.run(nav(site.url("/index.html"), OBSERVE)))[1]["data"]["summary"]
     name = element_id(summary, "textbox", "Name")
-    steps = steps_ok(await slot.run({"operations": [
-        {"op": "type", "element_id": name, "text": "Ada Lovelace"}, OBSERVE]}))
+    steps = steps_ok(
+        await slot.run(
+            {"operations": [{"op": "type", "element_id": name, "text": "Ada Lovelace"}, OBSERVE]}
+        )
+    )
     assert steps[0]["data"] == {"element_id": name, "chars": 12}
     assert f'[{name}] textbox "Name" value="Ada Lovelace"' in steps[1]["data"]["summary"]
+    await slot.close()
+
+
+async def test_type_chooses_an_option_of_a_select(pool: BrowserPool, site: Site) -> None:
+    slot = pool.slot()
+    summary = steps_ok(await slot.run(nav(site.url("/select.html"), OBSERVE)))[1]["data"]["summary"]
+    color = element_id(summary, "combobox", "Color")
+    assert f'[{color}] combobox "Color" value="Red"' in summary
+    steps = steps_ok(
+        await slot.run(
+            {"operations": [{"op": "type", "element_id": color, "text": "Green"}, OBSERVE]}
+        )
+    )
+    assert f'[{color}] combobox "Color" value="Green"' in steps[1]["data"]["summary"]
+    result = await slot.run({"operations": [{"op": "type", "element_id": color, "text": "Mauve"}]})
+    error = result["steps"][0]["error"]
+    assert "no option 'Mauve'" in error and '"Blue"' in error
     await slot.close()
 
 
@@ -93,12 +121,18 @@ async def test_keypress_enter_submits_the_form(pool: BrowserPool, site: Site) ->
     slot = pool.slot()
     summary = steps_ok(await slot.run(nav(site.url("/index.html"), OBSERVE)))[1]["data"]["summary"]
     search = element_id(summary, "textbox", "Search")
-    steps = steps_ok(await slot.run({"operations": [
-        {"op": "type", "element_id": search, "text": "kittens"},
-        {"op": "keypress", "key": "Enter"},
-        {"op": "wait", "condition": "url_changed", "timeout_ms": 5000},
-        OBSERVE,
-    ]}))
+    steps = steps_ok(
+        await slot.run(
+            {
+                "operations": [
+                    {"op": "type", "element_id": search, "text": "kittens"},
+                    {"op": "keypress", "key": "Enter"},
+                    {"op": "wait", "condition": "url_changed", "timeout_ms": 5000},
+                    OBSERVE,
+                ]
+            }
+        )
+    )
     assert steps[1]["data"] == {"key": "Enter", "modifiers": []}
     assert steps[2]["data"]["url"] == site.url("/result.html?q=kittens")
     assert steps[3]["data"]["title"] == "Result"
@@ -108,20 +142,33 @@ async def test_keypress_enter_submits_the_form(pool: BrowserPool, site: Site) ->
 
 async def test_keypress_with_modifiers(pool: BrowserPool, site: Site) -> None:
     slot = pool.slot()
-    steps = steps_ok(await slot.run(nav(
-        site.url("/keys.html"),
-        {"op": "keypress", "key": "k", "modifiers": ["Control"]},
-        OBSERVE,
-    )))
+    steps = steps_ok(
+        await slot.run(
+            nav(
+                site.url("/keys.html"),
+                {"op": "keypress", "key": "k", "modifiers": ["Control"]},
+                OBSERVE,
+            )
+        )
+    )
     assert "pressed ctrl+k" in steps[2]["data"]["summary"]
     await slot.close()
 
 
 async def test_scroll_moves_the_page(pool: BrowserPool, site: Site) -> None:
     slot = pool.slot()
-    steps = steps_ok(await slot.run(nav(
-        site.url("/long.html"), OBSERVE, {"op": "scroll", "delta_y": 700}, OBSERVE,
-    ), width=800, height=600))
+    steps = steps_ok(
+        await slot.run(
+            nav(
+                site.url("/long.html"),
+                OBSERVE,
+                {"op": "scroll", "delta_y": 700},
+                OBSERVE,
+            ),
+            width=800,
+            height=600,
+        )
+    )
     assert "at top" in steps[1]["data"]["summary"]
     assert steps[2]["data"]["scroll_y"] == 700 and steps[2]["data"]["delta_y"] == 700
     # the page's own scroll listener saw it
@@ -134,23 +181,35 @@ async def test_scroll_moves_the_page(pool: BrowserPool, site: Site) -> None:
 async def test_wait_url_changed_and_page_loaded(pool: BrowserPool, site: Site) -> None:
     slot = pool.slot()
     # the page moves itself after 300 ms
-    steps = steps_ok(await slot.run(nav(
-        site.url("/later.html"), {"op": "wait", "condition": "url_changed", "timeout_ms": 5000},
-    )))
+    steps = steps_ok(
+        await slot.run(
+            nav(
+                site.url("/later.html"),
+                {"op": "wait", "condition": "url_changed", "timeout_ms": 5000},
+            )
+        )
+    )
     assert steps[1]["data"]["url"] == site.url("/second.html")
     # a click starts a navigation to a page whose image takes 600 ms; wait for its load event
     summary = steps_ok(await slot.run(nav(site.url("/links.html"), OBSERVE)))[1]["data"]["summary"]
     link = element_id(summary, "link", "Go slow")
-    steps = steps_ok(await slot.run({"operations": [
-        {"op": "click", "element_id": link},
-        {"op": "wait", "condition": "page_loaded", "timeout_ms": 5000},
-        OBSERVE,
-    ]}))
+    steps = steps_ok(
+        await slot.run(
+            {
+                "operations": [
+                    {"op": "click", "element_id": link},
+                    {"op": "wait", "condition": "page_loaded", "timeout_ms": 5000},
+                    OBSERVE,
+                ]
+            }
+        )
+    )
     assert steps[2]["data"]["title"] == "Slow load"
     assert "fully loaded" in steps[2]["data"]["summary"]
     # nothing changes: url_changed times out with an error step
-    result = await slot.run({"operations": [
-        {"op": "wait", "condition": "url_changed", "timeout_ms": 300}, OBSERVE]})
+    result = await slot.run(
+        {"operations": [{"op": "wait", "condition": "url_changed", "timeout_ms": 300}, OBSERVE]}
+    )
     assert [s["status"] for s in result["steps"]] == ["error"]
     assert "wait url_changed timed out after 300 ms" in result["steps"][0]["error"]
     await slot.close()
@@ -158,15 +217,24 @@ async def test_wait_url_changed_and_page_loaded(pool: BrowserPool, site: Site) -
 
 async def test_screenshot_is_a_png_of_the_requested_size(pool: BrowserPool, site: Site) -> None:
     slot = pool.slot()
-    steps = steps_ok(await slot.run(nav(site.url("/index.html"), {"op": "screenshot"}),
-                                    width=800, height=600))
+    steps = steps_ok(
+        await slot.run(nav(site.url("/index.html"), {"op": "screenshot"}), width=800, height=600)
+    )
     shot = steps[1]["data"]
     assert png_size(shot["base64"]) == (800, 600) == (shot["width"], shot["height"])
     assert shot["mime_type"] == "image/png"
     # a new size on the next run resizes the viewport; full_page covers the whole document
-    steps = steps_ok(await slot.run(nav(site.url("/long.html"), {"op": "screenshot"},
-                                        {"op": "screenshot", "full_page": True}),
-                                    width=640, height=480))
+    steps = steps_ok(
+        await slot.run(
+            nav(
+                site.url("/long.html"),
+                {"op": "screenshot"},
+                {"op": "screenshot", "full_page": True},
+            ),
+            width=640,
+            height=480,
+        )
+    )
     assert png_size(steps[1]["data"]["base64"]) == (640, 480)
     width, height = png_size(steps[2]["data"]["base64"])
     assert width == 640 and height > 5000
@@ -175,17 +243,24 @@ async def test_screenshot_is_a_png_of_the_requested_size(pool: BrowserPool, site
 
 async def test_stale_id_is_an_error_step_and_stops_the_run(pool: BrowserPool, site: Site) -> None:
     slot = pool.slot()
-    summary = steps_ok(await slot.run(nav(site.url("/replace.html"), OBSERVE)))[1]["data"]["summary"]
+    summary = steps_ok(await slot.run(nav(site.url("/replace.html"), OBSERVE)))[1]["data"][
+        "summary"
+    ]
     old = element_id(summary, "button", "Replace everything")
-    result = await slot.run({"operations": [
-        {"op": "click", "element_id": old},  # replaces the whole body
-        {"op": "click", "element_id": old},
-        OBSERVE,
-    ]})
+    result = await slot.run(
+        {
+            "operations": [
+                {"op": "click", "element_id": old},  # replaces the whole body
+                {"op": "click", "element_id": old},
+                OBSERVE,
+            ]
+        }
+    )
     steps = result["steps"]
     assert [s["status"] for s in steps] == ["ok", "error"]  # stopped at the failure
     assert steps[1]["error"] == (
-        f"element {old} is stale: the page changed since observe; run observe again")
+        f"element {old} is stale: the page changed since observe; run observe again"
+    )
     assert steps[1]["data"] is None
     # never-issued ids are told apart from stale ones
     result = await slot.run({"operations": [{"op": "click", "element_id": "el_999999"}]})
@@ -194,9 +269,12 @@ async def test_stale_id_is_an_error_step_and_stops_the_run(pool: BrowserPool, si
     summary = steps_ok(await slot.run({"operations": [OBSERVE]}))[0]["data"]["summary"]
     assert element_id(summary, "button", "Fresh") != old
     # a navigation makes ids stale too
-    result = await slot.run(nav(site.url("/index.html"),
-                                {"op": "click", "element_id": element_id(summary, "button",
-                                                                          "Fresh")}))
+    result = await slot.run(
+        nav(
+            site.url("/index.html"),
+            {"op": "click", "element_id": element_id(summary, "button", "Fresh")},
+        )
+    )
     assert "is stale" in result["steps"][1]["error"]
     # after close, old ids are stale (the counter is not reset)
     assert await slot.close() == {"closed": True}
@@ -209,12 +287,53 @@ async def test_hidden_element_is_reported(pool: BrowserPool, site: Site) -> None
     slot = pool.slot()
     summary = steps_ok(await slot.run(nav(site.url("/hide.html"), OBSERVE)))[1]["data"]["summary"]
     hide, target = element_id(summary, "button", "Hide"), element_id(summary, "button", "Target")
-    result = await slot.run({"operations": [
-        {"op": "click", "element_id": hide},
-        {"op": "click", "element_id": target},
-    ]})
+    result = await slot.run(
+        {
+            "operations": [
+                {"op": "click", "element_id": hide},
+                {"op": "click", "element_id": target},
+            ]
+        }
+    )
     assert [s["status"] for s in result["steps"]] == ["ok", "error"]
     assert f"element {target} is not visible now" in result["steps"][1]["error"]
+    await slot.close()
+
+
+async def test_a_link_opening_a_new_tab_is_followed(pool: BrowserPool, site: Site) -> None:
+    slot = pool.slot()
+    summary = steps_ok(await slot.run(nav(site.url("/popup.html"), OBSERVE)))[1]["data"]["summary"]
+    link = element_id(summary, "link", "Open in a new tab")
+    steps = steps_ok(
+        await slot.run(
+            {
+                "operations": [
+                    {"op": "click", "element_id": link},
+                    {"op": "wait", "condition": "page_loaded"},
+                    OBSERVE,
+                ]
+            }
+        )
+    )
+    assert steps[2]["data"]["title"] == "Second"
+    assert slot.url == site.url("/second.html")
+    await slot.close()
+
+
+async def test_crashed_page_is_replaced_keeping_the_context(pool: BrowserPool, site: Site) -> None:
+    slot = pool.slot()
+    steps_ok(await slot.run(nav(site.url("/setcookie"))))
+    page = slot._page  # test-only: crash the renderer the way a real crash would
+    assert page is not None
+    cdp = await page.context.new_cdp_session(page)
+    events: list[str] = []
+    slot.add_listener(lambda e: events.append(e["event"]))
+    with contextlib.suppress(Exception):  # the crashed target never answers
+        await asyncio.wait_for(cdp.send("Page.crash"), 2)
+    # the next run notices, opens a new page in the same context: the cookie is still there
+    steps = steps_ok(await slot.run(nav(site.url("/showcookie"), OBSERVE)))
+    assert "cookie: flavor=oatmeal" in steps[1]["data"]["summary"]
+    assert slot._page is not page and events[0] == "new page"
     await slot.close()
 
 
@@ -235,8 +354,9 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_unreachable_url_is_an_error_step_and_slot_stays_usable(pool: BrowserPool,
-                                                                     site: Site) -> None:
+async def test_unreachable_url_is_an_error_step_and_slot_stays_usable(
+    pool: BrowserPool, site: Site
+) -> None:
     slot = pool.slot()
     url = f"http://127.0.0.1:{closed_port()}/"
     result = await slot.run(nav(url, OBSERVE))
@@ -279,16 +399,24 @@ async def test_frozen_page_is_replaced_after_its_step_times_out(site: Site) -> N
     try:
         slot, other = pool.slot("frozen"), pool.slot("other")
         summary = steps_ok(await slot.run(nav(site.url("/busy.html"), OBSERVE)))[1]["data"][
-            "summary"]
+            "summary"
+        ]
         freeze = element_id(summary, "button", "Freeze")
-        result = await asyncio.wait_for(slot.run({"operations": [
-            {"op": "click", "element_id": freeze},  # the page spins forever after this
-            {"op": "scroll", "delta_y": 10},
-        ]}), 15)
+        result = await asyncio.wait_for(
+            slot.run(
+                {
+                    "operations": [
+                        {"op": "click", "element_id": freeze},  # the page spins forever after this
+                        {"op": "scroll", "delta_y": 10},
+                    ]
+                }
+            ),
+            15,
+        )
         steps = result["steps"]
         assert steps[-1]["status"] == "error", steps
-        assert "did not finish within 1000 ms" in steps[-1]["error"]
-        assert "replaced by a blank page" in steps[-1]["error"]
+        assert "1000 ms" in steps[-1]["error"], steps
+        assert "replaced by a blank page" in steps[-1]["error"], steps
         steps_ok(await other.run(nav(site.url("/second.html"))))
         steps = steps_ok(await slot.run(nav(site.url("/second.html"), OBSERVE)))
         assert steps[1]["data"]["title"] == "Second"
