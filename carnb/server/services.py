@@ -97,7 +97,6 @@ class SessionHub:
         if session.closed:
             return
         session.closed = True
-        self._sessions.pop(session.client_id, None)
         self._svc.events.unsubscribe(session)
         for fn in self._closers:
             try:
@@ -119,6 +118,7 @@ class SessionHub:
                 message=f"agent {session.agent_id} detached from {session.client_id}",
                 payload={"session_id": session.client_id},
             )
+        self._sessions.pop(session.client_id, None)  # gone only once cleaned up
         self._svc.events.emit(
             SESSION_DETACHED,
             message=f"session {session.client_id} detached",
@@ -157,7 +157,11 @@ class SessionHub:
             )
 
     def sessions_of_agent(self, agent_id: str) -> list[str]:
-        return [s.client_id for s in self._sessions.values() if s.agent_id == agent_id]
+        return [
+            s.client_id
+            for s in self._sessions.values()
+            if s.agent_id == agent_id and not s.closed
+        ]
 
     def ensure_ephemeral(self, session: ClientSession) -> Any:
         """The session's own graph, created on first use."""
