@@ -18,7 +18,7 @@ import os
 import threading
 from pathlib import Path
 
-from carnb.errors import InvalidParams, PathRejected
+from carnb.errors import CarnbError, InvalidParams, PathRejected
 from carnb.memgine import validate
 from carnb.memgine.engine import Memgine
 
@@ -131,7 +131,13 @@ class MemoryHome:
         given = Path(path)
         if ".." in given.parts:
             raise reject("'..' is not allowed")
-        self.memory_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.memory_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CarnbError(
+                f"{method}: cannot create the memory folder {self.memory_dir}: "
+                f"{exc.strerror or exc}; make the carnb data directory writable"
+            ) from exc
         root = Path(os.path.realpath(self.memory_dir))
         lexical = Path(os.path.normpath(given if given.is_absolute() else self.memory_dir / given))
         if not _inside(lexical, self.memory_dir) and not _inside(lexical, root):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -90,11 +91,26 @@ class NewFact:
     stems: str
 
 
+def _create_private(path: Path) -> None:
+    """Create a new database file readable by its owner only (SQLite gives its -wal and -shm
+    files the same mode), whatever the umask or the data directory's mode."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 def connect(path: Path | None) -> sqlite3.Connection:
     """Open (and if needed create) a graph database; ``None`` gives an in-memory graph."""
     target = ":memory:" if path is None else str(path)
     try:
+        if path is not None:
+            _create_private(path)
         conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except OSError as exc:
+        raise CarnbError(
+            f"memory graph file {path} cannot be created: {exc.strerror or exc}; "
+            "make the carnb data directory writable (--home / CARNB_HOME)"
+        ) from exc
     except sqlite3.Error as exc:
         raise CarnbError(f"memory graph file {path} cannot be opened: {exc}") from exc
     try:

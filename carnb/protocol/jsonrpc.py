@@ -4,11 +4,17 @@ Theory of operation: :func:`parse_frame` turns one WebSocket text frame into exa
 :class:`Request` (has an ``id``; must be answered), :class:`Notification` (no ``id``; never
 answered) or :class:`Invalid` (carries the ready error reply; the connection stays open).
 The ``*_text`` helpers build reply frames. Nothing here does I/O or needs an event loop.
+
+Only strict JSON is accepted: ``NaN``/``Infinity`` and numbers that overflow a double are parse
+errors (they could be stored but never sent back), and so is nesting deeper than
+:data:`MAX_DEPTH` (the limit serde_json, CAR's own parser, uses), which keeps every value a
+client stores far from Python's recursion limit when it is encoded again.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +27,8 @@ from carnb.errors import (
 )
 
 JsonId = int | str | float | None
+
+MAX_DEPTH = 128
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -60,15 +68,24 @@ def error_object(code: int, message: str, data: Any = None) -> dict[str, Any]:
 
 
 def error_text(id: JsonId, code: int, message: str, data: Any = None) -> str:
-    return _dumps({"jsonrpc": "2.0", "id": id, "error": error_object(code, message, data)})
+    """Serialise an error reply. Never raises: ``data`` that is not JSON is dropped, and an id
+    that cannot be sent back (it never can once :func:`parse_frame` accepted it) becomes null."""
+    try:
+        return _dumps({"jsonrpc": "2.0", "id": id, "error": error_object(code, message, data)})
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        return _dumps({"jsonrpc": "2.0", "id": id, "error": error_object(code, message)})
+    except (TypeError, ValueError, RecursionError):
+        return _dumps({"jsonrpc": "2.0", "id": None, "error": error_object(code, message)})
 
 
 def result_text(id: JsonId, result: Any) -> str:
-    """Serialise a result reply. A result that is not JSON (NaN, sets, objects) becomes an
-    internal error reply naming the problem instead of a crash."""
+    """Serialise a result reply. A result that is not JSON (NaN, sets, objects, nesting past the
+    recursion limit) becomes an internal error reply naming the problem instead of a crash."""
     try:
         return _dumps({"jsonrpc": "2.0", "id": id, "result": result})
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         return error_text(id, INTERNAL_ERROR, f"internal error: result is not JSON: {exc}")
 
 
@@ -87,14 +104,60 @@ def _valid_id(value: Any) -> bool:
     return value is None or (isinstance(value, (int, float, str)) and not isinstance(value, bool))
 
 
+class _NotStrictJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotStrictJson(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotStrictJson(f"number {text[:40]} is out of range")
+    return value
+
+
+def _too_deep(obj: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``obj`` nests arrays/objects more than ``limit`` deep (iterative, no recursion)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def parse_frame(text: str) -> Message:
     """Classify one text frame. Never raises."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
-        detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+        detail = (
+            f"nesting too deep: more than {MAX_DEPTH} levels"
+            if isinstance(exc, RecursionError)
+            else str(exc)
+        )
         return Invalid(
             error_text(None, PARSE_ERROR, f"parse error: frame is not valid JSON ({detail})")
+        )
+    # Cheap pre-check: a frame with at most MAX_DEPTH brackets cannot nest deeper than that.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(obj):
+        return Invalid(
+            error_text(
+                None,
+                PARSE_ERROR,
+                f"parse error: nesting too deep: arrays/objects nest more than {MAX_DEPTH} "
+                "levels; flatten the value",
+            )
         )
     return parse_object(obj)
 

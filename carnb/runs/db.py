@@ -14,6 +14,7 @@ into overflow pages (measured: ~3x the pages written per turn).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,9 +74,19 @@ def connect(path: str, synchronous: str, timeout_s: float) -> sqlite3.Connection
     """Open (creating parent folders and tables) a store file; autocommit, any thread."""
     if synchronous not in SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout_s)
+    try:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not os.path.exists(path):  # owner-only, whatever the umask (SQLite copies the
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # mode to -wal/-shm)
+        conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=timeout_s
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise CarnbError(
+            f"run store {path} cannot be opened: {getattr(exc, 'strerror', None) or exc}; "
+            "make the carnb data directory writable (--home / CARNB_HOME)"
+        ) from exc
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -89,6 +100,9 @@ def connect(path: str, synchronous: str, timeout_s: float) -> sqlite3.Connection
             )
         conn.executescript(SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise CarnbError(f"run store {path} cannot be opened: {exc}") from exc
     except BaseException:
         conn.close()
         raise

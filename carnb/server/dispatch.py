@@ -187,14 +187,15 @@ class Dispatcher:
         :class:`Later` whose coroutine yields the reply text (or ``None``) when the handler had
         to wait, which the caller runs as a task so the reader never blocks.
         """
-        notify = isinstance(req, Notification)
         try:
             result = method.fn(session, params_object(req.params), self.services)
         except Exception as exc:
             return self._failure(method, req, exc)
         if isinstance(result, Later):
             return Later(self._finish(method, req, result.coro))
-        return None if notify else result_text(req.id, result)
+        if isinstance(req, Notification):
+            return None
+        return result_text(req.id, result)
 
     async def _finish(self, method: Method, req: Request | Notification, coro: Any) -> str | None:
         try:

@@ -158,9 +158,7 @@ class SessionHub:
 
     def sessions_of_agent(self, agent_id: str) -> list[str]:
         return [
-            s.client_id
-            for s in self._sessions.values()
-            if s.agent_id == agent_id and not s.closed
+            s.client_id for s in self._sessions.values() if s.agent_id == agent_id and not s.closed
         ]
 
     def ensure_ephemeral(self, session: ClientSession) -> Any:

@@ -203,10 +203,17 @@ class SessionServer:
         except ConnectionClosed:
             raise
         except Exception as exc:  # a bug in one request must not take the connection down
-            log.exception("session %s: %s failed outside its handler", session.client_id, msg.method)
+            log.exception(
+                "session %s: %s failed outside its handler", session.client_id, msg.method
+            )
             if isinstance(msg, Request):
-                await ws.send(error_text(msg.id, INTERNAL_ERROR,
-                                         f"internal error in {msg.method}: {type(exc).__name__}"))
+                await ws.send(
+                    error_text(
+                        msg.id,
+                        INTERNAL_ERROR,
+                        f"internal error in {msg.method}: {type(exc).__name__}",
+                    )
+                )
             return True
         await in_flight.acquire()
         task = asyncio.create_task(self._run(ws, session, method, msg, in_flight))
@@ -225,8 +232,11 @@ class SessionServer:
 
         def expire() -> None:
             if not session.authenticated and not session.closed:
-                log.info("session %s did not authenticate within %s s; closing it",
-                         session.client_id, timeout)
+                log.info(
+                    "session %s did not authenticate within %s s; closing it",
+                    session.client_id,
+                    timeout,
+                )
                 asyncio.ensure_future(ws.close(1008, AUTH_TIMEOUT_REASON))
 
         return asyncio.get_running_loop().call_later(timeout, expire)
@@ -281,7 +291,9 @@ class SessionServer:
             log.warning(
                 "session %s does not read its notifications (%d queued, %d characters); "
                 "disconnecting it",
-                session.client_id, outbox.queue.qsize(), outbox.size,
+                session.client_id,
+                outbox.queue.qsize(),
+                outbox.size,
             )
             asyncio.ensure_future(ws.close(1008, "notifications not read"))
 
@@ -323,7 +335,8 @@ class Outbox:
 
     def offer(self, text: str) -> bool:
         busy = self.queue.qsize() > 0 or self.size > 0
-        if self.queue.qsize() >= self.max_items or (busy and self.size + len(text) > self.max_chars):
+        too_big = busy and self.size + len(text) > self.max_chars
+        if self.queue.qsize() >= self.max_items or too_big:
             self.overflowed = True
             return False
         self.queue.put_nowait(text)

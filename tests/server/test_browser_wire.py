@@ -28,16 +28,20 @@ def script(*ops: dict) -> dict:
 def test_first_call_launches_later_calls_reuse_ids(runtime, connect_client, site) -> None:
     c = connect_client()
     assert runtime.services.browsers.running is False  # nothing launched before first use
-    first = c.call("browser.run", script({"op": "navigate", "url": site.url("/index.html")},
-                                         {"op": "observe"}), timeout=60)
+    first = c.call(
+        "browser.run",
+        script({"op": "navigate", "url": site.url("/index.html")}, {"op": "observe"}),
+        timeout=60,
+    )
     steps = steps_ok(first)
     assert [s["op"] for s in steps] == ["navigate", "observe"]
     obs = steps[1]["data"]
     assert obs["title"] == "Home" and obs["url"].endswith("/index.html")
     button = element_id(obs["summary"], "button", "Show")
     # a second call (think: the next notebook cell) clicks the id from the first one
-    second = c.call("browser.run", script({"op": "click", "element_id": button},
-                                          {"op": "observe"}), timeout=30)
+    second = c.call(
+        "browser.run", script({"op": "click", "element_id": button}, {"op": "observe"}), timeout=30
+    )
     assert "Clicked!" in steps_ok(second)[1]["data"]["summary"]
     assert runtime.services.browsers.running is True
     snap = [x for x in runtime.snapshots() if x["kind"] == "socket"][0]
@@ -48,10 +52,10 @@ def test_script_as_json_string_and_screenshot_size(runtime, connect_client, site
     import json
 
     c = connect_client()
-    ops = {"operations": [{"op": "navigate", "url": site.url("/index.html")},
-                          {"op": "screenshot"}]}
-    res = c.call("browser.run", {"script": json.dumps(ops), "width": 640, "height": 480},
-                 timeout=60)
+    ops = {"operations": [{"op": "navigate", "url": site.url("/index.html")}, {"op": "screenshot"}]}
+    res = c.call(
+        "browser.run", {"script": json.dumps(ops), "width": 640, "height": 480}, timeout=60
+    )
     shot = steps_ok(res)[1]["data"]
     assert shot["mime_type"] == "image/png"
     assert png_size(shot["base64"]) == (640, 480) == (shot["width"], shot["height"])
@@ -60,10 +64,16 @@ def test_script_as_json_string_and_screenshot_size(runtime, connect_client, site
 def test_sessions_are_isolated(runtime, connect_client, site) -> None:
     a, b = connect_client(), connect_client()
     a.call("browser.run", script({"op": "navigate", "url": site.url("/setcookie")}), timeout=60)
-    res_a = a.call("browser.run", script({"op": "navigate", "url": site.url("/showcookie")},
-                                         {"op": "observe"}), timeout=30)
-    res_b = b.call("browser.run", script({"op": "navigate", "url": site.url("/showcookie")},
-                                         {"op": "observe"}), timeout=60)
+    res_a = a.call(
+        "browser.run",
+        script({"op": "navigate", "url": site.url("/showcookie")}, {"op": "observe"}),
+        timeout=30,
+    )
+    res_b = b.call(
+        "browser.run",
+        script({"op": "navigate", "url": site.url("/showcookie")}, {"op": "observe"}),
+        timeout=60,
+    )
     assert "flavor=oatmeal" in steps_ok(res_a)[1]["data"]["summary"]
     assert "oatmeal" not in steps_ok(res_b)[1]["data"]["summary"]
     assert "no cookie" in steps_ok(res_b)[1]["data"]["summary"]
@@ -86,13 +96,22 @@ def test_validation_errors_before_anything_runs(runtime, connect_client) -> None
 
 def test_close_and_stale_ids(runtime, connect_client, site) -> None:
     c = connect_client()
-    res = c.call("browser.run", script({"op": "navigate", "url": site.url("/index.html")},
-                                       {"op": "observe"}), timeout=60)
+    res = c.call(
+        "browser.run",
+        script({"op": "navigate", "url": site.url("/index.html")}, {"op": "observe"}),
+        timeout=60,
+    )
     button = element_id(steps_ok(res)[1]["data"]["summary"], "button", "Show")
     assert c.call("browser.close", timeout=30) == {"closed": True}
     assert c.call("browser.close", timeout=30) == {"closed": False}
-    again = c.call("browser.run", script({"op": "navigate", "url": site.url("/index.html")},
-                                         {"op": "click", "element_id": button}), timeout=30)
+    again = c.call(
+        "browser.run",
+        script(
+            {"op": "navigate", "url": site.url("/index.html")},
+            {"op": "click", "element_id": button},
+        ),
+        timeout=30,
+    )
     assert again["steps"][1]["status"] == "error"
     assert button in again["steps"][1]["error"]
 
@@ -119,8 +138,9 @@ def test_missing_chromium_is_a_clear_error(make_runtime, tmp_path) -> None:
     c = Client(rt.url)
     try:
         c.call("session.auth", {"token": rt.token})
-        reply = c.request("browser.run", script({"op": "navigate", "url": "about:blank"}),
-                          timeout=30)
+        reply = c.request(
+            "browser.run", script({"op": "navigate", "url": "about:blank"}), timeout=30
+        )
         msg = reply["error"]["message"] if "error" in reply else str(reply["result"])
         assert "apt-get install chromium" in msg or "playwright install chromium" in msg
         assert c.call("state.keys") == []  # the session is still usable

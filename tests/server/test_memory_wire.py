@@ -207,16 +207,19 @@ def test_acknowledged_facts_survive_sigkill(serve_process, home) -> None:
 def test_a_slow_load_never_stalls_other_sessions(runtime, connect_client) -> None:
     """While one graph is busy for seconds (a big load), other sessions are answered at once,
     and a fast call on the busy graph waits for it instead of blocking the server."""
-    facts = [{"subject": f"topic {i % 500}", "body": f"generated fact number {i} about item {i}"}
-             for i in range(20_000)]
+    facts = [
+        {"subject": f"topic {i % 500}", "body": f"generated fact number {i} about item {i}"}
+        for i in range(20_000)
+    ]
     (runtime.home / "memory").mkdir(exist_ok=True)
     (runtime.home / "memory" / "big.json").write_text(json.dumps(facts))
     loader = connect_client(auth=agent_auth(runtime, "alice"))
     same_graph = connect_client(auth=agent_auth(runtime, "alice"))
     other = connect_client()
     other.call("memory.add_fact", {"subject": "mine", "body": "an unrelated small graph"})
-    loader.send({"jsonrpc": "2.0", "id": "load", "method": "memory.load",
-                 "params": {"path": "big.json"}})
+    loader.send(
+        {"jsonrpc": "2.0", "id": "load", "method": "memory.load", "params": {"path": "big.json"}}
+    )
     time.sleep(0.2)  # the load is under way
     same_graph.send({"jsonrpc": "2.0", "id": "count", "method": "memory.fact_count"})
     waits: list[float] = []
@@ -232,3 +235,23 @@ def test_a_slow_load_never_stalls_other_sessions(runtime, connect_client) -> Non
     assert loader.recv_reply("load", timeout=60)["result"] == 20_000
     # the queued call ran after the load, on the loaded graph
     assert same_graph.recv_reply("count", timeout=60)["result"] == 20_000
+
+
+def test_graph_and_run_files_are_private_even_in_a_shared_home(make_runtime, tmp_path) -> None:
+    import stat
+
+    home = tmp_path / "shared-home"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    rt = make_runtime(home=home, agents=("alice",))
+    c = Client(rt.url)
+    try:
+        c.call("session.auth", agent_auth(rt, "alice"))
+        c.call("memory.add_fact", {"subject": "s", "body": "private"})
+        c.call("runs.start", {"intent": "private run"})
+    finally:
+        c.close()
+    files = list((home / "graphs").rglob("*.sqlite3*")) + list(home.glob("runs.sqlite3*"))
+    assert any(f.name.endswith(".sqlite3") for f in files) and len(files) >= 2
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f

@@ -98,8 +98,11 @@ def register(table: MethodTable, services: Services) -> None:
     )
     def add_fact(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
         g = graph(s, svc)
-        args = (req_str(p, "subject"), req_str(p, "body", allow_empty=True),
-                opt_str(p, "kind", "pattern") or "pattern")
+        args = (
+            req_str(p, "subject"),
+            req_str(p, "body", allow_empty=True),
+            opt_str(p, "kind", "pattern") or "pattern",
+        )
         kw = {
             "fact_id": opt_str(p, "fact_id"),
             "tags": opt_str_list(p, "tags"),
