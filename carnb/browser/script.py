@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from carnb.errors import InvalidParams
+from carnb.protocol.jsonrpc import json_type_name as _type_name
 
 MAX_OPERATIONS = 1000
 MAX_WAIT_MS = 120_000
@@ -40,22 +41,6 @@ MODIFIERS = {
 }
 
 Checker = Callable[[Any, str], Any]
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def _string(value: Any, where: str) -> str:

@@ -60,6 +60,23 @@ class Invalid:
 Message = Request | Notification | Invalid
 
 
+def json_type_name(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages ("got array")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
 def error_object(code: int, message: str, data: Any = None) -> dict[str, Any]:
     err: dict[str, Any] = {"code": int(code), "message": str(message)}
     if data is not None:

@@ -5,24 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from carnb.errors import InvalidParams
+from carnb.protocol.jsonrpc import json_type_name as _type_name
 
 _MISSING = object()
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def req_str(params: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
