@@ -62,6 +62,14 @@ class Settings:
     runs: bool = True
     browser: bool = True
 
+    def __post_init__(self) -> None:
+        # accept str paths (Settings(home="~/x")) and expand ~ in both
+        object.__setattr__(self, "home", Path(self.home).expanduser())
+        if self.connection_file is not None:
+            object.__setattr__(self, "connection_file", Path(self.connection_file).expanduser())
+        if self.port < 0 or self.port > 65535:
+            raise CarnbError(f"port must be between 0 and 65535, got {self.port}")
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

@@ -387,3 +387,15 @@ def test_notebook_session_is_host_and_uses_the_same_dispatcher(runtime) -> None:
     with pytest.raises(RpcError) as info:
         runtime.call("nope")
     assert info.value.code == -32601
+
+
+def test_settings_accept_string_paths_and_check_the_port(tmp_path) -> None:
+    from carnb.errors import CarnbError
+    from carnb.runtime import Runtime, Settings
+
+    s = Settings(home=str(tmp_path / "h"), connection_file=str(tmp_path / "c.json"))
+    assert s.home == tmp_path / "h" and s.connection_file == tmp_path / "c.json"
+    with Runtime(s) as rt:
+        assert rt.connection_file == tmp_path / "c.json"
+    with pytest.raises(CarnbError, match="port must be between"):
+        Settings(port=70000)
