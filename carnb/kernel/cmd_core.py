@@ -1,0 +1,134 @@
+"""``%car server``, ``%car status``, ``%car auth`` and ``%car agent add|list``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import TYPE_CHECKING, Any
+
+from carnb.kernel.render import EnvLines, KeyValues, Sections, Table
+
+if TYPE_CHECKING:
+    from carnb.kernel.extension import KernelExtension
+    from carnb.kernel.panel import StatusPanel
+
+SESSION_COLUMNS = ["session", "kind", "peer", "auth", "host", "agent", "namespace", "run",
+                   "browser", "connected"]
+
+
+def _age(ts: Any) -> str:
+    if not isinstance(ts, (int, float)):
+        return ""
+    s = max(0, int(time.time() - ts))
+    return f"{s}s ago" if s < 120 else f"{s // 60}m ago"
+
+
+def session_rows(snaps: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [s["client_id"], s["kind"], s.get("peer") or "", s["authenticated"], s["is_host"],
+         s.get("agent_id") or "", s.get("memory_namespace") or "", s.get("current_run_id") or "",
+         s.get("browser_state") or "", _age(s.get("connected_at"))]
+        for s in snaps
+    ]
+
+
+class ServerInfo(Sections):
+    """``%car server``: ``.url``, ``.env`` (real values) and ``.sessions`` for code."""
+
+    def __init__(self, url: str, env: dict[str, str], sessions: list[dict[str, Any]],
+                 *parts: Any) -> None:
+        super().__init__(*parts)
+        self.url = url
+        self.env = env
+        self.sessions = sessions
+
+
+async def _snapshots(ext: KernelExtension) -> list[dict[str, Any]]:
+    rt = ext.calls.runtime
+    return rt.snapshots()
+
+
+def server(ext: KernelExtension, args: argparse.Namespace) -> ServerInfo:
+    rt = ext.calls.runtime
+    snaps = ext.calls.on_host(_snapshots(ext), what="%car server")
+    s = rt.settings
+    info = KeyValues(
+        [
+            ("url", rt.url),
+            ("connection file", str(rt.connection_file or "")),
+            ("auth", "on (token required)" if s.auth else "OFF: every local client is accepted"),
+            ("allowed origins", ", ".join(s.allowed_origins) or "(none: no browser page may "
+             "connect)"),
+            ("data directory", str(s.home)),
+            ("chromium", s.chromium or "auto: $CARNB_CHROMIUM, Playwright's, then PATH"),
+            ("notebook session", rt.session.client_id if rt.session is not None else ""),
+        ],
+        title="carnb session server",
+    )
+    env = rt.client_env()
+    lines = EnvLines(env, show_tokens=args.show_tokens, title="a client process needs:",
+                     hint="tokens masked: `%car server --show-tokens` shows them")
+    table = Table(SESSION_COLUMNS, session_rows(snaps), title=f"{len(snaps)} connected session(s)")
+    return ServerInfo(rt.url, env, snaps, info, lines, table)
+
+
+def status(ext: KernelExtension, args: argparse.Namespace) -> StatusPanel:
+    panel = ext.ensure_panel()
+    ext.calls.on_host(panel.aflush(), what="%car status")
+    return panel
+
+
+class AuthResult(KeyValues):
+    def __init__(self, snap: dict[str, Any], reply: Any) -> None:
+        self.snapshot = snap
+        self.reply = reply
+        super().__init__(
+            [
+                ("authenticated", snap["authenticated"]),
+                ("host", snap["is_host"]),
+                ("role", snap["role"]),
+                ("agent", snap.get("agent_id") or "(none)"),
+                ("namespace", snap.get("memory_namespace") or "(none)"),
+                ("graph", snap.get("graph") or ""),
+            ],
+            title=f"notebook session {snap['client_id']}",
+        )
+
+
+def auth(ext: KernelExtension, args: argparse.Namespace) -> AuthResult:
+    rt = ext.calls.runtime
+    params: dict[str, Any] = {}
+    if args.token is not None:
+        params["token"] = args.token
+    else:
+        params["host_token"] = args.host_token if args.host_token is not None else rt.host_token
+    if args.agent is not None:
+        params["agent_id"] = args.agent
+    if args.namespace is not None:
+        params["memory_namespace"] = args.namespace
+    reply = ext.calls.call("session.auth", params, what="%car auth")
+    assert rt.session is not None
+    return AuthResult(rt.session.snapshot(), reply)
+
+
+def agent_add(ext: KernelExtension, args: argparse.Namespace) -> EnvLines:
+    rt = ext.calls.runtime
+    ext.calls.guard(lambda: rt.register_agent(args.name), what="%car agent add")
+    env = rt.client_env(args.name)
+    return EnvLines(
+        env,
+        show_tokens=args.show_tokens,
+        title=f"agent {args.name} registered; its process needs:",
+        hint=f"the token is masked: `%car agent add {args.name} --show-tokens` shows it; in "
+        "code use the result's .env dict",
+    )
+
+
+def agent_list(ext: KernelExtension, args: argparse.Namespace) -> Table:
+    agents = ext.calls.call("agents.list", {}, what="%car agent list")
+    rows = [
+        [a.get("spec", {}).get("id"), a.get("status"), ", ".join(a.get("session_ids") or [])]
+        for a in agents
+    ]
+    return Table(["agent", "status", "sessions"], rows, title=f"{len(rows)} registered agent(s)",
+                 empty="no agents: `%car agent add NAME` registers one")

@@ -1,0 +1,197 @@
+"""``CarMagics``: the ``%car`` / ``%%car`` magic and its ``%config CarMagics.<option>`` options.
+
+Thin by design: parse the command line (:mod:`carnb.kernel.parser`), hand the parsed arguments
+to one command function (``cmd_*`` modules) that makes one call on the runtime, and return the
+object it gives back (it renders itself). Argument errors become a one-line ``UsageError``;
+runtime failures and Ctrl-C are one line too (:mod:`carnb.kernel.calls`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
+
+from carnb.kernel import cmd_browser, cmd_core, cmd_memory, cmd_runs
+from carnb.kernel.parser import ArgError, HelpShown, build_cell_parser, build_parser, parse
+
+if TYPE_CHECKING:
+    from carnb.kernel.extension import KernelExtension
+    from carnb.runtime import Settings
+
+Command = Callable[["KernelExtension", argparse.Namespace], Any]
+
+LINE_COMMANDS: dict[tuple[str, str | None], Command] = {
+    ("server", None): cmd_core.server,
+    ("status", None): cmd_core.status,
+    ("auth", None): cmd_core.auth,
+    ("agent", "add"): cmd_core.agent_add,
+    ("agent", "list"): cmd_core.agent_list,
+    ("memory", "add"): cmd_memory.add,
+    ("memory", "query"): cmd_memory.query,
+    ("memory", "count"): cmd_memory.count,
+    ("memory", "context"): cmd_memory.context,
+    ("memory", "persist"): cmd_memory.persist,
+    ("memory", "load"): cmd_memory.load,
+    ("memory", "delete"): cmd_memory.delete,
+    ("memory", "explore"): cmd_memory.explore,
+    ("run", "start"): cmd_runs.start,
+    ("run", "complete"): cmd_runs.complete,
+    ("run", "cancel"): cmd_runs.cancel,
+    ("run", "trace"): cmd_runs.trace,
+    ("run", "list"): cmd_runs.list_runs,
+    ("browser", "open"): cmd_browser.open_,
+    ("browser", "observe"): cmd_browser.observe,
+    ("browser", "click"): cmd_browser.click,
+    ("browser", "type"): cmd_browser.type_,
+    ("browser", "key"): cmd_browser.key,
+    ("browser", "scroll"): cmd_browser.scroll,
+    ("browser", "screenshot"): cmd_browser.screenshot,
+    ("browser", "close"): cmd_browser.close,
+}
+
+
+@magics_class
+class CarMagics(Magics):
+    """``%car``: drive the CAR session host in this kernel (``%car --help``)."""
+
+    port = Int(
+        0,
+        help="TCP port of the session server on 127.0.0.1 (0: any free port).",
+    ).tag(config=True)
+    auth = Bool(
+        True,
+        help="Require a token from clients (session.auth). False accepts every local client: "
+        "only on a machine you trust.",
+    ).tag(config=True)
+    allowed_origins = List(
+        Unicode(),
+        default_value=[],
+        help="Origins allowed to open a WebSocket (e.g. 'http://localhost:8888'). Requests with "
+        "no Origin header (CAR clients) are always allowed; any other Origin is refused.",
+    ).tag(config=True)
+    chromium = Unicode(
+        None,
+        allow_none=True,
+        help="Chromium executable for the browser slot (a path or a name on PATH). Default: "
+        "$CARNB_CHROMIUM, then Playwright's Chromium, then chromium on PATH.",
+    ).tag(config=True)
+    home = Unicode(
+        None,
+        allow_none=True,
+        help="carnb's data directory (agent graphs, runs, memory/ files). Default: $CARNB_HOME, "
+        "else ~/.carnb.",
+    ).tag(config=True)
+
+    switch_interval = Float(
+        None,
+        allow_none=True,
+        help="If set, the interpreter's thread switch interval in seconds while carnb is loaded "
+        "(sys.setswitchinterval; Python's default is 0.005). A cell spinning in pure Python "
+        "holds the GIL; the server's thread gets it back after at most this long, several times "
+        "per request, so 0.001 cuts the round trip an external client sees while such a cell "
+        "runs (about 4x here) at a small cost to CPU-bound multi-threaded code. Restored at "
+        "unload.",
+    ).tag(config=True)
+
+    @validate("switch_interval")
+    def _valid_switch_interval(self, proposal: Any) -> float | None:
+        value = proposal["value"]
+        if value is not None and not 0.0001 <= value <= 0.1:
+            raise TraitError(
+                f"CarMagics.switch_interval must be between 0.0001 and 0.1 seconds, not {value}"
+            )
+        return None if value is None else float(value)
+
+    @validate("port")
+    def _valid_port(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if not 0 <= value <= 65535:
+            raise TraitError(f"CarMagics.port must be 0..65535 (0: any free port), not {value}")
+        return int(value)
+
+    @validate("allowed_origins")
+    def _valid_origins(self, proposal: Any) -> list[str]:
+        out = []
+        for origin in proposal["value"]:
+            o = origin.strip().rstrip("/")
+            if o != "null" and not (o.startswith("http://") or o.startswith("https://")):
+                raise TraitError(
+                    f"CarMagics.allowed_origins: {origin!r} is not an origin; use "
+                    "'http://host:port' or 'https://host'"
+                )
+            out.append(o)
+        return out
+
+    @validate("chromium")
+    def _valid_chromium(self, proposal: Any) -> str | None:
+        raw = proposal["value"]
+        if raw is None or not raw.strip():
+            return None
+        value = str(raw).strip()
+        if os.sep in value:
+            path = Path(value).expanduser()
+            if not (path.is_file() and os.access(path, os.X_OK)):
+                raise TraitError(f"CarMagics.chromium: {value!r} is not an executable file")
+            return str(path)
+        if shutil.which(value) is None:
+            raise TraitError(f"CarMagics.chromium: {value!r} is not on PATH")
+        return value
+
+    @validate("home")
+    def _valid_home(self, proposal: Any) -> str | None:
+        value = proposal["value"]
+        if value is None or not value.strip():
+            return None
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise TraitError(f"CarMagics.home: {value!r} exists and is not a directory")
+        return str(path)
+
+    def __init__(self, shell: Any = None, ext: KernelExtension | None = None, **kw: Any) -> None:
+        super().__init__(shell=shell, **kw)
+        self.ext = ext
+        self._parser = build_parser()
+        self._cell_parser = build_cell_parser()
+
+    def settings(self) -> Settings:
+        from carnb.runtime import Settings, default_home
+
+        return Settings(
+            port=self.port,
+            auth=self.auth,
+            allowed_origins=tuple(self.allowed_origins),
+            chromium=self.chromium,
+            home=Path(self.home) if self.home else default_home(),
+        )
+
+    @line_cell_magic
+    def car(self, line: str, cell: str | None = None) -> Any:
+        """Drive carnb: `%car --help` lists the commands, `%car COMMAND --help` explains one."""
+        __tracebackhide__ = True  # IPython: show the cell's frames, not ours
+        if self.ext is None:
+            raise UsageError("carnb is not loaded: run `%load_ext carnb`")
+        parser = self._parser if cell is None else self._cell_parser
+        if cell is None and not line.strip():
+            print(parser.format_help())
+            return None
+        try:
+            args = parse(parser, line)
+        except HelpShown as shown:
+            print(shown.text)
+            return None
+        except ArgError as exc:
+            raise UsageError(str(exc)) from None
+        if cell is not None:
+            if args.command == "run":
+                return cmd_runs.bracket(self.ext, args, cell)
+            return cmd_browser.script(self.ext, args, cell)
+        fn = LINE_COMMANDS[(args.command, getattr(args, "action", None))]
+        return fn(self.ext, args)

@@ -1,0 +1,236 @@
+"""The ``%car`` command line: one argparse tree for the line magic, a small one for the cell magic.
+
+Parsing never exits the process and never prints: a bad command raises :class:`ArgError` with a
+one-line message (the magic turns it into IPython's ``UsageError``) and ``--help`` raises
+:class:`HelpShown` carrying the help text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any, NoReturn
+
+
+class ArgError(Exception):
+    """A command line that does not parse; the message is one line."""
+
+
+class HelpShown(Exception):  # noqa: N818 (control flow, not a failure)
+    """``--help`` was asked for; ``.text`` is the help."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("exit_on_error", False)
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kw)
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise ArgError(message or f"{self.prog}: exit {status}")
+
+    def print_help(self, file: Any = None) -> None:
+        raise HelpShown(self.format_help())
+
+    def print_usage(self, file: Any = None) -> None:
+        raise HelpShown(self.format_usage())
+
+
+def split(line: str) -> list[str]:
+    try:
+        return shlex.split(line, posix=True)
+    except ValueError as exc:
+        raise ArgError(f"%car: cannot split the command line: {exc}") from None
+
+
+def parse(parser: Parser, line: str) -> argparse.Namespace:
+    argv = split(line)
+    try:
+        return parser.parse_args(argv)
+    except argparse.ArgumentError as exc:
+        raise ArgError(f"{parser.prog}: {exc} (see `{parser.prog} --help`)") from None
+
+
+def _subs(p: Parser, dest: str, title: str) -> Any:
+    return p.add_subparsers(dest=dest, metavar=title, required=True, parser_class=Parser)
+
+
+ROOT_DESCRIPTION = """\
+Drive carnb, the CAR session host running in this kernel, as the notebook's own session.
+
+  %car server          URL, connection file, client env lines, connected sessions
+  %car status          the live status panel (widget)
+  %car auth            re-authenticate the notebook's session (bind an agent, a namespace)
+  %car agent           register agents and show the env lines their processes need
+  %car memory          memgine facts of the session's effective graph
+  %car run             agent run tracing (and %%car run INTENT to bracket a cell)
+  %car browser         the session's lazy Chromium (and %%car browser with a JSON script)
+
+`%car COMMAND --help` explains each. Options: `%config CarMagics` (port, auth,
+allowed_origins, chromium, home, switch_interval; they apply when the runtime starts:
+%reload_ext carnb).
+"""
+
+
+def build_parser() -> Parser:
+    root = Parser(prog="%car", description=ROOT_DESCRIPTION)
+    cmd = _subs(root, "command", "COMMAND")
+
+    p = cmd.add_parser("server", help="where the server listens and who is connected",
+                       description="Show the server URL, the connection file, the `export` "
+                       "lines a client process needs (CAR_DAEMON_URL, CAR_AUTH_TOKEN) and the "
+                       "connected sessions. Tokens are masked unless --show-tokens.")
+    p.add_argument("--show-tokens", action="store_true", help="show the launch token")
+
+    cmd.add_parser("status", help="the live status panel",
+                   description="Show the live panel: the notebook session's flags, bound agent, "
+                   "memory namespace and fact count, current run and its turns, browser slot, "
+                   "and every connected session. It updates by itself; it never shows a token.")
+
+    p = cmd.add_parser("auth", help="re-authenticate the notebook's session",
+                       description="Re-authenticate the notebook's session. Without --token it "
+                       "uses this launch's host token, so the session stays host; --agent binds "
+                       "an agent (its memory becomes the session's graph), --namespace binds a "
+                       "memory namespace (wins over the agent graph). `%car auth` alone goes "
+                       "back to plain host. Shows the resulting flags.\n\n"
+                       "  %car auth --agent scout\n  %car auth --namespace shared-notes\n"
+                       "  %car auth --token T --agent scout   # as the agent itself (not host)")
+    p.add_argument("--agent", metavar="ID", help="bind this registered agent")
+    p.add_argument("--namespace", metavar="NS", help="bind this memory namespace")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--token", metavar="T", help="a launch token, or an agent's own token with "
+                   "--agent (the session is then not host)")
+    g.add_argument("--host-token", metavar="T", help="a host token (default: this launch's)")
+
+    p = cmd.add_parser("agent", help="register and list agents",
+                       description="Register agents (each gets its own token) and list them.")
+    sub = _subs(p, "action", "ACTION")
+    a = sub.add_parser("add", help="register an agent and show its env lines",
+                       description="Register agent NAME (idempotent) and show the env lines its "
+                       "process needs (CAR_DAEMON_URL, CAR_AGENT_ID, CAR_AGENT_TOKEN). The "
+                       "result's .env dict holds the real values for subprocess: "
+                       "`info = %car agent add scout` then `env={**os.environ, **info.env}`.")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("--show-tokens", action="store_true", help="show the agent's token")
+    sub.add_parser("list", help="registered agents and whether they are attached")
+
+    _memory(cmd)
+    _run(cmd)
+    _browser(cmd)
+    return root
+
+
+def _memory(cmd: Any) -> None:
+    p = cmd.add_parser("memory", help="memgine facts (the session's effective graph)",
+                       description="Memory methods on the notebook's session: they act on its "
+                       "effective graph (namespace if bound, else agent, else its own).")
+    sub = _subs(p, "action", "ACTION")
+    a = sub.add_parser("add", help="add a fact", description="Add a fact; shows the fact count.\n"
+                       '  %car memory add "deploy" "staging deploys need a green CI run"')
+    a.add_argument("subject", metavar="SUBJECT")
+    a.add_argument("body", metavar="BODY")
+    a.add_argument("--kind", default=None, help='fact kind (default "pattern"; "constraint" '
+                   "marks a hard rule)")
+    a.add_argument("--id", dest="fact_id", metavar="FACT_ID", help="explicit fact id")
+    a.add_argument("--tag", dest="tags", action="append", metavar="TAG", help="a tag (repeatable)")
+    a.add_argument("--source", default=None, help='source (default "user")')
+    a.add_argument("--confidence", type=float, default=None, help="confidence in [0, 1]")
+    q = sub.add_parser("query", help="query facts (a table, best first)")
+    q.add_argument("query", nargs="+", metavar="WORDS")
+    q.add_argument("-k", type=int, default=5, help="at most K results (default 5)")
+    sub.add_parser("count", help="the number of facts")
+    c = sub.add_parser("context", help="build the prompt context for a query")
+    c.add_argument("query", nargs="+", metavar="WORDS")
+    c.add_argument("--window", type=int, default=None, metavar="TOKENS",
+                   help="the model's context window (sizes the budget)")
+    c.add_argument("--fast", action="store_true", help="use build_context_fast (no ranking)")
+    for name, verb in (("persist", "write the graph to"), ("load", "replace the graph from")):
+        s = sub.add_parser(name, help=f"{verb} a JSON file under <home>/memory/")
+        s.add_argument("path", metavar="PATH", help="relative to <home>/memory/")
+    d = sub.add_parser("delete", help="delete a fact by id")
+    d.add_argument("fact_id", metavar="FACT_ID")
+    e = sub.add_parser("explore", help="a search widget over the facts (updates as you type)")
+    e.add_argument("query", nargs="*", metavar="WORDS", help="initial search")
+    e.add_argument("-k", type=int, default=10, help="rows shown (default 10)")
+
+
+def _run(cmd: Any) -> None:
+    p = cmd.add_parser("run", help="agent run tracing",
+                       description="Runs of the notebook's session. While a run is open, every "
+                       "executed cell is recorded as a turn (source and result or error).\n"
+                       "The cell magic `%%car run INTENT` brackets one cell: the cell becomes the "
+                       "run's turn and the run completes with success or failure.")
+    sub = _subs(p, "action", "ACTION")
+    s = sub.add_parser("start", help="start a run; later cells become its turns")
+    s.add_argument("intent", nargs="+", metavar="INTENT")
+    s.add_argument("--agent-name", default=None, metavar="NAME",
+                   help='owner label when no agent is bound (default "notebook")')
+    c = sub.add_parser("complete", help="complete the open run")
+    c.add_argument("--status", default="success", help='outcome status (default "success")')
+    c.add_argument("--summary", default="", help="outcome summary")
+    x = sub.add_parser("cancel", help="cancel the open run (or RUN_ID)")
+    x.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    x.add_argument("--reason", default="cancelled from the notebook", help="why")
+    t = sub.add_parser("trace", help="a run's timeline (default: the open or last run)")
+    t.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    ls = sub.add_parser("list", help="runs of an agent, newest first")
+    ls.add_argument("--agent", default=None, metavar="ID",
+                    help="agent id (default: the bound agent, else name:notebook)")
+
+
+def _browser(cmd: Any) -> None:
+    p = cmd.add_parser("browser", help="the session's lazy Chromium",
+                       description="The notebook session's browser slot: the first command "
+                       "launches Chromium, later cells reuse it, so `el_N` ids from one cell work "
+                       "in the next. Actions show the page afterwards (observe) unless --quiet.\n"
+                       "The cell magic `%%car browser` runs a JSON script {operations: [...]}.")
+    sub = _subs(p, "action", "ACTION")
+    o = sub.add_parser("open", help="navigate to URL and observe")
+    o.add_argument("url", metavar="URL")
+    o.add_argument("--screenshot", action="store_true", help="also show a screenshot")
+    ob = sub.add_parser("observe", help="the page's text and interactive elements [el_N]")
+    ob.add_argument("--screenshot", action="store_true", help="also show a screenshot")
+    c = sub.add_parser("click", help="click element EL (e.g. el_3)")
+    c.add_argument("element_id", metavar="EL")
+    t = sub.add_parser("type", help="type TEXT into element EL")
+    t.add_argument("element_id", metavar="EL")
+    t.add_argument("text", metavar="TEXT")
+    k = sub.add_parser("key", help="press KEY (e.g. Enter, Tab, ArrowDown)")
+    k.add_argument("key", metavar="KEY")
+    k.add_argument("--mod", dest="modifiers", action="append", metavar="MOD",
+                   help="modifier (Shift, Control, Alt, Meta; repeatable)")
+    s = sub.add_parser("scroll", help="scroll by DY pixels (negative: up)")
+    s.add_argument("delta_y", metavar="DY", type=float)
+    for q in (c, t, k, s):
+        q.add_argument("--quiet", action="store_true", help="do not observe afterwards")
+    sh = sub.add_parser("screenshot", help="a PNG of the page, inline")
+    sh.add_argument("--full-page", action="store_true", help="the whole page, not the viewport")
+    sub.add_parser("close", help="close the slot (a later command relaunches)")
+
+
+CELL_DESCRIPTION = """\
+Cell forms of %car:
+  %%car run INTENT      run the cell as one recorded turn of a new run; the run completes
+                        with success (or failure if the cell raises, which still raises)
+  %%car browser         the cell is a browser script: JSON {"operations": [{"op": ...}, ...]}
+"""
+
+
+def build_cell_parser() -> Parser:
+    root = Parser(prog="%%car", description=CELL_DESCRIPTION)
+    cmd = _subs(root, "command", "COMMAND")
+    r = cmd.add_parser("run", help="bracket this cell in a run")
+    r.add_argument("intent", nargs="+", metavar="INTENT")
+    r.add_argument("--agent-name", default=None, metavar="NAME",
+                   help='owner label when no agent is bound (default "notebook")')
+    b = cmd.add_parser("browser", help="run the cell's JSON script in the session's browser")
+    b.add_argument("--width", type=int, default=None, help="viewport width")
+    b.add_argument("--height", type=int, default=None, help="viewport height")
+    return root

@@ -1,0 +1,197 @@
+"""Every notebook in notebooks/ executed headless with nbclient, as CI does: outputs and the
+widget state (the status panel and the memory explorer) asserted, including updates the panel
+sent while a cell was still running."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.conftest import REPO
+from tests.kernel.conftest import needs_chromium
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(240)]
+
+NOTEBOOKS = REPO / "notebooks"
+TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
+
+
+class RecordingClient(NotebookClient):
+    """nbclient, plus a log of every widget update (cell index, model id, state) as it arrived,
+    and the widget state after each cell."""
+
+    def __init__(self, nb: Any, **kw: Any) -> None:
+        super().__init__(nb, on_cell_executed=self._after_cell, **kw)
+        self.updates: list[tuple[int, str, dict[str, Any]]] = []
+        self.after: dict[int, dict[str, dict[str, Any]]] = {}
+
+    def handle_comm_msg(self, outs: Any, msg: dict[str, Any], cell_index: int) -> None:
+        super().handle_comm_msg(outs, msg, cell_index)
+        state = (msg["content"].get("data") or {}).get("state")
+        if state:
+            self.updates.append((cell_index, msg["content"]["comm_id"], dict(state)))
+
+    def _after_cell(self, cell: Any, cell_index: int, **kw: Any) -> None:
+        self.after[cell_index] = copy.deepcopy(self.widget_state)
+
+
+def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    work = tmp_path / "nb"
+    work.mkdir()
+    shutil.copy(NOTEBOOKS / name, work / name)
+    monkeypatch.setenv("CARNB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CAR_NO_VERSION_WARNING", "1")
+    nb = nbformat.read(work / name, as_version=4)
+    client = RecordingClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+                             resources={"metadata": {"path": str(work)}})
+    client.execute()
+    return nb, client
+
+
+def text(cell: Any) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.output_type == "stream":
+            parts.append(out.text)
+        elif out.output_type == "error":
+            parts.append(f"{out.ename}: {out.evalue}")
+        else:
+            parts.append(out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def cell_index(nb: Any, startswith: str) -> int:
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell.source.startswith(startswith):
+            return i
+    raise AssertionError(f"no cell starts with {startswith!r}")
+
+
+def out(nb: Any, startswith: str) -> str:
+    return text(nb.cells[cell_index(nb, startswith)])
+
+
+def widget(state: dict[str, dict[str, Any]], css: str) -> dict[str, Any]:
+    """The state of the box with CSS class ``css`` with its children's HTML joined as 'html'."""
+    for model in state.values():
+        if css in (model.get("_dom_classes") or []):
+            kids = [state[c.removeprefix("IPY_MODEL_")] for c in model.get("children", [])]
+            return {**model, "html": "".join(str(k.get("value", "")) for k in kids)}
+    raise AssertionError(f"no widget with class {css}")
+
+
+def panel_after(client: Any, nb: Any, startswith: str) -> str:
+    return widget(client.after[cell_index(nb, startswith)], "carnb-panel")["html"]
+
+
+def last_status(nb: Any) -> int:
+    return [i for i, c in enumerate(nb.cells) if c.source == "%car status"][-1]
+
+
+def no_tokens_anywhere(nb: Any) -> None:
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            for mime, value in (o.get("data") or {"text": o.get("text", "")}).items():
+                if mime == "image/png":
+                    continue
+                assert not TOKEN_LIKE.search(re.sub(r"base64,[A-Za-z0-9+/=]+", "", str(value)))
+    assert not TOKEN_LIKE.search(str(nb.metadata.get("widgets", {})))
+
+
+def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb, client = execute("01-quickstart.ipynb", tmp_path, monkeypatch)
+    assert out(nb, "%load_ext carnb").startswith("carnb: CAR session server on ws://127.0.0.1:")
+    server = out(nb, "info = %car server")
+    assert "export CAR_AUTH_TOKEN=********" in server and "1 connected session(s)" in server
+    assert "the client read back: hello from another process" in out(nb, "client_code")
+    assert "graph          agent:demo" in out(nb, "%car auth --agent demo")
+    assert "deploy-1" in out(nb, "%car memory query deploy ci")
+    assert "completed: success" in out(nb, "%%car run") and "29" in out(nb, "%%car run")
+    assert "agent demo · completed" in out(nb, "%car run trace")
+    panel = panel_after(client, nb, "%car auth --agent demo")
+    assert 'data-agent="demo"' in panel and 'data-graph="agent:demo"' in panel
+    stored = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    final = widget({k: v["state"] for k, v in stored.items()}, "carnb-panel")["html"]
+    assert 'data-agent="demo"' in final and 'data-facts="2"' in final
+    no_tokens_anywhere(nb)
+
+
+def test_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb, client = execute("02-memory.ipynb", tmp_path, monkeypatch)
+    assert "the agent wrote 6 facts; its graph holds 6" in out(nb, "agent_code")
+    counts = [text(c) for c in nb.cells if c.cell_type == "code"
+              and c.source.strip().endswith("%car memory count")]
+    assert counts[0].strip() == "0 facts in ephemeral"
+    assert "6 facts in agent:scout" in counts[1]
+    assert "staging deploys need a green CI run" in out(nb, "%car memory query deploy")
+    ctx = out(nb, "%car memory context")
+    assert ctx.index("## Constraints") < ctx.index("never log access") < ctx.index("## Facts")
+    panel = panel_after(client, nb, "%car auth --agent scout")
+    assert 'data-agent="scout"' in panel and 'data-facts="6"' in panel
+    first = widget(client.after[cell_index(nb, "explorer = ")], "carnb-explore")["html"]
+    assert 'data-facts="6"' in first and "4 result(s)" in first
+    searched = widget(client.after[cell_index(nb, "rows = explorer")], "carnb-explore")["html"]
+    assert "postgres 16" in searched and "Tuesdays" not in searched
+    assert "6 facts written to memory/scout/facts.json" in out(nb, "%car memory persist")
+    assert "into namespace:scratch" in out(nb, "%car auth --namespace scratch")
+    assert "5 facts in namespace:scratch" in out(nb, "%car memory delete")
+    assert "6 facts in agent:scout" in text(nb.cells[-1])
+    assert (tmp_path / "home" / "memory" / "scout" / "facts.json").exists()
+    no_tokens_anywhere(nb)
+
+
+def test_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb, client = execute("03-runs.ipynb", tmp_path, monkeypatch)
+    assert "12.07" in out(nb, "%%car run clean")
+    trace = text(nb.cells[cell_index(nb, "%%car run clean") + 1])
+    assert "completed" in trace and "turn" in trace
+    panel = panel_after(client, nb, "sorted(clean)")
+    assert re.search(r'data-run="run-[0-9a-f]+"', panel) and 'data-turns="2"' in panel
+    traces = [text(c) for c in nb.cells if c.cell_type == "code" and c.source == "%car run trace"]
+    assert "spread computed" in traces[1] and traces[1].count(" turn ") == 3
+    agent_cell = cell_index(nb, "agent_code")
+    run_id = re.search(r"the agent's run: (run-[0-9a-f]+)", text(nb.cells[agent_cell]))
+    assert run_id is not None
+    # Watched live: while the cell waited on the agent, the panel showed its run as it grew.
+    live = [s["value"] for i, _, s in client.updates if i == agent_cell and "value" in s]
+    seen_turns = {int(m) for v in live if run_id.group(1) in v and "<td>tracer</td>" in v
+                  for m in re.findall(rf"<td>{run_id.group(1)}</td><td>(\d+)</td>", v)}
+    assert len(seen_turns) >= 2 and seen_turns <= {0, 1, 2, 3, 4}, seen_turns
+    assert "write summary: done" in out(nb, "%car run trace {agent_run}")
+    assert "summarise the weekly report" in out(nb, "%car run list --agent tracer")
+    panel = widget(client.after[last_status(nb)], "carnb-panel")["html"]
+    assert 'data-agent="tracer"' in panel
+    assert re.search(r'data-run="run-[0-9a-f]+"', panel)  # the bound agent's current run
+    final = text(nb.cells[-1])
+    assert "follow up on the summary" in final and final.count("completed") == 2
+    no_tokens_anywhere(nb)
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb, client = execute("04-browser.ipynb", tmp_path, monkeypatch)
+    assert "title     carnb demo page" in out(nb, "page = %car browser open")
+    assert "Hi Ada" in out(nb, "after = %car browser click")
+    shot = nb.cells[cell_index(nb, "%car browser screenshot")].outputs[0]
+    assert "image/png" in shot.data and 'src="data:image/png;base64,' in shot.data["text/html"]
+    panel = widget(client.after[last_status(nb)], "carnb-panel")["html"]
+    assert re.search(r'data-browser="launched: http://127\.0\.0\.1:\d+/"', panel)
+    assert "second page" in out(nb, "second = %car browser click")
+    script = out(nb, "%%car browser")
+    assert script.count(" ok ") >= 4 and "error" not in script
+    assert "browser slot closed" in out(nb, "%car browser close")
+    final = widget(client.widget_state, "carnb-panel")["html"]
+    assert 'data-browser="closed"' in final
+
+
+def test_every_notebook_is_executed_here() -> None:
+    tested = {"01-quickstart.ipynb", "02-memory.ipynb", "03-runs.ipynb", "04-browser.ipynb"}
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested

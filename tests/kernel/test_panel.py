@@ -1,0 +1,147 @@
+"""The status panel: what it shows, that the host thread updates it while the kernel thread is
+blocked, that bursts are throttled, and that it never shows a token."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+import carnb
+from tests.conftest import Client
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def html(panel: Any) -> str:
+    return panel.title.value + panel.mine.value + panel.others.value
+
+
+def test_status_shows_the_notebook_session(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    assert "carnb-panel" in panel.widget._dom_classes
+    rt = carnb.current()
+    assert rt.url in panel.title.value
+    assert 'data-authenticated="yes"' in panel.mine.value
+    assert 'data-host="yes"' in panel.mine.value
+    assert 'data-agent="(none)"' in panel.mine.value
+    assert 'data-browser="not launched"' in panel.mine.value
+    assert loaded.run_line_magic("car", "status") is panel  # one panel, shown again
+    bundle = panel._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "notebook" in bundle["text/plain"]
+
+
+def test_panel_follows_cells(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    loaded.run_line_magic("car", "agent add scout")
+    loaded.run_cell("%car auth --agent scout")
+    assert 'data-agent="scout"' in panel.mine.value  # refreshed after the cell
+    loaded.run_cell('%car memory add deploy "needs green CI"')
+    assert 'data-facts="1"' in panel.mine.value
+    loaded.run_cell("%car run start watch me")
+    rid = carnb.current().session.current_run_id
+    assert f'data-run="{rid}"' in panel.mine.value and 'data-turns="0"' in panel.mine.value
+    loaded.run_cell("1 + 1")
+    loaded.run_cell("2 + 2")
+    assert 'data-turns="2"' in panel.mine.value
+    loaded.run_cell("%car run complete")
+    assert 'data-run="(none)"' in panel.mine.value
+
+
+def test_host_thread_updates_while_the_kernel_thread_is_blocked(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    rt = carnb.current()
+    loaded.run_line_magic("car", "agent add scout")
+    token = rt.credentials.agents.token_for("scout")
+    before = panel.refreshes
+    done = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def agent() -> None:
+        c = Client(rt.url)
+        c.call("session.auth", {"agent_id": "scout", "token": token})
+        c.call("memory.add_fact", {"subject": "a", "body": "first"})
+        c.call("memory.add_fact", {"subject": "b", "body": "second"})
+        rid = c.call("runs.start", {"intent": "external"})["run_id"]
+        c.call("runs.record_turns", {"run_id": rid, "turns": [{"prompt": "p1"}, {"prompt": "p2"}]})
+        seen["rid"], seen["client"] = rid, c
+        done.set()
+
+    threading.Thread(target=agent, daemon=True).start()
+    # The kernel thread is blocked (as in a cell running time.sleep): no cell ends, no flush;
+    # only the host thread can change the panel meanwhile.
+    assert done.wait(20)
+
+    def shows_the_agent() -> bool:
+        rows = [r for r in panel.rows if r["agent_id"] == "scout"]
+        return bool(rows) and rows[0]["run_turns"] == 2 and rows[0]["fact_count"] == 2
+
+    assert wait_for(shows_the_agent)
+    assert panel.refreshes > before
+    others = panel.others.value
+    row = next(r for r in panel.rows if r["agent_id"] == "scout")
+    assert row["current_run_id"] == seen["rid"]
+    assert f"<td>{seen['rid']}</td><td>2</td>" in others
+    assert "<td>scout</td>" in others
+    seen["client"].close()
+    assert wait_for(lambda: all(r["agent_id"] != "scout" for r in panel.rows))
+    assert "<td>scout</td>" not in panel.others.value
+
+
+def test_bursts_are_throttled(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    rt = carnb.current()
+    for name in ("a1", "a2"):
+        loaded.run_line_magic("car", f"agent add {name}")
+    c = Client(rt.url)
+    try:
+        before, t0 = panel.refreshes, time.monotonic()
+        n = 40
+        for i in range(n):  # each re-auth changes the session: one event each
+            agent = "a1" if i % 2 else "a2"
+            c.call("session.auth", {"agent_id": agent,
+                                    "token": rt.credentials.agents.token_for(agent)})
+        assert wait_for(lambda: any(r["agent_id"] == "a1" for r in panel.rows))
+        time.sleep(0.3)
+        elapsed = time.monotonic() - t0
+        refreshes = panel.refreshes - before
+        # At most one refresh per interval (plus the one a burst starts with), never one per event.
+        assert 1 <= refreshes <= math.ceil(elapsed / panel.interval) + 1
+        if elapsed < n * panel.interval / 2:
+            assert refreshes < n // 2
+    finally:
+        c.close()
+
+
+def test_panel_never_shows_a_token(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    rt = carnb.current()
+    env = loaded.run_line_magic("car", "agent add scout").env
+    c = Client(rt.url)
+    try:
+        c.call("session.auth", {"agent_id": "scout", "token": env["CAR_AGENT_TOKEN"]})
+        loaded.run_cell("%car auth --agent scout")
+        panel.flush()
+        secrets = [rt.token, rt.host_token, env["CAR_AGENT_TOKEN"]]
+        shown = html(panel) + panel._repr_mimebundle_()["text/plain"]
+        for widget in (panel.title, panel.mine, panel.others, panel.widget):
+            shown += str(widget.get_state())
+        assert not any(s in shown for s in secrets)
+    finally:
+        c.close()
+
+
+def test_unload_closes_the_panel(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    loaded.run_line_magic("unload_ext", "carnb")
+    assert panel.widget.comm is None  # closed widgets drop their comm
+    assert panel._watched == {}
