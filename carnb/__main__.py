@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         "Origin headers are always allowed)",
     )
     s.add_argument("--chromium", help="path of the Chromium executable for browser.run")
+    s.add_argument(
+        "--browser-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time limit of each browser.run step (default 10)",
+    )
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     c = sub.add_parser(
         "chromium",
@@ -87,6 +94,7 @@ def serve(args: argparse.Namespace) -> int:
         agents=tuple(args.agent),
         allowed_origins=tuple(args.allow_origin),
         chromium=args.chromium,
+        browser_timeout_ms=int(args.browser_timeout * 1000),
     )
     stop = threading.Event()
 

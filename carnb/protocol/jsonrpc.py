@@ -153,10 +153,14 @@ def _too_deep(obj: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+# One decoder for every frame (json.loads with hooks would build a new one per call).
+_decode = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float).decode
+
+
 def parse_frame(text: str) -> Message:
     """Classify one text frame. Never raises."""
     try:
-        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        obj = _decode(text)
     except (ValueError, RecursionError) as exc:
         detail = (
             f"nesting too deep: more than {MAX_DEPTH} levels"
