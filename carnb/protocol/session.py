@@ -112,6 +112,8 @@ class ClientSession:
         return changed
 
     def emit(self) -> None:
+        if not self._listeners:  # nobody watching (e.g. `serve`): skip building a snapshot
+            return
         snap = self.snapshot()
         for fn in list(self._listeners):
             try:

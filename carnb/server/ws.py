@@ -216,7 +216,8 @@ class SessionServer:
                 )
             return True
         await in_flight.acquire()
-        task = asyncio.create_task(self._run(ws, session, method, msg, in_flight))
+        later = Later(self._answer(method, session, msg))
+        task = asyncio.create_task(self._send_later(ws, later, in_flight))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return True
@@ -251,33 +252,19 @@ class SessionServer:
             try:
                 await ws.send(text)
             except ConnectionClosed:
-                log.debug("peer left before a deferred reply")
+                log.debug("peer left before its reply was sent")
 
-    async def _run(
-        self,
-        ws: ServerConnection,
-        session: ClientSession,
-        method: Method,
-        msg: Request | Notification,
-        in_flight: asyncio.Semaphore,
-    ) -> None:
+    async def _answer(
+        self, method: Method, session: ClientSession, msg: Request | Notification
+    ) -> str | None:
+        """Run a non-inline method; the reply text (``None`` for a notification)."""
         try:
-            try:
-                result = await self.dispatcher._run(method, session, params_object(msg.params))
-                text = result_text(msg.id, result) if isinstance(msg, Request) else None
-            except CarnbError as exc:
-                text = (
-                    error_text(msg.id, exc.code, exc.message, exc.data)
-                    if isinstance(msg, Request)
-                    else None
-                )
-        finally:
-            in_flight.release()
-        if text is not None:
-            try:
-                await ws.send(text)
-            except ConnectionClosed:
-                log.debug("peer of %s left before the reply to %s", session.client_id, msg.method)
+            result = await self.dispatcher._run(method, session, params_object(msg.params))
+        except CarnbError as exc:
+            if isinstance(msg, Request):
+                return error_text(msg.id, exc.code, exc.message, exc.data)
+            return None
+        return result_text(msg.id, result) if isinstance(msg, Request) else None
 
     def _notifier(self, ws: ServerConnection, session: ClientSession, outbox: Outbox) -> Any:
         loop = self._loop

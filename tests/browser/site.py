@@ -62,7 +62,7 @@ addEventListener('keydown', (e) => {
     "/popup.html": """<!doctype html><html><head><title>Popup</title></head><body>
 <a href="/second.html" target="_blank">Open in a new tab</a></body></html>""",
     "/busy.html": """<!doctype html><html><head><title>Busy</title></head><body>
-<button onclick="setTimeout(() => { for (;;) {} }, 0)">Freeze</button></body></html>""",
+<button onclick="for (;;) {}">Freeze</button></body></html>""",
 }
 
 # A 1x1 transparent PNG.

@@ -8,6 +8,7 @@ import http.server
 import os
 import queue
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -32,6 +33,19 @@ PAGE = """<!doctype html>
 """
 SECOND = """<!doctype html><html><head><title>second</title></head>
 <body><p>This is the second page.</p><a href="/">Back home</a></body></html>"""
+
+
+def port_is_free(port: int) -> bool:
+    """No socket listens on the port: a new server (SO_REUSEADDR, as asyncio's) can bind it.
+    (Connections the server closed may linger in TIME_WAIT; they do not hold the port.)"""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        except OSError:
+            return False
+    return True
 
 
 def chromium_path() -> str | None:
@@ -130,13 +144,22 @@ class Executed:
 class Kernel:
     """A real ipykernel (the venv's python) driven over jupyter_client's blocking client."""
 
-    def __init__(self, home: Path, extra_arguments: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        extra_arguments: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         from jupyter_client.manager import KernelManager
 
         self.home = home
-        kenv = {**os.environ, "CARNB_HOME": str(home), "PYTHONPATH": str(REPO),
-                "CAR_NO_VERSION_WARNING": "1", **(env or {})}
+        kenv = {
+            **os.environ,
+            "CARNB_HOME": str(home),
+            "PYTHONPATH": str(REPO),
+            "CAR_NO_VERSION_WARNING": "1",
+            **(env or {}),
+        }
         self.km = KernelManager(kernel_name="python3")
         self.km.start_kernel(extra_arguments=extra_arguments or [], env=kenv, cwd=str(REPO))
         self.kc = self.km.blocking_client()
@@ -214,8 +237,11 @@ class Kernel:
 def start_kernel(tmp_path: Path) -> Iterator[Any]:
     kernels: list[Kernel] = []
 
-    def start(extra_arguments: list[str] | None = None, env: dict[str, str] | None = None,
-              home: Path | None = None) -> Kernel:
+    def start(
+        extra_arguments: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        home: Path | None = None,
+    ) -> Kernel:
         k = Kernel(home or tmp_path / "kernel-home", extra_arguments, env)
         kernels.append(k)
         return k

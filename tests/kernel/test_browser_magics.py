@@ -69,8 +69,14 @@ def test_keys_and_scroll(loaded: Any, site: str) -> None:
 
 @needs_chromium
 def test_cell_script_and_failures(loaded: Any, site: str) -> None:
-    script = {"operations": [{"op": "navigate", "url": site}, {"op": "observe"},
-                             {"op": "click", "element_id": "el_999"}, {"op": "observe"}]}
+    script = {
+        "operations": [
+            {"op": "navigate", "url": site},
+            {"op": "observe"},
+            {"op": "click", "element_id": "el_999"},
+            {"op": "observe"},
+        ]
+    }
     res = loaded.run_cell("%%car browser\n" + json.dumps(script))
     out = res.result
     assert [s["status"] for s in out.steps] == ["ok", "ok", "error"]  # stops at the failure

@@ -18,23 +18,11 @@ from carnb.errors import CarnbError
 from carnb.kernel import extension
 from carnb.kernel.calls import CarInterrupted
 from tests.conftest import Client
+from tests.kernel.conftest import port_is_free
 
 
 def run(ip: Any, code: str) -> Any:
     return ip.run_cell(code)
-
-
-def port_is_free(port: int) -> bool:
-    """No socket listens on the port: a new server (SO_REUSEADDR, as asyncio's) can bind it.
-    (Connections the server closed may linger in TIME_WAIT; they do not hold the port.)"""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-    return True
 
 
 def test_load_prints_one_line_and_current_is_the_runtime(shell: Any, capsys: Any) -> None:

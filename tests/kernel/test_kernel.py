@@ -4,7 +4,6 @@ blocked, reload and unload leave no port or thread, loading at kernel start, shu
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -14,28 +13,17 @@ import psutil
 import pytest
 
 from tests.conftest import Client
-from tests.kernel.conftest import Kernel, needs_chromium
+from tests.kernel.conftest import Kernel, needs_chromium, port_is_free
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(180)]
 
 
-def port_is_free(port: int) -> bool:
-    """No socket listens on the port: a new server (SO_REUSEADDR, as asyncio's) can bind it.
-    (Connections the server closed may linger in TIME_WAIT; they do not hold the port.)"""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-    return True
-
-
 def runtime_info(k: Kernel) -> dict[str, Any]:
-    res = k.ok("import carnb, json as _j; _rt = carnb.current(); print(_j.dumps({'url': _rt.url, "
-               "'token': _rt.token, 'port': _rt.port, 'file': str(_rt.connection_file), "
-               "'session': _rt.session.client_id}))")
+    res = k.ok(
+        "import carnb, json as _j; _rt = carnb.current(); print(_j.dumps({'url': _rt.url, "
+        "'token': _rt.token, 'port': _rt.port, 'file': str(_rt.connection_file), "
+        "'session': _rt.session.client_id}))"
+    )
     return json.loads(res.stdout)
 
 
@@ -77,8 +65,7 @@ def test_a_magic_before_load_is_one_line(kernel: Kernel) -> None:
 
 @pytest.mark.parametrize(
     "cell",
-    ["time.sleep(5)",
-     "_t = time.time()\nwhile time.time() - _t < 5:\n    pass"],
+    ["time.sleep(5)", "_t = time.time()\nwhile time.time() - _t < 5:\n    pass"],
     ids=["sleep", "busy-loop"],
 )
 def test_external_client_is_answered_while_a_cell_is_blocked(kernel: Kernel, cell: str) -> None:
@@ -117,8 +104,9 @@ def test_reload_frees_the_port_and_unload_stops_everything(kernel: Kernel) -> No
     assert "carnb-host" not in names
     res = kernel.run("%car status")
     assert res.status == "error"
-    assert res.stderr.strip() == ("UsageError: carnb is not loaded (it was unloaded): run "
-                                  "`%load_ext carnb`")
+    assert res.stderr.strip() == (
+        "UsageError: carnb is not loaded (it was unloaded): run `%load_ext carnb`"
+    )
     kernel.ok("%load_ext carnb")
     assert kernel.ok("%car memory count").text.strip().endswith("0 facts in ephemeral")
 
@@ -175,8 +163,11 @@ def test_unload_leaves_no_browser_process(kernel: Kernel, site: str) -> None:
     kernel.ok("%unload_ext carnb")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        left = [p for p in proc.children(recursive=True) if p.is_running()
-                and p.status() != psutil.STATUS_ZOMBIE]
+        left = [
+            p
+            for p in proc.children(recursive=True)
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        ]
         if not left:
             break
         time.sleep(0.1)

@@ -44,19 +44,36 @@ def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
     settings = tmp_path / "lab-settings"
     for ext, name, value in [
         ("@jupyterlab/notebook-extension", "tracker", {"windowingMode": "none"}),
-        ("@jupyterlab/apputils-extension", "notification", {"fetchNews": "false",
-                                                            "checkForUpdates": False}),
+        (
+            "@jupyterlab/apputils-extension",
+            "notification",
+            {"fetchNews": "false", "checkForUpdates": False},
+        ),
     ]:
         (settings / ext).mkdir(parents=True, exist_ok=True)
         (settings / ext / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
-    env = {**os.environ, "CARNB_HOME": str(home), "CAR_NO_VERSION_WARNING": "1",
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
-           "JUPYTERLAB_SETTINGS_DIR": str(settings)}
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-           f"--port={port}", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-           "--ServerApp.port_retries=0", "--LabApp.news_url=", "--allow-root",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    env = {
+        **os.environ,
+        "CARNB_HOME": str(home),
+        "CAR_NO_VERSION_WARNING": "1",
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--ServerApp.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.port_retries=0",
+        "--LabApp.news_url=",
+        "--allow-root",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     log = (tmp_path / "lab.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     base = f"http://127.0.0.1:{port}"
@@ -133,8 +150,9 @@ def test_live_panel_in_jupyterlab(lab: dict[str, Any]) -> None:
             # Updates from the cells: `%car auth --agent demo` binds the notebook's session.
             expect(panel.locator("td.carnb-agent")).to_contain_text("demo", timeout=90_000)
             expect(panel.locator("td.carnb-facts")).to_contain_text("2", timeout=90_000)
-            expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text("Idle",
-                                                                                timeout=90_000)
+            expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text(
+                "Idle", timeout=90_000
+            )
             # Updates from the host thread with no cell running: an outside client attaches.
             info = connection_info(lab["home"])
             count = int(panel.locator(".carnb-count").inner_text())

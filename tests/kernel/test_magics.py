@@ -46,8 +46,9 @@ def test_help_explains_every_command(loaded: Any, capsys: Any) -> None:
         ("%car server 'unbalanced", "cannot split"),
     ],
 )
-def test_argument_errors_are_one_line_usage_errors(loaded: Any, capsys: Any, line: str,
-                                                   match: str) -> None:
+def test_argument_errors_are_one_line_usage_errors(
+    loaded: Any, capsys: Any, line: str, match: str
+) -> None:
     res = run(loaded, line)
     assert isinstance(res.error_in_exec, UsageError)
     msg = str(res.error_in_exec)
@@ -165,8 +166,11 @@ def test_html_is_escaped(loaded: Any) -> None:
 
 
 def test_explore_searches_as_you_type(loaded: Any) -> None:
-    facts = [("deploy", "staging deploys need green CI"), ("db", "postgres runs on port 5432"),
-             ("deploy", "prod deploys on Monday")]
+    facts = [
+        ("deploy", "staging deploys need green CI"),
+        ("db", "postgres runs on port 5432"),
+        ("deploy", "prod deploys on Monday"),
+    ]
     for subject, body in facts:
         loaded.run_line_magic("car", f'memory add {subject} "{body}"')
     ex = loaded.run_line_magic("car", "memory explore deploy")
@@ -205,8 +209,10 @@ def test_cells_become_turns_while_a_run_is_open(loaded: Any) -> None:
     assert turns[2]["error"] == "ZeroDivisionError: division by zero"
     assert trace.trace["status"] == "completed"
     ended = trace.trace["records"][-1]
-    assert ended["kind"] == "ended" and ended["outcome"] == {"status": "success",
-                                                               "summary": "all tidy"}
+    assert ended["kind"] == "ended" and ended["outcome"] == {
+        "status": "success",
+        "summary": "all tidy",
+    }
     assert "tidy the data" in trace._repr_mimebundle_()["text/html"]
     runs = loaded.run_line_magic("car", "run list")
     assert runs.runs[0]["run_id"] == rid and runs.runs[0]["turn_count"] == 3
@@ -231,14 +237,20 @@ def test_cell_magic_failure_raises_and_completes_with_failure(loaded: Any, capsy
     assert "ValueError: boom" in shown
     assert "cmd_runs.py" not in shown and "magics.py" not in shown  # our frames are hidden
     trace = loaded.run_line_magic("car", "run trace")
-    assert trace.trace["records"][-1]["outcome"] == {"status": "failure",
-                                                      "summary": "ValueError: boom"}
+    assert trace.trace["records"][-1]["outcome"] == {
+        "status": "failure",
+        "summary": "ValueError: boom",
+    }
     assert trace.turns[0]["error"] == "ValueError: boom"
 
 
 def test_run_errors(loaded: Any) -> None:
-    for line, match in [("run complete", "no run is open"), ("run cancel", "no run is open"),
-                        ("run trace", "no run yet"), ("run trace run-nope", "no run run-nope")]:
+    for line, match in [
+        ("run complete", "no run is open"),
+        ("run cancel", "no run is open"),
+        ("run trace", "no run yet"),
+        ("run trace run-nope", "no run run-nope"),
+    ]:
         res = run(loaded, f"%car {line}")
         assert isinstance(res.error_in_exec, CarCommandError), line
         assert match in res.error_in_exec.message
@@ -268,11 +280,17 @@ def test_external_agent_process_with_the_official_client(loaded: Any, tmp_path: 
     import sys
 
     env = loaded.run_line_magic("car", "agent add writer").env
-    code = ("import car_runtime; rt = car_runtime.CarRuntime(); "
-            "print(rt.add_fact('deploy', 'written by the agent', 'pattern')); rt.close()")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env,
-                         "CAR_NO_VERSION_WARNING": "1"}, capture_output=True, text=True,
-                         timeout=60)
+    code = (
+        "import car_runtime; rt = car_runtime.CarRuntime(); "
+        "print(rt.add_fact('deploy', 'written by the agent', 'pattern')); rt.close()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env, "CAR_NO_VERSION_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     loaded.run_line_magic("car", "auth --agent writer")
     q = loaded.run_line_magic("car", "memory query deploy")

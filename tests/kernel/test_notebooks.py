@@ -49,8 +49,13 @@ def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     monkeypatch.setenv("CARNB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CAR_NO_VERSION_WARNING", "1")
     nb = nbformat.read(work / name, as_version=4)
-    client = RecordingClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
-                             resources={"metadata": {"path": str(work)}})
+    client = RecordingClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(work)}},
+    )
     client.execute()
     return nb, client
 
@@ -126,8 +131,11 @@ def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb, client = execute("02-memory.ipynb", tmp_path, monkeypatch)
     assert "the agent wrote 6 facts; its graph holds 6" in out(nb, "agent_code")
-    counts = [text(c) for c in nb.cells if c.cell_type == "code"
-              and c.source.strip().endswith("%car memory count")]
+    counts = [
+        text(c)
+        for c in nb.cells
+        if c.cell_type == "code" and c.source.strip().endswith("%car memory count")
+    ]
     assert counts[0].strip() == "0 facts in ephemeral"
     assert "6 facts in agent:scout" in counts[1]
     assert "staging deploys need a green CI run" in out(nb, "%car memory query deploy")
@@ -161,8 +169,12 @@ def test_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_id is not None
     # Watched live: while the cell waited on the agent, the panel showed its run as it grew.
     live = [s["value"] for i, _, s in client.updates if i == agent_cell and "value" in s]
-    seen_turns = {int(m) for v in live if run_id.group(1) in v and "<td>tracer</td>" in v
-                  for m in re.findall(rf"<td>{run_id.group(1)}</td><td>(\d+)</td>", v)}
+    seen_turns = {
+        int(m)
+        for v in live
+        if run_id.group(1) in v and "<td>tracer</td>" in v
+        for m in re.findall(rf"<td>{run_id.group(1)}</td><td>(\d+)</td>", v)
+    }
     assert len(seen_turns) >= 2 and seen_turns <= {0, 1, 2, 3, 4}, seen_turns
     assert "write summary: done" in out(nb, "%car run trace {agent_run}")
     assert "summarise the weekly report" in out(nb, "%car run list --agent tracer")

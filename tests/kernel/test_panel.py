@@ -108,8 +108,9 @@ def test_bursts_are_throttled(loaded: Any) -> None:
         n = 40
         for i in range(n):  # each re-auth changes the session: one event each
             agent = "a1" if i % 2 else "a2"
-            c.call("session.auth", {"agent_id": agent,
-                                    "token": rt.credentials.agents.token_for(agent)})
+            c.call(
+                "session.auth", {"agent_id": agent, "token": rt.credentials.agents.token_for(agent)}
+            )
         assert wait_for(lambda: any(r["agent_id"] == "a1" for r in panel.rows))
         time.sleep(0.3)
         elapsed = time.monotonic() - t0
