@@ -28,7 +28,7 @@ lab: $(VENV)/.installed-lab chromium
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 test: $(VENV)/.installed-test chromium
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test chromium
@@ -39,7 +39,7 @@ bench-quick: $(VENV)/.installed-test chromium
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check carnb tests bench
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from carnb import __version__
+from carnb._version import __version__
 from carnb.browser import BrowserPool
 from carnb.errors import CarnbError
 from carnb.memgine import MemoryHome
