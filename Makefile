@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+LAB_ARGS ?=
 
 .PHONY: lab test bench bench-quick lint chromium clean
 
@@ -25,7 +26,7 @@ chromium: | $(BIN)/python
 	@$(BIN)/python -m carnb chromium || $(BIN)/python -m playwright install chromium
 
 lab: $(VENV)/.installed-lab chromium
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 test: $(VENV)/.installed-test chromium
 	$(BIN)/lint-imports --no-cache

@@ -3,9 +3,9 @@
 Theory of operation. Every handler is registered with a *mode*:
 - ``inline``: a plain function run at once on the host loop (microseconds: state, auth, ...).
   The connection reader runs these in frame order.
-- ``async``: a coroutine function, run as its own task so it never blocks other requests.
-- ``thread``: a plain function that may take milliseconds or more (big SQLite work); run in a
-  worker thread as its own task.
+  An inline handler that must wait (its graph is busy) returns a :class:`Later` instead.
+- ``async``: a coroutine function, run as its own task so it never blocks other requests
+  (handlers push slow synchronous work to a worker thread themselves).
 The gate is the same for sockets and for the notebook's socketless session:
 unauthenticated sessions may only call ``session.auth`` (anything else is ``-32001`` and, on a
 socket, the connection is closed); host-only methods need ``is_host``; methods flagged
@@ -14,7 +14,6 @@ socket, the connection is closed); host-only methods need ``is_host``; methods f
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,7 +70,7 @@ class Later:
 class Method:
     name: str
     fn: Handler
-    mode: str = "inline"  # inline | async | thread
+    mode: str = "inline"  # inline | async
     role: str = "operator"  # operator | agent | owner | host (who can call it)
     needs_handshake: bool = False
     summary: str = ""
@@ -94,7 +93,7 @@ class MethodTable:
         self._methods: dict[str, Method] = {}
 
     def add(self, method: Method) -> None:
-        if method.mode not in ("inline", "async", "thread"):
+        if method.mode not in ("inline", "async"):
             raise ValueError(f"bad mode {method.mode!r} for {method.name}")
         if method.role not in ROLES:
             raise ValueError(f"bad role {method.role!r} for {method.name}")
@@ -157,18 +156,18 @@ class Dispatcher:
         """Full path for one call; returns the result or raises :class:`CarnbError`."""
         method = self.resolve(session, name)
         args = params_object(params)
-        return await self._run(method, session, args)
+        return await self.run(method, session, args)
 
-    async def _run(self, method: Method, session: ClientSession, args: dict[str, Any]) -> Any:
+    async def run(self, method: Method, session: ClientSession, args: dict[str, Any]) -> Any:
+        """Run a resolved method; its result, or :class:`CarnbError` (unexpected failures are
+        logged and become ``-32603 internal error in METHOD``)."""
         try:
             if method.mode == "inline":
                 result = method.fn(session, args, self.services)
                 if isinstance(result, Later):
                     return await result.coro
                 return result
-            if method.mode == "async":
-                return await method.fn(session, args, self.services)
-            return await asyncio.to_thread(method.fn, session, args, self.services)
+            return await method.fn(session, args, self.services)
         except CarnbError:
             raise
         except Exception as exc:

@@ -259,7 +259,7 @@ class SessionServer:
     ) -> str | None:
         """Run a non-inline method; the reply text (``None`` for a notification)."""
         try:
-            result = await self.dispatcher._run(method, session, params_object(msg.params))
+            result = await self.dispatcher.run(method, session, params_object(msg.params))
         except CarnbError as exc:
             if isinstance(msg, Request):
                 return error_text(msg.id, exc.code, exc.message, exc.data)
