@@ -281,6 +281,13 @@ def masked_frame(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
     return head + mask + body
 
 
+def raw_auth(sock: socket.socket, token: str, bufsize: int = 65536) -> None:
+    """Send ``session.auth`` as one masked text frame on a raw upgraded socket; check the ok."""
+    request = {"jsonrpc": "2.0", "id": 0, "method": "session.auth", "params": {"token": token}}
+    sock.sendall(masked_frame(json.dumps(request).encode()))
+    assert b'"ok":true' in sock.recv(bufsize)
+
+
 def wait_until(pred: Any, timeout: float = 10, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ from tests.reliability.harness import (
     masked_frame,
     mib,
     note,
+    raw_auth,
     raw_upgrade,
     wait_until,
 )
@@ -184,19 +185,7 @@ def test_a_client_that_never_reads_its_replies_is_not_buffered_without_bound(sta
     big = "x" * (1024 * 1024)  # every state.get reply is 1 MiB
     s = raw_upgrade(srv.port)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    s.sendall(
-        masked_frame(
-            json.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 0,
-                    "method": "session.auth",
-                    "params": {"token": srv.token},
-                }
-            ).encode()
-        )
-    )
-    assert b'"ok":true' in s.recv(65536)
+    raw_auth(s, srv.token)
     s.sendall(
         masked_frame(
             json.dumps(

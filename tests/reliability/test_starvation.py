@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import threading
 import time
 
 import pytest
 
-from tests.reliability.harness import AClient, add, masked_frame, note, raw_upgrade
+from tests.reliability.harness import AClient, add, note, raw_auth, raw_upgrade
 
 pytestmark = pytest.mark.reliability
 
@@ -52,19 +51,7 @@ def test_slow_and_idle_connections_do_not_starve_others(start_server) -> None:
     tricklers = []
     for _ in range(TRICKLERS):
         s = raw_upgrade(srv.port)
-        s.sendall(
-            masked_frame(
-                json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": 0,
-                        "method": "session.auth",
-                        "params": {"token": srv.token},
-                    }
-                ).encode()
-            )
-        )
-        assert b'"ok":true' in s.recv(4096)
+        raw_auth(s, srv.token, 4096)
         # a frame header announcing 1 MiB, then a byte at a time
         s.sendall(bytes([0x81, 0x80 | 127]) + (1 << 20).to_bytes(8, "big") + b"\x00\x00\x00\x00")
         tricklers.append(s)

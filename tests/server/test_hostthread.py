@@ -48,20 +48,20 @@ def test_exceptions_come_back_to_the_caller() -> None:
         host.stop()
 
 
+async def sleeps_until_cancelled(cancelled: threading.Event) -> None:
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 def test_timeout_cancels_the_coroutine() -> None:
     host = HostThread()
     cancelled = threading.Event()
     try:
-
-        async def slow() -> None:
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-
         with pytest.raises(TimeoutError, match="did not answer"):
-            host.call(slow(), timeout=0.2)
+            host.call(sleeps_until_cancelled(cancelled), timeout=0.2)
         assert cancelled.wait(5)
     finally:
         host.stop()
@@ -71,19 +71,11 @@ def test_keyboard_interrupt_in_the_caller_cancels_the_coroutine() -> None:
     host = HostThread()
     cancelled = threading.Event()
     try:
-
-        async def slow() -> None:
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-
         # a real SIGINT, as Jupyter's interrupt button sends to the kernel process
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
         with pytest.raises(KeyboardInterrupt):
-            host.call(slow(), timeout=20)
+            host.call(sleeps_until_cancelled(cancelled), timeout=20)
         assert cancelled.wait(5)
 
         # the host thread is still usable after the interrupt
