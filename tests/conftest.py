@@ -132,38 +132,52 @@ def agent_auth(runtime: Runtime, agent: str, **extra: Any) -> dict[str, Any]:
     return {"token": token, "agent_id": agent, **extra}
 
 
+def serve_command(home: Path, conn_file: Path, *args: str) -> list[str]:
+    """The command line of a `python -m carnb serve` with its data in ``home``."""
+    return [
+        sys.executable,
+        "-m",
+        "carnb",
+        "serve",
+        "--home",
+        str(home),
+        "--connection-file",
+        str(conn_file),
+        *args,
+    ]
+
+
+def read_banner(
+    proc: subprocess.Popen[str], conn_file: Path, why: Any
+) -> tuple[list[str], str, dict[str, Any]]:
+    """Read serve's two start-up lines: (lines, url, connection info). If it did not start,
+    kill it and raise with ``why()`` (its stderr or log) in the message."""
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]
+    if not lines[0].startswith("carnb serving on "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"serve did not start: {lines} {why()}")
+    return lines, lines[0].removeprefix("carnb serving on "), json.loads(conn_file.read_text())
+
+
 class ServeProcess:
     """A real `python -m carnb serve` process."""
 
     def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.conn_file = home / "conn.json"
-        cmd = [
-            sys.executable,
-            "-m",
-            "carnb",
-            "serve",
-            "--home",
-            str(home),
-            "--connection-file",
-            str(self.conn_file),
-            *args,
-        ]
         self.proc = subprocess.Popen(
-            cmd,
+            serve_command(home, self.conn_file, *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
             env={**os.environ, **(env or {})},
         )
-        assert self.proc.stdout is not None
-        self.lines = [self.proc.stdout.readline().strip(), self.proc.stdout.readline().strip()]
-        if not self.lines[0].startswith("carnb serving on "):
-            self.proc.kill()
-            raise RuntimeError(f"serve did not start: {self.lines} {self.proc.stderr.read()}")
-        self.url = self.lines[0].removeprefix("carnb serving on ")
-        self.info = json.loads(self.conn_file.read_text())
+        self.lines, self.url, self.info = read_banner(
+            self.proc, self.conn_file, lambda: self.proc.stderr.read() if self.proc.stderr else ""
+        )
 
     def stop(self, sig: int | None = None) -> int:
         import signal as _signal

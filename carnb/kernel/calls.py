@@ -10,8 +10,9 @@ well. IPython shows these through ``_render_traceback_``: one line, the cell mar
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from carnb.errors import CarnbError
@@ -75,40 +76,30 @@ class Calls:
             )
         return rt
 
-    def call(self, method: str, params: Any = None, *, what: str | None = None,
-             timeout: float | None = DEFAULT_TIMEOUT) -> Any:
+    def call(
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        what: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Any:
         """``runtime.call(method, params)``; ``what`` names the command in messages."""
         rt = self.runtime
-        label = what or method
-        try:
+        with _explained(what or method):
             return rt.call(method, params, timeout=timeout)
-        except KeyboardInterrupt:
-            raise CarInterrupted(
-                f"{label} was cancelled by Ctrl-C; the runtime is still running"
-            ) from None
-        except CarnbError as exc:
-            raise CarCommandError(f"{label} failed: {one_line(exc.message)}") from None
-        except TimeoutError as exc:
-            raise CarCommandError(f"{label}: {one_line(str(exc))}") from None
 
-    def on_host(self, coro: Coroutine[Any, Any, Any], *, what: str,
-                timeout: float | None = 30.0) -> Any:
+    def on_host(
+        self, coro: Coroutine[Any, Any, Any], *, what: str, timeout: float | None = 30.0
+    ) -> Any:
         """Run a coroutine on the host thread and wait (Ctrl-C cancels it)."""
         try:
             rt = self.runtime
         except CarMagicError:
             coro.close()
             raise
-        try:
+        with _explained(what):
             return rt.run_on_host(coro, timeout=timeout)
-        except KeyboardInterrupt:
-            raise CarInterrupted(
-                f"{what} was cancelled by Ctrl-C; the runtime is still running"
-            ) from None
-        except CarnbError as exc:
-            raise CarCommandError(f"{what} failed: {one_line(exc.message)}") from None
-        except TimeoutError as exc:
-            raise CarCommandError(f"{what}: {one_line(str(exc))}") from None
 
     def guard(self, fn: Callable[[], Any], *, what: str) -> Any:
         """Run a direct runtime operation (e.g. ``register_agent``) with the same error rules."""
@@ -118,3 +109,18 @@ class Calls:
             raise CarInterrupted(f"{what} was cancelled by Ctrl-C") from None
         except CarnbError as exc:
             raise CarCommandError(f"{what} failed: {one_line(exc.message)}") from None
+
+
+@contextlib.contextmanager
+def _explained(label: str) -> Iterator[None]:
+    """Turn what a call to the host thread can raise into one-line magic errors."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise CarInterrupted(
+            f"{label} was cancelled by Ctrl-C; the runtime is still running"
+        ) from None
+    except CarnbError as exc:
+        raise CarCommandError(f"{label} failed: {one_line(exc.message)}") from None
+    except TimeoutError as exc:
+        raise CarCommandError(f"{label}: {one_line(str(exc))}") from None

@@ -14,7 +14,6 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from typing import Any
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import read_banner, serve_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,34 +78,14 @@ class ServerProc:
             env={**os.environ, **(env or {})},
             preexec_fn=preexec,
         )
-        assert self.proc.stdout is not None
-        self.stdout_lines = [
-            self.proc.stdout.readline().strip(),
-            self.proc.stdout.readline().strip(),
-        ]
-        if not self.stdout_lines[0].startswith("carnb serving on "):
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError(f"serve did not start: {self.stdout_lines} {self.log_text()}")
-        self.url = self.stdout_lines[0].removeprefix("carnb serving on ")
-        self.info: dict[str, Any] = json.loads(self.conn_file.read_text())
+        self.stdout_lines, self.url, self.info = read_banner(
+            self.proc, self.conn_file, self.log_text
+        )
         self.ps = psutil.Process(self.proc.pid)
 
     @staticmethod
     def command(home: Path, conn_file: Path, *args: str, log_level: str = "WARNING") -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "carnb",
-            "serve",
-            "--home",
-            str(home),
-            "--connection-file",
-            str(conn_file),
-            "--log-level",
-            log_level,
-            *args,
-        ]
+        return serve_command(home, conn_file, "--log-level", log_level, *args)
 
     @staticmethod
     def cwd() -> Path:
