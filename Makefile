@@ -21,9 +21,10 @@ $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
 	touch $@
 
-# Chromium for the browser slot: a system one (apt-get install chromium) or Playwright's own.
+# Chromium for the browser slot: the one carnb finds, else Debian's package, else Playwright's
+# own download, else a message naming the options (tools/ensure-chromium).
 chromium: | $(BIN)/python
-	@$(BIN)/python -m carnb chromium || $(BIN)/python -m playwright install chromium
+	@tools/ensure-chromium $(BIN)/python
 
 lab: $(VENV)/.installed-lab chromium
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
