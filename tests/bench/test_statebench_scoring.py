@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from statebench_replay import (
@@ -23,52 +22,7 @@ from statebench_replay import (
     tally_answers,
 )
 
-
-def fact(key: str, value: str, *, id_: str = "W-AUTO", supersedes: Any = None) -> dict[str, Any]:
-    return {
-        "id": id_,
-        "key": key,
-        "value": value,
-        "supersedes": supersedes,
-        "is_constraint": key.startswith("rule"),
-    }
-
-
-def write(*writes: dict[str, Any], kind: str = "state_write") -> dict[str, Any]:
-    return {"type": kind, "writes": list(writes)}
-
-
-def query(prompt: str, must: list[str], must_not: list[str]) -> dict[str, Any]:
-    return {
-        "type": "query",
-        "prompt": prompt,
-        "ground_truth": {"must_mention": must, "must_not_mention": must_not},
-    }
-
-
-def row(tid: str, initial: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:
-    chat = {"type": "conversation_turn", "speaker": "user", "text": "noise"}
-    return {"id": tid, "initial_state": {"persistent_facts": initial}, "events": [chat, *events]}
-
-
-BUDGET = row(
-    "budget",
-    [fact("budget", "$200,000 available", id_="F-1")],
-    [
-        write(fact("decision", "Approved purchase, $50,000 remaining")),
-        query("What is the budget?", ["$200,000", "approved purchase"], ["$120,000"]),
-        write(
-            fact("budget_corrected", "$120,000 total", supersedes="budget"),
-            kind="supersession",
-        ),
-        write(
-            fact("decision_corrected", "INVALID: was based on $200,000", supersedes="decision"),
-            kind="supersession",
-        ),
-        query("What is the budget now?", ["$120,000", "$50,000 remaining", "over budget"], []),
-        query("Remaining?", ["$120,000"], ["$200,000", "$50,000 remaining"]),
-    ],
-)
+from tests.bench.timelines import BUDGET, OTHER, fact, row, write
 
 
 def test_facts_in_order_with_supersedes_resolved_to_harness_ids() -> None:
@@ -182,9 +136,6 @@ class ListGraph:
 
     def close(self) -> None:
         self.closed = True
-
-
-OTHER = row("other", [fact("budget", "$120,000 from another team")], [query("?", ["x"], [])])
 
 
 def test_fresh_replay_uses_one_new_graph_per_timeline_and_scores_like_the_floor() -> None:
