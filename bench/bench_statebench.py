@@ -69,6 +69,9 @@ class CarnbGraph:
             params["supersedes"] = list(fact.supersedes)
         self.rpc("memory.add_fact", params)
 
+    def prepare(self) -> None:
+        pass
+
     def build_context(self, prompt: str) -> str:
         return str(self.rpc("memory.build_context", {"query": prompt}))
 

@@ -16,25 +16,39 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import car_runtime  # the peer venv's 0.7.0, never carnb's
 from statebench_replay import VARIANTS, Fact, load_timelines, replay
 
 
 class RustGraph:
-    """One embedded CarRuntime: its own in-process memgine."""
+    """A graph of embedded CarRuntimes: each holds its own in-process memgine.
+
+    One runtime's `build_context` leaves out facts an earlier call of the same runtime already
+    returned (a second identical call gives ""; after one more fact, only that fact). Every
+    query is scored on its own, so each gets a new runtime holding the facts written so far, and
+    only its `build_context` call is timed.
+    """
 
     def __init__(self) -> None:
-        self.rt = car_runtime.CarRuntime()
+        self.facts: list[Fact] = []
+        self.rt: Any = None
 
     def add(self, fact: Fact) -> None:
-        self.rt.add_fact(fact.subject, fact.body, "constraint" if fact.constraint else "pattern")
+        self.facts.append(fact)
+
+    def prepare(self) -> None:
+        self.rt = car_runtime.CarRuntime()
+        for f in self.facts:
+            self.rt.add_fact(f.subject, f.body, "constraint" if f.constraint else "pattern")
 
     def build_context(self, prompt: str) -> str:
         return str(self.rt.build_context(prompt))
 
     def close(self) -> None:
-        del self.rt
+        self.facts.clear()
+        self.rt = None
 
 
 def main(argv: list[str]) -> int:

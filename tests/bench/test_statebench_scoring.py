@@ -124,11 +124,15 @@ class ListGraph:
 
     def __init__(self) -> None:
         self.facts: list[Fact] = []
+        self.prepared_at: list[int] = []  # facts held at each prepare()
         self.closed = False
         ListGraph.opened.append(self)
 
     def add(self, fact: Fact) -> None:
         self.facts.append(fact)
+
+    def prepare(self) -> None:
+        self.prepared_at.append(len(self.facts))
 
     def build_context(self, prompt: str) -> str:
         gone = {ref for f in self.facts for ref in f.supersedes}
@@ -149,6 +153,7 @@ def test_fresh_replay_uses_one_new_graph_per_timeline_and_scores_like_the_floor(
         ("other", 0),
     ]
     assert [len(g.facts) for g in ListGraph.opened] == [4, 1]
+    assert [g.prepared_at for g in ListGraph.opened] == [[2, 4, 4], [1]]
     assert all(g.closed for g in ListGraph.opened)
     assert "$120,000" not in answers[0].context  # written after the first query
     assert tally_answers(ts, answers).as_dict() | {"build_context_median_ms": 0} == (
