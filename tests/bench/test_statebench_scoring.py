@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from bench_statebench import render
 from statebench_replay import (
     Fact,
     QueryScore,
@@ -180,3 +181,30 @@ def test_load_timelines_prefixes_by_position_and_quick_subset_spreads(tmp_path: 
     assert [t.facts[0].ref for t in ts[:3]] == ["t0-0", "t1-0", "t2-0"]
     assert [t.id for t in quick_subset(ts)] == ["budget0", "other7", "budget14"]
     assert isinstance(ts[0], Timeline)
+
+
+def tally(leaking: int, covered: int) -> Tally:
+    t = Tally(leak_queries=100, leaking=leaking, answerable=100, covered=covered)
+    t.ms.append(1.0)
+    return t
+
+
+def test_goals_follow_the_issue_and_an_unavailable_peer_says_so() -> None:
+    floor = tally(30, 100)
+    results: dict[str, Tally | None] = {
+        "carnb fresh": tally(32, 98),
+        "carnb buried": tally(40, 91),
+        "car-runtime fresh": None,
+        "car-runtime buried": None,
+    }
+    text = render(results, floor, 3, 4)
+    assert "| car-runtime | buried | unavailable | unavailable | unavailable |" in text
+    assert "| fresh: coverage >= 98% | yes |" in text
+    assert "| fresh: leak <= floor + 2 points (32.0%) | yes |" in text
+    assert "car-runtime's | n/a: car-runtime unavailable |" in text
+    results["carnb fresh"] = tally(33, 97)
+    results["car-runtime buried"] = tally(50, 92)
+    text = render(results, floor, 3, 4)
+    assert "| fresh: coverage >= 98% | NO |" in text
+    assert "| fresh: leak <= floor + 2 points (32.0%) | NO |" in text
+    assert "car-runtime's | NO |" in text
