@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from websockets.sync.client import connect
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
@@ -73,3 +75,25 @@ class Serve:
         self.proc.terminate()
         self.proc.wait(20)
         self.tmp.cleanup()
+
+
+class Rpc:
+    """A blocking JSON-RPC client on one WebSocket connection, authenticated with `auth`."""
+
+    def __init__(self, url: str, auth: dict[str, Any]) -> None:
+        self.ws = connect(url, compression=None, max_size=None).__enter__()
+        self.i = 0
+        self("session.auth", auth)
+
+    def __call__(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        self.i += 1
+        self.ws.send(
+            json.dumps({"jsonrpc": "2.0", "id": self.i, "method": method, "params": params})
+        )
+        reply = json.loads(self.ws.recv(timeout=120))
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply["result"]
+
+    def close(self) -> None:
+        self.ws.close()

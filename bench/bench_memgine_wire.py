@@ -15,32 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from websockets.sync.client import connect
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import Serve, median, pct, save, table  # noqa: E402
+from _util import Rpc, Serve, median, pct, save, table  # noqa: E402
 from bench_memgine import CORPUS_SEED, QUERY_SEED  # noqa: E402
 from memgine_corpus import Corpus  # noqa: E402
-
-
-class Rpc:
-    def __init__(self, url: str, auth: dict) -> None:
-        self.ws = connect(url, compression=None, max_size=None).__enter__()
-        self.i = 0
-        self("session.auth", auth)
-
-    def __call__(self, method: str, params: dict | None = None) -> object:
-        self.i += 1
-        self.ws.send(
-            json.dumps({"jsonrpc": "2.0", "id": self.i, "method": method, "params": params})
-        )
-        reply = json.loads(self.ws.recv(timeout=120))
-        if "error" in reply:
-            raise RuntimeError(reply["error"])
-        return reply["result"]
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 def timed(fn, args_list) -> list[float]:
