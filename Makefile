@@ -1,4 +1,5 @@
-# carnb: `make lab` opens JupyterLab on the demo notebooks, `make test` runs every test.
+# carnb: `make lab` opens JupyterLab on the demo notebooks, `make test` runs `make lint`, then
+# every test.
 # Both create .venv with the Python found as $(PYTHON) (3.11 or newer) and install what they need.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -29,8 +30,7 @@ chromium: | $(BIN)/python
 lab: $(VENV)/.installed-lab chromium
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-test: $(VENV)/.installed-test chromium
-	$(BIN)/lint-imports --no-cache
+test: lint chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test chromium
@@ -39,9 +39,15 @@ bench: $(VENV)/.installed-test chromium
 bench-quick: $(VENV)/.installed-test chromium
 	$(BIN)/python bench/run.py --quick
 
+# Formatting, lint rules, mypy --strict on carnb/ (pyproject [tool.mypy]), the import layers
+# (pyproject [tool.importlinter]) and no import circle anywhere in carnb, counting imports inside
+# functions and under TYPE_CHECKING.
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check carnb tests bench
+	$(BIN)/ruff format --check carnb tests bench tools
+	$(BIN)/ruff check carnb tests bench tools
+	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	PYTHONPATH=$(CURDIR) $(BIN)/python tools/check_import_cycles.py carnb
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results

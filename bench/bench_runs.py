@@ -3,7 +3,7 @@
 Usage: ``.venv/bin/python bench/bench_runs.py [--quick] [--section NAME ...]``
 
 Prints a Markdown table (measure | value | goal | ok) and writes ``bench/results/runs.json``.
-The goals come from the threading model (DESIGN.md): a store call that stays under ~5 ms may
+The goals come from docs/architecture.md, Threading: a store call that stays under ~5 ms may
 run inline on the host loop, so per-call p99 latency is the figure that matters; throughput
 is reported beside it.
 
@@ -36,7 +36,7 @@ from carnb.runs import Caller, RunStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "runs.json"
 AGENT = Caller(session_id="bench", agent_id="bench-agent")
-INLINE_BUDGET_MS = 5.0  # DESIGN.md: sync engine calls under ~5 ms may run on the loop
+INLINE_BUDGET_MS = 5.0  # docs/architecture.md: sync engine calls under ~5 ms may run on the loop
 
 
 @dataclass

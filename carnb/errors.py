@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# JSON-RPC error codes used by carnb (PROTOCOL.md section 4).
+# JSON-RPC error codes used by carnb (docs/protocol.md, "Errors").
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601

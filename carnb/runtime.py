@@ -10,7 +10,6 @@ is the backstop).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -23,6 +22,7 @@ from carnb._version import __version__
 from carnb.browser import BrowserPool
 from carnb.errors import CarnbError
 from carnb.memgine import MemoryHome
+from carnb.private_file import write_private_json
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession, new_client_id
 from carnb.runs import RunStore
@@ -286,7 +286,6 @@ class Runtime:
         if path is None:
             path = self.settings.home / "run" / f"carnb-{os.getpid()}-{self.port}.json"
         path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = {
             "url": self.url,
             "token": self.token if self.credentials.auth_enabled else None,
@@ -296,13 +295,7 @@ class Runtime:
             "home": str(self.settings.home),
             "agents": self.credentials.agents.as_mapping(),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(info, fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_private_json(path, info)
         self.connection_file = path
 
     def _remove_connection_file(self) -> None:

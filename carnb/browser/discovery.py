@@ -1,4 +1,4 @@
-"""Finding a Chromium executable (DESIGN.md, "Tests, in layers": Chromium discovery).
+"""Finding a Chromium executable (docs/architecture.md, "Tests": Chromium discovery).
 
 Order: the ``CARNB_CHROMIUM`` environment variable, then the configured path, then the Chromium
 Playwright installed for itself (``python -m playwright install chromium``) if its executable

@@ -4,7 +4,7 @@ A script is an object (or a JSON string of one) ``{operations: [{op, ...}, ...]}
 operation is checked against :data:`OPS` (required fields, types, allowed values); the first
 problem raises :class:`~carnb.errors.InvalidParams` naming the operation's index and field, e.g.
 ``invalid params: operations[2].element_id is required for click``. Nothing here touches a
-browser, so a bad script never half-runs. Unknown extra fields are ignored (PROTOCOL.md 4).
+browser, so a bad script never half-runs. Unknown extra fields are ignored (docs/protocol.md).
 
 The result is a list of plain dicts with defaults filled in, ready for :mod:`carnb.browser.ops`.
 """

@@ -1,4 +1,4 @@
-"""memgine: carnb's memory engine behind ``memory.*`` (MEMGINE.md).
+"""memgine: carnb's memory engine behind ``memory.*`` (docs/memgine.md).
 
 A typed memory graph per scope stored in SQLite: :class:`Memgine` is one graph (thread-safe,
 synchronous), :class:`MemoryHome` owns the data directory layout (agent and namespace graph files,

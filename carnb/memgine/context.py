@@ -1,6 +1,6 @@
 """Rendering of ``memory.build_context``: sections, line format and the token budget.
 
-MEMGINE.md, Context: ``## Constraints`` (every constraint, never dropped) then ``## Facts``, each
+docs/memgine.md, Context: ``## Constraints`` (every constraint, never dropped), ``## Facts``, each
 only when non-empty, separated by a blank line. Fact lines are ``- [fact_id] subject: body``
 (a body's line breaks become spaces so one fact stays one line). The caller passes facts in
 display order: least relevant (or, for the fast mode, oldest) first, so the most relevant (or

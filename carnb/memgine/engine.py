@@ -42,7 +42,7 @@ _ROW = "fact_id, subject, body, kind, tags, source"
 
 
 class Memgine:
-    """A memory graph (MEMGINE.md). ``path=None`` gives an in-memory graph that dies on close."""
+    """A memory graph (docs/memgine.md). ``path=None``: an in-memory graph that dies on close."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path: Path | None = None if path is None else Path(path).expanduser().absolute()

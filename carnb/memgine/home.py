@@ -4,10 +4,15 @@ Layout under ``home`` (``$CARNB_HOME``, default ``~/.carnb``)::
 
     graphs/agents/<graph_file_name(agent_id)>.sqlite3       one persistent graph per agent
     graphs/namespaces/<graph_file_name(namespace)>.sqlite3  one per memory namespace
-    memory/                                                  the user's persist/load sandbox
+    memory/                                                  the persist/load sandbox (host)
+    memory/agents/<graph_file_name(agent_id)>/               an agent session's part of it
+    memory/namespaces/<graph_file_name(namespace)>/          a namespace-bound session's part
+    memory/operator/                                         an unbound launch-token session's
 
 Graph files live outside ``memory/`` so ``memory.persist``/``memory.load`` can never overwrite or
-read a live database. :class:`MemoryHome` caches one :class:`Memgine` per agent and namespace
+read a live database. A session's persist/load paths are relative to its own part of ``memory/``
+(see :meth:`MemoryHome.user_folder`); only the host reaches every part.
+:class:`MemoryHome` caches one :class:`Memgine` per agent and namespace
 (the same object for the same name, shared by every session bound to it).
 """
 
@@ -17,6 +22,7 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from carnb.errors import CarnbError, InvalidParams, PathRejected
 from carnb.memgine import validate
@@ -26,6 +32,17 @@ _PASS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 # Encoded names longer than this are cut and end in "~" + SHA-256 (file names stay < 255 bytes).
 MAX_ENCODED = 200
 GRAPH_SUFFIX = ".sqlite3"
+
+
+class MemoryOwner(Protocol):
+    """Who asks for a persist/load path (a :class:`~carnb.protocol.session.ClientSession`)."""
+
+    @property
+    def is_host(self) -> bool: ...
+    @property
+    def agent_id(self) -> str | None: ...
+    @property
+    def memory_namespace(self) -> str | None: ...
 
 
 def graph_file_name(name: str) -> str:
@@ -105,21 +122,40 @@ class MemoryHome:
 
     # -- sandbox -----------------------------------------------------------------------------
 
-    def resolve_user_path(self, path: str, *, method: str) -> Path:
-        """The absolute, symlink-free path for a persist/load ``path`` inside ``memory_dir``.
+    def user_folder(self, session: MemoryOwner | None = None) -> Path:
+        """The folder a session's persist/load paths are relative to: all of ``memory/`` for
+        the host (and for ``None``, the notebook's own calls), else the part of the graph the
+        session works on: its namespace's, its agent's, or ``operator/`` for an unbound
+        launch-token session."""
+        if session is None or session.is_host:
+            return self.memory_dir
+        if session.memory_namespace is not None:
+            return self.memory_dir / "namespaces" / graph_file_name(session.memory_namespace)
+        if session.agent_id is not None:
+            return self.memory_dir / "agents" / graph_file_name(session.agent_id)
+        return self.memory_dir / "operator"
+
+    def resolve_user_path(
+        self, path: str, *, method: str, session: MemoryOwner | None = None
+    ) -> Path:
+        """The absolute, symlink-free path for a persist/load ``path`` inside the session's
+        :meth:`user_folder` (the whole ``memory/`` folder when ``session`` is ``None``).
 
         Refused (:class:`PathRejected`, nothing created): ``..`` parts, absolute paths outside
-        the folder, paths leaving it through a symlink, and the folder itself."""
+        the folder, paths leaving it through a symlink, and the folder itself. The path is
+        checked now and opened later: :mod:`carnb.memgine.interchange` opens it without
+        following links, so a folder swapped for a symlink in between is refused too."""
         if path is None:
             raise InvalidParams("path is required (a file name under the memory folder)")
         if not isinstance(path, str) or not path.strip():
             raise InvalidParams(
                 "path must be a non-empty string (a file name under the memory folder)"
             )
+        folder = self.user_folder(session)
 
         def reject(why: str) -> PathRejected:
             return PathRejected(
-                f"{method} rejected path {path!r}: {why}; paths are relative to {self.memory_dir}"
+                f"{method} rejected path {path!r}: {why}; paths are relative to {folder}"
             )
 
         if "\x00" in path:
@@ -132,15 +168,17 @@ class MemoryHome:
         if ".." in given.parts:
             raise reject("'..' is not allowed")
         try:
-            self.memory_dir.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CarnbError(
-                f"{method}: cannot create the memory folder {self.memory_dir}: "
+                f"{method}: cannot create the memory folder {folder}: "
                 f"{exc.strerror or exc}; make the carnb data directory writable"
             ) from exc
-        root = Path(os.path.realpath(self.memory_dir))
-        lexical = Path(os.path.normpath(given if given.is_absolute() else self.memory_dir / given))
-        if not _inside(lexical, self.memory_dir) and not _inside(lexical, root):
+        root = Path(os.path.realpath(folder))
+        if root != Path(os.path.realpath(self.memory_dir)) / folder.relative_to(self.memory_dir):
+            raise reject("the folder itself leads elsewhere through a symlink")
+        lexical = Path(os.path.normpath(given if given.is_absolute() else folder / given))
+        if not _inside(lexical, folder) and not _inside(lexical, root):
             raise reject("absolute paths must lie inside the memory folder")
         real = Path(os.path.realpath(lexical))
         if not _inside(real, root):

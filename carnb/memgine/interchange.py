@@ -2,7 +2,8 @@
 
 Written: ``{"format": "carnb.memgine/1", "facts": [...]}``, one fact per line,
 to a temporary file in the target folder, fsync'ed, then renamed over the target (and the folder
-fsync'ed), so a reader sees the old file or the new one, never half of one.
+fsync'ed), so a reader sees the old file or the new one, never half of one. Both directions open
+every folder on the way relative to the one before and never through a link (``nofollow``).
 
 Read (the whole file is parsed and checked before the graph is touched):
 - carnb's format (the ``format`` tag must be ``carnb.memgine/1`` if present; other keys, such as
@@ -16,22 +17,27 @@ with an error that names the row and field.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams, NotFound
-from carnb.memgine import validate
+from carnb.memgine import nofollow, validate
 
 log = logging.getLogger("carnb.memgine")
 
 FORMAT = "carnb.memgine/1"
 _FORMAT_FAMILY = "carnb.memgine/"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(slots=True)
@@ -47,20 +53,32 @@ class LoadedFact:
 
 
 def write_atomic(path: Path, facts: Iterable[dict[str, Any]]) -> int:
-    """Write a graph file at ``path`` atomically; returns the number of facts written."""
-    if os.path.isdir(path):
-        raise CarnbError(
-            f"memory.persist: {path} is a directory; give a file name such as mem.json"
-        )
+    """Write a graph file at the absolute, symlink-free ``path`` atomically; returns the number of
+    facts written. Every folder on the way is opened without following links, the temporary file
+    is created exclusively (0600) beside the target, and a link at the target is replaced, not
+    followed."""
+    path = Path(os.path.abspath(path))
     folder = path.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        dir_fd = nofollow.open_folder(folder, create=True, method="memory.persist")
     except OSError as exc:
         raise CarnbError(f"memory.persist: cannot create folder {folder}: {exc.strerror}") from exc
-    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        return _write_in(dir_fd, path, facts)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_in(dir_fd: int, path: Path, facts: Iterable[dict[str, Any]]) -> int:
+    tmp = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     count = 0
     try:
-        with open(tmp, "w", encoding="utf-8") as out:
+        if _is_folder(dir_fd, path.name):
+            raise CarnbError(
+                f"memory.persist: {path} is a directory; give a file name such as mem.json"
+            )
+        fd = os.open(tmp, _CREATE, 0o600, dir_fd=dir_fd)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(f'{{"format": "{FORMAT}",\n "facts": [')
             for line in _with_separators(facts):
                 out.write(line)
@@ -68,22 +86,31 @@ def write_atomic(path: Path, facts: Iterable[dict[str, Any]]) -> int:
             out.write("\n ]}\n")
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)
+        os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        _fsync_dir(dir_fd)
     except OSError as exc:
-        _discard(tmp)
+        _discard(dir_fd, tmp)
         raise CarnbError(f"memory.persist: cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
-        _discard(tmp)
+        _discard(dir_fd, tmp)
         raise
     return count
 
 
-def _discard(tmp: Path) -> None:
+def _is_folder(dir_fd: int, name: str) -> bool:
     try:
-        tmp.unlink(missing_ok=True)
+        return stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _discard(dir_fd: int, tmp: str) -> None:
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
     except OSError as exc:  # e.g. the name was too long to create in the first place
-        log.debug("memory.persist: no temporary file to remove at %s: %s", tmp, exc)
+        log.debug("memory.persist: no temporary file to remove (%s): %s", tmp, exc)
 
 
 def _with_separators(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
@@ -94,29 +121,17 @@ def _with_separators(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
         first = False
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on a directory; the rename itself is done
-    finally:
-        os.close(fd)
+def _fsync_dir(dir_fd: int) -> None:
+    # some file systems refuse fsync on a directory; the rename itself is done
+    with contextlib.suppress(OSError):
+        os.fsync(dir_fd)
 
 
 def read(path: Path) -> list[LoadedFact]:
-    """Read and check a graph file; raises without side effects when it cannot be loaded."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise NotFound(f"memory.load: no file at {path}; the graph was left unchanged") from exc
-    except IsADirectoryError as exc:
-        raise CarnbError(f"memory.load: {path} is a directory, not a JSON file") from exc
-    except OSError as exc:
-        raise CarnbError(f"memory.load: cannot read {path}: {exc.strerror or exc}") from exc
+    """Read and check the graph file at the absolute, symlink-free ``path`` (opened without
+    following links); raises without side effects when it cannot be loaded."""
+    path = Path(os.path.abspath(path))
+    raw = _read_bytes(path)
     try:
         data = json.loads(raw)
     except UnicodeDecodeError as exc:
@@ -133,6 +148,30 @@ def read(path: Path) -> list[LoadedFact]:
     except InvalidParams as exc:
         detail = exc.message.removeprefix("invalid params: ")
         raise CarnbError(f"memory.load: {path}: {detail}; the graph was left unchanged") from exc
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        dir_fd = nofollow.open_folder(path.parent, create=False, method="memory.load")
+        try:
+            fd = os.open(path.name, _READ, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise nofollow.link_refused("memory.load", path) from exc
+            raise
+        finally:
+            os.close(dir_fd)
+        with os.fdopen(fd, "rb") as src:
+            kind = os.fstat(src.fileno()).st_mode
+            if stat.S_ISDIR(kind):
+                raise CarnbError(f"memory.load: {path} is a directory, not a JSON file")
+            if not stat.S_ISREG(kind):
+                raise CarnbError(f"memory.load: {path} is not a regular file")
+            return src.read()
+    except FileNotFoundError as exc:
+        raise NotFound(f"memory.load: no file at {path}; the graph was left unchanged") from exc
+    except OSError as exc:
+        raise CarnbError(f"memory.load: cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def parse(data: Any) -> list[LoadedFact]:

@@ -1,6 +1,6 @@
 """Retrieval for memgine: bounded candidate search, exact re-scoring and spreading activation.
 
-Costs are bounded so a query stays fast at 100k facts (MEMGINE.md, retrieval):
+Costs are bounded so a query stays fast at 100k facts (docs/memgine.md, Retrieval):
 
 1. Each query token becomes a set of index keys: its stem and the stems of its synonyms (the
    full-text index holds stems, so one lookup covers exact, stem and synonym hits), plus the
@@ -50,7 +50,7 @@ SUBSTRING_TOKENS = 8  # query tokens looked up as substrings (the first ones)
 # Substring units have no cheap document frequency: they always take the newest-first path.
 UNKNOWN_DF = 1 << 60
 
-# Spreading activation (MEMGINE.md: teleport 0.5, seed weight capped at 0.4, top 5 seeds).
+# Spreading activation (docs/memgine.md: teleport 0.5, seed weight capped at 0.4, top 5 seeds).
 SEEDS = 5
 TELEPORT = 0.5
 SEED_CAP = 0.4

@@ -4,7 +4,7 @@ One connection per graph (``check_same_thread=False``; the owning :class:`~carnb
 Memgine` serialises access with its lock). Files use WAL with ``synchronous=NORMAL``: a committed
 transaction is in the WAL file before ``COMMIT`` returns, so it survives the process being killed
 (SIGKILL) right after; only an operating-system crash or power loss may lose the last commits,
-which is out of scope (MEMGINE.md: "an acknowledged fact is never lost, even if the kernel is
+which is out of scope (docs/memgine.md: "an acknowledged fact is never lost, even if the kernel is
 killed").
 
 Tables:

@@ -1,6 +1,6 @@
 """Text analysis for memgine: the tokenizer, the stemmer, the synonym groups and the keyword score.
 
-Pure functions, no I/O. The tokenizer follows MEMGINE.md: lower-case, split on whitespace and
+Pure functions, no I/O. The tokenizer follows docs/memgine.md: lower-case, split on whitespace and
 ``/ : - _ . ,``; carnb also trims punctuation that wraps a token (``(postgres)`` -> ``postgres``)
 so a word next to a bracket or a quote still counts as an exact hit. The stemmer is a small
 suffix stripper (good enough to equate ``tokens``/``token``, ``expired``/``expires``); the
@@ -22,7 +22,7 @@ MAX_QUERY_TOKENS = 32
 # A substring hit counts only for query tokens at least this long ("a" is in everything).
 MIN_SUBSTRING_LEN = 3
 
-# Score of one query token by the kind of hit (MEMGINE.md, retrieval step 2).
+# Score of one query token by the kind of hit (docs/memgine.md, Retrieval step 2).
 EXACT_HIT = 3.0
 STEM_HIT = 2.0
 SYNONYM_HIT = 1.5

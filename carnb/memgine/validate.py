@@ -1,6 +1,6 @@
 """Validation of memgine inputs: every check raises :class:`InvalidParams` naming the field.
 
-Limits (documented in MEMGINE.md terms; generous for notes, small enough that one call cannot
+Limits (documented in docs/memgine.md, Limits; generous for notes, small enough that one call cannot
 make a graph unusable):
 - ``body`` up to 1 MiB of UTF-8 (1,048,576 bytes) is stored; larger bodies are refused.
 - ``subject`` up to 4 KiB, ``fact_id``/``kind``/``source`` up to 256 bytes, up to 64 ``tags`` of

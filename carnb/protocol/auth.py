@@ -119,7 +119,7 @@ def _namespace(params: dict[str, Any]) -> str | None:
 
 
 def authenticate(creds: Credentials, params: dict[str, Any]) -> AuthGrant:
-    """Apply the ``session.auth`` rules of PROTOCOL.md section 2."""
+    """Apply the ``session.auth`` rules of docs/protocol.md, "Authentication and handshake"."""
     namespace = _namespace(params)
     agent_id = params.get("agent_id")
     if agent_id is not None:

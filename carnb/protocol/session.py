@@ -1,6 +1,6 @@
 """``ClientSession``: the state of one connection (or of the notebook's socketless session).
 
-Every field PROTOCOL.md section 3 names lives here. Changes go through :meth:`ClientSession.update`
+Every field docs/protocol.md names lives here. Changes go through :meth:`ClientSession.update`
 (or the narrow helpers), which notifies listeners with a snapshot, so the notebook panel can
 show each change live. The session holds the server layer's resources (graphs, browser slot)
 as opaque objects: this module imports nothing but the standard library.

@@ -1,5 +1,5 @@
 """Host events: a bounded, sequenced log of what happens on the server, pushed live to
-subscribed sessions as ``host.event`` notifications (PROTOCOL.md "Host and agents").
+subscribed sessions as ``host.event`` notifications (docs/protocol.md "Agents and host").
 
 Thread-safe: :meth:`HostEvents.emit` may be called from any thread; delivery to sessions
 happens through each session's ``notifier``, which the server makes loop-safe.

@@ -1,5 +1,5 @@
 """The host thread: one daemon thread running the asyncio loop that owns the server,
-every session, the engines and the browsers (DESIGN.md "Threading").
+every session, the engines and the browsers (docs/architecture.md "Threading").
 
 Sync callers (the kernel thread running a magic) hand it coroutines with :meth:`HostThread.call`
 and get the result or the exception back; Ctrl-C in the caller cancels the coroutine. The thread

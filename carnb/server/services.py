@@ -1,6 +1,6 @@
 """What the server layer is given by the composition root (``carnb.runtime``).
 
-The server never imports memgine, runs or browser (DESIGN.md layers): it receives objects that
+The server never imports memgine, runs or browser (docs/architecture.md): it receives objects that
 satisfy the small protocols below and calls them. A service left as ``None`` is not offered:
 its methods are not registered and do not appear in ``capabilities.list``.
 """

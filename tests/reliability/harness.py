@@ -147,7 +147,7 @@ class RpcFailed(Exception):
 
 
 def well_formed_error(err: Any) -> bool:
-    """PROTOCOL.md: error objects are always ``{code: int, message: str, data?}``."""
+    """docs/protocol.md: error objects are always ``{code: int, message: str, data?}``."""
     return (
         isinstance(err, dict)
         and isinstance(err.get("code"), int)

@@ -53,7 +53,7 @@ def _finite(text: str) -> float:
 
 
 def expected_reply(text: str) -> tuple[bool, Any]:
-    """(answered?, reply id) per PROTOCOL.md: strict JSON only (no NaN/Infinity, nesting at most
+    """(answered?, reply id) per docs/protocol.md: strict JSON (no NaN/Infinity, nesting at most
     MAX_DEPTH); a well-formed notification is never answered; everything else gets exactly one
     reply, carrying the request's id when it has a valid one."""
     try:

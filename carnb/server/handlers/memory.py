@@ -60,7 +60,7 @@ async def slow(g: Any, work: Callable[..., Any], *args: Any) -> Any:
 
 
 def graph(s: ClientSession, svc: Services) -> Any:
-    """The graph every memory method acts on (PROTOCOL.md ``effective_memgine``)."""
+    """The graph every memory method acts on (docs/protocol.md, "Session state")."""
     if s.bound_memgine is not None:
         return s.bound_memgine
     return svc.sessions.ensure_ephemeral(s)
