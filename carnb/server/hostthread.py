@@ -43,7 +43,9 @@ class HostThread:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: (
+            weakref.finalize[[asyncio.AbstractEventLoop, threading.Thread], HostThread] | None
+        ) = None
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
