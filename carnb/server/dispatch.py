@@ -52,7 +52,7 @@ BINARY_REPLY = error_reply(
         "text frame"
     ),
 )
-AUTH_REQUIRED_CLOSE = (1008, "auth required")
+POLICY_VIOLATION = 1008  # WebSocket close code
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +81,8 @@ class Close:
     """Send ``text`` (unless ``None``), then close the connection with ``code`` and ``reason``."""
 
     text: str | None
-    code: int = AUTH_REQUIRED_CLOSE[0]
-    reason: str = AUTH_REQUIRED_CLOSE[1]
+    code: int
+    reason: str
 
 
 Outcome = Reply | Deferred | Close
@@ -136,7 +136,7 @@ class Dispatcher:
         try:
             method = self.resolve(session, msg.method)
         except AuthRequired as exc:
-            return Close(_reply_error(msg, exc))
+            return Close(_reply_error(msg, exc), POLICY_VIOLATION, "auth required")
         except CarnbError as exc:
             return Reply(_reply_error(msg, exc))
         try:

@@ -42,7 +42,7 @@ class Later:
         self.coro = coro
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Method:
     name: str
     fn: Handler
@@ -91,9 +91,6 @@ class MethodTable:
 
     def get(self, name: str) -> Method | None:
         return self._methods.get(name)
-
-    def visible_to(self, session: ClientSession) -> list[Method]:
-        return [m for m in self if m.visible_to(session)]
 
     def __iter__(self) -> Iterator[Method]:
         return iter(sorted(self._methods.values(), key=lambda m: m.name))

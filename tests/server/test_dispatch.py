@@ -105,7 +105,7 @@ def test_a_call_before_auth_closes_the_connection_after_the_reply(
     assert (outcome.code, outcome.reason) == (1008, "auth required")
     error = json.loads(outcome.text or "")["error"]
     assert error["code"] == -32001 and error["message"].startswith("auth required")
-    assert dispatcher.receive(s, frame("state.get", id=None)) == Close(None)
+    assert dispatcher.receive(s, frame("state.get", id=None)) == Close(None, 1008, "auth required")
     assert s.state == {}
 
 

@@ -9,18 +9,19 @@ from typing import Any
 from carnb.protocol.auth import PROTOCOL_VERSION
 from carnb.protocol.session import ClientSession
 from carnb.server.handlers import browser, core, memory, runs
-from carnb.server.methods import Method, MethodTable, Params
+from carnb.server.methods import Method, Params
 from carnb.server.services import Services
 
 
-def offered(svc: Services) -> MethodTable:
-    """The methods whose services ``svc`` provides (the table a server dispatches on)."""
-    return _table_for(svc.capabilities())
+def offered(svc: Services) -> tuple[Method, ...]:
+    """The methods whose services ``svc`` provides, by name (what a server dispatches on)."""
+    return _offered(svc.capabilities())
 
 
 @cache
-def _table_for(capabilities: frozenset[str]) -> MethodTable:
-    return MethodTable(m for m in CATALOG if m.needs is None or m.needs in capabilities)
+def _offered(capabilities: frozenset[str]) -> tuple[Method, ...]:
+    methods = (m for m in CATALOG if m.needs is None or m.needs in capabilities)
+    return tuple(sorted(methods, key=lambda m: m.name))
 
 
 def server_schema(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
@@ -29,12 +30,12 @@ def server_schema(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
         "server": "carnb",
         "server_version": svc.server_version,
         "capabilities": sorted(svc.capabilities()),
-        "methods": [m.describe() for m in offered(svc).visible_to(s)],
+        "methods": [m.describe() for m in offered(svc) if m.visible_to(s)],
     }
 
 
 def capabilities_list(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
-    methods = [{"method": m.name, "role": m.role} for m in offered(svc).visible_to(s)]
+    methods = [{"method": m.name, "role": m.role} for m in offered(svc) if m.visible_to(s)]
     return {"caller_role": s.role, "count": len(methods), "methods": methods}
 
 
