@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from carnb.errors import HostThreadError
@@ -154,9 +154,3 @@ def _drain(loop: asyncio.AbstractEventLoop) -> None:
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
-
-
-async def maybe_await(value: Awaitable[T] | T) -> T:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value  # type: ignore[no-any-return]
-    return value  # type: ignore[return-value]
