@@ -3,7 +3,7 @@
 Theory of operation: a :class:`Credentials` is minted once per launch (a client token and a
 separate host token, ``secrets.token_urlsafe(32)``). Agents registered by name get tokens of
 their own. :func:`authenticate` takes ``session.auth`` params and returns an :class:`AuthGrant`
-(what the session becomes) or raises :class:`~carnb.protocol.jsonrpc.RpcError`; it never
+(what the session becomes) or raises a typed :class:`~carnb.errors.CarnbError`; it never
 mutates the session, so a failed attempt leaves the session exactly as it was.
 :func:`negotiate` does the same for ``server.handshake``.
 """
@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carnb.errors import (
-    CAPABILITY_UNSUPPORTED,
-    INTERNAL_ERROR,
-    INVALID_PARAMS,
-    VERSION_MISMATCH,
+    AuthFailed,
+    CapabilityUnsupported,
+    InvalidParams,
+    VersionMismatch,
 )
-from carnb.protocol.jsonrpc import RpcError
 
 PROTOCOL_VERSION = 3
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -42,10 +41,9 @@ def tokens_equal(given: object, expected: str) -> bool:
 
 def check_agent_id(agent_id: object, field_name: str = "agent_id") -> str:
     if not isinstance(agent_id, str) or not AGENT_ID_RE.match(agent_id):
-        raise RpcError(
+        raise InvalidParams(
             f"invalid params: {field_name} must be 1-64 characters of letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit",
-            code=INVALID_PARAMS,
+            "or '-', starting with a letter or digit"
         )
     return agent_id
 
@@ -102,8 +100,8 @@ class AuthGrant:
     result: dict[str, Any]
 
 
-def _auth_failed(reason: str = "token mismatch") -> RpcError:
-    return RpcError(f"auth failed: {reason}", code=INTERNAL_ERROR)
+def _auth_failed(reason: str = "token mismatch") -> AuthFailed:
+    return AuthFailed(f"auth failed: {reason}")
 
 
 def _namespace(params: dict[str, Any]) -> str | None:
@@ -111,9 +109,8 @@ def _namespace(params: dict[str, Any]) -> str | None:
     if ns is None:
         return None
     if not isinstance(ns, str) or not ns or len(ns) > 200:
-        raise RpcError(
-            "invalid params: memory_namespace must be a non-empty string of at most 200 characters",
-            code=INVALID_PARAMS,
+        raise InvalidParams(
+            "invalid params: memory_namespace must be a non-empty string of at most 200 characters"
         )
     return ns
 
@@ -152,9 +149,8 @@ def authenticate(creds: Credentials, params: dict[str, Any]) -> AuthGrant:
         return AuthGrant(True, agent_id, namespace, result)
 
     if token is None:
-        raise RpcError(
-            "invalid params: session.auth needs token, token with agent_id, or host_token",
-            code=INVALID_PARAMS,
+        raise InvalidParams(
+            "invalid params: session.auth needs token, token with agent_id, or host_token"
         )
     if agent_id is not None:
         expected = creds.agents.token_for(agent_id)
@@ -180,23 +176,21 @@ def negotiate(
         or not isinstance(version, (int, float))
         or version != PROTOCOL_VERSION
     ):
-        raise RpcError(
+        raise VersionMismatch(
             f"protocol version mismatch: server speaks {PROTOCOL_VERSION}, client sent "
             f"{version!r}; upgrade the client or server so both speak version {PROTOCOL_VERSION}",
-            code=VERSION_MISMATCH,
             data={"server_protocol_version": PROTOCOL_VERSION},
         )
     required = params.get("required_capabilities") or []
     optional = params.get("capabilities") or params.get("optional_capabilities") or []
     for name, value in (("required_capabilities", required), ("capabilities", optional)):
         if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-            raise RpcError(f"invalid params: {name} must be a list of strings", code=INVALID_PARAMS)
+            raise InvalidParams(f"invalid params: {name} must be a list of strings")
     missing = sorted(set(required) - server_capabilities)
     if missing:
-        raise RpcError(
+        raise CapabilityUnsupported(
             f"unsupported capability: {', '.join(missing)}; this server offers "
             f"{', '.join(sorted(server_capabilities)) or 'none'}",
-            code=CAPABILITY_UNSUPPORTED,
             data={"unsupported": missing},
         )
     negotiated = sorted((set(required) | set(optional)) & server_capabilities)

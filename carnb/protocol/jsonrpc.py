@@ -3,7 +3,9 @@
 Theory of operation: :func:`parse_frame` turns one WebSocket text frame into exactly one of
 :class:`Request` (has an ``id``; must be answered), :class:`Notification` (no ``id``; never
 answered) or :class:`Invalid` (carries the ready error reply; the connection stays open).
-The ``*_text`` helpers build reply frames. Nothing here does I/O or needs an event loop.
+The ``*_text`` helpers are the one serialiser of frames: :func:`error_reply` answers any
+:class:`~carnb.errors.CarnbError` with the code :data:`~carnb.errors.RPC_CODES` gives its type.
+Nothing here does I/O or needs an event loop.
 
 Only strict JSON is accepted: ``NaN``/``Infinity`` and numbers that overflow a double are parse
 errors (they could be stored but never sent back), and so is nesting deeper than
@@ -19,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from carnb.errors import (
-    INTERNAL_ERROR,
-    INVALID_PARAMS,
-    INVALID_REQUEST,
-    PARSE_ERROR,
     CarnbError,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    ParseError,
 )
 
 JsonId = int | str | float | None
@@ -31,10 +33,6 @@ JsonId = int | str | float | None
 MAX_DEPTH = 128
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-class RpcError(CarnbError):
-    """An error answered to the peer as ``{code, message, data?}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +50,15 @@ class Notification:
 
 @dataclass(frozen=True, slots=True)
 class Invalid:
-    """A frame that cannot be dispatched; ``reply`` is the error frame to send back."""
+    """A frame that cannot be dispatched: the caller's ``error``, answered to ``id``."""
 
-    reply: str
+    error: CarnbError
+    id: JsonId = None
+
+    @property
+    def reply(self) -> str:
+        """The error frame to send back."""
+        return error_reply(self.id, self.error)
 
 
 Message = Request | Notification | Invalid
@@ -97,13 +101,18 @@ def error_text(id: JsonId, code: int, message: str, data: Any = None) -> str:
         return _dumps({"jsonrpc": "2.0", "id": None, "error": error_object(code, message)})
 
 
+def error_reply(id: JsonId, error: CarnbError) -> str:
+    """Serialise a typed error as the reply to ``id`` (its code from ``RPC_CODES``)."""
+    return error_text(id, error.code, error.message, error.data)
+
+
 def result_text(id: JsonId, result: Any) -> str:
     """Serialise a result reply. A result that is not JSON (NaN, sets, objects, nesting past the
     recursion limit) becomes an internal error reply naming the problem instead of a crash."""
     try:
         return _dumps({"jsonrpc": "2.0", "id": id, "result": result})
     except (TypeError, ValueError, RecursionError) as exc:
-        return error_text(id, INTERNAL_ERROR, f"internal error: result is not JSON: {exc}")
+        return error_reply(id, InternalError(f"internal error: result is not JSON: {exc}"))
 
 
 def notification_text(method: str, params: Any) -> str:
@@ -167,17 +176,13 @@ def parse_frame(text: str) -> Message:
             if isinstance(exc, RecursionError)
             else str(exc)
         )
-        return Invalid(
-            error_text(None, PARSE_ERROR, f"parse error: frame is not valid JSON ({detail})")
-        )
+        return Invalid(ParseError(f"parse error: frame is not valid JSON ({detail})"))
     # Cheap pre-check: a frame with at most MAX_DEPTH brackets cannot nest deeper than that.
     if text.count("[") + text.count("{") > MAX_DEPTH and _too_deep(obj):
         return Invalid(
-            error_text(
-                None,
-                PARSE_ERROR,
+            ParseError(
                 f"parse error: nesting too deep: arrays/objects nest more than {MAX_DEPTH} "
-                "levels; flatten the value",
+                "levels; flatten the value"
             )
         )
     return parse_object(obj)
@@ -187,48 +192,35 @@ def parse_object(obj: Any) -> Message:
     """Classify an already-decoded JSON value (see :func:`parse_frame`)."""
     if isinstance(obj, list):
         return Invalid(
-            error_text(
-                None,
-                INVALID_REQUEST,
-                "invalid request: batches are not supported; send one JSON-RPC object per frame",
+            InvalidRequest(
+                "invalid request: batches are not supported; send one JSON-RPC object per frame"
             )
         )
     if not isinstance(obj, dict):
         return Invalid(
-            error_text(
-                None,
-                INVALID_REQUEST,
-                f"invalid request: expected a JSON-RPC object, got {type(obj).__name__}",
-            )
+            InvalidRequest(f"invalid request: expected a JSON-RPC object, got {type(obj).__name__}")
         )
     has_id = "id" in obj
     raw_id = obj.get("id")
     id_ = raw_id if _valid_id(raw_id) else None
     if has_id and not _valid_id(raw_id):
-        return Invalid(
-            error_text(
-                None, INVALID_REQUEST, "invalid request: id must be a string, number or null"
-            )
-        )
+        return Invalid(InvalidRequest("invalid request: id must be a string, number or null"))
     method = obj.get("method")
     if method is None:
         if "result" in obj or "error" in obj:
             return Invalid(
-                error_text(
-                    id_,
-                    INVALID_REQUEST,
+                InvalidRequest(
                     "invalid request: this server sends no requests, so a response object "
-                    "from the client is unexpected",
-                )
+                    "from the client is unexpected"
+                ),
+                id_,
             )
-        return Invalid(error_text(id_, INVALID_REQUEST, "invalid request: method is required"))
+        return Invalid(InvalidRequest("invalid request: method is required"), id_)
     if not isinstance(method, str) or not method:
-        return Invalid(
-            error_text(id_, INVALID_REQUEST, "invalid request: method must be a non-empty string")
-        )
+        return Invalid(InvalidRequest("invalid request: method must be a non-empty string"), id_)
     version = obj.get("jsonrpc", "2.0")
     if version != "2.0":
-        return Invalid(error_text(id_, INVALID_REQUEST, 'invalid request: jsonrpc must be "2.0"'))
+        return Invalid(InvalidRequest('invalid request: jsonrpc must be "2.0"'), id_)
     params = obj.get("params")
     if not has_id:
         return Notification(method, params)
@@ -241,7 +233,6 @@ def params_object(params: Any) -> dict[str, Any]:
         return {}
     if isinstance(params, dict):
         return params
-    raise RpcError(
-        f"invalid params: params must be an object with named fields, got {type(params).__name__}",
-        code=INVALID_PARAMS,
+    raise InvalidParams(
+        f"invalid params: params must be an object with named fields, got {type(params).__name__}"
     )

@@ -1,216 +1,201 @@
-"""The dispatcher: method table, the auth gate, and turning handler outcomes into replies.
+"""The dispatcher: one frame in, one outcome out; the auth gate; one path from a handler's
+result or error to a reply.
 
-Theory of operation. Every handler is registered with a *mode*:
-- ``inline``: a plain function run at once on the host loop (microseconds: state, auth, ...).
-  The connection reader runs these in frame order.
-  An inline handler that must wait (its graph is busy) returns a :class:`Later` instead.
-- ``async``: a coroutine function, run as its own task so it never blocks other requests
-  (handlers push slow synchronous work to a worker thread themselves).
-The gate is the same for sockets and for the notebook's socketless session:
-unauthenticated sessions may only call ``session.auth`` (anything else is ``-32001`` and, on a
-socket, the connection is closed); host-only methods need ``is_host``; methods flagged
-``needs_handshake`` need a prior ``server.handshake`` (``-32005``).
+Theory of operation. :meth:`Dispatcher.receive` takes a frame as the socket delivered it and
+returns exactly one :data:`Outcome`: a :class:`Reply` to send now (or nothing, for a
+notification), a :class:`Deferred` reply whose coroutine the connection runs as a task, or a
+:class:`Close` (send the reply, then close the socket). It never raises and does no I/O, so it
+can be tested without a socket. :meth:`Dispatcher.invoke` is the same path for the notebook's
+socketless session: it returns the result or raises the typed error.
+
+The gate is the same for sockets and for the notebook session: unauthenticated sessions may
+only call ``session.auth`` (anything else is ``-32001`` and, on a socket, the connection is
+closed); host-only methods need ``is_host``; methods flagged ``needs_handshake`` need a prior
+``server.handshake`` (``-32005``). Error codes come from :data:`carnb.errors.RPC_CODES`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from carnb.errors import (
-    AUTH_REQUIRED,
-    HANDSHAKE_REQUIRED,
-    INTERNAL_ERROR,
-    METHOD_NOT_FOUND,
+    AuthRequired,
     CarnbError,
+    Forbidden,
+    HandshakeRequired,
+    InternalError,
+    InvalidRequest,
+    MethodNotFound,
 )
 from carnb.protocol.jsonrpc import (
+    Invalid,
     Notification,
     Request,
-    RpcError,
-    error_text,
+    error_reply,
     params_object,
+    parse_frame,
     result_text,
 )
 from carnb.protocol.session import ClientSession
+from carnb.server.methods import Later, Method, MethodTable
 from carnb.server.services import Services
 
 log = logging.getLogger("carnb.server.dispatch")
 
-ROLES = ("operator", "agent", "owner", "host")
+BINARY_REPLY = error_reply(
+    None,
+    InvalidRequest(
+        "invalid request: binary frames are not supported; send each JSON-RPC object as a "
+        "text frame"
+    ),
+)
+POLICY_VIOLATION = 1008  # WebSocket close code
 
 
-class AuthRequired(RpcError):
-    """Raised for any call on an unauthenticated session; sockets are closed after it."""
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send ``text`` now; ``None``: nothing to send (a notification is never answered)."""
 
-    def __init__(self, method: str) -> None:
-        super().__init__(
-            f"auth required: call session.auth with the launch token before {method} "
-            "(CAR_AUTH_TOKEN; `%car server` or the connection file shows it)",
-            code=AUTH_REQUIRED,
-        )
+    text: str | None
 
 
-Handler = Callable[..., Any]
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The reply comes when ``reply`` ends (its text, or ``None`` for a notification); the
+    connection awaits it as a task so the reader never blocks."""
+
+    reply: Coroutine[Any, Any, str | None]
+    handler: Coroutine[Any, Any, Any]  # the handler's own coroutine, which ``reply`` awaits
+
+    def discard(self) -> None:
+        """Drop the call unstarted (the connection ended before it could run)."""
+        self.reply.close()
+        self.handler.close()
 
 
-class Later:
-    """Returned by an ``inline`` handler that cannot answer without waiting (e.g. its graph is
-    busy with a slow persist): the reader does not block; the reply is sent when ``coro`` ends."""
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Send ``text`` (unless ``None``), then close the connection with ``code`` and ``reason``."""
 
-    __slots__ = ("coro",)
-
-    def __init__(self, coro: Any) -> None:
-        self.coro = coro
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    fn: Handler
-    mode: str = "inline"  # inline | async
-    role: str = "operator"  # operator | agent | owner | host (who can call it)
-    needs_handshake: bool = False
-    summary: str = ""
-    params: dict[str, str] = field(default_factory=dict)
-    result: str = ""
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "method": self.name,
-            "role": self.role,
-            "summary": self.summary,
-            "params": dict(self.params),
-            "result": self.result,
-            "needs_handshake": self.needs_handshake,
-        }
+    text: str | None
+    code: int
+    reason: str
 
 
-class MethodTable:
-    def __init__(self) -> None:
-        self._methods: dict[str, Method] = {}
-
-    def add(self, method: Method) -> None:
-        if method.mode not in ("inline", "async"):
-            raise ValueError(f"bad mode {method.mode!r} for {method.name}")
-        if method.role not in ROLES:
-            raise ValueError(f"bad role {method.role!r} for {method.name}")
-        self._methods[method.name] = method
-
-    def method(self, name: str, **kw: Any) -> Callable[[Handler], Handler]:
-        def deco(fn: Handler) -> Handler:
-            self.add(Method(name, fn, **kw))
-            return fn
-
-        return deco
-
-    def get(self, name: str) -> Method | None:
-        return self._methods.get(name)
-
-    def __iter__(self) -> Any:
-        return iter(sorted(self._methods.values(), key=lambda m: m.name))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._methods
-
-
-def visible_to(method: Method, session: ClientSession) -> bool:
-    return method.role != "host" or session.is_host
+Outcome = Reply | Deferred | Close
+Call = Request | Notification
 
 
 class Dispatcher:
-    """Routes requests of any session to handlers (one per server)."""
+    """Routes the calls of every session (socket or notebook) to handlers; one per server."""
 
     def __init__(self, services: Services, table: MethodTable) -> None:
         self.services = services
         self.table = table
 
-    # -- the gate ------------------------------------------------------------------------
+    # -- the gate ------------------------------------------------------------------------------
     def resolve(self, session: ClientSession, name: str) -> Method:
+        """The method ``session`` may call by ``name``, or the typed error saying why not."""
         if not session.authenticated and name != "session.auth":
-            raise AuthRequired(name)
+            raise AuthRequired(
+                f"auth required: call session.auth with the launch token before {name} "
+                "(CAR_AUTH_TOKEN; `%car server` or the connection file shows it)"
+            )
         method = self.table.get(name)
         if method is None:
-            raise RpcError(
-                f"unknown method: {name}; capabilities.list shows the methods this server offers",
-                code=METHOD_NOT_FOUND,
+            raise MethodNotFound(
+                f"unknown method: {name}; capabilities.list shows the methods this server offers"
             )
-        if method.role == "host" and not session.is_host:
-            raise RpcError(
+        if not method.visible_to(session):
+            raise Forbidden(
                 f"forbidden: {name} needs the host role; authenticate with "
                 "session.auth {host_token}",
-                code=INTERNAL_ERROR,
                 data={"reason": "forbidden"},
             )
         if method.needs_handshake and not session.handshaken:
-            raise RpcError(
-                f"handshake required: call server.handshake before {name}",
-                code=HANDSHAKE_REQUIRED,
-            )
+            raise HandshakeRequired(f"handshake required: call server.handshake before {name}")
         return method
 
-    # -- running ---------------------------------------------------------------------------
-    async def invoke(self, session: ClientSession, name: str, params: Any = None) -> Any:
-        """Full path for one call; returns the result or raises :class:`CarnbError`."""
-        method = self.resolve(session, name)
-        args = params_object(params)
-        return await self.run(method, session, args)
-
-    async def run(self, method: Method, session: ClientSession, args: dict[str, Any]) -> Any:
-        """Run a resolved method; its result, or :class:`CarnbError` (unexpected failures are
-        logged and become ``-32603 internal error in METHOD``)."""
+    # -- one frame in, one outcome out -----------------------------------------------------------
+    def receive(self, session: ClientSession, frame: str | bytes) -> Outcome:
+        """Turn one frame from ``session``'s peer into what to send back. Never raises."""
+        if isinstance(frame, bytes):
+            return Reply(BINARY_REPLY)
+        msg = parse_frame(frame)
+        if isinstance(msg, Invalid):
+            return Reply(msg.reply)
         try:
-            if method.mode == "inline":
-                result = method.fn(session, args, self.services)
-                if isinstance(result, Later):
-                    return await result.coro
-                return result
-            return await method.fn(session, args, self.services)
-        except CarnbError:
-            raise
-        except Exception as exc:
-            log.exception("handler %s failed", method.name)
-            raise RpcError(
-                f"internal error in {method.name}: {type(exc).__name__}: {exc}",
-                code=INTERNAL_ERROR,
-            ) from exc
+            return self._dispatch(session, msg)
+        except Exception as exc:  # a bug here must not take the connection down
+            return Reply(_reply_error(msg, _internal(msg.method, exc)))
 
-    def run_inline(
-        self, method: Method, session: ClientSession, req: Request | Notification
-    ) -> str | Later | None:
-        """Answer an inline method synchronously (the fast path for the socket reader).
-
-        Returns the reply text; ``None`` for a notification (executed, never answered); or a
-        :class:`Later` whose coroutine yields the reply text (or ``None``) when the handler had
-        to wait, which the caller runs as a task so the reader never blocks.
-        """
+    def _dispatch(self, session: ClientSession, msg: Call) -> Outcome:
         try:
-            result = method.fn(session, params_object(req.params), self.services)
+            method = self.resolve(session, msg.method)
+        except AuthRequired as exc:
+            return Close(_reply_error(msg, exc), POLICY_VIOLATION, "auth required")
+        except CarnbError as exc:
+            return Reply(_reply_error(msg, exc))
+        try:
+            started = self._start(method, session, msg.params)
         except Exception as exc:
-            return self._failure(method, req, exc)
-        if isinstance(result, Later):
-            return Later(self._finish(method, req, result.coro))
-        if isinstance(req, Notification):
-            return None
-        return result_text(req.id, result)
+            return Reply(_reply_error(msg, _typed(method.name, exc)))
+        if isinstance(started, Later):
+            return Deferred(self._finish(method, msg, started.coro), started.coro)
+        return Reply(_reply_result(msg, started))
 
-    async def _finish(self, method: Method, req: Request | Notification, coro: Any) -> str | None:
+    async def _finish(
+        self, method: Method, msg: Call, coro: Coroutine[Any, Any, Any]
+    ) -> str | None:
         try:
             result = await coro
         except Exception as exc:
-            return self._failure(method, req, exc)
-        return None if isinstance(req, Notification) else result_text(req.id, result)
+            return _reply_error(msg, _typed(method.name, exc))
+        return _reply_result(msg, result)
 
-    @staticmethod
-    def _failure(method: Method, req: Request | Notification, exc: Exception) -> str | None:
-        if isinstance(req, Notification):
-            log.info("notification %s failed: %s", method.name, exc)
-            return None
-        if isinstance(exc, CarnbError):
-            return error_text(req.id, exc.code, exc.message, exc.data)
-        log.exception("handler %s failed", method.name)
-        return error_text(
-            req.id, INTERNAL_ERROR, f"internal error in {method.name}: {type(exc).__name__}: {exc}"
-        )
+    # -- the socketless path -------------------------------------------------------------------
+    async def invoke(self, session: ClientSession, name: str, params: Any = None) -> Any:
+        """Full path for one call; returns the result or raises :class:`CarnbError`."""
+        method = self.resolve(session, name)
+        try:
+            started = self._start(method, session, params)
+            if isinstance(started, Later):
+                return await started.coro
+            return started
+        except CarnbError:
+            raise
+        except Exception as exc:
+            raise _internal(name, exc) from exc
+
+    # -- shared --------------------------------------------------------------------------------
+    def _start(self, method: Method, session: ClientSession, params: Any) -> Any:
+        """Begin a resolved call: an inline handler's result, or a :class:`Later` for what
+        must wait (a task-mode handler's coroutine, or an inline handler that deferred)."""
+        args = params_object(params)
+        if method.mode == "task":
+            return Later(method.fn(session, args, self.services))
+        return method.fn(session, args, self.services)
+
+
+def _typed(method: str, exc: Exception) -> CarnbError:
+    """A handler's failure as a typed error: carnb's own as is, anything else is a bug."""
+    return exc if isinstance(exc, CarnbError) else _internal(method, exc)
+
+
+def _internal(method: str, exc: Exception) -> InternalError:
+    log.error("handler %s failed", method, exc_info=exc)
+    return InternalError(f"internal error in {method}: {type(exc).__name__}: {exc}")
+
+
+def _reply_error(msg: Call, error: CarnbError) -> str | None:
+    if isinstance(msg, Notification):
+        log.info("notification %s failed: %s", msg.method, error.message)
+        return None
+    return error_reply(msg.id, error)
+
+
+def _reply_result(msg: Call, result: Any) -> str | None:
+    return None if isinstance(msg, Notification) else result_text(msg.id, result)

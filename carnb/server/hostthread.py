@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from carnb.errors import HostThreadError
@@ -43,7 +43,9 @@ class HostThread:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: (
+            weakref.finalize[[asyncio.AbstractEventLoop, threading.Thread], HostThread] | None
+        ) = None
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -152,9 +154,3 @@ def _drain(loop: asyncio.AbstractEventLoop) -> None:
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
-
-
-async def maybe_await(value: Awaitable[T] | T) -> T:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value  # type: ignore[no-any-return]
-    return value  # type: ignore[return-value]

@@ -52,14 +52,6 @@ def opt_int(
     return value
 
 
-def req_int(params: dict[str, Any], name: str, **kw: Any) -> int:
-    if params.get(name) is None:
-        raise InvalidParams(f"{name} is required")
-    value = opt_int(params, name, **kw)
-    assert value is not None
-    return value
-
-
 def opt_number(params: dict[str, Any], name: str, default: float | None = None) -> float | None:
     value = params.get(name)
     if value is None:
@@ -94,7 +86,3 @@ def req_list(params: dict[str, Any], name: str) -> list[Any]:
     if not isinstance(value, list):
         raise InvalidParams(f"{name} must be an array, got {_type_name(value)}")
     return value
-
-
-def has(params: dict[str, Any], name: str) -> bool:
-    return params.get(name) is not None

@@ -1,16 +1,16 @@
 """What the server layer is given by the composition root (``carnb.runtime``).
 
 The server never imports memgine, runs or browser (docs/architecture.md): it receives objects that
-satisfy the small protocols below and calls them. A service left as ``None`` is not offered:
-its methods are not registered and do not appear in ``capabilities.list``.
+satisfy the protocols in :mod:`carnb.server.ports` and calls them. A service left as ``None``
+is not offered: its methods are not in the table and do not appear in ``capabilities.list``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
 
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
@@ -21,22 +21,13 @@ from carnb.server.events import (
     SESSION_DETACHED,
     HostEvents,
 )
+from carnb.server.ports import BrowserPool, Graph, MemoryProvider, RunLog
+from carnb.server.subscriptions import RunSubscriptions
 
 log = logging.getLogger("carnb.server.sessions")
 
 
-class MemoryProvider(Protocol):
-    memory_dir: Path
-
-    def agent_graph(self, agent_id: str) -> Any: ...
-    def namespace_graph(self, namespace: str) -> Any: ...
-    def ephemeral(self) -> Any: ...
-    def resolve_user_path(self, path: str, *, method: str) -> Path: ...
-
-
-class BrowserPoolLike(Protocol):
-    def slot(self, owner: str = "") -> Any: ...
-    async def close(self) -> None: ...
+SessionCloser = Callable[[ClientSession], Awaitable[None] | None]
 
 
 @dataclass
@@ -45,8 +36,9 @@ class Services:
     server_version: str
     events: HostEvents = field(default_factory=HostEvents)
     memory: MemoryProvider | None = None
-    runs: Any = None  # carnb.runs.RunStore-like
-    browsers: BrowserPoolLike | None = None
+    runs: RunLog | None = None
+    browsers: BrowserPool | None = None
+    run_subscriptions: RunSubscriptions = field(default_factory=RunSubscriptions)
     sessions: SessionHub = field(init=False)
 
     def __post_init__(self) -> None:
@@ -69,9 +61,9 @@ class SessionHub:
     def __init__(self, services: Services) -> None:
         self._svc = services
         self._sessions: dict[str, ClientSession] = {}
-        self._closers: list[Any] = []  # callables(session) run when a session ends
+        self._closers: list[SessionCloser] = []  # run when a session ends
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[ClientSession]:
         return iter(list(self._sessions.values()))
 
     def __len__(self) -> int:
@@ -80,7 +72,7 @@ class SessionHub:
     def get(self, client_id: str) -> ClientSession | None:
         return self._sessions.get(client_id)
 
-    def on_close(self, fn: Any) -> None:
+    def on_close(self, fn: SessionCloser) -> None:
         """Register ``fn(session)`` (sync or async) to run when any session ends."""
         self._closers.append(fn)
 
@@ -101,7 +93,7 @@ class SessionHub:
         for fn in self._closers:
             try:
                 res = fn(session)
-                if hasattr(res, "__await__"):
+                if inspect.isawaitable(res):
                     await res
             except Exception:
                 log.exception("cleanup of session %s failed", session.client_id)
@@ -130,7 +122,7 @@ class SessionHub:
         """Attach the agent or namespace graph (namespace wins) and record the binding."""
         previous_agent = session.agent_id
         memory = self._svc.memory
-        bound = None
+        bound: Graph | None = None
         if memory is not None:
             if namespace is not None:
                 bound = memory.namespace_graph(namespace)
@@ -161,8 +153,9 @@ class SessionHub:
             s.client_id for s in self._sessions.values() if s.agent_id == agent_id and not s.closed
         ]
 
-    def ensure_ephemeral(self, session: ClientSession) -> Any:
-        """The session's own graph, created on first use."""
+    def ensure_ephemeral(self, session: ClientSession) -> Graph | None:
+        """The session's own graph, created on first use (None without a memory service)."""
         if session.memgine is None and self._svc.memory is not None:
             session.memgine = self._svc.memory.ephemeral()
-        return session.memgine
+        graph: Graph | None = session.memgine
+        return graph

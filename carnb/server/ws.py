@@ -1,11 +1,13 @@
 """The WebSocket side of the session server: one connection, one ``ClientSession``.
 
-Runs on the host loop (``websockets`` asyncio API). Per connection: frames are read in order;
-a connection that has not authenticated within ``auth_timeout`` seconds is closed (1008);
-``inline`` methods are answered at once, others run as tasks (at most ``max_in_flight`` at a
-time, so a client that floods requests is slowed down rather than buffered without bound) and
-are answered when done, out of order, matched by ``id``. Notifications to the peer go through a
-bounded queue; a peer that does not read them is disconnected rather than buffered forever.
+Runs on the host loop (``websockets`` asyncio API). This module only moves frames: each frame
+read goes to :meth:`~carnb.server.dispatch.Dispatcher.receive`, in order, and its outcome is
+carried out: a reply is sent at once; a deferred reply runs as a task (at most
+``max_in_flight`` at a time, so a client that floods requests is slowed down rather than
+buffered without bound) and is sent when done, out of order, matched by ``id``; a close sends
+its reply and closes the socket. A connection that has not authenticated within
+``auth_timeout`` seconds is closed (1008). Notifications to the peer go through a bounded
+outbox; a peer that does not read them is disconnected rather than buffered forever.
 """
 
 from __future__ import annotations
@@ -13,25 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from carnb.errors import INTERNAL_ERROR, INVALID_REQUEST, CarnbError
-from carnb.protocol.jsonrpc import (
-    Invalid,
-    Notification,
-    Request,
-    error_text,
-    notification_text,
-    params_object,
-    parse_frame,
-    result_text,
-)
+from carnb.protocol.jsonrpc import notification_text
 from carnb.protocol.session import ClientSession, new_client_id
-from carnb.server.dispatch import AuthRequired, Dispatcher, Later, Method
+from carnb.server.dispatch import Close, Deferred, Dispatcher
 
 log = logging.getLogger("carnb.server.ws")
 
@@ -48,11 +41,6 @@ class _NoFrameDumps(logging.LoggerAdapter):  # type: ignore[type-arg]
 wire_log = _NoFrameDumps(logging.getLogger("carnb.server.wire"), {})
 
 AUTH_TIMEOUT_REASON = "auth timeout: call session.auth first"
-BINARY_REPLY = error_text(
-    None,
-    INVALID_REQUEST,
-    "invalid request: binary frames are not supported; send each JSON-RPC object as a text frame",
-)
 
 
 @dataclass(frozen=True)
@@ -170,56 +158,23 @@ class SessionServer:
         in_flight: asyncio.Semaphore,
         tasks: set[asyncio.Task[None]],
     ) -> bool:
-        """Handle one incoming frame; ``False`` ends the connection."""
-        if isinstance(frame, bytes):
-            await ws.send(BINARY_REPLY)
-            return True
-        msg = parse_frame(frame)
-        if isinstance(msg, Invalid):
-            await ws.send(msg.reply)
-            return True
-        try:
+        """Carry out the outcome of one incoming frame; ``False`` ends the connection."""
+        outcome = self.dispatcher.receive(session, frame)
+        if isinstance(outcome, Deferred):
             try:
-                method = self.dispatcher.resolve(session, msg.method)
-            except AuthRequired as exc:
-                if isinstance(msg, Request):
-                    await ws.send(error_text(msg.id, exc.code, exc.message))
-                await ws.close(1008, "auth required")
-                return False
-            except CarnbError as exc:
-                if isinstance(msg, Request):
-                    await ws.send(error_text(msg.id, exc.code, exc.message, exc.data))
-                return True
-            if method.mode == "inline":
-                reply = self.dispatcher.run_inline(method, session, msg)
-                if isinstance(reply, Later):  # the handler must wait: answer from a task
-                    await in_flight.acquire()
-                    task = asyncio.create_task(self._send_later(ws, reply, in_flight))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                elif reply is not None:
-                    await ws.send(reply)
-                return True
-        except ConnectionClosed:
-            raise
-        except Exception as exc:  # a bug in one request must not take the connection down
-            log.exception(
-                "session %s: %s failed outside its handler", session.client_id, msg.method
-            )
-            if isinstance(msg, Request):
-                await ws.send(
-                    error_text(
-                        msg.id,
-                        INTERNAL_ERROR,
-                        f"internal error in {msg.method}: {type(exc).__name__}",
-                    )
-                )
+                await in_flight.acquire()
+            except BaseException:
+                outcome.discard()
+                raise
+            task = asyncio.create_task(self._send_later(ws, outcome, in_flight))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
             return True
-        await in_flight.acquire()
-        later = Later(self._answer(method, session, msg))
-        task = asyncio.create_task(self._send_later(ws, later, in_flight))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        if outcome.text is not None:
+            await ws.send(outcome.text)
+        if isinstance(outcome, Close):
+            await ws.close(outcome.code, outcome.reason)
+            return False
         return True
 
     def _auth_deadline(
@@ -243,9 +198,11 @@ class SessionServer:
         return asyncio.get_running_loop().call_later(timeout, expire)
 
     @staticmethod
-    async def _send_later(ws: ServerConnection, later: Later, in_flight: asyncio.Semaphore) -> None:
+    async def _send_later(
+        ws: ServerConnection, deferred: Deferred, in_flight: asyncio.Semaphore
+    ) -> None:
         try:
-            text = await later.coro
+            text = await deferred.reply
         finally:
             in_flight.release()
         if text is not None:
@@ -254,19 +211,9 @@ class SessionServer:
             except ConnectionClosed:
                 log.debug("peer left before its reply was sent")
 
-    async def _answer(
-        self, method: Method, session: ClientSession, msg: Request | Notification
-    ) -> str | None:
-        """Run a non-inline method; the reply text (``None`` for a notification)."""
-        try:
-            result = await self.dispatcher.run(method, session, params_object(msg.params))
-        except CarnbError as exc:
-            if isinstance(msg, Request):
-                return error_text(msg.id, exc.code, exc.message, exc.data)
-            return None
-        return result_text(msg.id, result) if isinstance(msg, Request) else None
-
-    def _notifier(self, ws: ServerConnection, session: ClientSession, outbox: Outbox) -> Any:
+    def _notifier(
+        self, ws: ServerConnection, session: ClientSession, outbox: Outbox
+    ) -> Callable[[str, Any], None]:
         loop = self._loop
         assert loop is not None
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from carnb.errors import AuthFailed, CapabilityUnsupported, InvalidParams, VersionMismatch
 from carnb.protocol.auth import Credentials, authenticate, negotiate
-from carnb.protocol.jsonrpc import RpcError
 from carnb.protocol.session import ClientSession
 
 
@@ -29,14 +29,14 @@ def test_plain_token(creds: Credentials) -> None:
 
 
 def test_wrong_token_is_an_error_not_a_result(creds: Credentials) -> None:
-    with pytest.raises(RpcError) as info:
+    with pytest.raises(AuthFailed) as info:
         authenticate(creds, {"token": "nope"})
     assert info.value.code == -32603
     assert info.value.message.startswith("auth failed: token mismatch")
 
 
 def test_non_string_token_is_refused(creds: Credentials) -> None:
-    with pytest.raises(RpcError):
+    with pytest.raises(AuthFailed):
         authenticate(creds, {"token": 12345})
 
 
@@ -47,7 +47,7 @@ def test_host_token_grants_host_role(creds: Credentials) -> None:
 
 
 def test_launch_token_is_not_a_host_token(creds: Credentials) -> None:
-    with pytest.raises(RpcError):
+    with pytest.raises(AuthFailed):
         authenticate(creds, {"host_token": creds.token})
 
 
@@ -56,20 +56,20 @@ def test_agent_needs_its_own_token(creds: Credentials) -> None:
     grant = authenticate(creds, {"token": own, "agent_id": "alice", "memory_namespace": "ns"})
     assert grant.agent_id == "alice" and grant.memory_namespace == "ns"
     assert grant.result["agent_id"] == "alice"
-    with pytest.raises(RpcError, match="auth failed"):
+    with pytest.raises(AuthFailed, match="auth failed"):
         authenticate(creds, {"token": creds.token, "agent_id": "alice"})
-    with pytest.raises(RpcError, match="auth failed"):
+    with pytest.raises(AuthFailed, match="auth failed"):
         authenticate(creds, {"token": own, "agent_id": "mallory"})
 
 
 def test_agent_ids_are_validated(creds: Credentials) -> None:
-    with pytest.raises(RpcError) as info:
+    with pytest.raises(InvalidParams) as info:
         authenticate(creds, {"token": creds.token, "agent_id": "../etc"})
     assert info.value.code == -32602
 
 
 def test_missing_credentials_name_what_is_needed(creds: Credentials) -> None:
-    with pytest.raises(RpcError) as info:
+    with pytest.raises(InvalidParams) as info:
         authenticate(creds, {})
     assert info.value.code == -32602
     assert "token" in info.value.message
@@ -90,7 +90,7 @@ def test_handshake_needs_version_3() -> None:
     )
     assert (version, caps, client) == (3, [], "0.58.0")
     for bad in (2, "3", None, True, 4):
-        with pytest.raises(RpcError) as info:
+        with pytest.raises(VersionMismatch) as info:
             negotiate({"protocol_version": bad}, frozenset())
         assert info.value.code == -32006
         assert info.value.message.startswith("protocol version mismatch")
@@ -103,7 +103,7 @@ def test_handshake_capabilities() -> None:
         server,
     )
     assert caps == ["memory", "runs"]
-    with pytest.raises(RpcError) as info:
+    with pytest.raises(CapabilityUnsupported) as info:
         negotiate({"protocol_version": 3, "required_capabilities": ["teleport"]}, server)
     assert info.value.code == -32008
 

@@ -6,12 +6,11 @@ import json
 
 import pytest
 
-from carnb.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR
+from carnb.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, InvalidParams
 from carnb.protocol.jsonrpc import (
     Invalid,
     Notification,
     Request,
-    RpcError,
     error_text,
     params_object,
     parse_frame,
@@ -118,7 +117,7 @@ def test_unicode_survives_a_round_trip() -> None:
 def test_params_object_accepts_null_and_objects_and_refuses_arrays() -> None:
     assert params_object(None) == {}
     assert params_object({"a": 1}) == {"a": 1}
-    with pytest.raises(RpcError) as info:
+    with pytest.raises(InvalidParams) as info:
         params_object([1, 2])
     assert info.value.code == INVALID_PARAMS
     assert "named fields" in info.value.message

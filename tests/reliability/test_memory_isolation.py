@@ -100,10 +100,6 @@ def test_an_agent_folder_swapped_for_a_link_is_refused(memory: MemoryHome) -> No
         memory.resolve_user_path("x.json", method=PERSIST, session=bob)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs carnb/server/handlers/memory.py to pass session=s to resolve_user_path",
-)
 def test_on_the_wire_bob_cannot_load_alices_snapshot(connect_client: Any, runtime: Any) -> None:
     alice = connect_client(agent_auth(runtime, "alice"))
     bob = connect_client(agent_auth(runtime, "bob"))

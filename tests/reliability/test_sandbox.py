@@ -46,7 +46,7 @@ class Sandbox:
     def __init__(self, srv: Any, root: Path) -> None:
         self.srv = srv
         self.root = root  # everything the test can see: home, outside, logs
-        self.memory = srv.home / "memory"
+        self.memory = srv.home / "memory" / "operator"  # a launch-token session's folder
         self.outside = root / "outside"
         self.outside.mkdir()
         (self.outside / "secret.json").write_text(json.dumps(SECRET))
@@ -54,7 +54,7 @@ class Sandbox:
         links = {
             "link_dir": self.outside,
             "link_file": self.outside / "secret.json",
-            "rel": Path("../../outside"),
+            "rel": Path("../../../outside"),
             "dang": self.outside / "created-through-a-link.json",
             "loop": Path("loop"),
             "home_up": srv.home,

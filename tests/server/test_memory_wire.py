@@ -121,7 +121,7 @@ def test_persist_and_load_round_trip_and_sandbox(runtime, connect_client) -> Non
     add(c, "a", "first fact about apples")
     add(c, "b", "second fact about bananas")
     assert c.call("memory.persist", {"path": "proj/mem.json"}) == 2
-    saved = runtime.home / "memory" / "proj" / "mem.json"
+    saved = runtime.home / "memory" / "operator" / "proj" / "mem.json"
     assert json.loads(saved.read_text())["format"] == "carnb.memgine/1"
     d = connect_client()
     add(d, "z", "will be replaced")
@@ -133,14 +133,15 @@ def test_persist_and_load_round_trip_and_sandbox(runtime, connect_client) -> Non
         assert "rejected path" in err["message"], bad
     outside = runtime.home / "outside"
     outside.mkdir()
-    os.symlink(outside, runtime.home / "memory" / "link")
+    (runtime.home / "memory" / "operator").mkdir(parents=True, exist_ok=True)
+    os.symlink(outside, runtime.home / "memory" / "operator" / "link")
     err = c.request("memory.persist", {"path": "link/x.json"})["error"]
     assert "rejected path" in err["message"]
     assert list(outside.iterdir()) == []
     missing = d.request("memory.load", {"path": "nope.json"})["error"]
     assert "nope.json" in missing["message"]
     assert d.call("memory.fact_count") == 2  # left as it was
-    (runtime.home / "memory" / "bad.json").write_text("{not json")
+    (runtime.home / "memory" / "operator" / "bad.json").write_text("{not json")
     assert "error" in d.request("memory.load", {"path": "bad.json"})
     assert d.call("memory.fact_count") == 2
 
@@ -211,8 +212,9 @@ def test_a_slow_load_never_stalls_other_sessions(runtime, connect_client) -> Non
         {"subject": f"topic {i % 500}", "body": f"generated fact number {i} about item {i}"}
         for i in range(20_000)
     ]
-    (runtime.home / "memory").mkdir(exist_ok=True)
-    (runtime.home / "memory" / "big.json").write_text(json.dumps(facts))
+    alices_folder = runtime.home / "memory" / "agents" / "alice"  # what agent alice may load
+    alices_folder.mkdir(parents=True, exist_ok=True)
+    (alices_folder / "big.json").write_text(json.dumps(facts))
     loader = connect_client(auth=agent_auth(runtime, "alice"))
     same_graph = connect_client(auth=agent_auth(runtime, "alice"))
     other = connect_client()

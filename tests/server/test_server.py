@@ -19,6 +19,7 @@ from carnb.protocol.auth import Credentials
 from carnb.server.dispatch import Dispatcher
 from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
+from carnb.server.methods import Method
 from carnb.server.services import Services
 from carnb.server.ws import ServerConfig, SessionServer
 from tests.conftest import Client, RpcFailed, agent_auth
@@ -271,11 +272,11 @@ def slow_server():
     services = Services(creds, server_version="carnb test")
     table = build_table(services)
 
-    @table.method("test.sleep", mode="async")
     async def sleep(s, p, svc):
         await asyncio.sleep(p["seconds"])
         return p["seconds"]
 
+    table.add(Method("test.sleep", sleep, mode="task"))
     server = SessionServer(ServerConfig(), Dispatcher(services, table))
     host.call(server.start(), timeout=10)
     yield server
@@ -382,9 +383,9 @@ def test_notebook_session_is_host_and_uses_the_same_dispatcher(runtime) -> None:
     assert runtime.call("capabilities.list")["caller_role"] == "host"
     runtime.call("state.set", {"key": "nb", "value": 1})
     assert runtime.call("state.get", {"key": "nb"}) == 1
-    from carnb.protocol.jsonrpc import RpcError
+    from carnb.errors import MethodNotFound
 
-    with pytest.raises(RpcError) as info:
+    with pytest.raises(MethodNotFound) as info:
         runtime.call("nope")
     assert info.value.code == -32601
 

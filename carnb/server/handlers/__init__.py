@@ -1,18 +1,21 @@
-"""Method handlers, one module per area; :func:`build_table` registers what is offered.
+"""Method handlers, one module per area, declared in :mod:`.catalog`; :func:`build_table`
+wires the areas into a server's services and returns the methods it offers.
 
-An area whose service the runtime did not provide registers nothing, so ``capabilities.list``
+An area whose service the runtime did not provide is not offered, so ``capabilities.list``
 only ever lists methods that work.
 """
 
 from __future__ import annotations
 
-from carnb.server.dispatch import MethodTable
-from carnb.server.handlers import browser, core, memory, runs
+from carnb.server.handlers import browser, runs
+from carnb.server.handlers.catalog import offered
+from carnb.server.methods import MethodTable
 from carnb.server.services import Services
 
 
 def build_table(services: Services) -> MethodTable:
-    table = MethodTable()
-    for area in (core, memory, runs, browser):
-        area.register(table, services)
-    return table
+    """Hook the runs and browser areas into ``services`` (listeners, session-close cleanup)
+    and return the table of offered methods. Call once per ``Services``."""
+    runs.attach(services)
+    browser.attach(services)
+    return MethodTable(offered(services))

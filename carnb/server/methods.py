@@ -1,0 +1,99 @@
+"""The declarative method table: what each method is called, who may call it, its params
+schema, and whether it is answered inline or as a task.
+
+Theory of operation. A handler is a top-level function ``(session, params, services)``:
+- ``inline``: a plain function run at once by the connection reader, in frame order
+  (microseconds: state, auth, fast memory calls). One that must wait (its graph is busy)
+  returns a :class:`Later` instead, and is answered when that coroutine ends.
+- ``task``: a coroutine function, run as its own task so it never blocks other requests
+  (it moves slow synchronous work to a worker thread itself).
+``needs`` names the service (``memory``, ``runs``, ``browser``) a method depends on: a method
+whose service the runtime did not provide is not offered, so ``capabilities.list`` and
+``server.schema`` (both generated from the table) only list methods that work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+from carnb.protocol.session import ClientSession
+
+if TYPE_CHECKING:
+    from carnb.server.services import Services
+
+Role = Literal["operator", "agent", "owner", "host"]
+Mode = Literal["inline", "task"]
+Params = dict[str, Any]
+Handler = Callable[[ClientSession, Params, "Services"], Any]
+ROLES: tuple[Role, ...] = ("operator", "agent", "owner", "host")
+MODES: tuple[Mode, ...] = ("inline", "task")
+
+
+class Later:
+    """Returned by an ``inline`` handler that cannot answer without waiting (e.g. its graph is
+    busy with a slow persist): the reader does not block; the reply is sent when ``coro`` ends."""
+
+    __slots__ = ("coro",)
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+
+
+@dataclass(frozen=True, eq=False)
+class Method:
+    name: str
+    fn: Handler
+    mode: Mode = "inline"
+    role: Role = "operator"  # who can call it (host-only methods need is_host)
+    needs_handshake: bool = False
+    needs: str | None = None  # the service it depends on; None: always offered
+    summary: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)  # name -> type and meaning
+    result: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"bad mode {self.mode!r} for {self.name}")
+        if self.role not in ROLES:
+            raise ValueError(f"bad role {self.role!r} for {self.name}")
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def describe(self) -> dict[str, Any]:
+        """This method's entry in ``server.schema``."""
+        return {
+            "method": self.name,
+            "role": self.role,
+            "summary": self.summary,
+            "params": dict(self.params),
+            "result": self.result,
+            "needs_handshake": self.needs_handshake,
+        }
+
+    def visible_to(self, session: ClientSession) -> bool:
+        return self.role != "host" or session.is_host
+
+
+class MethodTable:
+    """The methods one server offers, by name."""
+
+    def __init__(self, methods: Iterable[Method] = ()) -> None:
+        self._methods: dict[str, Method] = {}
+        for method in methods:
+            self.add(method)
+
+    def add(self, method: Method) -> None:
+        if method.name in self._methods:
+            raise ValueError(f"method {method.name} is declared twice")
+        self._methods[method.name] = method
+
+    def get(self, name: str) -> Method | None:
+        return self._methods.get(name)
+
+    def __iter__(self) -> Iterator[Method]:
+        return iter(sorted(self._methods.values(), key=lambda m: m.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._methods

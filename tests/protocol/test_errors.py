@@ -1,0 +1,81 @@
+"""The one table from error type to JSON-RPC code, and the one serialiser of typed errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from carnb import errors
+from carnb.errors import RPC_CODES, CarnbError, rpc_code
+from carnb.protocol.jsonrpc import error_reply
+
+EXPECTED = [
+    (errors.ParseError, -32700),
+    (errors.InvalidRequest, -32600),
+    (errors.MethodNotFound, -32601),
+    (errors.InvalidParams, -32602),
+    (errors.AuthRequired, -32001),
+    (errors.HandshakeRequired, -32005),
+    (errors.VersionMismatch, -32006),
+    (errors.CapabilityUnsupported, -32008),
+    # docs/protocol.md: failed auth and forbidden calls are handler failures (-32603)
+    (errors.AuthFailed, -32603),
+    (errors.Forbidden, -32603),
+    (errors.NotFound, -32603),
+    (errors.PathRejected, -32603),
+    (errors.BrowserUnavailable, -32603),
+    (errors.HostThreadError, -32603),
+    (errors.InternalError, -32603),
+    (CarnbError, -32603),
+]
+
+
+@pytest.mark.parametrize(("cls", "code"), EXPECTED, ids=[c.__name__ for c, _ in EXPECTED])
+def test_each_error_type_is_answered_with_its_code(cls: type[CarnbError], code: int) -> None:
+    error = cls("invalid params: x") if cls is errors.InvalidParams else cls("boom")
+    assert rpc_code(error) == code
+    assert error.code == code
+    assert json.loads(error_reply(1, error))["error"]["code"] == code
+
+
+def test_every_error_type_carnb_defines_is_covered() -> None:
+    defined = {
+        v
+        for v in vars(errors).values()
+        if isinstance(v, type) and issubclass(v, CarnbError) and v.__module__ == errors.__name__
+    }
+    assert defined == {cls for cls, _ in EXPECTED}
+
+
+def test_a_subclass_takes_its_nearest_listed_base_code() -> None:
+    class RunTerminalLike(CarnbError):
+        pass
+
+    class BadScript(errors.InvalidParams):
+        pass
+
+    assert RunTerminalLike("ended").code == -32603
+    assert BadScript("script").code == -32602
+    assert RunTerminalLike not in RPC_CODES
+
+
+def test_the_table_cannot_be_changed_at_run_time() -> None:
+    with pytest.raises(TypeError):
+        RPC_CODES[errors.NotFound] = -32601  # type: ignore[index]
+
+
+def test_error_reply_carries_message_and_data_and_drops_data_that_is_not_json() -> None:
+    forbidden = errors.Forbidden("forbidden: no", data={"reason": "forbidden"})
+    assert json.loads(error_reply("a", forbidden)) == {
+        "jsonrpc": "2.0",
+        "id": "a",
+        "error": {"code": -32603, "message": "forbidden: no", "data": {"reason": "forbidden"}},
+    }
+    odd = errors.NotFound("gone", data={1, 2})
+    assert json.loads(error_reply(2, odd))["error"] == {"code": -32603, "message": "gone"}
+
+
+def test_invalid_params_names_the_field_once() -> None:
+    assert errors.InvalidParams("k is required").message == "invalid params: k is required"
+    assert errors.InvalidParams("invalid params: k").message == "invalid params: k"
