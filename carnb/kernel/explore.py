@@ -16,7 +16,7 @@ from carnb.errors import CarnbError
 from carnb.kernel.render import cell_text, esc
 
 if TYPE_CHECKING:
-    from carnb.runtime import Runtime
+    from carnb.kernel.view import RuntimeView
 
 log = logging.getLogger("carnb.kernel.explore")
 
@@ -60,7 +60,7 @@ def _score(value: Any) -> str:
 class MemoryExplorer:
     """Search the notebook session's effective graph; ``.widget`` is what the notebook shows."""
 
-    def __init__(self, runtime: Runtime, query: str = "", k: int = 10) -> None:
+    def __init__(self, runtime: RuntimeView, query: str = "", k: int = 10) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
         self.runtime = runtime

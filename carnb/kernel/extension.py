@@ -1,10 +1,10 @@
 """The IPython extension: ``%load_ext carnb`` / ``%unload_ext carnb`` / ``%reload_ext carnb``.
 
-:func:`load` starts one runtime per kernel (the server on the host thread, the notebook's own
-session authenticated as host), registers ``%car`` and its ``CarMagics`` options, a
-``pre_run_cell`` and a ``post_run_cell`` hook (record the cell as a turn of the open run, then
-let the panel catch up)
-and an ``atexit`` handler that stops everything when the kernel shuts down. It prints one line
+:func:`load` starts one runtime per kernel through a :class:`~carnb.kernel.engine.NotebookEngine`
+(the server on the host thread, the notebook's own session authenticated as host), registers
+``%car`` and its ``CarMagics`` options, a ``pre_run_cell`` and a ``post_run_cell`` hook (the
+engine records the cell as a turn of the open run, then lets the panel catch up) and an
+``atexit`` handler that stops everything when the kernel shuts down. It prints one line
 with the URL. Loading twice keeps the running runtime. :func:`unload` undoes exactly that: hooks,
 magics, configurable, atexit handler, widgets, browsers, server and thread, so ``%reload_ext``
 leaves no port or process behind. After unload ``%car`` only says how to load carnb again.

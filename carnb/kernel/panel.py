@@ -27,7 +27,7 @@ from carnb.kernel.render import Table, esc
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from carnb.runtime import Runtime
+    from carnb.kernel.view import RuntimeView
 
 log = logging.getLogger("carnb.kernel.panel")
 
@@ -61,7 +61,7 @@ def browser_text(snap: dict[str, Any]) -> str:
 class StatusPanel:
     """One panel per runtime; ``%car status`` shows the same widget again."""
 
-    def __init__(self, runtime: Runtime, *, interval: float = 0.1) -> None:
+    def __init__(self, runtime: RuntimeView, *, interval: float = 0.1) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
         self.runtime = runtime
@@ -202,7 +202,7 @@ def _cells(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(runtime: Runtime, rows: list[dict[str, Any]]) -> tuple[str, str, str]:
+def render(runtime: RuntimeView, rows: list[dict[str, Any]]) -> tuple[str, str, str]:
     """(title, notebook session, all sessions) HTML; every value escaped."""
     try:
         url = runtime.url
