@@ -298,19 +298,22 @@ class Runtime:
     async def asnapshots(self) -> list[dict[str, Any]]:
         """On the host loop: :meth:`snapshots` with every fact count known.
 
-        A count the session does not hold yet is read from its graph in a worker thread (at most
-        ``COUNT_TIMEOUT``; a graph busy longer shows no count), so a long ``memory.load`` never
-        holds the loop. A session without a graph yet has 0 facts (its graph starts empty).
+        A session without a graph yet has 0 facts (its graph starts empty). A count a session
+        with a graph does not hold yet is asked for as that session (``memory.fact_count``
+        through the dispatcher, so the graph's lock is respected) for at most ``COUNT_TIMEOUT``;
+        a graph busy longer (a long ``memory.load``) shows no count.
         """
-        services = self.services
-        if services is None:
+        services, dispatcher = self.services, self.dispatcher
+        if services is None or dispatcher is None:
             return []
         snaps = []
         for session in services.sessions:
             snap = session.snapshot()
             if snap.get("fact_count") is None and services.memory is not None:
-                graph = session.effective_memgine
-                snap["fact_count"] = 0 if graph is None else await _count_off_loop(graph)
+                if session.effective_memgine is None:
+                    snap["fact_count"] = 0
+                else:
+                    snap["fact_count"] = await _count(dispatcher, session)
             snaps.append(snap)
         return snaps
 
@@ -358,21 +361,16 @@ class Runtime:
 COUNT_TIMEOUT = 1.0
 
 
-def _fact_count(graph: Any) -> int | None:
-    """A graph's fact count, or None when it cannot say (e.g. closed between two reads)."""
+async def _count(dispatcher: Dispatcher, session: ClientSession) -> int | None:
+    """``memory.fact_count`` as ``session``, or None when its graph does not answer in time."""
     try:
-        value = graph.fact_count()
-    except Exception as exc:
-        log.debug("fact count unavailable: %s", exc)
+        value = await asyncio.wait_for(
+            dispatcher.invoke(session, "memory.fact_count", {}), COUNT_TIMEOUT
+        )
+    except (TimeoutError, CarnbError) as exc:
+        log.debug("fact count of %s unavailable: %s", session.client_id, exc)
         return None
     return value if isinstance(value, int) else None
-
-
-async def _count_off_loop(graph: Any) -> int | None:
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(_fact_count, graph), COUNT_TIMEOUT)
-    except TimeoutError:
-        return None
 
 
 class _SessionWatch:

@@ -189,3 +189,20 @@ def test_asnapshots_know_every_fact_count(runtime: Runtime) -> None:
     assert next(s for s in counted if s["client_id"] == sid)["fact_count"] == 0  # starts empty
     assert {s["client_id"] for s in counted} == {s["client_id"] for s in plain}
     assert runtime.notebook()["client_id"] in {s["client_id"] for s in counted}
+
+
+def test_asnapshots_count_a_graph_the_session_never_counted(make_runtime: Any) -> None:
+    rt = make_runtime(auth=False, browser=False)  # no session.auth: no count set at binding
+    c = Client(rt.url)
+    try:
+        assert c.call("memory.query", {"query": "anything"}) == []  # creates its own graph
+        (plain,) = [s for s in rt.snapshots() if s["kind"] == "socket"]
+
+        async def counted() -> list[dict[str, Any]]:
+            return await rt.asnapshots()
+
+        (snap,) = [s for s in rt.run_on_host(counted(), timeout=5) if s["kind"] == "socket"]
+    finally:
+        c.close()
+    assert plain["fact_count"] is None
+    assert snap["fact_count"] == 0
