@@ -9,11 +9,13 @@ is the backstop).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -250,7 +252,16 @@ class Runtime:
         return self.dispatcher.invoke(self.session, method, params)
 
     def run_on_host(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 120) -> Any:
+        """Run ``coro`` on the host loop and wait (Ctrl-C and the timeout cancel it)."""
         return self.host.call(coro, timeout=timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Schedule ``coro`` on the host loop without waiting."""
+        return self.host.submit(coro)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the host loop (inline when already there; dropped once stopped)."""
+        self.host.call_soon(fn, *args)
 
     # -- agents ----------------------------------------------------------------------------
     def register_agent(self, name: str) -> str:
@@ -273,10 +284,45 @@ class Runtime:
             env["CAR_AUTH_TOKEN"] = self.token
         return env
 
+    # -- views (the notebook's panel and explorer read through these) ------------------------
+    def notebook(self) -> dict[str, Any]:
+        """The notebook session's snapshot (``{}`` before start)."""
+        return self.session.snapshot() if self.session is not None else {}
+
     def snapshots(self) -> list[dict[str, Any]]:
+        """Every live session's snapshot (plain data, never a token)."""
         if self.services is None:
             return []
         return [s.snapshot() for s in self.services.sessions]
+
+    async def asnapshots(self) -> list[dict[str, Any]]:
+        """On the host loop: :meth:`snapshots` with every fact count known.
+
+        A session without a graph yet has 0 facts (its graph starts empty). A count a session
+        with a graph does not hold yet is asked for as that session (``memory.fact_count``
+        through the dispatcher, so the graph's lock is respected) for at most ``COUNT_TIMEOUT``;
+        a graph busy longer (a long ``memory.load``) shows no count.
+        """
+        services, dispatcher = self.services, self.dispatcher
+        if services is None or dispatcher is None:
+            return []
+        snaps = []
+        for session in services.sessions:
+            snap = session.snapshot()
+            if snap.get("fact_count") is None and services.memory is not None:
+                if session.effective_memgine is None:
+                    snap["fact_count"] = 0
+                else:
+                    snap["fact_count"] = await _count(dispatcher, session)
+            snaps.append(snap)
+        return snaps
+
+    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change()`` on the host loop whenever a session changes, attaches or
+        detaches. Call this on the host loop; it returns the (idempotent) remover."""
+        if self.services is None:
+            raise CarnbError("the carnb runtime is not started")
+        return _SessionWatch(self.services, self.host, on_change).remove
 
     # -- connection file --------------------------------------------------------------------
     def _write_connection_file(self) -> None:
@@ -303,3 +349,68 @@ class Runtime:
         if path is not None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+COUNT_TIMEOUT = 1.0
+
+
+async def _count(dispatcher: Dispatcher, session: ClientSession) -> int | None:
+    """``memory.fact_count`` as ``session``, or None when its graph does not answer in time."""
+    try:
+        value = await asyncio.wait_for(
+            dispatcher.invoke(session, "memory.fact_count", {}), COUNT_TIMEOUT
+        )
+    except (TimeoutError, CarnbError) as exc:
+        log.debug("fact count of %s unavailable: %s", session.client_id, exc)
+        return None
+    return value if isinstance(value, int) else None
+
+
+class _SessionWatch:
+    """One observer of every session: a listener on each live session (added as sessions
+    attach, removed as they detach) and a host-event watcher; each change calls ``on_change``
+    on the host loop. Listeners may fire on any thread, so they only hand over to the loop."""
+
+    def __init__(self, services: Services, host: HostThread, on_change: Callable[[], None]) -> None:
+        self._services = services
+        self._host = host
+        self._on_change = on_change
+        self._listeners: dict[str, Callable[[], None]] = {}
+        self._closed = False
+        for session in services.sessions:
+            self._add(session)
+        self._unwatch_events = services.events.watch(self._on_event)
+
+    def remove(self) -> None:
+        self._closed = True
+        self._unwatch_events()
+        for remove in list(self._listeners.values()):
+            remove()
+        self._listeners.clear()
+
+    def _add(self, session: ClientSession) -> None:
+        if session.client_id not in self._listeners and not session.closed:
+            self._listeners[session.client_id] = session.add_listener(self._on_session)
+
+    def _on_session(self, session: ClientSession, snap: dict[str, Any]) -> None:
+        self._host.call_soon(self._changed)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self._host.call_soon(self._host_event, event)
+
+    def _host_event(self, event: dict[str, Any]) -> None:
+        sid = (event.get("payload") or {}).get("session_id")
+        if isinstance(sid, str) and not self._closed:
+            if event.get("kind") == "session.attached":
+                session = self._services.sessions.get(sid)
+                if session is not None:
+                    self._add(session)
+            elif event.get("kind") == "session.detached":
+                remove = self._listeners.pop(sid, None)
+                if remove is not None:
+                    remove()
+        self._changed()
+
+    def _changed(self) -> None:
+        if not self._closed:
+            self._on_change()

@@ -33,12 +33,11 @@ from typing import TYPE_CHECKING
 from carnb.browser.discovery import INSTALL_HINT, find_chromium
 from carnb.browser.flags import find_browser_pid, launch_args
 from carnb.browser.ops import first_line
+from carnb.browser.slot import BrowserSlot
 from carnb.errors import BrowserUnavailable, CarnbError
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page, Playwright
-
-    from carnb.browser.slot import BrowserSlot
 
 log = logging.getLogger("carnb.browser")
 
@@ -80,8 +79,6 @@ class BrowserPool:
 
     def slot(self, owner: str = "") -> BrowserSlot:
         """A new per-session slot; launches nothing."""
-        from carnb.browser.slot import BrowserSlot
-
         slot = BrowserSlot(self, owner)
         self._slots.add(slot)
         return slot

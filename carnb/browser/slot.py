@@ -28,15 +28,13 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from carnb.browser.ops import OPS, OpEnv, StepError, first_line
 from carnb.browser.script import validate_script, validate_viewport
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
-
-    from carnb.browser.pool import BrowserPool
 
 log = logging.getLogger("carnb.browser")
 
@@ -52,10 +50,24 @@ OPEN_TIMEOUT_S = 15.0
 Listener = Callable[[dict[str, Any]], Any]
 
 
+class SlotPool(Protocol):
+    """What a slot needs from its pool (:class:`carnb.browser.pool.BrowserPool`)."""
+
+    op_timeout_ms: int
+    generation: int
+
+    @property
+    def running(self) -> bool: ...
+
+    async def open_context(self, width: int, height: int) -> tuple[BrowserContext, Page, int]: ...
+
+    def schedule_spare(self) -> None: ...
+
+
 class BrowserSlot:
     """One session's isolated browser context; created by :meth:`BrowserPool.slot`."""
 
-    def __init__(self, pool: BrowserPool, owner: str = "") -> None:
+    def __init__(self, pool: SlotPool, owner: str = "") -> None:
         self.owner = owner
         self.state = NOT_LAUNCHED
         self.url: str | None = None

@@ -14,6 +14,7 @@ import ast
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("carnb.kernel.cellrun")
@@ -41,8 +42,13 @@ def result_text(value: Any) -> str | None:
         return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
 
 
-def make_turn(source: str, *, execution_count: int | None, value: Any = None,
-              error: BaseException | None = None) -> dict[str, Any]:
+def make_turn(
+    source: str,
+    *,
+    execution_count: int | None,
+    value: Any = None,
+    error: BaseException | None = None,
+) -> dict[str, Any]:
     turn: dict[str, Any] = {
         "tool": "cell",
         "prompt": clip(source.rstrip()),
@@ -57,13 +63,25 @@ def make_turn(source: str, *, execution_count: int | None, value: Any = None,
     return turn
 
 
-class CellRecorder:
-    """Records executed cells as turns while a run is open (the extension calls
-    :meth:`post_run_cell` from its ``post_run_cell`` hook)."""
+@dataclass(frozen=True)
+class Cell:
+    """The body of a ``%%car`` cell as the engine sees it: its source, how to run it in the
+    user namespace (returning the value of a trailing expression) and where to show output."""
 
-    def __init__(self, shell: Any, current_run: Callable[[], str | None],
-                 record: Callable[[str, dict[str, Any]], None]) -> None:
-        self.shell = shell
+    source: str
+    execution_count: int | None
+    run: Callable[[], Any]
+    show: Callable[[Any], None]
+
+
+class CellRecorder:
+    """Records executed cells as turns while a run is open (the engine calls
+    :meth:`post_run_cell` after each cell; ``result`` is duck-typed like IPython's
+    ``ExecutionResult``, so nothing here imports IPython)."""
+
+    def __init__(
+        self, current_run: Callable[[], str | None], record: Callable[[str, dict[str, Any]], None]
+    ) -> None:
         self._current_run = current_run
         self._record = record
         self._skip_depth = 0
@@ -100,16 +118,23 @@ class CellRecorder:
         source = getattr(info, "raw_cell", None) or ""
         if not source.strip():
             return
-        error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec",
-                                                                  None)
-        turn = make_turn(source, execution_count=getattr(result, "execution_count", None),
-                         value=getattr(result, "result", None), error=error)
+        error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+        turn = make_turn(
+            source,
+            execution_count=getattr(result, "execution_count", None),
+            value=getattr(result, "result", None),
+            error=error,
+        )
         try:
             self._record(run_id, turn)
             self.recorded += 1
         except Exception as exc:  # never break the user's cell over a trace
-            log.warning("could not record cell %s as a turn of %s: %s",
-                        getattr(result, "execution_count", "?"), run_id, exc)
+            log.warning(
+                "could not record cell %s as a turn of %s: %s",
+                getattr(result, "execution_count", "?"),
+                run_id,
+                exc,
+            )
 
 
 def run_cell_body(shell: Any, cell: str) -> Any:

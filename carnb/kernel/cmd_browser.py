@@ -14,10 +14,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.calls import CarCommandError
+from carnb.kernel.cellrun import Cell
 from carnb.kernel.render import Image, KeyValues, Message, Pre, Renderable, Sections, Table
 
 if TYPE_CHECKING:
-    from carnb.kernel.extension import KernelExtension
+    from carnb.kernel.engine import NotebookEngine
 
 RUN_TIMEOUT = 300.0
 
@@ -40,18 +41,39 @@ class BrowserResult(Sections):
             if step.get("op") == "observe":
                 self.observation = data
             elif step.get("op") == "screenshot" and isinstance(data.get("base64"), str):
-                self.screenshot = Image(data["base64"], width=data.get("width"),
-                                        height=data.get("height"))
+                self.screenshot = Image(
+                    data["base64"], width=data.get("width"), height=data.get("height")
+                )
         parts: list[Renderable | None] = []
         if show_steps:
-            parts.append(Table(["op", "status", "ms", "detail"],
-                               [[s.get("op"), s.get("status"), s.get("duration_ms"),
-                                 s.get("error") or _detail(s)] for s in steps],
-                               title="browser steps", width=100))
+            parts.append(
+                Table(
+                    ["op", "status", "ms", "detail"],
+                    [
+                        [
+                            s.get("op"),
+                            s.get("status"),
+                            s.get("duration_ms"),
+                            s.get("error") or _detail(s),
+                        ]
+                        for s in steps
+                    ],
+                    title="browser steps",
+                    width=100,
+                )
+            )
         obs = self.observation
         if obs is not None:
-            parts.append(KeyValues([("url", obs.get("url")), ("title", obs.get("title")),
-                                    ("elements", obs.get("element_count"))], title="page"))
+            parts.append(
+                KeyValues(
+                    [
+                        ("url", obs.get("url")),
+                        ("title", obs.get("title")),
+                        ("elements", obs.get("element_count")),
+                    ],
+                    title="page",
+                )
+            )
             parts.append(Pre(str(obs.get("summary") or "")))
         parts.append(self.screenshot)
         super().__init__(*parts)
@@ -82,11 +104,17 @@ def _detail(step: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in data.items() if k != "base64"}, default=str)[:100]
 
 
-def _run(ext: KernelExtension, ops: list[dict[str, Any]], what: str, *,
-         viewport: dict[str, int] | None = None, strict: bool = True,
-         show_steps: bool = False) -> BrowserResult:
+def _run(
+    nb: NotebookEngine,
+    ops: list[dict[str, Any]],
+    what: str,
+    *,
+    viewport: dict[str, int] | None = None,
+    strict: bool = True,
+    show_steps: bool = False,
+) -> BrowserResult:
     params: dict[str, Any] = {"script": {"operations": ops}, **(viewport or {})}
-    reply = ext.calls.call("browser.run", params, what=what, timeout=RUN_TIMEOUT)
+    reply = nb.calls.call("browser.run", params, what=what, timeout=RUN_TIMEOUT)
     steps = list(reply.get("steps") or []) if isinstance(reply, dict) else []
     result = BrowserResult(steps, show_steps=show_steps)
     bad = result.failed()
@@ -106,56 +134,66 @@ def _then_observe(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [] if args.quiet else [{"op": "observe"}]
 
 
-def open_(ext: KernelExtension, args: argparse.Namespace) -> BrowserResult:
-    return _run(ext, [{"op": "navigate", "url": args.url}, *_observe_ops(args)],
-                "%car browser open")
+def open_(nb: NotebookEngine, args: argparse.Namespace) -> BrowserResult:
+    return _run(nb, [{"op": "navigate", "url": args.url}, *_observe_ops(args)], "%car browser open")
 
 
-def observe(ext: KernelExtension, args: argparse.Namespace) -> BrowserResult:
-    return _run(ext, _observe_ops(args), "%car browser observe")
+def observe(nb: NotebookEngine, args: argparse.Namespace) -> BrowserResult:
+    return _run(nb, _observe_ops(args), "%car browser observe")
 
 
-def click(ext: KernelExtension, args: argparse.Namespace) -> BrowserResult:
-    return _run(ext, [{"op": "click", "element_id": args.element_id}, *_then_observe(args)],
-                "%car browser click", show_steps=args.quiet)
+def click(nb: NotebookEngine, args: argparse.Namespace) -> BrowserResult:
+    return _run(
+        nb,
+        [{"op": "click", "element_id": args.element_id}, *_then_observe(args)],
+        "%car browser click",
+        show_steps=args.quiet,
+    )
 
 
-def type_(ext: KernelExtension, args: argparse.Namespace) -> BrowserResult:
+def type_(nb: NotebookEngine, args: argparse.Namespace) -> BrowserResult:
     op = {"op": "type", "element_id": args.element_id, "text": args.text}
-    return _run(ext, [op, *_then_observe(args)], "%car browser type", show_steps=args.quiet)
+    return _run(nb, [op, *_then_observe(args)], "%car browser type", show_steps=args.quiet)
 
 
-def key(ext: KernelExtension, args: argparse.Namespace) -> BrowserResult:
+def key(nb: NotebookEngine, args: argparse.Namespace) -> BrowserResult:
     op: dict[str, Any] = {"op": "keypress", "key": args.key}
     if args.modifiers:
         op["modifiers"] = args.modifiers
-    return _run(ext, [op, *_then_observe(args)], "%car browser key", show_steps=args.quiet)
+    return _run(nb, [op, *_then_observe(args)], "%car browser key", show_steps=args.quiet)
 
 
-def scroll(ext: KernelExtension, args: argparse.Namespace) -> BrowserResult:
+def scroll(nb: NotebookEngine, args: argparse.Namespace) -> BrowserResult:
     dy = int(args.delta_y) if float(args.delta_y).is_integer() else args.delta_y
-    return _run(ext, [{"op": "scroll", "delta_y": dy}, *_then_observe(args)],
-                "%car browser scroll", show_steps=args.quiet)
+    return _run(
+        nb,
+        [{"op": "scroll", "delta_y": dy}, *_then_observe(args)],
+        "%car browser scroll",
+        show_steps=args.quiet,
+    )
 
 
-def screenshot(ext: KernelExtension, args: argparse.Namespace) -> BrowserResult:
+def screenshot(nb: NotebookEngine, args: argparse.Namespace) -> BrowserResult:
     op: dict[str, Any] = {"op": "screenshot"}
     if args.full_page:
         op["full_page"] = True
-    return _run(ext, [op], "%car browser screenshot")
+    return _run(nb, [op], "%car browser screenshot")
 
 
-def close(ext: KernelExtension, args: argparse.Namespace) -> Message:
-    reply = ext.calls.call("browser.close", {}, what="%car browser close")
+def close(nb: NotebookEngine, args: argparse.Namespace) -> Message:
+    reply = nb.calls.call("browser.close", {}, what="%car browser close")
     closed = isinstance(reply, dict) and reply.get("closed")
-    return Message("browser slot closed; the next command relaunches it" if closed
-                   else "the browser slot was not open")
+    return Message(
+        "browser slot closed; the next command relaunches it"
+        if closed
+        else "the browser slot was not open"
+    )
 
 
-def script(ext: KernelExtension, args: argparse.Namespace, cell: str) -> BrowserResult:
+def script(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> BrowserResult:
     """``%%car browser``: the cell is a JSON script ``{"operations": [...]}`` (or a bare list)."""
     try:
-        doc = json.loads(cell)
+        doc = json.loads(cell.source)
     except ValueError as exc:
         raise CarCommandError(f"%%car browser: the cell is not JSON: {exc}") from None
     if isinstance(doc, list):
@@ -165,5 +203,6 @@ def script(ext: KernelExtension, args: argparse.Namespace, cell: str) -> Browser
             '%%car browser: the cell must be {"operations": [{"op": "navigate", "url": ...}, ...]}'
         )
     viewport = {k: v for k, v in (("width", args.width), ("height", args.height)) if v}
-    return _run(ext, doc["operations"], "%%car browser", viewport=viewport, strict=False,
-                show_steps=True)
+    return _run(
+        nb, doc["operations"], "%%car browser", viewport=viewport, strict=False, show_steps=True
+    )

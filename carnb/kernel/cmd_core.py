@@ -9,11 +9,22 @@ from typing import TYPE_CHECKING, Any
 from carnb.kernel.render import EnvLines, KeyValues, Sections, Table
 
 if TYPE_CHECKING:
-    from carnb.kernel.extension import KernelExtension
+    from carnb.kernel.engine import NotebookEngine
     from carnb.kernel.panel import StatusPanel
+    from carnb.runtime import Runtime
 
-SESSION_COLUMNS = ["session", "kind", "peer", "auth", "host", "agent", "namespace", "run",
-                   "browser", "connected"]
+SESSION_COLUMNS = [
+    "session",
+    "kind",
+    "peer",
+    "auth",
+    "host",
+    "agent",
+    "namespace",
+    "run",
+    "browser",
+    "connected",
+]
 
 
 def _age(ts: Any) -> str:
@@ -25,9 +36,18 @@ def _age(ts: Any) -> str:
 
 def session_rows(snaps: list[dict[str, Any]]) -> list[list[Any]]:
     return [
-        [s["client_id"], s["kind"], s.get("peer") or "", s["authenticated"], s["is_host"],
-         s.get("agent_id") or "", s.get("memory_namespace") or "", s.get("current_run_id") or "",
-         s.get("browser_state") or "", _age(s.get("connected_at"))]
+        [
+            s["client_id"],
+            s["kind"],
+            s.get("peer") or "",
+            s["authenticated"],
+            s["is_host"],
+            s.get("agent_id") or "",
+            s.get("memory_namespace") or "",
+            s.get("current_run_id") or "",
+            s.get("browser_state") or "",
+            _age(s.get("connected_at")),
+        ]
         for s in snaps
     ]
 
@@ -35,46 +55,52 @@ def session_rows(snaps: list[dict[str, Any]]) -> list[list[Any]]:
 class ServerInfo(Sections):
     """``%car server``: ``.url``, ``.env`` (real values) and ``.sessions`` for code."""
 
-    def __init__(self, url: str, env: dict[str, str], sessions: list[dict[str, Any]],
-                 *parts: Any) -> None:
+    def __init__(
+        self, url: str, env: dict[str, str], sessions: list[dict[str, Any]], *parts: Any
+    ) -> None:
         super().__init__(*parts)
         self.url = url
         self.env = env
         self.sessions = sessions
 
 
-async def _snapshots(ext: KernelExtension) -> list[dict[str, Any]]:
-    rt = ext.calls.runtime
+async def _snapshots(rt: Runtime) -> list[dict[str, Any]]:
     return rt.snapshots()
 
 
-def server(ext: KernelExtension, args: argparse.Namespace) -> ServerInfo:
-    rt = ext.calls.runtime
-    snaps = ext.calls.on_host(_snapshots(ext), what="%car server")
+def server(nb: NotebookEngine, args: argparse.Namespace) -> ServerInfo:
+    rt = nb.calls.runtime
+    snaps = nb.calls.on_host(_snapshots(rt), what="%car server")
     s = rt.settings
     info = KeyValues(
         [
             ("url", rt.url),
             ("connection file", str(rt.connection_file or "")),
             ("auth", "on (token required)" if s.auth else "OFF: every local client is accepted"),
-            ("allowed origins", ", ".join(s.allowed_origins) or "(none: no browser page may "
-             "connect)"),
+            (
+                "allowed origins",
+                ", ".join(s.allowed_origins) or "(none: no browser page may connect)",
+            ),
             ("data directory", str(s.home)),
             ("chromium", s.chromium or "auto: $CARNB_CHROMIUM, Playwright's, then PATH"),
-            ("notebook session", rt.session.client_id if rt.session is not None else ""),
+            ("notebook session", rt.notebook().get("client_id") or ""),
         ],
         title="carnb session server",
     )
     env = rt.client_env()
-    lines = EnvLines(env, show_tokens=args.show_tokens, title="a client process needs:",
-                     hint="tokens masked: `%car server --show-tokens` shows them")
+    lines = EnvLines(
+        env,
+        show_tokens=args.show_tokens,
+        title="a client process needs:",
+        hint="tokens masked: `%car server --show-tokens` shows them",
+    )
     table = Table(SESSION_COLUMNS, session_rows(snaps), title=f"{len(snaps)} connected session(s)")
     return ServerInfo(rt.url, env, snaps, info, lines, table)
 
 
-def status(ext: KernelExtension, args: argparse.Namespace) -> StatusPanel:
-    panel = ext.ensure_panel()
-    ext.calls.on_host(panel.aflush(), what="%car status")
+def status(nb: NotebookEngine, args: argparse.Namespace) -> StatusPanel:
+    panel = nb.ensure_panel()
+    nb.calls.on_host(panel.aflush(), what="%car status")
     return panel
 
 
@@ -95,8 +121,8 @@ class AuthResult(KeyValues):
         )
 
 
-def auth(ext: KernelExtension, args: argparse.Namespace) -> AuthResult:
-    rt = ext.calls.runtime
+def auth(nb: NotebookEngine, args: argparse.Namespace) -> AuthResult:
+    rt = nb.calls.runtime
     params: dict[str, Any] = {}
     if args.token is not None:
         params["token"] = args.token
@@ -106,14 +132,13 @@ def auth(ext: KernelExtension, args: argparse.Namespace) -> AuthResult:
         params["agent_id"] = args.agent
     if args.namespace is not None:
         params["memory_namespace"] = args.namespace
-    reply = ext.calls.call("session.auth", params, what="%car auth")
-    assert rt.session is not None
-    return AuthResult(rt.session.snapshot(), reply)
+    reply = nb.calls.call("session.auth", params, what="%car auth")
+    return AuthResult(rt.notebook(), reply)
 
 
-def agent_add(ext: KernelExtension, args: argparse.Namespace) -> EnvLines:
-    rt = ext.calls.runtime
-    ext.calls.guard(lambda: rt.register_agent(args.name), what="%car agent add")
+def agent_add(nb: NotebookEngine, args: argparse.Namespace) -> EnvLines:
+    rt = nb.calls.runtime
+    nb.calls.guard(lambda: rt.register_agent(args.name), what="%car agent add")
     env = rt.client_env(args.name)
     return EnvLines(
         env,
@@ -124,11 +149,15 @@ def agent_add(ext: KernelExtension, args: argparse.Namespace) -> EnvLines:
     )
 
 
-def agent_list(ext: KernelExtension, args: argparse.Namespace) -> Table:
-    agents = ext.calls.call("agents.list", {}, what="%car agent list")
+def agent_list(nb: NotebookEngine, args: argparse.Namespace) -> Table:
+    agents = nb.calls.call("agents.list", {}, what="%car agent list")
     rows = [
         [a.get("spec", {}).get("id"), a.get("status"), ", ".join(a.get("session_ids") or [])]
         for a in agents
     ]
-    return Table(["agent", "status", "sessions"], rows, title=f"{len(rows)} registered agent(s)",
-                 empty="no agents: `%car agent add NAME` registers one")
+    return Table(
+        ["agent", "status", "sessions"],
+        rows,
+        title=f"{len(rows)} registered agent(s)",
+        empty="no agents: `%car agent add NAME` registers one",
+    )

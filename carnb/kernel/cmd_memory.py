@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from carnb.kernel.render import Message, Pre, Table
 
 if TYPE_CHECKING:
+    from carnb.kernel.engine import NotebookEngine
     from carnb.kernel.explore import MemoryExplorer
-    from carnb.kernel.extension import KernelExtension
 
 
 class Value(Message):
@@ -21,19 +21,19 @@ class Value(Message):
         self.value = value
 
 
-def _graph(ext: KernelExtension) -> str:
-    session = ext.calls.runtime.session
-    return str(session.snapshot().get("graph")) if session is not None else "?"
+def _graph(nb: NotebookEngine) -> str:
+    snap = nb.notebook()
+    return str(snap.get("graph")) if snap else "?"
 
 
-def add(ext: KernelExtension, args: argparse.Namespace) -> Value:
+def add(nb: NotebookEngine, args: argparse.Namespace) -> Value:
     params: dict[str, Any] = {"subject": args.subject, "body": args.body}
     for name in ("kind", "fact_id", "tags", "source", "confidence"):
         value = getattr(args, name)
         if value is not None:
             params[name] = value
-    n = ext.calls.call("memory.add_fact", params, what="%car memory add")
-    return Value(f"fact added to {_graph(ext)}; {n} facts", n)
+    n = nb.calls.call("memory.add_fact", params, what="%car memory add")
+    return Value(f"fact added to {_graph(nb)}; {n} facts", n)
 
 
 class QueryResult(Table):
@@ -41,23 +41,34 @@ class QueryResult(Table):
         self.facts = rows
         super().__init__(
             ["fact_id", "subject", "body", "kind", "score", "tags", "source"],
-            [[r.get("fact_id"), r.get("subject"), r.get("body"), r.get("kind"),
-              f"{r['confidence']:.3f}" if isinstance(r.get("confidence"), (int, float)) else "",
-              r.get("tags"), r.get("source")] for r in rows],
+            [
+                [
+                    r.get("fact_id"),
+                    r.get("subject"),
+                    r.get("body"),
+                    r.get("kind"),
+                    f"{r['confidence']:.3f}"
+                    if isinstance(r.get("confidence"), (int, float))
+                    else "",
+                    r.get("tags"),
+                    r.get("source"),
+                ]
+                for r in rows
+            ],
             title=f"{len(rows)} fact(s) for {query!r}",
             empty="no fact matches",
         )
 
 
-def query(ext: KernelExtension, args: argparse.Namespace) -> QueryResult:
+def query(nb: NotebookEngine, args: argparse.Namespace) -> QueryResult:
     q = " ".join(args.query)
-    rows = ext.calls.call("memory.query", {"query": q, "k": args.k}, what="%car memory query")
+    rows = nb.calls.call("memory.query", {"query": q, "k": args.k}, what="%car memory query")
     return QueryResult(list(rows), q)
 
 
-def count(ext: KernelExtension, args: argparse.Namespace) -> Value:
-    n = ext.calls.call("memory.fact_count", {}, what="%car memory count")
-    return Value(f"{n} facts in {_graph(ext)}", n)
+def count(nb: NotebookEngine, args: argparse.Namespace) -> Value:
+    n = nb.calls.call("memory.fact_count", {}, what="%car memory count")
+    return Value(f"{n} facts in {_graph(nb)}", n)
 
 
 class Context(Pre):
@@ -66,39 +77,35 @@ class Context(Pre):
         self.value = body
 
 
-def context(ext: KernelExtension, args: argparse.Namespace) -> Context:
+def context(nb: NotebookEngine, args: argparse.Namespace) -> Context:
     q = " ".join(args.query)
     params: dict[str, Any] = {"query": q}
     if args.window is not None:
         params["model_context_window"] = args.window
     method = "memory.build_context_fast" if args.fast else "memory.build_context"
-    text = ext.calls.call(method, params, what="%car memory context")
+    text = nb.calls.call(method, params, what="%car memory context")
     return Context(str(text), f"context for {q!r} ({len(str(text))} characters)")
 
 
-def persist(ext: KernelExtension, args: argparse.Namespace) -> Value:
-    n = ext.calls.call("memory.persist", {"path": args.path}, what="%car memory persist")
+def persist(nb: NotebookEngine, args: argparse.Namespace) -> Value:
+    n = nb.calls.call("memory.persist", {"path": args.path}, what="%car memory persist")
     return Value(f"{n} facts written to memory/{args.path}", n)
 
 
-def load(ext: KernelExtension, args: argparse.Namespace) -> Value:
-    n = ext.calls.call("memory.load", {"path": args.path}, what="%car memory load")
-    return Value(f"{n} facts loaded from memory/{args.path} into {_graph(ext)}", n)
+def load(nb: NotebookEngine, args: argparse.Namespace) -> Value:
+    n = nb.calls.call("memory.load", {"path": args.path}, what="%car memory load")
+    return Value(f"{n} facts loaded from memory/{args.path} into {_graph(nb)}", n)
 
 
-def delete(ext: KernelExtension, args: argparse.Namespace) -> Value:
-    reply = ext.calls.call("memory.delete", {"id": args.fact_id}, what="%car memory delete")
+def delete(nb: NotebookEngine, args: argparse.Namespace) -> Value:
+    reply = nb.calls.call("memory.delete", {"id": args.fact_id}, what="%car memory delete")
     if isinstance(reply, dict) and not reply.get("deleted"):
         return Value(f"no fact {args.fact_id!r}; nothing deleted", reply)
     left = reply.get("fact_count") if isinstance(reply, dict) else None
     return Value(f"deleted {args.fact_id}; {left} facts left", reply)
 
 
-def explore(ext: KernelExtension, args: argparse.Namespace) -> MemoryExplorer:
-    from carnb.kernel.explore import MemoryExplorer
-
-    rt = ext.calls.runtime
-    explorer = MemoryExplorer(rt, " ".join(args.query), k=args.k)
-    ext.explorers.append(explorer)
-    ext.calls.on_host(explorer.asearch_now(), what="%car memory explore")
+def explore(nb: NotebookEngine, args: argparse.Namespace) -> MemoryExplorer:
+    explorer = nb.add_explorer(" ".join(args.query), k=args.k)
+    nb.calls.on_host(explorer.asearch_now(), what="%car memory explore")
     return explorer

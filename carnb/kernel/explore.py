@@ -16,7 +16,7 @@ from carnb.errors import CarnbError
 from carnb.kernel.render import cell_text, esc
 
 if TYPE_CHECKING:
-    from carnb.runtime import Runtime
+    from carnb.kernel.view import RuntimeView
 
 log = logging.getLogger("carnb.kernel.explore")
 
@@ -30,12 +30,19 @@ def results_html(rows: list[dict[str, Any]], query: str) -> str:
         return f"<div><i>no fact matches {esc(query)!s}</i></div>"
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
     body = "".join(
-        "<tr>" + "".join(
-            f"<td>{esc(cell_text(v, 160))}</td>" for v in (
-                r.get("fact_id"), r.get("subject"), r.get("body"), r.get("kind"),
-                _score(r.get("confidence")), r.get("tags"),
+        "<tr>"
+        + "".join(
+            f"<td>{esc(cell_text(v, 160))}</td>"
+            for v in (
+                r.get("fact_id"),
+                r.get("subject"),
+                r.get("body"),
+                r.get("kind"),
+                _score(r.get("confidence")),
+                r.get("tags"),
             )
-        ) + "</tr>"
+        )
+        + "</tr>"
         for r in rows
     )
     return f'<table class="carnb-results"><tr>{head}</tr>{body}</table>'
@@ -53,13 +60,14 @@ def _score(value: Any) -> str:
 class MemoryExplorer:
     """Search the notebook session's effective graph; ``.widget`` is what the notebook shows."""
 
-    def __init__(self, runtime: Runtime, query: str = "", k: int = 10) -> None:
+    def __init__(self, runtime: RuntimeView, query: str = "", k: int = 10) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
         self.runtime = runtime
         self.k = k
-        self.box = w.Text(value=query, placeholder="search facts…", description="search",
-                          continuous_update=True)
+        self.box = w.Text(
+            value=query, placeholder="search facts…", description="search", continuous_update=True
+        )
         self.status = w.HTML()
         self.results = w.HTML()
         self.widget = w.VBox([self.box, self.status, self.results])
@@ -104,28 +112,31 @@ class MemoryExplorer:
         if self._closed or not self.runtime.running:
             return
         self._seq += 1
-        fut = self.runtime.host.submit(self._asearch(str(change["new"]), self._seq))
+        fut = self.runtime.submit(self._asearch(str(change["new"]), self._seq))
         fut.add_done_callback(_log_failure)
 
     # host thread: query and write the widgets
     async def _asearch(self, query: str, seq: int) -> None:
         try:
             count = await self.runtime.acall("memory.fact_count", {})
-            rows = (await self.runtime.acall("memory.query", {"query": query, "k": self.k})
-                    if query.strip() else [])
+            rows = (
+                await self.runtime.acall("memory.query", {"query": query, "k": self.k})
+                if query.strip()
+                else []
+            )
         except CarnbError as exc:
             if seq == self._seq and not self._closed:
                 self.status.value = f"<div><b>error</b>: {esc(exc.message)}</div>"
             return
         if seq != self._seq or self._closed:
             return  # a newer keystroke won
-        session = self.runtime.session
-        graph = session.snapshot().get("graph") if session is not None else ""
+        graph = self.runtime.notebook().get("graph", "")
         self.last_rows = list(rows)
         n = len(self.last_rows)
         self.status.value = (
             f'<div class="carnb-explore-status"><span class="carnb-facts" data-facts="{count}">'
             f"{esc(count)} facts</span> in {esc(graph)} · {n} result(s)"
-            + (f" for <code>{esc(query)}</code>" if query.strip() else "") + "</div>"
+            + (f" for <code>{esc(query)}</code>" if query.strip() else "")
+            + "</div>"
         )
         self.results.value = results_html(self.last_rows, query)

@@ -1,61 +1,30 @@
 """``CarMagics``: the ``%car`` / ``%%car`` magic and its ``%config CarMagics.<option>`` options.
 
-Thin by design: parse the command line (:mod:`carnb.kernel.parser`), hand the parsed arguments
-to one command function (``cmd_*`` modules) that makes one call on the runtime, and return the
-object it gives back (it renders itself). Argument errors become a one-line ``UsageError``;
-runtime failures and Ctrl-C are one line too (:mod:`carnb.kernel.calls`).
+Thin by design: the options, and parsing the command line (:mod:`carnb.kernel.parser`); the
+parsed arguments name their command function (``args.func``, a ``cmd_*`` function), which runs on
+the notebook engine (:mod:`carnb.kernel.engine`) and returns an object that renders itself.
+Argument errors become a one-line ``UsageError``; runtime failures and Ctrl-C are one line too
+(:mod:`carnb.kernel.calls`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.display import display
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
 
-from carnb.kernel import cmd_browser, cmd_core, cmd_memory, cmd_runs
+from carnb.kernel.cellrun import Cell, run_cell_body
 from carnb.kernel.parser import ArgError, HelpShown, build_cell_parser, build_parser, parse
 
 if TYPE_CHECKING:
-    from carnb.kernel.extension import KernelExtension
+    from carnb.kernel.engine import NotebookEngine
     from carnb.runtime import Settings
-
-Command = Callable[["KernelExtension", argparse.Namespace], Any]
-
-LINE_COMMANDS: dict[tuple[str, str | None], Command] = {
-    ("server", None): cmd_core.server,
-    ("status", None): cmd_core.status,
-    ("auth", None): cmd_core.auth,
-    ("agent", "add"): cmd_core.agent_add,
-    ("agent", "list"): cmd_core.agent_list,
-    ("memory", "add"): cmd_memory.add,
-    ("memory", "query"): cmd_memory.query,
-    ("memory", "count"): cmd_memory.count,
-    ("memory", "context"): cmd_memory.context,
-    ("memory", "persist"): cmd_memory.persist,
-    ("memory", "load"): cmd_memory.load,
-    ("memory", "delete"): cmd_memory.delete,
-    ("memory", "explore"): cmd_memory.explore,
-    ("run", "start"): cmd_runs.start,
-    ("run", "complete"): cmd_runs.complete,
-    ("run", "cancel"): cmd_runs.cancel,
-    ("run", "trace"): cmd_runs.trace,
-    ("run", "list"): cmd_runs.list_runs,
-    ("browser", "open"): cmd_browser.open_,
-    ("browser", "observe"): cmd_browser.observe,
-    ("browser", "click"): cmd_browser.click,
-    ("browser", "type"): cmd_browser.type_,
-    ("browser", "key"): cmd_browser.key,
-    ("browser", "scroll"): cmd_browser.scroll,
-    ("browser", "screenshot"): cmd_browser.screenshot,
-    ("browser", "close"): cmd_browser.close,
-}
 
 
 @magics_class
@@ -155,9 +124,9 @@ class CarMagics(Magics):
             raise TraitError(f"CarMagics.home: {value!r} exists and is not a directory")
         return str(path)
 
-    def __init__(self, shell: Any = None, ext: KernelExtension | None = None, **kw: Any) -> None:
+    def __init__(self, shell: Any = None, engine: NotebookEngine | None = None, **kw: Any) -> None:
         super().__init__(shell=shell, **kw)
-        self.ext = ext
+        self.engine = engine  # None once unloaded
         self._parser = build_parser()
         self._cell_parser = build_cell_parser()
 
@@ -176,7 +145,7 @@ class CarMagics(Magics):
     def car(self, line: str, cell: str | None = None) -> Any:
         """Drive carnb: `%car --help` lists the commands, `%car COMMAND --help` explains one."""
         __tracebackhide__ = True  # IPython: show the cell's frames, not ours
-        if self.ext is None:
+        if self.engine is None:
             raise UsageError("carnb is not loaded: run `%load_ext carnb`")
         parser = self._parser if cell is None else self._cell_parser
         if cell is None and not line.strip():
@@ -189,9 +158,20 @@ class CarMagics(Magics):
             return None
         except ArgError as exc:
             raise UsageError(str(exc)) from None
-        if cell is not None:
-            if args.command == "run":
-                return cmd_runs.bracket(self.ext, args, cell)
-            return cmd_browser.script(self.ext, args, cell)
-        fn = LINE_COMMANDS[(args.command, getattr(args, "action", None))]
-        return fn(self.ext, args)
+        if cell is None:
+            return args.func(self.engine, args)
+        return args.func(self.engine, args, self._cell(cell))
+
+    def _cell(self, source: str) -> Cell:
+        shell = self.shell
+
+        def run() -> Any:
+            __tracebackhide__ = True  # IPython: show the cell's frames, not ours
+            return run_cell_body(shell, source)
+
+        return Cell(
+            source=source,
+            execution_count=getattr(shell, "execution_count", None),
+            run=run,
+            show=display,
+        )

@@ -1,12 +1,13 @@
 """The live status panel (ipywidgets 8): the notebook session and every connected session.
 
-Theory of operation. The panel is a view over session snapshots. Only the host thread writes
-its widgets: session listeners, host-event watchers and run-store listeners may fire on any
-thread, and all they do is ask the host loop (``call_soon_threadsafe``) to schedule a refresh.
+Theory of operation. The panel is a view over session snapshots and reads the runtime only
+through its view methods (``watch``, ``asnapshots``, ``run_on_host``, ``call_soon``). Only the
+host thread writes its widgets: ``runtime.watch`` calls the panel on the host loop whenever a
+session changes, attaches or detaches, and all the panel does then is schedule a refresh.
 Refreshes are throttled (at most one per ``interval``; a burst of changes makes one refresh).
-Fact counts and run turn counts are session fields the server keeps current; a count the
-session does not know yet is read from its graph in a worker thread (never blocking the host
-loop behind a long ``memory.load``). Because the host thread owns the updates,
+Fact counts and run turn counts come with the snapshots (``Runtime.asnapshots`` fills a count a
+session does not know yet without blocking the host loop). Because the host thread owns the
+updates,
 the panel moves while a cell is busy. The kernel thread only waits for a refresh to happen
 (:meth:`StatusPanel.flush`, after each cell), so the final state of a cell is sent while that
 cell is still the parent message (nbclient stores it). Snapshots never contain tokens, so the
@@ -24,32 +25,31 @@ from typing import TYPE_CHECKING, Any
 from carnb.kernel.render import Table, esc
 
 if TYPE_CHECKING:
-    from carnb.protocol.session import ClientSession
-    from carnb.runtime import Runtime
+    from collections.abc import Callable
+
+    from carnb.kernel.view import RuntimeView
 
 log = logging.getLogger("carnb.kernel.panel")
 
-COLUMNS = ("session", "kind", "auth", "host", "agent", "namespace", "graph", "facts", "run",
-           "turns", "browser")
+COLUMNS = (
+    "session",
+    "kind",
+    "auth",
+    "host",
+    "agent",
+    "namespace",
+    "graph",
+    "facts",
+    "run",
+    "turns",
+    "browser",
+)
 CSS = (
     "<style>.carnb-panel table{border-collapse:collapse;font-size:12px}"
     ".carnb-panel td,.carnb-panel th{border:1px solid #ccc;padding:1px 6px;text-align:left}"
     ".carnb-panel th{background:#f3f3f3}.carnb-panel .carnb-me td{background:#eef6ff}"
     ".carnb-panel .carnb-title{font-weight:bold;margin-bottom:2px}</style>"
 )
-
-
-def fact_count(graph: Any) -> int | None:
-    """Fact count of a graph object, or None when there is none or it cannot say."""
-    if graph is None:
-        return None
-    fc = getattr(graph, "fact_count", None)
-    try:
-        value = fc() if callable(fc) else fc
-    except Exception as exc:  # a closed graph between two refreshes
-        log.debug("fact count unavailable: %s", exc)
-        return None
-    return value if isinstance(value, int) else None
 
 
 def browser_text(snap: dict[str, Any]) -> str:
@@ -61,7 +61,7 @@ def browser_text(snap: dict[str, Any]) -> str:
 class StatusPanel:
     """One panel per runtime; ``%car status`` shows the same widget again."""
 
-    def __init__(self, runtime: Runtime, *, interval: float = 0.1) -> None:
+    def __init__(self, runtime: RuntimeView, *, interval: float = 0.1) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
         self.runtime = runtime
@@ -71,8 +71,7 @@ class StatusPanel:
         self.others = w.HTML()
         self.widget = w.VBox([self.title, self.mine, self.others])
         self.widget.add_class("carnb-panel")
-        self._watched: dict[str, Any] = {}
-        self._removers: list[Any] = []
+        self._unwatch: Callable[[], None] | None = None
         self._pending: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._last = 0.0
@@ -95,16 +94,13 @@ class StatusPanel:
         """Detach every listener and close the widgets (idempotent)."""
         if self._closed:
             return
-        if self.runtime.host.running:
+        if self.runtime.running:
             try:
                 self.runtime.run_on_host(self._aclose(), timeout=10)
             except Exception:
                 log.exception("closing the status panel on the host thread failed")
         self._closed = True
-        for remove in [*self._removers, *self._watched.values()]:
-            remove()
-        self._removers.clear()
-        self._watched.clear()
+        self._stop_watching()
         for widget in (self.title, self.mine, self.others, self.widget):
             widget.close()
 
@@ -116,11 +112,7 @@ class StatusPanel:
 
     # -- host thread --------------------------------------------------------------------------
     async def _astart(self) -> None:
-        svc = self.runtime.services
-        assert svc is not None
-        for session in svc.sessions:
-            self._watch(session)
-        self._removers.append(svc.events.watch(self._on_event))
+        self._unwatch = self.runtime.watch(self._schedule)
         await self._arefresh()
 
     async def aflush(self) -> None:
@@ -135,35 +127,12 @@ class StatusPanel:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
-        for remove in [*self._removers, *self._watched.values()]:
-            remove()
-        self._removers.clear()
-        self._watched.clear()
+        self._stop_watching()
 
-    def _watch(self, session: ClientSession) -> None:
-        if session.client_id not in self._watched and not session.closed:
-            self._watched[session.client_id] = session.add_listener(self._on_session)
-
-    # Listeners: may run on any thread; they only ask the host loop for a refresh.
-    def _on_session(self, session: ClientSession, snap: dict[str, Any]) -> None:
-        self.runtime.host.call_soon(self._schedule)
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        self.runtime.host.call_soon(self._host_event, event)
-
-    def _host_event(self, event: dict[str, Any]) -> None:
-        svc = self.runtime.services
-        sid = (event.get("payload") or {}).get("session_id")
-        if svc is not None and isinstance(sid, str) and not self._closed:
-            if event.get("kind") == "session.attached":
-                session = svc.sessions.get(sid)
-                if session is not None:
-                    self._watch(session)
-            elif event.get("kind") == "session.detached":
-                remove = self._watched.pop(sid, None)
-                if remove is not None:
-                    remove()
-        self._schedule()
+    def _stop_watching(self) -> None:
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
 
     def _schedule(self) -> None:
         if self._closed or self._pending is not None:
@@ -182,19 +151,10 @@ class StatusPanel:
 
     # -- rendering (host thread) --------------------------------------------------------------
     async def collect(self) -> list[dict[str, Any]]:
-        svc = self.runtime.services
-        if svc is None:
-            return []
-        me = self.runtime.session
-        rows = []
-        for session in svc.sessions:
-            snap = session.snapshot()
-            if snap.get("fact_count") is None and svc.memory is not None:
-                graph = session.effective_memgine
-                # No graph yet: the session's own graph is created on first use, empty.
-                snap["fact_count"] = 0 if graph is None else await _count_off_loop(graph)
-            snap["me"] = session is me
-            rows.append(snap)
+        me = self.runtime.notebook().get("client_id")
+        rows = await self.runtime.asnapshots()
+        for row in rows:
+            row["me"] = row["client_id"] == me
         rows.sort(key=lambda r: (not r["me"], r["connected_at"]))
         return rows
 
@@ -214,13 +174,6 @@ class StatusPanel:
         self.others.value = others
 
 
-async def _count_off_loop(graph: Any) -> int | None:
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(fact_count, graph), timeout=1.0)
-    except TimeoutError:
-        return None
-
-
 def _flag(value: Any) -> str:
     return "yes" if value else "no"
 
@@ -235,26 +188,37 @@ def _turns(r: dict[str, Any]) -> str:
 
 def _cells(r: dict[str, Any]) -> list[str]:
     return [
-        r["client_id"], r["kind"], _flag(r["authenticated"]), _flag(r["is_host"]),
-        r.get("agent_id") or "", r.get("memory_namespace") or "", r.get("graph") or "",
-        _num(r.get("fact_count")), r.get("current_run_id") or "", _turns(r), browser_text(r),
+        r["client_id"],
+        r["kind"],
+        _flag(r["authenticated"]),
+        _flag(r["is_host"]),
+        r.get("agent_id") or "",
+        r.get("memory_namespace") or "",
+        r.get("graph") or "",
+        _num(r.get("fact_count")),
+        r.get("current_run_id") or "",
+        _turns(r),
+        browser_text(r),
     ]
 
 
-def render(runtime: Runtime, rows: list[dict[str, Any]]) -> tuple[str, str, str]:
+def render(runtime: RuntimeView, rows: list[dict[str, Any]]) -> tuple[str, str, str]:
     """(title, notebook session, all sessions) HTML; every value escaped."""
     try:
         url = runtime.url
     except Exception:
         url = "(stopped)"
-    title = (f'{CSS}<div class="carnb-title">carnb · {esc(url)} · '
-             f'<span class="carnb-count">{len(rows)}</span> session(s)</div>')
+    title = (
+        f'{CSS}<div class="carnb-title">carnb · {esc(url)} · '
+        f'<span class="carnb-count">{len(rows)}</span> session(s)</div>'
+    )
     me = next((r for r in rows if r["me"]), None)
     if me is None:
         mine = "<div><i>the notebook session is closed</i></div>"
     else:
         items = [
-            ("authenticated", _flag(me["authenticated"])), ("host", _flag(me["is_host"])),
+            ("authenticated", _flag(me["authenticated"])),
+            ("host", _flag(me["is_host"])),
             ("agent", me.get("agent_id") or "(none)"),
             ("namespace", me.get("memory_namespace") or "(none)"),
             ("graph", me.get("graph") or ""),
@@ -271,7 +235,8 @@ def render(runtime: Runtime, rows: list[dict[str, Any]]) -> tuple[str, str, str]
     head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
     body = "".join(
         f'<tr class="{"carnb-me" if r["me"] else ""}" data-session="{esc(r["client_id"])}">'
-        + "".join(f"<td>{esc(c)}</td>" for c in _cells(r)) + "</tr>"
+        + "".join(f"<td>{esc(c)}</td>" for c in _cells(r))
+        + "</tr>"
         for r in rows
     )
     others = f'<table class="carnb-sessions"><tr>{head}</tr>{body}</table>'

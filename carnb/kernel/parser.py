@@ -2,7 +2,9 @@
 
 Parsing never exits the process and never prints: a bad command raises :class:`ArgError` with a
 one-line message (the magic turns it into IPython's ``UsageError``) and ``--help`` raises
-:class:`HelpShown` carrying the help text.
+:class:`HelpShown` carrying the help text. Every leaf command names the function that runs it
+(``args.func``, a ``cmd_*`` function taking the engine and the parsed arguments, plus the cell
+for the cell magic), so the tree is the one table of commands.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import shlex
 from typing import Any, NoReturn
+
+from carnb.kernel import cmd_browser, cmd_core, cmd_memory, cmd_runs
 
 
 class ArgError(Exception):
@@ -83,43 +87,66 @@ def build_parser() -> Parser:
     root = Parser(prog="%car", description=ROOT_DESCRIPTION)
     cmd = _subs(root, "command", "COMMAND")
 
-    p = cmd.add_parser("server", help="where the server listens and who is connected",
-                       description="Show the server URL, the connection file, the `export` "
-                       "lines a client process needs (CAR_DAEMON_URL, CAR_AUTH_TOKEN) and the "
-                       "connected sessions. Tokens are masked unless --show-tokens.")
+    p = cmd.add_parser(
+        "server",
+        help="where the server listens and who is connected",
+        description="Show the server URL, the connection file, the `export` "
+        "lines a client process needs (CAR_DAEMON_URL, CAR_AUTH_TOKEN) and the "
+        "connected sessions. Tokens are masked unless --show-tokens.",
+    )
     p.add_argument("--show-tokens", action="store_true", help="show the launch token")
+    p.set_defaults(func=cmd_core.server)
 
-    cmd.add_parser("status", help="the live status panel",
-                   description="Show the live panel: the notebook session's flags, bound agent, "
-                   "memory namespace and fact count, current run and its turns, browser slot, "
-                   "and every connected session. It updates by itself; it never shows a token.")
+    p = cmd.add_parser(
+        "status",
+        help="the live status panel",
+        description="Show the live panel: the notebook session's flags, bound agent, "
+        "memory namespace and fact count, current run and its turns, browser slot, "
+        "and every connected session. It updates by itself; it never shows a token.",
+    )
+    p.set_defaults(func=cmd_core.status)
 
-    p = cmd.add_parser("auth", help="re-authenticate the notebook's session",
-                       description="Re-authenticate the notebook's session. Without --token it "
-                       "uses this launch's host token, so the session stays host; --agent binds "
-                       "an agent (its memory becomes the session's graph), --namespace binds a "
-                       "memory namespace (wins over the agent graph). `%car auth` alone goes "
-                       "back to plain host. Shows the resulting flags.\n\n"
-                       "  %car auth --agent scout\n  %car auth --namespace shared-notes\n"
-                       "  %car auth --token T --agent scout   # as the agent itself (not host)")
+    p = cmd.add_parser(
+        "auth",
+        help="re-authenticate the notebook's session",
+        description="Re-authenticate the notebook's session. Without --token it "
+        "uses this launch's host token, so the session stays host; --agent binds "
+        "an agent (its memory becomes the session's graph), --namespace binds a "
+        "memory namespace (wins over the agent graph). `%car auth` alone goes "
+        "back to plain host. Shows the resulting flags.\n\n"
+        "  %car auth --agent scout\n  %car auth --namespace shared-notes\n"
+        "  %car auth --token T --agent scout   # as the agent itself (not host)",
+    )
     p.add_argument("--agent", metavar="ID", help="bind this registered agent")
     p.add_argument("--namespace", metavar="NS", help="bind this memory namespace")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--token", metavar="T", help="a launch token, or an agent's own token with "
-                   "--agent (the session is then not host)")
+    g.add_argument(
+        "--token",
+        metavar="T",
+        help="a launch token, or an agent's own token with --agent (the session is then not host)",
+    )
     g.add_argument("--host-token", metavar="T", help="a host token (default: this launch's)")
+    p.set_defaults(func=cmd_core.auth)
 
-    p = cmd.add_parser("agent", help="register and list agents",
-                       description="Register agents (each gets its own token) and list them.")
+    p = cmd.add_parser(
+        "agent",
+        help="register and list agents",
+        description="Register agents (each gets its own token) and list them.",
+    )
     sub = _subs(p, "action", "ACTION")
-    a = sub.add_parser("add", help="register an agent and show its env lines",
-                       description="Register agent NAME (idempotent) and show the env lines its "
-                       "process needs (CAR_DAEMON_URL, CAR_AGENT_ID, CAR_AGENT_TOKEN). The "
-                       "result's .env dict holds the real values for subprocess: "
-                       "`info = %car agent add scout` then `env={**os.environ, **info.env}`.")
+    a = sub.add_parser(
+        "add",
+        help="register an agent and show its env lines",
+        description="Register agent NAME (idempotent) and show the env lines its "
+        "process needs (CAR_DAEMON_URL, CAR_AGENT_ID, CAR_AGENT_TOKEN). The "
+        "result's .env dict holds the real values for subprocess: "
+        "`info = %car agent add scout` then `env={**os.environ, **info.env}`.",
+    )
     a.add_argument("name", metavar="NAME")
     a.add_argument("--show-tokens", action="store_true", help="show the agent's token")
-    sub.add_parser("list", help="registered agents and whether they are attached")
+    a.set_defaults(func=cmd_core.agent_add)
+    ls = sub.add_parser("list", help="registered agents and whether they are attached")
+    ls.set_defaults(func=cmd_core.agent_list)
 
     _memory(cmd)
     _run(cmd)
@@ -128,75 +155,119 @@ def build_parser() -> Parser:
 
 
 def _memory(cmd: Any) -> None:
-    p = cmd.add_parser("memory", help="memgine facts (the session's effective graph)",
-                       description="Memory methods on the notebook's session: they act on its "
-                       "effective graph (namespace if bound, else agent, else its own).")
+    p = cmd.add_parser(
+        "memory",
+        help="memgine facts (the session's effective graph)",
+        description="Memory methods on the notebook's session: they act on its "
+        "effective graph (namespace if bound, else agent, else its own).",
+    )
     sub = _subs(p, "action", "ACTION")
-    a = sub.add_parser("add", help="add a fact", description="Add a fact; shows the fact count.\n"
-                       '  %car memory add "deploy" "staging deploys need a green CI run"')
+    a = sub.add_parser(
+        "add",
+        help="add a fact",
+        description="Add a fact; shows the fact count.\n"
+        '  %car memory add "deploy" "staging deploys need a green CI run"',
+    )
     a.add_argument("subject", metavar="SUBJECT")
     a.add_argument("body", metavar="BODY")
-    a.add_argument("--kind", default=None, help='fact kind (default "pattern"; "constraint" '
-                   "marks a hard rule)")
+    a.add_argument(
+        "--kind", default=None, help='fact kind (default "pattern"; "constraint" marks a hard rule)'
+    )
     a.add_argument("--id", dest="fact_id", metavar="FACT_ID", help="explicit fact id")
     a.add_argument("--tag", dest="tags", action="append", metavar="TAG", help="a tag (repeatable)")
     a.add_argument("--source", default=None, help='source (default "user")')
     a.add_argument("--confidence", type=float, default=None, help="confidence in [0, 1]")
+    a.set_defaults(func=cmd_memory.add)
     q = sub.add_parser("query", help="query facts (a table, best first)")
     q.add_argument("query", nargs="+", metavar="WORDS")
     q.add_argument("-k", type=int, default=5, help="at most K results (default 5)")
-    sub.add_parser("count", help="the number of facts")
+    q.set_defaults(func=cmd_memory.query)
+    n = sub.add_parser("count", help="the number of facts")
+    n.set_defaults(func=cmd_memory.count)
     c = sub.add_parser("context", help="build the prompt context for a query")
     c.add_argument("query", nargs="+", metavar="WORDS")
-    c.add_argument("--window", type=int, default=None, metavar="TOKENS",
-                   help="the model's context window (sizes the budget)")
+    c.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="the model's context window (sizes the budget)",
+    )
     c.add_argument("--fast", action="store_true", help="use build_context_fast (no ranking)")
-    for name, verb in (("persist", "write the graph to"), ("load", "replace the graph from")):
+    c.set_defaults(func=cmd_memory.context)
+    for name, verb, fn in (
+        ("persist", "write the graph to", cmd_memory.persist),
+        ("load", "replace the graph from", cmd_memory.load),
+    ):
         s = sub.add_parser(name, help=f"{verb} a JSON file under <home>/memory/")
         s.add_argument("path", metavar="PATH", help="relative to <home>/memory/")
+        s.set_defaults(func=fn)
     d = sub.add_parser("delete", help="delete a fact by id")
     d.add_argument("fact_id", metavar="FACT_ID")
+    d.set_defaults(func=cmd_memory.delete)
     e = sub.add_parser("explore", help="a search widget over the facts (updates as you type)")
     e.add_argument("query", nargs="*", metavar="WORDS", help="initial search")
     e.add_argument("-k", type=int, default=10, help="rows shown (default 10)")
+    e.set_defaults(func=cmd_memory.explore)
 
 
 def _run(cmd: Any) -> None:
-    p = cmd.add_parser("run", help="agent run tracing",
-                       description="Runs of the notebook's session. While a run is open, every "
-                       "executed cell is recorded as a turn (source and result or error).\n"
-                       "The cell magic `%%car run INTENT` brackets one cell: the cell becomes the "
-                       "run's turn and the run completes with success or failure.")
+    p = cmd.add_parser(
+        "run",
+        help="agent run tracing",
+        description="Runs of the notebook's session. While a run is open, every "
+        "executed cell is recorded as a turn (source and result or error).\n"
+        "The cell magic `%%car run INTENT` brackets one cell: the cell becomes the "
+        "run's turn and the run completes with success or failure.",
+    )
     sub = _subs(p, "action", "ACTION")
     s = sub.add_parser("start", help="start a run; later cells become its turns")
     s.add_argument("intent", nargs="+", metavar="INTENT")
-    s.add_argument("--agent-name", default=None, metavar="NAME",
-                   help='owner label when no agent is bound (default "notebook")')
+    s.add_argument(
+        "--agent-name",
+        default=None,
+        metavar="NAME",
+        help='owner label when no agent is bound (default "notebook")',
+    )
+    s.set_defaults(func=cmd_runs.start)
     c = sub.add_parser("complete", help="complete the open run")
     c.add_argument("--status", default="success", help='outcome status (default "success")')
     c.add_argument("--summary", default="", help="outcome summary")
+    c.set_defaults(func=cmd_runs.complete)
     x = sub.add_parser("cancel", help="cancel the open run (or RUN_ID)")
     x.add_argument("run_id", nargs="?", metavar="RUN_ID")
     x.add_argument("--reason", default="cancelled from the notebook", help="why")
+    x.set_defaults(func=cmd_runs.cancel)
     t = sub.add_parser("trace", help="a run's timeline (default: the open or last run)")
     t.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    t.set_defaults(func=cmd_runs.trace)
     ls = sub.add_parser("list", help="runs of an agent, newest first")
-    ls.add_argument("--agent", default=None, metavar="ID",
-                    help="agent id (default: the bound agent, else name:notebook)")
+    ls.add_argument(
+        "--agent",
+        default=None,
+        metavar="ID",
+        help="agent id (default: the bound agent, else name:notebook)",
+    )
+    ls.set_defaults(func=cmd_runs.list_runs)
 
 
 def _browser(cmd: Any) -> None:
-    p = cmd.add_parser("browser", help="the session's lazy Chromium",
-                       description="The notebook session's browser slot: the first command "
-                       "launches Chromium, later cells reuse it, so `el_N` ids from one cell work "
-                       "in the next. Actions show the page afterwards (observe) unless --quiet.\n"
-                       "The cell magic `%%car browser` runs a JSON script {operations: [...]}.")
+    p = cmd.add_parser(
+        "browser",
+        help="the session's lazy Chromium",
+        description="The notebook session's browser slot: the first command "
+        "launches Chromium, later cells reuse it, so `el_N` ids from one cell work "
+        "in the next. Actions show the page afterwards (observe) unless --quiet.\n"
+        "The cell magic `%%car browser` runs a JSON script {operations: [...]}.",
+    )
     sub = _subs(p, "action", "ACTION")
     o = sub.add_parser("open", help="navigate to URL and observe")
     o.add_argument("url", metavar="URL")
     o.add_argument("--screenshot", action="store_true", help="also show a screenshot")
+    o.set_defaults(func=cmd_browser.open_)
     ob = sub.add_parser("observe", help="the page's text and interactive elements [el_N]")
     ob.add_argument("--screenshot", action="store_true", help="also show a screenshot")
+    ob.set_defaults(func=cmd_browser.observe)
     c = sub.add_parser("click", help="click element EL (e.g. el_3)")
     c.add_argument("element_id", metavar="EL")
     t = sub.add_parser("type", help="type TEXT into element EL")
@@ -204,15 +275,28 @@ def _browser(cmd: Any) -> None:
     t.add_argument("text", metavar="TEXT")
     k = sub.add_parser("key", help="press KEY (e.g. Enter, Tab, ArrowDown)")
     k.add_argument("key", metavar="KEY")
-    k.add_argument("--mod", dest="modifiers", action="append", metavar="MOD",
-                   help="modifier (Shift, Control, Alt, Meta; repeatable)")
+    k.add_argument(
+        "--mod",
+        dest="modifiers",
+        action="append",
+        metavar="MOD",
+        help="modifier (Shift, Control, Alt, Meta; repeatable)",
+    )
     s = sub.add_parser("scroll", help="scroll by DY pixels (negative: up)")
     s.add_argument("delta_y", metavar="DY", type=float)
-    for q in (c, t, k, s):
+    for q, fn in (
+        (c, cmd_browser.click),
+        (t, cmd_browser.type_),
+        (k, cmd_browser.key),
+        (s, cmd_browser.scroll),
+    ):
         q.add_argument("--quiet", action="store_true", help="do not observe afterwards")
+        q.set_defaults(func=fn)
     sh = sub.add_parser("screenshot", help="a PNG of the page, inline")
     sh.add_argument("--full-page", action="store_true", help="the whole page, not the viewport")
-    sub.add_parser("close", help="close the slot (a later command relaunches)")
+    sh.set_defaults(func=cmd_browser.screenshot)
+    cl = sub.add_parser("close", help="close the slot (a later command relaunches)")
+    cl.set_defaults(func=cmd_browser.close)
 
 
 CELL_DESCRIPTION = """\
@@ -228,9 +312,15 @@ def build_cell_parser() -> Parser:
     cmd = _subs(root, "command", "COMMAND")
     r = cmd.add_parser("run", help="bracket this cell in a run")
     r.add_argument("intent", nargs="+", metavar="INTENT")
-    r.add_argument("--agent-name", default=None, metavar="NAME",
-                   help='owner label when no agent is bound (default "notebook")')
+    r.add_argument(
+        "--agent-name",
+        default=None,
+        metavar="NAME",
+        help='owner label when no agent is bound (default "notebook")',
+    )
+    r.set_defaults(func=cmd_runs.bracket)
     b = cmd.add_parser("browser", help="run the cell's JSON script in the session's browser")
     b.add_argument("--width", type=int, default=None, help="viewport width")
     b.add_argument("--height", type=int, default=None, help="viewport height")
+    b.set_defaults(func=cmd_browser.script)
     return root

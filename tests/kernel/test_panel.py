@@ -145,4 +145,4 @@ def test_unload_closes_the_panel(loaded: Any) -> None:
     panel = loaded.run_line_magic("car", "status")
     loaded.run_line_magic("unload_ext", "carnb")
     assert panel.widget.comm is None  # closed widgets drop their comm
-    assert panel._watched == {}
+    assert panel._unwatch is None  # every session listener and event watcher detached
