@@ -28,9 +28,10 @@ class Plan:
 
 def build_plan(actions: tuple[Action, ...] | list[Action]) -> Plan:
     n = len(actions)
+    writes = [action.writes() for action in actions]
     writers: dict[str, list[int]] = defaultdict(list)
-    for i, action in enumerate(actions):
-        for key in sorted(action.writes()):
+    for i, keys in enumerate(writes):
+        for key in sorted(keys):
             writers[key].append(i)
     readers: dict[str, list[int]] = defaultdict(list)
     for i, action in enumerate(actions):
@@ -45,7 +46,7 @@ def build_plan(actions: tuple[Action, ...] | list[Action]) -> Plan:
     preds: list[list[int]] = [[] for _ in range(n)]
     for key, rs in readers.items():
         ws = writers[key]
-        reading_writers = [i for i in rs if key in actions[i].writes()]
+        reading_writers = [i for i in rs if key in writes[i]]
         rw = set(reading_writers)
         pre = len(preds)
         preds.append([w for w in ws if w not in rw])
@@ -126,6 +127,33 @@ def _find_cycles(
     return cycles
 
 
+class _Ancestry:
+    """Sets of contended-writer indices as windowed bitsets: ``bits`` bit 0 stands for index
+    ``base``. A union costs the span it covers, so dependencies between nearby actions (the
+    usual shape) stay linear; the worst case is n/64 machine words per union."""
+
+    __slots__ = ("base", "bits")
+
+    def __init__(self, base: int = 0, bits: int = 0) -> None:
+        self.base, self.bits = base, bits
+
+    def union(self, other: _Ancestry) -> _Ancestry:
+        if not other.bits:
+            return self
+        if not self.bits:
+            return other
+        base = min(self.base, other.base)
+        return _Ancestry(
+            base, (self.bits << (self.base - base)) | (other.bits << (other.base - base))
+        )
+
+    def __contains__(self, index: int) -> bool:
+        return index >= self.base and bool(self.bits >> (index - self.base) & 1)
+
+
+_EMPTY = _Ancestry()
+
+
 def _write_conflicts(
     actions: tuple[Action, ...] | list[Action],
     writers: dict[str, list[int]],
@@ -139,21 +167,20 @@ def _write_conflicts(
     contended = {k: ws for k, ws in writers.items() if len(ws) > 1}
     if not contended:
         return []
-    bit: dict[int, int] = {}
-    for ws in contended.values():
-        for w in ws:
-            bit.setdefault(w, 1 << len(bit))
+    tracked = {w for ws in contended.values() for w in ws}
     n = len(actions)
-    ancestors = [0] * len(preds)
+    ancestors = [_EMPTY] * len(preds)
     for node in order:
-        acc = 0
+        acc = _EMPTY
         for p in preds[node]:
-            acc |= ancestors[p] | (bit.get(p, 0) if p < n else 0)
+            acc = acc.union(ancestors[p])
+            if p < n and p in tracked:
+                acc = acc.union(_Ancestry(p, 1))
         ancestors[node] = acc
     conflicts: list[tuple[str, str, str]] = []
     for key in sorted(contended):
         ordered = sorted((level_of[w], w) for w in contended[key] if level_of[w] >= 0)
         for (la, a), (lb, b) in zip(ordered, ordered[1:], strict=False):
-            if la == lb or not ancestors[b] & bit[a]:
+            if la == lb or a not in ancestors[b]:
                 conflicts.append((actions[a].id, actions[b].id, key))
     return conflicts

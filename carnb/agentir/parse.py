@@ -7,6 +7,7 @@ ignored (the spec's stability rule); parsing never mutates its input.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -71,11 +72,17 @@ def _bool(value: Any, where: str) -> bool:
     return value
 
 
+@functools.cache
+def _members(kind: type[StrEnum]) -> dict[str, StrEnum]:
+    return {m.value: m for m in kind}
+
+
 def _enum(kind: type[_E], value: Any, where: str) -> _E:
-    allowed = [m.value for m in kind]
-    if not isinstance(value, str) or value not in allowed:
-        raise _fail(where, f"must be one of {', '.join(allowed)} (got {value!r})")
-    return kind(value)
+    members = _members(kind)
+    member = members.get(value) if isinstance(value, str) else None
+    if member is None:
+        raise _fail(where, f"must be one of {', '.join(members)} (got {value!r})")
+    return member  # type: ignore[return-value]  # _members(kind) maps to kind's members
 
 
 def new_id() -> str:
