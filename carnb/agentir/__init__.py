@@ -2,6 +2,20 @@
 
 Pure Python, no I/O: tools run through a :class:`ToolRunner` and state lives behind a
 :class:`StateStore`, both supplied by the caller (the server, a notebook, a test).
+
+Choices where the spec is silent (checked against the official client's in-process engine):
+
+- Only ``state_write`` actions change state at run time; a tool_call's ``expected_effects``
+  model it for verify but are not written (the reference engine behaves the same way).
+- ``state_changes`` is ``{key: value}`` as in the spec's example, and every ActionResult carries
+  all its keys (``output``/``error`` ``null``, ``duration_ms`` 0.0 when nothing ran).
+- ``cost.tool_calls`` counts tool_call actions that succeeded, as the reference does.
+- A rejection (unknown tool, bad parameters, missing state dependency, failed precondition,
+  policy) stops the proposal unless ``failure_behavior`` is ``skip``; ``retry`` does not retry
+  a rejection.
+- verify adds a ``dependency_cycles`` check; the executor refuses a cyclic proposal outright.
+  ``conflicts`` lists adjacent unordered writers per key, so a race is always reported without
+  enumerating every pair.
 """
 
 from .dag import Plan, build_plan
