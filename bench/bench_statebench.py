@@ -7,7 +7,7 @@ coverage and `build_context` latency side by side; the scoring is in `statebench
     .venv/bin/python bench/bench_statebench.py [--quick] [--data PATH]
 
 --quick: every 7th timeline (still buried under all the others). The data defaults to
-$STATEBENCH_DEV, else /work/shared/data/statebench/dev.jsonl. The peer venv
+$STATEBENCH_DEV, else ../shared/data/statebench/dev.jsonl beside the repository. The peer venv
 (`bench/.peer-venv`) is made on first use; if `car-runtime==0.7.0` cannot be installed the
 peer's rows say "unavailable". The peer gets a new runtime per query (see
 `statebench_peer.py`); carnb gets one connection per graph.
@@ -44,7 +44,7 @@ from statebench_replay import (  # noqa: E402
 
 log = logging.getLogger("carnb.bench.statebench")
 
-DEFAULT_DATA = Path("/work/shared/data/statebench/dev.jsonl")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "statebench" / "dev.jsonl"
 PEER_VENV = ROOT / "bench" / ".peer-venv"
 PEER_PACKAGE = "car-runtime==0.7.0"
 PEER_SCRIPT = ROOT / "bench" / "statebench_peer.py"
