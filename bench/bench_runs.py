@@ -169,8 +169,9 @@ async def _wire(quick: bool) -> list[Row]:
 
         async def call(ws: Any, method: str, params: dict[str, Any]) -> Any:
             i = next(ids)
-            await ws.send(json.dumps({"jsonrpc": "2.0", "id": i, "method": method,
-                                      "params": params}))
+            await ws.send(
+                json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params})
+            )
             while True:
                 msg = json.loads(await ws.recv())
                 if msg.get("id") == i:
@@ -179,10 +180,13 @@ async def _wire(quick: bool) -> list[Row]:
                     return msg["result"]
 
         agent = await connect(server.url, compression=None, max_size=None)
-        await call(agent, "session.auth", {"token": server.info["agents"]["bench"],
-                                           "agent_id": "bench"})
-        for batch, calls, goal in ((1, 500 if quick else 3000, 1000), (50, 60 if quick else 400,
-                                                                         10_000)):
+        await call(
+            agent, "session.auth", {"token": server.info["agents"]["bench"], "agent_id": "bench"}
+        )
+        for batch, calls, goal in (
+            (1, 500 if quick else 3000, 1000),
+            (50, 60 if quick else 400, 10_000),
+        ):
             rid = (await call(agent, "runs.start", {"intent": f"wire batch {batch}"}))["run_id"]
             turns = [turn(i) for i in range(batch)]
             lat = []
@@ -192,10 +196,24 @@ async def _wire(quick: bool) -> list[Row]:
                 await call(agent, "runs.record_turns", {"run_id": rid, "turns": turns})
                 lat.append((time.perf_counter() - s) * 1000)
             rate = calls * batch / (time.perf_counter() - t0)
-            rows.append(Row(f"wire: record_turns batch {batch}", rate, "turns/s",
-                            f">= {goal:,}", rate >= goal))
-            rows.append(Row(f"wire: record_turns batch {batch} round trip p50",
-                            statistics.median(lat), "ms", "", None))
+            rows.append(
+                Row(
+                    f"wire: record_turns batch {batch}",
+                    rate,
+                    "turns/s",
+                    f">= {goal:,}",
+                    rate >= goal,
+                )
+            )
+            rows.append(
+                Row(
+                    f"wire: record_turns batch {batch} round trip p50",
+                    statistics.median(lat),
+                    "ms",
+                    "",
+                    None,
+                )
+            )
 
         host = await connect(server.url, compression=None, max_size=None)
         await call(host, "session.auth", {"host_token": server.info["host_token"]})
@@ -219,8 +237,15 @@ async def _wire(quick: bool) -> list[Row]:
         await agent.close()
         await host.close()
         med, p99 = statistics.median(delays), _pct(delays, 99)
-        rows.append(Row(f"wire: append -> subscriber notification median ({n} turns)", med, "ms",
-                        "<= 5", med <= 5))
+        rows.append(
+            Row(
+                f"wire: append -> subscriber notification median ({n} turns)",
+                med,
+                "ms",
+                "<= 5",
+                med <= 5,
+            )
+        )
         rows.append(Row("wire: append -> subscriber notification p99", p99, "ms", "", None))
     finally:
         server.close()

@@ -53,8 +53,10 @@ class Renderable:
         raise NotImplementedError
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        return {"text/plain": self.text(), "text/html": f'<div class="carnb-out">{STYLE}'
-                f"{self.html()}</div>"}
+        return {
+            "text/plain": self.text(),
+            "text/html": f'<div class="carnb-out">{STYLE}{self.html()}</div>',
+        }
 
     def __str__(self) -> str:
         return self.text()
@@ -94,8 +96,15 @@ class Pre(Renderable):
 class Table(Renderable):
     """Rows under named columns; ``title`` above, ``empty`` shown when there are no rows."""
 
-    def __init__(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-                 title: str = "", empty: str = "(none)", width: int = 120) -> None:
+    def __init__(
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        title: str = "",
+        empty: str = "(none)",
+        width: int = 120,
+    ) -> None:
         self.columns = list(columns)
         self.rows = [list(r) for r in rows]
         self.title = title
@@ -134,8 +143,9 @@ class Table(Renderable):
 class KeyValues(Table):
     """A two-column table of named values."""
 
-    def __init__(self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]], *,
-                 title: str = "") -> None:
+    def __init__(
+        self, pairs: Mapping[str, Any] | Iterable[tuple[str, Any]], *, title: str = ""
+    ) -> None:
         items = pairs.items() if isinstance(pairs, Mapping) else pairs
         super().__init__(["", ""], items, title=title)
 
@@ -161,8 +171,9 @@ class EnvLines(Renderable):
     **info.env}``); it is never part of the rendered output unless ``show_tokens``.
     """
 
-    def __init__(self, env: Mapping[str, str], *, show_tokens: bool = False,
-                 title: str = "", hint: str = "") -> None:
+    def __init__(
+        self, env: Mapping[str, str], *, show_tokens: bool = False, title: str = "", hint: str = ""
+    ) -> None:
         self.env = dict(env)
         self.show_tokens = show_tokens
         self.title = title
@@ -197,8 +208,14 @@ class EnvLines(Renderable):
 class Image(Renderable):
     """A PNG shown inline (``image/png`` in the bundle, an ``<img>`` in HTML)."""
 
-    def __init__(self, png_base64: str, *, width: int | None = None,
-                 height: int | None = None, caption: str = "") -> None:
+    def __init__(
+        self,
+        png_base64: str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        caption: str = "",
+    ) -> None:
         self.png_base64 = png_base64
         self.width = width
         self.height = height
@@ -214,8 +231,10 @@ class Image(Renderable):
 
     def html(self) -> str:
         cap = f"<div>{esc(self.caption)}</div>" if self.caption else ""
-        return (f'{cap}<img class="carnb-shot" style="max-width:100%;border:1px solid #ccc" '
-                f'src="data:image/png;base64,{esc(self.png_base64)}"/>')
+        return (
+            f'{cap}<img class="carnb-shot" style="max-width:100%;border:1px solid #ccc" '
+            f'src="data:image/png;base64,{esc(self.png_base64)}"/>'
+        )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         bundle = super()._repr_mimebundle_(include, exclude)

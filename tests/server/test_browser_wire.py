@@ -155,18 +155,26 @@ def test_serve_browser_timeout_bounds_each_step(serve_process, site) -> None:
     c = Client(p.url)
     try:
         c.call("session.auth", {"token": p.info["token"]})
-        c.call("browser.run", script({"op": "navigate", "url": site.url("/index.html")}),
-               timeout=60)  # launch first, so the timing below is the step's own
+        c.call(
+            "browser.run", script({"op": "navigate", "url": site.url("/index.html")}), timeout=60
+        )  # launch first, so the timing below is the step's own
         t0 = time.monotonic()
-        res = c.call("browser.run", script({"op": "navigate", "url": site.url("/hang")}),
-                     timeout=30)
+        res = c.call(
+            "browser.run", script({"op": "navigate", "url": site.url("/hang")}), timeout=30
+        )
         took = time.monotonic() - t0
         step = res["steps"][0]
-        assert step["status"] == "error" and "1500" in step["error"] + str(step.get("data")) \
-            or "timeout" in step["error"].lower(), step
+        assert (
+            step["status"] == "error"
+            and "1500" in step["error"] + str(step.get("data"))
+            or "timeout" in step["error"].lower()
+        ), step
         assert took < 10, took
-        again = c.call("browser.run", script({"op": "navigate", "url": site.url("/index.html")},
-                                             {"op": "observe"}), timeout=30)
+        again = c.call(
+            "browser.run",
+            script({"op": "navigate", "url": site.url("/index.html")}, {"op": "observe"}),
+            timeout=30,
+        )
         assert steps_ok(again)[1]["data"]["title"] == "Home"  # the slot is still usable
     finally:
         c.close()
