@@ -40,11 +40,15 @@ def test_memory_calls(served, alice, car_client) -> None:
         CAR_AGENT_TOKEN=served.info["agents"]["alice"],
     )
     assert again.fact_count() == 3
-    # an unbound session loads the file into its own graph
+    # ... and loads the snapshot back (load replaces the graph)
+    assert again.load_memory("alice-backup.json") == 3
+    assert again.fact_count() == 3
+    # snapshots are kept per identity: an unbound session does not see alice's file
     plain = car_client(CAR_DAEMON_URL=served.url, CAR_AUTH_TOKEN=served.info["token"])
     assert plain.fact_count() == 0
-    assert plain.load_memory("alice-backup.json") == 3
-    assert plain.fact_count() == 3
+    with pytest.raises(Exception, match="no file"):
+        plain.load_memory("alice-backup.json")
+    assert plain.fact_count() == 0
     with pytest.raises(Exception, match="rejected path"):
         plain.persist_memory("../outside.json")
 
