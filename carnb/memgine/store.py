@@ -54,6 +54,8 @@ RELATED_TO = "RelatedTo"
 # facts hold this many characters of terms: every query re-scores the pending facts (pending()).
 INDEX_BATCH = 32
 PENDING_CHARS = 64 * 1024
+# Re-scoring reads this many characters of a candidate's terms and stems (:func:`terms_of`).
+SCORED_CHARS = 64 * 1024
 
 _CREATE = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -414,13 +416,25 @@ def rows_by_rowid(
 
 
 def terms_of(conn: sqlite3.Connection, rowids: Sequence[int]) -> Iterator[tuple[int, str, str]]:
-    """``(rowid, terms, stems)`` of the stored ones of ``rowids`` (read 500 at a time)."""
+    """``(rowid, terms, stems)`` of the stored ones of ``rowids`` (read 500 at a time), each
+    cut to its first ``SCORED_CHARS`` characters (whole tokens), so re-scoring a candidate
+    costs the same however big the fact is."""
     for start in range(0, len(rowids), 500):
         chunk = list(rowids[start : start + 500])
         marks = ",".join("?" * len(chunk))
-        yield from conn.execute(
-            f"SELECT rowid, terms, stems FROM facts WHERE rowid IN ({marks})", chunk
-        )
+        for rowid, terms, stems in conn.execute(
+            f"SELECT rowid, substr(terms, 1, ?), substr(stems, 1, ?) FROM facts "
+            f"WHERE rowid IN ({marks})",
+            (SCORED_CHARS + 1, SCORED_CHARS + 1, *chunk),
+        ):
+            yield rowid, _whole_tokens(terms), _whole_tokens(stems)
+
+
+def _whole_tokens(text: str) -> str:
+    """``text`` (read as ``SCORED_CHARS + 1`` characters at most) without a cut last token."""
+    if len(text) <= SCORED_CHARS:
+        return text
+    return text[: max(0, text.rfind(" ", 0, SCORED_CHARS + 1))]
 
 
 def problems(conn: sqlite3.Connection) -> list[str]:
