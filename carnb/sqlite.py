@@ -34,7 +34,7 @@ class Schema:
 
     label: str
     version: int
-    create: str
+    create: str  # statements separated by ";" (none inside a statement), run in one transaction
     migrations: Mapping[int, Migration] = field(default_factory=dict)
     # Version of a file with tables and user_version 0 (written before user_version was used),
     # or None when such a file is foreign; may raise CarnbError naming what is wrong.

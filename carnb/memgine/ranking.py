@@ -11,7 +11,10 @@ Costs are bounded so a query stays fast at 100k facts (MEMGINE.md, retrieval):
    plus the newest facts holding all common tokens (FTS5 walks its doclists newest-first and stops
    at the limit). The best ``pool`` candidates by upper bound are re-scored exactly in Python with
    the exact/stem/synonym/substring weights, and so are the facts not yet in the full-text index
-   (the last, unfilled batch; see :func:`carnb.memgine.store.pending`).
+   (the last, unfilled batch; see :func:`carnb.memgine.store.pending`). Re-scoring reads the
+   first ``SCORED_CHARS`` (64 Ki) characters of a fact's unique tokens and index keys, so a
+   huge fact costs no more than a normal one; a word past that point in a bigger fact still
+   makes it a candidate, but adds nothing to its score.
 3. Personalised PageRank from the top 5 seeds by synchronous local push (teleport 0.5, seed mass
    capped at 0.4), a few rounds with one SQL query each and a hard cap on pushed nodes.
 4. Score = max(activation, keyword score); ties: newer (higher rowid) first.

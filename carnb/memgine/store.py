@@ -1,4 +1,9 @@
-"""The SQLite store of one memgine graph: schema, connection settings and the row-level writes.
+"""The SQLite store of one memgine graph: its schema and every SQL statement memgine runs.
+
+No policy here (what may be written, what a query returns, caching, transactions: the engine
+:mod:`carnb.memgine.engine` with :mod:`carnb.memgine.ranking` and :mod:`carnb.memgine.lexicon`):
+these functions read and write rows inside whatever transaction the caller holds. Files are
+opened, and their schema versions migrated, by :mod:`carnb.sqlite`.
 
 One connection per graph (``check_same_thread=False``; the owning :class:`~carnb.memgine.engine.
 Memgine` serialises access with its lock). Files use WAL with ``synchronous=NORMAL``: a committed
@@ -21,7 +26,12 @@ Tables:
   the batch is indexed inside the transaction of the fact that fills it, so the mark and the
   index never disagree, whoever crashes.
 - ``facts_vocab``: FTS5's view of the index vocabulary (no storage of its own).
-- ``meta``: schema tag, the ``ws-<n>`` counter, the fact count and ``indexed_upto``.
+- ``meta``: the ``ws-<n>`` counter, the fact count and ``indexed_upto`` (the schema version is
+  ``PRAGMA user_version``).
+
+Bounds that keep every query cheap whatever the facts hold (issue 15): index keys are at most
+``MAX_KEY_CHARS`` long, the pending facts hold at most about ``PENDING_CHARS`` of terms (a
+bigger fact is indexed at once), and re-scoring reads at most ``SCORED_CHARS`` of a fact.
 
 A write touches few pages (the row and three small indexes; an FTS segment once per batch),
 which keeps commits and the WAL small. WAL checkpoints run on a background thread
