@@ -4,7 +4,6 @@ graph's lock and a write transaction."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from typing import Any
@@ -54,41 +53,18 @@ def consolidate(conn: sqlite3.Connection) -> dict[str, Any]:
     """Merge exact duplicates (same subject and body: the oldest survives and keeps the union
     of the tags); report subjects holding different bodies without resolving them."""
     merged = 0
-    groups = conn.execute(
-        "SELECT group_concat(rowid) FROM facts GROUP BY subject, body HAVING count(*) > 1"
-    ).fetchall()
-    for (joined,) in groups:
-        keep, *dups = sorted(int(x) for x in joined.split(","))
-        _merge_into(conn, keep, dups)
+    for keep, *dups in store.duplicate_groups(conn):
+        store.merge_into(conn, keep, dups)
         merged += len(dups)
     store.bump_fact_count(conn, -merged)
-    contested = conn.execute(
-        "SELECT subject FROM facts GROUP BY subject HAVING count(DISTINCT body) > 1 "
-        "ORDER BY min(rowid)"
-    ).fetchall()
-    samples = []
-    for (subject,) in contested[:CONTRADICTION_SAMPLES]:
-        ids = conn.execute(
-            "SELECT fact_id FROM facts WHERE subject = ? ORDER BY rowid LIMIT 10", (subject,)
-        ).fetchall()
-        samples.append({"subject": subject, "fact_ids": [r[0] for r in ids]})
+    contested = store.contested_subjects(conn)
+    samples = [
+        {"subject": subject, "fact_ids": store.ids_of_subject(conn, subject, 10)}
+        for subject in contested[:CONTRADICTION_SAMPLES]
+    ]
     return {
         "duplicates_merged": merged,
         "contradictions_found": len(contested),
         "fact_count": store.get_meta_int(conn, "fact_count"),
         "contradictions": samples,
     }
-
-
-def _merge_into(conn: sqlite3.Connection, keep: int, dups: list[int]) -> None:
-    (tags_json,) = conn.execute("SELECT tags FROM facts WHERE rowid = ?", (keep,)).fetchone()
-    tags: list[str] = json.loads(tags_json)
-    for dup in dups:
-        dup_tags, stems = conn.execute(
-            "SELECT tags, stems FROM facts WHERE rowid = ?", (dup,)
-        ).fetchone()
-        tags.extend(tag for tag in json.loads(dup_tags) if tag not in tags)
-        store.remove_fact(conn, dup, stems)
-    conn.execute(
-        "UPDATE facts SET tags = ? WHERE rowid = ?", (json.dumps(tags, ensure_ascii=False), keep)
-    )

@@ -38,7 +38,6 @@ log = logging.getLogger("carnb.memgine")
 CONTEXT_FACTS = 64
 CONSTRAINT_MARGIN = 8
 CONSTRAINT = "constraint"
-_ROW = "fact_id, subject, body, kind, tags, source"
 
 
 class Memgine:
@@ -132,7 +131,7 @@ class Memgine:
             conn = self._db()
             conn.execute("BEGIN")
             try:
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                version = store.data_version(conn)
                 if version != self._data_version:
                     self._forget()
                     self._data_version = version
@@ -176,18 +175,16 @@ class Memgine:
         )  # fmt: skip
         with self._write() as conn:
             if fact_id is not None:
-                row = conn.execute(
-                    "SELECT subject, body FROM facts WHERE fact_id = ?", (fact_id,)
-                ).fetchone()
-                if row is not None:
-                    if (row[0], row[1]) == (subject, body):
+                stored = store.content_of(conn, fact_id)
+                if stored is not None:
+                    if stored == (subject, body):
                         return store.get_meta_int(conn, "fact_count")
                     raise CarnbError(
                         f"fact {fact_id!r} already exists with different content; delete it "
                         "first or use another id"
                     )
             else:
-                fact.fact_id = _mint(conn)
+                fact.fact_id = store.mint_id(conn)
             store.insert_fact(conn, fact)
             store.bump_fact_count(conn, 1)
             count = store.get_meta_int(conn, "fact_count")
@@ -201,11 +198,11 @@ class Memgine:
         with the same subject); ``[]`` for an unknown id."""
         fact_id = validate.name(fact_id, "id")
         with self._read() as conn:
-            row = conn.execute("SELECT rowid FROM facts WHERE fact_id = ?", (fact_id,)).fetchone()
-            if row is None:
+            rowid = store.rowid_of(conn, fact_id)
+            if rowid is None:
                 return []
-            around = store.neighbours(conn, [row[0]])[row[0]]
-            ids = _rows_by_rowid(conn, around, "fact_id")
+            around = store.neighbours(conn, [rowid])[rowid]
+            ids = store.rows_by_rowid(conn, around, "fact_id")
         return [ids[r][0] for r in sorted(around) if r in ids]
 
     def fact_count(self) -> int:
@@ -216,9 +213,7 @@ class Memgine:
         """Remove a fact, its edges and index entries: ``{id, deleted, kind, fact_count}``."""
         fact_id = validate.name(fact_id, "id")
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT rowid, kind, stems FROM facts WHERE fact_id = ?", (fact_id,)
-            ).fetchone()
+            row = store.deletable(conn, fact_id)
             if row is None:
                 count = store.get_meta_int(conn, "fact_count")
                 return {"id": fact_id, "deleted": False, "kind": None, "fact_count": count}
@@ -234,15 +229,7 @@ class Memgine:
         """Stored facts in creation order (``confidence`` is the stored one, maybe ``None``)."""
         limit, offset = validate.limit_offset(limit, offset)
         with self._lock:
-            rows = (
-                self._db()
-                .execute(
-                    f"SELECT {_ROW}, confidence, created_at FROM facts "
-                    "ORDER BY rowid LIMIT ? OFFSET ?",
-                    (-1 if limit is None else limit, offset),
-                )
-                .fetchall()
-            )
+            rows = store.fact_rows(self._db(), limit, offset)
         return [{**_fact_dict(row[:6]), "confidence": row[6], "created_at": row[7]} for row in rows]
 
     def check(self) -> None:
@@ -253,18 +240,7 @@ class Memgine:
             conn = self._db()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                problems = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
-                store.index_pending(conn)
-                try:
-                    conn.execute(
-                        "INSERT INTO facts_fts(facts_fts, rank) VALUES ('integrity-check', 1)"
-                    )
-                except sqlite3.DatabaseError as exc:
-                    problems.append(f"full-text index: {exc}")
-                stored = conn.execute("SELECT count(*) FROM facts").fetchone()[0]
-                counted = store.get_meta_int(conn, "fact_count")
-                if stored != counted:
-                    problems.append(f"fact_count says {counted} but {stored} facts are stored")
+                problems = store.problems(conn)
             finally:
                 conn.execute("ROLLBACK")
         if problems:
@@ -282,7 +258,7 @@ class Memgine:
             ranked = ranking.rank(
                 conn, self._lexicon, query, k, store.get_meta_int(conn, "fact_count")
             )
-            rows = _rows_by_rowid(conn, [rowid for rowid, _ in ranked], _ROW)
+            rows = store.rows_by_rowid(conn, [rowid for rowid, _ in ranked], store.FACT_COLUMNS)
         out = []
         for rowid, score in ranked:
             row = rows.get(rowid)
@@ -299,7 +275,7 @@ class Memgine:
             want = context.fact_slots(budget, size, CONTEXT_FACTS)
             count = store.get_meta_int(conn, "fact_count")
             ranked = ranking.rank(conn, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
-            rows = _rows_by_rowid(conn, [r for r, _ in ranked], "fact_id, subject, body, kind")
+            rows = store.rows_by_rowid(conn, [r for r, _ in ranked], "fact_id, subject, body, kind")
         lines = [rows[r][:3] for r, _ in ranked if r in rows and rows[r][3] != CONSTRAINT][:want]
         lines.reverse()
         return context.render(block, lines, budget)
@@ -313,17 +289,14 @@ class Memgine:
             block, size = self._constraint_block(conn)
             want = context.fact_slots(budget, size, CONTEXT_FACTS)
             found = ranking.newest_matching(conn, query, want + CONSTRAINT_MARGIN)
-            rows = _rows_by_rowid(conn, found, "fact_id, subject, body, kind")
+            rows = store.rows_by_rowid(conn, found, "fact_id, subject, body, kind")
         lines = [rows[r][:3] for r in sorted(rows) if rows[r][3] != CONSTRAINT][-want:]
         return context.render(block, lines, budget)
 
     def _constraint_block(self, conn: sqlite3.Connection) -> tuple[str, int]:
         """The rendered constraints section (cached until a constraint changes)."""
         if self._constraints is None:
-            rows = conn.execute(
-                "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' ORDER BY rowid"
-            ).fetchall()
-            block = context.constraints_block(rows)
+            block = context.constraints_block(store.constraint_rows(conn))
             self._constraints = (block, len(block))
         return self._constraints
 
@@ -334,9 +307,7 @@ class Memgine:
         returns the number of facts written. Links are not written: they follow from subjects
         and order, and ``load`` rebuilds them."""
         with self._read() as conn:
-            facts = conn.execute(
-                f"SELECT {_ROW}, confidence, created_at FROM facts ORDER BY rowid"
-            ).fetchall()
+            facts = store.fact_rows(conn)
         rows = (
             {**_fact_dict(row[:6]), "confidence": row[6], "created_at": row[7]} for row in facts
         )
@@ -363,29 +334,6 @@ class Memgine:
             if report["duplicates_merged"]:
                 self._forget()
         return report
-
-
-def _mint(conn: sqlite3.Connection) -> str:
-    """The next free ``ws-<n>`` (a caller's own ``ws-7`` is skipped, never shadowed)."""
-    n = store.get_meta_int(conn, "next_ws")
-    while conn.execute("SELECT 1 FROM facts WHERE fact_id = ?", (f"ws-{n}",)).fetchone():
-        n += 1
-    store.set_meta(conn, "next_ws", n + 1)
-    return f"ws-{n}"
-
-
-def _rows_by_rowid(
-    conn: sqlite3.Connection, rowids: list[int], columns: str
-) -> dict[int, tuple[Any, ...]]:
-    if not rowids:
-        return {}
-    marks = ",".join("?" * len(rowids))
-    return {
-        row[0]: row[1:]
-        for row in conn.execute(
-            f"SELECT rowid, {columns} FROM facts WHERE rowid IN ({marks})", rowids
-        )
-    }
 
 
 def _fact_dict(row: tuple[Any, ...]) -> dict[str, Any]:

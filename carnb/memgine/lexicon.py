@@ -11,24 +11,33 @@ current for its own writes (:meth:`Lexicon.added`, :meth:`Lexicon.removed`) and 
   costs at most ``DF_PROBE`` postings once, then a dict hit. Facts not yet indexed (the last
   unfilled batch) are counted from the pending rows the caller passes in.
 - Vocabulary: every index key, read once from FTS5's vocabulary table (about 80 ms for 25k
-  keys at 100k facts) and kept as one newline-joined string; the keys containing a query token
-  are found with one regular-expression scan and cached per token (not at all past
-  ``VOCABULARY_LIMIT`` keys).
+  keys at 100k facts) and kept as one newline-joined string. The keys containing a query token
+  are found by ``str.find`` over that string (linear in its size), stop after
+  ``SUBSTRING_SCAN_HITS`` keys, and are cached per token. Keys are at most ``MAX_KEY_CHARS``
+  long (:func:`carnb.memgine.text.index_key`), so one look-up costs a scan of at most
+  ``VOCABULARY_CHARS``; past that (or ``VOCABULARY_LIMIT`` keys) the vocabulary is not held and
+  substring look-ups find nothing.
 """
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Sequence
+
+from carnb.memgine import store
+from carnb.memgine.text import MAX_KEY_CHARS
 
 DF_PROBE = 5000
 DF_CACHE = 200_000  # cached keys (the cache is dropped when full)
 SUBSTRING_CACHE = 10_000  # cached tokens for substring look-ups
 SUBSTRING_LIMIT = 64  # keys returned per token (shortest first)
-# Past this many index keys the vocabulary is not held in memory and substring look-ups find
-# nothing (each look-up scans the whole vocabulary once per new token).
+SUBSTRING_SCAN_HITS = 2048  # keys collected per token before the scan stops
+# Checks of cached tokens against a write's new keys, past which the cache is dropped instead.
+INVALIDATE_CHECKS = 100_000
+# Past this many index keys, or characters of them, the vocabulary is not held in memory and
+# substring look-ups find nothing (each look-up scans the whole vocabulary once per new token).
 VOCABULARY_LIMIT = 300_000
+VOCABULARY_CHARS = 4 << 20
 
 
 class Lexicon:
@@ -36,9 +45,9 @@ class Lexicon:
 
     def __init__(self) -> None:
         self._df: dict[str, int] = {}
-        self._pending: list[str] = []
+        self._pending: list[frozenset[str]] = []
         self._keys: set[str] | None = None
-        self._joined: str | None = None
+        self._joined: str | None = None  # "\n" + keys joined by "\n" + "\n"; "" when too big
         self._containing: dict[str, tuple[str, ...]] = {}
 
     def clear(self) -> None:
@@ -57,12 +66,19 @@ class Lexicon:
         for key in keys:
             if key in self._df:
                 self._df[key] += 1
-        if self._keys is None:
+        if not self._joined or self._keys is None:
+            return  # not held (yet, or too big)
+        new = [key for key in dict.fromkeys(keys) if key not in self._keys]
+        if not new:
             return
-        new = [key for key in keys if key not in self._keys]
-        if new:
-            self._keys.update(new)
-            self._joined = None
+        self._keys.update(new)
+        if self._joined:
+            self._joined += "\n".join(new) + "\n"
+            if len(self._keys) > VOCABULARY_LIMIT or len(self._joined) > VOCABULARY_CHARS:
+                self._joined = ""
+        if len(new) * len(self._containing) > INVALIDATE_CHECKS:
+            self._containing.clear()
+        else:
             for token in [t for t in self._containing if any(t in key for key in new)]:
                 del self._containing[token]
 
@@ -78,7 +94,7 @@ class Lexicon:
 
     def see_pending(self, pending: Sequence[tuple[int, str, str, str]]) -> None:
         """The facts not yet in the index (``store.pending``), counted by :meth:`docfreq`."""
-        self._pending = [stems for _, _, stems, _ in pending]
+        self._pending = [frozenset(stems.split(" ")) for _, _, stems, _ in pending]
 
     def docfreq(self, conn: sqlite3.Connection, keys: set[str]) -> dict[str, int]:
         """Number of facts holding each key, indexed or pending (estimated past ``DF_PROBE``).
@@ -90,10 +106,8 @@ class Lexicon:
             df = self._df.get(key)
             if df is None:
                 if top is None:
-                    top = conn.execute("SELECT max(rowid) FROM facts").fetchone()[0] or 0
-                df = _count(conn, key, top) + sum(
-                    1 for stems in self._pending if key in stems.split(" ")
-                )
+                    top = store.max_rowid(conn)
+                df = _count(conn, key, top) + sum(1 for held in self._pending if key in held)
                 if len(self._df) >= DF_CACHE:
                     self._df.clear()
                 self._df[key] = df
@@ -105,32 +119,41 @@ class Lexicon:
         found = self._containing.get(token)
         if found is not None:
             return found
-        if self._keys is None:
-            self._keys = {
-                row[0]
-                for row in conn.execute(
-                    "SELECT term FROM facts_vocab LIMIT ?", (VOCABULARY_LIMIT + 1,)
-                )
-            }
-        if len(self._keys) > VOCABULARY_LIMIT:
+        joined = self._vocabulary(conn)
+        if not joined or len(token) > MAX_KEY_CHARS:
             return ()
-        if self._joined is None:
-            self._joined = "\n" + "\n".join(self._keys) + "\n"
-        pattern = re.compile(r"[^\n]*" + re.escape(token) + r"[^\n]*")
-        keys = sorted(set(pattern.findall(self._joined)), key=lambda k: (len(k), k))
-        found = tuple(keys[:SUBSTRING_LIMIT])
+        found = tuple(
+            sorted(_keys_holding(joined, token), key=lambda k: (len(k), k))[:SUBSTRING_LIMIT]
+        )
         if len(self._containing) >= SUBSTRING_CACHE:
             self._containing.clear()
         self._containing[token] = found
         return found
 
+    def _vocabulary(self, conn: sqlite3.Connection) -> str:
+        if self._joined is None:
+            self._keys = set(store.vocabulary(conn, VOCABULARY_LIMIT + 1, MAX_KEY_CHARS))
+            self._joined = "\n" + "\n".join(self._keys) + "\n"
+            if len(self._keys) > VOCABULARY_LIMIT or len(self._joined) > VOCABULARY_CHARS:
+                self._joined = ""
+        return self._joined
+
+
+def _keys_holding(joined: str, token: str) -> set[str]:
+    """The lines of ``joined`` that contain ``token`` (at most ``SUBSTRING_SCAN_HITS``): one
+    left-to-right ``str.find`` pass, each hit costing at most two key lengths more."""
+    found: set[str] = set()
+    at = joined.find(token)
+    while at >= 0 and len(found) < SUBSTRING_SCAN_HITS:
+        start = joined.rfind("\n", 0, at) + 1
+        end = joined.find("\n", at)
+        found.add(joined[start:end])
+        at = joined.find(token, end)
+    return found
+
 
 def _count(conn: sqlite3.Connection, key: str, top: int) -> int:
-    count, low = conn.execute(
-        "SELECT count(*), min(rowid) FROM (SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? "
-        "ORDER BY rowid DESC LIMIT ?)",
-        (f'"{key}"', DF_PROBE),
-    ).fetchone()
+    count, low = store.newest_postings(conn, key, DF_PROBE)
     if count < DF_PROBE or not low:
-        return int(count)
-    return max(int(count), round(count * top / (top - low + 1)))
+        return count
+    return max(count, round(count * top / (top - low + 1)))

@@ -11,7 +11,10 @@ Costs are bounded so a query stays fast at 100k facts (docs/memgine.md, Retrieva
    plus the newest facts holding all common tokens (FTS5 walks its doclists newest-first and stops
    at the limit). The best ``pool`` candidates by upper bound are re-scored exactly in Python with
    the exact/stem/synonym/substring weights, and so are the facts not yet in the full-text index
-   (the last, unfilled batch; see :func:`carnb.memgine.store.pending`).
+   (the last, unfilled batch; see :func:`carnb.memgine.store.pending`). Re-scoring reads the
+   first ``SCORED_CHARS`` (64 Ki) characters of a fact's unique tokens and index keys, so a
+   huge fact costs no more than a normal one; a word past that point in a bigger fact still
+   makes it a candidate, but adds nothing to its score.
 3. Personalised PageRank from the top 5 seeds by synchronous local push (teleport 0.5, seed mass
    capped at 0.4), a few rounds with one SQL query each and a hard cap on pushed nodes.
 4. Score = max(activation, keyword score); ties: newer (higher rowid) first.
@@ -121,12 +124,12 @@ def candidates(conn: sqlite3.Connection, units: list[_Unit], pool: int) -> list[
     bound: dict[int, float] = {}
     if rare:
         for unit in rare:
-            for (rowid,) in _match(conn, unit.match()):
+            for (rowid,) in store.match(conn, unit.match()):
                 bound[rowid] = bound.get(rowid, 0.0) + unit.weight
         union = " OR ".join(unit.match() for unit in rare)
         probes = sorted((u for u in common if u.own), key=lambda u: -u.weight)[:COMMON_PROBES]
         for unit in probes:
-            for (rowid,) in _match(conn, f"{unit.match()} AND ({union})"):
+            for (rowid,) in store.match(conn, f"{unit.match()} AND ({union})"):
                 bound[rowid] += unit.weight
     if common:
         _newest(conn, common, pool, bound)
@@ -144,27 +147,16 @@ def _newest(
     if len(together) >= 2:
         total = sum(u.weight for u in together)
         expr = " AND ".join(u.match() for u in together)
-        for (rowid,) in _match(conn, expr, limit=pool):
+        for (rowid,) in store.match(conn, expr, limit=pool):
             found += 1
             if rowid not in bound:
                 bound[rowid] = total
     if found >= pool:
         return
     for unit in common[:NEWEST_TOGETHER]:
-        for (rowid,) in _match(conn, unit.match(), limit=pool):
+        for (rowid,) in store.match(conn, unit.match(), limit=pool):
             if rowid not in bound:
                 bound[rowid] = unit.weight
-
-
-def _match(conn: sqlite3.Connection, expr: str, limit: int | None = None) -> list[tuple[int]]:
-    if limit is None:
-        return conn.execute(
-            "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ?", (expr,)
-        ).fetchall()
-    return conn.execute(
-        "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
-        (expr, limit),
-    ).fetchall()
 
 
 def keyword_scores(
@@ -172,15 +164,10 @@ def keyword_scores(
 ) -> dict[int, float]:
     """Exact keyword scores (> 0 only) of ``rowids``."""
     out: dict[int, float] = {}
-    for start in range(0, len(rowids), 500):
-        chunk = rowids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for rowid, fact_terms, fact_stems in conn.execute(
-            f"SELECT rowid, terms, stems FROM facts WHERE rowid IN ({marks})", chunk
-        ):
-            score = terms.score(fact_terms, fact_stems)
-            if score > 0.0:
-                out[rowid] = score
+    for rowid, fact_terms, fact_stems in store.terms_of(conn, rowids):
+        score = terms.score(fact_terms, fact_stems)
+        if score > 0.0:
+            out[rowid] = score
     return out
 
 
@@ -253,7 +240,7 @@ def newest_matching(conn: sqlite3.Connection, query: str, limit: int) -> list[in
     if not keys or limit <= 0:
         return []
     expr = " OR ".join(f'"{key}"' for key in keys)
-    found = [r for (r,) in _match(conn, expr, limit=limit)]
+    found = [r for (r,) in store.match(conn, expr, limit=limit)]
     for rowid, _, stems, _ in reversed(store.pending(conn)):
         if not keys.keys().isdisjoint(stems.split(" ")):
             found.append(rowid)

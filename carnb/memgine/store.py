@@ -1,4 +1,9 @@
-"""The SQLite store of one memgine graph: schema, connection settings and the row-level writes.
+"""The SQLite store of one memgine graph: its schema and every SQL statement memgine runs.
+
+No policy here (what may be written, what a query returns, caching, transactions: the engine
+:mod:`carnb.memgine.engine` with :mod:`carnb.memgine.ranking` and :mod:`carnb.memgine.lexicon`):
+these functions read and write rows inside whatever transaction the caller holds. Files are
+opened, and their schema versions migrated, by :mod:`carnb.sqlite`.
 
 One connection per graph (``check_same_thread=False``; the owning :class:`~carnb.memgine.engine.
 Memgine` serialises access with its lock). Files use WAL with ``synchronous=NORMAL``: a committed
@@ -21,7 +26,12 @@ Tables:
   the batch is indexed inside the transaction of the fact that fills it, so the mark and the
   index never disagree, whoever crashes.
 - ``facts_vocab``: FTS5's view of the index vocabulary (no storage of its own).
-- ``meta``: schema tag, the ``ws-<n>`` counter, the fact count and ``indexed_upto``.
+- ``meta``: the ``ws-<n>`` counter, the fact count and ``indexed_upto`` (the schema version is
+  ``PRAGMA user_version``).
+
+Bounds that keep every query cheap whatever the facts hold (issue 15): index keys are at most
+``MAX_KEY_CHARS`` long, the pending facts hold at most about ``PENDING_CHARS`` of terms (a
+bigger fact is indexed at once), and re-scoring reads at most ``SCORED_CHARS`` of a fact.
 
 A write touches few pages (the row and three small indexes; an FTS segment once per batch),
 which keeps commits and the WAL small. WAL checkpoints run on a background thread
@@ -32,25 +42,34 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from carnb import sqlite
 from carnb.errors import CarnbError
+from carnb.memgine.text import MAX_KEY_CHARS, fact_keys
 
 log = logging.getLogger("carnb.memgine")
 
-SCHEMA_TAG = "carnb.memgine.sqlite/1"
+# Files written before carnb used ``PRAGMA user_version`` carry this tag in ``meta`` (version 1).
+LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
+# Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
+SCHEMA_VERSION = 2
 RELATED_TO = "RelatedTo"
-# New facts are added to the full-text index this many at a time (see pending()).
+# New facts are added to the full-text index this many at a time, or sooner once the pending
+# facts hold this many characters of terms: every query re-scores the pending facts (pending()).
 INDEX_BATCH = 32
+PENDING_CHARS = 64 * 1024
+# Re-scoring reads this many characters of a candidate's terms and stems (:func:`terms_of`).
+SCORED_CHARS = 64 * 1024
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS facts (
+_CREATE = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE facts (
     rowid INTEGER PRIMARY KEY,
     fact_id TEXT NOT NULL UNIQUE,
     subject TEXT NOT NULL,
@@ -64,15 +83,24 @@ CREATE TABLE IF NOT EXISTS facts (
     stems TEXT NOT NULL,
     prev INTEGER
 );
-CREATE INDEX IF NOT EXISTS facts_subject ON facts(subject);
-CREATE INDEX IF NOT EXISTS facts_prev ON facts(prev) WHERE prev IS NOT NULL;
-CREATE INDEX IF NOT EXISTS facts_constraints ON facts(kind) WHERE kind = 'constraint';
-CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
+CREATE INDEX facts_subject ON facts(subject);
+CREATE INDEX facts_prev ON facts(prev) WHERE prev IS NOT NULL;
+CREATE INDEX facts_constraints ON facts(kind) WHERE kind = 'constraint';
+CREATE VIRTUAL TABLE facts_fts USING fts5(
     stems, content='facts', content_rowid='rowid', detail='none', columnsize=0,
     tokenize='unicode61 remove_diacritics 0'
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS facts_vocab USING fts5vocab(facts_fts, 'row');
+CREATE VIRTUAL TABLE facts_vocab USING fts5vocab(facts_fts, 'row');
+INSERT INTO meta(key, value) VALUES ('next_ws', 1), ('fact_count', 0), ('indexed_upto', 0)
 """
+_PRAGMAS = ("busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -32768")
+_FILE_PRAGMAS = (
+    "synchronous = NORMAL",
+    "mmap_size = 268435456",
+    # Checkpoints normally run on a background thread (Checkpointer); this is the backstop.
+    "wal_autocheckpoint = 16384",
+    "journal_size_limit = 67108864",
+)
 
 
 @dataclass(slots=True)
@@ -91,91 +119,53 @@ class NewFact:
     stems: str
 
 
-def _create_private(path: Path) -> None:
-    """Create a new database file readable by its owner only (SQLite gives its -wal and -shm
-    files the same mode), whatever the umask or the data directory's mode."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-
-
 def connect(path: Path | None) -> sqlite3.Connection:
-    """Open (and if needed create) a graph database; ``None`` gives an in-memory graph."""
-    target = ":memory:" if path is None else str(path)
-    try:
-        if path is not None:
-            _create_private(path)
-        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=10.0)
-    except OSError as exc:
+    """Open (and if needed create or migrate) a graph database; ``None``: an in-memory graph."""
+    pragmas = _PRAGMAS if path is None else _PRAGMAS + _FILE_PRAGMAS
+    return sqlite.connect(path, _SCHEMA, timeout_s=10.0, pragmas=pragmas)
+
+
+def _legacy_version(conn: sqlite3.Connection, path: Path | None) -> int | None:
+    """1 for a graph written before ``user_version`` was used; None for a foreign file."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is None or row[0] != LEGACY_SCHEMA_TAG:
+        found = None if row is None else row[0]
         raise CarnbError(
-            f"memory graph file {path} cannot be created: {exc.strerror or exc}; "
-            "make the carnb data directory writable (--home / CARNB_HOME)"
-        ) from exc
-    except sqlite3.Error as exc:
-        raise CarnbError(f"memory graph file {path} cannot be opened: {exc}") from exc
-    try:
-        _check_existing(conn, path)  # before any pragma: never convert someone else's file
-        _configure(conn, persistent=path is not None)
-        _ensure_schema(conn)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise CarnbError(f"memory graph file {path} cannot be opened: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _configure(conn: sqlite3.Connection, *, persistent: bool) -> None:
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    conn.execute("PRAGMA cache_size = -32768")
-    if persistent:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            log.warning("memgine: journal_mode is %s, not wal", mode)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA mmap_size = 268435456")
-        # Checkpoints normally run on a background thread (Checkpointer); this is the backstop.
-        conn.execute("PRAGMA wal_autocheckpoint = 16384")
-        conn.execute("PRAGMA journal_size_limit = 67108864")
-
-
-def _check_existing(conn: sqlite3.Connection, path: Path | None) -> None:
-    """Refuse a file that is not a SQLite database, or one that is not a carnb graph."""
-    try:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    except sqlite3.DatabaseError as exc:
-        raise CarnbError(
-            f"memory graph file {path} is not a SQLite database ({exc}); move it away and a "
-            "new empty graph will be created"
-        ) from exc
-    if tables and "meta" not in tables:
-        raise CarnbError(
-            f"memory graph file {path} is a SQLite database but not a carnb memory graph; "
-            "move it away and a new empty graph will be created"
+            f"memory graph file {path} has schema {found!r}; this carnb reads "
+            f"{LEGACY_SCHEMA_TAG!r} or user_version {SCHEMA_VERSION}"
         )
-    if "meta" in tables:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None or row[0] != SCHEMA_TAG:
-            found = None if row is None else row[0]
-            raise CarnbError(
-                f"memory graph file {path} has schema {found!r}, this carnb reads {SCHEMA_TAG!r}"
-            )
+    return 1
 
 
-def _ensure_schema(conn: sqlite3.Connection) -> None:
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.executemany(
-        "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
-        [("schema", SCHEMA_TAG), ("next_ws", 1), ("fact_count", 0), ("indexed_upto", 0)],
-    )
-    conn.execute("COMMIT")
+def _rekey_long_words(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: facts holding index keys longer than ``MAX_KEY_CHARS`` get bounded keys
+    (:func:`carnb.memgine.text.index_key`) and the full-text index is rebuilt; every fact ends
+    up indexed."""
+    changed = []
+    for rowid, terms, stems in conn.execute(
+        "SELECT rowid, terms, stems FROM facts WHERE length(stems) > ?", (MAX_KEY_CHARS,)
+    ).fetchall():
+        keys = fact_keys(terms)
+        if keys != stems:
+            changed.append((keys, rowid))
+    conn.execute("DELETE FROM meta WHERE key = 'schema'")
+    if changed:
+        conn.executemany("UPDATE facts SET stems = ? WHERE rowid = ?", changed)
+        conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('rebuild')")
+        set_meta(conn, "indexed_upto", max_rowid(conn))
+    else:
+        index_pending(conn)  # version 1 let the pending facts grow past PENDING_CHARS
+
+
+_SCHEMA = sqlite.Schema(
+    "memory graph file",
+    SCHEMA_VERSION,
+    _CREATE,
+    migrations={1: _rekey_long_words},
+    legacy=_legacy_version,
+)
 
 
 def get_meta_int(conn: sqlite3.Connection, key: str) -> int:
@@ -202,9 +192,15 @@ def insert_fact(conn: sqlite3.Connection, fact: NewFact) -> int:
     )
     rowid = cur.lastrowid
     assert rowid is not None
-    if rowid - get_meta_int(conn, "indexed_upto") >= INDEX_BATCH:
+    mark = get_meta_int(conn, "indexed_upto")
+    if rowid - mark >= INDEX_BATCH or _pending_chars(conn, mark) > PENDING_CHARS:
         index_pending(conn)
     return rowid
+
+
+def _pending_chars(conn: sqlite3.Connection, mark: int) -> int:
+    row = conn.execute("SELECT sum(length(terms)) FROM facts WHERE rowid > ?", (mark,)).fetchone()
+    return int(row[0] or 0)
 
 
 def index_pending(conn: sqlite3.Connection) -> None:
@@ -221,7 +217,7 @@ def index_pending(conn: sqlite3.Connection) -> None:
 
 def pending(conn: sqlite3.Connection) -> list[tuple[int, str, str, str]]:
     """``(rowid, terms, stems, kind)`` of the facts not yet in the full-text index (fewer than
-    ``INDEX_BATCH``), oldest first."""
+    ``INDEX_BATCH``, about ``PENDING_CHARS`` of terms at most), oldest first."""
     mark = get_meta_int(conn, "indexed_upto")
     return conn.execute(
         "SELECT rowid, terms, stems, kind FROM facts WHERE rowid > ? ORDER BY rowid", (mark,)
@@ -356,3 +352,194 @@ class Checkpointer:
                     log.debug("memgine: checkpoint of %s skipped: %s", self.path, exc)
         finally:
             conn.close()
+
+
+# -- reads and writes for the engine (the caller holds the graph's lock, and a transaction
+#    where a consistent view or a write is needed) -----------------------------------------------
+
+FACT_COLUMNS = "fact_id, subject, body, kind, tags, source"
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes when another connection commits to the file (``PRAGMA data_version``)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def content_of(conn: sqlite3.Connection, fact_id: str) -> tuple[str, str] | None:
+    """``(subject, body)`` of a stored fact, or None."""
+    row = conn.execute("SELECT subject, body FROM facts WHERE fact_id = ?", (fact_id,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def rowid_of(conn: sqlite3.Connection, fact_id: str) -> int | None:
+    row = conn.execute("SELECT rowid FROM facts WHERE fact_id = ?", (fact_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def deletable(conn: sqlite3.Connection, fact_id: str) -> tuple[int, str, str] | None:
+    """``(rowid, kind, stems)`` of a stored fact (what :func:`remove_fact` needs), or None."""
+    row = conn.execute(
+        "SELECT rowid, kind, stems FROM facts WHERE fact_id = ?", (fact_id,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def mint_id(conn: sqlite3.Connection) -> str:
+    """The next free ``ws-<n>`` (a caller's own ``ws-7`` is skipped, never shadowed)."""
+    n = get_meta_int(conn, "next_ws")
+    while conn.execute("SELECT 1 FROM facts WHERE fact_id = ?", (f"ws-{n}",)).fetchone():
+        n += 1
+    set_meta(conn, "next_ws", n + 1)
+    return f"ws-{n}"
+
+
+def fact_rows(
+    conn: sqlite3.Connection, limit: int | None = None, offset: int = 0
+) -> list[tuple[Any, ...]]:
+    """``FACT_COLUMNS, confidence, created_at`` in creation order."""
+    return conn.execute(
+        f"SELECT {FACT_COLUMNS}, confidence, created_at FROM facts ORDER BY rowid LIMIT ? OFFSET ?",
+        (-1 if limit is None else limit, offset),
+    ).fetchall()
+
+
+def constraint_rows(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """``(fact_id, subject, body)`` of the constraints in creation order."""
+    return conn.execute(
+        "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' ORDER BY rowid"
+    ).fetchall()
+
+
+def rows_by_rowid(
+    conn: sqlite3.Connection, rowids: Sequence[int], columns: str
+) -> dict[int, tuple[Any, ...]]:
+    """``rowid -> (columns...)`` for the stored ones of ``rowids``."""
+    if not rowids:
+        return {}
+    marks = ",".join("?" * len(rowids))
+    return {
+        row[0]: row[1:]
+        for row in conn.execute(
+            f"SELECT rowid, {columns} FROM facts WHERE rowid IN ({marks})", list(rowids)
+        )
+    }
+
+
+def terms_of(conn: sqlite3.Connection, rowids: Sequence[int]) -> Iterator[tuple[int, str, str]]:
+    """``(rowid, terms, stems)`` of the stored ones of ``rowids`` (read 500 at a time), each
+    cut to its first ``SCORED_CHARS`` characters (whole tokens), so re-scoring a candidate
+    costs the same however big the fact is."""
+    for start in range(0, len(rowids), 500):
+        chunk = list(rowids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        for rowid, terms, stems in conn.execute(
+            f"SELECT rowid, substr(terms, 1, ?), substr(stems, 1, ?) FROM facts "
+            f"WHERE rowid IN ({marks})",
+            (SCORED_CHARS + 1, SCORED_CHARS + 1, *chunk),
+        ):
+            yield rowid, _whole_tokens(terms), _whole_tokens(stems)
+
+
+def _whole_tokens(text: str) -> str:
+    """``text`` (read as ``SCORED_CHARS + 1`` characters at most) without a cut last token."""
+    if len(text) <= SCORED_CHARS:
+        return text
+    return text[: max(0, text.rfind(" ", 0, SCORED_CHARS + 1))]
+
+
+def problems(conn: sqlite3.Connection) -> list[str]:
+    """What is wrong with the stored graph (SQLite integrity, the full-text index against the
+    facts, the fact count). Indexes the pending batch: the caller rolls its transaction back."""
+    found = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+    index_pending(conn)
+    try:
+        conn.execute("INSERT INTO facts_fts(facts_fts, rank) VALUES ('integrity-check', 1)")
+    except sqlite3.DatabaseError as exc:
+        found.append(f"full-text index: {exc}")
+    stored = conn.execute("SELECT count(*) FROM facts").fetchone()[0]
+    counted = get_meta_int(conn, "fact_count")
+    if stored != counted:
+        found.append(f"fact_count says {counted} but {stored} facts are stored")
+    return found
+
+
+# -- the full-text index -------------------------------------------------------------------------
+
+
+def match(conn: sqlite3.Connection, expr: str, limit: int | None = None) -> list[tuple[int]]:
+    """Rowids of the indexed facts matching an FTS5 expression (newest first with a limit)."""
+    if limit is None:
+        return conn.execute(
+            "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ?", (expr,)
+        ).fetchall()
+    return conn.execute(
+        "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
+        (expr, limit),
+    ).fetchall()
+
+
+def newest_postings(conn: sqlite3.Connection, key: str, probe: int) -> tuple[int, int | None]:
+    """``(count, lowest rowid)`` among the newest ``probe`` indexed facts holding ``key``."""
+    count, low = conn.execute(
+        "SELECT count(*), min(rowid) FROM (SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? "
+        "ORDER BY rowid DESC LIMIT ?)",
+        (f'"{key}"', probe),
+    ).fetchone()
+    return int(count), low
+
+
+def max_rowid(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT max(rowid) FROM facts").fetchone()[0] or 0)
+
+
+def vocabulary(conn: sqlite3.Connection, limit: int, max_chars: int) -> list[str]:
+    """Up to ``limit`` index keys of at most ``max_chars`` characters (a graph written before
+    keys were bounded may hold longer ones: they are left out)."""
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT term FROM facts_vocab WHERE length(term) <= ? LIMIT ?", (max_chars, limit)
+        )
+    ]
+
+
+# -- consolidation -------------------------------------------------------------------------------
+
+
+def duplicate_groups(conn: sqlite3.Connection) -> list[list[int]]:
+    """Rowids of the facts sharing subject and body, one ascending list per group of 2+."""
+    groups = conn.execute(
+        "SELECT group_concat(rowid) FROM facts GROUP BY subject, body HAVING count(*) > 1"
+    ).fetchall()
+    return [sorted(int(x) for x in joined.split(",")) for (joined,) in groups]
+
+
+def merge_into(conn: sqlite3.Connection, keep: int, dups: Sequence[int]) -> None:
+    """Remove the facts ``dups``; ``keep`` gets the union of their tags."""
+    (tags_json,) = conn.execute("SELECT tags FROM facts WHERE rowid = ?", (keep,)).fetchone()
+    tags: list[str] = json.loads(tags_json)
+    for dup in dups:
+        dup_tags, stems = conn.execute(
+            "SELECT tags, stems FROM facts WHERE rowid = ?", (dup,)
+        ).fetchone()
+        tags.extend(tag for tag in json.loads(dup_tags) if tag not in tags)
+        remove_fact(conn, dup, stems)
+    conn.execute(
+        "UPDATE facts SET tags = ? WHERE rowid = ?", (json.dumps(tags, ensure_ascii=False), keep)
+    )
+
+
+def contested_subjects(conn: sqlite3.Connection) -> list[str]:
+    """Subjects holding different bodies, oldest first."""
+    rows = conn.execute(
+        "SELECT subject FROM facts GROUP BY subject HAVING count(DISTINCT body) > 1 "
+        "ORDER BY min(rowid)"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def ids_of_subject(conn: sqlite3.Connection, subject: str, limit: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT fact_id FROM facts WHERE subject = ? ORDER BY rowid LIMIT ?", (subject, limit)
+    ).fetchall()
+    return [row[0] for row in rows]

@@ -12,12 +12,17 @@ query token's stem and its synonyms' stems finds every fact with an exact, stem 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from functools import lru_cache
 
 # Query tokens beyond this many are ignored (a pasted page must not make a query slow).
 MAX_QUERY_TOKENS = 32
+
+# Index keys are at most this long (longer words: a prefix and a hash, see index_key).
+MAX_KEY_CHARS = 64
+KEY_PREFIX_CHARS = MAX_KEY_CHARS - 16
 
 # A substring hit counts only for query tokens at least this long ("a" is in everything).
 MIN_SUBSTRING_LEN = 3
@@ -199,11 +204,17 @@ def fact_terms(subject: str, body: str) -> str:
 
 def index_key(word_stem: str) -> str:
     """The full-text index term for a stem: itself when it is letters and digits only (what
-    the ``unicode61`` tokenizer keeps whole), else ``z`` + its UTF-8 in hex. A rare collision
-    only adds a candidate, which exact re-scoring then judges."""
-    if word_stem.isalnum():
-        return word_stem
-    return "z" + word_stem.encode("utf-8", "surrogatepass").hex()
+    the ``unicode61`` tokenizer keeps whole), else ``z`` + its UTF-8 in hex. A key longer than
+    ``MAX_KEY_CHARS`` keeps its first ``KEY_PREFIX_CHARS`` and a hash of the rest, so index keys
+    (and the vocabulary scanned for substring hits) stay short whatever a fact holds. A rare
+    collision only adds a candidate, which exact re-scoring then judges."""
+    key = (
+        word_stem if word_stem.isalnum() else "z" + word_stem.encode("utf-8", "surrogatepass").hex()
+    )
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return key[:KEY_PREFIX_CHARS] + digest
 
 
 class _KeyCache(dict[str, str]):

@@ -112,9 +112,9 @@ def query(value: Any) -> str:
         raise InvalidParams("query is required")
     if not isinstance(value, str):
         raise InvalidParams(f"query must be a string, got {_type_name(value)}")
-    value = value[:MAX_QUERY_CHARS]
-    _utf8_len(value, "query")
-    return value
+    text: str = value[:MAX_QUERY_CHARS]
+    _utf8_len(text, "query")
+    return text
 
 
 def window(value: Any) -> int | None:

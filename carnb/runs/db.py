@@ -1,4 +1,4 @@
-"""The run store's SQLite layer: schema and version, opening a file in WAL mode, and the SQL.
+"""The run store's SQLite layer: its schema and the SQL (files are opened by :mod:`carnb.sqlite`).
 
 No policy here (who may do what, and when, is :mod:`carnb.runs.store` with
 :mod:`carnb.runs.access`): these functions read and write rows inside whatever transaction
@@ -14,13 +14,12 @@ into overflow pages (measured: ~3x the pages written per turn).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from carnb.errors import CarnbError
+from carnb import sqlite
 from carnb.runs import records as rec
 
 SCHEMA_VERSION = 1
@@ -68,45 +67,20 @@ RUN_KEYS = (
 )
 _RUN_COLS = ", ".join(RUN_KEYS)
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_SCHEMA = sqlite.Schema("run store", SCHEMA_VERSION, SCHEMA)
 
 
 def connect(path: str, synchronous: str, timeout_s: float) -> sqlite3.Connection:
     """Open (creating parent folders and tables) a store file; autocommit, any thread."""
     if synchronous not in SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS}, not {synchronous!r}")
-    try:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            if not os.path.exists(path):  # owner-only, whatever the umask (SQLite copies the
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # mode to -wal/-shm)
-        conn = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=timeout_s
-        )
-    except (OSError, sqlite3.Error) as exc:
-        raise CarnbError(
-            f"run store {path} cannot be opened: {getattr(exc, 'strerror', None) or exc}; "
-            "make the carnb data directory writable (--home / CARNB_HOME)"
-        ) from exc
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
+    return sqlite.connect(
+        None if path == ":memory:" else Path(path),
+        _SCHEMA,
+        timeout_s=timeout_s,
         # After a big batch (up to 256 turns of 256 KiB), shrink the WAL file back.
-        conn.execute(f"PRAGMA journal_size_limit={16 * 1024 * 1024}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise CarnbError(
-                f"run store {path} has schema version {version}; this carnb understands up "
-                f"to {SCHEMA_VERSION}: upgrade carnb"
-            )
-        conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except sqlite3.Error as exc:
-        conn.close()
-        raise CarnbError(f"run store {path} cannot be opened: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+        pragmas=(f"synchronous = {synchronous}", f"journal_size_limit = {16 * 1024 * 1024}"),
+    )
 
 
 # -- runs ---------------------------------------------------------------------------------------
