@@ -97,7 +97,7 @@ def socket_sessions(h: Client) -> tuple[int, int]:
 # -- clients that vanish -----------------------------------------------------------------------
 def test_clients_that_vanish_mid_request_or_mid_frame(start_server, tmp_path) -> None:
     srv = start_server("--agent", "big")
-    memory = srv.home / "memory"
+    memory = srv.home / "memory" / "agents" / "big"  # agent big's own snapshot folder
     memory.mkdir(parents=True, exist_ok=True)
     facts = [
         {"fact_id": f"b{i}", "subject": f"topic {i % 300}", "body": f"body {i} alpha beta {i % 41}"}

@@ -144,7 +144,9 @@ async def verify(srv: ServerProc, acked: Acked, home: Path) -> tuple[int, int]:
         await c.call("session.auth", auth)
         name = graph.replace("/", "_").replace(":", "_")
         await c.call("memory.persist", {"path": f"verify/{name}.json"}, timeout=60)
-        saved = json.loads((home / "memory" / "verify" / f"{name}.json").read_text())
+        # each identity persists into its own folder under memory/ (agents/, namespaces/)
+        (path,) = (home / "memory").rglob(f"verify/{name}.json")
+        saved = json.loads(path.read_text())
         present = {f["fact_id"]: (f["subject"], f["body"]) for f in saved["facts"]}
         want = acked.facts.get(graph, {})
         missing = [fid for fid in want if fid not in present]
