@@ -86,11 +86,13 @@ class CellRecorder:
         self._record = record
         self._skip_depth = 0
         self._skip_this_cell = False
+        self.running_info: Any = None
         self.recorded = 0
 
     def pre_run_cell(self, info: Any = None) -> None:
         """A new cell starts: forget a skip request left over from outside any cell."""
         self._skip_this_cell = False
+        self.running_info = info
 
     def skip_current_cell(self) -> None:
         """The running cell opened (or otherwise manages) the run: do not record it."""
