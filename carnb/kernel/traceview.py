@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from carnb.runtime import Runtime
+    from carnb.kernel.view import RuntimeView
 
 log = logging.getLogger("carnb.kernel.traceview")
 
@@ -46,8 +46,21 @@ def _ts(record: Mapping[str, Any]) -> float | None:
 
 
 def _one_line(value: Any, width: int = SUMMARY_WIDTH) -> str:
-    text = " ".join(_text(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """A summary: the first non-blank line (``…`` and the line count when there are more);
+    structured values as compact JSON."""
+    if isinstance(value, str) or value is None:
+        lines = [ln.strip() for ln in _text(value).splitlines() if ln.strip()]
+        text = lines[0] if lines else ""
+        more = f"  (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+        except ValueError:
+            text = repr(value)
+        more = ""
+    text = " ".join(text.split())
+    cut = width - len(more)
+    return (text if len(text) <= cut else text[: max(0, cut - 1)] + "…") + more
 
 
 def _text(value: Any) -> str:
@@ -113,10 +126,10 @@ class Entry:
             if extra:
                 self.details.append(("more", _text(extra)))
         elif self.kind == "started":
-            self.label = "started"
+            self.label = ""
             self.summary = _one_line(record.get("intent"))
         elif self.kind == "ended":
-            self.label = f"ended {record.get('status', '')}".strip()
+            self.label = str(record.get("status", ""))
             outcome = record.get("outcome")
             if isinstance(outcome, Mapping):
                 self.summary = _one_line(
@@ -125,7 +138,7 @@ class Entry:
             else:
                 self.summary = _one_line(record.get("reason"))
         else:
-            self.label = self.kind
+            self.label = ""
             self.summary = _one_line({k: v for k, v in record.items() if k != "timestamp"})
 
     def row(self) -> dict[str, Any]:
@@ -143,7 +156,8 @@ class Entry:
         }
 
     def text(self) -> str:
-        head = f"#{self.index:<3} {_offset(self.offset):>9} {_seconds(self.took):>9}  {self.label}"
+        head = f"#{self.index:<3} {_offset(self.offset):>9} {_seconds(self.took):>8}  "
+        head += f"{self.kind:<7} {self.label}".rstrip()
         lines = [f"{head}  {self.summary}".rstrip()]
         for name, body in self.details:
             lines.append(f"      {name}:")
@@ -155,7 +169,8 @@ class Entry:
             f'<span class="carnb-trace-idx">#{_esc(self.index)}</span> '
             f'<span class="carnb-trace-time">{_esc(_offset(self.offset))}</span> '
             f'<span class="carnb-trace-took">{_esc(_seconds(self.took))}</span> '
-            f'<b class="carnb-trace-{_esc(self.kind)}">{_esc(self.label)}</b> '
+            f'<span class="carnb-trace-{_esc(self.kind)}">{_esc(self.kind)}</span> '
+            f"<b>{_esc(self.label)}</b> "
             f"<code>{_esc(self.summary)}</code>"
         )
         if not self.details:
@@ -185,7 +200,7 @@ def entries(records: list[Mapping[str, Any]]) -> list[Entry]:
 
 
 def header(trace: Mapping[str, Any], records: list[Mapping[str, Any]]) -> str:
-    text = f"run {trace.get('run_id')} · {trace.get('agent_id')} · {trace.get('status')}"
+    text = f"run {trace.get('run_id')} · agent {trace.get('agent_id')} · {trace.get('status')}"
     times = [t for t in (_ts(r) for r in records) if t is not None]
     if times:
         ended = trace.get("status") not in (None, "in_progress")
@@ -245,7 +260,7 @@ class LiveTrace:
     seen twice is shown once). Updates are throttled to one per ``interval``.
     """
 
-    def __init__(self, runtime: Runtime, run_id: str, *, interval: float = 0.1) -> None:
+    def __init__(self, runtime: RuntimeView, run_id: str, *, interval: float = 0.1) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
         self.runtime = runtime
