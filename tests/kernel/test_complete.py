@@ -11,6 +11,7 @@ from IPython.core.completer import provisionalcompleter
 
 from carnb.kernel.completer import candidates, split_command
 from carnb.kernel.parser import build_cell_parser, build_parser
+from tests.kernel.conftest import needs_chromium
 
 COMMANDS = ["agent", "auth", "browser", "memory", "run", "server", "status"]
 
@@ -71,6 +72,25 @@ def test_completion_in_the_shell_uses_live_ids(loaded: Any) -> None:
     assert complete(loaded, "%car memory delete fact-") == ["fact-ci", "fact-review"]
     # the cell magic completes only on the first line of a cell
     assert complete(loaded, "%%car r") == ["run"]
+
+
+def test_namespaces_and_agents_on_disk_complete(loaded: Any) -> None:
+    loaded.run_line_magic("car", "auth --namespace scratch-notes")
+    loaded.run_line_magic("car", "memory add a b")
+    loaded.run_line_magic("car", "agent add old-agent")
+    loaded.run_line_magic("car", "auth --agent old-agent")
+    loaded.run_line_magic("car", "memory add c d")
+    loaded.run_line_magic("reload_ext", "carnb")  # nothing registered any more
+    assert complete(loaded, "%car auth --namespace scr") == ["scratch-notes"]
+    assert complete(loaded, "%car agent add ol") == ["old-agent"]
+
+
+@needs_chromium
+def test_element_ids_of_the_last_observation(loaded: Any, site: str) -> None:
+    opened = loaded.run_line_magic("car", f"browser open {site}")
+    ids = sorted(e.split("]")[0].lstrip("[") for e in opened.elements)
+    assert ids and complete(loaded, "%car browser click el_") == ids
+    assert complete(loaded, "%car browser type ") == ids
 
 
 def test_the_completer_is_removed_at_unload_and_added_once_at_reload(loaded: Any) -> None:

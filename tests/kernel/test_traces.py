@@ -129,3 +129,43 @@ def test_car_run_cell_records_its_own_execution_count(kernel: Any) -> None:
     )  # its [N]
     kernel.ok("t = %car run trace")
     assert kernel.value("[t['parameters'] for t in t.turns]") == [{"execution_count": count}]
+
+
+@pytest.mark.kernel
+def test_live_trace_widget_updates_in_a_real_kernel_while_idle(kernel: Any) -> None:
+    """An outside agent records turns while no cell runs: the kernel still sends the new
+    timeline entries (widget updates from the host thread)."""
+    import queue
+
+    kernel.ok("%load_ext carnb")
+    kernel.ok("info = %car agent add scout --show-tokens")
+    env = kernel.value("info.env")
+    agent = Client(env["CAR_DAEMON_URL"])
+    try:
+        agent.call(
+            "session.auth", {"token": env["CAR_AGENT_TOKEN"], "agent_id": env["CAR_AGENT_ID"]}
+        )
+        run_id = agent.call("runs.start", {"intent": "outside work"})["run_id"]
+        shown = kernel.ok(f"live = %car run trace {run_id} --live\nlive")
+        assert shown.data("application/vnd.jupyter.widget-view+json")
+        turn = {"tool": "fetch", "parameters": {"url": "x"}, "output": "marker-output-7"}
+        agent.call("runs.record_turns", {"run_id": run_id, "turns": [turn]})
+        seen = ""
+        deadline = time.monotonic() + 15
+        while "marker-output-7" not in seen:
+            assert time.monotonic() < deadline, "no widget update reached the frontend"
+            try:
+                msg = kernel.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if msg["msg_type"] in ("comm_open", "comm_msg"):
+                seen += str(msg["content"])
+        agent.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
+    finally:
+        agent.close()
+    kernel.ok("live.flush()")
+    assert kernel.value("[r['kind'] for r in live.records.values()]") == [
+        "started",
+        "turn",
+        "ended",
+    ]
