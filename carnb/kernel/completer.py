@@ -35,7 +35,8 @@ DEST_KINDS = {
 }
 MAX_COMPLETIONS = 200
 
-_MAGIC = re.compile(r"(?:^|[\s=(;])(%%?)car(?=\s)")
+# a magic starts a line, or is the right-hand side of an assignment (``info = %car ...``)
+_MAGIC = re.compile(r"^\s*(?:[\w.,\s\[\]]+=\s*)?(%%?)car(?=\s)")
 
 
 def _subparsers(p: argparse.ArgumentParser) -> argparse._SubParsersAction[Any] | None:
@@ -124,10 +125,9 @@ def _positional_values(p: argparse.ArgumentParser, filled: int, values: Values) 
 def split_command(before: str) -> tuple[str, list[str], str] | None:
     """``(magic, words, prefix)`` when the text before the cursor is inside a ``%car`` or
     ``%%car`` command line, else None. ``magic`` is ``"%"`` or ``"%%"``."""
-    matches = list(_MAGIC.finditer(before))
-    if not matches:
+    m = _MAGIC.match(before)
+    if m is None:
         return None
-    m = matches[-1]
     rest = before[m.end() :]
     try:
         lex = shlex.shlex(rest, posix=True, punctuation_chars=False)

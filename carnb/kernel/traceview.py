@@ -301,9 +301,7 @@ class LiveTrace:
         if self._closed:
             return
         self._closed = True
-        unwatch, self._unwatch = self._unwatch, None
-        if unwatch is not None:
-            unwatch()
+        self._stop_watching()
         if self.runtime.running:
             self.runtime.call_soon(self._cancel_pending)
         for widget in (*self._shown, self.title, self.timeline, self.widget):
@@ -388,3 +386,10 @@ class LiveTrace:
             self._shown += new
             self.timeline.children = tuple(self._shown)
         self.title.value = f'<div class="carnb-h">{_esc(header(self.trace, ordered))}</div>'
+        if self.trace.get("status") not in (None, "in_progress"):
+            self._stop_watching()  # the run ended: nothing more will come
+
+    def _stop_watching(self) -> None:
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()

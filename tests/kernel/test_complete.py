@@ -53,6 +53,7 @@ def test_the_command_line_is_found_in_the_text_before_the_cursor() -> None:
     assert split_command("info = %car agent add ") == ("%", ["agent", "add"], "")
     assert split_command("%%car r") == ("%%", [], "r")
     assert split_command("print('%car')") is None
+    assert split_command("print('x %car me')") is None
     assert split_command("x = 1") is None
 
 

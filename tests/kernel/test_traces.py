@@ -85,6 +85,7 @@ def test_live_trace_grows_while_an_outside_agent_records(loaded: Any) -> None:
         assert "hit 2" in live.timeline.children[-1].value
         agent.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
         wait_for(lambda: "completed" in live.title.value)
+        assert live._unwatch is None  # an ended run: the view stopped watching the store
         assert len(live.timeline.children) == 5
         assert [r["kind"] for r in live.records.values()] == [
             "started",
@@ -96,7 +97,7 @@ def test_live_trace_grows_while_an_outside_agent_records(loaded: Any) -> None:
     finally:
         agent.close()
     loaded.run_line_magic("unload_ext", "carnb")
-    assert live._unwatch is None  # closed with the engine
+    assert live.widget.comm is None  # closed with the engine
 
 
 def test_agents_on_disk_are_listed_and_reattached(loaded: Any) -> None:
