@@ -20,6 +20,8 @@ from typing import Any
 log = logging.getLogger("carnb.kernel.cellrun")
 
 MAX_TEXT = 4000
+DEFAULT_AGENT_NAME = "notebook"  # owner label of the notebook's runs when no agent is bound
+DEFAULT_RUN_OWNER = f"name:{DEFAULT_AGENT_NAME}"  # the owner id runs.start gives such runs
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:

@@ -8,7 +8,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.calls import CarCommandError, CarMagicError
-from carnb.kernel.cellrun import Cell, describe_error, make_turn
+from carnb.kernel.cellrun import (
+    DEFAULT_AGENT_NAME,
+    DEFAULT_RUN_OWNER,
+    Cell,
+    describe_error,
+    make_turn,
+)
 from carnb.kernel.render import Message, Raw, Table
 from carnb.kernel.traceview import TraceDoc, to_dataframe
 
@@ -17,8 +23,6 @@ if TYPE_CHECKING:
     from carnb.kernel.traceview import LiveTrace
 
 log = logging.getLogger("carnb.kernel.runs")
-
-DEFAULT_AGENT_NAME = "notebook"
 
 
 class RunMessage(Message):
@@ -163,12 +167,7 @@ class RunList(Table):
 
 
 def list_runs(nb: NotebookEngine, args: argparse.Namespace) -> RunList:
-    agent = (
-        args.agent
-        or nb.notebook().get("agent_id")
-        or nb.last_run_owner
-        or f"name:{DEFAULT_AGENT_NAME}"
-    )
+    agent = args.agent or nb.notebook().get("agent_id") or nb.last_run_owner or DEFAULT_RUN_OWNER
     reply = nb.calls.call("runs.list", {"agent_id": agent}, what="%car run list")
     return RunList(agent, list(reply.get("runs") or []))
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from carnb.errors import CarnbError
 from carnb.kernel.calls import Calls, CarMagicError, one_line
-from carnb.kernel.cellrun import CellRecorder
+from carnb.kernel.cellrun import DEFAULT_RUN_OWNER, CellRecorder
 from carnb.kernel.known import KnownValues
 
 if TYPE_CHECKING:
@@ -41,7 +41,9 @@ class NotebookEngine:
         self.live_traces: list[LiveTrace] = []
         self.last_run_id: str | None = None
         self.last_run_owner: str | None = None
-        self.known = KnownValues(lambda: self.runtime, lambda: self.last_run_owner)
+        self.known = KnownValues(
+            lambda: self.runtime, lambda: self.last_run_owner or DEFAULT_RUN_OWNER
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, settings: Settings) -> Runtime:

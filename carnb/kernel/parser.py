@@ -159,7 +159,13 @@ def build_parser() -> Parser:
     a.add_argument("name", metavar="NAME")
     a.add_argument("--show-tokens", action="store_true", help="show the agent's token")
     a.set_defaults(func=cmd_core.agent_add)
-    ls = sub.add_parser("list", help="registered agents and whether they are attached")
+    ls = sub.add_parser(
+        "list",
+        help="agents: registered (attached or idle) and on disk from earlier kernels",
+        description="Registered agents (attached or idle) and agents the data directory "
+        "knows from earlier kernels (status `on disk`: a memory graph or runs); "
+        "`%car agent add NAME` re-attaches one with a new token.",
+    )
     ls.set_defaults(func=cmd_core.agent_list)
 
     _memory(cmd)

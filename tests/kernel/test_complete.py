@@ -75,7 +75,9 @@ def test_completion_in_the_shell_uses_live_ids(loaded: Any) -> None:
     assert complete(loaded, "%%car r") == ["run"]
 
 
-def test_namespaces_and_agents_on_disk_complete(loaded: Any) -> None:
+def test_namespaces_agents_and_runs_on_disk_complete(loaded: Any) -> None:
+    earlier = loaded.run_line_magic("car", "run start before the restart")
+    loaded.run_line_magic("car", "run complete")
     loaded.run_line_magic("car", "auth --namespace scratch-notes")
     loaded.run_line_magic("car", "memory add a b")
     loaded.run_line_magic("car", "agent add old-agent")
@@ -84,6 +86,7 @@ def test_namespaces_and_agents_on_disk_complete(loaded: Any) -> None:
     loaded.run_line_magic("reload_ext", "carnb")  # nothing registered any more
     assert complete(loaded, "%car auth --namespace scr") == ["scratch-notes"]
     assert complete(loaded, "%car agent add ol") == ["old-agent"]
+    assert complete(loaded, "%car run trace ") == [earlier.run_id]
 
 
 @needs_chromium
