@@ -59,9 +59,29 @@ def split(line: str) -> list[str]:
 def parse(parser: Parser, line: str) -> argparse.Namespace:
     argv = split(line)
     try:
-        return parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except argparse.ArgumentError as exc:
         raise ArgError(_explain(parser.prog, argv, exc)) from None
+    if extra:
+        raise ArgError(_unrecognized(parser, argv, extra))
+    return args
+
+
+def _unrecognized(root: argparse.ArgumentParser, argv: list[str], extra: list[str]) -> str:
+    """Words no parser took; a misspelt flag of the command gets 'did you mean'."""
+    leaf = root
+    for word in argv:
+        sub = next((a for a in leaf._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or word not in sub.choices:
+            continue
+        leaf = sub.choices[word]
+    text = f"{leaf.prog}: unrecognized argument(s): {' '.join(extra)}"
+    flags = [s for a in leaf._actions for s in a.option_strings if s.startswith("--")]
+    bad = next((w for w in extra if w.startswith("-")), None)
+    close = difflib.get_close_matches(bad.split("=")[0], flags, n=2, cutoff=0.6) if bad else []
+    if close:
+        text += f"; did you mean {' or '.join(close)}?"
+    return f"{text} (see `{leaf.prog} --help`)"
 
 
 _INVALID_CHOICE = re.compile(r"invalid choice: '(?P<word>[^']*)' \(choose from (?P<choices>.*)\)")

@@ -40,6 +40,10 @@ def test_help_explains_every_command(loaded: Any, capsys: Any) -> None:
         ("%car bogus", "unknown command 'bogus'"),
         ("%car agnet list", "unknown command 'agnet'; did you mean 'agent'?"),
         ("%car memory qeury x", "%car memory: unknown action 'qeury'; did you mean 'query'?"),
+        (
+            "%car server --shw-tokens",
+            "%car server: unrecognized argument(s): --shw-tokens; did you mean --show-tokens?",
+        ),
         ("%car memory", "required: ACTION"),
         ("%car memory add onlysubject", "required: BODY"),
         ("%car memory query words -k many", "invalid int value"),
