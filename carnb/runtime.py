@@ -19,15 +19,18 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from carnb._version import __version__
 from carnb.browser import BrowserPool
 from carnb.errors import CarnbError
 from carnb.memgine import MemoryHome
+from carnb.memgine.home import GRAPH_SUFFIX
 from carnb.private_file import write_private_json
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession, new_client_id
 from carnb.runs import RunStore
+from carnb.runs.access import NAME_PREFIX
 from carnb.server.dispatch import Dispatcher
 from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
@@ -108,6 +111,8 @@ class Runtime:
         self.connection_file: Path | None = None
         self._closers: list[Any] = []
         self._lock = threading.RLock()
+        self._memory_home: MemoryHome | None = None
+        self._run_store: RunStore | None = None
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -185,10 +190,12 @@ class Runtime:
         if s.memory:
             memory = MemoryHome(s.home)
             services.memory = memory
+            self._memory_home = memory
             self._closers.append(memory.close)
         if s.runs:
             store = RunStore(s.home / "runs.sqlite3")
             services.runs = store
+            self._run_store = store
             self._closers.append(store.close)
         if s.browser:
             pool = BrowserPool(
@@ -269,6 +276,23 @@ class Runtime:
         self._write_connection_file()
         return token
 
+    def agents_on_disk(self) -> dict[str, dict[str, Any]]:
+        """Agents the data directory knows, registered in this process or not:
+        ``{agent_id: {"graph": bool, "runs": int}}`` (a memory graph file, runs in the store).
+        Runs owned by a ``name:`` label are not an agent's. Reads file names and one grouped
+        query; safe from any thread."""
+        found: dict[str, dict[str, Any]] = {}
+        home = self._memory_home
+        if home is not None:
+            for agent_id in graph_names(home.graphs_dir / "agents"):
+                found[agent_id] = {"graph": True, "runs": 0}
+        store = self._run_store
+        if store is not None and not store.closed:
+            for owner, count in store.run_counts_by_agent().items():
+                if not owner.startswith(NAME_PREFIX):
+                    found.setdefault(owner, {"graph": False, "runs": 0})["runs"] = count
+        return found
+
     def client_env(self, agent: str | None = None) -> dict[str, str]:
         """The environment a client process needs to attach (``car-runtime`` reads these)."""
         env = {"CAR_DAEMON_URL": self.url}
@@ -324,6 +348,20 @@ class Runtime:
             raise CarnbError("the carnb runtime is not started")
         return _SessionWatch(self.services, self.host, on_change).remove
 
+    def watch_runs(self, on_record: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``on_record(event)`` on the host loop for every record the run store commits
+        (``{run_id, agent_id, record, cursor, status}``, any run; callers filter). Safe from
+        any thread; returns the (idempotent) remover."""
+        store = self._run_store
+        if store is None:
+            raise CarnbError("run tracing is off in this runtime (Settings(runs=False))")
+        host = self.host
+
+        def forward(event: dict[str, Any]) -> None:  # in the writing thread, store lock held
+            host.call_soon(on_record, event)
+
+        return store.add_listener(forward)
+
     # -- connection file --------------------------------------------------------------------
     def _write_connection_file(self) -> None:
         if self.server is None:
@@ -352,6 +390,26 @@ class Runtime:
 
 
 COUNT_TIMEOUT = 1.0
+
+
+def graph_names(folder: Path) -> list[str]:
+    """The names of the graphs stored in ``folder``: the inverse of
+    :func:`~carnb.memgine.home.graph_file_name` (names cut to a hash cannot be recovered and are
+    left out)."""
+    names = []
+    try:
+        entries = sorted(folder.glob("*" + GRAPH_SUFFIX))
+    except OSError:
+        return []
+    for path in entries:
+        stem = path.name[: -len(GRAPH_SUFFIX)]
+        if "~" in stem:
+            continue
+        try:
+            names.append(unquote(stem, errors="strict"))
+        except UnicodeDecodeError:
+            continue
+    return names
 
 
 async def _count(dispatcher: Dispatcher, session: ClientSession) -> int | None:

@@ -20,6 +20,8 @@ from typing import Any
 log = logging.getLogger("carnb.kernel.cellrun")
 
 MAX_TEXT = 4000
+DEFAULT_AGENT_NAME = "notebook"  # owner label of the notebook's runs when no agent is bound
+DEFAULT_RUN_OWNER = f"name:{DEFAULT_AGENT_NAME}"  # the owner id runs.start gives such runs
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -86,11 +88,13 @@ class CellRecorder:
         self._record = record
         self._skip_depth = 0
         self._skip_this_cell = False
+        self.running_info: Any = None
         self.recorded = 0
 
     def pre_run_cell(self, info: Any = None) -> None:
         """A new cell starts: forget a skip request left over from outside any cell."""
         self._skip_this_cell = False
+        self.running_info = info
 
     def skip_current_cell(self) -> None:
         """The running cell opened (or otherwise manages) the run: do not record it."""

@@ -138,26 +138,62 @@ def auth(nb: NotebookEngine, args: argparse.Namespace) -> AuthResult:
 
 def agent_add(nb: NotebookEngine, args: argparse.Namespace) -> EnvLines:
     rt = nb.calls.runtime
+    on_disk = nb.calls.guard(rt.agents_on_disk, what="%car agent add").get(args.name)
     nb.calls.guard(lambda: rt.register_agent(args.name), what="%car agent add")
     env = rt.client_env(args.name)
+    verb = "registered"
+    if on_disk is not None:
+        verb = f"re-attached ({_disk_text(on_disk)} on disk)"
     return EnvLines(
         env,
         show_tokens=args.show_tokens,
-        title=f"agent {args.name} registered; its process needs:",
+        title=f"agent {args.name} {verb}; its process needs:",
         hint=f"the token is masked: `%car agent add {args.name} --show-tokens` shows it; in "
         "code use the result's .env dict",
     )
 
 
-def agent_list(nb: NotebookEngine, args: argparse.Namespace) -> Table:
-    agents = nb.calls.call("agents.list", {}, what="%car agent list")
-    rows = [
-        [a.get("spec", {}).get("id"), a.get("status"), ", ".join(a.get("session_ids") or [])]
-        for a in agents
-    ]
-    return Table(
-        ["agent", "status", "sessions"],
-        rows,
-        title=f"{len(rows)} registered agent(s)",
-        empty="no agents: `%car agent add NAME` registers one",
-    )
+def _disk_text(found: dict[str, Any]) -> str:
+    parts = ["memory graph"] if found.get("graph") else []
+    if found.get("runs"):
+        parts.append(f"{found['runs']} run(s)")
+    return ", ".join(parts) or "nothing"
+
+
+class AgentList(Table):
+    """``%car agent list``: ``.agents`` is one dict per agent (``agent``, ``status``,
+    ``sessions``, ``memory``, ``runs``)."""
+
+    COLUMNS = ("agent", "status", "sessions", "memory", "runs")
+
+    def __init__(self, agents: list[dict[str, Any]]) -> None:
+        self.agents = agents
+        super().__init__(
+            list(self.COLUMNS),
+            [[a[c] for c in self.COLUMNS] for a in agents],
+            title=f"{len(agents)} agent(s)",
+            empty="no agents: `%car agent add NAME` registers one",
+        )
+
+
+def agent_list(nb: NotebookEngine, args: argparse.Namespace) -> AgentList:
+    """Registered agents (attached or idle) and agents only the data directory knows
+    (``on disk``: `%car agent add NAME` re-attaches them with a new token)."""
+    rt = nb.calls.runtime
+    registered = nb.calls.call("agents.list", {}, what="%car agent list")
+    disk = nb.calls.guard(rt.agents_on_disk, what="%car agent list")
+    rows: dict[str, dict[str, Any]] = {}
+    for a in registered:
+        name = str(a.get("spec", {}).get("id"))
+        rows[name] = {
+            "agent": name,
+            "status": a.get("status"),
+            "sessions": ", ".join(a.get("session_ids") or []),
+        }
+    for name in disk:
+        rows.setdefault(name, {"agent": name, "status": "on disk", "sessions": ""})
+    for name, row in rows.items():
+        found = disk.get(name, {})
+        row["memory"] = "yes" if found.get("graph") else ""
+        row["runs"] = found.get("runs", 0)
+    return AgentList([rows[n] for n in sorted(rows)])

@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.render import Message, Pre, Table
+from carnb.kernel.traceview import to_dataframe
 
 if TYPE_CHECKING:
     from carnb.kernel.engine import NotebookEngine
@@ -58,6 +59,11 @@ class QueryResult(Table):
             title=f"{len(rows)} fact(s) for {query!r}",
             empty="no fact matches",
         )
+
+    def to_dataframe(self) -> Any:
+        """One row per fact, best first (needs pandas)."""
+        columns = list(dict.fromkeys(k for r in self.facts for k in r))
+        return to_dataframe(self.facts, columns)
 
 
 def query(nb: NotebookEngine, args: argparse.Namespace) -> QueryResult:

@@ -8,16 +8,21 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.calls import CarCommandError, CarMagicError
-from carnb.kernel.cellrun import Cell, describe_error, make_turn
+from carnb.kernel.cellrun import (
+    DEFAULT_AGENT_NAME,
+    DEFAULT_RUN_OWNER,
+    Cell,
+    describe_error,
+    make_turn,
+)
 from carnb.kernel.render import Message, Raw, Table
-from carnb.runs.timeline import TraceView
+from carnb.kernel.traceview import TraceDoc, to_dataframe
 
 if TYPE_CHECKING:
     from carnb.kernel.engine import NotebookEngine
+    from carnb.kernel.traceview import LiveTrace
 
 log = logging.getLogger("carnb.kernel.runs")
-
-DEFAULT_AGENT_NAME = "notebook"
 
 
 class RunMessage(Message):
@@ -87,8 +92,13 @@ class TraceResult(Raw):
     """A run's timeline; ``.trace`` is the ``runs.get_trace`` result."""
 
     def __init__(self, trace: dict[str, Any]) -> None:
-        super().__init__(TraceView(trace), trace)
+        self.doc = TraceDoc(trace)
+        super().__init__(self.doc, trace)
         self.trace = trace
+
+    @property
+    def run_id(self) -> str:
+        return str(self.trace.get("run_id"))
 
     @property
     def turns(self) -> list[dict[str, Any]]:
@@ -97,20 +107,38 @@ class TraceResult(Raw):
             r.get("turn") or {} for r in self.trace.get("records") or [] if r.get("kind") == "turn"
         ]
 
+    def to_dataframe(self) -> Any:
+        """One row per record (needs pandas)."""
+        return self.doc.to_dataframe()
 
-def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult:
-    rid = args.run_id or _open_run(nb) or nb.last_run_id
+
+def _trace_id(nb: NotebookEngine, run_id: str | None) -> str:
+    rid = run_id or _open_run(nb) or nb.last_run_id
     if rid is None:
         raise CarCommandError(
             "%car run trace: no run yet; give a RUN_ID (`%car run list --agent ID` lists them)"
         )
+    return rid
+
+
+def _get_trace(nb: NotebookEngine, rid: str) -> dict[str, Any]:
     result = nb.calls.call("runs.get_trace", {"run_id": rid}, what="%car run trace")
     if not isinstance(result, dict) or result.get("not_found"):
         raise CarCommandError(
             f"%car run trace: no run {rid} that this session may read (reading another agent's "
             "run needs the host role: `%car auth` restores it)"
         )
-    return TraceResult(result)
+    return result
+
+
+def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult | LiveTrace:
+    rid = _trace_id(nb, args.run_id)
+    if getattr(args, "live", False):
+        return nb.add_live_trace(rid, lambda: _get_trace(nb, rid))
+    return TraceResult(_get_trace(nb, rid))
+
+
+RUN_COLUMNS = ("run_id", "agent_id", "status", "intent", "turn_count", "started_at", "ended_at")
 
 
 class RunList(Table):
@@ -133,14 +161,13 @@ class RunList(Table):
             empty="no runs",
         )
 
+    def to_dataframe(self) -> Any:
+        """One row per run (needs pandas)."""
+        return to_dataframe(self.runs, RUN_COLUMNS)
+
 
 def list_runs(nb: NotebookEngine, args: argparse.Namespace) -> RunList:
-    agent = (
-        args.agent
-        or nb.notebook().get("agent_id")
-        or nb.last_run_owner
-        or f"name:{DEFAULT_AGENT_NAME}"
-    )
+    agent = args.agent or nb.notebook().get("agent_id") or nb.last_run_owner or DEFAULT_RUN_OWNER
     reply = nb.calls.call("runs.list", {"agent_id": agent}, what="%car run list")
     return RunList(agent, list(reply.get("runs") or []))
 

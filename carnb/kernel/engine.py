@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from carnb.errors import CarnbError
 from carnb.kernel.calls import Calls, CarMagicError, one_line
-from carnb.kernel.cellrun import CellRecorder
+from carnb.kernel.cellrun import DEFAULT_RUN_OWNER, CellRecorder
+from carnb.kernel.known import KnownValues
 
 if TYPE_CHECKING:
     from carnb.kernel.explore import MemoryExplorer
     from carnb.kernel.panel import StatusPanel
+    from carnb.kernel.traceview import LiveTrace
     from carnb.runtime import Runtime, Settings
 
 log = logging.getLogger("carnb.kernel")
@@ -36,8 +38,12 @@ class NotebookEngine:
         self.recorder = CellRecorder(self.open_run, self._record_turn)
         self.panel: StatusPanel | None = None
         self.explorers: list[MemoryExplorer] = []
+        self.live_traces: list[LiveTrace] = []
         self.last_run_id: str | None = None
         self.last_run_owner: str | None = None
+        self.known = KnownValues(
+            lambda: self.runtime, lambda: self.last_run_owner or DEFAULT_RUN_OWNER
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, settings: Settings) -> Runtime:
@@ -67,6 +73,9 @@ class NotebookEngine:
         for explorer in self.explorers:
             _quietly(explorer.close, "closing a memory explorer")
         self.explorers.clear()
+        for live in self.live_traces:
+            _quietly(live.close, "closing a live trace")
+        self.live_traces.clear()
         if self.panel is not None:
             _quietly(self.panel.close, "closing the status panel")
             self.panel = None
@@ -103,6 +112,15 @@ class NotebookEngine:
         explorer = MemoryExplorer(self.calls.runtime, query, k=k)
         self.explorers.append(explorer)
         return explorer
+
+    def add_live_trace(self, run_id: str, snapshot: Callable[[], dict[str, Any]]) -> LiveTrace:
+        """A live timeline of ``run_id`` (closed with the engine)."""
+        from carnb.kernel.traceview import LiveTrace
+
+        live = LiveTrace(self.calls.runtime, run_id)
+        self.calls.guard(lambda: live.start(snapshot), what="%car run trace --live")
+        self.live_traces.append(live)
+        return live
 
     # -- cells ------------------------------------------------------------------------------
     def after_cell(self, result: Any) -> None:

@@ -2,12 +2,13 @@
 
 :func:`load` starts one runtime per kernel through a :class:`~carnb.kernel.engine.NotebookEngine`
 (the server on the host thread, the notebook's own session authenticated as host), registers
-``%car`` and its ``CarMagics`` options, a ``pre_run_cell`` and a ``post_run_cell`` hook (the
-engine records the cell as a turn of the open run, then lets the panel catch up) and an
-``atexit`` handler that stops everything when the kernel shuts down. It prints one line
-with the URL. Loading twice keeps the running runtime. :func:`unload` undoes exactly that: hooks,
-magics, configurable, atexit handler, widgets, browsers, server and thread, so ``%reload_ext``
-leaves no port or process behind. After unload ``%car`` only says how to load carnb again.
+``%car`` and its ``CarMagics`` options, the ``%car`` tab completer (an IPython custom matcher),
+a ``pre_run_cell`` and a ``post_run_cell`` hook (the engine records the cell as a turn of the
+open run, then lets the panel catch up) and an ``atexit`` handler that stops everything when the
+kernel shuts down. It prints one line with the URL. Loading twice keeps the running runtime.
+:func:`unload` undoes exactly that: hooks, magics, completer, configurable, atexit handler,
+widgets, browsers, server and thread, so ``%reload_ext`` leaves no port or process behind. After
+unload ``%car`` only says how to load carnb again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.calls import CarMagicError, one_line
+from carnb.kernel.completer import CarCompleter
 from carnb.kernel.engine import NotebookEngine
 from carnb.kernel.magics import CarMagics
 
@@ -41,6 +43,9 @@ class KernelExtension:
         self.shell = shell
         self.engine = NotebookEngine()
         self.magics = CarMagics(shell=shell, engine=self.engine)
+        self.completer = CarCompleter(
+            self.magics.line_parser, self.magics.cell_parser, self.engine.known
+        )
         self._hooked = False
         self._closed = False
         self._saved_switch_interval: float | None = None
@@ -63,6 +68,9 @@ class KernelExtension:
         shell.events.register("pre_run_cell", self.recorder.pre_run_cell)
         shell.events.register("post_run_cell", self.post_run_cell)
         self._hooked = True
+        matchers = _custom_matchers(shell)
+        if matchers is not None and self.completer not in matchers:
+            matchers.append(self.completer)
         if self.magics.switch_interval is not None:
             self._saved_switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(self.magics.switch_interval)
@@ -85,6 +93,10 @@ class KernelExtension:
             with contextlib.suppress(ValueError):
                 shell.events.unregister("post_run_cell", self.post_run_cell)
             self._hooked = False
+        matchers = _custom_matchers(shell)
+        if matchers is not None:
+            with contextlib.suppress(ValueError):
+                matchers.remove(self.completer)
         manager = getattr(shell, "magics_manager", None)
         if manager is not None:
             for kind in ("line", "cell"):
@@ -100,6 +112,12 @@ class KernelExtension:
     def post_run_cell(self, result: Any) -> None:
         """IPython's ``post_run_cell`` hook: hand the finished cell to the engine."""
         self.engine.after_cell(result)
+
+
+def _custom_matchers(shell: Any) -> list[Any] | None:
+    """The shell completer's ``custom_matchers`` list (None in a shell without a completer)."""
+    matchers = getattr(getattr(shell, "Completer", None), "custom_matchers", None)
+    return matchers if isinstance(matchers, list) else None
 
 
 def _not_loaded(line: str = "", cell: str | None = None) -> None:

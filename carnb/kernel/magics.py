@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from IPython import version_info as ipython_version
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
@@ -25,6 +26,9 @@ from carnb.kernel.parser import ArgError, HelpShown, build_cell_parser, build_pa
 if TYPE_CHECKING:
     from carnb.kernel.engine import NotebookEngine
     from carnb.runtime import Settings
+
+
+COUNTS_BEFORE_RUN = ipython_version >= (9, 0)
 
 
 @magics_class
@@ -127,8 +131,8 @@ class CarMagics(Magics):
     def __init__(self, shell: Any = None, engine: NotebookEngine | None = None, **kw: Any) -> None:
         super().__init__(shell=shell, **kw)
         self.engine = engine  # None once unloaded
-        self._parser = build_parser()
-        self._cell_parser = build_cell_parser()
+        self.line_parser = build_parser()
+        self.cell_parser = build_cell_parser()
 
     def settings(self) -> Settings:
         from carnb.runtime import Settings, default_home
@@ -147,7 +151,7 @@ class CarMagics(Magics):
         __tracebackhide__ = True  # IPython: show the cell's frames, not ours
         if self.engine is None:
             raise UsageError("carnb is not loaded: run `%load_ext carnb`")
-        parser = self._parser if cell is None else self._cell_parser
+        parser = self.line_parser if cell is None else self.cell_parser
         if cell is None and not line.strip():
             print(parser.format_help())
             return None
@@ -159,8 +163,22 @@ class CarMagics(Magics):
         except ArgError as exc:
             raise UsageError(str(exc)) from None
         if cell is None:
-            return args.func(self.engine, args)
-        return args.func(self.engine, args, self._cell(cell))
+            result = args.func(self.engine, args)
+        else:
+            result = args.func(self.engine, args, self._cell(cell))
+        self.engine.known.note_result(result)
+        return result
+
+    def _running_count(self) -> int | None:
+        """The execution count of the cell running now (its ``[N]``). IPython 9 increments
+        ``shell.execution_count`` before the cell runs (when it stores history), 8 after."""
+        count = getattr(self.shell, "execution_count", None)
+        if not isinstance(count, int) or self.engine is None:
+            return None
+        info = self.engine.recorder.running_info
+        if COUNTS_BEFORE_RUN and getattr(info, "store_history", False):
+            return count - 1
+        return count
 
     def _cell(self, source: str) -> Cell:
         shell = self.shell
@@ -171,7 +189,7 @@ class CarMagics(Magics):
 
         return Cell(
             source=source,
-            execution_count=getattr(shell, "execution_count", None),
+            execution_count=self._running_count(),
             run=run,
             show=display,
         )

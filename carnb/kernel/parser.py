@@ -10,6 +10,8 @@ for the cell magic), so the tree is the one table of commands.
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import shlex
 from typing import Any, NoReturn
 
@@ -57,9 +59,46 @@ def split(line: str) -> list[str]:
 def parse(parser: Parser, line: str) -> argparse.Namespace:
     argv = split(line)
     try:
-        return parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except argparse.ArgumentError as exc:
-        raise ArgError(f"{parser.prog}: {exc} (see `{parser.prog} --help`)") from None
+        raise ArgError(_explain(parser.prog, argv, exc)) from None
+    if extra:
+        raise ArgError(_unrecognized(parser, argv, extra))
+    return args
+
+
+def _unrecognized(root: argparse.ArgumentParser, argv: list[str], extra: list[str]) -> str:
+    """Words no parser took; a misspelt flag of the command gets 'did you mean'."""
+    leaf = root
+    for word in argv:
+        sub = next((a for a in leaf._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or word not in sub.choices:
+            continue
+        leaf = sub.choices[word]
+    text = f"{leaf.prog}: unrecognized argument(s): {' '.join(extra)}"
+    flags = [s for a in leaf._actions for s in a.option_strings if s.startswith("--")]
+    bad = next((w for w in extra if w.startswith("-")), None)
+    close = difflib.get_close_matches(bad.split("=")[0], flags, n=2, cutoff=0.6) if bad else []
+    if close:
+        text += f"; did you mean {' or '.join(close)}?"
+    return f"{text} (see `{leaf.prog} --help`)"
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<word>[^']*)' \(choose from (?P<choices>.*)\)")
+
+
+def _explain(prog: str, argv: list[str], exc: argparse.ArgumentError) -> str:
+    """One line for a bad command line; an unknown command or action gets 'did you mean'."""
+    m = _INVALID_CHOICE.search(str(exc))
+    if m is None:
+        return f"{prog}: {exc} (see `{prog} --help`)"
+    word = m.group("word")
+    choices = re.findall(r"'([^']*)'", m.group("choices")) or m.group("choices").split(", ")
+    where = " ".join([prog, *[w for w in argv[: argv.index(word)] if not w.startswith("-")]])
+    what = (exc.argument_name or "command").lower()
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return f"{where}: unknown {what} {word!r}; {hint}one of: {', '.join(choices)}"
 
 
 def _subs(p: Parser, dest: str, title: str) -> Any:
@@ -68,23 +107,18 @@ def _subs(p: Parser, dest: str, title: str) -> Any:
 
 ROOT_DESCRIPTION = """\
 Drive carnb, the CAR session host running in this kernel, as the notebook's own session.
+"""
 
-  %car server          URL, connection file, client env lines, connected sessions
-  %car status          the live status panel (widget)
-  %car auth            re-authenticate the notebook's session (bind an agent, a namespace)
-  %car agent           register agents and show the env lines their processes need
-  %car memory          memgine facts of the session's effective graph
-  %car run             agent run tracing (and %%car run INTENT to bracket a cell)
-  %car browser         the session's lazy Chromium (and %%car browser with a JSON script)
-
-`%car COMMAND --help` explains each. Options: `%config CarMagics` (port, auth,
-allowed_origins, chromium, home, switch_interval; they apply when the runtime starts:
-%reload_ext carnb).
+ROOT_EPILOG = """\
+`%car COMMAND --help` explains each command; Tab completes commands, actions, flags and ids.
+Cell forms: `%%car run INTENT` brackets a cell in a run, `%%car browser` runs a JSON script.
+Options: `%config CarMagics` (port, auth, allowed_origins, chromium, home, switch_interval;
+they apply when the runtime starts: %reload_ext carnb).
 """
 
 
 def build_parser() -> Parser:
-    root = Parser(prog="%car", description=ROOT_DESCRIPTION)
+    root = Parser(prog="%car", description=ROOT_DESCRIPTION, epilog=ROOT_EPILOG)
     cmd = _subs(root, "command", "COMMAND")
 
     p = cmd.add_parser(
@@ -145,7 +179,13 @@ def build_parser() -> Parser:
     a.add_argument("name", metavar="NAME")
     a.add_argument("--show-tokens", action="store_true", help="show the agent's token")
     a.set_defaults(func=cmd_core.agent_add)
-    ls = sub.add_parser("list", help="registered agents and whether they are attached")
+    ls = sub.add_parser(
+        "list",
+        help="agents: registered (attached or idle) and on disk from earlier kernels",
+        description="Registered agents (attached or idle) and agents the data directory "
+        "knows from earlier kernels (status `on disk`: a memory graph or runs); "
+        "`%car agent add NAME` re-attaches one with a new token.",
+    )
     ls.set_defaults(func=cmd_core.agent_list)
 
     _memory(cmd)
@@ -238,8 +278,16 @@ def _run(cmd: Any) -> None:
     x.add_argument("run_id", nargs="?", metavar="RUN_ID")
     x.add_argument("--reason", default="cancelled from the notebook", help="why")
     x.set_defaults(func=cmd_runs.cancel)
-    t = sub.add_parser("trace", help="a run's timeline (default: the open or last run)")
+    t = sub.add_parser(
+        "trace",
+        help="a run's timeline (default: the open or last run)",
+        description="A run's timeline: one entry per record with its time and duration; "
+        "click a turn to see its full source, output and error. --live shows a widget that "
+        "grows as records arrive (also those an outside agent records). The result's "
+        ".to_dataframe() gives a pandas DataFrame.",
+    )
     t.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    t.add_argument("--live", action="store_true", help="a timeline that grows as records arrive")
     t.set_defaults(func=cmd_runs.trace)
     ls = sub.add_parser("list", help="runs of an agent, newest first")
     ls.add_argument(

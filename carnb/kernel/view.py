@@ -1,7 +1,7 @@
 """What the widgets may use of the runtime: calls as the notebook's session, session snapshots,
 change notification and scheduling on the host loop. :class:`carnb.runtime.Runtime` satisfies
-:class:`RuntimeView`; typing the panel and the explorer against it keeps them off the services,
-the sessions and the engines."""
+:class:`RuntimeView`; typing the panel, the explorer and the live trace against it keeps them
+off the services, the sessions and the engines."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ class RuntimeView(Protocol):
     async def asnapshots(self) -> list[dict[str, Any]]: ...
 
     def watch(self, on_change: Callable[[], None]) -> Callable[[], None]: ...
+
+    def watch_runs(self, on_record: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
 
     def run_on_host(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 120) -> Any: ...
 

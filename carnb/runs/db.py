@@ -176,6 +176,12 @@ def list_runs(
     return [dict(zip(RUN_KEYS, r, strict=True)) for r in conn.execute(q, args)]
 
 
+def run_counts_by_agent(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many runs each owner id has (every owner, ``name:`` labels included)."""
+    rows = conn.execute("SELECT agent_id, COUNT(*) FROM runs GROUP BY agent_id ORDER BY agent_id")
+    return {str(a): int(n) for a, n in rows}
+
+
 # -- records ------------------------------------------------------------------------------------
 def read_records(
     conn: sqlite3.Connection, run_id: str, after: int | None = None, limit: int | None = None

@@ -302,6 +302,11 @@ class RunStore:
             rows = db.list_runs(self._require(), agent_id, only_session=only, limit=limit)
         return {"agent_id": agent_id, "runs": [db.summary(r) for r in rows]}
 
+    def run_counts_by_agent(self) -> dict[str, int]:
+        """Owner id -> number of runs in the store (for the host's view of what is on disk)."""
+        with self._lock:
+            return db.run_counts_by_agent(self._require())
+
     # -- internals -------------------------------------------------------------------------
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:

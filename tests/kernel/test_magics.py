@@ -26,7 +26,8 @@ def test_help_explains_every_command(loaded: Any, capsys: Any) -> None:
     loaded.run_line_magic("car", "--help")
     top = capsys.readouterr().out
     for cmd in ("server", "status", "auth", "agent", "memory", "run", "browser"):
-        assert f"%car {cmd}" in top
+        # each command once, with its help line (the issue: the help listed them twice)
+        assert len(re.findall(rf"^\s+{cmd}\s+\S", top, re.M)) == 1, top
     for sub in ("server", "auth", "agent add", "memory query", "run start", "browser click"):
         loaded.run_line_magic("car", f"{sub} --help")
         text = capsys.readouterr().out
@@ -36,7 +37,13 @@ def test_help_explains_every_command(loaded: Any, capsys: Any) -> None:
 @pytest.mark.parametrize(
     "line, match",
     [
-        ("%car bogus", "invalid choice: 'bogus'"),
+        ("%car bogus", "unknown command 'bogus'"),
+        ("%car agnet list", "unknown command 'agnet'; did you mean 'agent'?"),
+        ("%car memory qeury x", "%car memory: unknown action 'qeury'; did you mean 'query'?"),
+        (
+            "%car server --shw-tokens",
+            "%car server: unrecognized argument(s): --shw-tokens; did you mean --show-tokens?",
+        ),
         ("%car memory", "required: ACTION"),
         ("%car memory add onlysubject", "required: BODY"),
         ("%car memory query words -k many", "invalid int value"),
