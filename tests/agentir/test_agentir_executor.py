@@ -105,8 +105,8 @@ async def test_dependent_level_starts_only_after_the_previous_level_finishes() -
     runner = ScriptedRunner({"slow": slow, "quick": quick})
     state = DictStateStore({"k": 0, "j": 0})  # dependencies present at run time
     result = await run(
-        call("late", tool="quick", parameters={"n": 2}, state_dependencies=["k"]),
         call("first", tool="slow", expected_effects={"k": 1}),
+        call("late", tool="quick", parameters={"n": 2}, state_dependencies=["k"]),
         call("sibling", tool="quick", parameters={"n": 1}, expected_effects={"j": 1}),
         runner=runner,
         state=state,
@@ -119,13 +119,13 @@ async def test_state_write_then_dependent_reads_it() -> None:
     state = DictStateStore()
     runner = ScriptedRunner()
     result = await run(
+        write("w", "artifact", {"path": "/x"}),
         {
             "id": "r",
             "type": "state_read",
             "parameters": {"key": "artifact"},
             "state_dependencies": ["artifact"],
         },
-        write("w", "artifact", {"path": "/x"}),
         call("use", state_dependencies=["artifact"]),
         runner=runner,
         state=state,
@@ -377,8 +377,8 @@ async def test_cycle_is_refused_before_anything_runs() -> None:
     with pytest.raises(InvalidParams, match="dependency cycle"):
         await run(
             write("free", "z", 1),
-            write("c1", "m", 1, state_dependencies=["n"]),
-            write("c2", "n", 1, state_dependencies=["m"]),
+            write("c1", "m", 1, depends_on=["c2"]),
+            write("c2", "n", 1, depends_on=["c1"]),
             runner=runner,
             state=state,
         )
