@@ -63,6 +63,7 @@ class Settings:
     memory: bool = True
     runs: bool = True
     browser: bool = True
+    tool_timeout: float = 300.0  # seconds a tool call may take when its action sets no timeout_ms
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both
@@ -156,6 +157,8 @@ class Runtime:
 
     async def _astart(self) -> None:
         services = Services(self.credentials, server_version=f"carnb {__version__}")
+        services.tools.default_timeout = self.settings.tool_timeout
+        self._closers.append(services.tools.close)
         self._attach_engines(services)
         self.services = services
         self.dispatcher = Dispatcher(services, build_table(services))

@@ -102,6 +102,15 @@ class PolicySet:
         self._policies.append(policy)
         return policy
 
+    def add(self, policy: Policy) -> None:
+        self._policies.append(policy)
+
+    def copy(self) -> PolicySet:
+        """An independent set with the same policies (a snapshot for one proposal)."""
+        out = PolicySet()
+        out._policies = list(self._policies)
+        return out
+
     def unregister(self, name: str) -> int:
         before = len(self._policies)
         self._policies = [p for p in self._policies if p.name != name]

@@ -115,9 +115,7 @@ def test_state_dependencies_alone_never_form_a_cycle() -> None:
 
 def test_long_cycle_through_many_actions() -> None:
     n = 50
-    actions = [
-        call(f"a{i}", parameters={"i": i}, depends_on=[f"a{(i - 1) % n}"]) for i in range(n)
-    ]
+    actions = [call(f"a{i}", parameters={"i": i}, depends_on=[f"a{(i - 1) % n}"]) for i in range(n)]
     plan = build_plan(proposal(*actions).actions)
     assert len(plan.cycles) == 1 and len(plan.cycles[0]) == n + 1
 
