@@ -96,8 +96,11 @@ def schema_of_function(
     doc_description, described = _doc_parts(inspect.getdoc(fn) or "")
     if parameters is None:
         parameters = _parameters_of(fn, described)
+    tool_name = name if name is not None else getattr(fn, "__name__", "")
+    if tool_name == "<lambda>":
+        raise InvalidParams("a lambda has no name: pass name=")
     raw = {
-        "name": name or getattr(fn, "__name__", ""),
+        "name": tool_name,
         "description": doc_description if description is None else description,
         "parameters": parameters,
     }
