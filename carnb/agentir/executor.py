@@ -28,6 +28,7 @@ from .model import (
     CostSummary,
     FailureBehavior,
     InvocationMode,
+    PolicyViolation,
     Precondition,
     ProposalResult,
 )
@@ -287,13 +288,15 @@ async def execute_proposal(
     policies: PolicySet | None = None,
     on_progress: ProgressCallback | None = None,
     plan: Plan | None = None,
+    denials: list[PolicyViolation] | None = None,
     max_concurrency: int = DEFAULT_CONCURRENCY,
 ) -> ProposalResult:
     """Execute ``proposal`` and return the spec's ProposalResult (results in proposal order).
 
     Raises :class:`InvalidParams` (nothing run) on a dependency cycle. ``tools=None`` leaves
     tool existence and parameter checks to the runner. ``plan`` is ``build_plan(actions)``
-    when the caller already made it (e.g. off the event loop). At most ``max_concurrency``
+    when the caller already made it (e.g. off the event loop), ``denials`` likewise
+    ``policies.violations(...)`` (then ``policies`` is not consulted). At most ``max_concurrency``
     actions of a level run at once, so a wide level neither floods the tool runner nor holds
     the event loop for more than that many synchronous state actions at a time.
     """
@@ -307,8 +310,10 @@ async def execute_proposal(
     outcomes: dict[int, _Outcome] = {}
 
     denied: dict[str, list[str]] = {}
-    if policies is not None:
-        for v in policies.violations(actions, run.lookup):
+    if denials is None and policies is not None:
+        denials = policies.violations(actions, run.lookup)
+    if denials:
+        for v in denials:
             denied.setdefault(v["action_id"], []).append(
                 f"denied by policy '{v['policy_name']}': {v['reason']}"
             )

@@ -442,3 +442,33 @@ async def test_progress_events_report_attempts_and_final_results() -> None:
 async def test_forever_tool_with_timeout_does_not_hang() -> None:
     result = await run(call("a", tool="f", timeout_ms=10), runner=ScriptedRunner({"f": forever}))
     assert by_id(result, "a")["status"] == "failed"
+
+
+async def test_a_wide_level_runs_at_most_max_concurrency_actions_at_once() -> None:
+    in_flight = peak = 0
+
+    async def slow(parameters: dict[str, Any], attempt: int) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+
+    result = await run(
+        *[call(f"a{i}", tool="slow", parameters={"i": i}) for i in range(20)],
+        runner=ScriptedRunner({"slow": slow}),
+        max_concurrency=3,
+    )
+    assert result["cost"]["tool_calls"] == 20 and peak == 3
+
+
+async def test_precomputed_denials_replace_the_policy_pass() -> None:
+    runner = ScriptedRunner()
+    result = await run(
+        call("a"),
+        call("b", parameters={"x": 1}, failure_behavior="skip"),
+        runner=runner,
+        denials=[{"policy_name": "p", "action_id": "b", "reason": "no"}],
+    )
+    assert statuses(result) == {"a": "succeeded", "b": "rejected"}
+    assert runner.order() == ["a"]

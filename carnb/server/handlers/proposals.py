@@ -16,6 +16,8 @@ from carnb.agentir import (
     ActionProposal,
     ActionType,
     Plan,
+    PolicySet,
+    PolicyViolation,
     ProposalResult,
     VerificationResult,
     build_plan,
@@ -25,6 +27,7 @@ from carnb.agentir import (
     parse_tool_schema,
     verify_params,
 )
+from carnb.agentir.values import MISSING
 from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
 from carnb.server.handlers.core import MAX_STATE_KEYS
@@ -112,23 +115,6 @@ async def verify(s: ClientSession, p: Params, svc: Services) -> VerificationResu
     return await asyncio.to_thread(verify_params, params, registry)
 
 
-def _prepare(raw: Any) -> tuple[ActionProposal, Plan]:
-    proposal = parse_proposal(raw)
-    return proposal, build_plan(proposal.actions)
-
-
-def _tenant(p: Params) -> str | None:
-    scope = p.get("scope")
-    if scope is None:
-        return None
-    if not isinstance(scope, Mapping):
-        raise InvalidParams("scope must be an object ({tenantId?, callerId?, claims?})")
-    tenant = scope.get("tenantId")
-    if tenant is not None and not isinstance(tenant, str):
-        raise InvalidParams("scope.tenantId must be a string")
-    return tenant
-
-
 class _SessionState:
     """The executor's :class:`~carnb.agentir.StateStore` over one session's (tenant's) keys."""
 
@@ -144,6 +130,34 @@ class _SessionState:
 
     def exists(self, key: str) -> bool:
         return self.session.state_exists(key, self.tenant)
+
+    def lookup(self, key: str) -> Any:
+        return self.get(key) if self.exists(key) else MISSING
+
+
+def _prepare(
+    raw: Any, policies: PolicySet, state: _SessionState
+) -> tuple[ActionProposal, Plan, list[PolicyViolation]]:
+    """Parse, plan and apply the policies (in a worker thread: all three are linear in the
+    proposal, which may hold 10,000 actions)."""
+    proposal = parse_proposal(raw)
+    return (
+        proposal,
+        build_plan(proposal.actions),
+        policies.violations(proposal.actions, state.lookup),
+    )
+
+
+def _tenant(p: Params) -> str | None:
+    scope = p.get("scope")
+    if scope is None:
+        return None
+    if not isinstance(scope, Mapping):
+        raise InvalidParams("scope must be an object ({tenantId?, callerId?, claims?})")
+    tenant = scope.get("tenantId")
+    if tenant is not None and not isinstance(tenant, str):
+        raise InvalidParams("scope.tenantId must be a string")
+    return tenant
 
 
 def _check_state_room(s: ClientSession, proposal: ActionProposal, tenant: str | None) -> None:
@@ -166,16 +180,18 @@ async def proposal_submit(s: ClientSession, p: Params, svc: Services) -> Proposa
     tenant = _tenant(p)
     if "proposal" not in p:
         raise InvalidParams("proposal is required")
-    proposal, plan = await asyncio.to_thread(_prepare, p["proposal"])
+    state = _SessionState(s, tenant)
+    policies = svc.tools.of(s).policies.copy()
+    proposal, plan, denials = await asyncio.to_thread(_prepare, p["proposal"], policies, state)
     _check_state_room(s, proposal, tenant)
     registry, local = svc.tools.toolset(s)
     return await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
-        state=_SessionState(s, tenant),
+        state=state,
         tools=registry,
-        policies=svc.tools.of(s).policies.copy(),
         plan=plan,
+        denials=denials,
     )
 
 
