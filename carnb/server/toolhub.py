@@ -24,6 +24,8 @@ import concurrent.futures
 import inspect
 import json
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +38,7 @@ log = logging.getLogger("carnb.server.toolhub")
 
 DEFAULT_TOOL_TIMEOUT = 300.0  # seconds; the real daemon's CAR_TOOL_TIMEOUT default
 GRACE = 5.0  # a remote call waits this much past the action's timeout_ms for the answer
-TOOL_WORKERS = 8
+TOOL_WORKERS = 8  # notebook tool calls running at once; more wait their turn
 MAX_TOOLS = 1000  # per session
 MAX_POLICIES = 1000  # per session
 
@@ -75,8 +77,7 @@ class ToolHub:
         self, *, default_timeout: float = DEFAULT_TOOL_TIMEOUT, workers: int = TOOL_WORKERS
     ) -> None:
         self.default_timeout = default_timeout
-        self._workers = workers
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool = WorkerPool(workers, "carnb-tool")
         self._sessions: dict[str, SessionTools] = {}
         self._owners: dict[str, ClientSession] = {}
 
@@ -132,10 +133,6 @@ class ToolHub:
             timeout = timeout_ms / 1000
         else:
             timeout = tool.timeout if tool.timeout is not None else self.default_timeout
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self._workers, thread_name_prefix="carnb-tool"
-            )
         future = self._pool.submit(_call_local, tool, parameters)
         try:
             async with asyncio.timeout(timeout):
@@ -148,9 +145,65 @@ class ToolHub:
             ) from None
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
+
+
+class WorkerPool:
+    """At most ``size`` daemon threads running submitted calls in order. Unlike
+    ``ThreadPoolExecutor`` (whose threads the interpreter joins at exit) a tool stuck forever
+    cannot keep the kernel or ``serve`` from exiting."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size = size
+        self._name = name
+        self._queue: queue.SimpleQueue[
+            tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None
+        ] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # workers waiting for a call
+        self._waiting = 0  # calls queued and not yet taken
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise ToolError("the tool runner is closed")
+            self._queue.put((future, lambda: fn(*args)))
+            self._waiting += 1
+            if self._waiting > self._idle and len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
+                )
+                self._threads.append(thread)
+                self._idle += 1
+                thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            with self._lock:
+                self._idle -= 1
+                self._waiting -= 1
+            future, call = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # handed to the waiter, as an executor does
+                    future.set_exception(exc)
+            with self._lock:
+                self._idle += 1
+
+    def close(self) -> None:
+        """Stop taking calls; idle workers end, busy ones end after their call."""
+        with self._lock:
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)
 
 
 class SessionRunner:

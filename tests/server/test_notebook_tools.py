@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Literal
@@ -12,7 +14,7 @@ import pytest
 import carnb
 from carnb.errors import CarnbError
 from carnb.runtime import set_current
-from tests.conftest import Client, agent_auth
+from tests.conftest import REPO, Client, agent_auth
 from tests.server.proposing import action, proposal, submit
 
 
@@ -206,3 +208,21 @@ def test_a_hundred_no_op_tools_end_to_end(runtime) -> None:
         },
     )
     assert result["cost"]["tool_calls"] == 100
+
+
+def test_a_tool_stuck_forever_does_not_keep_the_process_alive(home) -> None:
+    script = f"""
+import threading
+from carnb.runtime import Runtime, Settings
+rt = Runtime(Settings(home={str(home)!r}, browser=False)).start()
+rt.register_tool(lambda: threading.Event().wait(), name="stuck")
+proposal = {{"actions": [{{"id": "s", "type": "tool_call", "tool": "stuck", "timeout_ms": 100}}]}}
+result = rt.call("proposal.submit", {{"proposal": proposal}})
+print(result["results"][0]["status"])
+rt.close()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "failed"
