@@ -70,6 +70,7 @@ class SessionTools:
     schemas: ToolRegistry = field(default_factory=ToolRegistry)
     local: dict[str, LocalTool] = field(default_factory=dict)
     policies: PolicySet = field(default_factory=PolicySet)
+    running: int = 0  # proposals of this session running now
 
 
 class ToolHub:

@@ -328,3 +328,26 @@ def test_agent_sessions_work_the_same(runtime, connect_client) -> None:
     c = connect_client(auth=agent_auth(runtime, "alice"))
     c.call("tools.register", ECHO)
     assert submit(c, proposal(action("a")), echo).statuses() == {"a": "succeeded"}
+
+
+def test_at_most_16_running_proposals_so_tool_answers_are_always_read(alice) -> None:
+    for rid in range(1, 18):
+        body = proposal(action(f"a{rid}"), pid=f"p{rid}")
+        alice.send(
+            {"jsonrpc": "2.0", "id": rid, "method": "proposal.submit", "params": {"proposal": body}}
+        )
+    executes, replies = [], {}
+    while len(executes) < 16 or 17 not in replies:
+        msg = alice.recv()
+        if msg.get("method") == "tools.execute":
+            executes.append(msg)
+        else:
+            replies[msg["id"]] = msg
+    assert "already runs 16 proposals" in replies[17]["error"]["message"]
+    for msg in executes:
+        alice.send({"jsonrpc": "2.0", "id": msg["id"], "result": "ok"})
+    while len(replies) < 17:
+        msg = alice.recv()
+        replies[msg["id"]] = msg
+    assert all(replies[i]["result"]["results"][0]["status"] == "succeeded" for i in range(1, 17))
+    assert submit(alice, proposal(action("again"))).statuses() == {"again": "succeeded"}

@@ -28,7 +28,7 @@ from carnb.agentir import (
     verify_params,
 )
 from carnb.agentir.values import MISSING
-from carnb.errors import InvalidParams
+from carnb.errors import CarnbError, InvalidParams
 from carnb.protocol.session import ClientSession
 from carnb.server.handlers.core import MAX_STATE_KEYS
 from carnb.server.methods import Method, Params
@@ -37,6 +37,14 @@ from carnb.server.services import Services
 from carnb.server.toolhub import MAX_POLICIES, MAX_TOOLS
 
 SCOPE = "global"  # per-connection, like the real daemon's global scope of a session runtime
+# Proposals one session may run at once. Below the connection's 64 requests in flight, so
+# requests waiting on the client's own tools can never fill every slot and stall the reader
+# that must deliver the client's answers.
+MAX_RUNNING_PROPOSALS = 16
+
+
+class TooManyProposals(CarnbError):
+    """The session already runs ``MAX_RUNNING_PROPOSALS`` proposals."""
 
 
 def attach(svc: Services) -> None:
@@ -180,6 +188,19 @@ async def proposal_submit(s: ClientSession, p: Params, svc: Services) -> Proposa
     tenant = _tenant(p)
     if "proposal" not in p:
         raise InvalidParams("proposal is required")
+    own = svc.tools.of(s)
+    if own.running >= MAX_RUNNING_PROPOSALS:
+        raise TooManyProposals(
+            f"this session already runs {MAX_RUNNING_PROPOSALS} proposals; wait for one to end"
+        )
+    own.running += 1
+    try:
+        return await _submit(s, p, svc, tenant)
+    finally:
+        own.running -= 1
+
+
+async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None) -> ProposalResult:
     state = _SessionState(s, tenant)
     policies = svc.tools.of(s).policies.copy()
     proposal, plan, denials = await asyncio.to_thread(_prepare, p["proposal"], policies, state)
