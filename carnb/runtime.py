@@ -303,6 +303,13 @@ class Runtime:
         self._on_host(self._add_tool, tool)
         return schema
 
+    def watch_proposals(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` on the host loop as actions of any session's proposal start and
+        finish (see :meth:`carnb.server.toolhub.ToolHub.watch`); returns the remover."""
+        if self.services is None:
+            raise CarnbError("the carnb runtime is not started")
+        return self.services.tools.watch(fn)
+
     def unregister_tool(self, name: str) -> int:
         """Remove a notebook tool; returns how many were removed (0 or 1)."""
         removed: int = self.call("tools.unregister", {"name": name})["removed"]

@@ -30,7 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from carnb.agentir import PolicySet, ToolError, ToolRegistry, ToolSchema, ToolTimeout
+from carnb.agentir import (
+    PolicySet,
+    ProgressCallback,
+    ProgressEvent,
+    ToolError,
+    ToolRegistry,
+    ToolSchema,
+    ToolTimeout,
+)
 from carnb.protocol.session import ClientSession
 from carnb.server.callbacks import CallFailed, CallTimeout, PeerGone
 
@@ -43,6 +51,7 @@ MAX_TOOLS = 1000  # per session
 MAX_POLICIES = 1000  # per session
 
 Share = bool | frozenset[str]
+ProgressWatcher = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,43 @@ class ToolHub:
         self._pool = WorkerPool(workers, "carnb-tool")
         self._sessions: dict[str, SessionTools] = {}
         self._owners: dict[str, ClientSession] = {}
+        self._watchers: list[ProgressWatcher] = []
+
+    # -- progress --------------------------------------------------------------------------
+    def watch(self, fn: ProgressWatcher) -> Callable[[], None]:
+        """Call ``fn(event)`` on the host loop for each action that starts or finishes in any
+        session's proposal; returns the (idempotent) remover. ``event``: ``{session_id,
+        proposal_id, kind: "action_started" | "action_finished", action_id, attempt,
+        result}`` (``result`` the ActionResult when finished, else ``None``)."""
+        self._watchers.append(fn)
+
+        def remove() -> None:
+            if fn in self._watchers:
+                self._watchers.remove(fn)
+
+        return remove
+
+    def progress(self, session: ClientSession, proposal_id: str) -> ProgressCallback | None:
+        """The executor's progress callback for one proposal (``None`` if nobody watches)."""
+        if not self._watchers:
+            return None
+
+        def emit(event: ProgressEvent) -> None:
+            record = {
+                "session_id": session.client_id,
+                "proposal_id": proposal_id,
+                "kind": event.kind,
+                "action_id": event.action_id,
+                "attempt": event.attempt,
+                "result": event.result,
+            }
+            for fn in list(self._watchers):
+                try:
+                    fn(record)
+                except Exception:  # a broken view must not break the proposal
+                    log.exception("proposal watcher failed")
+
+        return emit
 
     # -- registries ------------------------------------------------------------------------
     def of(self, session: ClientSession) -> SessionTools:

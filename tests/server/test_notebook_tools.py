@@ -226,3 +226,33 @@ rt.close()
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "failed"
+
+
+def test_watch_proposals_sees_every_action_start_and_finish(runtime, connect_client) -> None:
+    events: list[dict[str, Any]] = []
+    remove = runtime.watch_proposals(events.append)
+    c = connect_client()
+    c.call("tools.register", [{"name": "echo"}])
+    submit(
+        c,
+        proposal(
+            action("a"),
+            {"id": "w", "type": "state_write", "parameters": {"key": "k", "value": 1}},
+            pid="px",
+        ),
+    )
+    remove()
+    remove()  # idempotent
+    submit(c, proposal(action("b"), pid="py"))
+    kinds = [(e["action_id"], e["kind"]) for e in events]
+    assert sorted(kinds) == sorted(
+        [
+            ("a", "action_started"),
+            ("a", "action_finished"),
+            ("w", "action_started"),
+            ("w", "action_finished"),
+        ]
+    )
+    finished = next(e for e in events if e["action_id"] == "a" and e["kind"] == "action_finished")
+    assert finished["proposal_id"] == "px" and finished["result"]["status"] == "succeeded"
+    assert finished["session_id"].startswith("c")

@@ -213,6 +213,7 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
         tools=registry,
         plan=plan,
         denials=denials,
+        on_progress=svc.tools.progress(s, proposal.id),
     )
 
 
