@@ -6,14 +6,23 @@ running :class:`carnb.runtime.Runtime`. Heavy imports happen only when the exten
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from carnb._version import __version__
 
 if TYPE_CHECKING:
     from carnb.runtime import Runtime
 
-__all__ = ["__version__", "current", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "__version__",
+    "current",
+    "load_ipython_extension",
+    "tool",
+    "unload_ipython_extension",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def current() -> Runtime:
@@ -21,6 +30,54 @@ def current() -> Runtime:
     from carnb.runtime import current as _current
 
     return _current()
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    share: bool | Iterable[str] = False,
+    timeout: float | None = None,
+) -> Callable[[F], F]: ...
+
+
+def tool(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    share: bool | Iterable[str] = False,
+    timeout: float | None = None,
+) -> Any:
+    """Make a function a tool of the notebook's CAR session (``@carnb.tool`` or
+    ``@carnb.tool(share=True, timeout=10)``); the function itself is returned unchanged.
+
+    The schema comes from the signature and docstring (or ``parameters``, a JSON Schema
+    object). ``share=True`` lets every session's proposals call it, a list of agent ids only
+    the sessions bound to those agents. It runs in a worker thread, so it answers while a
+    cell is busy. Needs ``%load_ext carnb`` (or a started runtime) first.
+    """
+
+    def register(f: F) -> F:
+        current().register_tool(
+            f,
+            name=name,
+            description=description,
+            parameters=parameters,
+            share=share,
+            timeout=timeout,
+        )
+        return f
+
+    return register(fn) if fn is not None else register
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -15,13 +15,15 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from carnb._version import __version__
+from carnb.agentir import ToolSchema
+from carnb.agentir.pyschema import schema_of_function
 from carnb.browser import BrowserPool
 from carnb.errors import CarnbError
 from carnb.memgine import MemoryHome
@@ -35,6 +37,7 @@ from carnb.server.dispatch import Dispatcher
 from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
 from carnb.server.services import Services
+from carnb.server.toolhub import LocalTool
 from carnb.server.ws import ServerConfig, SessionServer
 
 log = logging.getLogger("carnb.runtime")
@@ -66,6 +69,7 @@ class Settings:
     memory: bool = True
     runs: bool = True
     browser: bool = True
+    tool_timeout: float = 300.0  # seconds a tool call may take when its action sets no timeout_ms
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both
@@ -161,6 +165,8 @@ class Runtime:
 
     async def _astart(self) -> None:
         services = Services(self.credentials, server_version=f"carnb {__version__}")
+        services.tools.default_timeout = self.settings.tool_timeout
+        self._closers.append(services.tools.close)
         self._attach_engines(services)
         self.services = services
         self.dispatcher = Dispatcher(services, build_table(services))
@@ -269,6 +275,63 @@ class Runtime:
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the host loop (inline when already there; dropped once stopped)."""
         self.host.call_soon(fn, *args)
+
+    # -- notebook tools --------------------------------------------------------------------
+    def register_tool(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        share: bool | Iterable[str] = False,
+        timeout: float | None = None,
+    ) -> ToolSchema:
+        """Make ``fn`` a tool of the notebook's session (what ``@carnb.tool`` does).
+
+        The schema comes from ``fn``'s signature and docstring unless ``parameters`` (a JSON
+        Schema object) is given. ``share=True`` offers it to every session, a list of agent ids
+        to the sessions bound to those agents; by default only the notebook's own proposals
+        see it. Calls run in a worker thread, each bounded by its action's ``timeout_ms``, else
+        ``timeout`` seconds, else ``Settings.tool_timeout``. Registering a name again replaces
+        the tool. Returns the schema registered."""
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise CarnbError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        schema = schema_of_function(fn, name=name, description=description, parameters=parameters)
+        if isinstance(share, bool):
+            shared: bool | frozenset[str] = share
+        elif isinstance(share, str):
+            shared = frozenset([share])
+        else:
+            shared = frozenset(share)
+            if not all(isinstance(a, str) for a in shared):
+                raise CarnbError("share must be True, False or a list of agent ids")
+        tool = LocalTool(schema, fn, timeout=timeout, share=shared)
+        self._on_host(self._add_tool, tool)
+        return schema
+
+    def watch_proposals(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` on the host loop as actions of any session's proposal start and
+        finish (see :meth:`carnb.server.toolhub.ToolHub.watch`); returns the remover."""
+        if self.services is None:
+            raise CarnbError("the carnb runtime is not started")
+        return self.services.tools.watch(fn)
+
+    def unregister_tool(self, name: str) -> int:
+        """Remove a notebook tool; returns how many were removed (0 or 1)."""
+        removed: int = self.call("tools.unregister", {"name": name})["removed"]
+        return removed
+
+    def _add_tool(self, tool: LocalTool) -> None:
+        if self.services is None or self.session is None:
+            raise CarnbError("the carnb runtime is not started")
+        self.services.tools.add_local(self.session, tool)
+
+    def _on_host(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async def run() -> Any:
+            return fn(*args)
+
+        return self.host.call(run(), timeout=30)
 
     # -- agents ----------------------------------------------------------------------------
     def register_agent(self, name: str) -> str:

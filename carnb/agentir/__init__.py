@@ -13,11 +13,10 @@ Choices where the spec is silent (checked against the official client's in-proce
 - A rejection (unknown tool, bad parameters, missing state dependency, failed precondition,
   policy) stops the proposal unless ``failure_behavior`` is ``skip``; ``retry`` does not retry
   a rejection.
-- Ordering: an action runs after *every* other action that writes a key in its
-  ``state_dependencies``, wherever it sits in the proposal, so dependencies can form cycles.
-  The reference engine only looks at writers *earlier* in the proposal (no cycles possible,
-  a read before an overwrite sees the old value) and orders same-key state_writes; switching
-  means changing :func:`carnb.agentir.dag.build_plan` only.
+- Ordering follows the reference engine: an action waits for the writers of its
+  ``state_dependencies`` that come *earlier* in the proposal, and same-key state_writes land
+  in proposal order. carnb adds ``depends_on`` (action ids, any position), the only edges
+  that can form a cycle (:mod:`carnb.agentir.dag`).
 - verify adds a ``dependency_cycles`` check; the executor refuses a cyclic proposal outright.
   ``conflicts`` lists adjacent unordered writers per key, so a race is always reported without
   enumerating every pair.

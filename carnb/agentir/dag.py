@@ -1,9 +1,18 @@
 """The proposal's dependency DAG: execution levels, dependency cycles and write conflicts.
 
-An action depends on every *other* action that writes a key it lists in
-``state_dependencies``. Dependencies go through one node per state key rather than one edge per
-(writer, reader) pair, so the graph, the layering and cycle search are linear in the size of the
-proposal; ancestry for write conflicts is a bitset over the contended writers only.
+Edges, as in the reference engine plus one carnb extension:
+
+- *implicit*: an action waits for every action *earlier in the proposal* that writes a key it
+  lists in ``state_dependencies`` (a read before a later overwrite sees the old value), and a
+  ``state_write`` waits for the previous ``state_write`` of its key, so same-key writes land in
+  proposal order. These edges all point forward, so they never form a cycle.
+- *explicit*: ``depends_on`` names action ids this action waits for, in any position. Only
+  these can form a cycle; verify reports it and the executor refuses the proposal.
+
+Dependencies go through prefix nodes per state key ("every writer of k up to the t-th") rather
+than one edge per (writer, reader) pair, so the graph, the layering and cycle search are linear
+in the size of the proposal; ancestry for write conflicts is a bitset over the contended
+writers only.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
-from .model import Action
+from .model import Action, ActionType
 
 
 @dataclass(frozen=True)
@@ -33,32 +42,29 @@ def build_plan(actions: tuple[Action, ...] | list[Action]) -> Plan:
     for i, keys in enumerate(writes):
         for key in sorted(keys):
             writers[key].append(i)
-    readers: dict[str, list[int]] = defaultdict(list)
+
+    # Nodes: actions 0..n-1, then key nodes. Key k's node "upto[t]" stands for its first t+1
+    # writers (fed by the previous prefix node and the (t+1)-th writer); a reader at index i
+    # waits on the prefix of writers before i, made on demand while walking the proposal.
+    preds: list[list[int]] = [[] for _ in range(n)]
+    prefix: dict[str, int] = {}  # key -> node of every writer seen so far
+    last_write: dict[str, int] = {}  # key -> index of the previous state_write of it
+    index = {action.id: i for i, action in enumerate(actions)}
     for i, action in enumerate(actions):
         for key in dict.fromkeys(action.state_dependencies):
-            if key in writers:
-                readers[key].append(i)
-
-    # Nodes: actions 0..n-1, then key nodes. For key k with writers W and readers R, a reader
-    # that also writes k waits on the *other* writers only (node "pre"); a pure reader waits on
-    # all of them (node "all", fed by "pre" and by the reading writers). Two or more writers
-    # that also read k wait on each other: a genuine cycle, wired as a ring.
-    preds: list[list[int]] = [[] for _ in range(n)]
-    for key, rs in readers.items():
-        ws = writers[key]
-        reading_writers = [i for i in rs if key in writes[i]]
-        rw = set(reading_writers)
-        pre = len(preds)
-        preds.append([w for w in ws if w not in rw])
-        full = len(preds)
-        preds.append([pre, *reading_writers])
-        for r in rs:
-            preds[r].append(pre if r in rw else full)
-        if len(reading_writers) > 1:
-            for a, b in zip(
-                reading_writers, reading_writers[1:] + reading_writers[:1], strict=True
-            ):
-                preds[b].append(a)
+            if key in prefix:
+                preds[i].append(prefix[key])
+        if action.type is ActionType.STATE_WRITE and action.state_key is not None:
+            previous = last_write.get(action.state_key)
+            if previous is not None:
+                preds[i].append(previous)
+            last_write[action.state_key] = i
+        for target in dict.fromkeys(action.depends_on):
+            preds[i].append(index[target])
+        for key in sorted(writes[i]):
+            node = len(preds)
+            preds.append([prefix[key], i] if key in prefix else [i])
+            prefix[key] = node
 
     total = len(preds)
     succs: list[list[int]] = [[] for _ in range(total)]

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 from carnb.errors import CarnbError, InvalidParams
 
-from .dag import build_plan
+from .dag import Plan, build_plan
 from .model import (
     Action,
     ActionProposal,
@@ -28,6 +28,7 @@ from .model import (
     CostSummary,
     FailureBehavior,
     InvocationMode,
+    PolicyViolation,
     Precondition,
     ProposalResult,
 )
@@ -37,6 +38,8 @@ from .tools import ToolRegistry
 from .values import MISSING, precondition_failure, schema_violations
 
 log = logging.getLogger("carnb.agentir.executor")
+
+DEFAULT_CONCURRENCY = 64
 
 
 class ToolError(CarnbError):
@@ -284,13 +287,21 @@ async def execute_proposal(
     tools: ToolRegistry | None = None,
     policies: PolicySet | None = None,
     on_progress: ProgressCallback | None = None,
+    plan: Plan | None = None,
+    denials: list[PolicyViolation] | None = None,
+    max_concurrency: int = DEFAULT_CONCURRENCY,
 ) -> ProposalResult:
     """Execute ``proposal`` and return the spec's ProposalResult (results in proposal order).
 
     Raises :class:`InvalidParams` (nothing run) on a dependency cycle. ``tools=None`` leaves
-    tool existence and parameter checks to the runner.
+    tool existence and parameter checks to the runner. ``plan`` is ``build_plan(actions)``
+    when the caller already made it (e.g. off the event loop), ``denials`` likewise
+    ``policies.violations(...)`` (then ``policies`` is not consulted). At most ``max_concurrency``
+    actions of a level run at once, so a wide level neither floods the tool runner nor holds
+    the event loop for more than that many synchronous state actions at a time.
     """
-    plan = build_plan(proposal.actions)
+    if plan is None:
+        plan = build_plan(proposal.actions)
     if plan.cycles:
         cycles = "; ".join(" -> ".join(c) for c in plan.cycles)
         raise InvalidParams(f"proposal has a dependency cycle, nothing was run: {cycles}")
@@ -299,8 +310,10 @@ async def execute_proposal(
     outcomes: dict[int, _Outcome] = {}
 
     denied: dict[str, list[str]] = {}
-    if policies is not None:
-        for v in policies.violations(actions, run.lookup):
+    if denials is None and policies is not None:
+        denials = policies.violations(actions, run.lookup)
+    if denials:
+        for v in denials:
             denied.setdefault(v["action_id"], []).append(
                 f"denied by policy '{v['policy_name']}': {v['reason']}"
             )
@@ -316,8 +329,14 @@ async def execute_proposal(
     for level in plan.levels:
         pending = [i for i in level if i not in outcomes]
         if stop_reason is None:
+            gate = asyncio.Semaphore(max_concurrency)
+            release = _releaser(gate)
+            tasks: dict[int, asyncio.Task[_Outcome]] = {}
             async with asyncio.TaskGroup() as group:
-                tasks = {i: group.create_task(run.run(actions[i])) for i in pending}
+                for i in pending:
+                    await gate.acquire()
+                    tasks[i] = group.create_task(run.run(actions[i]))
+                    tasks[i].add_done_callback(release)
             for i, task in tasks.items():
                 outcomes[i] = task.result()
                 if outcomes[i].stops_run and stop_reason is None:
@@ -329,6 +348,10 @@ async def execute_proposal(
 
     results = [outcomes[i].result for i in range(len(actions))]
     return {"proposal_id": proposal.id, "results": results, "cost": _cost(outcomes.values())}
+
+
+def _releaser(gate: asyncio.Semaphore) -> Callable[[asyncio.Task[_Outcome]], None]:
+    return lambda _task: gate.release()
 
 
 def _cost(outcomes: Iterable[_Outcome]) -> CostSummary:

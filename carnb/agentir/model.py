@@ -96,6 +96,7 @@ class Action:
     preconditions: tuple[Precondition, ...] = ()
     expected_effects: dict[str, Any] = field(default_factory=dict)
     state_dependencies: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()  # carnb extension: explicit action-id edges
     read_set: tuple[str, ...] = ()
     write_set: tuple[str, ...] = ()
     assumptions: tuple[StateAssumption, ...] = ()

@@ -166,6 +166,7 @@ def parse_action(raw: Any, index: int) -> Action:
         state_dependencies=_strings(
             obj.get("state_dependencies", []), f"{where}.state_dependencies"
         ),
+        depends_on=_strings(obj.get("depends_on", []), f"{where}.depends_on"),
         read_set=_strings(obj.get("read_set", []), f"{where}.read_set"),
         write_set=_strings(obj.get("write_set", []), f"{where}.write_set"),
         assumptions=tuple(
@@ -216,6 +217,13 @@ def parse_proposal(raw: Any, *, max_actions: int = MAX_ACTIONS) -> ActionProposa
                 f"duplicates actions[{seen[action.id]}]; ids must be unique",
             )
         seen[action.id] = i
+    for i, action in enumerate(parsed):
+        for target in action.depends_on:
+            if target not in seen:
+                raise _fail(
+                    f'actions[{i}] (id "{action.id}").depends_on',
+                    f"names '{target}', which is not an action of this proposal",
+                )
     proposal_id = obj.get("id")
     timestamp = obj.get("timestamp")
     return ActionProposal(

@@ -17,6 +17,7 @@ from .model import Action, ActionType, PolicyViolation
 from .values import MISSING, json_equal
 
 RULES = ("deny_tool", "deny_tool_param", "require_state")
+MAX_REASONS_PER_ACTION = 8  # denials reported per action; the rest add nothing a caller needs
 StateLookup = Callable[[str], Any]  # key -> value, or values.MISSING
 
 
@@ -37,14 +38,18 @@ class Policy:
             return f"deny tool '{self.target}' when param '{self.key}' contains '{self.pattern}'"
         return f"require state '{self.key}' == {json.dumps(self.value)}"
 
+    def state_reason(self, state: StateLookup) -> str | None:
+        """Why a ``require_state`` policy denies every action now, or ``None``."""
+        assert self.key is not None
+        current = state(self.key)
+        if current is MISSING or not json_equal(current, self.value):
+            return f"state '{self.key}' must equal {json.dumps(self.value)}"
+        return None
+
     def check(self, action: Action, state: StateLookup) -> str | None:
         """Why this policy denies ``action``, or ``None``."""
         if self.rule == "require_state":
-            assert self.key is not None
-            current = state(self.key)
-            if current is MISSING or not json_equal(current, self.value):
-                return f"state '{self.key}' must equal {json.dumps(self.value)}"
-            return None
+            return self.state_reason(state)
         if action.type is not ActionType.TOOL_CALL or action.tool != self.target:
             return None
         if self.rule == "deny_tool":
@@ -102,6 +107,15 @@ class PolicySet:
         self._policies.append(policy)
         return policy
 
+    def add(self, policy: Policy) -> None:
+        self._policies.append(policy)
+
+    def copy(self) -> PolicySet:
+        """An independent set with the same policies (a snapshot for one proposal)."""
+        out = PolicySet()
+        out._policies = list(self._policies)
+        return out
+
     def unregister(self, name: str) -> int:
         before = len(self._policies)
         self._policies = [p for p in self._policies if p.name != name]
@@ -114,13 +128,31 @@ class PolicySet:
         return len(self._policies)
 
     def violations(self, actions: tuple[Action, ...], state: StateLookup) -> list[PolicyViolation]:
-        """Every (policy, action) denial, in action then registration order."""
+        """(policy, action) denials in action then registration order, at most
+        ``MAX_REASONS_PER_ACTION`` per action. Linear: ``require_state`` policies are decided
+        once (they do not depend on the action) and tool policies are looked up by target."""
+        failing_state: list[tuple[int, Policy, str]] = []
+        by_tool: dict[str | None, list[tuple[int, Policy]]] = {}
+        for rank, policy in enumerate(self._policies):
+            if policy.rule == "require_state":
+                reason = policy.state_reason(state)
+                if reason is not None and len(failing_state) < MAX_REASONS_PER_ACTION:
+                    failing_state.append((rank, policy, reason))  # later ones never show
+            else:
+                by_tool.setdefault(policy.target, []).append((rank, policy))
         found: list[PolicyViolation] = []
         for action in actions:
-            for policy in self._policies:
-                reason = policy.check(action, state)
-                if reason is not None:
-                    found.append(
-                        {"policy_name": policy.name, "action_id": action.id, "reason": reason}
-                    )
+            tool_policies = (
+                by_tool.get(action.tool, []) if action.type is ActionType.TOOL_CALL else []
+            )
+            if not tool_policies and not failing_state:
+                continue
+            reasons: list[tuple[int, str, str]] = [(r, p.name, why) for r, p, why in failing_state]
+            for rank, policy in tool_policies:
+                why = policy.check(action, state)
+                if why is not None:
+                    reasons.append((rank, policy.name, why))
+            reasons.sort(key=lambda item: item[0])
+            for _, name, why in reasons[:MAX_REASONS_PER_ACTION]:
+                found.append({"policy_name": name, "action_id": action.id, "reason": why})
         return found

@@ -23,6 +23,19 @@ class ToolRegistry:
             self._tools[schema.name] = schema
         return len(schemas)
 
+    def add(self, schema: ToolSchema) -> None:
+        """Add (or replace) one already-parsed schema."""
+        self._tools[schema.name] = schema
+
+    def copy(self) -> ToolRegistry:
+        """An independent registry with the same tools (a snapshot for one proposal)."""
+        out = ToolRegistry()
+        out._tools = dict(self._tools)
+        return out
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
     def unregister(self, name: str) -> int:
         return 1 if self._tools.pop(name, None) is not None else 0
 

@@ -2,7 +2,9 @@
 
 Theory of operation: :func:`parse_frame` turns one WebSocket text frame into exactly one of
 :class:`Request` (has an ``id``; must be answered), :class:`Notification` (no ``id``; never
-answered) or :class:`Invalid` (carries the ready error reply; the connection stays open).
+answered), :class:`Response` (the peer answering a request the server sent: ``result`` or
+``error`` and no ``method``) or :class:`Invalid` (carries the ready error reply; the
+connection stays open).
 The ``*_text`` helpers are the one serialiser of frames: :func:`error_reply` answers any
 :class:`~carnb.errors.CarnbError` with the code :data:`~carnb.errors.RPC_CODES` gives its type.
 Nothing here does I/O or needs an event loop.
@@ -49,6 +51,16 @@ class Notification:
 
 
 @dataclass(frozen=True, slots=True)
+class Response:
+    """The peer's answer to a request this server sent (``tools.execute``): ``error`` is the
+    error object when it failed, else ``None`` and ``result`` holds the value."""
+
+    id: JsonId
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Invalid:
     """A frame that cannot be dispatched: the caller's ``error``, answered to ``id``."""
 
@@ -61,7 +73,7 @@ class Invalid:
         return error_reply(self.id, self.error)
 
 
-Message = Request | Notification | Invalid
+Message = Request | Notification | Response | Invalid
 
 
 def json_type_name(value: Any) -> str:
@@ -207,14 +219,11 @@ def parse_object(obj: Any) -> Message:
         return Invalid(InvalidRequest("invalid request: id must be a string, number or null"))
     method = obj.get("method")
     if method is None:
-        if "result" in obj or "error" in obj:
-            return Invalid(
-                InvalidRequest(
-                    "invalid request: this server sends no requests, so a response object "
-                    "from the client is unexpected"
-                ),
-                id_,
-            )
+        if has_id and ("result" in obj) != ("error" in obj):
+            error = obj.get("error")
+            if "error" in obj and not isinstance(error, dict):
+                error = {"message": f"malformed error object: {json_type_name(error)}"}
+            return Response(id_, obj.get("result"), error)
         return Invalid(InvalidRequest("invalid request: method is required"), id_)
     if not isinstance(method, str) or not method:
         return Invalid(InvalidRequest("invalid request: method must be a non-empty string"), id_)

@@ -66,6 +66,8 @@ class ClientSession:
     state: dict[tuple[str, str], Any] = field(default_factory=dict)
     # How to push a notification to this session's peer (set by the server).
     notifier: Callable[[str, Any], None] | None = None
+    # The server's request channel to this session's peer (tools.execute; set by the server).
+    callbacks: Any = None
     closed: bool = False
     _listeners: list[Listener] = field(default_factory=list, repr=False)
 

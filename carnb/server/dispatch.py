@@ -3,7 +3,8 @@ result or error to a reply.
 
 Theory of operation. :meth:`Dispatcher.receive` takes a frame as the socket delivered it and
 returns exactly one :data:`Outcome`: a :class:`Reply` to send now (or nothing, for a
-notification), a :class:`Deferred` reply whose coroutine the connection runs as a task, or a
+notification, or for the peer's response to a server request, which goes to its waiter), a
+:class:`Deferred` reply whose coroutine the connection runs as a task, or a
 :class:`Close` (send the reply, then close the socket). It never raises and does no I/O, so it
 can be tested without a socket. :meth:`Dispatcher.invoke` is the same path for the notebook's
 socketless session: it returns the result or raises the typed error.
@@ -34,6 +35,7 @@ from carnb.protocol.jsonrpc import (
     Invalid,
     Notification,
     Request,
+    Response,
     error_reply,
     params_object,
     parse_frame,
@@ -127,6 +129,10 @@ class Dispatcher:
         msg = parse_frame(frame)
         if isinstance(msg, Invalid):
             return Reply(msg.reply)
+        if isinstance(msg, Response):  # the peer answering tools.execute: never replied to
+            if session.callbacks is not None:
+                session.callbacks.resolve(msg)
+            return Reply(None)
         try:
             return self._dispatch(session, msg)
         except Exception as exc:  # a bug here must not take the connection down
@@ -174,7 +180,10 @@ class Dispatcher:
     def _start(self, method: Method, session: ClientSession, params: Any) -> Any:
         """Begin a resolved call: an inline handler's result, or a :class:`Later` for what
         must wait (a task-mode handler's coroutine, or an inline handler that deferred)."""
-        args = params_object(params)
+        if isinstance(params, list) and method.array_params is not None:
+            args: dict[str, Any] = {method.array_params: params}
+        else:
+            args = params_object(params)
         if method.mode == "task":
             return Later(method.fn(session, args, self.services))
         return method.fn(session, args, self.services)

@@ -53,6 +53,9 @@ class Method:
     summary: str = ""
     params: Mapping[str, str] = field(default_factory=dict)  # name -> type and meaning
     result: str = ""
+    # Params sent as a JSON array reach the handler as ``{array_params: [...]}`` (the real
+    # daemon's ``tools.register`` takes a bare array); None: arrays are refused.
+    array_params: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

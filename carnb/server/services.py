@@ -23,6 +23,7 @@ from carnb.server.events import (
 )
 from carnb.server.ports import BrowserPool, Graph, MemoryProvider, RunLog
 from carnb.server.subscriptions import RunSubscriptions
+from carnb.server.toolhub import ToolHub
 
 log = logging.getLogger("carnb.server.sessions")
 
@@ -39,13 +40,14 @@ class Services:
     runs: RunLog | None = None
     browsers: BrowserPool | None = None
     run_subscriptions: RunSubscriptions = field(default_factory=RunSubscriptions)
+    tools: ToolHub = field(default_factory=ToolHub)  # tools and policies of every session
     sessions: SessionHub = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = SessionHub(self)
 
     def capabilities(self) -> frozenset[str]:
-        caps = {"state", "host", "agents"}
+        caps = {"state", "host", "agents", "tools", "proposals"}
         if self.memory is not None:
             caps.add("memory")
         if self.runs is not None:

@@ -7,7 +7,9 @@ carried out: a reply is sent at once; a deferred reply runs as a task (at most
 buffered without bound) and is sent when done, out of order, matched by ``id``; a close sends
 its reply and closes the socket. A connection that has not authenticated within
 ``auth_timeout`` seconds is closed (1008). Notifications to the peer go through a bounded
-outbox; a peer that does not read them is disconnected rather than buffered forever.
+outbox; a peer that does not read them is disconnected rather than buffered forever. Requests
+the server sends the peer (``tools.execute``) take the same outbox, through the connection's
+:class:`~carnb.server.callbacks.PeerCalls`; when the connection ends its pending calls fail.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from carnb.protocol.jsonrpc import notification_text
 from carnb.protocol.session import ClientSession, new_client_id
+from carnb.server.callbacks import PeerCalls
 from carnb.server.dispatch import Close, Deferred, Dispatcher
 
 log = logging.getLogger("carnb.server.ws")
@@ -126,6 +129,9 @@ class SessionServer:
         )
         writer = asyncio.create_task(self._write_notifications(ws, outbox))
         session.notifier = self._notifier(ws, session, outbox)
+        session.callbacks = PeerCalls(
+            lambda text: self._queue(ws, session, outbox, text), name=session.client_id
+        )
         hub = self.services.sessions
         hub.open(session)
         in_flight = asyncio.Semaphore(self.config.max_in_flight)
@@ -138,6 +144,7 @@ class SessionServer:
         except ConnectionClosed:
             pass
         finally:
+            session.callbacks.close()
             if deadline is not None:
                 deadline.cancel()
             for task in tasks:
@@ -218,18 +225,7 @@ class SessionServer:
         assert loop is not None
 
         def put(text: str) -> None:
-            if session.closed or outbox.overflowed:
-                return
-            if outbox.offer(text):
-                return
-            log.warning(
-                "session %s does not read its notifications (%d queued, %d characters); "
-                "disconnecting it",
-                session.client_id,
-                outbox.queue.qsize(),
-                outbox.size,
-            )
-            asyncio.ensure_future(ws.close(1008, "notifications not read"))
+            self._queue(ws, session, outbox, text)
 
         def notify(method: str, params: Any) -> None:
             text = notification_text(method, params)
@@ -239,6 +235,24 @@ class SessionServer:
                 loop.call_soon_threadsafe(put, text)
 
         return notify
+
+    @staticmethod
+    def _queue(ws: ServerConnection, session: ClientSession, outbox: Outbox, text: str) -> bool:
+        """Queue one frame to the peer (on the host loop); a peer that does not read is
+        disconnected and ``False`` returned."""
+        if session.closed or outbox.overflowed:
+            return False
+        if outbox.offer(text):
+            return True
+        log.warning(
+            "session %s does not read its notifications (%d queued, %d characters); "
+            "disconnecting it",
+            session.client_id,
+            outbox.queue.qsize(),
+            outbox.size,
+        )
+        asyncio.ensure_future(ws.close(1008, "notifications not read"))
+        return False
 
     @staticmethod
     async def _write_notifications(ws: ServerConnection, outbox: Outbox) -> None:

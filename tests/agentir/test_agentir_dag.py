@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from carnb.agentir import build_plan, verify
+from carnb.errors import InvalidParams
 from tests.agentir.helpers import call, proposal, write
 
 
@@ -18,10 +21,32 @@ def test_independent_actions_share_one_level() -> None:
 
 def test_chain_gives_one_level_per_link() -> None:
     assert levels(
-        call("c", state_dependencies=["b_out"]),
         call("a", expected_effects={"a_out": 1}),
         call("b", expected_effects={"b_out": 1}, state_dependencies=["a_out"]),
+        call("c", state_dependencies=["b_out"]),
     ) == [["a"], ["b"], ["c"]]
+
+
+def test_a_reader_does_not_wait_for_a_later_writer() -> None:
+    """As in the reference engine: a read placed before an overwrite sees the old value."""
+    assert levels(
+        call("c", state_dependencies=["b_out"]),
+        call("b", expected_effects={"b_out": 1}, parameters={"x": 1}),
+    ) == [["c", "b"]]
+
+
+def test_same_key_state_writes_land_in_proposal_order() -> None:
+    assert levels(write("first", "k", 1), write("other", "j", 1), write("second", "k", 2)) == [
+        ["first", "other"],
+        ["second"],
+    ]
+
+
+def test_explicit_depends_on_orders_actions_in_any_position() -> None:
+    assert levels(
+        call("late_first", depends_on=["b"]),
+        call("b", parameters={"x": 1}),
+    ) == [["b"], ["late_first"]]
 
 
 def test_diamond() -> None:
@@ -42,12 +67,15 @@ def test_reader_waits_for_every_writer_of_its_key() -> None:
     ) == [["w1", "pre"], ["w2"], ["r"]]
 
 
-def test_read_modify_write_waits_for_the_other_writers_not_itself() -> None:
-    plan = levels(
+def test_read_modify_write_waits_for_earlier_writers_only() -> None:
+    assert levels(
+        write("init", "n", 1),
+        call("inc", expected_effects={"n": 2}, state_dependencies=["n"]),
+    ) == [["init"], ["inc"]]
+    assert levels(
         call("inc", expected_effects={"n": 2}, state_dependencies=["n"]),
         write("init", "n", 1),
-    )
-    assert plan == [["init"], ["inc"]]
+    ) == [["inc", "init"]]
 
 
 def test_unknown_dependency_keys_do_not_order_anything() -> None:
@@ -57,8 +85,8 @@ def test_unknown_dependency_keys_do_not_order_anything() -> None:
 def test_two_action_cycle_is_named() -> None:
     plan = build_plan(
         proposal(
-            write("c1", "m", 1, state_dependencies=["n"]),
-            write("c2", "n", 1, state_dependencies=["m"]),
+            write("c1", "m", 1, depends_on=["c2"]),
+            write("c2", "n", 1, depends_on=["c1"]),
             call("after", state_dependencies=["n"]),
             call("free"),
         ).actions
@@ -70,29 +98,31 @@ def test_two_action_cycle_is_named() -> None:
     assert sorted(plan.blocked) == [0, 1, 2]
 
 
-def test_two_read_modify_writers_of_one_key_form_a_cycle() -> None:
+def test_self_dependency_is_a_cycle() -> None:
+    plan = build_plan(proposal(call("a", depends_on=["a"])).actions)
+    assert plan.cycles == [["a", "a"]] and plan.levels == []
+
+
+def test_state_dependencies_alone_never_form_a_cycle() -> None:
     plan = build_plan(
         proposal(
-            call("a", expected_effects={"n": 1}, state_dependencies=["n"]),
-            call("b", expected_effects={"n": 2}, state_dependencies=["n"]),
+            call("a", expected_effects={"n": 1}, state_dependencies=["n", "m"]),
+            call("b", expected_effects={"m": 2}, state_dependencies=["n"]),
         ).actions
     )
-    assert plan.levels == [] and len(plan.cycles) == 1
+    assert plan.cycles == [] and plan.levels == [[0], [1]]
 
 
 def test_long_cycle_through_many_actions() -> None:
     n = 50
-    actions = [
-        call(
-            f"a{i}",
-            parameters={"i": i},
-            expected_effects={f"k{i}": 1},
-            state_dependencies=[f"k{(i - 1) % n}"],
-        )
-        for i in range(n)
-    ]
+    actions = [call(f"a{i}", parameters={"i": i}, depends_on=[f"a{(i - 1) % n}"]) for i in range(n)]
     plan = build_plan(proposal(*actions).actions)
     assert len(plan.cycles) == 1 and len(plan.cycles[0]) == n + 1
+
+
+def test_depends_on_an_unknown_action_is_refused() -> None:
+    with pytest.raises(InvalidParams, match=r"depends_on names 'ghost'"):
+        proposal(call("a", depends_on=["ghost"]))
 
 
 def test_unordered_writers_conflict_ordered_ones_do_not() -> None:

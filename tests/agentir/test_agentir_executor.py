@@ -105,8 +105,8 @@ async def test_dependent_level_starts_only_after_the_previous_level_finishes() -
     runner = ScriptedRunner({"slow": slow, "quick": quick})
     state = DictStateStore({"k": 0, "j": 0})  # dependencies present at run time
     result = await run(
-        call("late", tool="quick", parameters={"n": 2}, state_dependencies=["k"]),
         call("first", tool="slow", expected_effects={"k": 1}),
+        call("late", tool="quick", parameters={"n": 2}, state_dependencies=["k"]),
         call("sibling", tool="quick", parameters={"n": 1}, expected_effects={"j": 1}),
         runner=runner,
         state=state,
@@ -119,13 +119,13 @@ async def test_state_write_then_dependent_reads_it() -> None:
     state = DictStateStore()
     runner = ScriptedRunner()
     result = await run(
+        write("w", "artifact", {"path": "/x"}),
         {
             "id": "r",
             "type": "state_read",
             "parameters": {"key": "artifact"},
             "state_dependencies": ["artifact"],
         },
-        write("w", "artifact", {"path": "/x"}),
         call("use", state_dependencies=["artifact"]),
         runner=runner,
         state=state,
@@ -377,8 +377,8 @@ async def test_cycle_is_refused_before_anything_runs() -> None:
     with pytest.raises(InvalidParams, match="dependency cycle"):
         await run(
             write("free", "z", 1),
-            write("c1", "m", 1, state_dependencies=["n"]),
-            write("c2", "n", 1, state_dependencies=["m"]),
+            write("c1", "m", 1, depends_on=["c2"]),
+            write("c2", "n", 1, depends_on=["c1"]),
             runner=runner,
             state=state,
         )
@@ -442,3 +442,33 @@ async def test_progress_events_report_attempts_and_final_results() -> None:
 async def test_forever_tool_with_timeout_does_not_hang() -> None:
     result = await run(call("a", tool="f", timeout_ms=10), runner=ScriptedRunner({"f": forever}))
     assert by_id(result, "a")["status"] == "failed"
+
+
+async def test_a_wide_level_runs_at_most_max_concurrency_actions_at_once() -> None:
+    in_flight = peak = 0
+
+    async def slow(parameters: dict[str, Any], attempt: int) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+
+    result = await run(
+        *[call(f"a{i}", tool="slow", parameters={"i": i}) for i in range(20)],
+        runner=ScriptedRunner({"slow": slow}),
+        max_concurrency=3,
+    )
+    assert result["cost"]["tool_calls"] == 20 and peak == 3
+
+
+async def test_precomputed_denials_replace_the_policy_pass() -> None:
+    runner = ScriptedRunner()
+    result = await run(
+        call("a"),
+        call("b", parameters={"x": 1}, failure_behavior="skip"),
+        runner=runner,
+        denials=[{"policy_name": "p", "action_id": "b", "reason": "no"}],
+    )
+    assert statuses(result) == {"a": "succeeded", "b": "rejected"}
+    assert runner.order() == ["a"]

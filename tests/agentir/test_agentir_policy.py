@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -109,3 +110,19 @@ def test_tool_registry_register_list_unregister() -> None:
     with pytest.raises(InvalidParams, match="must be an array"):
         tools.register({"name": "x"})
     assert tools.unregister("zeta") == 1 and tools.unregister("zeta") == 0
+
+
+def test_violations_keep_order_are_capped_and_linear() -> None:
+    policies = PolicySet()
+    policies.register({"name": "gate", "rule": "require_state", "key": "ok", "value": True})
+    policies.register({"name": "no_fetch", "rule": "deny_tool", "target": "fetch"})
+    for i in range(20):
+        policies.register({"name": f"g{i}", "rule": "require_state", "key": "ok", "value": 1})
+    found = policies.violations(proposal(call("a"), call("b", tool="other")).actions, lookup({}))
+    names_a = [v["policy_name"] for v in found if v["action_id"] == "a"]
+    assert names_a == ["gate", "no_fetch", "g0", "g1", "g2", "g3", "g4", "g5"]
+    assert len([v for v in found if v["action_id"] == "b"]) == 8
+    many = proposal(*[call(f"x{i}", parameters={"i": i}) for i in range(10_000)])
+    started = time.perf_counter()
+    assert len(policies.violations(many.actions, lookup({}))) == 80_000
+    assert time.perf_counter() - started < 2.0

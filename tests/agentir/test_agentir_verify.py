@@ -194,7 +194,12 @@ def test_blocked_action_effects_still_apply_so_findings_do_not_cascade() -> None
 
 
 def test_write_conflict_is_a_warning_and_keeps_valid() -> None:
-    result = verify(proposal(write("a", "k", 1), write("b", "k", 2)))
+    result = verify(
+        proposal(
+            call("a", expected_effects={"k": 1}),
+            call("b", expected_effects={"k": 2}, parameters={"x": 1}),
+        )
+    )
     assert result["valid"] is True
     assert issues(result) == [("a", "warning", "decision_procedure")]
     assert result["conflicts"] == [("a", "b", "k")]
@@ -204,8 +209,8 @@ def test_write_conflict_is_a_warning_and_keeps_valid() -> None:
 def test_cycle_is_an_error_and_cycle_members_have_no_level() -> None:
     result = verify(
         proposal(
-            write("c1", "m", 1, state_dependencies=["n"]),
-            write("c2", "n", 1, state_dependencies=["m"]),
+            write("c1", "m", 1, depends_on=["c2"]),
+            write("c2", "n", 1, depends_on=["c1"]),
             call("free"),
         )
     )

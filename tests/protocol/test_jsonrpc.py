@@ -11,6 +11,7 @@ from carnb.protocol.jsonrpc import (
     Invalid,
     Notification,
     Request,
+    Response,
     error_text,
     params_object,
     parse_frame,
@@ -67,12 +68,17 @@ def test_json_that_is_not_an_object_is_an_invalid_request(text: str) -> None:
     assert err(msg)["code"] == INVALID_REQUEST
 
 
-def test_response_objects_from_the_client_are_invalid_requests_keeping_the_id() -> None:
-    msg = parse_frame('{"jsonrpc":"2.0","id":4,"error":{"code":"oops","message":"x"}}')
-    assert isinstance(msg, Invalid)
-    reply = json.loads(msg.reply)
-    assert reply["id"] == 4
-    assert reply["error"]["code"] == INVALID_REQUEST
+def test_response_objects_from_the_client_are_responses() -> None:
+    msg = parse_frame('{"jsonrpc":"2.0","id":"cb-4","error":{"code":"oops","message":"x"}}')
+    assert msg == Response("cb-4", None, {"code": "oops", "message": "x"})
+    assert parse_frame('{"jsonrpc":"2.0","id":4,"result":null}') == Response(4, None, None)
+    odd = parse_frame('{"jsonrpc":"2.0","id":4,"error":"boom"}')
+    assert isinstance(odd, Response) and odd.error == {"message": "malformed error object: string"}
+
+
+def test_an_object_with_both_result_and_error_is_an_invalid_request() -> None:
+    msg = parse_frame('{"jsonrpc":"2.0","id":4,"result":1,"error":{}}')
+    assert isinstance(msg, Invalid) and json.loads(msg.reply)["error"]["code"] == INVALID_REQUEST
 
 
 @pytest.mark.parametrize(

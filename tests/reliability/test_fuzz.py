@@ -54,7 +54,8 @@ def _finite(text: str) -> float:
 
 def expected_reply(text: str) -> tuple[bool, Any]:
     """(answered?, reply id) per docs/protocol.md: strict JSON (no NaN/Infinity, nesting at most
-    MAX_DEPTH); a well-formed notification is never answered; everything else gets exactly one
+    MAX_DEPTH); a well-formed notification or response object (``result`` or ``error``, no
+    ``method``) is never answered; everything else gets exactly one
     reply, carrying the request's id when it has a valid one."""
     try:
         obj = json.loads(text, parse_constant=_reject, parse_float=_finite)
@@ -67,6 +68,9 @@ def expected_reply(text: str) -> tuple[bool, Any]:
         isinstance(raw_id, (int, float, str)) and not isinstance(raw_id, bool)
     )
     if "id" in obj:
+        is_response = obj.get("method") is None and ("result" in obj) != ("error" in obj)
+        if valid_id and is_response:
+            return False, None  # the peer answering a server request: routed or dropped
         return True, raw_id if valid_id else None
     method = obj.get("method")
     if isinstance(method, str) and method and obj.get("jsonrpc", "2.0") == "2.0":

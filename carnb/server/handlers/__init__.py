@@ -7,15 +7,16 @@ only ever lists methods that work.
 
 from __future__ import annotations
 
-from carnb.server.handlers import browser, runs
+from carnb.server.handlers import browser, proposals, runs
 from carnb.server.handlers.catalog import offered
 from carnb.server.methods import MethodTable
 from carnb.server.services import Services
 
 
 def build_table(services: Services) -> MethodTable:
-    """Hook the runs and browser areas into ``services`` (listeners, session-close cleanup)
-    and return the table of offered methods. Call once per ``Services``."""
+    """Hook the runs, browser and proposal areas into ``services`` (listeners, session-close
+    cleanup) and return the table of offered methods. Call once per ``Services``."""
     runs.attach(services)
     browser.attach(services)
+    proposals.attach(services)
     return MethodTable(offered(services))

@@ -8,7 +8,7 @@ from typing import Any
 
 from carnb.protocol.auth import PROTOCOL_VERSION
 from carnb.protocol.session import ClientSession
-from carnb.server.handlers import browser, core, memory, runs
+from carnb.server.handlers import browser, core, memory, proposals, runs
 from carnb.server.methods import Method, Params
 from carnb.server.services import Services
 
@@ -60,4 +60,5 @@ CATALOG: tuple[Method, ...] = (
     *memory.METHODS,
     *runs.METHODS,
     *browser.METHODS,
+    *proposals.METHODS,
 )

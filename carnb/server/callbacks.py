@@ -1,0 +1,124 @@
+"""Requests the server sends to one peer (``tools.execute``) and the answers it waits for.
+
+Theory of operation. Each socket session has one :class:`PeerCalls`, made by the connection
+(``carnb/server/ws.py``) with a function that queues a text frame to that peer. A call gets an
+id from the server's own id space (``cb-1``, ``cb-2``, ...: strings, so they never mix with the
+peer's own request ids, which only travel the other way), a pending future and a deadline.
+The peer's response frame, a JSON-RPC object with ``result`` or ``error`` and no ``method``,
+reaches :meth:`PeerCalls.resolve` through :meth:`~carnb.server.dispatch.Dispatcher.receive`;
+a response nobody waits for (late, duplicated, invented) is logged and dropped. A call that
+times out or whose waiter is cancelled (the proposal was abandoned, its action ran out of
+time) sends the peer a ``tools.cancel`` notification with the same ``request_id``. When the
+connection ends every pending call fails at once with :class:`PeerGone`.
+
+Everything here runs on the host loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from carnb.errors import CarnbError
+from carnb.protocol.jsonrpc import Response, notification_text, request_text
+
+log = logging.getLogger("carnb.server.callbacks")
+
+MAX_PENDING = 1024  # calls one peer may owe at once; more fail at once instead of queueing
+
+
+class CallFailed(CarnbError):
+    """The peer answered a server request with an error (its message is kept)."""
+
+
+class CallTimeout(CarnbError):
+    """The peer did not answer a server request in time (``tools.cancel`` was sent)."""
+
+
+class PeerGone(CarnbError):
+    """The peer disconnected (or could not be written to) before it answered."""
+
+
+class PeerCalls:
+    """The server-to-peer request channel of one connection."""
+
+    def __init__(self, send: Callable[[str], bool], *, name: str = "") -> None:
+        self._send = send  # queues one text frame; False when the peer cannot take it
+        self._name = name
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        timeout: float | None,
+        cancel_params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send ``method`` to the peer and return its ``result``.
+
+        ``params`` gets ``request_id`` (equal to the frame's id). Raises :class:`CallFailed`,
+        :class:`CallTimeout` or :class:`PeerGone`; on timeout or cancellation the peer is told
+        with ``tools.cancel {request_id, reason, **cancel_params}``."""
+        if self.closed:
+            raise PeerGone(f"the client {self._name} has disconnected")
+        if len(self._pending) >= MAX_PENDING:
+            raise CallFailed(f"the client {self._name} already owes {MAX_PENDING} answers")
+        request_id = f"cb-{next(self._ids)}"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            if not self._send(
+                request_text(request_id, method, {**params, "request_id": request_id})
+            ):
+                raise PeerGone(f"the client {self._name} is not reading its messages")
+            try:
+                async with asyncio.timeout(timeout):
+                    return await future
+            except TimeoutError:
+                reason = f"{method} callback timed out after {timeout:g} s"
+                self._cancel(request_id, reason, cancel_params)
+                raise CallTimeout(
+                    f"the client did not answer {method} within {timeout:g} s"
+                ) from None
+            except asyncio.CancelledError:
+                self._cancel(request_id, f"{method} callback was cancelled", cancel_params)
+                raise
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _cancel(self, request_id: str, reason: str, extra: dict[str, Any] | None) -> None:
+        if not self.closed:
+            params = {"request_id": request_id, **(extra or {}), "reason": reason}
+            self._send(notification_text("tools.cancel", params))
+
+    def resolve(self, response: Response) -> bool:
+        """Hand the peer's answer to its waiter; ``False`` (and nothing else) for a stray one."""
+        future = self._pending.get(response.id) if isinstance(response.id, str) else None
+        if future is None or future.done():
+            log.debug("dropped a response from %s to no pending request", self._name)
+            return False
+        if response.error is not None:
+            message = response.error.get("message")
+            future.set_exception(CallFailed(str(message) if message else "error without message"))
+        else:
+            future.set_result(response.result)
+        return True
+
+    def close(self) -> None:
+        """The connection ended: fail every pending call with :class:`PeerGone`."""
+        self.closed = True
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(
+                    PeerGone(f"the client {self._name} disconnected before it answered")
+                )
+        self._pending.clear()

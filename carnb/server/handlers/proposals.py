@@ -1,0 +1,288 @@
+"""Handlers for ``tools.*``, ``policy.*``, ``verify`` and ``proposal.submit``: models propose,
+the runtime verifies and executes (agent IR engine: :mod:`carnb.agentir`).
+
+Parsing, planning and verifying a proposal (up to 10,000 actions) run in a worker thread;
+execution runs on the host loop with at most ``DEFAULT_CONCURRENCY`` actions of a level at once,
+so the loop is never held for long. Tool calls go through :mod:`carnb.server.toolhub`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from carnb.agentir import (
+    ActionProposal,
+    ActionType,
+    Plan,
+    PolicySet,
+    PolicyViolation,
+    ProposalResult,
+    VerificationResult,
+    build_plan,
+    execute_proposal,
+    parse_policy,
+    parse_proposal,
+    parse_tool_schema,
+    verify_params,
+)
+from carnb.agentir.values import MISSING
+from carnb.errors import CarnbError, InvalidParams
+from carnb.protocol.session import ClientSession
+from carnb.server.handlers.core import MAX_STATE_KEYS
+from carnb.server.methods import Method, Params
+from carnb.server.params import req_list, req_str
+from carnb.server.services import Services
+from carnb.server.toolhub import MAX_POLICIES, MAX_TOOLS
+
+SCOPE = "global"  # per-connection, like the real daemon's global scope of a session runtime
+# Proposals one session may run at once. Below the connection's 64 requests in flight, so
+# requests waiting on the client's own tools can never fill every slot and stall the reader
+# that must deliver the client's answers.
+MAX_RUNNING_PROPOSALS = 16
+
+
+class TooManyProposals(CarnbError):
+    """The session already runs ``MAX_RUNNING_PROPOSALS`` proposals."""
+
+
+def attach(svc: Services) -> None:
+    """Forget a session's tools and policies when it ends."""
+    svc.sessions.on_close(svc.tools.drop)
+
+
+def _no_policy_session(p: Params) -> None:
+    if p.get("session_id") is not None:
+        raise InvalidParams(
+            "session_id: per-session policy scopes (session.policy.open) are not supported "
+            "by carnb; omit session_id (policies already belong to this connection)"
+        )
+
+
+# -- tools.* -----------------------------------------------------------------------------------
+def tools_register(s: ClientSession, p: Params, svc: Services) -> int:
+    raw = req_list(p, "tools")
+    own = svc.tools.of(s)
+    if len(raw) > MAX_TOOLS:
+        raise InvalidParams(f"tools: at most {MAX_TOOLS} tools per session, got {len(raw)}")
+    schemas = [parse_tool_schema(t, f"tools[{i}]") for i, t in enumerate(raw)]
+    new = {schema.name for schema in schemas if schema.name not in own.schemas}
+    if len(own.schemas) + len(new) > MAX_TOOLS:
+        raise InvalidParams(f"tools: this session may hold at most {MAX_TOOLS} tools")
+    for schema in schemas:
+        own.schemas.add(schema)
+        own.local.pop(schema.name, None)  # now served by this session's client
+    return len(schemas)
+
+
+def tools_list(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    registry, _ = svc.tools.toolset(s)
+    return registry.describe()
+
+
+def tools_unregister(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    name = req_str(p, "name")
+    own = svc.tools.of(s)
+    own.local.pop(name, None)
+    return {"unregistered": name, "removed": own.schemas.unregister(name)}
+
+
+# -- policy.* ----------------------------------------------------------------------------------
+def policy_register(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    _no_policy_session(p)
+    policies = svc.tools.of(s).policies
+    policy = parse_policy(p)
+    if len(policies) >= MAX_POLICIES:
+        raise InvalidParams(f"this session already has {MAX_POLICIES} policies")
+    policies.add(policy)
+    return {"registered": policy.name, "name": policy.name, "scope": SCOPE}
+
+
+def policy_list(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    _no_policy_session(p)
+    return {"policies": svc.tools.of(s).policies.describe(), "scope": SCOPE}
+
+
+def policy_unregister(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    _no_policy_session(p)
+    name = req_str(p, "name")
+    return {
+        "unregistered": name,
+        "removed": svc.tools.of(s).policies.unregister(name),
+        "scope": SCOPE,
+    }
+
+
+# -- verify and proposal.submit ------------------------------------------------------------------
+async def verify(s: ClientSession, p: Params, svc: Services) -> VerificationResult:
+    registry, _ = svc.tools.toolset(s)
+    params = dict(p)
+    if params.get("initial_state") is None:
+        params["initial_state"] = s.state_snapshot()
+    return await asyncio.to_thread(verify_params, params, registry)
+
+
+class _SessionState:
+    """The executor's :class:`~carnb.agentir.StateStore` over one session's (tenant's) keys."""
+
+    def __init__(self, session: ClientSession, tenant: str | None) -> None:
+        self.session = session
+        self.tenant = tenant
+
+    def get(self, key: str) -> Any:
+        return self.session.state_get(key, self.tenant)
+
+    def set(self, key: str, value: Any) -> None:
+        self.session.state_set(key, value, self.tenant)
+
+    def exists(self, key: str) -> bool:
+        return self.session.state_exists(key, self.tenant)
+
+    def lookup(self, key: str) -> Any:
+        return self.get(key) if self.exists(key) else MISSING
+
+
+def _prepare(
+    raw: Any, policies: PolicySet, state: _SessionState
+) -> tuple[ActionProposal, Plan, list[PolicyViolation]]:
+    """Parse, plan and apply the policies (in a worker thread: all three are linear in the
+    proposal, which may hold 10,000 actions)."""
+    proposal = parse_proposal(raw)
+    return (
+        proposal,
+        build_plan(proposal.actions),
+        policies.violations(proposal.actions, state.lookup),
+    )
+
+
+def _tenant(p: Params) -> str | None:
+    scope = p.get("scope")
+    if scope is None:
+        return None
+    if not isinstance(scope, Mapping):
+        raise InvalidParams("scope must be an object ({tenantId?, callerId?, claims?})")
+    tenant = scope.get("tenantId")
+    if tenant is not None and not isinstance(tenant, str):
+        raise InvalidParams("scope.tenantId must be a string")
+    return tenant
+
+
+def _check_state_room(s: ClientSession, proposal: ActionProposal, tenant: str | None) -> None:
+    new = {
+        a.state_key
+        for a in proposal.actions
+        if a.type is ActionType.STATE_WRITE
+        and a.state_key is not None
+        and not s.state_exists(a.state_key, tenant)
+    }
+    if len(s.state) + len(new) > MAX_STATE_KEYS:
+        raise InvalidParams(
+            f"proposal: its state_writes would take this session past {MAX_STATE_KEYS} keys; "
+            "nothing was run"
+        )
+
+
+async def proposal_submit(s: ClientSession, p: Params, svc: Services) -> ProposalResult:
+    _no_policy_session(p)
+    tenant = _tenant(p)
+    if "proposal" not in p:
+        raise InvalidParams("proposal is required")
+    own = svc.tools.of(s)
+    if own.running >= MAX_RUNNING_PROPOSALS:
+        raise TooManyProposals(
+            f"this session already runs {MAX_RUNNING_PROPOSALS} proposals; wait for one to end"
+        )
+    own.running += 1
+    try:
+        return await _submit(s, p, svc, tenant)
+    finally:
+        own.running -= 1
+
+
+async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None) -> ProposalResult:
+    state = _SessionState(s, tenant)
+    policies = svc.tools.of(s).policies.copy()
+    proposal, plan, denials = await asyncio.to_thread(_prepare, p["proposal"], policies, state)
+    _check_state_room(s, proposal, tenant)
+    registry, local = svc.tools.toolset(s)
+    return await execute_proposal(
+        proposal,
+        runner=svc.tools.runner(s, local),
+        state=state,
+        tools=registry,
+        plan=plan,
+        denials=denials,
+        on_progress=svc.tools.progress(s, proposal.id),
+    )
+
+
+_PROPOSAL = {"proposal": "ActionProposal (agent-ir-spec.md)"}
+
+METHODS = (
+    Method(
+        "tools.register",
+        tools_register,
+        array_params="tools",
+        summary="Register tools this client runs (tools.execute calls come back to it)",
+        params={"tools": "ToolDefinition[] (params may be the bare array)"},
+        result="number of tools registered",
+    ),
+    Method(
+        "tools.list",
+        tools_list,
+        summary="The tools in force on this session (its own plus notebook tools shared "
+        "with it), sorted by name",
+        result="{tools: [ToolSchema], count}",
+    ),
+    Method(
+        "tools.unregister",
+        tools_unregister,
+        summary="Remove one of this session's tools",
+        params={"name": "string"},
+        result="{unregistered, removed}",
+    ),
+    Method(
+        "policy.register",
+        policy_register,
+        summary="Add a policy (deny_tool, deny_tool_param, require_state) to this session",
+        params={
+            "name": "string",
+            "rule": "deny_tool | deny_tool_param | require_state",
+            "target": "string?",
+            "key": "string?",
+            "pattern": "string?",
+            "value": "any?",
+        },
+        result="{registered, name, scope}",
+    ),
+    Method(
+        "policy.list",
+        policy_list,
+        summary="This session's policies, in registration order",
+        result="{policies: [{name, description}], scope}",
+    ),
+    Method(
+        "policy.unregister",
+        policy_unregister,
+        summary="Remove every policy of this session with this name",
+        params={"name": "string"},
+        result="{unregistered, removed, scope}",
+    ),
+    Method(
+        "verify",
+        verify,
+        mode="task",
+        summary="Statically verify a proposal against this session's tools (no tool runs)",
+        params={**_PROPOSAL, "initial_state": "object? (default: this session's state)"},
+        result="{valid, issues, simulated_state, execution_levels, conflicts, evidence}",
+    ),
+    Method(
+        "proposal.submit",
+        proposal_submit,
+        mode="task",
+        summary="Execute a proposal; tool calls come back as tools.execute requests",
+        params={**_PROPOSAL, "scope": "{tenantId?}?"},
+        result="ProposalResult {proposal_id, results, cost}",
+    ),
+)

@@ -1,0 +1,90 @@
+"""PeerCalls, the server-to-client request channel, without a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from carnb.protocol.jsonrpc import Response
+from carnb.server import callbacks
+from carnb.server.callbacks import CallFailed, CallTimeout, PeerCalls, PeerGone
+
+
+class Wire:
+    def __init__(self, accept: bool = True) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.accept = accept
+
+    def send(self, text: str) -> bool:
+        self.frames.append(json.loads(text))
+        return self.accept
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [f for f in self.frames if "id" in f]
+
+    def cancels(self) -> list[dict[str, Any]]:
+        return [f["params"] for f in self.frames if f.get("method") == "tools.cancel"]
+
+
+async def test_result_error_and_own_id_space() -> None:
+    wire = Wire()
+    calls = PeerCalls(wire.send, name="c1")
+    first = asyncio.create_task(calls.request("tools.execute", {"tool": "t"}, timeout=5))
+    second = asyncio.create_task(calls.request("tools.execute", {"tool": "u"}, timeout=5))
+    await asyncio.sleep(0)
+    a, b = wire.requests()
+    assert (a["id"], b["id"]) == ("cb-1", "cb-2") and a["params"]["request_id"] == "cb-1"
+    assert calls.resolve(Response("cb-2", None, {"code": -32000, "message": "nope"}))
+    assert calls.resolve(Response("cb-1", {"ok": True}))
+    assert await first == {"ok": True}
+    with pytest.raises(CallFailed, match="nope"):
+        await second
+    assert len(calls) == 0
+    assert not calls.resolve(Response("cb-1", "again"))  # answered already: dropped
+    assert not calls.resolve(Response(1, "numeric ids are the client's own"))
+
+
+async def test_timeout_and_cancellation_send_tools_cancel() -> None:
+    wire = Wire()
+    calls = PeerCalls(wire.send)
+    with pytest.raises(CallTimeout):
+        await calls.request("tools.execute", {}, timeout=0.05, cancel_params={"action_id": "a"})
+    task = asyncio.create_task(
+        calls.request("tools.execute", {}, timeout=None, cancel_params={"action_id": "b"})
+    )
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(c["request_id"], c["action_id"]) for c in wire.cancels()] == [
+        ("cb-1", "a"),
+        ("cb-2", "b"),
+    ]
+    assert len(calls) == 0
+
+
+async def test_disconnect_fails_pending_calls_and_refuses_new_ones() -> None:
+    calls = PeerCalls(Wire().send, name="c9")
+    task = asyncio.create_task(calls.request("tools.execute", {}, timeout=None))
+    await asyncio.sleep(0)
+    calls.close()
+    with pytest.raises(PeerGone, match="c9 disconnected"):
+        await task
+    with pytest.raises(PeerGone):
+        await calls.request("tools.execute", {}, timeout=None)
+
+
+async def test_a_peer_that_cannot_take_frames_or_owes_too_much(monkeypatch) -> None:
+    with pytest.raises(PeerGone, match="not reading"):
+        await PeerCalls(Wire(accept=False).send).request("tools.execute", {}, timeout=1)
+    monkeypatch.setattr(callbacks, "MAX_PENDING", 2)
+    calls = PeerCalls(Wire().send)
+    tasks = [asyncio.create_task(calls.request("m", {}, timeout=None)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(CallFailed, match="owes 2"):
+        await calls.request("m", {}, timeout=None)
+    calls.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
