@@ -37,10 +37,13 @@ def test_sections_in_order_with_fact_lines(graph: Memgine) -> None:
 def test_constraints_are_always_included_even_without_a_match(graph: Memgine) -> None:
     graph.add_fact("db", "never drop the users table", "constraint")
     graph.add_fact("deploy", "deploys happen on tuesday")
-    assert graph.build_context("xylophone") == (
-        "## Constraints\n- [ws-1] db: never drop the users table"
+    everything = (
+        "## Constraints\n- [ws-1] db: never drop the users table\n\n"
+        "## Facts\n- [ws-2] deploy: deploys happen on tuesday"
     )
-    assert graph.build_context("") == "## Constraints\n- [ws-1] db: never drop the users table"
+    # every valid fact fits the budget, so the unmatched one is shown too (after constraints)
+    assert graph.build_context("xylophone") == everything
+    assert graph.build_context("") == everything
 
 
 def test_empty_sections_are_left_out(graph: Memgine) -> None:
