@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> str:
             facts = [
                 {"subject": s, "body": b, "kind": k} for s, b, k in Corpus(CORPUS_SEED).facts(n)
             ]
-            (home / "memory").mkdir(exist_ok=True)
-            (home / "memory" / f"c{n}.json").write_text(json.dumps(facts))
+            folder = home / "memory" / "agents" / "bench"  # the agent's own persist/load folder
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"c{n}.json").write_text(json.dumps(facts))
             rpc = Rpc(server.url, agent_auth)
             t0 = time.perf_counter()
             assert rpc("memory.load", {"path": f"c{n}.json"}) == n

@@ -1,11 +1,12 @@
-"""``%car memory add|query|count|context|persist|load|delete|explore`` (the ``memory.*`` methods
-on the notebook's session, i.e. on its effective graph)."""
+"""``%car memory add|query|count|context|history|persist|load|delete|explore`` (the
+``memory.*`` methods on the notebook's session, i.e. on its effective graph)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from carnb.kernel.calls import CarCommandError
 from carnb.kernel.render import Message, Pre, Table
 from carnb.kernel.traceview import to_dataframe
 
@@ -29,7 +30,7 @@ def _graph(nb: NotebookEngine) -> str:
 
 def add(nb: NotebookEngine, args: argparse.Namespace) -> Value:
     params: dict[str, Any] = {"subject": args.subject, "body": args.body}
-    for name in ("kind", "fact_id", "tags", "source", "confidence"):
+    for name in ("kind", "fact_id", "tags", "source", "confidence", "supersedes"):
         value = getattr(args, name)
         if value is not None:
             params[name] = value
@@ -111,7 +112,33 @@ def delete(nb: NotebookEngine, args: argparse.Namespace) -> Value:
     return Value(f"deleted {args.fact_id}; {left} facts left", reply)
 
 
+class History(Table):
+    """A supersession chain, newest first; ``.facts`` holds the rows."""
+
+    def __init__(self, rows: list[dict[str, Any]], what: str) -> None:
+        self.facts = rows
+        super().__init__(
+            ["fact_id", "subject", "body", "kind", "superseded_by"],
+            [
+                [r.get("fact_id"), r.get("subject"), r.get("body"), r.get("kind"),
+                 r.get("superseded_by") or "(valid)"]
+                for r in rows
+            ],
+            title=f"history of {what}, newest first",
+            empty="no such fact or subject",
+        )  # fmt: skip
+
+
+def history(nb: NotebookEngine, args: argparse.Namespace) -> History:
+    if (args.subject is None) == (args.fact_id is None):
+        raise CarCommandError("%car memory history: give exactly one of SUBJECT and --id FACT_ID")
+    params = {"fact_id": args.fact_id} if args.fact_id is not None else {"subject": args.subject}
+    rows = nb.calls.call("memory.history", params, what="%car memory history")
+    what = f"fact {args.fact_id!r}" if args.fact_id is not None else repr(args.subject)
+    return History(list(rows), what)
+
+
 def explore(nb: NotebookEngine, args: argparse.Namespace) -> MemoryExplorer:
-    explorer = nb.add_explorer(" ".join(args.query), k=args.k)
+    explorer = nb.add_explorer(" ".join(args.query), k=args.k, superseded=args.superseded)
     nb.calls.on_host(explorer.asearch_now(), what="%car memory explore")
     return explorer

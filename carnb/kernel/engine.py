@@ -106,10 +106,10 @@ class NotebookEngine:
             self.panel = StatusPanel(rt).start()
         return self.panel
 
-    def add_explorer(self, query: str, k: int) -> MemoryExplorer:
+    def add_explorer(self, query: str, k: int, superseded: bool = False) -> MemoryExplorer:
         from carnb.kernel.explore import MemoryExplorer
 
-        explorer = MemoryExplorer(self.calls.runtime, query, k=k)
+        explorer = MemoryExplorer(self.calls.runtime, query, k=k, superseded=superseded)
         self.explorers.append(explorer)
         return explorer
 

@@ -3,7 +3,8 @@
 Typing in the box arrives on the kernel thread (a comm message); the explorer only hands the
 query to the host thread, which runs ``memory.fact_count`` and ``memory.query`` as the notebook's
 session and writes the result widgets. A sequence number drops answers to queries that a newer
-keystroke superseded, so the table always matches the box.
+keystroke superseded, so the table always matches the box. With ``superseded=True`` each
+result is followed by the older facts it replaced (``memory.history``), struck through.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ def results_html(rows: list[dict[str, Any]], query: str) -> str:
         return f"<div><i>no fact matches {esc(query)!s}</i></div>"
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
     body = "".join(
-        "<tr>"
+        ('<tr class="carnb-superseded">' if r.get("superseded_by") else "<tr>")
         + "".join(
-            f"<td>{esc(cell_text(v, 160))}</td>"
+            (
+                f"<td><s>{esc(cell_text(v, 160))}</s></td>"
+                if r.get("superseded_by")
+                else f"<td>{esc(cell_text(v, 160))}</td>"
+            )
             for v in (
                 r.get("fact_id"),
                 r.get("subject"),
@@ -60,11 +65,14 @@ def _score(value: Any) -> str:
 class MemoryExplorer:
     """Search the notebook session's effective graph; ``.widget`` is what the notebook shows."""
 
-    def __init__(self, runtime: RuntimeView, query: str = "", k: int = 10) -> None:
+    def __init__(
+        self, runtime: RuntimeView, query: str = "", k: int = 10, superseded: bool = False
+    ) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
         self.runtime = runtime
         self.k = k
+        self.superseded = superseded
         self.box = w.Text(
             value=query, placeholder="search facts…", description="search", continuous_update=True
         )
@@ -124,6 +132,8 @@ class MemoryExplorer:
                 if query.strip()
                 else []
             )
+            if self.superseded:
+                rows = await self._with_history(list(rows))
         except CarnbError as exc:
             if seq == self._seq and not self._closed:
                 self.status.value = f"<div><b>error</b>: {esc(exc.message)}</div>"
@@ -140,3 +150,12 @@ class MemoryExplorer:
             + "</div>"
         )
         self.results.value = results_html(self.last_rows, query)
+
+    async def _with_history(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each row followed by the facts it superseded, newest first (host thread)."""
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            out.append(row)
+            chain = await self.runtime.acall("memory.history", {"fact_id": row["fact_id"]})
+            out += [old for old in chain if old.get("superseded_by")]
+        return out

@@ -217,6 +217,12 @@ def _memory(cmd: Any) -> None:
     a.add_argument("--tag", dest="tags", action="append", metavar="TAG", help="a tag (repeatable)")
     a.add_argument("--source", default=None, help='source (default "user")')
     a.add_argument("--confidence", type=float, default=None, help="confidence in [0, 1]")
+    a.add_argument(
+        "--supersedes",
+        action="append",
+        metavar="ID_OR_SUBJECT",
+        help="a fact id or subject this fact replaces (repeatable)",
+    )
     a.set_defaults(func=cmd_memory.add)
     q = sub.add_parser("query", help="query facts (a table, best first)")
     q.add_argument("query", nargs="+", metavar="WORDS")
@@ -242,12 +248,19 @@ def _memory(cmd: Any) -> None:
         s = sub.add_parser(name, help=f"{verb} a JSON file under <home>/memory/")
         s.add_argument("path", metavar="PATH", help="relative to <home>/memory/")
         s.set_defaults(func=fn)
+    h = sub.add_parser("history", help="the supersession chain of a subject or fact, newest first")
+    h.add_argument("subject", nargs="?", metavar="SUBJECT")
+    h.add_argument("--id", dest="fact_id", metavar="FACT_ID", help="the chain of this fact instead")
+    h.set_defaults(func=cmd_memory.history)
     d = sub.add_parser("delete", help="delete a fact by id")
     d.add_argument("fact_id", metavar="FACT_ID")
     d.set_defaults(func=cmd_memory.delete)
     e = sub.add_parser("explore", help="a search widget over the facts (updates as you type)")
     e.add_argument("query", nargs="*", metavar="WORDS", help="initial search")
     e.add_argument("-k", type=int, default=10, help="rows shown (default 10)")
+    e.add_argument(
+        "--superseded", action="store_true", help="also show replaced facts, struck through"
+    )
     e.set_defaults(func=cmd_memory.explore)
 
 

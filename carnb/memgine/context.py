@@ -52,6 +52,13 @@ def constraints_block(constraints: Sequence[Line]) -> str:
     return CONSTRAINTS_HEADER + "\n" + "\n".join(fact_line(*c) for c in constraints)
 
 
+def fact_room(budget: int, constraints_chars: int) -> int:
+    """Characters left for fact lines (each with its line break) once the constraints block,
+    the ``## Facts`` header and the section separator take their share."""
+    separator = 2 if constraints_chars else 0
+    return budget * 4 - constraints_chars - separator - len(FACTS_HEADER)
+
+
 def fact_slots(budget: int, constraints_chars: int, most: int) -> int:
     """How many fact lines are worth ranking: what the budget left after the constraints can
     hold at ``SHORT_LINE`` characters a line, between 1 and ``most``."""

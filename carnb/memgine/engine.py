@@ -26,18 +26,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from carnb.errors import CarnbError
+from carnb.errors import CarnbError, InvalidParams
 from carnb.memgine import bulk, context, interchange, ranking, store, validate
 from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.text import fact_keys, fact_terms
 
 log = logging.getLogger("carnb.memgine")
 
-# Facts considered for the ``## Facts`` section of a context (fewer when the budget left after
-# the constraints cannot hold that many), plus a margin for constraints among the ranked facts.
+# Facts ranked for the ``## Facts`` section of a context when not every valid fact fits (fewer
+# when the budget left after the constraints cannot hold that many), plus a margin for
+# constraints among the ranked facts; the newest valid facts fill the room they leave.
 CONTEXT_FACTS = 64
 CONSTRAINT_MARGIN = 8
 CONSTRAINT = "constraint"
+# memory.history returns at most this many facts.
+HISTORY_LIMIT = 1000
 
 
 class Memgine:
@@ -154,11 +157,14 @@ class Memgine:
         tags: list[str] | None = None,
         source: str | None = "user",
         confidence: float | None = None,
+        supersedes: list[str] | None = None,
     ) -> int:
         """Store a fact; returns the number of valid facts after the write.
 
-        Same id with the same subject and body: nothing changes. Same id with other content:
-        :class:`CarnbError`, nothing changes. No id: ``ws-<n>``, never an existing id.
+        Same id with the same subject and body: nothing changes (``supersedes`` included). Same
+        id with other content: :class:`CarnbError`, nothing changes. No id: ``ws-<n>``, never an
+        existing id. ``supersedes``: fact ids or subjects (an id wins) whose valid facts this one
+        replaces; a name that is neither is :class:`InvalidParams` and nothing is written.
         ``None`` for an optional field means its default (so a handler can pass params through).
         """
         subject = validate.subject(subject)
@@ -168,6 +174,7 @@ class Memgine:
         tag_list = validate.tags(tags)
         source = validate.name("user" if source is None else source, "source")
         stored_confidence = validate.confidence(confidence)
+        replaced = validate.supersedes(supersedes)
         terms = fact_terms(subject, body)
         fact = store.NewFact(
             fact_id or "", subject, body, kind, tag_list, source, stored_confidence,
@@ -183,13 +190,23 @@ class Memgine:
                         f"fact {fact_id!r} already exists with different content; delete it "
                         "first or use another id"
                     )
-            else:
+            targets, missing = store.resolve_targets(conn, replaced)
+            if missing:
+                raise InvalidParams(
+                    f"supersedes names no stored fact id or subject: {missing[0]!r}"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                    + "; nothing was written"
+                )
+            if fact_id is None:
                 fact.fact_id = store.mint_id(conn)
-            store.insert_fact(conn, fact)
+            rowid = store.insert_fact(conn, fact)
             store.bump_fact_count(conn, 1)
+            store.supersede(conn, targets, rowid)
             count = store.get_meta_int(conn, "fact_count")
             self._lexicon.added(fact.stems)  # under the lock; dropped if the commit fails
-            if kind == CONSTRAINT:
+            for _, _, _, old_stems in targets:
+                self._lexicon.removed(old_stems)
+            if kind == CONSTRAINT or any(t[2] == CONSTRAINT for t in targets):
                 self._constraints = None
         return count
 
@@ -217,20 +234,43 @@ class Memgine:
             if row is None:
                 count = store.get_meta_int(conn, "fact_count")
                 return {"id": fact_id, "deleted": False, "kind": None, "fact_count": count}
-            store.remove_fact(conn, row[0], row[2])
-            store.bump_fact_count(conn, -1)
+            rowid, kind, stems, successor = row
+            revived = store.release(conn, rowid, successor)
+            store.remove_fact(conn, rowid, stems, valid=successor is None)
+            if successor is None:
+                store.bump_fact_count(conn, -1)
+                self._lexicon.removed(stems)
             count = store.get_meta_int(conn, "fact_count")
-            self._lexicon.removed(row[2])
-            if row[1] == CONSTRAINT:
+            for _, _, _, old_stems in revived:
+                self._lexicon.added(old_stems)
+            if kind == CONSTRAINT or any(r[2] == CONSTRAINT for r in revived):
                 self._constraints = None
-        return {"id": fact_id, "deleted": True, "kind": row[1], "fact_count": count}
+        return {"id": fact_id, "deleted": True, "kind": kind, "fact_count": count}
 
     def facts(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-        """Stored facts in creation order (``confidence`` is the stored one, maybe ``None``)."""
+        """Stored facts, superseded ones included, in creation order (``confidence`` is the
+        stored one, maybe ``None``; ``superseded_by`` the replacing fact's id or ``None``)."""
         limit, offset = validate.limit_offset(limit, offset)
         with self._lock:
             rows = store.fact_rows(self._db(), limit, offset)
-        return [{**_fact_dict(row[:6]), "confidence": row[6], "created_at": row[7]} for row in rows]
+        return [_stored_dict(row) for row in rows]
+
+    def history(
+        self, subject: str | None = None, fact_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The supersession chain of a subject (its facts) or of one fact: every fact linked to
+        them by supersession, either way, newest first, at most ``HISTORY_LIMIT``; ``[]`` when
+        nothing matches. Each row is a stored fact with ``superseded_by`` (``None``: valid)."""
+        if (subject is None) == (fact_id is None):
+            raise InvalidParams("give exactly one of subject and fact_id")
+        with self._read() as conn:
+            if fact_id is not None:
+                rowid = store.rowid_of(conn, validate.name(fact_id, "fact_id"))
+                start = [] if rowid is None else [rowid]
+            else:
+                start = store.rowids_of_subject(conn, validate.subject(subject), HISTORY_LIMIT)
+            rows = store.history(conn, start, HISTORY_LIMIT)
+        return [_stored_dict(row) for row in rows]
 
     def check(self) -> None:
         """Verify the stored graph (SQLite integrity, the full-text index against the facts,
@@ -267,17 +307,29 @@ class Memgine:
         return out
 
     def build_context(self, query: str, model_context_window: int | None = None) -> str:
-        """Constraints, then the relevant facts ascending by score, within the token budget."""
+        """Constraints, then the valid facts within the token budget, most relevant last.
+
+        When every valid fact fits, all of them are shown: those the query does not reach
+        first (oldest first), then the relevant ones ascending by score. When they do not fit,
+        the ``CONTEXT_FACTS`` best-ranked facts come first and the newest valid facts fill the
+        room left; the render drops lines from the top (the oldest filler, then the least
+        relevant) until the text fits (docs/memgine.md, Context)."""
         query = validate.query(query)
         budget = context.budget_tokens(validate.window(model_context_window))
         with self._read() as conn:
             block, size = self._constraint_block(conn)
-            want = context.fact_slots(budget, size, CONTEXT_FACTS)
+            newest, complete = store.newest_valid_lines(conn, context.fact_room(budget, size))
+            want = len(newest) if complete else context.fact_slots(budget, size, CONTEXT_FACTS)
             count = store.get_meta_int(conn, "fact_count")
             ranked = ranking.rank(conn, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
-            rows = store.rows_by_rowid(conn, [r for r, _ in ranked], "fact_id, subject, body, kind")
-        lines = [rows[r][:3] for r, _ in ranked if r in rows and rows[r][3] != CONSTRAINT][:want]
-        lines.reverse()
+            chosen = {r for r, _ in ranked}
+            rows = store.rows_by_rowid(
+                conn, [r for r, _ in ranked] + [r for r in newest if r not in chosen],
+                "fact_id, subject, body, kind",
+            )  # fmt: skip
+        best = [r for r, _ in ranked if r in rows and rows[r][3] != CONSTRAINT][:want]
+        filler = sorted(r for r in newest if r not in chosen)
+        lines = [rows[r][:3] for r in filler + best[::-1] if r in rows]
         return context.render(block, lines, budget)
 
     def build_context_fast(self, query: str, model_context_window: int | None = None) -> str:
@@ -308,10 +360,7 @@ class Memgine:
         and order, and ``load`` rebuilds them."""
         with self._read() as conn:
             facts = store.fact_rows(conn)
-        rows = (
-            {**_fact_dict(row[:6]), "confidence": row[6], "created_at": row[7]} for row in facts
-        )
-        return interchange.write_atomic(Path(path), rows)
+        return interchange.write_atomic(Path(path), map(_persisted_dict, facts))
 
     def load(self, path: Path) -> int:
         """Replace the graph with the file's facts in one transaction; returns the count.
@@ -320,8 +369,10 @@ class Memgine:
         leaves the graph as it was."""
         loaded = interchange.read(Path(path))
         facts = bulk.prepare(loaded)
+        links = [(f.fact_id, f.superseded_by) for f in loaded if f.superseded_by]
         with self._write() as conn:
             bulk.replace(conn, facts)
+            store.supersede_by_ids(conn, links)
             self._forget()
         log.info("memgine: loaded %d facts from %s", len(facts), path)
         return len(facts)
@@ -334,6 +385,24 @@ class Memgine:
             if report["duplicates_merged"]:
                 self._forget()
         return report
+
+
+def _stored_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A ``store.fact_rows`` / ``store.history`` row as a dict."""
+    return {
+        **_fact_dict(row[:6]),
+        "confidence": row[6],
+        "created_at": row[7],
+        "superseded_by": row[8],
+    }
+
+
+def _persisted_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A fact as persisted: ``superseded_by`` only when it is superseded."""
+    out = _stored_dict(row)
+    if out["superseded_by"] is None:
+        del out["superseded_by"]
+    return out
 
 
 def _fact_dict(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class LoadedFact:
     source: str
     confidence: float | None
     created_at: float | None
+    superseded_by: str | None = None  # id of a later fact in the same file
 
 
 def write_atomic(path: Path, facts: Iterable[dict[str, Any]]) -> int:
@@ -217,7 +218,23 @@ def _facts(rows: list[Any]) -> list[LoadedFact]:
             counter += 1
         fact.fact_id = f"loaded-{counter}"
         by_id[fact.fact_id] = fact
+    _check_supersession(out)
     return out
+
+
+def _check_supersession(facts: list[LoadedFact]) -> None:
+    """Each ``superseded_by`` names a fact that comes later in the file (as persist writes
+    them: a fact is superseded by a newer one), so a loaded chain never loops."""
+    position = {fact.fact_id: index for index, fact in enumerate(facts)}
+    for index, fact in enumerate(facts):
+        if fact.superseded_by is None:
+            continue
+        later = position.get(fact.superseded_by)
+        if later is None or later <= index:
+            raise InvalidParams(
+                f"fact {fact.fact_id!r} is superseded_by {fact.superseded_by!r}, which is not a "
+                "later fact of the file"
+            )
 
 
 def _fact(row: Any, index: int) -> LoadedFact:
@@ -233,6 +250,7 @@ def _fact(row: Any, index: int) -> LoadedFact:
     fact_id = row.get("fact_id", row.get("id"))
     if isinstance(fact_id, int) and not isinstance(fact_id, bool):
         fact_id = str(fact_id)
+    superseded_by = row.get("superseded_by")
     created = row.get("created_at")
     if isinstance(created, bool) or not isinstance(created, int | float):
         created = None
@@ -246,6 +264,7 @@ def _fact(row: Any, index: int) -> LoadedFact:
             source=validate.name(row.get("source") or "user", "source"),
             confidence=validate.confidence(row.get("confidence")),
             created_at=float(created) if created is not None else None,
+            superseded_by=validate.optional_name(superseded_by, "superseded_by"),
         )
     except InvalidParams as exc:
         raise InvalidParams(f"{where}: {exc.message.removeprefix('invalid params: ')}") from exc

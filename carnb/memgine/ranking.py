@@ -17,7 +17,11 @@ Costs are bounded so a query stays fast at 100k facts (docs/memgine.md, Retrieva
    makes it a candidate, but adds nothing to its score.
 3. Personalised PageRank from the top 5 seeds by synchronous local push (teleport 0.5, seed mass
    capped at 0.4), a few rounds with one SQL query each and a hard cap on pushed nodes.
-4. Score = max(activation, keyword score); ties: newer (higher rowid) first.
+4. Relevance = max(activation, keyword score), the reported score; superseded facts reached
+   by spreading are dropped. The order is by relevance + ``RECENCY_WEIGHT`` * recency, where
+   recency halves every ``RECENCY_HALF_LIFE`` facts written since: the newer of two equally
+   relevant facts wins, a clearly more relevant old fact still beats a new one. Ties: newer
+   (higher rowid) first.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from carnb.memgine.text import (
     QueryTerms,
     idf,
     index_key,
+    query_tokens,
     stem,
     synonym_stems,
-    unique_tokens,
 )
 
 # Candidate search bounds.
@@ -61,6 +65,10 @@ PUSH_EPSILON = 0.01
 MAX_PUSHED = 256
 MAX_ROUNDS = 4
 
+# Recency (step 4): its share of the score, and how many newer facts halve it.
+RECENCY_WEIGHT = 0.1
+RECENCY_HALF_LIFE = 64
+
 
 @dataclass(slots=True)
 class _Unit:
@@ -81,7 +89,7 @@ def analyse(
 ) -> tuple[QueryTerms, list[_Unit]]:
     """Tokenize the query, look up document frequencies, weigh tokens by rarity; each token
     gives up to three search units: its stem, its synonyms, index keys containing it."""
-    tokens = unique_tokens(query, MAX_QUERY_TOKENS)
+    tokens = query_tokens(query, MAX_QUERY_TOKENS)
     owns = [index_key(stem(token)) for token in tokens]
     df = lexicon.docfreq(conn, set(owns))
     weights = [idf(fact_count, min(fact_count, df.get(own, 0))) for own in owns]
@@ -222,18 +230,32 @@ def rank(
     if not scores:
         return []
     seeds = sorted(scores.items(), key=lambda item: (-item[1], -item[0]))[:SEEDS]
+    reached: list[int] = []
     for rowid, activation in spread(conn, seeds).items():
         if activation > scores.get(rowid, 0.0):
+            if rowid not in scores:
+                reached.append(rowid)
             scores[rowid] = activation
-    ranked = sorted(scores.items(), key=lambda item: (-item[1], -item[0]))
+    for rowid in store.superseded_among(conn, reached):
+        del scores[rowid]
+    top = store.max_rowid(conn)
+    ranked = sorted(
+        scores.items(), key=lambda item: (-with_recency(item[1], top - item[0]), -item[0])
+    )
     return ranked[:want]
+
+
+def with_recency(relevance: float, newer: int) -> float:
+    """Ordering key of a fact with this relevance and ``newer`` facts written after it."""
+    recency: float = 0.5 ** (max(0, newer) / RECENCY_HALF_LIFE)
+    return relevance + RECENCY_WEIGHT * recency
 
 
 def newest_matching(conn: sqlite3.Connection, query: str, limit: int) -> list[int]:
     """Rowids of the newest ``limit`` facts sharing a stem (or a synonym's stem) with the query,
     newest first: the lexical filter of ``build_context_fast`` (no scores)."""
     keys: dict[str, None] = {}
-    for token in unique_tokens(query, MAX_QUERY_TOKENS):
+    for token in query_tokens(query, MAX_QUERY_TOKENS):
         keys[index_key(stem(token))] = None
         for synonym in synonym_stems(token):
             keys[index_key(synonym)] = None

@@ -17,8 +17,12 @@ Tables:
   tokens (space-joined, read by the re-scorer), ``stems`` their unique index keys; ``prev`` is
   the previous fact with the same subject: the ``RelatedTo`` links form one chain per subject
   (neighbours = ``prev`` and the fact whose ``prev`` this is), which costs one index entry per
-  write instead of an edge table with two indexes.
-- ``facts_fts``: FTS5 index over ``facts.stems`` (external content, kept in sync explicitly;
+  write instead of an edge table with two indexes. ``superseded_by`` is the rowid of the newer
+  fact that replaced this one (``memory.add_fact {supersedes}``), NULL while the fact is valid:
+  a superseded fact stays as history but leaves the full-text index, the fact count and every
+  read that serves retrieval.
+- ``valid_facts``: a view of the valid facts' stems, the full-text index's content.
+- ``facts_fts``: FTS5 index over ``valid_facts.stems`` (external content, kept in sync explicitly;
   ``detail=none, columnsize=0``: memgine only asks "which facts hold this stem"). New facts are
   indexed in batches of ``INDEX_BATCH``: facts past ``meta.indexed_upto`` are not in the index
   yet and readers score them directly (:func:`pending`). A commit that writes one FTS5 segment
@@ -58,7 +62,8 @@ log = logging.getLogger("carnb.memgine")
 # Files written before carnb used ``PRAGMA user_version`` carry this tag in ``meta`` (version 1).
 LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
 # Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
-SCHEMA_VERSION = 2
+# Version 3 adds supersession (facts.superseded_by, the index holds valid facts only).
+SCHEMA_VERSION = 3
 RELATED_TO = "RelatedTo"
 # New facts are added to the full-text index this many at a time, or sooner once the pending
 # facts hold this many characters of terms: every query re-scores the pending facts (pending()).
@@ -81,17 +86,24 @@ CREATE TABLE facts (
     created_at REAL NOT NULL,
     terms TEXT NOT NULL,
     stems TEXT NOT NULL,
-    prev INTEGER
+    prev INTEGER,
+    superseded_by INTEGER
 );
 CREATE INDEX facts_subject ON facts(subject);
 CREATE INDEX facts_prev ON facts(prev) WHERE prev IS NOT NULL;
 CREATE INDEX facts_constraints ON facts(kind) WHERE kind = 'constraint';
+INSERT INTO meta(key, value) VALUES ('next_ws', 1), ('fact_count', 0), ('indexed_upto', 0)
+"""
+# Supersession and the index of valid facts: part of a new file, and what migration 2 -> 3 adds.
+_VALID_INDEX = """
+CREATE INDEX facts_superseded ON facts(superseded_by) WHERE superseded_by IS NOT NULL;
+CREATE VIEW valid_facts(rowid, stems) AS SELECT rowid, stems FROM facts
+    WHERE superseded_by IS NULL;
 CREATE VIRTUAL TABLE facts_fts USING fts5(
-    stems, content='facts', content_rowid='rowid', detail='none', columnsize=0,
+    stems, content='valid_facts', content_rowid='rowid', detail='none', columnsize=0,
     tokenize='unicode61 remove_diacritics 0'
 );
-CREATE VIRTUAL TABLE facts_vocab USING fts5vocab(facts_fts, 'row');
-INSERT INTO meta(key, value) VALUES ('next_ws', 1), ('fact_count', 0), ('indexed_upto', 0)
+CREATE VIRTUAL TABLE facts_vocab USING fts5vocab(facts_fts, 'row')
 """
 _PRAGMAS = ("busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -32768")
 _FILE_PRAGMAS = (
@@ -159,11 +171,34 @@ def _rekey_long_words(conn: sqlite3.Connection) -> None:
         index_pending(conn)  # version 1 let the pending facts grow past PENDING_CHARS
 
 
+def _add_supersession(conn: sqlite3.Connection) -> None:
+    """Version 2 -> 3: the ``superseded_by`` column, and the full-text index re-created over
+    the ``valid_facts`` view (every fact of a version 2 file is valid) and filled."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(facts)")}
+    if "superseded_by" not in columns:
+        conn.execute("ALTER TABLE facts ADD COLUMN superseded_by INTEGER")
+    for name, kind in (("facts_vocab", "TABLE"), ("facts_fts", "TABLE")):
+        conn.execute(f"DROP {kind} IF EXISTS {name}")
+    conn.execute("DROP INDEX IF EXISTS facts_superseded")
+    conn.execute("DROP VIEW IF EXISTS valid_facts")
+    _run_script(conn, _VALID_INDEX)
+    conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('rebuild')")
+    set_meta(conn, "indexed_upto", max_rowid(conn))
+    count = conn.execute("SELECT count(*) FROM facts WHERE superseded_by IS NULL").fetchone()[0]
+    set_meta(conn, "fact_count", int(count))
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 _SCHEMA = sqlite.Schema(
     "memory graph file",
     SCHEMA_VERSION,
-    _CREATE,
-    migrations={1: _rekey_long_words},
+    _CREATE + ";" + _VALID_INDEX,
+    migrations={1: _rekey_long_words, 2: _add_supersession},
     legacy=_legacy_version,
 )
 
@@ -208,7 +243,8 @@ def index_pending(conn: sqlite3.Connection) -> None:
     Caller holds a transaction."""
     mark = get_meta_int(conn, "indexed_upto")
     conn.execute(
-        "INSERT INTO facts_fts(rowid, stems) SELECT rowid, stems FROM facts WHERE rowid > ?",
+        "INSERT INTO facts_fts(rowid, stems) SELECT rowid, stems FROM facts WHERE rowid > ? "
+        "AND superseded_by IS NULL",
         (mark,),
     )
     top = conn.execute("SELECT max(rowid) FROM facts").fetchone()[0]
@@ -216,11 +252,13 @@ def index_pending(conn: sqlite3.Connection) -> None:
 
 
 def pending(conn: sqlite3.Connection) -> list[tuple[int, str, str, str]]:
-    """``(rowid, terms, stems, kind)`` of the facts not yet in the full-text index (fewer than
-    ``INDEX_BATCH``, about ``PENDING_CHARS`` of terms at most), oldest first."""
+    """``(rowid, terms, stems, kind)`` of the valid facts not yet in the full-text index (fewer
+    than ``INDEX_BATCH``, about ``PENDING_CHARS`` of terms at most), oldest first."""
     mark = get_meta_int(conn, "indexed_upto")
     return conn.execute(
-        "SELECT rowid, terms, stems, kind FROM facts WHERE rowid > ? ORDER BY rowid", (mark,)
+        "SELECT rowid, terms, stems, kind FROM facts WHERE rowid > ? AND superseded_by IS NULL "
+        "ORDER BY rowid",
+        (mark,),
     ).fetchall()
 
 
@@ -239,19 +277,180 @@ def _values(fact: NewFact) -> tuple[object, ...]:
     )
 
 
-def remove_fact(conn: sqlite3.Connection, rowid: int, stems: str) -> None:
-    """Delete a fact, its index entry and its links (the same-subject chain closes over the
-    gap: the next fact links to the previous one). Caller holds a transaction."""
-    if rowid <= get_meta_int(conn, "indexed_upto"):
-        conn.execute(
-            "INSERT INTO facts_fts(facts_fts, rowid, stems) VALUES ('delete', ?, ?)",
-            (rowid, stems),
-        )
+def remove_fact(conn: sqlite3.Connection, rowid: int, stems: str, *, valid: bool = True) -> None:
+    """Delete a fact, its index entry (a valid fact's) and its links (the same-subject chain
+    closes over the gap: the next fact links to the previous one). The facts it superseded are
+    not touched (see :func:`revive`). Caller holds a transaction."""
+    if valid:
+        _unindex(conn, rowid, stems)
     conn.execute(
         "UPDATE facts SET prev = (SELECT prev FROM facts WHERE rowid = ?) WHERE prev = ?",
         (rowid, rowid),
     )
     conn.execute("DELETE FROM facts WHERE rowid = ?", (rowid,))
+
+
+def _unindex(conn: sqlite3.Connection, rowid: int, stems: str) -> None:
+    """Take a valid fact out of the full-text index (if it is in it yet), before it stops being
+    valid or is deleted."""
+    if rowid <= get_meta_int(conn, "indexed_upto"):
+        conn.execute(
+            "INSERT INTO facts_fts(facts_fts, rowid, stems) VALUES ('delete', ?, ?)",
+            (rowid, stems),
+        )
+
+
+# (rowid, fact_id, kind, stems) of a fact whose validity changes
+Changed = tuple[int, str, str, str]
+
+
+def resolve_targets(
+    conn: sqlite3.Connection, names: Sequence[str]
+) -> tuple[list[Changed], list[str]]:
+    """The valid facts that ``names`` (fact ids, else subjects) designate, and the names that
+    designate no fact at all. A name that is a fact id designates that fact (nothing when it is
+    already superseded); otherwise every valid fact with that subject, and none when they are
+    all superseded already."""
+    found: dict[int, Changed] = {}
+    missing: list[str] = []
+    for name in names:
+        row = conn.execute(
+            "SELECT rowid, fact_id, kind, stems, superseded_by FROM facts WHERE fact_id = ?",
+            (name,),
+        ).fetchone()
+        if row is not None:
+            if row[4] is None:
+                found[row[0]] = row[:4]
+            continue
+        rows = conn.execute(
+            "SELECT rowid, fact_id, kind, stems, superseded_by FROM facts WHERE subject = ?",
+            (name,),
+        ).fetchall()
+        if not rows:
+            missing.append(name)
+        for r in rows:
+            if r[4] is None:
+                found[r[0]] = r[:4]
+    return [found[r] for r in sorted(found)], missing
+
+
+def supersede(conn: sqlite3.Connection, olds: Sequence[Changed], new_rowid: int) -> None:
+    """Mark valid facts as superseded by the fact at ``new_rowid``: out of the index and the
+    fact count. Caller holds a transaction."""
+    for rowid, _, _, stems in olds:
+        _unindex(conn, rowid, stems)
+        conn.execute("UPDATE facts SET superseded_by = ? WHERE rowid = ?", (new_rowid, rowid))
+    bump_fact_count(conn, -len(olds))
+
+
+def release(conn: sqlite3.Connection, rowid: int, successor: int | None) -> list[Changed]:
+    """Before the fact at ``rowid`` is deleted: what it superseded passes to its own
+    ``successor`` (the fact superseding it), or, when it was valid, becomes valid again: back in
+    the index (if it was in it before) and the fact count. Returns the revived facts. Caller
+    holds a transaction."""
+    if successor is not None:
+        conn.execute(
+            "UPDATE facts SET superseded_by = ? WHERE superseded_by = ?", (successor, rowid)
+        )
+        return []
+    rows: list[Changed] = conn.execute(
+        "SELECT rowid, fact_id, kind, stems FROM facts WHERE superseded_by = ? ORDER BY rowid",
+        (rowid,),
+    ).fetchall()
+    if not rows:
+        return rows
+    mark = get_meta_int(conn, "indexed_upto")
+    conn.execute("UPDATE facts SET superseded_by = NULL WHERE superseded_by = ?", (rowid,))
+    conn.executemany(
+        "INSERT INTO facts_fts(rowid, stems) VALUES (?, ?)",
+        [(r[0], r[3]) for r in rows if r[0] <= mark],
+    )
+    bump_fact_count(conn, len(rows))
+    return rows
+
+
+def supersede_by_ids(conn: sqlite3.Connection, links: Sequence[tuple[str, str]]) -> None:
+    """After a load: ``(old fact_id, new fact_id)`` pairs, both stored and the old one still
+    valid and indexed. Caller holds a transaction."""
+    for old_id, new_id in links:
+        old = conn.execute(
+            "SELECT rowid, fact_id, kind, stems FROM facts WHERE fact_id = ? "
+            "AND superseded_by IS NULL",
+            (old_id,),
+        ).fetchone()
+        new = rowid_of(conn, new_id)
+        if old is not None and new is not None:
+            supersede(conn, [old], new)
+
+
+def superseded_among(conn: sqlite3.Connection, rowids: Sequence[int]) -> set[int]:
+    """The superseded facts among ``rowids``."""
+    if not rowids:
+        return set()
+    marks = ",".join("?" * len(rowids))
+    return {
+        r
+        for (r,) in conn.execute(
+            f"SELECT rowid FROM facts WHERE rowid IN ({marks}) AND superseded_by IS NOT NULL",
+            list(rowids),
+        )
+    }
+
+
+def history(conn: sqlite3.Connection, start: Sequence[int], limit: int) -> list[tuple[Any, ...]]:
+    """The facts linked to ``start`` by supersession (either way, transitively), ``start``
+    included, newest first, at most ``limit``: ``FACT_COLUMNS, confidence, created_at,
+    superseded_by's fact_id``."""
+    seen: set[int] = set(start)
+    frontier = list(start)
+    while frontier and len(seen) < limit:
+        marks = ",".join("?" * len(frontier))
+        step = conn.execute(
+            f"SELECT superseded_by FROM facts WHERE rowid IN ({marks}) "
+            f"AND superseded_by IS NOT NULL "
+            f"UNION SELECT rowid FROM facts WHERE superseded_by IN ({marks})",
+            (*frontier, *frontier),
+        ).fetchall()
+        frontier = [r for (r,) in step if r not in seen][: limit - len(seen)]
+        seen.update(frontier)
+    chosen = sorted(seen, reverse=True)[:limit]
+    if not chosen:
+        return []
+    marks = ",".join("?" * len(chosen))
+    return conn.execute(
+        f"SELECT {_FACT_COLUMNS_F}, f.confidence, f.created_at, s.fact_id FROM facts f "
+        f"LEFT JOIN facts s ON s.rowid = f.superseded_by WHERE f.rowid IN ({marks}) "
+        "ORDER BY f.rowid DESC",
+        chosen,
+    ).fetchall()
+
+
+def rowids_of_subject(conn: sqlite3.Connection, subject: str, limit: int) -> list[int]:
+    """Rowids of the facts (valid or not) with ``subject``, newest first."""
+    rows = conn.execute(
+        "SELECT rowid FROM facts WHERE subject = ? ORDER BY rowid DESC LIMIT ?", (subject, limit)
+    ).fetchall()
+    return [r for (r,) in rows]
+
+
+def newest_valid_lines(conn: sqlite3.Connection, room: int) -> tuple[list[int], bool]:
+    """Rowids of the newest valid non-constraint facts whose context lines (estimated from
+    the lengths of id, subject and body) fit in ``room`` characters together, newest first, and
+    whether that is all of them. Stops at the first fact that does not fit, so it reads no
+    more rows than fit."""
+    out: list[int] = []
+    used = 0
+    cursor = conn.execute(
+        "SELECT rowid, length(fact_id) + length(subject) + length(body) + 8 FROM facts "
+        "WHERE superseded_by IS NULL AND kind != 'constraint' ORDER BY rowid DESC"
+    )
+    for rowid, size in cursor:
+        used += int(size)
+        if used > room:
+            cursor.close()
+            return out, False
+        out.append(rowid)
+    return out, True
 
 
 def clear(conn: sqlite3.Connection) -> None:
@@ -358,6 +557,7 @@ class Checkpointer:
 #    where a consistent view or a write is needed) -----------------------------------------------
 
 FACT_COLUMNS = "fact_id, subject, body, kind, tags, source"
+_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source"
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -376,12 +576,13 @@ def rowid_of(conn: sqlite3.Connection, fact_id: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-def deletable(conn: sqlite3.Connection, fact_id: str) -> tuple[int, str, str] | None:
-    """``(rowid, kind, stems)`` of a stored fact (what :func:`remove_fact` needs), or None."""
+def deletable(conn: sqlite3.Connection, fact_id: str) -> tuple[int, str, str, int | None] | None:
+    """``(rowid, kind, stems, superseded_by)`` of a stored fact (what :func:`remove_fact` and
+    :func:`release` need), or None."""
     row = conn.execute(
-        "SELECT rowid, kind, stems FROM facts WHERE fact_id = ?", (fact_id,)
+        "SELECT rowid, kind, stems, superseded_by FROM facts WHERE fact_id = ?", (fact_id,)
     ).fetchone()
-    return None if row is None else (row[0], row[1], row[2])
+    return None if row is None else (row[0], row[1], row[2], row[3])
 
 
 def mint_id(conn: sqlite3.Connection) -> str:
@@ -396,17 +597,20 @@ def mint_id(conn: sqlite3.Connection) -> str:
 def fact_rows(
     conn: sqlite3.Connection, limit: int | None = None, offset: int = 0
 ) -> list[tuple[Any, ...]]:
-    """``FACT_COLUMNS, confidence, created_at`` in creation order."""
+    """``FACT_COLUMNS, confidence, created_at, superseded_by's fact_id`` in creation order (valid
+    and superseded facts)."""
     return conn.execute(
-        f"SELECT {FACT_COLUMNS}, confidence, created_at FROM facts ORDER BY rowid LIMIT ? OFFSET ?",
+        f"SELECT {_FACT_COLUMNS_F}, f.confidence, f.created_at, s.fact_id FROM facts f "
+        "LEFT JOIN facts s ON s.rowid = f.superseded_by ORDER BY f.rowid LIMIT ? OFFSET ?",
         (-1 if limit is None else limit, offset),
     ).fetchall()
 
 
 def constraint_rows(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-    """``(fact_id, subject, body)`` of the constraints in creation order."""
+    """``(fact_id, subject, body)`` of the valid constraints in creation order."""
     return conn.execute(
-        "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' ORDER BY rowid"
+        "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' "
+        "AND superseded_by IS NULL ORDER BY rowid"
     ).fetchall()
 
 
@@ -414,15 +618,15 @@ def rows_by_rowid(
     conn: sqlite3.Connection, rowids: Sequence[int], columns: str
 ) -> dict[int, tuple[Any, ...]]:
     """``rowid -> (columns...)`` for the stored ones of ``rowids``."""
-    if not rowids:
-        return {}
-    marks = ",".join("?" * len(rowids))
-    return {
-        row[0]: row[1:]
+    out: dict[int, tuple[Any, ...]] = {}
+    for start in range(0, len(rowids), 500):
+        chunk = list(rowids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
         for row in conn.execute(
-            f"SELECT rowid, {columns} FROM facts WHERE rowid IN ({marks})", list(rowids)
-        )
-    }
+            f"SELECT rowid, {columns} FROM facts WHERE rowid IN ({marks})", chunk
+        ):
+            out[row[0]] = row[1:]
+    return out
 
 
 def terms_of(conn: sqlite3.Connection, rowids: Sequence[int]) -> Iterator[tuple[int, str, str]]:
@@ -456,10 +660,10 @@ def problems(conn: sqlite3.Connection) -> list[str]:
         conn.execute("INSERT INTO facts_fts(facts_fts, rank) VALUES ('integrity-check', 1)")
     except sqlite3.DatabaseError as exc:
         found.append(f"full-text index: {exc}")
-    stored = conn.execute("SELECT count(*) FROM facts").fetchone()[0]
+    stored = conn.execute("SELECT count(*) FROM facts WHERE superseded_by IS NULL").fetchone()[0]
     counted = get_meta_int(conn, "fact_count")
     if stored != counted:
-        found.append(f"fact_count says {counted} but {stored} facts are stored")
+        found.append(f"fact_count says {counted} but {stored} valid facts are stored")
     return found
 
 
@@ -507,15 +711,17 @@ def vocabulary(conn: sqlite3.Connection, limit: int, max_chars: int) -> list[str
 
 
 def duplicate_groups(conn: sqlite3.Connection) -> list[list[int]]:
-    """Rowids of the facts sharing subject and body, one ascending list per group of 2+."""
+    """Rowids of the valid facts sharing subject and body, one ascending list per group of 2+."""
     groups = conn.execute(
-        "SELECT group_concat(rowid) FROM facts GROUP BY subject, body HAVING count(*) > 1"
+        "SELECT group_concat(rowid) FROM facts WHERE superseded_by IS NULL "
+        "GROUP BY subject, body HAVING count(*) > 1"
     ).fetchall()
     return [sorted(int(x) for x in joined.split(",")) for (joined,) in groups]
 
 
 def merge_into(conn: sqlite3.Connection, keep: int, dups: Sequence[int]) -> None:
-    """Remove the facts ``dups``; ``keep`` gets the union of their tags."""
+    """Remove the valid facts ``dups``; ``keep`` gets the union of their tags and takes over what
+    they superseded."""
     (tags_json,) = conn.execute("SELECT tags FROM facts WHERE rowid = ?", (keep,)).fetchone()
     tags: list[str] = json.loads(tags_json)
     for dup in dups:
@@ -523,6 +729,7 @@ def merge_into(conn: sqlite3.Connection, keep: int, dups: Sequence[int]) -> None
             "SELECT tags, stems FROM facts WHERE rowid = ?", (dup,)
         ).fetchone()
         tags.extend(tag for tag in json.loads(dup_tags) if tag not in tags)
+        conn.execute("UPDATE facts SET superseded_by = ? WHERE superseded_by = ?", (keep, dup))
         remove_fact(conn, dup, stems)
     conn.execute(
         "UPDATE facts SET tags = ? WHERE rowid = ?", (json.dumps(tags, ensure_ascii=False), keep)
@@ -530,16 +737,18 @@ def merge_into(conn: sqlite3.Connection, keep: int, dups: Sequence[int]) -> None
 
 
 def contested_subjects(conn: sqlite3.Connection) -> list[str]:
-    """Subjects holding different bodies, oldest first."""
+    """Subjects whose valid facts hold different bodies, oldest first."""
     rows = conn.execute(
-        "SELECT subject FROM facts GROUP BY subject HAVING count(DISTINCT body) > 1 "
-        "ORDER BY min(rowid)"
+        "SELECT subject FROM facts WHERE superseded_by IS NULL GROUP BY subject "
+        "HAVING count(DISTINCT body) > 1 ORDER BY min(rowid)"
     ).fetchall()
     return [row[0] for row in rows]
 
 
 def ids_of_subject(conn: sqlite3.Connection, subject: str, limit: int) -> list[str]:
     rows = conn.execute(
-        "SELECT fact_id FROM facts WHERE subject = ? ORDER BY rowid LIMIT ?", (subject, limit)
+        "SELECT fact_id FROM facts WHERE subject = ? AND superseded_by IS NULL ORDER BY rowid "
+        "LIMIT ?",
+        (subject, limit),
     ).fetchall()
     return [row[0] for row in rows]

@@ -68,6 +68,30 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
 )
 
 
+# Function words: they say how a question is phrased, not what it is about, so a query ignores
+# them (facts are still indexed whole) unless the query holds nothing else. Small on purpose:
+# English articles, pronouns, auxiliaries, prepositions, conjunctions and question words;
+# negations (not, no, never) carry meaning and stay.
+_STOP_TEXT = """
+    a an the this that these those it its it's i me my we us our you your he him his she her
+    they them their there here what what's which who whom whose when where why how how's
+    is are was were be been being am do does did done doing have has had having will would
+    shall should can could may might must to of in on at by for from with about into onto
+    over under than then as if so and or but any all some each every both either neither
+    too very just also only again ever there's that's let's please tell show give get know
+    need want use used using up down out off via per
+"""
+STOP_WORDS = frozenset(_STOP_TEXT.split())
+
+
+def query_tokens(text: str, limit: int) -> list[str]:
+    """A query's distinct tokens without function words (all of them when the query has
+    nothing else), at most ``limit``."""
+    tokens = unique_tokens(text)
+    content = [t for t in tokens if t not in STOP_WORDS]
+    return (content or tokens)[:limit]
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-case ``text`` and split it into tokens (order kept, duplicates kept)."""
     return list(filter(None, map(_trim, _SPLIT.split(text.lower()))))
@@ -191,10 +215,18 @@ class QueryTerms:
         return min(1.0, acc / self.total)
 
 
+# A few facts say little about which words are common: idf counts this many imaginary facts
+# holding none of the query's words, so in a tiny graph every content word weighs about the
+# same, and the graph's own frequencies take over as it grows.
+IDF_PRIOR_FACTS = 16
+
+
 def idf(doc_count: int, df: int) -> float:
-    """Rarity weight of a term found in ``df`` of ``doc_count`` facts (BM25's idf, always > 0)."""
+    """Rarity weight of a term found in ``df`` of ``doc_count`` facts (BM25's idf over
+    ``doc_count + IDF_PRIOR_FACTS`` facts, always > 0)."""
     df = min(max(df, 0), doc_count)
-    return math.log(1.0 + (doc_count - df + 0.5) / (df + 0.5))
+    total = doc_count + IDF_PRIOR_FACTS
+    return math.log(1.0 + (total - df + 0.5) / (df + 0.5))
 
 
 def fact_terms(subject: str, body: str) -> str:

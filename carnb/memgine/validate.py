@@ -86,6 +86,25 @@ def tags(value: Any) -> list[str]:
     return out
 
 
+def supersedes(value: Any) -> list[str]:
+    """Fact ids or subjects a new fact replaces: a list (or one string), at most ``MAX_TAGS``
+    non-blank strings of at most ``MAX_SUBJECT_BYTES`` each."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise InvalidParams(
+            f"supersedes must be a list of fact ids or subjects, got {_type_name(value)}"
+        )
+    if len(value) > MAX_TAGS:
+        raise InvalidParams(f"supersedes has {len(value)} entries; the limit is {MAX_TAGS}")
+    return [
+        text(item, f"supersedes[{index}]", max_bytes=MAX_SUBJECT_BYTES)
+        for index, item in enumerate(value)
+    ]
+
+
 def confidence(value: Any) -> float | None:
     if value is None:
         return None

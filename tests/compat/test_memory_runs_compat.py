@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.conftest import Client
+
 pytestmark = pytest.mark.compat
 
 
@@ -91,3 +93,31 @@ def test_run_calls(served, alice, car_client) -> None:
         "run_id": rid,
         "not_found": True,
     }
+
+
+def test_official_client_on_a_graph_with_supersession(served, alice) -> None:
+    """Issue 13: the client cannot send `supersedes`, but its calls keep working on a graph
+    where another session superseded facts: counts, queries and contexts see valid facts only,
+    and its own writes (with the extra fields it sends) and persist/load keep the chain."""
+    raw = Client(served.url)
+    raw.call("session.auth", {"token": served.info["agents"]["alice"], "agent_id": "alice"})
+    raw.call("memory.add_fact", {"subject": "deploy_target", "body": "Heroku", "fact_id": "d1"})
+    raw.call(
+        "memory.add_fact",
+        {"subject": "deploy_target", "body": "Cloudflare Workers", "supersedes": ["d1"]},
+    )
+    assert alice.add_fact("git", "never force-push to main", "pattern") == 2
+    alice.add_fact("ci", "runs on every push", "pattern", 0.9, "ci-1", ["build"], "agent")
+    assert alice.fact_count() == 3
+    rows = json.loads(alice.query_facts("what runtime do we deploy to?", 5))
+    assert rows[0]["body"] == "Cloudflare Workers"
+    assert all(r["body"] != "Heroku" for r in rows)
+    ctx = alice.build_context("deploy target heroku")
+    assert "Cloudflare Workers" in ctx and "Heroku" not in ctx
+    assert "Heroku" not in alice.build_context_fast("deploy target heroku", 100_000)
+    chain = raw.call("memory.history", {"subject": "deploy_target"})
+    assert alice.persist_memory("with-chain.json") == 4  # history included
+    assert alice.load_memory("with-chain.json") == 4
+    assert alice.fact_count() == 3
+    assert raw.call("memory.history", {"subject": "deploy_target"}) == chain
+    raw.close()

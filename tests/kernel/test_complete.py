@@ -30,7 +30,7 @@ def test_the_tree_gives_commands_actions_and_flags() -> None:
     assert candidates(p, [], "", no_values) == COMMANDS
     assert candidates(p, [], "me", no_values) == ["memory"]
     assert candidates(p, ["memory"], "", no_values) == sorted(
-        ["add", "query", "count", "context", "persist", "load", "delete", "explore"]
+        ["add", "query", "count", "context", "persist", "load", "delete", "explore", "history"]
     )
     assert candidates(p, ["memory", "add"], "--", no_values) == [
         "--confidence",
@@ -38,6 +38,7 @@ def test_the_tree_gives_commands_actions_and_flags() -> None:
         "--id",
         "--kind",
         "--source",
+        "--supersedes",
         "--tag",
     ]
     # after a flag that takes a value, that flag's values; a flag without one does not eat a word

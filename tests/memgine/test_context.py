@@ -8,7 +8,7 @@ import pytest
 
 from carnb.errors import InvalidParams
 from carnb.memgine import Memgine
-from carnb.memgine.context import budget_tokens
+from carnb.memgine.context import budget_tokens, estimate_tokens
 
 
 def lines_of(text: str, header: str) -> list[str]:
@@ -37,10 +37,13 @@ def test_sections_in_order_with_fact_lines(graph: Memgine) -> None:
 def test_constraints_are_always_included_even_without_a_match(graph: Memgine) -> None:
     graph.add_fact("db", "never drop the users table", "constraint")
     graph.add_fact("deploy", "deploys happen on tuesday")
-    assert graph.build_context("xylophone") == (
-        "## Constraints\n- [ws-1] db: never drop the users table"
+    everything = (
+        "## Constraints\n- [ws-1] db: never drop the users table\n\n"
+        "## Facts\n- [ws-2] deploy: deploys happen on tuesday"
     )
-    assert graph.build_context("") == "## Constraints\n- [ws-1] db: never drop the users table"
+    # every valid fact fits the budget, so the unmatched one is shown too (after constraints)
+    assert graph.build_context("xylophone") == everything
+    assert graph.build_context("") == everything
 
 
 def test_empty_sections_are_left_out(graph: Memgine) -> None:
@@ -140,3 +143,29 @@ def test_bad_window_names_the_field(graph: Memgine, window: object) -> None:
         graph.build_context("q", window)  # type: ignore[arg-type]
     with pytest.raises(InvalidParams, match="model_context_window"):
         graph.build_context_fast("q", window)  # type: ignore[arg-type]
+
+
+def test_every_valid_fact_is_shown_when_they_fit_most_relevant_last(graph: Memgine) -> None:
+    graph.add_fact("rule", "never deploy on fridays", "constraint")
+    graph.add_fact("kafka", "consumer lag alert fires at ten thousand", fact_id="hit")
+    for i in range(30):
+        graph.add_fact(f"note{i}", f"unrelated memo number {i}")
+    text = graph.build_context("kafka lag")
+    assert text.startswith("## Constraints\n- [ws-1] rule: never deploy on fridays\n\n## Facts\n")
+    facts = lines_of(text, "## Facts")
+    assert len(facts) == 31 and facts[-1].startswith("- [hit] kafka:")
+    assert facts[0].startswith("- [ws-2] note0:")  # unmatched facts oldest first
+
+
+def test_when_facts_do_not_fit_the_ranking_decides(graph: Memgine) -> None:
+    graph.add_fact("rule", "never deploy on fridays", "constraint")
+    graph.add_fact("kafka", "consumer lag alert fires at ten thousand", fact_id="hit")
+    for i in range(400):
+        graph.add_fact(f"note{i}", f"unrelated memo number {i} with some padding words")
+    text = graph.build_context("kafka lag", model_context_window=5000)  # budget 2000 tokens
+    assert estimate_tokens(text) <= 2000
+    assert text.startswith("## Constraints\n- [ws-1] rule: never deploy on fridays")
+    facts = lines_of(text, "## Facts")
+    assert facts[-1].startswith("- [hit] kafka:")  # old, but the most relevant
+    assert facts[-2].startswith("- [ws-401] note399:")  # then the newest fill the room
+    assert 50 < len(facts) < 401

@@ -205,3 +205,47 @@ def test_deleting_unindexed_and_indexed_facts_keeps_the_index_sound(graph: Memgi
     found = {r["fact_id"] for r in graph.query("pulsar", k=200)}
     assert len(found) == 108 and "ws-2" not in found and "ws-70" not in found
     assert graph.build_context_fast("pulsar").count("\n- [") == 64
+
+
+SMALL_TEAM = [
+    ("deploy_target", "Cloudflare Workers"),
+    ("git", "never force-push to main"),
+    ("style", "we write type hints everywhere"),
+    ("oncall", "pages go to whoever is on call"),
+    ("db", "postgres 16 on neon"),
+]
+
+
+@pytest.mark.parametrize("filler", [0, 40, 400])
+def test_function_words_never_outweigh_content_words(graph: Memgine, filler: int) -> None:
+    """Issue 13: 'to' and 'we' must not weigh as much as 'deploy', in a tiny graph or a big one
+    full of function words."""
+    for i in range(filler):
+        graph.add_fact(f"note{i}", f"we need to do item {i} and then we go to the next")
+    for subject, body in SMALL_TEAM:
+        graph.add_fact(subject, body)
+    rows = graph.query("what runtime do we deploy to?")
+    assert rows[0]["subject"] == "deploy_target"
+    last = graph.build_context("what runtime do we deploy to?").splitlines()[-1]
+    assert last.endswith("deploy_target: Cloudflare Workers")
+
+
+def test_a_query_of_function_words_only_still_finds_them(graph: Memgine) -> None:
+    graph.add_fact("a", "what we do")
+    graph.add_fact("b", "kafka")
+    assert top(graph, "what do we do") == ["a"]
+
+
+def test_recency_prefers_the_newer_of_equally_relevant_facts(graph: Memgine) -> None:
+    graph.add_fact("kafka", "retention is seven days", fact_id="old")
+    for i in range(200):
+        graph.add_fact(f"other{i}", f"unrelated note {i}")
+    graph.add_fact("kafka", "retention is three days", fact_id="new")
+    rows = graph.query("kafka retention", k=2)
+    assert [r["fact_id"] for r in rows] == ["new", "old"]
+
+
+def test_recency_does_not_beat_clearly_better_relevance(graph: Memgine) -> None:
+    graph.add_fact("alert", "kafka consumer lag alert", fact_id="old")
+    graph.add_fact("topic", "kafka topic", fact_id="new")
+    assert [r["fact_id"] for r in graph.query("kafka consumer lag", k=2)] == ["old", "new"]

@@ -10,6 +10,7 @@ import pytest
 
 from carnb.errors import CarnbError
 from carnb.memgine import Memgine
+from carnb.memgine.store import SCHEMA_VERSION
 from carnb.memgine.text import MAX_KEY_CHARS
 
 LONG_WORD = "x" * 40 + "y" * 60  # longer than an index key may be
@@ -51,7 +52,7 @@ def test_a_version_1_graph_is_migrated_and_long_words_are_rekeyed(tmp_path: Path
 
     g = Memgine(path)
     try:
-        assert _user_version(path) == 2
+        assert _user_version(path) == SCHEMA_VERSION
         g.check()  # index, facts and count agree
         assert [f["fact_id"] for f in g.query(LONG_WORD)] == ["long"]
         assert [f["fact_id"] for f in g.query("short")] == ["short"]

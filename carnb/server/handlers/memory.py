@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
 from carnb.server.methods import Later, Method, Params
 from carnb.server.params import (
@@ -92,6 +93,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
     tags = opt_str_list(p, "tags")
     source = opt_str(p, "source", "user") or "user"
     confidence = opt_number(p, "confidence")
+    supersedes = opt_str_list(p, "supersedes")
 
     def work() -> int:
         count = g.add_fact(
@@ -102,6 +104,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
             tags=tags,
             source=source,
             confidence=confidence,
+            supersedes=supersedes,
         )
         publish_count(s, svc, g, count)
         return count
@@ -117,6 +120,15 @@ def query(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
         return []
     g = graph(s, svc)
     return fast(g, lambda: g.query(text, k))
+
+
+def history(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
+    subject = opt_str(p, "subject")
+    fact_id = opt_str(p, "fact_id")
+    if (subject is None) == (fact_id is None):
+        raise InvalidParams("memory.history takes exactly one of subject and fact_id")
+    g = graph(s, svc)
+    return fast(g, lambda: g.history(subject=subject, fact_id=fact_id))
 
 
 def fact_count(s: ClientSession, p: Params, svc: Services) -> int | Later:
@@ -197,8 +209,18 @@ METHODS = (
             "tags": "string[]?",
             "source": "string? (user)",
             "confidence": "number?",
+            "supersedes": "string[]? (fact ids or subjects this fact replaces)",
         },
         result="integer: valid fact count after the write",
+    ),
+    Method(
+        "memory.history",
+        history,
+        needs="memory",
+        summary="Supersession chain of a subject or a fact, newest first",
+        params={"subject": "string? (one of subject, fact_id)", "fact_id": "string?"},
+        result="[{fact_id, subject, body, kind, tags, source, confidence, created_at, "
+        "superseded_by}]",
     ),
     Method(
         "memory.query",
