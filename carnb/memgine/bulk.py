@@ -1,7 +1,7 @@
 """Whole-graph operations on one graph's connection: replacing it from loaded facts, and
 consolidating duplicates. The caller (:class:`~carnb.memgine.engine.Memgine`) holds the
-graph's lock; :func:`consolidate` runs in its write transaction, :func:`replace` opens one
-per batch."""
+graph's lock; both open their own transactions, one per bounded batch, so another process
+sharing the file never waits long for the write lock."""
 
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ LOAD_BATCH_CHARS = 2 << 20
 # 100 ms) gets in between batches instead of waiting for the whole load.
 LOAD_PAUSE_S = 0.01
 
-Writer = Callable[[], AbstractContextManager[sqlite3.Connection]]
+# consolidate merges about this many facts per transaction.
+MERGE_BATCH = 500
+
+Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 
 def prepare(loaded: list[LoadedFact]) -> list[store.NewFact]:
@@ -45,7 +48,7 @@ def prepare(loaded: list[LoadedFact]) -> list[store.NewFact]:
     return facts
 
 
-def replace(write: Writer, facts: Sequence[store.NewFact]) -> None:
+def replace(write: Transaction, facts: Sequence[store.NewFact]) -> None:
     """Make ``facts`` the whole graph: one short transaction empties it (and moves ``ws-<n>``
     minting past the highest id loaded), then each batch of :func:`batches` commits on its own,
     so the write lock is never held for long. Readers meanwhile see the graph fill up;
@@ -91,22 +94,50 @@ def ws_number(fact_id: str) -> int:
     return 0
 
 
-def consolidate(conn: sqlite3.Connection) -> dict[str, Any]:
+def consolidate(read: Transaction, write: Transaction) -> dict[str, Any]:
     """Merge exact duplicates (same subject and body: the oldest survives and keeps the union
-    of the tags); report subjects holding different bodies without resolving them."""
+    of the tags); report subjects holding different bodies without resolving them.
+
+    The groups are found in a read (no write lock during the scan), then merged at most
+    ``MERGE_BATCH`` facts per transaction; a group changed meanwhile by another connection is
+    merged as it stands now. ``read()``/``write()`` open a transaction (:class:`Memgine`)."""
+    with read() as conn:
+        groups = store.duplicate_groups(conn)
     merged = 0
-    for keep, *dups in store.duplicate_groups(conn):
-        store.merge_into(conn, keep, dups)
-        merged += len(dups)
-    store.bump_fact_count(conn, -merged)
-    contested = store.contested_subjects(conn)
-    samples = [
-        {"subject": subject, "fact_ids": store.ids_of_subject(conn, subject, 10)}
-        for subject in contested[:CONTRADICTION_SAMPLES]
-    ]
+    for chunk in _chunks(groups, MERGE_BATCH):
+        with write() as conn:
+            removed = 0
+            for group in chunk:
+                alive = store.same_content(conn, group)
+                if len(alive) > 1:
+                    store.merge_into(conn, alive[0], alive[1:])
+                    removed += len(alive) - 1
+            store.bump_fact_count(conn, -removed)
+        merged += removed
+    with read() as conn:
+        contested = store.contested_subjects(conn)
+        samples = [
+            {"subject": subject, "fact_ids": store.ids_of_subject(conn, subject, 10)}
+            for subject in contested[:CONTRADICTION_SAMPLES]
+        ]
+        count = store.get_meta_int(conn, "fact_count")
     return {
         "duplicates_merged": merged,
         "contradictions_found": len(contested),
-        "fact_count": store.get_meta_int(conn, "fact_count"),
+        "fact_count": count,
         "contradictions": samples,
     }
+
+
+def _chunks(groups: list[list[int]], size: int) -> Iterator[list[list[int]]]:
+    """Runs of whole groups holding about ``size`` facts each."""
+    chunk: list[list[int]] = []
+    held = 0
+    for group in groups:
+        chunk.append(group)
+        held += len(group)
+        if held >= size:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk

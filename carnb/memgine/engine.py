@@ -367,8 +367,8 @@ class Memgine:
     def consolidate(self) -> dict[str, Any]:
         """Merge exact duplicates (same subject and body: the oldest survives and keeps the
         union of the tags); report subjects holding different bodies without resolving them."""
-        with self._write() as conn:
-            report = bulk.consolidate(conn)
+        with self._lock:
+            report = bulk.consolidate(self._read, self._write)
             if report["duplicates_merged"]:
                 self._forget()
         return report

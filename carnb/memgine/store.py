@@ -574,3 +574,14 @@ def append_batch(conn: sqlite3.Connection, facts: Sequence[NewFact]) -> None:
     )
     index_pending(conn)
     bump_fact_count(conn, len(facts))
+
+
+def same_content(conn: sqlite3.Connection, rowids: Sequence[int]) -> list[int]:
+    """Those of ``rowids`` still stored with the content (subject and body) of the oldest
+    stored one, ascending (for merging a duplicate group found in an earlier transaction)."""
+    marks = ",".join("?" * len(rowids))
+    rows = conn.execute(
+        f"SELECT rowid, subject, body FROM facts WHERE rowid IN ({marks}) ORDER BY rowid",
+        list(rowids),
+    ).fetchall()
+    return [rowid for rowid, subject, body in rows if (subject, body) == rows[0][1:]]

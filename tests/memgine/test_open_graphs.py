@@ -94,3 +94,27 @@ def test_load_commits_in_batches_and_keeps_writes_made_between_them(
     loader.check()
     loader.close()
     other.close()
+
+
+def test_consolidate_merges_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "MERGE_BATCH", 3)
+    commits: list[int] = []
+    g = Memgine(tmp_path / "g.sqlite3")
+    for i in range(5):
+        for copy in range(3):
+            g.add_fact(f"s{i}", f"body {i}", tags=[f"t{copy}"])
+    g.add_fact("s0", "another body")
+    real = bulk.store.bump_fact_count
+
+    def per_transaction(conn: object, delta: int) -> None:  # once per merge transaction
+        commits.append(delta)
+        real(conn, delta)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bulk.store, "bump_fact_count", per_transaction)
+    report = g.consolidate()
+    assert report["duplicates_merged"] == 10 and report["fact_count"] == 6 == g.fact_count()
+    assert commits == [-2] * 5  # one group (3 facts) per transaction
+    assert report["contradictions"] == [{"subject": "s0", "fact_ids": ["ws-1", "ws-16"]}]
+    assert [f["tags"] for f in g.facts()][:5] == [["t0", "t1", "t2"]] * 5
+    g.check()
+    g.close()
