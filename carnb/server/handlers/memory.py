@@ -70,8 +70,13 @@ class Gate:
                 leave()
                 return await asyncio.to_thread(work) if thread else work()
 
+        def done(task: asyncio.Task[T]) -> None:
+            leave()
+            if not task.cancelled():
+                task.exception()  # retrieved here too: a caller that left is not waiting
+
         task = asyncio.ensure_future(run())
-        task.add_done_callback(lambda _: leave())
+        task.add_done_callback(done)
 
         async def reply() -> T:
             return await asyncio.shield(task)  # a caller that leaves does not cancel the work
