@@ -110,7 +110,7 @@ class MemoryHome:
     def close(self) -> None:
         """Close every cached graph (idempotent); later calls open them again."""
         with self._lock:
-            graphs = list(self._open)
+            graphs = self._open | set(self._graphs.values())  # closed while idle too: for good
             self._graphs.clear()
             self._open.clear()
         for graph in graphs:
