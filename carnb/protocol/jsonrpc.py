@@ -8,7 +8,8 @@ The ``*_text`` helpers are the one serialiser of frames: :func:`error_reply` ans
 Nothing here does I/O or needs an event loop.
 
 Only strict JSON is accepted: ``NaN``/``Infinity`` and numbers that overflow a double are parse
-errors (they could be stored but never sent back), and so is nesting deeper than
+errors (they could be stored but never sent back), so are ``\\u`` escapes of lone surrogates
+(they cannot be encoded as UTF-8 again), and so is nesting deeper than
 :data:`MAX_DEPTH` (the limit serde_json, CAR's own parser, uses), which keeps every value a
 client stores far from Python's recursion limit when it is encoded again.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +117,11 @@ def result_text(id: JsonId, result: Any) -> str:
         return error_reply(id, InternalError(f"internal error: result is not JSON: {exc}"))
 
 
+def encoded_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (what it costs to store or send)."""
+    return len(_dumps(value).encode("utf-8"))
+
+
 def notification_text(method: str, params: Any) -> str:
     return _dumps({"jsonrpc": "2.0", "method": method, "params": params})
 
@@ -162,6 +169,28 @@ def _too_deep(obj: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+# A ``\uD800``..``\uDFFF`` escape: the only way a lone surrogate gets into a decoded frame
+# (the socket already refused invalid UTF-8). A matching pair decodes to one character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """Whether any string (key or value) in ``obj`` holds a lone surrogate (iterative)."""
+    stack: list[Any] = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
 # One decoder for every frame (json.loads with hooks would build a new one per call).
 _decode = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float).decode
 
@@ -183,6 +212,14 @@ def parse_frame(text: str) -> Message:
             ParseError(
                 f"parse error: nesting too deep: arrays/objects nest more than {MAX_DEPTH} "
                 "levels; flatten the value"
+            )
+        )
+    # Like serde_json: a lone surrogate is not valid JSON (it could never be sent back as UTF-8).
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+        return Invalid(
+            ParseError(
+                "parse error: frame is not valid JSON (a \\u escape encodes a lone UTF-16 "
+                "surrogate; send the character itself or a complete surrogate pair)"
             )
         )
     return parse_object(obj)

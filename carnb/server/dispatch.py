@@ -16,6 +16,7 @@ closed); host-only methods need ``is_host``; methods flagged ``needs_handshake``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from carnb.errors import (
     InternalError,
     InvalidRequest,
     MethodNotFound,
+    ReplyTooLarge,
 )
 from carnb.protocol.jsonrpc import (
     Invalid,
@@ -53,6 +55,8 @@ BINARY_REPLY = error_reply(
     ),
 )
 POLICY_VIOLATION = 1008  # WebSocket close code
+# No reply is bigger than this (bytes of UTF-8 JSON); bigger answers are a ReplyTooLarge error.
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +96,12 @@ Call = Request | Notification
 class Dispatcher:
     """Routes the calls of every session (socket or notebook) to handlers; one per server."""
 
-    def __init__(self, services: Services, table: MethodTable) -> None:
+    def __init__(
+        self, services: Services, table: MethodTable, max_reply_bytes: int = MAX_REPLY_BYTES
+    ) -> None:
         self.services = services
         self.table = table
+        self.max_reply_bytes = max_reply_bytes
 
     # -- the gate ------------------------------------------------------------------------------
     def resolve(self, session: ClientSession, name: str) -> Method:
@@ -145,7 +152,10 @@ class Dispatcher:
             return Reply(_reply_error(msg, _typed(method.name, exc)))
         if isinstance(started, Later):
             return Deferred(self._finish(method, msg, started.coro), started.coro)
-        return Reply(_reply_result(msg, started))
+        if method.large_reply:
+            ready = _ready(started)
+            return Deferred(self._finish(method, msg, ready), ready)
+        return Reply(self._reply_result(method, msg, started))
 
     async def _finish(
         self, method: Method, msg: Call, coro: Coroutine[Any, Any, Any]
@@ -154,7 +164,27 @@ class Dispatcher:
             result = await coro
         except Exception as exc:
             return _reply_error(msg, _typed(method.name, exc))
-        return _reply_result(msg, result)
+        if method.large_reply:
+            return await asyncio.to_thread(self._reply_result, method, msg, result)
+        return self._reply_result(method, msg, result)
+
+    def _reply_result(self, method: Method, msg: Call, result: Any) -> str | None:
+        """The result reply, or a ReplyTooLarge error reply when it is over the cap."""
+        if isinstance(msg, Notification):
+            return None
+        text = result_text(msg.id, result)
+        size = len(text)  # characters: a lower bound of the bytes
+        if size * 4 > self.max_reply_bytes:
+            size = len(text.encode("utf-8"))
+        if size <= self.max_reply_bytes:
+            return text
+        error = ReplyTooLarge(
+            f"the reply to {method.name} would be {size} bytes; the limit is "
+            f"{self.max_reply_bytes} bytes per reply: ask for less (a smaller k or limit, "
+            "a page of the trace with cursor)",
+            data={"bytes": size, "limit": self.max_reply_bytes},
+        )
+        return error_reply(msg.id, error)
 
     # -- the socketless path -------------------------------------------------------------------
     async def invoke(self, session: ClientSession, name: str, params: Any = None) -> Any:
@@ -197,5 +227,5 @@ def _reply_error(msg: Call, error: CarnbError) -> str | None:
     return error_reply(msg.id, error)
 
 
-def _reply_result(msg: Call, result: Any) -> str | None:
-    return None if isinstance(msg, Notification) else result_text(msg.id, result)
+async def _ready(result: Any) -> Any:
+    return result

@@ -31,7 +31,7 @@ from carnb.server.services import Services
 
 T = TypeVar("T")
 
-MAX_K = 1000
+MAX_K = 100  # memory.query: facts may be 1 MiB each; replies are capped too
 
 _busy: weakref.WeakKeyDictionary[Graph, asyncio.Lock] = weakref.WeakKeyDictionary()
 
@@ -204,6 +204,7 @@ METHODS = (
         "memory.query",
         query,
         needs="memory",
+        large_reply=True,
         summary="Facts relevant to a query, best first",
         params={"query": "string", "k": "integer? (5)"},
         result="[{fact_id, subject, body, kind, confidence, tags, source}]",
@@ -220,6 +221,7 @@ METHODS = (
         build_context,
         mode="task",
         needs="memory",
+        large_reply=True,
         summary="Relevant facts rendered as a prompt section within a token budget",
         params=_CONTEXT_PARAMS,
         result="string",
@@ -229,6 +231,7 @@ METHODS = (
         build_context_fast,
         mode="task",
         needs="memory",
+        large_reply=True,
         summary="Context sections without ranking (creation order)",
         params=_CONTEXT_PARAMS,
         result="string",
