@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,8 @@ JsonId = int | str | float | None
 
 MAX_DEPTH = 128
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_dumps = _ENCODER.encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +110,48 @@ def error_reply(id: JsonId, error: CarnbError) -> str:
     return error_text(id, error.code, error.message, error.data)
 
 
-def result_text(id: JsonId, result: Any) -> str:
+def result_text(id: JsonId, result: Any, *, in_pieces: bool = False) -> str:
     """Serialise a result reply. A result that is not JSON (NaN, sets, objects, nesting past the
-    recursion limit) becomes an internal error reply naming the problem instead of a crash."""
+    recursion limit) becomes an internal error reply naming the problem instead of a crash.
+
+    ``in_pieces``: encode value by value (each string still in C) instead of in one C call, so
+    a worker thread building a reply of megabytes hands the GIL back to the event loop often."""
+    if not in_pieces:
+        return str(_result_or_error(id, result, _dumps))
+    return str(capped_result_text(id, result, None))
+
+
+def capped_result_text(id: JsonId, result: Any, max_chars: int | None) -> str | None:
+    """:func:`result_text` in pieces, or ``None`` as soon as it exceeds ``max_chars``
+    characters (so an oversized reply is never built in full)."""
+
+    def build(msg: dict[str, Any]) -> str | None:
+        pieces: list[str] = []
+        total = 0
+        for piece in _ENCODER.iterencode(msg):
+            total += len(piece)
+            if max_chars is not None and total > max_chars:
+                return None
+            pieces.append(piece)
+        return "".join(pieces)
+
+    return _result_or_error(id, result, build)
+
+
+def _result_or_error(
+    id: JsonId, result: Any, build: Callable[[dict[str, Any]], str | None]
+) -> str | None:
     try:
-        return _dumps({"jsonrpc": "2.0", "id": id, "result": result})
+        return build({"jsonrpc": "2.0", "id": id, "result": result})
     except (TypeError, ValueError, RecursionError) as exc:
         return error_reply(id, InternalError(f"internal error: result is not JSON: {exc}"))
 
 
 def encoded_size(value: Any) -> int:
     """Bytes of ``value`` as compact UTF-8 JSON (what it costs to store or send)."""
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        # the common big value, counted without encoding it: only '"' and '\\' are escaped
+        return len(value) + 2 + value.count('"') + value.count("\\")
     return len(_dumps(value).encode("utf-8"))
 
 

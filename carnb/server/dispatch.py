@@ -16,7 +16,6 @@ closed); host-only methods need ``is_host``; methods flagged ``needs_handshake``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -34,14 +33,17 @@ from carnb.errors import (
 )
 from carnb.protocol.jsonrpc import (
     Invalid,
+    Message,
     Notification,
     Request,
+    capped_result_text,
     error_reply,
     params_object,
     parse_frame,
     result_text,
 )
 from carnb.protocol.session import ClientSession
+from carnb.server.bulk import run_bulk
 from carnb.server.methods import Later, Method, MethodTable
 from carnb.server.services import Services
 
@@ -131,7 +133,11 @@ class Dispatcher:
         """Turn one frame from ``session``'s peer into what to send back. Never raises."""
         if isinstance(frame, bytes):
             return Reply(BINARY_REPLY)
-        msg = parse_frame(frame)
+        return self.receive_message(session, parse_frame(frame))
+
+    def receive_message(self, session: ClientSession, msg: Message) -> Outcome:
+        """:meth:`receive` for a frame already parsed (the connection parses big frames off
+        the loop). Never raises."""
         if isinstance(msg, Invalid):
             return Reply(msg.reply)
         try:
@@ -165,24 +171,25 @@ class Dispatcher:
         except Exception as exc:
             return _reply_error(msg, _typed(method.name, exc))
         if method.large_reply:
-            return await asyncio.to_thread(self._reply_result, method, msg, result)
+            return await run_bulk(self._reply_result, method, msg, result, True)
         return self._reply_result(method, msg, result)
 
-    def _reply_result(self, method: Method, msg: Call, result: Any) -> str | None:
+    def _reply_result(
+        self, method: Method, msg: Call, result: Any, in_pieces: bool = False
+    ) -> str | None:
         """The result reply, or a ReplyTooLarge error reply when it is over the cap."""
         if isinstance(msg, Notification):
             return None
-        text = result_text(msg.id, result)
-        size = len(text)  # characters: a lower bound of the bytes
-        if size * 4 > self.max_reply_bytes:
-            size = len(text.encode("utf-8"))
-        if size <= self.max_reply_bytes:
+        cap = self.max_reply_bytes
+        # in pieces, building stops as soon as the characters alone are over the cap
+        text = capped_result_text(msg.id, result, cap) if in_pieces else result_text(msg.id, result)
+        # characters are a lower bound of the bytes; count bytes only when it may matter
+        if text is not None and (len(text) * 4 <= cap or len(text.encode("utf-8")) <= cap):
             return text
         error = ReplyTooLarge(
-            f"the reply to {method.name} would be {size} bytes; the limit is "
-            f"{self.max_reply_bytes} bytes per reply: ask for less (a smaller k or limit, "
-            "a page of the trace with cursor)",
-            data={"bytes": size, "limit": self.max_reply_bytes},
+            f"the reply to {method.name} would be over {cap} bytes, the limit per reply: ask "
+            "for less (a smaller k or limit, a page of the trace with cursor)",
+            data={"limit": cap},
         )
         return error_reply(msg.id, error)
 

@@ -8,8 +8,9 @@ Theory of operation. A handler is a top-level function ``(session, params, servi
 - ``task``: a coroutine function, run as its own task so it never blocks other requests
   (it moves slow synchronous work to a worker thread itself).
 ``large_reply`` marks methods whose answer may be megabytes (traces, query results,
-snapshots): the dispatcher serialises those replies in a worker thread. Every reply is held to
-the dispatcher's reply cap (``ReplyTooLarge``, -32602, when over it).
+snapshots): the dispatcher serialises those replies on the bulk thread
+(:mod:`carnb.server.bulk`). Every reply is held to the dispatcher's reply cap
+(``ReplyTooLarge``, -32602, when over it).
 ``needs`` names the service (``memory``, ``runs``, ``browser``) a method depends on: a method
 whose service the runtime did not provide is not offered, so ``capabilities.list`` and
 ``server.schema`` (both generated from the table) only list methods that work.

@@ -1,8 +1,9 @@
 """The WebSocket side of the session server: one connection, one ``ClientSession``.
 
 Runs on the host loop (``websockets`` asyncio API). This module only moves frames: each frame
-read goes to :meth:`~carnb.server.dispatch.Dispatcher.receive`, in order, and its outcome is
-carried out: a reply is sent at once; a deferred reply runs as a task (at most
+read goes to :meth:`~carnb.server.dispatch.Dispatcher.receive` in order (frames longer than
+``PARSE_OFF_LOOP_CHARS`` are parsed on the bulk thread first), and its outcome is carried
+out: a reply is sent at once; a deferred reply runs as a task (at most
 ``max_in_flight`` at a time, so a client that floods requests is slowed down rather than
 buffered without bound) and is sent when done, out of order, matched by ``id``; a close sends
 its reply and closes the socket. A connection that has not authenticated within
@@ -25,8 +26,9 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from carnb.protocol.jsonrpc import notification_text
+from carnb.protocol.jsonrpc import notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
+from carnb.server.bulk import run_bulk
 from carnb.server.dispatch import Close, Deferred, Dispatcher
 from carnb.server.logthrottle import ThrottleFilter, loop_exception_handler
 
@@ -45,6 +47,9 @@ class _NoFrameDumps(logging.LoggerAdapter):  # type: ignore[type-arg]
 _wire_logger = logging.getLogger("carnb.server.wire")
 _wire_logger.addFilter(ThrottleFilter())  # a flood of failing peers must not flood the log
 wire_log = _NoFrameDumps(_wire_logger, {})
+
+# Frames longer than this are parsed on the bulk thread, not on the event loop.
+PARSE_OFF_LOOP_CHARS = 256 * 1024
 
 AUTH_TIMEOUT_REASON = "auth timeout: call session.auth first"
 
@@ -183,7 +188,12 @@ class SessionServer:
     ) -> bool:
         """Carry out the outcome of one incoming frame; ``False`` ends the connection."""
         was_authenticated = session.authenticated
-        outcome = self.dispatcher.receive(session, frame)
+        if isinstance(frame, str) and len(frame) > PARSE_OFF_LOOP_CHARS:
+            # frames are handled in order, so the next frame of this peer waits; others do not
+            msg = await run_bulk(parse_frame, frame)
+            outcome = self.dispatcher.receive_message(session, msg)
+        else:
+            outcome = self.dispatcher.receive(session, frame)
         if session.authenticated and not was_authenticated:
             self._allow_full_frames(ws)
         if isinstance(outcome, Deferred):

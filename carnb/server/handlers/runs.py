@@ -8,7 +8,6 @@ ends into host events, and ends a departing session's open runs ``incomplete``.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from carnb.errors import InvalidParams, NotFound
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
+from carnb.server.bulk import run_bulk
 from carnb.server.events import RUN_ENDED, RUN_STARTED
 from carnb.server.methods import Method, Params
 from carnb.server.params import opt_int, opt_str, req_list, req_object, req_str
@@ -133,8 +133,9 @@ def runs_cancel(s: ClientSession, p: Params, svc: Services) -> Record:
 # JSON (a page always holds at least one record; one turn is at most 256 KiB).
 TRACE_PAGE_RECORDS = 100
 TRACE_PAGE_MAX_RECORDS = 1000
-TRACE_PAGE_BYTES = 8 * 1024 * 1024
+TRACE_PAGE_BYTES = 2 * 1024 * 1024
 _TRACE_CHUNK = 16  # records read from the store at a time while filling a page
+_PAST_THE_END = 1 << 62  # an index after every record: get_trace then reports the last index
 
 
 async def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -146,7 +147,7 @@ async def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
     start = cursor if cursor is not None else (0 if after is None else after + 1)
     limit = opt_int(p, "limit", TRACE_PAGE_RECORDS, minimum=1, maximum=TRACE_PAGE_MAX_RECORDS)
     assert limit is not None
-    return await asyncio.to_thread(trace_page, _store(svc), s, run_id, start, limit)
+    return await run_bulk(trace_page, _store(svc), s, run_id, start, limit)
 
 
 def trace_page(store: RunLog, s: ClientSession, run_id: str, start: int, limit: int) -> Record:
@@ -202,11 +203,14 @@ def runs_subscribe(s: ClientSession, p: Params, svc: Services) -> Record:
     if store.authorize(s, run_id, "subscribe") is None:
         raise _not_found(run_id)
     subs.add(run_id, s)  # first, so nothing committed from now on is missed
-    snapshot = store.get_trace(s, run_id)
+    snapshot = trace_page(store, s, run_id, 0, TRACE_PAGE_MAX_RECORDS)
     if snapshot.get("not_found"):
         subs.remove(run_id, s)
         raise _not_found(run_id)
-    subs.seen(run_id, s, snapshot["cursor"])
+    last = snapshot["cursor"]
+    if snapshot["next_cursor"] is not None:  # a long run: the rest is read with get_trace
+        last = store.get_trace(s, run_id, after=_PAST_THE_END, limit=1)["cursor"]
+    subs.seen(run_id, s, last)
     return {**snapshot, "subscribed": True}
 
 
@@ -289,7 +293,8 @@ METHODS = (
         role="owner",
         needs="runs",
         large_reply=True,
-        summary="Snapshot of a run, then runs.trace.event notifications for new records",
+        summary="Snapshot of a run (its first page), then runs.trace.event notifications for "
+        "new records",
         params={"run_id": "string"},
         result="trace snapshot with subscribed: true",
     ),
