@@ -32,6 +32,7 @@ from carnb.server.services import Services
 T = TypeVar("T")
 
 MAX_K = 100  # memory.query: facts may be 1 MiB each; replies are capped too
+QUERY_INLINE_K = 5  # a query for more facts than this runs in a worker thread
 
 _busy: weakref.WeakKeyDictionary[Graph, asyncio.Lock] = weakref.WeakKeyDictionary()
 
@@ -116,6 +117,8 @@ def query(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
     if k <= 0:
         return []
     g = graph(s, svc)
+    if k > QUERY_INLINE_K:  # up to 100 facts of up to 1 MiB: read them in a worker thread
+        return Later(slow(g, g.query, text, k))
     return fast(g, lambda: g.query(text, k))
 
 
