@@ -55,6 +55,8 @@ def _on_record(svc: Services, event: Record) -> None:
 
 async def _on_session_close(svc: Services, s: ClientSession) -> None:
     svc.run_subscriptions.drop_session(s)
+    if not s.authenticated:  # it could start no run: spare the store (and its lock)
+        return
     for run_id in _store(svc).end_session_runs(s.client_id):
         _clear_current(svc, run_id)
 
@@ -134,7 +136,9 @@ def runs_cancel(s: ClientSession, p: Params, svc: Services) -> Record:
 TRACE_PAGE_RECORDS = 100
 TRACE_PAGE_MAX_RECORDS = 1000
 TRACE_PAGE_BYTES = 2 * 1024 * 1024
-_TRACE_CHUNK = 16  # records read from the store at a time while filling a page
+# records read from the store at a time while filling a page: each read holds the store's lock,
+# which calls on the event loop (record_turns, authorize) wait for
+_TRACE_CHUNK = 4
 _PAST_THE_END = 1 << 62  # an index after every record: get_trace then reports the last index
 
 
