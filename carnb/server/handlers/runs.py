@@ -157,8 +157,9 @@ async def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
 def trace_page(store: RunLog, s: ClientSession, run_id: str, start: int, limit: int) -> Record:
     """One page of a run's records from index ``start``: at most ``limit`` records and about
     :data:`TRACE_PAGE_BYTES`; ``next_cursor`` is where the next page starts (None: no more).
-    Runs in a worker thread; reads the store a few records at a time so a page of big turns
-    never holds more than the page in memory."""
+    Reads the store a few records at a time, so a page of big turns never holds more than the
+    page in memory. ``runs.get_trace`` runs it on the bulk thread; ``runs.subscribe`` inline,
+    since its snapshot and its registration must not interleave with new records."""
     records: list[Record] = []
     size = 0
     after = start - 1
