@@ -36,7 +36,7 @@ from carnb.server.services import Services
 
 T = TypeVar("T")
 
-MAX_K = 1000
+MAX_K = 100  # memory.query: facts may be 1 MiB each; replies are capped too
 # A write to a session's own in-memory graph runs inline on the loop up to this many characters
 # of subject and body (indexing costs ~0.5 s per MiB of distinct words).
 INLINE_WRITE_CHARS = 16 * 1024
@@ -293,6 +293,7 @@ METHODS = (
         "memory.query",
         query,
         needs="memory",
+        large_reply=True,
         summary="Facts relevant to a query, best first",
         params={"query": "string", "k": "integer? (5)"},
         result="[{fact_id, subject, body, kind, confidence, tags, source}]",
@@ -309,6 +310,7 @@ METHODS = (
         build_context,
         mode="task",
         needs="memory",
+        large_reply=True,
         summary="Relevant facts rendered as a prompt section within a token budget",
         params=_CONTEXT_PARAMS,
         result="string",
@@ -318,6 +320,7 @@ METHODS = (
         build_context_fast,
         mode="task",
         needs="memory",
+        large_reply=True,
         summary="Context sections without ranking (creation order)",
         params=_CONTEXT_PARAMS,
         result="string",
