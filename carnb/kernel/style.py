@@ -67,6 +67,9 @@ STYLESHEET = (
     f"{_R} img.carnb-shot{{max-width:min(640px,100%);height:auto;border:1px solid {_LINE};"
     "cursor:zoom-in;display:block;margin:2px 0}"
     f"{_R} .carnb-part{{margin-bottom:6px}}"
+    f"{_R} .carnb-label,{_R} .carnb-muted{{color:{_FG2}}}"
+    f"{_R} .carnb-muted{{font-style:italic}}"
+    f"{_R} .widget-html-content{{line-height:1.4;white-space:normal;overflow:visible}}"
     f"{_R} a{{color:{_ACCENT}}}"
     "</style>"
 )
