@@ -22,6 +22,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from carnb.kernel.browser_view import page_url
 from carnb.kernel.linger import LINGER_SECONDS, EndedRun, Lingering
 from carnb.kernel.render import Renderable, Table
 from carnb.kernel.style import (
@@ -61,7 +62,7 @@ COLUMNS = (
 def browser_text(snap: dict[str, Any]) -> str:
     state = snap.get("browser_state") or "not launched"
     url = snap.get("browser_url")
-    return f"{state}: {url}" if url and state == "launched" else state
+    return f"{state}: {page_url(url)}" if url and state == "launched" else state
 
 
 class StatusPanel:

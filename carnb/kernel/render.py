@@ -216,7 +216,8 @@ class Image(Renderable):
         return (
             f"{note_html(self.caption)}"
             f'<img class="carnb-shot" alt="screenshot" title="{size}click for full size" '
-            "onclick=\"this.style.maxWidth=this.style.maxWidth?'':'none'\" "
+            'style="max-width:min(640px,100%)" '
+            "onclick=\"this.style.maxWidth=this.style.maxWidth=='none'?'min(640px,100%)':'none'\" "
             f'src="data:image/png;base64,{esc(self.png_base64)}"/>'
         )
 
