@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from carnb.kernel.calls import CarCommandError, CarMagicError
 from carnb.kernel.cellrun import Cell, describe_error, make_turn
 from carnb.kernel.render import Message, Raw, Table
+from carnb.kernel.style import short_id, when
 from carnb.runs.timeline import TraceView
 
 if TYPE_CHECKING:
@@ -120,12 +121,12 @@ class RunList(Table):
             ["run_id", "status", "intent", "turns", "started", "ended"],
             [
                 [
-                    r.get("run_id"),
+                    short_id(r.get("run_id")),
                     r.get("status"),
                     r.get("intent"),
                     r.get("turn_count"),
-                    r.get("started_at"),
-                    r.get("ended_at"),
+                    when(r.get("started_at")),
+                    when(r.get("ended_at")),
                 ]
                 for r in runs
             ],

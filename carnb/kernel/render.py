@@ -14,6 +14,7 @@ from typing import Any
 from carnb.kernel.style import (
     Cell,
     cell_text,
+    code_spans,
     esc,
     kv_html,
     note_html,
@@ -60,7 +61,7 @@ class Message(Renderable):
         return self.message
 
     def html(self) -> str:
-        return f"<div>{esc(self.message)}</div>"
+        return f"<div>{code_spans(self.message)}</div>"
 
 
 class Pre(Renderable):

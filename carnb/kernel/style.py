@@ -12,7 +12,8 @@ The API, meant to stay small and stable:
 * :class:`Cell` — a value with its own text and HTML (``short_id``, ``when``, ``cell``).
 * :func:`table_html` / :func:`kv_html` — a table under named columns, a key/value block.
 * :func:`clock` / :func:`offset` — times as ``09:17:30`` and ``+2.0 s``.
-* :func:`note_html` / :func:`title_html` — a muted line, a heading line.
+* :func:`note_html` / :func:`title_html` / :func:`code_spans` — a muted line, a heading line,
+  text whose `quoted` spans show as code (no literal backticks).
 
 Every value that reaches HTML here goes through :func:`esc`.
 """
@@ -185,12 +186,20 @@ def cell_html(value: Any, width: int = 120) -> str:
     return esc(cell_text(value, width))
 
 
+def code_spans(text: str) -> str:
+    """Escaped ``text`` with each `quoted` span as <code> (hints name commands this way)."""
+    parts = esc(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
+        return esc(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def title_html(text: str) -> str:
     return f'<div class="carnb-h">{esc(text)}</div>' if text else ""
 
 
 def note_html(text: str) -> str:
-    return f'<div class="carnb-note">{esc(text)}</div>' if text else ""
+    return f'<div class="carnb-note">{code_spans(text)}</div>' if text else ""
 
 
 def _numeric(value: Any) -> bool:

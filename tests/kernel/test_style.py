@@ -60,3 +60,26 @@ def test_key_values_and_empty_tables() -> None:
     assert kv.text().splitlines()[1].startswith("url ")
     empty = Table(["a"], [], empty="no runs")
     assert "carnb-note" in empty.html() and empty.text() == "no runs"
+
+
+def test_hints_show_code_not_backticks() -> None:
+    from carnb.kernel.render import Message
+
+    html = Message("finish it with `%car run complete` <now>").html()
+    assert "<code>%car run complete</code>" in html and "`" not in html and "&lt;now&gt;" in html
+    assert style.code_spans("a ` b") == "a ` b"  # unpaired: left alone
+
+
+def test_run_list_shows_short_ids_and_clock_times_on_one_line() -> None:
+    from carnb.kernel.cmd_runs import RunList
+
+    started = "2026-11-28T09:17:30.123456Z"
+    runs = [{"run_id": RUN_ID, "status": "completed", "turn_count": 2, "started_at": started}]
+    html = RunList("agent:x", runs).html()
+    assert f'title="{RUN_ID}">run-3f2a9c01…</span>' in html
+    assert style.clock(started) + "</span>" in html and started not in html.split("title=")[0]
+    # Ids and times never wrap onto two lines.
+    assert re.search(
+        r"\.carnb-id,[^{]*\.carnb-time,[^{]*\{[^}]*white-space:nowrap", style.STYLESHEET
+    )
+    assert RUN_ID in RunList("agent:x", runs).text()
