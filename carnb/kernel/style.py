@@ -30,6 +30,7 @@ from typing import Any
 ROOT = "carnb-out"
 
 _R = f".{ROOT}.{ROOT}"
+_DARK = f'body[data-jp-theme-light="false"] {_R}'
 _BG0 = "var(--jp-layout-color0, transparent)"
 _BG2 = "var(--jp-layout-color2, rgba(127,127,127,.14))"
 _FG1 = "var(--jp-ui-font-color1, inherit)"
@@ -72,6 +73,11 @@ STYLESHEET = (
     f"{_R} .carnb-muted{{font-style:italic}}"
     f"{_R} .widget-html-content{{line-height:1.4;white-space:normal;overflow:visible}}"
     f"{_R} a{{color:{_ACCENT}}}"
+    # Trace record kinds (carnb.runs.timeline): one hue each, AA contrast in light and dark.
+    f"{_R} .carnb-kind-started{{color:#1b7a3a}}{_R} .carnb-kind-turn{{color:#1f5fa8}}"
+    f"{_R} .carnb-kind-ended{{color:#9a3d12}}"
+    f"{_DARK} .carnb-kind-started{{color:#6fd08c}}{_DARK} .carnb-kind-turn{{color:#8ab8f0}}"
+    f"{_DARK} .carnb-kind-ended{{color:#f0a070}}"
     "</style>"
 )
 
