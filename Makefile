@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: lab test bench bench-quick lint chromium clean
+.PHONY: lab test bench bench-quick lint chromium clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "carnb needs Python 3.11 or newer"'
@@ -38,6 +38,10 @@ bench: $(VENV)/.installed-test chromium
 
 bench-quick: $(VENV)/.installed-test chromium
 	$(BIN)/python bench/run.py --quick
+
+# Each demo notebook run in JupyterLab (headless Chromium), light and dark theme, into screenshots/.
+screenshots: $(VENV)/.installed-test chromium
+	PYTHONPATH=$(CURDIR) $(BIN)/python tools/screenshots.py --out screenshots
 
 # Formatting, lint rules, mypy --strict on carnb/ (pyproject [tool.mypy]), the import layers
 # (pyproject [tool.importlinter]) and no import circle anywhere in carnb, counting imports inside

@@ -217,6 +217,12 @@ def _turns(r: dict[str, Any]) -> Any:
     return r.get("run_turns") if r.get("current_run_id") else None
 
 
+def _any_turns(r: dict[str, Any]) -> Any:
+    """The current run's turns, else those of the run that ended lately."""
+    ended: EndedRun | None = r.get("ended_run")
+    return _turns(r) if r.get("current_run_id") or ended is None else ended.turns
+
+
 def _run_cell(r: dict[str, Any]) -> Cell:
     """The current run, or the run that ended lately (greyed), or nothing."""
     if r.get("current_run_id"):
@@ -250,7 +256,7 @@ def _cells(r: dict[str, Any]) -> list[Any]:
         r.get("graph") or "",
         r.get("fact_count"),
         _run_cell(r),
-        _turns(r),
+        _any_turns(r),
         browser_text(r),
     ]
 

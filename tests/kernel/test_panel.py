@@ -115,7 +115,9 @@ def test_host_thread_updates_while_the_kernel_thread_is_blocked(loaded: Any) -> 
     # The session that ended stays, greyed, with its last run (ended) and state.
     assert wait_for(lambda: '<tr class="carnb-ended">' in panel.others.value)
     ended = panel.others.value.split('<tr class="carnb-ended">')[1]
+    ended = ended.split("</tr>")[0]
     assert "<td>scout</td>" in ended and "ended" in ended and f'title="{seen["rid"]}"' in ended
+    assert '<td class="carnb-num">2</td>' in ended  # its run's final turn count
     assert "1 ended" in panel.title.value
 
 
