@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("notebooks", nargs="*", help="notebook names (default: all in notebooks/)")
     p.add_argument("--out", default=str(REPO / "screenshots"), help="output folder")
-    p.add_argument("--theme", action="append", choices=sorted(THEMES), help="light and/or dark")
+    p.add_argument(
+        "--theme", action="append", choices=sorted(THEMES), help="default: light and dark"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)

@@ -1,7 +1,8 @@
-"""carnb's output in JupyterLab's dark theme, in headless Chromium: every table cell carnb
-renders (panel, server sessions, memory query, runs) reads with WCAG AA contrast (4.5:1,
-computed colours) and is left-aligned; and a notebook saved with its outputs and reopened
-without running it shows carnb's panel, not a widget error."""
+"""carnb's output in JupyterLab's themes (dark, light, dark high contrast), in headless Chromium:
+every table cell carnb renders (panel, greyed ended sessions, server sessions, memory query, run
+trace) reads with WCAG AA contrast (4.5:1, computed colours) and is left-aligned; and a notebook
+saved with its outputs and reopened without running it shows carnb's panel, not a widget error.
+"""
 
 from __future__ import annotations
 
@@ -30,14 +31,15 @@ CELLS = ".carnb-out td, .carnb-out th, .carnb-out td *, .carnb-out th *"
 WCAG_AA = 4.5
 
 
-def test_carnb_tables_read_in_the_dark_theme(tmp_path: Path) -> None:
+@pytest.mark.parametrize("theme", ["dark", "light", "high-contrast"])
+def test_carnb_tables_read_in_every_theme(theme: str, tmp_path: Path) -> None:
     pytest.importorskip("jupyterlab")
     from playwright.sync_api import expect, sync_playwright
 
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(REPO / "notebooks" / NOTEBOOK, root / NOTEBOOK)
-    with start_lab(root, tmp_path, theme="dark") as lab, sync_playwright() as pw:
+    with start_lab(root, tmp_path, theme=theme) as lab, sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=chromium_path(), headless=True, args=chromium_args()
         )
@@ -46,7 +48,8 @@ def test_carnb_tables_read_in_the_dark_theme(tmp_path: Path) -> None:
             page.set_default_timeout(60_000)
             page.goto(lab.url(NOTEBOOK))
             page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
-            assert page.locator("body").get_attribute("data-jp-theme-light") == "false"
+            light = page.locator("body").get_attribute("data-jp-theme-light")
+            assert light == ("true" if theme == "light" else "false")
             wait_for_kernel(page)
             run_all(page)
             panel = page.locator(".carnb-panel").first
@@ -55,6 +58,8 @@ def test_carnb_tables_read_in_the_dark_theme(tmp_path: Path) -> None:
             # Tables from the panel, %car server, %car memory query and the run trace.
             for table in ("table.carnb-sessions", "table.carnb-notebook", "table.carnb-kv"):
                 expect(page.locator(table).first).to_be_visible()
+            # The client process of cell 5 came and went: its session is listed, greyed.
+            expect(panel.locator("tr.carnb-ended").first).to_be_visible()
             cells: list[dict[str, Any]] = page.evaluate(CONTRAST_JS, CELLS)
             assert len(cells) > 40
             worst = min(cells, key=lambda c: c["ratio"])
