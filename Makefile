@@ -27,7 +27,15 @@ $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 chromium: | $(BIN)/python
 	@tools/ensure-chromium $(BIN)/python
 
+# The demo Lab saves widget state with a notebook, so a saved notebook reopens showing the
+# panel's last state instead of "Error displaying widget: model not found".
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+
 lab: $(VENV)/.installed-lab chromium
+	@$(BIN)/python -c 'import json, pathlib, sys; p = pathlib.Path(sys.argv[1]); \
+	  d = json.loads(p.read_text()) if p.exists() else {}; \
+	  d.setdefault("@jupyter-widgets/jupyterlab-manager:plugin", {})["saveState"] = True; \
+	  p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(d, indent=2))' $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 test: lint chromium

@@ -42,10 +42,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Saving a notebook saves its widgets' state too, so it reopens showing them (the panel's last
+# state) instead of "Error displaying widget: model not found". `make lab` sets the same.
+SAVE_WIDGET_STATE = ("@jupyter-widgets/jupyterlab-manager", "plugin", {"saveState": True})
+
+
 def _write_settings(settings: Path, theme: str) -> None:
     # Keep every cell in the DOM (JupyterLab 4 windows long notebooks), skip the news prompt,
-    # pick the theme.
+    # pick the theme, save widget state.
     for ext, name, value in [
+        SAVE_WIDGET_STATE,
         ("@jupyterlab/notebook-extension", "tracker", {"windowingMode": "none"}),
         (
             "@jupyterlab/apputils-extension",

@@ -6,6 +6,7 @@ saved with its outputs and reopened without running it shows carnb's panel, not 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,54 @@ def test_a_saved_notebook_shows_the_panel_without_a_kernel(
             assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
         finally:
             browser.close()
+
+
+def test_a_notebook_saved_in_lab_reopens_with_its_panel(tmp_path: Path) -> None:
+    """Run in JupyterLab, saved, opened again under a new kernel without running it: the panel
+    shows its last state (saved widget state), not 'Error displaying widget: model not found'."""
+    pytest.importorskip("jupyterlab")
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "root"
+    root.mkdir()
+    nb = nbformat_cells(REPO / "notebooks" / NOTEBOOK, upto="%car status")
+    (root / NOTEBOOK).write_text(nb)
+    with start_lab(root, tmp_path) as lab, sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=chromium_args()
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(lab.url(NOTEBOOK))
+            page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+            wait_for_kernel(page)
+            run_all(page)
+            expect(page.locator(".carnb-panel td.carnb-host")).to_contain_text("yes")
+            wait_until_done(page)
+            page.keyboard.press("Control+s")
+            expect(page.locator(".jp-mod-dirty")).to_have_count(0)
+            saved = json.loads((root / NOTEBOOK).read_text())
+            assert "widgets" in saved["metadata"]
+            (root / "reopened.ipynb").write_text(json.dumps(saved))
+            again = browser.new_page(viewport={"width": 1400, "height": 1000})
+            again.set_default_timeout(60_000)
+            again.goto(lab.url("reopened.ipynb").replace("?", "?reset&"))
+            shown = again.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+            expect(shown).to_have_count(1)
+            expect(again.locator(".jp-NotebookPanel")).to_have_count(1)  # only the reopened one
+            panel = shown.locator(".carnb-panel").first
+            expect(panel.locator("td.carnb-authenticated")).to_contain_text("yes")
+            expect(panel.locator(".carnb-title")).to_contain_text("session(s)")
+            assert "Error displaying widget" not in shown.inner_text()
+        finally:
+            browser.close()
+
+
+def nbformat_cells(path: Path, upto: str) -> str:
+    """The notebook at ``path`` cut after the first cell whose source is ``upto``."""
+    doc = json.loads(path.read_text())
+    cells = doc["cells"]
+    end = next(i for i, c in enumerate(cells) if "".join(c["source"]) == upto)
+    doc["cells"] = cells[: end + 1]
+    return json.dumps(doc)
