@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from carnb.kernel.calls import CarCommandError, CarMagicError
 from carnb.kernel.cellrun import Cell, describe_error, make_turn
 from carnb.kernel.render import Message, Raw, Table
-from carnb.kernel.style import short_id, when
 from carnb.runs.timeline import TraceView
 
 if TYPE_CHECKING:
@@ -116,6 +115,8 @@ def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult:
 
 class RunList(Table):
     def __init__(self, agent_id: str, runs: list[dict[str, Any]]) -> None:
+        from carnb.kernel.style import short_id, when
+
         self.runs = runs
         super().__init__(
             ["run_id", "status", "intent", "turns", "started", "ended"],
