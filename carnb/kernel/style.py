@@ -54,8 +54,9 @@ STYLESHEET = (
     f"{_R} tbody tr:hover td{{background:{_BG2}}}"
     f"{_R} .carnb-kv th{{text-align:left;font-weight:600}}"
     f"{_R} .carnb-nowrap{{white-space:nowrap}}"
-    f"{_R} .carnb-id,{_R} .carnb-time,{_R} code{{font-family:{_MONO};white-space:nowrap;"
+    f"{_R} .carnb-id,{_R} .carnb-time{{font-family:{_MONO};white-space:nowrap;"
     f"color:{_FG1};background:transparent}}"
+    f"{_R} code{{color:{_FG1}}}"
     f"{_R} .carnb-id[title]{{text-decoration:underline dotted {_LINE};cursor:help}}"
     f"{_R} .carnb-num{{text-align:right;font-variant-numeric:tabular-nums}}"
     f"{_R} .carnb-h{{font-weight:600;margin:4px 0 2px}}"
@@ -73,11 +74,22 @@ STYLESHEET = (
     f"{_R} .carnb-muted{{font-style:italic}}"
     f"{_R} .widget-html-content{{line-height:1.4;white-space:normal;overflow:visible}}"
     f"{_R} a{{color:{_ACCENT}}}"
-    # Trace record kinds (carnb.runs.timeline): one hue each, AA contrast in light and dark.
-    f"{_R} .carnb-kind-started{{color:#1b7a3a}}{_R} .carnb-kind-turn{{color:#1f5fa8}}"
-    f"{_R} .carnb-kind-ended{{color:#9a3d12}}"
-    f"{_DARK} .carnb-kind-started{{color:#6fd08c}}{_DARK} .carnb-kind-turn{{color:#8ab8f0}}"
-    f"{_DARK} .carnb-kind-ended{{color:#f0a070}}"
+    # Trace record kinds (carnb.runs.timeline, the kernel's trace view): one hue each, AA
+    # contrast in the light and the dark themes.
+    + "".join(
+        f"{_R} .carnb-kind-{kind},{_R} .carnb-trace-{kind}{{color:{light};font-weight:600}}"
+        f"{_DARK} .carnb-kind-{kind},{_DARK} .carnb-trace-{kind}{{color:{dark}}}"
+        for kind, light, dark in (
+            ("started", "#1b7a3a", "#6fd08c"),
+            ("turn", "#1f5fa8", "#8ab8f0"),
+            ("ended", "#9a3d12", "#f0a070"),
+        )
+    )
+    + f"{_R} .carnb-trace-entry{{padding:1px 0;color:{_FG1}}}"
+    f"{_R} .carnb-trace-entry summary{{cursor:pointer}}"
+    f"{_R} .carnb-trace-idx,{_R} .carnb-trace-time,{_R} .carnb-trace-took{{color:{_FG2};"
+    f"font-family:{_MONO};font-variant-numeric:tabular-nums;white-space:nowrap}}"
+    f"{_R} .carnb-trace-field{{color:{_FG2};margin-left:1.5em}}"
     "</style>"
 )
 
