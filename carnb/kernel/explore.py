@@ -3,7 +3,8 @@
 Typing in the box arrives on the kernel thread (a comm message); the explorer only hands the
 query to the host thread, which runs ``memory.fact_count`` and ``memory.query`` as the notebook's
 session and writes the result widgets. A sequence number drops answers to queries that a newer
-keystroke superseded, so the table always matches the box.
+keystroke superseded, so the table always matches the box. With ``superseded=True`` each
+result is followed by the older facts it replaced (``memory.history``), struck through.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from carnb.errors import CarnbError
-from carnb.kernel.style import ROOT, STYLESHEET, esc, note_html, page, table_html
+from carnb.kernel.style import (
+    ROOT,
+    STYLESHEET,
+    Cell,
+    cell_text,
+    esc,
+    note_html,
+    page,
+    table_html,
+)
 
 if TYPE_CHECKING:
     from carnb.kernel.view import RuntimeView
@@ -24,27 +34,34 @@ COLUMNS = ("fact_id", "subject", "body", "kind", "score", "tags", "source")  # a
 
 
 def results_html(rows: list[dict[str, Any]], query: str) -> str:
-    """The result table, in the same style as ``%car memory query``."""
+    """The result table, in the same style as ``%car memory query``; superseded facts (shown
+    with ``superseded=True``) struck through."""
     if not query.strip():
         return note_html("type to search the facts")
     return table_html(
         COLUMNS,
-        [
-            [
-                r.get("fact_id"),
-                r.get("subject"),
-                r.get("body"),
-                r.get("kind"),
-                _score(r.get("confidence")),
-                r.get("tags"),
-                r.get("source"),
-            ]
-            for r in rows
-        ],
+        [_cells(r) for r in rows],
         cls="carnb-results",
         width=160,
         empty=f"no fact matches {query}",
+        row_classes=["carnb-superseded" if r.get("superseded_by") else "" for r in rows],
     )
+
+
+def _cells(r: dict[str, Any]) -> list[Any]:
+    values = [
+        r.get("fact_id"),
+        r.get("subject"),
+        r.get("body"),
+        r.get("kind"),
+        _score(r.get("confidence")),
+        r.get("tags"),
+        r.get("source"),
+    ]
+    if not r.get("superseded_by"):
+        return values
+    struck = [cell_text(v, 160) for v in values]
+    return [Cell(t, f"<s>{esc(t)}</s>" if t else "") for t in struck]
 
 
 def _log_failure(fut: Any) -> None:
@@ -59,11 +76,14 @@ def _score(value: Any) -> str:
 class MemoryExplorer:
     """Search the notebook session's effective graph; ``.widget`` is what the notebook shows."""
 
-    def __init__(self, runtime: RuntimeView, query: str = "", k: int = 10) -> None:
+    def __init__(
+        self, runtime: RuntimeView, query: str = "", k: int = 10, superseded: bool = False
+    ) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
         self.runtime = runtime
         self.k = k
+        self.superseded = superseded
         self.box = w.Text(
             value=query, placeholder="search facts…", description="search", continuous_update=True
         )
@@ -128,6 +148,8 @@ class MemoryExplorer:
                 if query.strip()
                 else []
             )
+            if self.superseded:
+                rows = await self._with_history(list(rows))
         except CarnbError as exc:
             if seq == self._seq and not self._closed:
                 self.status.value = (
@@ -147,3 +169,12 @@ class MemoryExplorer:
             + "</div>"
         )
         self.results.value = results_html(self.last_rows, query)
+
+    async def _with_history(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each row followed by the facts it superseded, newest first (host thread)."""
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            out.append(row)
+            chain = await self.runtime.acall("memory.history", {"fact_id": row["fact_id"]})
+            out += [old for old in chain if old.get("superseded_by")]
+        return out

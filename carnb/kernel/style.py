@@ -64,7 +64,7 @@ STYLESHEET = (
     f"{_R} .carnb-error{{color:var(--jp-error-color1, #d32f2f);font-weight:600}}"
     f"{_R} tr.carnb-me td{{box-shadow:inset 3px 0 0 {_ACCENT}}}"
     f"{_R} tr.carnb-me td~td{{box-shadow:none}}"
-    f"{_R} tr.carnb-ended td{{color:{_FG2};font-style:italic}}"
+    f"{_R} tr.carnb-ended td,{_R} tr.carnb-superseded td{{color:{_FG2};font-style:italic}}"
     f"{_R} pre{{margin:2px 0;white-space:pre-wrap;color:{_FG1};background:{_BG2};"
     f"padding:4px 6px;font-family:{_MONO}}}"
     f"{_R} img.carnb-shot{{max-width:min(640px,100%);height:auto;border:1px solid {_LINE};"
