@@ -208,7 +208,7 @@ class StatusPanel:
         self._refresh_at_expiry()
         title, mine, others = render(self._url(), rows, self.ended)
         # Trait assignments send an update only when the value changed.
-        self.title.value = title
+        self.title.value = STYLESHEET + title  # the widget's root has the style's class
         self.mine.value = mine
         self.others.value = others
 
@@ -301,7 +301,7 @@ def render(
     gone = f" · {len(ended)} ended" if ended else ""
     at = f" · snapshot at {esc(moment)}" if moment else ""
     title = (
-        f'{STYLESHEET}<div class="carnb-title carnb-h">carnb · {esc(url)} · '
+        f'<div class="carnb-title carnb-h">carnb · {esc(url)} · '
         f'<span class="carnb-count">{len(rows)}</span> session(s){gone}{at}</div>'
     )
     me = next((r for r in rows if r["me"]), None)
