@@ -143,17 +143,19 @@ RUN_COLUMNS = ("run_id", "agent_id", "status", "intent", "turn_count", "started_
 
 class RunList(Table):
     def __init__(self, agent_id: str, runs: list[dict[str, Any]]) -> None:
+        from carnb.kernel.style import short_id, when
+
         self.runs = runs
         super().__init__(
             ["run_id", "status", "intent", "turns", "started", "ended"],
             [
                 [
-                    r.get("run_id"),
+                    short_id(r.get("run_id")),
                     r.get("status"),
                     r.get("intent"),
                     r.get("turn_count"),
-                    r.get("started_at"),
-                    r.get("ended_at"),
+                    when(r.get("started_at")),
+                    when(r.get("ended_at")),
                 ]
                 for r in runs
             ],
