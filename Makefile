@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: lab test bench bench-quick lint chromium clean
+.PHONY: lab test bench bench-quick lint chromium postgresql clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "carnb needs Python 3.11 or newer"'
@@ -27,16 +27,21 @@ $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 chromium: | $(BIN)/python
 	@tools/ensure-chromium $(BIN)/python
 
+# PostgreSQL's server binaries for the PostgreSQL store tests and benchmarks (the tests start a
+# throw-away server of their own): found, else Debian's package (tools/ensure-postgresql).
+postgresql:
+	@tools/ensure-postgresql
+
 lab: $(VENV)/.installed-lab chromium
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-test: lint chromium
+test: lint chromium postgresql
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-test chromium
+bench: $(VENV)/.installed-test chromium postgresql
 	$(BIN)/python bench/run.py
 
-bench-quick: $(VENV)/.installed-test chromium
+bench-quick: $(VENV)/.installed-test chromium postgresql
 	$(BIN)/python bench/run.py --quick
 
 # Formatting, lint rules, mypy --strict on carnb/ (pyproject [tool.mypy]), the import layers
