@@ -43,7 +43,8 @@ def test_listener_sees_every_record_in_order_with_contiguous_cursors(store: RunS
     assert theirs[0]["agent_id"] == "name:bot"
 
 
-def test_listener_runs_after_commit(store: RunStore, db_path: Path) -> None:
+def test_listener_runs_after_commit(sqlite_store: RunStore, db_path: Path) -> None:
+    store = sqlite_store
     reader = sqlite3.connect(db_path)
     seen: list[tuple[int, int]] = []
 

@@ -1,0 +1,163 @@
+"""The run store on PostgreSQL, shared by every server of a store, with live records across them.
+
+Theory of operation: :class:`PgRunStore` is :class:`carnb.runs.RunStore` (one policy: validation,
+ownership, lifecycle) over :mod:`carnb.pgstore.runs_sql`. Each write is one transaction that
+also sends ``NOTIFY carnb_runs`` with ``{o: writer's epoch, r: run_id, a: first, b: last}``
+(ids and cursors only; PostgreSQL delivers it on COMMIT, in commit order). A write returns only
+after COMMIT, so an acknowledged record survives a crash of the server that wrote it.
+
+Listeners see every record of every run, from any server, in cursor order without gaps: this
+server's own writes are announced in the writing thread right after COMMIT (as on SQLite); other
+servers' arrive through :class:`~carnb.pgstore.notify.Notifications`, and the records are read
+from the table. Both go through one "delivered up to" cursor per open run, so a record another
+server wrote before one of ours is read and announced first, and none is announced twice. After
+PostgreSQL comes back from a restart, open runs are caught up from the table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from carnb.errors import InvalidParams
+from carnb.pgstore import runs_sql
+from carnb.pgstore.database import Database
+from carnb.pgstore.notify import Notifications
+from carnb.runs import RunStore
+from carnb.runs import records as rec
+from carnb.runs.store import Events, Listener
+
+log = logging.getLogger("carnb.pgstore.runs")
+
+CHANNEL = "carnb_runs"
+MAX_TRACKED_RUNS = 10_000
+
+
+class PgRunStore(RunStore):
+    """Runs in a PostgreSQL store; thread-safe; the same API and answers as :class:`RunStore`."""
+
+    _sql = runs_sql
+
+    def __init__(self, db: Database, notifications: Notifications) -> None:
+        # RunStore.__init__ opens a SQLite file; this store shares the server's pool instead.
+        self.db = db
+        self.path = db.display
+        self.epoch = uuid.uuid4().hex
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._open = True
+        self._delivered: dict[str, int] = {}  # run -> last cursor announced (open runs)
+        self._deliver_lock = threading.Lock()
+        notifications.on(CHANNEL, self._on_notify)
+        notifications.on_reconnect(self._catch_up)
+
+    # -- lifecycle (the pool belongs to the store's owner) -------------------------------------
+    def open(self) -> PgRunStore:
+        self._open = True
+        return self
+
+    def close(self) -> None:
+        self._open = False
+
+    @property
+    def closed(self) -> bool:
+        return not self._open
+
+    # -- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[runs_sql.Tx]:
+        with self.db.transaction() as conn:
+            yield runs_sql.Tx(conn)
+
+    @contextmanager
+    def _tx(self) -> Iterator[tuple[runs_sql.Tx, Events]]:
+        events: Events = []
+        try:
+            with self.db.transaction() as conn:
+                tx = runs_sql.Tx(conn, write=True)
+                yield tx, events
+                for run_id, first, last in tx.appended:
+                    note = {"o": self.epoch, "r": run_id, "a": first, "b": last}
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(note)))
+        except psycopg.DataError as exc:  # e.g. a NUL character in an intent
+            raise InvalidParams(
+                f"the run store cannot keep this value ({str(exc).splitlines()[0]}); "
+                "nothing was written"
+            ) from exc
+        if events:
+            self._announce(events)
+
+    # -- delivery -------------------------------------------------------------------------------
+    def _announce(self, events: Events) -> None:
+        """This server's committed records: fill any gap from the table, then announce."""
+        with self._deliver_lock:
+            for ev in events:
+                run_id, cursor = ev["run_id"], ev["cursor"]
+                last = self._delivered.get(run_id)
+                if last is not None and cursor <= last:
+                    continue
+                if last is not None and cursor > last + 1:
+                    self._deliver_from_table(run_id, last, cursor - 1, ev["agent_id"])
+                self._deliver(ev)
+
+    def _on_notify(self, note: dict[str, Any]) -> None:
+        if note.get("o") == self.epoch or not self._listeners:
+            return
+        run_id, first, last = note.get("r"), note.get("a"), note.get("b")
+        if not isinstance(run_id, str) or not isinstance(first, int) or not isinstance(last, int):
+            return
+        with self._deliver_lock:
+            done = self._delivered.get(run_id, first - 1)
+            if last > done:
+                self._deliver_from_table(run_id, done, last, None)
+
+    def _catch_up(self) -> None:
+        """After a reconnect: announce what other servers wrote to open runs meanwhile."""
+        with self._deliver_lock:
+            for run_id, done in list(self._delivered.items()):
+                self._deliver_from_table(run_id, done, None, None)
+
+    def _deliver_from_table(
+        self, run_id: str, after: int, upto: int | None, agent_id: str | None
+    ) -> None:
+        try:
+            with self._read() as tx:
+                agent = agent_id or runs_sql.run_agent(tx, run_id)
+                records = runs_sql.read_records(tx, run_id, after, upto=upto)
+        except Exception as exc:  # PostgreSQL away: the reconnect catch-up retries
+            log.warning("could not read records of %s to announce them: %s", run_id, exc)
+            return
+        for record in records:
+            status = record.get("status", rec.IN_PROGRESS) if record["kind"] == rec.ENDED else None
+            self._deliver(
+                {
+                    "run_id": run_id,
+                    "agent_id": agent or "",
+                    "record": record,
+                    "cursor": record["index"],
+                    "status": status or rec.IN_PROGRESS,
+                }
+            )
+
+    def _deliver(self, ev: dict[str, Any]) -> None:
+        """Announce one record (caller holds the delivery lock) and move the run's cursor."""
+        run_id = ev["run_id"]
+        if ev["record"]["kind"] == rec.ENDED:
+            self._delivered.pop(run_id, None)
+        else:
+            self._delivered.pop(run_id, None)  # re-insert: the dict stays in recency order
+            self._delivered[run_id] = ev["cursor"]
+            if len(self._delivered) > MAX_TRACKED_RUNS:
+                self._delivered.pop(next(iter(self._delivered)))
+        for fn in list(self._listeners):
+            try:
+                fn(ev)
+            except Exception:
+                log.exception("run listener %r failed on %s #%s", fn, run_id, ev["cursor"])
