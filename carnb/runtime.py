@@ -24,6 +24,8 @@ from carnb._version import __version__
 from carnb.browser import BrowserPool
 from carnb.errors import CarnbError
 from carnb.memgine import MemoryHome
+from carnb.pgstore import StoreSetting, parse_store
+from carnb.pgstore.setting import from_environment
 from carnb.private_file import write_private_json
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession, new_client_id
@@ -63,6 +65,9 @@ class Settings:
     memory: bool = True
     runs: bool = True
     browser: bool = True
+    # Where runs (and, later, graphs) live: None/"sqlite" for files under home, or a
+    # postgresql:// URL shared by a team's servers (default: $CARNB_STORE).
+    store: str | None = field(default_factory=from_environment)
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both
@@ -71,6 +76,11 @@ class Settings:
             object.__setattr__(self, "connection_file", Path(self.connection_file).expanduser())
         if self.port < 0 or self.port > 65535:
             raise CarnbError(f"port must be between 0 and 65535, got {self.port}")
+        self.store_setting  # noqa: B018 - refuse a bad store setting at once
+
+    @property
+    def store_setting(self) -> StoreSetting:
+        return parse_store(self.store)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -187,9 +197,7 @@ class Runtime:
             services.memory = memory
             self._closers.append(memory.close)
         if s.runs:
-            store = RunStore(s.home / "runs.sqlite3")
-            services.runs = store
-            self._closers.append(store.close)
+            services.runs = self._run_store()
         if s.browser:
             pool = BrowserPool(
                 executable=s.chromium,
@@ -198,6 +206,25 @@ class Runtime:
             )
             services.browsers = pool
             self._closers.append(pool.close)
+
+    def _run_store(self) -> RunStore:
+        setting = self.settings.store_setting
+        if not setting.is_postgresql:
+            store = RunStore(self.settings.home / "runs.sqlite3")
+            self._closers.append(store.close)
+            return store
+        from carnb.pgstore.store import PostgresStore  # psycopg only when it is used
+
+        pg = PostgresStore(setting).open()
+        self._closers.append(pg.close)
+        runs = pg.runs()
+        pg.listen()
+        return runs
+
+    @property
+    def store_display(self) -> str:
+        """The store in use, for people (a PostgreSQL URL without its password)."""
+        return self.settings.store_setting.display()
 
     def close(self) -> None:
         """Stop the server, end every session, close engines and browsers, stop the thread."""

@@ -6,12 +6,13 @@ also sends ``NOTIFY carnb_runs`` with ``{o: writer's epoch, r: run_id, a: first,
 (ids and cursors only; PostgreSQL delivers it on COMMIT, in commit order). A write returns only
 after COMMIT, so an acknowledged record survives a crash of the server that wrote it.
 
-Listeners see every record of every run, from any server, in cursor order without gaps: this
-server's own writes are announced in the writing thread right after COMMIT (as on SQLite); other
-servers' arrive through :class:`~carnb.pgstore.notify.Notifications`, and the records are read
-from the table. Both go through one "delivered up to" cursor per open run, so a record another
-server wrote before one of ours is read and announced first, and none is announced twice. After
-PostgreSQL comes back from a restart, open runs are caught up from the table.
+Listeners see every record of every run, from any server, in cursor order without gaps, all
+from one thread (:class:`~carnb.pgstore.notify.Notifications`): this server's own writes come
+back through NOTIFY like everyone else's (unlike SQLite, not in the writing thread: one thread
+keeps one order for the server's notifier), and the records are read from the table. A
+"delivered up to" cursor per open run fills any gap and announces nothing twice. :meth:`sync`
+waits until everything committed before it was announced. After PostgreSQL comes back from a
+restart, open runs are caught up from the table.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class PgRunStore(RunStore):
         self._listeners: list[Listener] = []
         self._open = True
         self._delivered: dict[str, int] = {}  # run -> last cursor announced (open runs)
-        self._deliver_lock = threading.Lock()
+        self._deliver_lock = threading.RLock()
+        self._syncs: dict[str, threading.Event] = {}
         notifications.on(CHANNEL, self._on_notify)
         notifications.on_reconnect(self._catch_up)
 
@@ -91,35 +93,43 @@ class PgRunStore(RunStore):
                 f"the run store cannot keep this value ({str(exc).splitlines()[0]}); "
                 "nothing was written"
             ) from exc
-        if events:
-            self._announce(events)
 
     # -- delivery -------------------------------------------------------------------------------
-    def _announce(self, events: Events) -> None:
-        """This server's committed records: fill any gap from the table, then announce."""
+    def sync(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every record committed before this call has been announced here."""
+        token = uuid.uuid4().hex
+        done = threading.Event()
         with self._deliver_lock:
-            for ev in events:
-                run_id, cursor = ev["run_id"], ev["cursor"]
-                last = self._delivered.get(run_id)
-                if last is not None and cursor <= last:
-                    continue
-                if last is not None and cursor > last + 1:
-                    self._deliver_from_table(run_id, last, cursor - 1, ev["agent_id"])
-                self._deliver(ev)
+            self._syncs[token] = done
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"sync": token})))
+            return done.wait(timeout_s)
+        finally:
+            with self._deliver_lock:
+                self._syncs.pop(token, None)
 
     def _on_notify(self, note: dict[str, Any]) -> None:
-        if note.get("o") == self.epoch or not self._listeners:
+        """Every record, this server's own included, is announced from here (one thread, so
+        listeners see one order); records are read from the table."""
+        if "sync" in note:
+            with self._deliver_lock:
+                done = self._syncs.get(str(note["sync"]))
+            if done is not None:
+                done.set()
+            return
+        if not self._listeners:
             return
         run_id, first, last = note.get("r"), note.get("a"), note.get("b")
         if not isinstance(run_id, str) or not isinstance(first, int) or not isinstance(last, int):
             return
         with self._deliver_lock:
-            done = self._delivered.get(run_id, first - 1)
-            if last > done:
-                self._deliver_from_table(run_id, done, last, None)
+            done_to = self._delivered.get(run_id, first - 1)
+            if last > done_to:
+                self._deliver_from_table(run_id, done_to, last, None)
 
     def _catch_up(self) -> None:
-        """After a reconnect: announce what other servers wrote to open runs meanwhile."""
+        """After a reconnect: announce what was written to open runs meanwhile."""
         with self._deliver_lock:
             for run_id, done in list(self._delivered.items()):
                 self._deliver_from_table(run_id, done, None, None)

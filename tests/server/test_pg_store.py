@@ -1,0 +1,144 @@
+"""carnb servers sharing one PostgreSQL store: runs written through one are read and streamed
+live through another; a newer schema is refused; a PostgreSQL restart gives clear errors and
+carnb recovers by itself."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from carnb.errors import CarnbError
+from carnb.runtime import Runtime
+from tests.conftest import Client, RpcFailed
+
+pytestmark = pytest.mark.postgres
+
+
+def _host(rt: Runtime) -> Client:
+    c = Client(rt.url)
+    c.call("session.auth", {"host_token": rt.host_token})
+    return c
+
+
+def _trace_events(c: Client, n: int, timeout: float = 10) -> list[dict[str, Any]]:
+    return [c.wait_notification("runs.trace.event", timeout)["params"] for _ in range(n)]
+
+
+def test_a_run_written_through_a_streams_live_in_order_to_b(make_runtime: Any, pg_url: str) -> None:
+    a, b = make_runtime(store=pg_url), make_runtime(store=pg_url)
+    writer, watcher = _host(a), _host(b)
+    try:
+        run_id = writer.call("runs.start", {"intent": "shared", "agent_name": "team"})["run_id"]
+        snap = watcher.call("runs.subscribe", {"run_id": run_id})
+        assert snap["cursor"] == 0 and snap["records"][0]["intent"] == "shared"
+        delays = []
+        for i in range(20):
+            t0 = time.perf_counter()
+            writer.call("runs.record_turns", {"run_id": run_id, "turns": [{"prompt": f"p{i}"}]})
+            ev = _trace_events(watcher, 1)[0]
+            delays.append(time.perf_counter() - t0)
+            assert ev["cursor"] == i + 1 and ev["record"]["turn"] == {"prompt": f"p{i}"}
+        writer.call("runs.record_turns", {"run_id": run_id, "turns": [{"k": j} for j in range(5)]})
+        writer.call("runs.cancel", {"run_id": run_id, "reason": "done"})
+        tail = _trace_events(watcher, 6)
+        assert [e["cursor"] for e in tail] == list(range(21, 27))
+        assert tail[-1]["status"] == "cancelled"
+        # B reads the same trace A wrote, record for record.
+        assert watcher.call("runs.get_trace", {"run_id": run_id}) == writer.call(
+            "runs.get_trace", {"run_id": run_id}
+        )
+        assert sorted(delays)[len(delays) // 2] < 0.05  # median append-to-notification
+    finally:
+        writer.close()
+        watcher.close()
+
+
+def test_four_servers_append_to_one_run_with_contiguous_cursors(
+    make_runtime: Any, pg_url: str
+) -> None:
+    servers = [make_runtime(store=pg_url, auth=False) for _ in range(4)]
+    writers = [Client(rt.url) for rt in servers]
+    watcher = Client(servers[3].url)
+    try:
+        for c in writers:
+            c.call("session.auth", {"agent_id": "bot"})  # the same agent on every server
+        run_id = writers[0].call("runs.start", {"intent": "x"})["run_id"]
+        watcher.call("session.auth", {"agent_id": "bot"})
+        watcher.call("runs.subscribe", {"run_id": run_id})
+
+        def write(c: Client, w: int) -> None:
+            for i in range(10):
+                turns = [{"w": w, "i": i, "j": j} for j in range(3)]
+                assert c.call("runs.record_turns", {"run_id": run_id, "turns": turns})["ok"]
+
+        threads = [threading.Thread(target=write, args=(c, w)) for w, c in enumerate(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = _trace_events(watcher, 120)
+        assert [e["cursor"] for e in got] == list(range(1, 121))
+        # each writer's batches arrive whole and in its own order
+        for w in range(4):
+            mine = [
+                (e["record"]["turn"]["i"], e["record"]["turn"]["j"])
+                for e in got
+                if e["record"]["turn"]["w"] == w
+            ]
+            assert mine == [(i, j) for i in range(10) for j in range(3)]
+    finally:
+        for c in [*writers, watcher]:
+            c.close()
+
+
+def test_server_shows_the_store_without_its_password(make_runtime: Any, pg_url: str) -> None:
+    url = pg_url.replace("carnb@", "carnb:s3cret-pw@")
+    rt = make_runtime(store=url)
+    assert rt.store_display.startswith("postgresql://carnb@127.0.0.1:")
+    assert "s3cret" not in rt.store_display and "s3cret" not in repr(rt.settings.store_setting)
+
+
+def test_a_newer_schema_is_refused_with_a_clear_message(
+    make_runtime: Any, pg_url: str, postgres: Any
+) -> None:
+    dbname = pg_url.rsplit("/", 1)[1]
+    postgres.sql("UPDATE carnb_schema SET version = 99 WHERE component = 'runs'", dbname)
+    with pytest.raises(CarnbError, match="version 99, newer than this carnb understands"):
+        make_runtime(store=pg_url)
+
+
+def test_a_bad_store_setting_is_refused(make_runtime: Any) -> None:
+    with pytest.raises(CarnbError, match="PostgreSQL URL"):
+        make_runtime(store="mysql://x/y")
+
+
+def test_postgresql_restart_gives_clear_errors_then_recovers(
+    make_runtime: Any, pg_url: str, postgres: Any
+) -> None:
+    a, b = make_runtime(store=pg_url), make_runtime(store=pg_url)
+    writer, watcher = _host(a), _host(b)
+    try:
+        run_id = writer.call("runs.start", {"intent": "x", "agent_name": "n"})["run_id"]
+        watcher.call("runs.subscribe", {"run_id": run_id})
+        postgres.stop_server("fast")
+        try:
+            with pytest.raises(RpcFailed, match="unavailable.*reconnects by itself"):
+                writer.call("runs.get_trace", {"run_id": run_id}, timeout=30)
+        finally:
+            postgres.start_again()
+        deadline = time.monotonic() + 30
+        while True:  # the pool reconnects in the background
+            try:
+                writer.call("runs.cancel", {"run_id": run_id, "reason": "after restart"})
+                break
+            except RpcFailed:
+                assert time.monotonic() < deadline, "carnb did not recover"
+                time.sleep(0.2)
+        ev = _trace_events(watcher, 1, timeout=30)[0]
+        assert ev["cursor"] == 1 and ev["status"] == "cancelled"
+    finally:
+        writer.close()
+        watcher.close()
