@@ -89,6 +89,7 @@ def test_unsubscribe_and_a_failing_listener(
 
 def test_concurrent_record_turns_get_contiguous_disjoint_indexes(store: RunStore) -> None:
     run_id = store.start(AGENT_A, intent="busy")["run_id"]
+    settle(store)  # the start is announced before the listener comes
     cursors: list[int] = []
     store.add_listener(lambda e: cursors.append(e["cursor"]))
     results: list[dict[str, Any]] = []
