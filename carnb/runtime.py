@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carnb._version import __version__
 from carnb.browser import BrowserPool
@@ -35,6 +35,9 @@ from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
 from carnb.server.services import Services
 from carnb.server.ws import ServerConfig, SessionServer
+
+if TYPE_CHECKING:
+    from carnb.pgstore.store import PostgresStore
 
 log = logging.getLogger("carnb.runtime")
 
@@ -192,12 +195,18 @@ class Runtime:
     def _attach_engines(self, services: Services) -> None:
         """Wire memgine, the run store and the browser pool (each can be switched off)."""
         s = self.settings
+        team = self._open_team_store(services) if s.store_setting.is_postgresql else None
         if s.memory:
             memory = MemoryHome(s.home)
             services.memory = memory
             self._closers.append(memory.close)
         if s.runs:
-            services.runs = self._run_store()
+            if team is not None:
+                services.runs = team.runs()
+            else:
+                store = RunStore(s.home / "runs.sqlite3")
+                self._closers.append(store.close)
+                services.runs = store
         if s.browser:
             pool = BrowserPool(
                 executable=s.chromium,
@@ -206,20 +215,22 @@ class Runtime:
             )
             services.browsers = pool
             self._closers.append(pool.close)
+        if team is not None:
+            team.listen()  # every engine has registered its channels
 
-    def _run_store(self) -> RunStore:
-        setting = self.settings.store_setting
-        if not setting.is_postgresql:
-            store = RunStore(self.settings.home / "runs.sqlite3")
-            self._closers.append(store.close)
-            return store
+    def _open_team_store(self, services: Services) -> PostgresStore:
+        """Open the PostgreSQL store and share agent identities through it."""
         from carnb.pgstore.store import PostgresStore  # psycopg only when it is used
 
-        pg = PostgresStore(setting).open()
-        self._closers.append(pg.close)
-        runs = pg.runs()
-        pg.listen()
-        return runs
+        team = PostgresStore(self.settings.store_setting).open()
+        self._closers.append(team.close)
+        for agent_id in self.credentials.agents.attach(team.agents()):
+            log.warning(
+                "agent %s was registered in the team store by another server: it "
+                "authenticates with the token it was given there",
+                agent_id,
+            )
+        return team
 
     @property
     def store_display(self) -> str:
@@ -301,6 +312,11 @@ class Runtime:
         env = {"CAR_DAEMON_URL": self.url}
         if agent is not None:
             token = self.credentials.agents.token_for(agent)
+            if token is None and agent in self.credentials.agents:
+                raise CarnbError(
+                    f"agent {agent!r} was registered by another server of the team store; "
+                    "its token is in that server's connection file (the store keeps only hashes)"
+                )
             if token is None:
                 raise CarnbError(
                     f"unknown agent {agent!r}: register it with `%car agent add {agent}`"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from carnb.pgstore.agents import PgAgentDirectory
 from carnb.pgstore.database import Database
 from carnb.pgstore.notify import Notifications
 from carnb.pgstore.runs import PgRunStore
@@ -28,6 +29,7 @@ class PostgresStore:
         self.db = Database(setting, timeout_s=timeout_s)
         self.notifications = Notifications(setting)
         self._runs: PgRunStore | None = None
+        self._agents: PgAgentDirectory | None = None
 
     @property
     def display(self) -> str:
@@ -48,6 +50,12 @@ class PostgresStore:
             self.migrate(RUNS_SCHEMA)
             self._runs = PgRunStore(self.db, self.notifications)
         return self._runs
+
+    def agents(self) -> PgAgentDirectory:
+        """The team's agent identities (schema migrated, hashes loaded on first use)."""
+        if self._agents is None:
+            self._agents = PgAgentDirectory(self.db, self.notifications)
+        return self._agents
 
     def listen(self) -> None:
         """Start the notifications once every engine has registered its channels."""

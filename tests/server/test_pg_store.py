@@ -142,3 +142,39 @@ def test_postgresql_restart_gives_clear_errors_then_recovers(
     finally:
         writer.close()
         watcher.close()
+
+
+def test_an_agent_registered_once_has_the_same_token_on_every_server(
+    make_runtime: Any, pg_url: str, postgres: Any
+) -> None:
+    a = make_runtime(store=pg_url, agents=("bot",))
+    b = make_runtime(store=pg_url, agents=("bot",))  # already in the store: A's token counts
+    token = a.credentials.agents.token_for("bot")
+    assert token is not None and b.credentials.agents.token_for("bot") is None
+    on_b = Client(b.url)
+    try:
+        with pytest.raises(RpcFailed, match="auth failed"):
+            on_b.call("session.auth", {"agent_id": "bot", "token": "not-the-token"})
+        assert on_b.call("session.auth", {"agent_id": "bot", "token": token})["agent_id"] == "bot"
+        # registered later through A: B learns it from the notification
+        carol = _host(a).call("agents.register", {"name": "carol"})["token"]
+        deadline = time.monotonic() + 5
+        while "carol" not in b.credentials.agents:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert b.credentials.agents.verify("carol", carol)
+        assert "carol" in [r["spec"]["id"] for r in _host(b).call("agents.list")]
+        # B cannot hand out a token it never saw
+        with pytest.raises(RpcFailed, match="already registered in the team store"):
+            _host(b).call("agents.register", {"name": "carol"})
+    finally:
+        on_b.close()
+    # the store keeps salted hashes only
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT agent_id, salt, token_hash FROM carnb_agents").fetchall()
+    assert {r[0] for r in rows} == {"bot", "carol"}
+    for _, salt, digest in rows:
+        assert len(salt) == 16 and len(digest) == 32
+        assert token.encode() not in bytes(digest) and carol.encode() not in bytes(digest)
