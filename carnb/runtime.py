@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -224,6 +225,7 @@ class Runtime:
 
         team = PostgresStore(self.settings.store_setting).open()
         self._closers.append(team.close)
+        team.share_events(services.events, f"{socket.gethostname()}:{os.getpid()}")
         for agent_id in self.credentials.agents.attach(team.agents()):
             log.warning(
                 "agent %s was registered in the team store by another server: it "

@@ -12,6 +12,7 @@ import logging
 
 from carnb.pgstore.agents import PgAgentDirectory
 from carnb.pgstore.database import Database
+from carnb.pgstore.events import EventLog, HostEventBridge
 from carnb.pgstore.notify import Notifications
 from carnb.pgstore.runs import PgRunStore
 from carnb.pgstore.runs_sql import SCHEMA as RUNS_SCHEMA
@@ -30,6 +31,7 @@ class PostgresStore:
         self.notifications = Notifications(setting)
         self._runs: PgRunStore | None = None
         self._agents: PgAgentDirectory | None = None
+        self._bridges: list[HostEventBridge] = []
 
     @property
     def display(self) -> str:
@@ -57,10 +59,18 @@ class PostgresStore:
             self._agents = PgAgentDirectory(self.db, self.notifications)
         return self._agents
 
+    def share_events(self, events: EventLog, server: str) -> HostEventBridge:
+        """Share this server's host events with the store's other servers, and theirs here."""
+        bridge = HostEventBridge(self.db, self.notifications, events, server)
+        self._bridges.append(bridge)
+        return bridge
+
     def listen(self) -> None:
         """Start the notifications once every engine has registered its channels."""
         self.notifications.start()
 
     def close(self) -> None:
+        for bridge in self._bridges:
+            bridge.close()
         self.notifications.close()
         self.db.close()

@@ -178,3 +178,29 @@ def test_an_agent_registered_once_has_the_same_token_on_every_server(
     for _, salt, digest in rows:
         assert len(salt) == 16 and len(digest) == 32
         assert token.encode() not in bytes(digest) and carol.encode() not in bytes(digest)
+
+
+def test_host_events_of_one_server_reach_the_others(make_runtime: Any, pg_url: str) -> None:
+    a, b = make_runtime(store=pg_url), make_runtime(store=pg_url)
+    watcher = _host(b)
+    try:
+        watcher.call("server.handshake", {"protocol_version": 3})
+        watcher.call("host.subscribe")
+        visitor = Client(a.url)
+        visitor.call("session.auth", {"token": a.token})
+        deadline = time.monotonic() + 5
+        while True:
+            ev = watcher.wait_notification("host.event", max(0.01, deadline - time.monotonic()))
+            p = ev["params"]
+            if p["kind"] == "session.attached" and p["payload"].get("server"):
+                break
+        sid = p["payload"]["session_id"]
+        assert sid not in {s["client_id"] for s in b.snapshots()}
+        visitor.close()
+        # nobody's events are echoed back to where they happened
+        time.sleep(0.3)
+        assert a.services is not None
+        mine = [e for e in a.services.events.recent() if e["payload"].get("session_id") == sid]
+        assert mine and all("server" not in e["payload"] for e in mine)
+    finally:
+        watcher.close()
