@@ -6,6 +6,10 @@ transaction: committed when the block ends, rolled back on any error. When Postg
 reached, or a connection breaks mid-transaction, the caller gets :class:`StoreUnavailable`
 (nothing of that transaction was written) within ``timeout_s``; the pool keeps reconnecting in
 the background, so the next call after PostgreSQL is back simply works.
+
+While PostgreSQL is known to be away (the last transaction failed to reach it), calls wait at
+most ``FAST_FAIL_S`` for a connection instead of ``timeout_s``: the run store is called from the
+server's loop, which must not stall for seconds per call during an outage.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from carnb.errors import CarnbError
 from carnb.pgstore.setting import StoreSetting
 
 log = logging.getLogger("carnb.pgstore")
+
+FAST_FAIL_S = 0.05
 
 
 class StoreUnavailable(CarnbError):
@@ -45,6 +51,7 @@ class Database:
     ) -> None:
         self.setting = setting
         self.timeout_s = timeout_s
+        self.down = False  # the last transaction could not reach PostgreSQL
         self.pool = psycopg_pool.ConnectionPool(
             setting.dsn,
             min_size=1,
@@ -55,6 +62,11 @@ class Database:
             reconnect_timeout=24 * 3600.0,  # keep trying while PostgreSQL is away
             kwargs={
                 "connect_timeout": max(1, int(timeout_s)),
+                # notice a peer that vanished without closing (a host or network failure)
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
                 "application_name": application_name,
             },
             name="carnb",
@@ -84,10 +96,14 @@ class Database:
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction on a pooled connection (commit at the end, rollback on error)."""
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=FAST_FAIL_S if self.down else None) as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            self.down = True
             raise self.unavailable(exc) from exc
+        if self.down:
+            self.down = False
+            log.warning("PostgreSQL store %s is reachable again", self.display)
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -10,6 +10,7 @@ mutates the session, so a failed attempt leaves the session exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import re
 import secrets
@@ -190,7 +191,8 @@ def authenticate(creds: Credentials, params: dict[str, Any]) -> AuthGrant:
     if not creds.auth_enabled:
         is_host = host_token is not None and tokens_equal(host_token, creds.host_token)
         if agent_id is not None and agent_id not in creds.agents:
-            creds.agents.register(agent_id)
+            with contextlib.suppress(AgentElsewhere):  # another server registered it meanwhile
+                creds.agents.register(agent_id)
         result: dict[str, Any] = {"ok": True, "auth_enabled": False}
         if agent_id is not None:
             result["agent_id"] = agent_id

@@ -127,6 +127,11 @@ def test_postgresql_restart_gives_clear_errors_then_recovers(
         try:
             with pytest.raises(RpcFailed, match="unavailable.*reconnects by itself"):
                 writer.call("runs.get_trace", {"run_id": run_id}, timeout=30)
+            for _ in range(3):  # once PostgreSQL is known away, calls fail fast
+                t0 = time.perf_counter()
+                with pytest.raises(RpcFailed, match="unavailable"):
+                    writer.call("runs.get_trace", {"run_id": run_id})
+                assert time.perf_counter() - t0 < 0.5
         finally:
             postgres.start_again()
         deadline = time.monotonic() + 30
@@ -137,7 +142,7 @@ def test_postgresql_restart_gives_clear_errors_then_recovers(
             except RpcFailed:
                 assert time.monotonic() < deadline, "carnb did not recover"
                 time.sleep(0.2)
-        ev = _trace_events(watcher, 1, timeout=30)[0]
+        ev = _trace_events(watcher, 1, timeout=30)[0]  # none repeated from the snapshot
         assert ev["cursor"] == 1 and ev["status"] == "cancelled"
     finally:
         writer.close()

@@ -30,7 +30,7 @@ def attach(svc: Services) -> None:
 
 
 def _on_record(svc: Services, event: Record) -> None:
-    for s in svc.run_subscriptions.due(event["run_id"], event["cursor"]):
+    for s in svc.run_subscriptions.due(event["run_id"], event["cursor"], event):
         if s.notifier is not None and not s.closed:
             s.notifier("runs.trace.event", event)
     kind = event["record"].get("kind")
@@ -134,7 +134,9 @@ def runs_subscribe(s: ClientSession, p: Params, svc: Services) -> Record:
     if snapshot.get("not_found"):
         subs.remove(run_id, s)
         raise _not_found(run_id)
-    subs.seen(run_id, s, snapshot["cursor"])
+    for held in subs.seen(run_id, s, snapshot["cursor"]):
+        if s.notifier is not None:
+            s.notifier("runs.trace.event", held)
     return {**snapshot, "subscribed": True}
 
 
