@@ -1,4 +1,5 @@
-"""Issues 3 and 4: the official client's memory and run calls against `python -m carnb serve`."""
+"""Issues 3 and 4: the official client's memory and run calls against `python -m carnb serve`,
+on the default SQLite store and on a PostgreSQL store (issue 14)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import json
 import pytest
 
 pytestmark = pytest.mark.compat
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def served(request, serve_process):
+    """A real `python -m carnb serve` with two registered agents, on each store."""
+    store = () if request.param == "sqlite" else ("--store", request.getfixturevalue("pg_url"))
+    return serve_process("--agent", "alice", "--agent", "bob", *store)
 
 
 @pytest.fixture
