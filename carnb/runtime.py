@@ -203,7 +203,9 @@ class Runtime:
             self._closers.append(memory.close)
         if s.runs:
             if team is not None:
-                services.runs = team.runs()
+                runs = team.runs()
+                runs.interest = services.run_subscriptions.watching
+                services.runs = runs
             else:
                 store = RunStore(s.home / "runs.sqlite3")
                 self._closers.append(store.close)

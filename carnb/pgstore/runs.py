@@ -10,7 +10,10 @@ Listeners see every record of every run, from any server, in cursor order withou
 from one thread (:class:`~carnb.pgstore.notify.Notifications`): this server's own writes come
 back through NOTIFY like everyone else's (unlike SQLite, not in the writing thread: one thread
 keeps one order for the server's notifier), and the records are read from the table. A
-"delivered up to" cursor per open run fills any gap and announces nothing twice. :meth:`sync`
+"delivered up to" cursor per open run fills any gap and announces nothing twice. With
+:attr:`PgRunStore.interest` set (the server: "does a session here follow this run?"), the turns of
+runs nobody here follows are not read at all: only their started and ended records are announced,
+so N servers do not each read every record every other server writes. :meth:`sync`
 waits until everything committed before it was announced. After PostgreSQL comes back from a
 restart, open runs are caught up from the table.
 """
@@ -21,7 +24,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,6 +60,10 @@ class PgRunStore(RunStore):
         self._delivered: dict[str, int] = {}  # run -> last cursor announced (open runs)
         self._deliver_lock = threading.RLock()
         self._syncs: dict[str, threading.Event] = {}
+        # Which runs this server's listeners need every record of (e.g. a run someone here
+        # subscribed to); of other runs only the started and ended records are announced.
+        # None: every record of every run.
+        self.interest: Callable[[str], bool] | None = None
         notifications.on(CHANNEL, self._on_notify)
         notifications.on_reconnect(self._catch_up)
 
@@ -85,8 +92,8 @@ class PgRunStore(RunStore):
             with self.db.transaction() as conn:
                 tx = runs_sql.Tx(conn, write=True)
                 yield tx, events
-                for run_id, first, last in tx.appended:
-                    note = {"o": self.epoch, "r": run_id, "a": first, "b": last}
+                for run_id, first, last, ended in tx.appended:
+                    note = {"o": self.epoch, "r": run_id, "a": first, "b": last, "e": ended}
                     conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(note)))
         except psycopg.DataError as exc:  # e.g. a NUL character in an intent
             raise InvalidParams(
@@ -125,8 +132,19 @@ class PgRunStore(RunStore):
             return
         with self._deliver_lock:
             done_to = self._delivered.get(run_id, first - 1)
-            if last > done_to:
+            if last <= done_to:
+                return
+            if self.interest is None or self.interest(run_id):
                 self._deliver_from_table(run_id, done_to, last, None)
+                return
+            # Nobody here follows this run: announce only its start and end (host events).
+            if done_to < 0:
+                self._deliver_from_table(run_id, -1, 0, None)
+            if note.get("e"):
+                self._deliver_from_table(run_id, last - 1, last, None)
+            else:
+                self._delivered.pop(run_id, None)
+                self._delivered[run_id] = last
 
     def _catch_up(self) -> None:
         """After a reconnect: announce what was written to open runs meanwhile."""

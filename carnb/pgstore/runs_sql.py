@@ -61,11 +61,11 @@ _RUN_COLS = ", ".join(RUN_KEYS)
 @dataclass
 class Tx:
     """A connection in a transaction; ``write`` locks the rows it reads, ``appended`` collects
-    ``(run_id, first, last)`` of the records written (to notify other servers)."""
+    ``(run_id, first, last, ended)`` of the records written (to notify other servers)."""
 
     conn: psycopg.Connection[Any]
     write: bool = False
-    appended: list[tuple[str, int, int]] = field(default_factory=list)
+    appended: list[tuple[str, int, int, bool]] = field(default_factory=list)
 
 
 def fetch_run(tx: Tx, run_id: str) -> dict[str, Any] | None:
@@ -129,7 +129,7 @@ def append(tx: Tx, run_id: str, base: int, kind: str, ts: float, bodies: Sequenc
         "WHERE run_id = %s",
         (len(bodies), turns, run_id),
     )
-    tx.appended.append((run_id, base, base + len(bodies) - 1))
+    tx.appended.append((run_id, base, base + len(bodies) - 1, kind == rec.ENDED))
 
 
 def set_ended(tx: Tx, run_id: str, status: str, ts: float) -> None:

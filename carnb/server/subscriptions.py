@@ -34,6 +34,11 @@ class RunSubscriptions:
         with self._lock:
             self._by_run.setdefault(run_id, {})[s.client_id] = _Watcher(s)
 
+    def watching(self, run_id: str) -> bool:
+        """Is any session subscribed to ``run_id``?"""
+        with self._lock:
+            return bool(self._by_run.get(run_id))
+
     def seen(self, run_id: str, s: ClientSession, cursor: int) -> list[dict[str, Any]]:
         """The snapshot up to ``cursor`` was read: the held events after it, to send now."""
         with self._lock:
