@@ -34,6 +34,8 @@ from carnb.runs import RunStore
 from carnb.server.dispatch import Dispatcher
 from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
+from carnb.server.methods import MethodTable
+from carnb.server.offload import off_loop
 from carnb.server.services import Services
 from carnb.server.ws import ServerConfig, SessionServer
 
@@ -172,7 +174,10 @@ class Runtime:
         services = Services(self.credentials, server_version=f"carnb {__version__}")
         self._attach_engines(services)
         self.services = services
-        self.dispatcher = Dispatcher(services, build_table(services))
+        table = build_table(services)
+        if self.settings.store_setting.is_postgresql:  # its calls wait on the network
+            table = MethodTable(off_loop(table, "runs"))
+        self.dispatcher = Dispatcher(services, table)
         s = self.settings
         server = SessionServer(
             ServerConfig(

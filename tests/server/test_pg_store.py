@@ -209,3 +209,37 @@ def test_host_events_of_one_server_reach_the_others(make_runtime: Any, pg_url: s
         assert mine and all("server" not in e["payload"] for e in mine)
     finally:
         watcher.close()
+
+
+def test_the_loop_answers_while_a_runs_call_waits_on_postgresql(
+    make_runtime: Any, pg_url: str
+) -> None:
+    import psycopg
+
+    rt = make_runtime(store=pg_url, auth=False)
+    writer, other = Client(rt.url), Client(rt.url)
+    try:
+        writer.call("session.auth", {"agent_id": "bot"})
+        run_id = writer.call("runs.start", {"intent": "x"})["run_id"]
+        with psycopg.connect(pg_url) as blocker:  # hold the run's row: appends must wait
+            blocker.execute("SELECT 1 FROM carnb_runs WHERE run_id = %s FOR UPDATE", (run_id,))
+            for i in range(3):  # pipelined: they must land in this order
+                writer.send(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 100 + i,
+                        "method": "runs.record_turns",
+                        "params": {"run_id": run_id, "turns": [{"i": i}]},
+                    }
+                )
+            time.sleep(0.3)
+            t0 = time.perf_counter()
+            other.call("state.set", {"key": "k", "value": 1})
+            assert time.perf_counter() - t0 < 0.1  # the loop is not waiting on the row lock
+        bases = [writer.recv_reply(100 + i)["result"]["base_index"] for i in range(3)]
+        assert bases == [1, 2, 3]
+        records = writer.call("runs.get_trace", {"run_id": run_id})["records"]
+        assert [r["turn"]["i"] for r in records[1:]] == [0, 1, 2]
+    finally:
+        writer.close()
+        other.close()
