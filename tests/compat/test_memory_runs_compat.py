@@ -4,6 +4,7 @@ on the default SQLite store and on a PostgreSQL store (issue 14)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -89,7 +90,12 @@ def test_run_calls(served, alice, car_client) -> None:
     assert listed["runs"][0]["run_id"] == rid
     host = car_client(CAR_DAEMON_URL=served.url, CAR_AUTH_TOKEN=served.info["token"])
     host.session_auth(json.dumps({"host_token": served.info["host_token"]}))
-    kinds = [e["kind"] for e in json.loads(host.host_events(20))["events"]]
+    deadline = time.monotonic() + 5  # on PostgreSQL, events follow the commit by a few ms
+    while True:
+        kinds = [e["kind"] for e in json.loads(host.host_events(20))["events"]]
+        if "run.ended" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert "run.started" in kinds and "run.ended" in kinds
     # another agent learns nothing about alice's run
     bob = car_client(
