@@ -216,6 +216,7 @@ PG_TEMPLATE = "carnb_template"
 def postgres() -> Iterator[Any]:
     """A PostgreSQL server from the machine's binaries (tests/postgres.py), started once, with a
     template database that already holds carnb's schemas."""
+    from carnb.pgstore.events import SCHEMA as EVENTS_SCHEMA
     from carnb.pgstore.setting import parse_store
     from carnb.pgstore.store import PostgresStore
     from tests.postgres import TempPostgres, find_bindir
@@ -227,6 +228,8 @@ def postgres() -> Iterator[Any]:
         server.create_database(PG_TEMPLATE)
         pg = PostgresStore(parse_store(server.dsn(PG_TEMPLATE))).open()
         pg.runs()
+        pg.agents()
+        pg.migrate(EVENTS_SCHEMA)
         pg.close()
         yield server
     finally:

@@ -27,7 +27,7 @@ Callback = Callable[[dict[str, Any]], None]
 
 
 class Notifications:
-    def __init__(self, setting: StoreSetting, *, poll_s: float = 0.2) -> None:
+    def __init__(self, setting: StoreSetting, *, poll_s: float = 0.05) -> None:
         self._setting = setting
         self._poll_s = poll_s
         self._callbacks: dict[str, list[Callback]] = {}
