@@ -57,7 +57,9 @@ class TempPostgres:
         self.bindir = found
         self.user = user
         self.port = 0
-        self.root = Path(tempfile.mkdtemp(prefix="carnb-pg-"))
+        # As root the server runs as nobody, who must reach the folder: /tmp, not $TMPDIR.
+        tmp = "/tmp" if os.geteuid() == 0 else None
+        self.root = Path(tempfile.mkdtemp(prefix="carnb-pg-", dir=tmp))
         self.datadir = self.root / "data"
         self.logfile = self.root / "postgres.log"
         self._as_root = os.geteuid() == 0

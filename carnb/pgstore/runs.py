@@ -138,7 +138,7 @@ class PgRunStore(RunStore):
                 self._deliver_from_table(run_id, done_to, last, None)
                 return
             # Nobody here follows this run: announce only its start and end (host events).
-            if done_to < 0:
+            if first == 0:
                 self._deliver_from_table(run_id, -1, 0, None)
             if note.get("e"):
                 self._deliver_from_table(run_id, last - 1, last, None)
