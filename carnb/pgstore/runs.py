@@ -20,6 +20,7 @@ restart, open runs are caught up from the table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -54,7 +55,9 @@ class PgRunStore(RunStore):
         self.db = db
         self.path = db.display
         self.epoch = uuid.uuid4().hex
-        self._lock = threading.RLock()
+        # No store-wide lock: PostgreSQL serialises what must be (a run's row lock, an advisory
+        # lock per idempotency key), so a writer waiting on one run never holds up the others.
+        self._lock = contextlib.nullcontext()
         self._listeners: list[Listener] = []
         self._open = True
         self._delivered: dict[str, int] = {}  # run -> last cursor announced (open runs)

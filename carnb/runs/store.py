@@ -46,7 +46,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -95,7 +95,7 @@ class RunStore:
         self.busy_timeout_s = busy_timeout_s
         # Identifies this store object: session ids are only unique within it (access module).
         self.epoch = uuid.uuid4().hex
-        self._lock = threading.RLock()
+        self._lock: AbstractContextManager[Any] = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._listeners: list[Listener] = []
         self.open()

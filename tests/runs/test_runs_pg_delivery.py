@@ -61,3 +61,28 @@ def test_runs_nobody_follows_announce_only_start_and_end(
     assert b.sync()
     assert [s for s in seen if s[0] == quiet] == [(quiet, 0, "started"), (quiet, 5, "ended")]
     assert [s[1] for s in seen if s[0] == loud] == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_writer_waiting_on_one_run_does_not_hold_up_the_others(
+    two: tuple[PgRunStore, PgRunStore], pg_url: str
+) -> None:
+    import threading
+    import time
+
+    import psycopg
+
+    a, _ = two
+    stuck = a.start(AGENT_A, intent="stuck")["run_id"]
+    free = a.start(AGENT_A, intent="free")["run_id"]
+    with psycopg.connect(pg_url) as blocker:
+        blocker.execute("SELECT 1 FROM carnb_runs WHERE run_id = %s FOR UPDATE", (stuck,))
+        waiting = threading.Thread(target=a.record_turns, args=(AGENT_A, stuck, turns(1)))
+        waiting.start()
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        assert a.record_turns(AGENT_A, free, turns(2))["ok"]
+        assert a.get_trace(AGENT_A, free)["cursor"] == 2
+        assert time.perf_counter() - t0 < 1.0
+        assert waiting.is_alive()  # still waiting for the row
+    waiting.join(10)
+    assert a.get_trace(AGENT_A, stuck)["cursor"] == 1
