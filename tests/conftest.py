@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 from carnb.runtime import Runtime, Settings
 
 os.environ.setdefault("CAR_NO_VERSION_WARNING", "1")
+os.environ.pop("CARNB_STORE", None)  # each test picks its store itself (default: SQLite)
 REPO = Path(__file__).resolve().parents[1]
 
 
