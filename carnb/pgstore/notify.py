@@ -62,7 +62,12 @@ class Notifications:
         pause, first = 0.05, True
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._setting.dsn, autocommit=True, connect_timeout=2) as conn:
+                with psycopg.connect(
+                    self._setting.dsn,
+                    autocommit=True,
+                    connect_timeout=2,
+                    application_name="carnb-listen",
+                ) as conn:
                     for channel in self._callbacks:
                         conn.execute(f"LISTEN {channel}")
                     self.connected, pause = True, 0.05

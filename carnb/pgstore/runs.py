@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,10 +112,14 @@ class PgRunStore(RunStore):
         done = threading.Event()
         with self._deliver_lock:
             self._syncs[token] = done
+        deadline = time.monotonic() + timeout_s
         try:
-            with self.db.transaction() as conn:
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"sync": token})))
-            return done.wait(timeout_s)
+            while True:  # again every 0.5 s: a marker sent while LISTEN reconnects is lost
+                with self.db.transaction() as conn:
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"sync": token})))
+                left = deadline - time.monotonic()
+                if done.wait(max(0.0, min(0.5, left))) or left <= 0.5:
+                    return done.is_set()
         finally:
             with self._deliver_lock:
                 self._syncs.pop(token, None)
@@ -153,7 +158,20 @@ class PgRunStore(RunStore):
         """After a reconnect: announce what was written to open runs meanwhile."""
         with self._deliver_lock:
             for run_id, done in list(self._delivered.items()):
-                self._deliver_from_table(run_id, done, None, None)
+                if self.interest is None or self.interest(run_id):
+                    self._deliver_from_table(run_id, done, None, None)
+                    continue
+                try:  # nobody here follows it: only whether it ended matters
+                    with self._read() as tx:
+                        row = runs_sql.fetch_run(tx, run_id)
+                except Exception as exc:
+                    log.warning("could not catch up on run %s: %s", run_id, exc)
+                    continue
+                if row is not None and row["status"] in rec.TERMINAL:
+                    last = row["next_index"] - 1
+                    self._deliver_from_table(run_id, last - 1, last, row["agent_id"])
+                elif row is not None:
+                    self._delivered[run_id] = row["next_index"] - 1
 
     def _deliver_from_table(
         self, run_id: str, after: int, upto: int | None, agent_id: str | None

@@ -86,3 +86,34 @@ def test_a_writer_waiting_on_one_run_does_not_hold_up_the_others(
         assert waiting.is_alive()  # still waiting for the row
     waiting.join(10)
     assert a.get_trace(AGENT_A, stuck)["cursor"] == 1
+
+
+def test_records_written_while_the_listen_connection_was_down_are_caught_up(
+    two: tuple[PgRunStore, PgRunStore], pg_url: str
+) -> None:
+    import psycopg
+
+    a, b = two
+    followed: set[str] = set()
+    b.interest = followed.__contains__
+    seen: list[tuple[str, int]] = []
+    b.add_listener(lambda e: seen.append((e["run_id"], e["cursor"])))
+    loud = a.start(AGENT_A, intent="loud")["run_id"]
+    quiet = a.start(AGENT_A, intent="quiet")["run_id"]
+    followed.add(loud)
+    a.record_turns(AGENT_A, loud, turns(1))
+    assert b.sync()
+    dbname = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'carnb-listen' AND datname = %s",
+            (dbname,),
+        )
+    for _ in range(3):
+        a.record_turns(AGENT_A, loud, turns(2))
+    a.record_turns(AGENT_A, quiet, turns(2))
+    a.complete(AGENT_A, quiet, {"status": "success"})
+    assert b.sync(30)
+    assert [c for r, c in seen if r == loud] == list(range(8))
+    assert [c for r, c in seen if r == quiet] == [0, 3]
