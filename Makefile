@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: lab test bench bench-quick lint chromium clean screenshots
+.PHONY: lab test bench bench-quick lint chromium postgresql clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "carnb needs Python 3.11 or newer"'
@@ -27,6 +27,11 @@ $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 chromium: | $(BIN)/python
 	@tools/ensure-chromium $(BIN)/python
 
+# PostgreSQL's server binaries for the PostgreSQL store tests and benchmarks (the tests start a
+# throw-away server of their own): found, else Debian's package (tools/ensure-postgresql).
+postgresql:
+	@tools/ensure-postgresql
+
 # The demo Lab saves widget state with a notebook, so a saved notebook reopens showing the
 # panel's last state instead of "Error displaying widget: model not found".
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
@@ -38,13 +43,13 @@ lab: $(VENV)/.installed-lab chromium
 	  p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(d, indent=2))' $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-test: lint chromium
+test: lint chromium postgresql
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-test chromium
+bench: $(VENV)/.installed-test chromium postgresql
 	$(BIN)/python bench/run.py
 
-bench-quick: $(VENV)/.installed-test chromium
+bench-quick: $(VENV)/.installed-test chromium postgresql
 	$(BIN)/python bench/run.py --quick
 
 # Each demo notebook run in JupyterLab (headless Chromium), light and dark theme, into screenshots/.

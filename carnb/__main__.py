@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         help="register an agent with its own token (repeatable)",
     )
     s.add_argument("--home", type=Path, help="data directory (default $CARNB_HOME or ~/.carnb)")
+    s.add_argument(
+        "--store",
+        metavar="URL",
+        help="where runs are kept: a postgresql://user@host:port/db URL shared by a team's "
+        "servers (default: $CARNB_STORE, else SQLite files under the data directory)",
+    )
     s.add_argument("--connection-file", type=Path, help="where to write the connection file")
     s.add_argument(
         "--allow-origin",
@@ -85,17 +91,22 @@ def serve(args: argparse.Namespace) -> int:
     from carnb.runtime import Runtime, Settings, default_home
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    settings = Settings(
-        host=args.host,
-        port=args.port,
-        auth=not args.no_auth,
-        home=(args.home.expanduser() if args.home else default_home()),
-        connection_file=args.connection_file,
-        agents=tuple(args.agent),
-        allowed_origins=tuple(args.allow_origin),
-        chromium=args.chromium,
-        browser_timeout_ms=int(args.browser_timeout * 1000),
-    )
+    try:
+        settings = Settings(
+            host=args.host,
+            port=args.port,
+            auth=not args.no_auth,
+            home=(args.home.expanduser() if args.home else default_home()),
+            connection_file=args.connection_file,
+            agents=tuple(args.agent),
+            allowed_origins=tuple(args.allow_origin),
+            chromium=args.chromium,
+            browser_timeout_ms=int(args.browser_timeout * 1000),
+            **({"store": args.store} if args.store is not None else {}),
+        )
+    except CarnbError as exc:
+        print(f"carnb: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -112,6 +123,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         print(f"carnb serving on {rt.url}", flush=True)
         print(f"connection file: {rt.connection_file}", flush=True)
+        logging.getLogger("carnb").info("store: %s", rt.store_display)
         while not stop.wait(0.5):
             pass
     finally:

@@ -14,11 +14,12 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from carnb._version import __version__
@@ -28,6 +29,8 @@ from carnb.browser import BrowserPool
 from carnb.errors import CarnbError
 from carnb.memgine import MemoryHome
 from carnb.memgine.home import GRAPH_SUFFIX
+from carnb.pgstore import StoreSetting, parse_store
+from carnb.pgstore.setting import from_environment
 from carnb.private_file import write_private_json
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession, new_client_id
@@ -36,9 +39,14 @@ from carnb.runs.access import NAME_PREFIX
 from carnb.server.dispatch import Dispatcher
 from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
+from carnb.server.methods import MethodTable
+from carnb.server.offload import off_loop
 from carnb.server.services import Services
 from carnb.server.toolhub import LocalTool
 from carnb.server.ws import ServerConfig, SessionServer
+
+if TYPE_CHECKING:
+    from carnb.pgstore.store import PostgresStore
 
 log = logging.getLogger("carnb.runtime")
 
@@ -70,6 +78,9 @@ class Settings:
     runs: bool = True
     browser: bool = True
     tool_timeout: float = 300.0  # seconds a tool call may take when its action sets no timeout_ms
+    # Where runs (and, later, graphs) live: None/"sqlite" for files under home, or a
+    # postgresql:// URL shared by a team's servers (default: $CARNB_STORE).
+    store: str | None = field(default_factory=from_environment)
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both
@@ -78,6 +89,11 @@ class Settings:
             object.__setattr__(self, "connection_file", Path(self.connection_file).expanduser())
         if self.port < 0 or self.port > 65535:
             raise CarnbError(f"port must be between 0 and 65535, got {self.port}")
+        self.store_setting  # noqa: B018 - refuse a bad store setting at once
+
+    @property
+    def store_setting(self) -> StoreSetting:
+        return parse_store(self.store)
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -169,7 +185,10 @@ class Runtime:
         self._closers.append(services.tools.close)
         self._attach_engines(services)
         self.services = services
-        self.dispatcher = Dispatcher(services, build_table(services))
+        table = build_table(services)
+        if self.settings.store_setting.is_postgresql:  # its calls wait on the network
+            table = MethodTable(off_loop(table, "runs"))
+        self.dispatcher = Dispatcher(services, table)
         s = self.settings
         server = SessionServer(
             ServerConfig(
@@ -193,16 +212,23 @@ class Runtime:
     def _attach_engines(self, services: Services) -> None:
         """Wire memgine, the run store and the browser pool (each can be switched off)."""
         s = self.settings
+        team = self._open_team_store(services) if s.store_setting.is_postgresql else None
         if s.memory:
             memory = MemoryHome(s.home)
             services.memory = memory
             self._memory_home = memory
             self._closers.append(memory.close)
         if s.runs:
-            store = RunStore(s.home / "runs.sqlite3")
-            services.runs = store
-            self._run_store = store
-            self._closers.append(store.close)
+            if team is not None:
+                runs = team.runs()
+                runs.interest = services.run_subscriptions.watching
+                services.runs = runs
+                self._run_store = runs
+            else:
+                store = RunStore(s.home / "runs.sqlite3")
+                self._closers.append(store.close)
+                services.runs = store
+                self._run_store = store
         if s.browser:
             pool = BrowserPool(
                 executable=s.chromium,
@@ -211,6 +237,28 @@ class Runtime:
             )
             services.browsers = pool
             self._closers.append(pool.close)
+        if team is not None:
+            team.listen()  # every engine has registered its channels
+
+    def _open_team_store(self, services: Services) -> PostgresStore:
+        """Open the PostgreSQL store and share agent identities through it."""
+        from carnb.pgstore.store import PostgresStore  # psycopg only when it is used
+
+        team = PostgresStore(self.settings.store_setting).open()
+        self._closers.append(team.close)
+        team.share_events(services.events, f"{socket.gethostname()}:{os.getpid()}")
+        for agent_id in self.credentials.agents.attach(team.agents()):
+            log.warning(
+                "agent %s was registered in the team store by another server: it "
+                "authenticates with the token it was given there",
+                agent_id,
+            )
+        return team
+
+    @property
+    def store_display(self) -> str:
+        """The store in use, for people (a PostgreSQL URL without its password)."""
+        return self.settings.store_setting.display()
 
     def close(self) -> None:
         """Stop the server, end every session, close engines and browsers, stop the thread."""
@@ -361,6 +409,11 @@ class Runtime:
         env = {"CAR_DAEMON_URL": self.url}
         if agent is not None:
             token = self.credentials.agents.token_for(agent)
+            if token is None and agent in self.credentials.agents:
+                raise CarnbError(
+                    f"agent {agent!r} was registered by another server of the team store; "
+                    "its token is in that server's connection file (the store keeps only hashes)"
+                )
             if token is None:
                 raise CarnbError(
                     f"unknown agent {agent!r}: register it with `%car agent add {agent}`"

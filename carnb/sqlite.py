@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carnb.errors import CarnbError
+from carnb.netfs import network_filesystem
 
 log = logging.getLogger("carnb.sqlite")
 
@@ -51,6 +52,8 @@ def connect(
     """Open (creating if needed) a store file at ``path``, ``None`` for an in-memory one; files
     use WAL. ``pragmas`` (``"synchronous = NORMAL"``) are applied after the file is checked."""
     target = ":memory:" if path is None else str(path)
+    if path is not None:
+        refuse_network_filesystem(path, schema.label)
     try:
         if path is not None:
             _create_private(path)
@@ -80,6 +83,18 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+def refuse_network_filesystem(path: Path, label: str) -> None:
+    """SQLite's WAL is not safe on NFS, GPFS, Lustre, SMB, ... (:mod:`carnb.netfs`)."""
+    kind = network_filesystem(path)
+    if kind is not None:
+        raise CarnbError(
+            f"{label} {path} is on a network filesystem ({kind}), where SQLite can lose or "
+            "corrupt data when several hosts open it; use a PostgreSQL store (--store "
+            "postgresql://..., CarMagics.store or CARNB_STORE) or a local data directory "
+            "(--home / CARNB_HOME)"
+        )
 
 
 def _create_private(path: Path) -> None:

@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 from carnb.runtime import Runtime, Settings
 
 os.environ.setdefault("CAR_NO_VERSION_WARNING", "1")
+os.environ.pop("CARNB_STORE", None)  # each test picks its store itself (default: SQLite)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -205,3 +206,38 @@ def serve_process(home: Path) -> Iterator[Any]:
     yield start
     for p in procs:
         p.stop()
+
+
+# -- PostgreSQL: one throw-away server per test session, one database per test ------------------
+_pg_databases = itertools.count(1)
+PG_TEMPLATE = "carnb_template"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL server from the machine's binaries (tests/postgres.py), started once, with a
+    template database that already holds carnb's schemas."""
+    from carnb.pgstore.events import SCHEMA as EVENTS_SCHEMA
+    from carnb.pgstore.setting import parse_store
+    from carnb.pgstore.store import PostgresStore
+    from tests.postgres import TempPostgres, find_bindir
+
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL binaries not found: run tools/ensure-postgresql")
+    server = TempPostgres().start()
+    try:
+        server.create_database(PG_TEMPLATE)
+        pg = PostgresStore(parse_store(server.dsn(PG_TEMPLATE))).open()
+        pg.runs()
+        pg.agents()
+        pg.migrate(EVENTS_SCHEMA)
+        pg.close()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: Any) -> str:
+    """A fresh database of its own (copied from the template) for this test."""
+    return str(postgres.create_database(f"t{next(_pg_databases)}", template=PG_TEMPLATE))

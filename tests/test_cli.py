@@ -88,3 +88,29 @@ def test_help_explains_the_options() -> None:
     assert out.returncode == 0
     for opt in ("--host", "--port", "--no-auth", "--agent", "--home", "--connection-file"):
         assert opt in out.stdout
+
+
+def test_a_bad_store_is_refused_naming_the_option() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "carnb", "serve", "--store", "mysql://db/x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "PostgreSQL URL" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_store_is_a_clear_error(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "carnb", "serve", "--home", str(tmp_path), "--store"]
+        + ["postgresql://carnb:hunter2@127.0.0.1:1/nothing"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "cannot be reached" in proc.stderr and "--store" in proc.stderr
+    assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr

@@ -82,6 +82,7 @@ def server(nb: NotebookEngine, args: argparse.Namespace) -> ServerInfo:
                 ", ".join(s.allowed_origins) or "(none: no browser page may connect)",
             ),
             ("data directory", str(s.home)),
+            ("store", rt.store_display),
             ("chromium", s.chromium or "auto: $CARNB_CHROMIUM, Playwright's, then PATH"),
             ("notebook session", rt.notebook().get("client_id") or ""),
         ],

@@ -62,6 +62,12 @@ class CarMagics(Magics):
         help="carnb's data directory (agent graphs, runs, memory/ files). Default: $CARNB_HOME, "
         "else ~/.carnb.",
     ).tag(config=True)
+    store = Unicode(
+        None,
+        allow_none=True,
+        help="Where runs are kept: a postgresql://user@host:port/db URL shared by a team's "
+        "kernels and servers. Default: $CARNB_STORE, else SQLite files under home.",
+    ).tag(config=True)
 
     switch_interval = Float(
         None,
@@ -137,13 +143,14 @@ class CarMagics(Magics):
     def settings(self) -> Settings:
         from carnb.runtime import Settings, default_home
 
-        return Settings(
+        settings = Settings(
             port=self.port,
             auth=self.auth,
             allowed_origins=tuple(self.allowed_origins),
             chromium=self.chromium,
             home=Path(self.home) if self.home else default_home(),
         )
+        return settings.with_(store=self.store) if self.store else settings
 
     @line_cell_magic
     def car(self, line: str, cell: str | None = None) -> Any:

@@ -10,16 +10,18 @@ mutates the session, so a failed attempt leaves the session exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import re
 import secrets
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from carnb.errors import (
     AuthFailed,
     CapabilityUnsupported,
+    CarnbError,
     InvalidParams,
     VersionMismatch,
 )
@@ -48,20 +50,64 @@ def check_agent_id(agent_id: object, field_name: str = "agent_id") -> str:
     return agent_id
 
 
+class AgentDirectory(Protocol):
+    """Agents shared by every server of a team store (tokens kept only as salted hashes)."""
+
+    def claim(self, agent_id: str, token: str) -> bool:
+        """Record ``agent_id`` with ``token``; False if it was already registered."""
+        ...
+
+    def verify(self, agent_id: str, token: str) -> bool: ...
+    def known(self, agent_id: str) -> bool: ...
+    def ids(self) -> list[str]: ...
+
+
+class AgentElsewhere(CarnbError):
+    """The agent is registered in the team store, but this server never saw its token."""
+
+
 @dataclass
 class AgentRegistry:
-    """Agents registered with this launch, each with its own token. Thread-safe."""
+    """Agents registered with this launch, each with its own token. Thread-safe.
+
+    With a ``directory`` (a team store), an agent registered on any server of the store is
+    known here too and authenticates with the token it got there; this server keeps in clear
+    only the tokens it minted itself (for its connection file and ``%car agent add``).
+    """
 
     _tokens: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    directory: AgentDirectory | None = None
 
     def register(self, agent_id: str, token: str | None = None) -> str:
-        """Register ``agent_id`` (idempotent) and return its token."""
+        """Register ``agent_id`` (idempotent) and return its token.
+
+        Raises :class:`AgentElsewhere` when another server of the team store registered it:
+        its token exists only where it was minted.
+        """
         check_agent_id(agent_id, "name")
         with self._lock:
-            if agent_id not in self._tokens:
-                self._tokens[agent_id] = token or mint_token()
-            return self._tokens[agent_id]
+            if agent_id in self._tokens:
+                return self._tokens[agent_id]
+            new = token or mint_token()
+            if self.directory is not None and not self.directory.claim(agent_id, new):
+                raise AgentElsewhere(
+                    f"agent {agent_id!r} is already registered in the team store by another "
+                    "carnb server; authenticate with the token it was given there (the store "
+                    "keeps tokens only as salted hashes, so no other server can show it)"
+                )
+            self._tokens[agent_id] = new
+            return new
+
+    def attach(self, directory: AgentDirectory) -> list[str]:
+        """Share this registry's agents through ``directory``; returns the ids the store already
+        had from another server (their local tokens are dropped: the store's token counts)."""
+        with self._lock:
+            self.directory = directory
+            elsewhere = [a for a, t in self._tokens.items() if not directory.claim(a, t)]
+            for agent_id in elsewhere:
+                del self._tokens[agent_id]
+            return elsewhere
 
     def register_new(self, agent_id: str) -> str:
         """Register an agent that is not registered yet and return its new token; an existing
@@ -73,16 +119,35 @@ class AgentRegistry:
                     f"invalid params: name: agent {agent_id!r} is already registered; its token "
                     "was handed out when it was registered (it is not shown again)"
                 )
-            token = self._tokens[agent_id] = mint_token()
+            token = mint_token()
+            if self.directory is not None and not self.directory.claim(agent_id, token):
+                raise AgentElsewhere(
+                    f"agent {agent_id!r} is already registered in the team store by another "
+                    "carnb server; authenticate with the token it was given there (the store "
+                    "keeps tokens only as salted hashes, so no other server can show it)"
+                )
+            self._tokens[agent_id] = token
             return token
 
     def token_for(self, agent_id: str) -> str | None:
+        """The token of an agent registered on this server (None for one registered elsewhere)."""
         with self._lock:
             return self._tokens.get(agent_id)
 
+    def verify(self, agent_id: str, token: object) -> bool:
+        """Is ``token`` the agent's token (here, or anywhere in the team store)? Constant time
+        against this server's tokens."""
+        own = self.token_for(agent_id)
+        if own is not None:
+            return tokens_equal(token, own)
+        if self.directory is None or not isinstance(token, str):
+            return False
+        return self.directory.verify(agent_id, token)
+
     def ids(self) -> list[str]:
         with self._lock:
-            return sorted(self._tokens)
+            local = set(self._tokens)
+        return sorted(local | set(self.directory.ids() if self.directory is not None else ()))
 
     def as_mapping(self) -> dict[str, str]:
         with self._lock:
@@ -90,7 +155,13 @@ class AgentRegistry:
 
     def __contains__(self, agent_id: object) -> bool:
         with self._lock:
-            return agent_id in self._tokens
+            if agent_id in self._tokens:
+                return True
+        return (
+            isinstance(agent_id, str)
+            and self.directory is not None
+            and self.directory.known(agent_id)
+        )
 
 
 @dataclass
@@ -142,8 +213,9 @@ def authenticate(creds: Credentials, params: dict[str, Any]) -> AuthGrant:
 
     if not creds.auth_enabled:
         is_host = host_token is not None and tokens_equal(host_token, creds.host_token)
-        if agent_id is not None:
-            creds.agents.register(agent_id)
+        if agent_id is not None and agent_id not in creds.agents:
+            with contextlib.suppress(AgentElsewhere):  # another server registered it meanwhile
+                creds.agents.register(agent_id)
         result: dict[str, Any] = {"ok": True, "auth_enabled": False}
         if agent_id is not None:
             result["agent_id"] = agent_id
@@ -169,10 +241,14 @@ def authenticate(creds: Credentials, params: dict[str, Any]) -> AuthGrant:
             "invalid params: session.auth needs token, token with agent_id, or host_token"
         )
     if agent_id is not None:
-        expected = creds.agents.token_for(agent_id)
+        known = agent_id in creds.agents
         # Compare against a dummy when unknown so timing says nothing about which agents exist.
-        ok = tokens_equal(token, expected if expected is not None else creds.host_token + "x")
-        if expected is None or not ok:
+        ok = (
+            creds.agents.verify(agent_id, token)
+            if known
+            else tokens_equal(token, creds.host_token + "x")
+        )
+        if not known or not ok:
             raise _auth_failed("token mismatch for agent (unknown agent or wrong agent token)")
         return AuthGrant(
             False, agent_id, namespace, {"ok": True, "auth_enabled": True, "agent_id": agent_id}

@@ -46,7 +46,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from types import ModuleType
 from typing import Any
 
 from carnb.errors import CarnbError, Forbidden, InvalidParams, NotFound
@@ -68,10 +69,17 @@ class RunTerminal(CarnbError):
 class RunStore:
     """Durable runs in one SQLite file; thread-safe; a synchronous API (see module docstring).
 
+    The policy (validation, ownership, lifecycle) is this class; the SQL is ``_sql``
+    (:mod:`carnb.runs.db`). A store on another database (``carnb.pgstore.runs``) subclasses it,
+    giving its own ``_sql`` module with the same functions and its own ``open``/``close``/
+    ``_read``/``_tx``.
+
     ``open()``/``close()`` are the idempotent lifecycle (``__init__`` opens); ``start()`` is
     ``runs.start``. Every caller argument is a :class:`~carnb.runs.Caller` or any session-like
     object with ``session_id``/``client_id``, ``agent_id`` and ``is_host``.
     """
+
+    _sql: ModuleType = db
 
     def __init__(
         self,
@@ -87,7 +95,7 @@ class RunStore:
         self.busy_timeout_s = busy_timeout_s
         # Identifies this store object: session ids are only unique within it (access module).
         self.epoch = uuid.uuid4().hex
-        self._lock = threading.RLock()
+        self._lock: AbstractContextManager[Any] = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._listeners: list[Listener] = []
         self.open()
@@ -153,11 +161,11 @@ class RunStore:
         scope = access.idempotency_scope(owner, c, self.epoch) if key is not None else None
         with self._lock, self._tx() as (conn, events):
             if key is not None and scope is not None:
-                existing = db.find_idempotent(conn, scope, key)
+                existing: dict[str, Any] | None = self._sql.find_idempotent(conn, scope, key)
                 if existing is not None:
                     return existing
             run_id, now = rec.new_run_id(), time.time()
-            db.insert_run(
+            self._sql.insert_run(
                 conn,
                 run_id=run_id,
                 agent_id=owner,
@@ -169,7 +177,7 @@ class RunStore:
                 idempotency_key=key,
             )
             body = rec.started_body(intent_s, owner)
-            db.append(conn, run_id, 0, rec.STARTED, now, [rec.dumps(body)])
+            self._sql.append(conn, run_id, 0, rec.STARTED, now, [rec.dumps(body)])
             record = rec.make_record(0, rec.STARTED, now, body)
             events.append(_event(run_id, owner, record, rec.IN_PROGRESS))
             log.info("run started: %s for %s", run_id, owner)
@@ -192,7 +200,7 @@ class RunStore:
             if row["status"] in rec.TERMINAL:
                 return _dropped(rid, "run_terminal") | {"status": row["status"]}
             base, now = row["next_index"], time.time()
-            db.append(conn, rid, base, rec.TURN, now, [f'{{"turn":{t}}}' for t in texts])
+            self._sql.append(conn, rid, base, rec.TURN, now, [f'{{"turn":{t}}}' for t in texts])
             if self._listeners:
                 for i, t in enumerate(texts):  # decoded copies: listeners see what is stored
                     record = rec.make_record(base + i, rec.TURN, now, {"turn": json.loads(t)})
@@ -229,7 +237,7 @@ class RunStore:
     def end_incomplete(self, run_id: str, reason: str = "session disconnected") -> bool:
         """End a run ``incomplete`` (server use, no caller check). False if unknown or ended."""
         with self._lock, self._tx() as (conn, events):
-            row = db.fetch_run(conn, run_id)
+            row = self._sql.fetch_run(conn, run_id)
             if row is None or row["status"] in rec.TERMINAL:
                 return False
             self._end(conn, events, row, rec.ended_body(rec.INCOMPLETE, reason=reason))
@@ -238,7 +246,8 @@ class RunStore:
     def end_session_runs(self, session_id: str, reason: str = "session disconnected") -> list[str]:
         """End ``incomplete`` every open run the session started (on disconnect); their ids."""
         with self._lock:
-            ids = db.open_runs_of_session(self._require(), self.epoch, session_id)
+            with self._read() as conn:
+                ids: list[str] = self._sql.open_runs_of_session(conn, self.epoch, session_id)
             return [rid for rid in ids if self.end_incomplete(rid, reason)]
 
     # -- reads -----------------------------------------------------------------------------
@@ -253,8 +262,8 @@ class RunStore:
             raise ValueError(
                 f"unknown run action {action!r}; expected one of {sorted(access.ACTIONS)}"
             )
-        with self._lock:
-            row = self._authorized_row(self._require(), c, run_id, action)
+        with self._lock, self._read() as conn:
+            row = self._authorized_row(conn, c, run_id, action)
             return None if row is None else db.summary(row)
 
     def get_trace(
@@ -268,12 +277,11 @@ class RunStore:
         """
         c = access.as_caller(caller)
         rid = rec.check_run_id(run_id)
-        with self._lock:
-            conn = self._require()
+        with self._lock, self._read() as conn:
             row = self._authorized_row(conn, c, rid, access.READ)
             if row is None:
                 return {"run_id": rid, "not_found": True}
-            records = db.read_records(conn, rid, after, limit)
+            records = self._sql.read_records(conn, rid, after, limit)
         return {
             "run_id": rid,
             "agent_id": row["agent_id"],
@@ -298,8 +306,8 @@ class RunStore:
             c.agent_id == agent_id and not agent_id.startswith(access.NAME_PREFIX)
         )
         only = None if sees_all else (self.epoch, c.session_id)
-        with self._lock:
-            rows = db.list_runs(self._require(), agent_id, only_session=only, limit=limit)
+        with self._lock, self._read() as conn:
+            rows = self._sql.list_runs(conn, agent_id, only_session=only, limit=limit)
         return {"agent_id": agent_id, "runs": [db.summary(r) for r in rows]}
 
     def run_counts_by_agent(self) -> dict[str, int]:
@@ -314,7 +322,12 @@ class RunStore:
         return self._conn
 
     @contextmanager
-    def _tx(self) -> Iterator[tuple[sqlite3.Connection, Events]]:
+    def _read(self) -> Iterator[Any]:
+        """A connection for reads (caller holds the lock)."""
+        yield self._require()
+
+    @contextmanager
+    def _tx(self) -> Iterator[tuple[Any, Events]]:
         """One write transaction; announce its records after COMMIT (caller holds the lock)."""
         conn = self._require()
         events: Events = []
@@ -342,17 +355,15 @@ class RunStore:
             c, row["agent_id"], row["owner_session_id"], row["owner_epoch"], self.epoch
         )
 
-    def _authorized_row(
-        self, conn: sqlite3.Connection, c: Caller, run_id: str, action: str
-    ) -> Row | None:
-        row = db.fetch_run(conn, run_id)
+    def _authorized_row(self, conn: Any, c: Caller, run_id: str, action: str) -> Row | None:
+        row: Row | None = self._sql.fetch_run(conn, run_id)
         if row is None or not access.allowed(self._role(c, row), action):
             return None
         return row
 
-    def _writable_row(self, conn: sqlite3.Connection, c: Caller, run_id: str, action: str) -> Row:
+    def _writable_row(self, conn: Any, c: Caller, run_id: str, action: str) -> Row:
         """The run ``c`` may end, or the error that explains why not (without leaking it)."""
-        row = db.fetch_run(conn, run_id)
+        row: Row | None = self._sql.fetch_run(conn, run_id)
         role = "other" if row is None else self._role(c, row)
         if row is None or not access.allowed(role, action):
             if row is not None and access.allowed(role, access.READ):
@@ -368,12 +379,10 @@ class RunStore:
             )
         return row
 
-    def _end(
-        self, conn: sqlite3.Connection, events: Events, row: Row, body: dict[str, Any]
-    ) -> None:
+    def _end(self, conn: Any, events: Events, row: Row, body: dict[str, Any]) -> None:
         rid, idx, status, now = row["run_id"], row["next_index"], body["status"], time.time()
-        db.append(conn, rid, idx, rec.ENDED, now, [rec.dumps(body)])
-        db.set_ended(conn, rid, status, now)
+        self._sql.append(conn, rid, idx, rec.ENDED, now, [rec.dumps(body)])
+        self._sql.set_ended(conn, rid, status, now)
         record = rec.make_record(idx, rec.ENDED, now, body)
         events.append(_event(rid, row["agent_id"], record, status))
         log.info("run ended: %s %s", rid, status)

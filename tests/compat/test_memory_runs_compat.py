@@ -1,14 +1,23 @@
-"""Issues 3 and 4: the official client's memory and run calls against `python -m carnb serve`."""
+"""Issues 3 and 4: the official client's memory and run calls against `python -m carnb serve`,
+on the default SQLite store and on a PostgreSQL store (issue 14)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from tests.conftest import Client
 
 pytestmark = pytest.mark.compat
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def served(request, serve_process):
+    """A real `python -m carnb serve` with two registered agents, on each store."""
+    store = () if request.param == "sqlite" else ("--store", request.getfixturevalue("pg_url"))
+    return serve_process("--agent", "alice", "--agent", "bob", *store)
 
 
 @pytest.fixture
@@ -83,7 +92,12 @@ def test_run_calls(served, alice, car_client) -> None:
     assert listed["runs"][0]["run_id"] == rid
     host = car_client(CAR_DAEMON_URL=served.url, CAR_AUTH_TOKEN=served.info["token"])
     host.session_auth(json.dumps({"host_token": served.info["host_token"]}))
-    kinds = [e["kind"] for e in json.loads(host.host_events(20))["events"]]
+    deadline = time.monotonic() + 5  # on PostgreSQL, events follow the commit by a few ms
+    while True:
+        kinds = [e["kind"] for e in json.loads(host.host_events(20))["events"]]
+        if "run.ended" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert "run.started" in kinds and "run.ended" in kinds
     # another agent learns nothing about alice's run
     bob = car_client(

@@ -30,3 +30,11 @@ def turns(n: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:
 def indexes(store: RunStore, run_id: str) -> list[int]:
     trace = store.get_trace(HOST, run_id)
     return [r["index"] for r in trace["records"]]
+
+
+def settle(store: RunStore) -> None:
+    """Wait until every committed record was announced to listeners (a PostgreSQL store
+    announces from its notification thread; SQLite already did, in the writing thread)."""
+    sync = getattr(store, "sync", None)
+    if sync is not None:
+        assert sync(), "records were not announced in time"

@@ -44,7 +44,8 @@ def test_runs_survive_close_and_reopen(db_path: Path) -> None:
         reopened.close()
 
 
-def test_every_write_is_committed_before_it_returns(store: RunStore, db_path: Path) -> None:
+def test_every_write_is_committed_before_it_returns(sqlite_store: RunStore, db_path: Path) -> None:
+    store = sqlite_store
     reader = sqlite3.connect(db_path)  # an independent connection, as another process would be
     try:
         run_id = store.start(AGENT_A, intent="x")["run_id"]

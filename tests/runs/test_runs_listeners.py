@@ -13,7 +13,7 @@ import pytest
 
 from carnb.errors import InvalidParams
 from carnb.runs import RunStore
-from tests.runs.runs_helpers import AGENT_A, AGENT_B, HOST, UNBOUND, turns
+from tests.runs.runs_helpers import AGENT_A, AGENT_B, HOST, UNBOUND, settle, turns
 
 
 def test_listener_sees_every_record_in_order_with_contiguous_cursors(store: RunStore) -> None:
@@ -28,6 +28,7 @@ def test_listener_sees_every_record_in_order_with_contiguous_cursors(store: RunS
     store.complete(AGENT_A, run_id, {"status": "success"})
     other = store.start(UNBOUND, intent="other", agent_name="bot")["run_id"]
     store.end_incomplete(other)
+    settle(store)
 
     mine = [e for e in events if e["run_id"] == run_id]
     assert [e["cursor"] for e in mine] == list(range(7))
@@ -43,7 +44,8 @@ def test_listener_sees_every_record_in_order_with_contiguous_cursors(store: RunS
     assert theirs[0]["agent_id"] == "name:bot"
 
 
-def test_listener_runs_after_commit(store: RunStore, db_path: Path) -> None:
+def test_listener_runs_after_commit(sqlite_store: RunStore, db_path: Path) -> None:
+    store = sqlite_store
     reader = sqlite3.connect(db_path)
     seen: list[tuple[int, int]] = []
 
@@ -74,17 +76,20 @@ def test_unsubscribe_and_a_failing_listener(
     run_id = store.start(AGENT_A, intent="x")["run_id"]
     with caplog.at_level(logging.ERROR, logger="carnb.runs"):
         assert store.record_turns(AGENT_A, run_id, turns(1))["ok"] is True
+        settle(store)
     assert "run listener" in caplog.text and "view crashed" in caplog.text
     assert got == [0, 1]
     remove()
     remove()  # idempotent
     store.record_turns(AGENT_A, run_id, turns(1))
+    settle(store)
     assert got == [0, 1]
     assert [r["index"] for r in store.get_trace(AGENT_A, run_id)["records"]] == [0, 1, 2]
 
 
 def test_concurrent_record_turns_get_contiguous_disjoint_indexes(store: RunStore) -> None:
     run_id = store.start(AGENT_A, intent="busy")["run_id"]
+    settle(store)  # the start is announced before the listener comes
     cursors: list[int] = []
     store.add_listener(lambda e: cursors.append(e["cursor"]))
     results: list[dict[str, Any]] = []
@@ -114,6 +119,7 @@ def test_concurrent_record_turns_get_contiguous_disjoint_indexes(store: RunStore
     assert taken == set(range(1, total + 1))
     trace = store.get_trace(HOST, run_id)
     assert [r["index"] for r in trace["records"]] == list(range(total + 1))
+    settle(store)
     assert cursors == list(range(1, total + 1))  # listener order follows the indexes
     # Each batch stayed together: a batch's turns share one writer's prompts in order.
     for r in results:

@@ -33,7 +33,7 @@ def attach(svc: Services) -> None:
 
 
 def _on_record(svc: Services, event: Record) -> None:
-    for s in svc.run_subscriptions.due(event["run_id"], event["cursor"]):
+    for s in svc.run_subscriptions.due(event["run_id"], event["cursor"], event):
         if s.notifier is not None and not s.closed:
             s.notifier("runs.trace.event", event)
     kind = event["record"].get("kind")
@@ -215,7 +215,9 @@ def runs_subscribe(s: ClientSession, p: Params, svc: Services) -> Record:
     last = snapshot["cursor"]
     if snapshot["next_cursor"] is not None:  # a long run: the rest is read with get_trace
         last = store.get_trace(s, run_id, after=_PAST_THE_END, limit=1)["cursor"]
-    subs.seen(run_id, s, last)
+    for held in subs.seen(run_id, s, last):  # records announced while the snapshot was read
+        if s.notifier is not None:
+            s.notifier("runs.trace.event", held)
     return {**snapshot, "subscribed": True}
 
 
