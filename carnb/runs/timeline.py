@@ -72,7 +72,7 @@ def turn_summary(turn: Any, width: int = 60) -> str:
 
 
 def record_summary(record: Mapping[str, Any], width: int = 60) -> str:
-    kind = record.get("kind")
+    kind = record.get("record")
     if kind == "started":
         return f'intent "{shorten(record.get("intent", ""), width)}"'
     if kind == "turn":
@@ -96,7 +96,12 @@ def rows(trace: Mapping[str, Any], width: int = 60) -> list[tuple[str, str, str,
     records = [r for r in trace.get("records") or [] if isinstance(r, Mapping)]
     t0 = _ts(records[0]) if records else None
     return [
-        (str(r.get("index", "?")), str(r.get("kind", "?")), offset(r, t0), record_summary(r, width))
+        (
+            str(r.get("index", "?")),
+            str(r.get("record", "?")),
+            offset(r, t0),
+            record_summary(r, width),
+        )
         for r in records
     ]
 

@@ -87,7 +87,7 @@ def test_live_trace_grows_while_an_outside_agent_records(loaded: Any) -> None:
         wait_for(lambda: "completed" in live.title.value)
         assert live._unwatch is None  # an ended run: the view stopped watching the store
         assert len(live.timeline.children) == 5
-        assert [r["kind"] for r in live.records.values()] == [
+        assert [r["record"] for r in live.records.values()] == [
             "started",
             "turn",
             "turn",
