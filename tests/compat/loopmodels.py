@@ -27,10 +27,11 @@ def tool_results(request: dict[str, Any]) -> list[str]:
 def adder(request: dict[str, Any]) -> dict[str, Any]:
     """Calls add(total, n) STEPS times, then finish with the total."""
     results = tool_results(request)
-    total = 0
-    if results:
-        total = json.loads(results[-1])["sum"]
+    sums = [json.loads(r)["sum"] for r in results if '"sum"' in r]
+    total = sums[-1] if sums else 0
     usage = {"input_tokens": 10 * (len(results) + 1), "output_tokens": 5}
+    if len(results) > len(sums):  # finish answered (a chat turn has no finish tool): say it
+        return {"text": f"the total is {total}", "usage": usage}
     if len(results) < STEPS:
         step = len(results) + 1
         return {

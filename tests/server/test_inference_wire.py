@@ -1,0 +1,210 @@
+"""The model bridge over real sockets: notebook models (carnb.model), runner clients, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.compat import loopmodels
+from tests.conftest import RpcFailed
+
+
+def ask(messages: str = "hi", **extra: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": messages}], **extra}
+
+
+def test_infer_reaches_a_notebook_model_with_the_documented_reply(runtime, connect_client) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def model(request: dict[str, Any]) -> dict[str, Any]:
+        seen.append(request)
+        return {
+            "text": "sure",
+            "tool_calls": [{"name": "add", "arguments": '{"a": 1}'}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2},
+        }
+
+    assert runtime.register_model(model, name="m1") == "m1"
+    c = connect_client()
+    reply = c.call("infer", ask(tools=[{"name": "add"}]))
+    assert reply["text"] == "sure" and reply["model_used"] == "m1"
+    (call,) = reply["tool_calls"]
+    assert call["name"] == "add" and call["arguments"] == {"a": 1} and call["id"]
+    assert reply["usage"] == {"input_tokens": 7, "output_tokens": 2}
+    assert reply["stop_reason"] == "tool_use" and reply["latency_ms"] >= 0
+    assert reply["trace_id"] and reply["time_to_first_token_ms"] is None
+    assert seen[0]["model"] == "m1" and seen[0]["tools"] == [{"name": "add"}]
+
+
+def test_request_model_else_default_and_unknown_lists_the_registered(runtime, connect_client):
+    runtime.register_model(lambda r: "from a", name="a")
+    runtime.register_model(lambda r: "from b", name="b")
+    c = connect_client()
+    assert c.call("infer", ask())["text"] == "from a"  # the first registered is the default
+    assert c.call("infer", ask(model="b"))["text"] == "from b"
+    runtime.set_default_model("b")
+    assert c.call("infer", ask())["text"] == "from b"
+    with pytest.raises(RpcFailed) as err:
+        c.call("infer", ask(model="gpt-9"))
+    assert err.value.code == -32603
+    assert "unknown model 'gpt-9'; registered models: a, b" in err.value.message
+    listed = c.call("models.list")
+    assert listed["default"] == "b" and [m["name"] for m in listed["models"]] == ["a", "b"]
+
+
+def test_no_model_at_all_says_how_to_register_one(connect_client) -> None:
+    with pytest.raises(RpcFailed, match="no model is registered on this server: register one"):
+        connect_client().call("infer", ask())
+
+
+@pytest.mark.parametrize(
+    ("fn", "code", "message"),
+    [
+        (loopmodels.raises, -32603, "model 'bad' raised RuntimeError: provider is down"),
+        (loopmodels.malformed, -32603, "model 'bad' returned a malformed reply: a int"),
+        (lambda r: {"tool_calls": [{"arguments": {}}]}, -32603, "tool_calls[0].name is missing"),
+        (loopmodels.refuses, -32007, "content refused: the filter declined this request"),
+    ],
+)
+def test_a_failing_model_is_a_clear_error_and_the_server_goes_on(
+    runtime, connect_client, fn, code, message
+) -> None:
+    runtime.register_model(fn, name="bad")
+    runtime.register_model(lambda r: "fine", name="good")
+    c = connect_client()
+    with pytest.raises(RpcFailed) as err:
+        c.call("infer", ask(model="bad"))
+    assert err.value.code == code and message in err.value.message
+    assert c.call("infer", ask(model="good"))["text"] == "fine"
+
+
+def test_a_hanging_model_times_out_without_holding_the_server(runtime, connect_client) -> None:
+    release = threading.Event()
+    runtime.register_model(lambda r: release.wait(10) and "late", name="slow", timeout=0.5)
+    c, other = connect_client(), connect_client()
+    c.send({"jsonrpc": "2.0", "id": 1, "method": "infer", "params": ask(model="slow")})
+    started = time.monotonic()
+    assert other.call("state.set", {"key": "k", "value": 1}) == "ok"  # not held meanwhile
+    assert time.monotonic() - started < 0.4
+    reply = c.recv_reply(1, timeout=5)
+    assert reply["error"]["code"] == -32603
+    assert "did not answer within 0.5 s" in reply["error"]["message"]
+    release.set()
+
+
+def test_an_async_model_and_embed(runtime, connect_client) -> None:
+    async def model(request: dict[str, Any]) -> str:
+        await asyncio.sleep(0.01)
+        return "async answer"
+
+    runtime.register_model(model, embed=lambda texts: [[float(len(t)), 1.0] for t in texts])
+    c = connect_client()
+    assert c.call("infer", ask())["text"] == "async answer"
+    assert c.call("embed", {"texts": ["ab", "abc"]}) == {
+        "embeddings": [[2.0, 1.0], [3.0, 1.0]],
+        "model_used": "model",
+    }
+    with pytest.raises(RpcFailed, match="texts is required"):
+        c.call("embed", {"texts": "ab"})
+
+
+def test_context_query_injects_the_sessions_memory(runtime, connect_client) -> None:
+    runtime.register_model(loopmodels.echo)
+    c = connect_client()
+    c.call(
+        "memory.add_fact",
+        {"subject": "deploy", "body": "never deploy on fridays", "kind": "constraint"},
+    )
+    reply = json.loads(c.call("infer", ask(context_query="deploy", messages="when?"))["text"])
+    assert "never deploy on fridays" in reply["context"]
+    system = reply["messages"][0]
+    assert system["role"] == "system" and reply["context"] in system["content"]
+    # another unbound session has its own (empty) memory: nothing injected
+    other = json.loads(connect_client().call("infer", ask(context_query="deploy"))["text"])
+    assert other["context"] is None
+
+
+def runner_loop(client, answer) -> threading.Thread:
+    """Serve inference.runner.invoke notifications on ``client`` with ``answer(request)``."""
+
+    def run() -> None:
+        try:
+            note = client.wait_notification("inference.runner.invoke", timeout=10)
+        except Exception:
+            return
+        answer(client, note["params"])
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_runner_client_serves_a_model_of_another_process(runtime, connect_client) -> None:
+    runner = connect_client()
+    assert runner.call("inference.register_runner", {"models": ["remote"]}) == {
+        "registered": True,
+        "models": ["remote"],
+    }
+
+    def answer(client, params) -> None:
+        assert params["request"]["model"] == "remote"
+        cid = params["call_id"]
+        client.call(
+            "inference.runner.event", {"call_id": cid, "event": {"type": "text", "data": "he"}}
+        )
+        client.call(
+            "inference.runner.event", {"call_id": cid, "event": {"type": "text", "data": "llo"}}
+        )
+        client.call(
+            "inference.runner.complete", {"call_id": cid, "result": {"text": "", "tool_calls": []}}
+        )
+
+    t = runner_loop(runner, answer)
+    reply = connect_client().call("infer", ask(model="remote"))
+    t.join(5)
+    assert reply["text"] == "hello" and reply["model_used"] == "remote"
+
+
+def test_a_runner_that_disconnects_mid_request_fails_the_call_at_once(runtime, connect_client):
+    runner = connect_client()
+    runner.call("inference.register_runner", {})
+    t = runner_loop(runner, lambda client, params: client.close())
+    c = connect_client()
+    started = time.monotonic()
+    with pytest.raises(RpcFailed, match="disconnected before it answered"):
+        c.call("infer", ask(model="runner"))
+    assert time.monotonic() - started < 5
+    t.join(5)
+    with pytest.raises(RpcFailed, match="unknown model 'runner'"):  # its models went with it
+        c.call("infer", ask(model="runner"))
+
+
+def test_a_runner_fail_and_a_bad_event(runtime, connect_client) -> None:
+    runner = connect_client()
+    runner.call("inference.register_runner", {"models": ["r"]})
+
+    def answer(client, params) -> None:
+        with pytest.raises(RpcFailed, match="unrecognised runner event shape"):
+            client.call("inference.runner.event", {"call_id": params["call_id"], "event": {"x": 1}})
+        client.call(
+            "inference.runner.fail", {"call_id": params["call_id"], "error": "429 rate limited"}
+        )
+
+    t = runner_loop(runner, answer)
+    with pytest.raises(RpcFailed, match="runner failed: 429 rate limited"):
+        connect_client().call("infer", ask(model="r"))
+    t.join(5)
+    # a call id nobody is waiting for, or another session answering, is refused
+    with pytest.raises(RpcFailed, match="no pending inference call"):
+        connect_client().call("inference.runner.complete", {"call_id": "nope", "result": {}})
+
+
+def test_a_runner_cannot_take_over_a_notebook_model(runtime, connect_client) -> None:
+    runtime.register_model(lambda r: "mine", name="gpt")
+    with pytest.raises(RpcFailed, match="'gpt' is already served by the notebook"):
+        connect_client().call("inference.register_runner", {"models": ["gpt"]})
