@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.compat import loopmodels
+from tests.compat.loopagent import config, removed
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.compat
@@ -18,44 +19,6 @@ pytestmark = pytest.mark.compat
 agent_loop = pytest.importorskip("car_runtime.agent_loop")
 
 MODELS = "tests.compat.loopmodels"
-ADD_SCHEMA = {
-    "name": "add",
-    "description": "add two numbers",
-    "parameters": {
-        "type": "object",
-        "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-        "required": ["a", "b"],
-    },
-}
-RM_SCHEMA = {
-    "name": "rm",
-    "description": "delete a path",
-    "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
-}
-removed: list[str] = []
-
-
-def add(args: dict[str, Any]) -> dict[str, Any]:
-    return {"sum": args["a"] + args["b"]}
-
-
-def rm(args: dict[str, Any]) -> dict[str, Any]:
-    removed.append(args["path"])
-    return {"removed": args["path"]}
-
-
-def config(model: str, rt: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "agent_name": "adder",
-        "identity": "You add numbers with the add tool.",
-        "tool_schemas": [ADD_SCHEMA, RM_SCHEMA],
-        "tools": {"add": add, "rm": rm},
-        "policies": [{"name": "no-rm", "rule": "deny_tool", "target": "rm"}],
-        "max_turns": 8,
-        "default_model": model,
-        "runtime": rt,
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -153,7 +116,7 @@ def test_main_with_a_task_in_its_own_process(loop_server) -> None:
     code = (
         "import sys\n"
         "from car_runtime import agent_loop\n"
-        "from tests.compat.test_agent_loop_compat import ADD_SCHEMA, add\n"
+        "from tests.compat.loopagent import ADD_SCHEMA, add\n"
         "agent_loop.main({'agent_name': 'adder', 'identity': 'add', 'tool_schemas': [ADD_SCHEMA],"
         " 'tools': {'add': add}, 'max_turns': 8, 'default_model': 'adder'})\n"
     )
