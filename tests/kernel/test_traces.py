@@ -165,7 +165,7 @@ def test_live_trace_widget_updates_in_a_real_kernel_while_idle(kernel: Any) -> N
     finally:
         agent.close()
     kernel.ok("live.flush()")
-    assert kernel.value("[r['kind'] for r in live.records.values()]") == [
+    assert kernel.value("[r['record'] for r in live.records.values()]") == [
         "started",
         "turn",
         "ended",
