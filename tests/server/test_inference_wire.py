@@ -208,3 +208,88 @@ def test_a_runner_cannot_take_over_a_notebook_model(runtime, connect_client) -> 
     runtime.register_model(lambda r: "mine", name="gpt")
     with pytest.raises(RpcFailed, match="'gpt' is already served by the notebook"):
         connect_client().call("inference.register_runner", {"models": ["gpt"]})
+
+
+def alice_client(runtime, connect_client):
+    from tests.conftest import agent_auth
+
+    return connect_client(auth=agent_auth(runtime, "alice"))
+
+
+def test_record_model_turn_and_proposal_turns_make_one_ordered_trace(runtime, connect_client):
+    alice = alice_client(runtime, connect_client)
+    alice.call("tools.register", [{"name": "echo"}])
+    rid = alice.call("runs.start", {"intent": "loop"})["run_id"]
+    host = connect_client(auth="host")
+    turn = {
+        "run_id": rid,
+        "turn_index": 1,
+        "assistant_text": "calling echo",
+        "requested_tool_calls": [{"id": "a1", "name": "echo", "arguments": {"x": 1}}],
+        "model_id": "m",
+        "token_usage": {"input_tokens": 4, "output_tokens": 2},
+        "duration_ms": 12.5,
+    }
+    ack = alice.call("runs.record_model_turn", turn)
+    assert ack == {"run_id": rid, "ok": True, "index": 1, "turn_index": 1}
+    snap = host.call("runs.subscribe", {"run_id": rid})
+    assert snap["turns_so_far"] == [] and [r["record"] for r in snap["records"]] == [
+        "started",
+        "model_turn",
+    ]
+    proposal = {
+        "actions": [{"id": "a1", "type": "tool_call", "tool": "echo", "parameters": {"x": 1}}]
+    }
+    alice.send(
+        {"jsonrpc": "2.0", "id": 99, "method": "proposal.submit", "params": {"proposal": proposal}}
+    )
+    call = alice.wait_notification("tools.execute")
+    alice.send({"jsonrpc": "2.0", "id": call["id"], "result": {"echoed": 1}})
+    assert alice.recv_reply(99)["result"]["results"][0]["status"] == "succeeded"
+    event = host.wait_notification("runs.trace.event")["params"]
+    assert event["cursor"] == 2 and event["record"]["record"] == "turn"
+    assert event["record"]["turn"] == {
+        "action_id": "a1",
+        "tool": "echo",
+        "parameters": {"x": 1},
+        "status": "succeeded",
+        "output": {"echoed": 1},
+        "duration_ms": event["record"]["turn"]["duration_ms"],
+    }
+    model_turn = alice.call("runs.get_trace", {"run_id": rid})["records"][1]
+    assert {k: model_turn[k] for k in turn if k != "run_id"} == {
+        k: v for k, v in turn.items() if k != "run_id"
+    }
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"turn_index": -1}, "turn_index"),
+        ({"assistant_text": 5}, "assistant_text"),
+        ({"requested_tool_calls": "add"}, "requested_tool_calls"),
+        ({"token_usage": 3}, "token_usage"),
+        ({"duration_ms": "fast"}, "duration_ms"),
+        ({"assistant_text": "x" * (300 * 1024)}, "the model turn is"),
+    ],
+)
+def test_a_bad_model_turn_is_refused_and_records_nothing(runtime, connect_client, bad, field):
+    alice = alice_client(runtime, connect_client)
+    rid = alice.call("runs.start", {"intent": "loop"})["run_id"]
+    with pytest.raises(RpcFailed) as err:
+        alice.call("runs.record_model_turn", {"run_id": rid, **bad})
+    assert err.value.code == -32602 and field in err.value.message
+    assert len(alice.call("runs.get_trace", {"run_id": rid})["records"]) == 1
+
+
+def test_only_the_owner_records_model_turns(runtime, connect_client) -> None:
+    alice = alice_client(runtime, connect_client)
+    rid = alice.call("runs.start", {"intent": "loop"})["run_id"]
+    other = connect_client()
+    assert other.call("runs.record_model_turn", {"run_id": rid})["dropped"] == "run_not_found"
+    alice.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
+    assert alice.call("runs.record_model_turn", {"run_id": rid})["dropped"] == "run_terminal"
+
+
+def test_agents_register_basics_is_answered(connect_client) -> None:
+    assert connect_client().call("agents.register_basics") is None

@@ -139,7 +139,8 @@ def runs_subscribe(s: ClientSession, p: Params, svc: Services) -> Record:
         subs.remove(run_id, s)
         raise _not_found(run_id)
     subs.seen(run_id, s, snapshot["cursor"])
-    return {**snapshot, "subscribed": True}
+    turns = [r for r in snapshot["records"] if r.get("record") == "turn"]
+    return {**snapshot, "turns_so_far": turns, "subscribed": True}
 
 
 def runs_unsubscribe(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
@@ -230,7 +231,7 @@ METHODS = (
         needs="runs",
         summary="Snapshot of a run, then runs.trace.event notifications for new records",
         params={"run_id": "string"},
-        result="trace snapshot with subscribed: true",
+        result="trace snapshot (records, turns_so_far, cursor, status) with subscribed: true",
     ),
     Method(
         "runs.unsubscribe",
