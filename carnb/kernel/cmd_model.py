@@ -77,7 +77,7 @@ class InferResult(Sections):
                     f"{usage.get('output_tokens', '?')} out"
                     if usage
                     else "not reported",
-                    "latency": f"{reply.get('latency_ms', 0):.1f} ms",
+                    "latency": f"{reply.get('latency_ms', 0)} ms",
                     "stop_reason": reply.get("stop_reason"),
                 }
             )

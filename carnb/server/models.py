@@ -234,7 +234,7 @@ class ModelHub:
         latency = (time.perf_counter() - started) * 1000
         reply = normalize_reply(raw, name)
         reply["trace_id"] = f"carnb-{next(self._traces)}-{uuid.uuid4().hex[:8]}"
-        reply["latency_ms"] = round(latency, 3)
+        reply["latency_ms"] = round(latency)  # an integer, as the daemon (and its client) use
         return reply, request
 
     async def embed(self, params: Mapping[str, Any]) -> dict[str, Any]:
