@@ -398,6 +398,23 @@ class Runtime:
         result: dict[str, Any] = self.host.call(run(), timeout=wait)
         return result
 
+    def chat(
+        self, agent_id: str, prompt: str, *, timeout: float = 300, **extra: Any
+    ) -> list[dict[str, Any]]:
+        """``agents.chat`` as the notebook's session: send ``prompt`` to the attached agent and
+        return its events (``{kind, delta, ...}``) once it says ``done`` or ``error``."""
+        services, dispatcher, session = self.services, self.dispatcher, self.session
+        if services is None or dispatcher is None or session is None:
+            raise CarnbError("the carnb runtime is not started")
+
+        async def run() -> list[dict[str, Any]]:
+            params = {"agent_id": agent_id, "prompt": prompt, **extra}
+            ack = await dispatcher.invoke(session, "agents.chat", params)
+            return await services.chats.wait(ack["session_id"], timeout)
+
+        events: list[dict[str, Any]] = self.host.call(run(), timeout=timeout + 5)
+        return events
+
     # -- agents ----------------------------------------------------------------------------
     def register_agent(self, name: str) -> str:
         token = self.credentials.agents.register(name)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
+from carnb.server.chat import ChatRelay
 from carnb.server.events import (
     AGENT_ATTACHED,
     AGENT_DETACHED,
@@ -43,6 +44,7 @@ class Services:
     run_subscriptions: RunSubscriptions = field(default_factory=RunSubscriptions)
     tools: ToolHub = field(default_factory=ToolHub)  # tools and policies of every session
     models: ModelHub = field(default_factory=ModelHub)  # the models infer and embed reach
+    chats: ChatRelay = field(default_factory=ChatRelay)  # agents.chat turns being relayed
     sessions: SessionHub = field(init=False)
 
     def __post_init__(self) -> None:

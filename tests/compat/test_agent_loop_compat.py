@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
 
 from tests.compat import loopmodels
 from tests.compat.loopagent import config, removed
-from tests.conftest import REPO
+from tests.conftest import REPO, Client
 
 pytestmark = pytest.mark.compat
 
@@ -166,3 +167,69 @@ def test_a_bad_model_ends_the_run_as_a_failure_never_a_hang(as_adder, model, mes
     trace = trace_of(as_adder, outcome["run_id"])
     assert trace["status"] == "completed"
     assert trace["records"][-1]["outcome"]["status"] == "failure"
+
+
+def chat_turn(loop_server, prompt: str) -> tuple[list[dict[str, Any]], str]:
+    """As the host: agents.chat to adder, then its events until done or error."""
+    host = Client(loop_server.url)
+    try:
+        host.call("session.auth", {"host_token": loop_server.info["host_token"]})
+        deadline = time.monotonic() + 30
+        while True:  # until the agent process has attached
+            reply = host.request("agents.chat", {"agent_id": "adder", "prompt": prompt})
+            if "result" in reply or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert reply.get("result", {}).get("accepted") is True, reply
+        events = []
+        while not events or events[-1]["kind"] not in ("done", "error"):
+            events.append(host.wait_notification("agents.chat.event", timeout=30)["params"])
+        runs = host.call("runs.list", {"agent_id": "adder"})["runs"]
+        return events, runs[0]["run_id"]
+    finally:
+        host.close()
+
+
+def test_serve_chat_answers_chat_turns(loop_server, monkeypatch) -> None:
+    monkeypatch.setenv("CAR_DAEMON_URL", loop_server.url)
+    monkeypatch.setenv("CAR_AGENT_ID", "adder")
+    monkeypatch.setenv("CAR_AGENT_TOKEN", loop_server.info["agents"]["adder"])
+    rt = agent_loop.serve_chat(config("adder"))
+    try:
+        events, run_id = chat_turn(loop_server, "add 1, 2 and 3")
+        assert events[-1]["kind"] == "done" and "6" in str(events[-1]["delta"])
+        assert [e["delta"] for e in events if e["kind"] == "tool_call"] == ["add"] * 3
+        trace = trace_of(rt, run_id)
+        assert [r["record"] for r in trace["records"]].count("model_turn") == loopmodels.STEPS + 1
+    finally:
+        rt.close()
+
+
+def test_main_serve_in_its_own_process(loop_server) -> None:
+    code = (
+        "from car_runtime import agent_loop\n"
+        "from tests.compat.loopagent import config\n"
+        "agent_loop.main(config('adder'))\n"
+    )
+    env = {
+        "CAR_DAEMON_URL": loop_server.url,
+        "CAR_AGENT_ID": "adder",
+        "CAR_AGENT_TOKEN": loop_server.info["agents"]["adder"],
+        "CAR_NO_VERSION_WARNING": "1",
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+    }
+    agent = subprocess.Popen(
+        [sys.executable, "-c", code, "--serve"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        events, _ = chat_turn(loop_server, "add 1, 2 and 3")
+        assert events[-1]["kind"] == "done", events
+    finally:
+        agent.terminate()
+        agent.wait(10)

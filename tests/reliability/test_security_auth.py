@@ -176,6 +176,7 @@ def _run_hidden(reply: dict[str, Any]) -> bool:
 # method -> (params given a World, check of a refused reply, check that the owner/host succeeds)
 HOST_ONLY: dict[str, dict[str, Any]] = {
     "agents.register": {"name": "mallory"},
+    "agents.chat": {"agent_id": "alice", "prompt": "do evil"},
     "host.events": {"limit": 5},
     "host.subscribe": {},
     "host.unsubscribe": {},

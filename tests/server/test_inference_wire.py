@@ -293,3 +293,72 @@ def test_only_the_owner_records_model_turns(runtime, connect_client) -> None:
 
 def test_agents_register_basics_is_answered(connect_client) -> None:
     assert connect_client().call("agents.register_basics") is None
+
+
+def chat_event(client, session_id: str, kind: str, delta: Any = None) -> None:
+    params = {"session_id": session_id, "kind": kind, "delta": delta}
+    client.send({"jsonrpc": "2.0", "method": "agent.chat.event", "params": params})
+
+
+def test_agents_chat_reaches_the_attached_agent_and_relays_its_events(runtime, connect_client):
+    agent = alice_client(runtime, connect_client)
+    stranger = connect_client()
+    host = connect_client(auth="host")
+    host.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "agents.chat",
+            "params": {"agent_id": "alice", "prompt": "hi"},
+        }
+    )
+    call = agent.wait_notification("agent.chat")
+    assert call["params"]["prompt"] == "hi" and call["id"].startswith("cb-")
+    agent.send({"jsonrpc": "2.0", "id": call["id"], "result": {"accepted": True}})
+    ack = host.recv_reply(1)["result"]
+    sid = ack["session_id"]
+    assert ack["accepted"] is True and sid == call["params"]["session_id"]
+    chat_event(stranger, sid, "token", "forged")  # not the agent of this chat: dropped
+    chat_event(agent, sid, "token", "hel")
+    chat_event(agent, sid, "done", "hello")
+    events = [host.wait_notification("agents.chat.event")["params"] for _ in range(2)]
+    assert [(e["kind"], e["delta"]) for e in events] == [("token", "hel"), ("done", "hello")]
+    assert all(e["agent_id"] == "alice" and e["session_id"] == sid for e in events)
+
+
+def test_agents_chat_errors_and_a_disconnecting_agent(runtime, connect_client) -> None:
+    host = connect_client(auth="host")
+    with pytest.raises(RpcFailed, match="agent 'bob' is not attached"):
+        host.call("agents.chat", {"agent_id": "bob", "prompt": "hi"})
+    with pytest.raises(RpcFailed, match="needs the host role"):
+        connect_client().call("agents.chat", {"agent_id": "alice", "prompt": "hi"})
+    agent = alice_client(runtime, connect_client)
+    host.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "agents.chat",
+            "params": {"agent_id": "alice", "prompt": "hi"},
+        }
+    )
+    call = agent.wait_notification("agent.chat")
+    agent.send({"jsonrpc": "2.0", "id": call["id"], "result": {"accepted": True}})
+    assert host.recv_reply(5)["result"]["accepted"] is True
+    agent.close()
+    event = host.wait_notification("agents.chat.event")["params"]
+    assert event["kind"] == "error" and "disconnected" in event["delta"]
+
+
+def test_the_notebook_chats_with_an_agent(runtime, connect_client) -> None:
+    agent = alice_client(runtime, connect_client)
+
+    def serve_one() -> None:
+        call = agent.wait_notification("agent.chat", timeout=10)
+        agent.send({"jsonrpc": "2.0", "id": call["id"], "result": {"accepted": True}})
+        chat_event(agent, call["params"]["session_id"], "done", "answer: 42")
+
+    t = threading.Thread(target=serve_one, daemon=True)
+    t.start()
+    events = runtime.chat("alice", "the answer?", timeout=10)
+    t.join(5)
+    assert [(e["kind"], e["delta"]) for e in events] == [("done", "answer: 42")]

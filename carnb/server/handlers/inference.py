@@ -1,5 +1,6 @@
 """``infer``, ``embed``, ``models.*`` and the ``inference.*`` runner methods: the model bridge
-(:mod:`carnb.server.models`, :mod:`carnb.server.modelrunner`)."""
+(:mod:`carnb.server.models`, :mod:`carnb.server.modelrunner`); ``agents.chat`` and
+``agent.chat.event``, chat turns relayed to an attached agent (:mod:`carnb.server.chat`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from carnb.server.services import Services
 def attach(svc: Services) -> None:
     """A runner's models go (and its pending calls fail) when its connection ends."""
     svc.sessions.on_close(_runners(svc).drop)
+    svc.sessions.on_close(svc.chats.drop)
 
 
 def _runners(svc: Services) -> Runners:
@@ -74,6 +76,20 @@ def runner_fail(s: ClientSession, p: Params, svc: Services) -> dict[str, bool]:
     return {"failed": True}
 
 
+async def agents_chat(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    agent_id = p.get("agent_id")
+    targets = [
+        t
+        for t in svc.sessions
+        if isinstance(agent_id, str) and t.agent_id == agent_id and t is not s
+    ]
+    return await svc.chats.start(s, targets, p)
+
+
+def agent_chat_event(s: ClientSession, p: Params, svc: Services) -> dict[str, bool]:
+    return {"relayed": svc.chats.event(s, p)}
+
+
 _GENERATE = {
     "model": "string? (default: the server's default model)",
     "messages": "[{role, content, tool_calls?}]?",
@@ -84,6 +100,28 @@ _GENERATE = {
 }
 
 METHODS = (
+    Method(
+        "agents.chat",
+        agents_chat,
+        mode="task",
+        role="host",
+        summary="Send a chat turn to an attached agent (agent.chat); its reply streams back as "
+        "agents.chat.event notifications",
+        params={
+            "agent_id": "string",
+            "prompt": "string",
+            "session_id": "string?",
+            "model": "string?",
+        },
+        result="{accepted: true, session_id}",
+    ),
+    Method(
+        "agent.chat.event",
+        agent_chat_event,
+        summary="(agent side, a notification) one event of a chat turn this session serves",
+        params={"session_id": "string", "kind": "string", "delta": "any?"},
+        result="{relayed}",
+    ),
     Method(
         "infer",
         infer,
