@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -233,3 +234,24 @@ def test_main_serve_in_its_own_process(loop_server) -> None:
     finally:
         agent.terminate()
         agent.wait(10)
+
+
+def test_a_runner_that_disconnects_mid_request_ends_the_run_as_a_failure(loop_server, as_adder):
+    runner = Client(loop_server.url)
+    runner.call("session.auth", {"token": loop_server.info["token"]})
+    runner.call("inference.register_runner", {"models": ["remote"]})
+
+    def vanish() -> None:
+        runner.wait_notification("inference.runner.invoke", timeout=30)
+        runner.close()
+
+    t = threading.Thread(target=vanish, daemon=True)
+    t.start()
+    started = time.monotonic()
+    outcome = agent_loop.run_agent(config("remote", as_adder), "add")
+    t.join(5)
+    assert time.monotonic() - started < 10
+    assert (
+        outcome["status"] == "failure" and "disconnected before it answered" in outcome["summary"]
+    )
+    assert trace_of(as_adder, outcome["run_id"])["records"][-1]["outcome"]["status"] == "failure"
