@@ -77,6 +77,13 @@ def record_summary(record: Mapping[str, Any], width: int = 60) -> str:
         return f'intent "{shorten(record.get("intent", ""), width)}"'
     if kind == "turn":
         return turn_summary(record.get("turn"), width)
+    if kind == "model_turn":
+        calls = record.get("requested_tool_calls") or []
+        names = [str(c.get("name", "?")) for c in calls if isinstance(c, Mapping)]
+        text = f"model {record.get('model_id') or '?'}"
+        if record.get("assistant_text"):
+            text += f' "{shorten(record["assistant_text"], width)}"'
+        return text + (" → " + ", ".join(names) if names else "")
     if kind == "ended":
         status = str(record.get("status", "?"))
         outcome = record.get("outcome")
