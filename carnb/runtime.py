@@ -394,8 +394,7 @@ class Runtime:
             reply, request = await services.models.infer(params, context_source(services, session))
             return {"reply": reply, "request": request}
 
-        wait = None if timeout is None else timeout
-        result: dict[str, Any] = self.host.call(run(), timeout=wait)
+        result: dict[str, Any] = self.host.call(run(), timeout=timeout)
         return result
 
     def chat(
