@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: lab test bench bench-quick lint chromium clean
+.PHONY: lab test bench bench-quick lint chromium clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "carnb needs Python 3.11 or newer"'
@@ -27,7 +27,15 @@ $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 chromium: | $(BIN)/python
 	@tools/ensure-chromium $(BIN)/python
 
+# The demo Lab saves widget state with a notebook, so a saved notebook reopens showing the
+# panel's last state instead of "Error displaying widget: model not found".
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+
 lab: $(VENV)/.installed-lab chromium
+	@$(BIN)/python -c 'import json, pathlib, sys; p = pathlib.Path(sys.argv[1]); \
+	  d = json.loads(p.read_text()) if p.exists() else {}; \
+	  d.setdefault("@jupyter-widgets/jupyterlab-manager:plugin", {})["saveState"] = True; \
+	  p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(d, indent=2))' $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 test: lint chromium
@@ -38,6 +46,10 @@ bench: $(VENV)/.installed-test chromium
 
 bench-quick: $(VENV)/.installed-test chromium
 	$(BIN)/python bench/run.py --quick
+
+# Each demo notebook run in JupyterLab (headless Chromium), light and dark theme, into screenshots/.
+screenshots: $(VENV)/.installed-test chromium
+	PYTHONPATH=$(CURDIR) $(BIN)/python tools/screenshots.py --out screenshots
 
 # Formatting, lint rules, mypy --strict on carnb/ (pyproject [tool.mypy]), the import layers
 # (pyproject [tool.importlinter]) and no import circle anywhere in carnb, counting imports inside

@@ -65,6 +65,10 @@ class InvalidParams(CarnbError):
         super().__init__(text, data=data)
 
 
+class ReplyTooLarge(InvalidParams):
+    """The answer to a call would exceed the reply cap; the caller must ask for less."""
+
+
 class AuthRequired(CarnbError):
     """A call other than ``session.auth`` on an unauthenticated session (sockets are closed)."""
 

@@ -13,9 +13,10 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from carnb.kernel.browser_view import Observation, friendly_error, page_url, plural, url_problem
 from carnb.kernel.calls import CarCommandError
 from carnb.kernel.cellrun import Cell
-from carnb.kernel.render import Image, KeyValues, Message, Pre, Renderable, Sections, Table
+from carnb.kernel.render import Image, Message, Renderable, Sections, Table
 
 if TYPE_CHECKING:
     from carnb.kernel.engine import NotebookEngine
@@ -54,7 +55,7 @@ class BrowserResult(Sections):
                             s.get("op"),
                             s.get("status"),
                             s.get("duration_ms"),
-                            s.get("error") or _detail(s),
+                            friendly_error(str(s["error"])) if s.get("error") else _detail(s),
                         ]
                         for s in steps
                     ],
@@ -64,17 +65,7 @@ class BrowserResult(Sections):
             )
         obs = self.observation
         if obs is not None:
-            parts.append(
-                KeyValues(
-                    [
-                        ("url", obs.get("url")),
-                        ("title", obs.get("title")),
-                        ("elements", obs.get("element_count")),
-                    ],
-                    title="page",
-                )
-            )
-            parts.append(Pre(str(obs.get("summary") or "")))
+            parts.append(Observation(obs))
         parts.append(self.screenshot)
         super().__init__(*parts)
 
@@ -100,7 +91,7 @@ def _detail(step: dict[str, Any]) -> str:
     if step.get("op") == "screenshot":
         return f"{data.get('width')}x{data.get('height')} PNG"
     if step.get("op") == "observe":
-        return f"{data.get('element_count')} elements on {data.get('url')}"
+        return f"{plural(data.get('element_count'), 'element')} on {page_url(data.get('url'))}"
     return json.dumps({k: v for k, v in data.items() if k != "base64"}, default=str)[:100]
 
 
@@ -114,12 +105,17 @@ def _run(
     show_steps: bool = False,
 ) -> BrowserResult:
     params: dict[str, Any] = {"script": {"operations": ops}, **(viewport or {})}
-    reply = nb.calls.call("browser.run", params, what=what, timeout=RUN_TIMEOUT)
+    try:
+        reply = nb.calls.call("browser.run", params, what=what, timeout=RUN_TIMEOUT)
+    except CarCommandError as exc:
+        raise CarCommandError(friendly_error(exc.message)) from None
     steps = list(reply.get("steps") or []) if isinstance(reply, dict) else []
     result = BrowserResult(steps, show_steps=show_steps)
     bad = result.failed()
     if strict and bad is not None:
-        raise CarCommandError(f"{what}: step {bad.get('op')} failed: {bad.get('error')}")
+        raise CarCommandError(
+            f"{what}: step {bad.get('op')} failed: {friendly_error(str(bad.get('error')))}"
+        )
     return result
 
 
@@ -135,6 +131,9 @@ def _then_observe(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def open_(nb: NotebookEngine, args: argparse.Namespace) -> BrowserResult:
+    problem = url_problem(args.url)
+    if problem is not None:
+        raise CarCommandError(f"%car browser open: {problem}")
     return _run(nb, [{"op": "navigate", "url": args.url}, *_observe_ops(args)], "%car browser open")
 
 

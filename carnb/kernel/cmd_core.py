@@ -10,7 +10,7 @@ from carnb.kernel.render import EnvLines, KeyValues, Sections, Table
 
 if TYPE_CHECKING:
     from carnb.kernel.engine import NotebookEngine
-    from carnb.kernel.panel import StatusPanel
+    from carnb.kernel.panel import PanelSnapshot, StatusPanel
     from carnb.runtime import Runtime
 
 SESSION_COLUMNS = [
@@ -98,10 +98,10 @@ def server(nb: NotebookEngine, args: argparse.Namespace) -> ServerInfo:
     return ServerInfo(rt.url, env, snaps, info, lines, table)
 
 
-def status(nb: NotebookEngine, args: argparse.Namespace) -> StatusPanel:
+def status(nb: NotebookEngine, args: argparse.Namespace) -> StatusPanel | PanelSnapshot:
     panel = nb.ensure_panel()
     nb.calls.on_host(panel.aflush(), what="%car status")
-    return panel
+    return panel.snapshot() if args.snapshot else panel
 
 
 class AuthResult(KeyValues):

@@ -123,14 +123,31 @@ def _trace_id(nb: NotebookEngine, run_id: str | None) -> str:
     return rid
 
 
+# A trace is read page by page (the server caps a page at ~2 MiB); the notebook shows at most
+# this many records of one run, and says where it stopped.
+TRACE_SHOWN_RECORDS = 5_000
+
+
 def _get_trace(nb: NotebookEngine, rid: str) -> dict[str, Any]:
-    result = nb.calls.call("runs.get_trace", {"run_id": rid}, what="%car run trace")
-    if not isinstance(result, dict) or result.get("not_found"):
-        raise CarCommandError(
-            f"%car run trace: no run {rid} that this session may read (reading another agent's "
-            "run needs the host role: `%car auth` restores it)"
-        )
-    return result
+    """The run's trace, every page of it up to :data:`TRACE_SHOWN_RECORDS` records; when more
+    remain, ``next_cursor`` says where they start."""
+    params: dict[str, Any] = {"run_id": rid}
+    result: dict[str, Any] | None = None
+    records: list[Any] = []
+    while True:
+        page = nb.calls.call("runs.get_trace", params, what="%car run trace")
+        if not isinstance(page, dict) or page.get("not_found"):
+            raise CarCommandError(
+                f"%car run trace: no run {rid} that this session may read (reading another "
+                "agent's run needs the host role: `%car auth` restores it)"
+            )
+        result = page
+        records.extend(page.get("records") or [])
+        next_cursor = page.get("next_cursor")
+        if next_cursor is None or len(records) >= TRACE_SHOWN_RECORDS:
+            break
+        params = {"run_id": rid, "cursor": next_cursor}
+    return {**result, "records": records}
 
 
 def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult | LiveTrace:
@@ -145,17 +162,19 @@ RUN_COLUMNS = ("run_id", "agent_id", "status", "intent", "turn_count", "started_
 
 class RunList(Table):
     def __init__(self, agent_id: str, runs: list[dict[str, Any]]) -> None:
+        from carnb.kernel.style import short_id, when
+
         self.runs = runs
         super().__init__(
             ["run_id", "status", "intent", "turns", "started", "ended"],
             [
                 [
-                    r.get("run_id"),
+                    short_id(r.get("run_id")),
                     r.get("status"),
                     r.get("intent"),
                     r.get("turn_count"),
-                    r.get("started_at"),
-                    r.get("ended_at"),
+                    when(r.get("started_at")),
+                    when(r.get("ended_at")),
                 ]
                 for r in runs
             ],

@@ -14,43 +14,54 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from carnb.errors import CarnbError
-from carnb.kernel.render import cell_text, esc
+from carnb.kernel.style import (
+    ROOT,
+    STYLESHEET,
+    Cell,
+    cell_text,
+    esc,
+    note_html,
+    page,
+    table_html,
+)
 
 if TYPE_CHECKING:
     from carnb.kernel.view import RuntimeView
 
 log = logging.getLogger("carnb.kernel.explore")
 
-COLUMNS = ("fact_id", "subject", "body", "kind", "score", "tags")
+COLUMNS = ("fact_id", "subject", "body", "kind", "score", "tags", "source")  # as %car memory query
 
 
 def results_html(rows: list[dict[str, Any]], query: str) -> str:
+    """The result table, in the same style as ``%car memory query``; superseded facts (shown
+    with ``superseded=True``) struck through."""
     if not query.strip():
-        return "<div><i>type to search the facts</i></div>"
-    if not rows:
-        return f"<div><i>no fact matches {esc(query)!s}</i></div>"
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    body = "".join(
-        ('<tr class="carnb-superseded">' if r.get("superseded_by") else "<tr>")
-        + "".join(
-            (
-                f"<td><s>{esc(cell_text(v, 160))}</s></td>"
-                if r.get("superseded_by")
-                else f"<td>{esc(cell_text(v, 160))}</td>"
-            )
-            for v in (
-                r.get("fact_id"),
-                r.get("subject"),
-                r.get("body"),
-                r.get("kind"),
-                _score(r.get("confidence")),
-                r.get("tags"),
-            )
-        )
-        + "</tr>"
-        for r in rows
+        return note_html("type to search the facts")
+    return table_html(
+        COLUMNS,
+        [_cells(r) for r in rows],
+        cls="carnb-results",
+        width=160,
+        empty=f"no fact matches {query}",
+        row_classes=["carnb-superseded" if r.get("superseded_by") else "" for r in rows],
     )
-    return f'<table class="carnb-results"><tr>{head}</tr>{body}</table>'
+
+
+def _cells(r: dict[str, Any]) -> list[Any]:
+    values = [
+        r.get("fact_id"),
+        r.get("subject"),
+        r.get("body"),
+        r.get("kind"),
+        _score(r.get("confidence")),
+        r.get("tags"),
+        r.get("source"),
+    ]
+    if not r.get("superseded_by"):
+        return values
+    struck = [cell_text(v, 160) for v in values]
+    return [Cell(t, f"<s>{esc(t)}</s>" if t else "") for t in struck]
 
 
 def _log_failure(fut: Any) -> None:
@@ -80,6 +91,8 @@ class MemoryExplorer:
         self.results = w.HTML()
         self.widget = w.VBox([self.box, self.status, self.results])
         self.widget.add_class("carnb-explore")
+        self.widget.add_class(ROOT)
+        self.status.value = STYLESHEET
         self._seq = 0
         self._closed = False
         self.last_rows: list[dict[str, Any]] = []
@@ -113,6 +126,9 @@ class MemoryExplorer:
         bundle = self.widget._repr_mimebundle_(**kw)
         if isinstance(bundle, dict):
             bundle["text/plain"] = f"memory explorer: {len(self.last_rows)} result(s)"
+            bundle["text/html"] = page(
+                self.status.value + self.results.value, cls="carnb-explore-static"
+            )
         return bundle
 
     # kernel thread (a keystroke): hand the query to the host thread, do not wait
@@ -136,7 +152,9 @@ class MemoryExplorer:
                 rows = await self._with_history(list(rows))
         except CarnbError as exc:
             if seq == self._seq and not self._closed:
-                self.status.value = f"<div><b>error</b>: {esc(exc.message)}</div>"
+                self.status.value = (
+                    f'{STYLESHEET}<div class="carnb-error">error: {esc(exc.message)}</div>'
+                )
             return
         if seq != self._seq or self._closed:
             return  # a newer keystroke won
@@ -144,7 +162,8 @@ class MemoryExplorer:
         self.last_rows = list(rows)
         n = len(self.last_rows)
         self.status.value = (
-            f'<div class="carnb-explore-status"><span class="carnb-facts" data-facts="{count}">'
+            f'{STYLESHEET}<div class="carnb-explore-status">'
+            f'<span class="carnb-facts" data-facts="{esc(count)}">'
             f"{esc(count)} facts</span> in {esc(graph)} · {n} result(s)"
             + (f" for <code>{esc(query)}</code>" if query.strip() else "")
             + "</div>"

@@ -22,7 +22,20 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from carnb.kernel.render import Table, esc
+from carnb.kernel.browser_view import page_url
+from carnb.kernel.linger import LINGER_SECONDS, EndedRun, Lingering
+from carnb.kernel.render import Renderable, Table
+from carnb.kernel.style import (
+    ROOT,
+    STYLESHEET,
+    Cell,
+    clock,
+    esc,
+    note_html,
+    page,
+    short_id,
+    table_html,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,24 +57,20 @@ COLUMNS = (
     "turns",
     "browser",
 )
-CSS = (
-    "<style>.carnb-panel table{border-collapse:collapse;font-size:12px}"
-    ".carnb-panel td,.carnb-panel th{border:1px solid #ccc;padding:1px 6px;text-align:left}"
-    ".carnb-panel th{background:#f3f3f3}.carnb-panel .carnb-me td{background:#eef6ff}"
-    ".carnb-panel .carnb-title{font-weight:bold;margin-bottom:2px}</style>"
-)
 
 
 def browser_text(snap: dict[str, Any]) -> str:
     state = snap.get("browser_state") or "not launched"
     url = snap.get("browser_url")
-    return f"{state}: {url}" if url and state == "launched" else state
+    return f"{state}: {page_url(url)}" if url and state == "launched" else state
 
 
 class StatusPanel:
     """One panel per runtime; ``%car status`` shows the same widget again."""
 
-    def __init__(self, runtime: RuntimeView, *, interval: float = 0.1) -> None:
+    def __init__(
+        self, runtime: RuntimeView, *, interval: float = 0.1, linger: float = LINGER_SECONDS
+    ) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
         self.runtime = runtime
@@ -71,13 +80,17 @@ class StatusPanel:
         self.others = w.HTML()
         self.widget = w.VBox([self.title, self.mine, self.others])
         self.widget.add_class("carnb-panel")
+        self.widget.add_class(ROOT)
         self._unwatch: Callable[[], None] | None = None
         self._pending: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self.lingering = Lingering(linger)
         self._tasks: set[asyncio.Future[None]] = set()
         self._last = 0.0
         self._closed = False
         self.refreshes = 0
         self.rows: list[dict[str, Any]] = []
+        self.ended: list[dict[str, Any]] = []
 
     # -- lifecycle (kernel thread) ----------------------------------------------------------
     def start(self) -> StatusPanel:
@@ -104,10 +117,23 @@ class StatusPanel:
         for widget in (self.title, self.mine, self.others, self.widget):
             widget.close()
 
+    def snapshot(self) -> PanelSnapshot:
+        """The panel as it is now, as static HTML that never changes."""
+        return PanelSnapshot(self._url(), list(self.rows), list(self.ended), clock(time.time()))
+
+    def _url(self) -> str:
+        try:
+            return self.runtime.url
+        except Exception:
+            return "(stopped)"
+
     def _repr_mimebundle_(self, **kw: Any) -> Any:
+        """The widget, with the panel as it is now as static HTML beside it: what a saved
+        notebook shows when no kernel holds the widget (untrusted notebooks, nbconvert)."""
         bundle = self.widget._repr_mimebundle_(**kw)
         if isinstance(bundle, dict):
-            bundle["text/plain"] = panel_text(self.rows)
+            bundle["text/plain"] = panel_text(self.rows, self.ended)
+            bundle["text/html"] = page(self.snapshot().html(), cls="carnb-panel-static")
         return bundle
 
     # -- host thread --------------------------------------------------------------------------
@@ -124,9 +150,10 @@ class StatusPanel:
 
     async def _aclose(self) -> None:
         self._closed = True
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+        for handle in (self._pending, self._expiry):
+            if handle is not None:
+                handle.cancel()
+        self._pending = self._expiry = None
         self._stop_watching()
 
     def _stop_watching(self) -> None:
@@ -142,6 +169,16 @@ class StatusPanel:
         # A fresh context: the update then carries the kernel's *current* parent message (the
         # cell running now), not the one of whichever cell started this chain of callbacks.
         self._pending = loop.call_later(delay, self._fire, context=contextvars.Context())
+
+    def _refresh_at_expiry(self) -> None:
+        """Refresh again when the next ended session or run is due to disappear."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        delay = self.lingering.next_expiry()
+        if delay is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(delay + 0.05, self._schedule)
 
     def _fire(self) -> None:
         self._pending = None
@@ -164,14 +201,88 @@ class StatusPanel:
         rows = await self.collect()
         if self._closed:
             return
+        self.ended = self.lingering.update(rows)
         self.rows = rows
         self._last = time.monotonic()
         self.refreshes += 1
-        title, mine, others = render(self.runtime, rows)
+        self._refresh_at_expiry()
+        title, mine, others = render(self._url(), rows, self.ended)
         # Trait assignments send an update only when the value changed.
-        self.title.value = title
+        self.title.value = STYLESHEET + title  # the widget's root has the style's class
         self.mine.value = mine
         self.others.value = others
+
+
+def _turns(r: dict[str, Any]) -> Any:
+    return r.get("run_turns") if r.get("current_run_id") else None
+
+
+def _any_turns(r: dict[str, Any]) -> Any:
+    """The current run's turns, else those of the run that ended lately."""
+    ended: EndedRun | None = r.get("ended_run")
+    return _turns(r) if r.get("current_run_id") or ended is None else ended.turns
+
+
+def _run_cell(r: dict[str, Any]) -> Cell:
+    """The current run, or the run that ended lately (greyed), or nothing."""
+    if r.get("current_run_id"):
+        return short_id(r["current_run_id"])
+    ended: EndedRun | None = r.get("ended_run")
+    if ended is None:
+        return Cell("", "")
+    rid = short_id(ended.run_id)
+    return Cell(
+        f"{ended.run_id} (ended {clock(ended.ended_at)})",
+        f'<span class="carnb-muted">{rid.html} ended {clock(ended.ended_at)}</span>',
+    )
+
+
+def _session_cell(r: dict[str, Any]) -> Cell:
+    sid = short_id(r["client_id"])
+    if "ended_at" not in r:
+        return sid
+    at = clock(r["ended_at"])
+    return Cell(f"{sid.text} (ended {at})", f"{sid.html} <i>ended {at}</i>")
+
+
+def _cells(r: dict[str, Any]) -> list[Any]:
+    return [
+        _session_cell(r),
+        r["kind"],
+        bool(r["authenticated"]),
+        bool(r["is_host"]),
+        r.get("agent_id") or "",
+        r.get("memory_namespace") or "",
+        r.get("graph") or "",
+        r.get("fact_count"),
+        _run_cell(r),
+        _any_turns(r),
+        browser_text(r),
+    ]
+
+
+def _mine(me: dict[str, Any] | None) -> str:
+    """The notebook session in one row: each cell names its value in ``data-NAME``."""
+    if me is None:
+        return note_html("the notebook session is closed")
+    items = [
+        ("authenticated", _flag(me["authenticated"])),
+        ("host", _flag(me["is_host"])),
+        ("agent", me.get("agent_id") or "(none)"),
+        ("namespace", me.get("memory_namespace") or "(none)"),
+        ("graph", me.get("graph") or ""),
+        ("facts", _num(me.get("fact_count"))),
+        ("run", me.get("current_run_id") or "(none)"),
+        ("turns", _num(_turns(me))),
+        ("browser", browser_text(me)),
+    ]
+    run = _run_cell(me).html or esc("(none)")
+    cells = "".join(
+        f'<td class="carnb-{k}" data-{k}="{esc(v)}"><span class="carnb-label">{k}</span> '
+        f"{run if k == 'run' else esc(v)}</td>"
+        for k, v in items
+    )
+    return f'<table class="carnb-notebook"><tbody><tr>{cells}</tr></tbody></table>'
 
 
 def _flag(value: Any) -> str:
@@ -182,67 +293,55 @@ def _num(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _turns(r: dict[str, Any]) -> str:
-    return _num(r.get("run_turns")) if r.get("current_run_id") else ""
-
-
-def _cells(r: dict[str, Any]) -> list[str]:
-    return [
-        r["client_id"],
-        r["kind"],
-        _flag(r["authenticated"]),
-        _flag(r["is_host"]),
-        r.get("agent_id") or "",
-        r.get("memory_namespace") or "",
-        r.get("graph") or "",
-        _num(r.get("fact_count")),
-        r.get("current_run_id") or "",
-        _turns(r),
-        browser_text(r),
-    ]
-
-
-def render(runtime: RuntimeView, rows: list[dict[str, Any]]) -> tuple[str, str, str]:
-    """(title, notebook session, all sessions) HTML; every value escaped."""
-    try:
-        url = runtime.url
-    except Exception:
-        url = "(stopped)"
+def render(
+    url: str, rows: list[dict[str, Any]], ended: list[dict[str, Any]], *, moment: str = ""
+) -> tuple[str, str, str]:
+    """(title, notebook session, all sessions) HTML; every value escaped. ``moment`` names a
+    snapshot's time in the title."""
+    gone = f" · {len(ended)} ended" if ended else ""
+    at = f" · snapshot at {esc(moment)}" if moment else ""
     title = (
-        f'{CSS}<div class="carnb-title">carnb · {esc(url)} · '
-        f'<span class="carnb-count">{len(rows)}</span> session(s)</div>'
+        f'<div class="carnb-title carnb-h">carnb · {esc(url)} · '
+        f'<span class="carnb-count">{len(rows)}</span> session(s){gone}{at}</div>'
     )
     me = next((r for r in rows if r["me"]), None)
-    if me is None:
-        mine = "<div><i>the notebook session is closed</i></div>"
-    else:
-        items = [
-            ("authenticated", _flag(me["authenticated"])),
-            ("host", _flag(me["is_host"])),
-            ("agent", me.get("agent_id") or "(none)"),
-            ("namespace", me.get("memory_namespace") or "(none)"),
-            ("graph", me.get("graph") or ""),
-            ("facts", _num(me.get("fact_count"))),
-            ("run", me.get("current_run_id") or "(none)"),
-            ("turns", _turns(me)),
-            ("browser", browser_text(me)),
-        ]
-        cells = "".join(
-            f'<td class="carnb-{esc(k)}" data-{esc(k)}="{esc(v)}"><b>{esc(k)}</b> {esc(v)}</td>'
-            for k, v in items
-        )
-        mine = f'<table class="carnb-notebook"><tr>{cells}</tr></table>'
-    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
-    body = "".join(
-        f'<tr class="{"carnb-me" if r["me"] else ""}" data-session="{esc(r["client_id"])}">'
-        + "".join(f"<td>{esc(c)}</td>" for c in _cells(r))
-        + "</tr>"
-        for r in rows
+    shown = rows + ended
+    classes = ["carnb-me" if r["me"] else "carnb-ended" if "ended_at" in r else "" for r in shown]
+    others = table_html(
+        COLUMNS,
+        [_cells(r) for r in shown],
+        cls="carnb-sessions",
+        row_classes=classes,
+        empty="no session",
     )
-    others = f'<table class="carnb-sessions"><tr>{head}</tr>{body}</table>'
-    return title, mine, others
+    return title, _mine(me), others
 
 
-def panel_text(rows: list[dict[str, Any]]) -> str:
+def panel_text(rows: list[dict[str, Any]], ended: list[dict[str, Any]] | None = None) -> str:
     """Plain-text form of the sessions table (for logs and text-only frontends)."""
-    return Table(COLUMNS, [_cells(r) for r in rows], title=f"carnb: {len(rows)} session(s)").text()
+    shown = rows + (ended or [])
+    gone = f", {len(ended)} ended" if ended else ""
+    return Table(
+        COLUMNS, [_cells(r) for r in shown], title=f"carnb: {len(rows)} session(s){gone}"
+    ).text()
+
+
+class PanelSnapshot(Renderable):
+    """The panel at one moment, as static HTML (``%car status --snapshot``); ``.rows`` and
+    ``.ended`` hold the sessions it shows."""
+
+    def __init__(
+        self, url: str, rows: list[dict[str, Any]], ended: list[dict[str, Any]], moment: str = ""
+    ) -> None:
+        self.url = url
+        self.rows = rows
+        self.ended = ended
+        self.moment = moment
+
+    def text(self) -> str:
+        at = f" (snapshot at {self.moment})" if self.moment else ""
+        return f"carnb · {self.url}{at}\n" + panel_text(self.rows, self.ended)
+
+    def html(self) -> str:
+        title, mine, others = render(self.url, self.rows, self.ended, moment=self.moment)
+        return f'<div class="carnb-snapshot">{title}{mine}{others}</div>'

@@ -139,6 +139,9 @@ def build_parser() -> Parser:
         "memory namespace and fact count, current run and its turns, browser slot, "
         "and every connected session. It updates by itself; it never shows a token.",
     )
+    p.add_argument(
+        "--snapshot", action="store_true", help="a static copy of the panel as it is now"
+    )
     p.set_defaults(func=cmd_core.status)
 
     p = cmd.add_parser(

@@ -8,39 +8,25 @@ masks token values in its output unless it was made with ``show_tokens=True``.
 from __future__ import annotations
 
 import base64
-import html
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-SECRET_NAMES = ("CAR_AUTH_TOKEN", "CAR_AGENT_TOKEN")
-MASK = "********"
-STYLE = (
-    "<style>.carnb-out table{border-collapse:collapse;margin:2px 0}"
-    ".carnb-out td,.carnb-out th{border:1px solid #ccc;padding:2px 6px;text-align:left;"
-    "vertical-align:top;font-size:12px}.carnb-out th{background:#f3f3f3}"
-    ".carnb-out pre{margin:2px 0;white-space:pre-wrap}.carnb-out .carnb-h{font-weight:bold}"
-    "</style>"
+from carnb.kernel.style import (
+    Cell,
+    cell_text,
+    code_spans,
+    esc,
+    kv_html,
+    note_html,
+    page,
+    table_html,
+    title_html,
 )
 
+__all__ = ["Cell", "cell_text", "esc"]
 
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def cell_text(value: Any, width: int = 120) -> str:
-    """A table cell's text: strings as is, others as compact JSON, cut to ``width``."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if not isinstance(value, str):
-        try:
-            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-        except ValueError:
-            value = repr(value)
-    text = " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+SECRET_NAMES = ("CAR_AUTH_TOKEN", "CAR_AGENT_TOKEN")
+MASK = "********"
 
 
 class Renderable:
@@ -55,7 +41,7 @@ class Renderable:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {
             "text/plain": self.text(),
-            "text/html": f'<div class="carnb-out">{STYLE}{self.html()}</div>',
+            "text/html": page(self.html()),
         }
 
     def __str__(self) -> str:
@@ -75,7 +61,7 @@ class Message(Renderable):
         return self.message
 
     def html(self) -> str:
-        return f"<div>{esc(self.message)}</div>"
+        return f"<div>{code_spans(self.message)}</div>"
 
 
 class Pre(Renderable):
@@ -89,12 +75,14 @@ class Pre(Renderable):
         return f"{self.title}\n{self.body}" if self.title else self.body
 
     def html(self) -> str:
-        head = f'<div class="carnb-h">{esc(self.title)}</div>' if self.title else ""
-        return f"{head}<pre>{esc(self.body)}</pre>"
+        return f"{title_html(self.title)}<pre>{esc(self.body)}</pre>"
 
 
 class Table(Renderable):
-    """Rows under named columns; ``title`` above, ``empty`` shown when there are no rows."""
+    """Rows under named columns; ``title`` above, ``empty`` shown when there are no rows.
+
+    A value may be a :class:`~carnb.kernel.style.Cell` (e.g. ``style.short_id(run_id)``) to
+    render differently in HTML and text; ``row_classes`` gives rows a class (``carnb-ended``)."""
 
     def __init__(
         self,
@@ -104,12 +92,14 @@ class Table(Renderable):
         title: str = "",
         empty: str = "(none)",
         width: int = 120,
+        row_classes: Sequence[str] | None = None,
     ) -> None:
         self.columns = list(columns)
         self.rows = [list(r) for r in rows]
         self.title = title
         self.empty = empty
         self.width = width
+        self.row_classes = list(row_classes or [])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -129,15 +119,14 @@ class Table(Renderable):
         return "\n".join(lines)
 
     def html(self) -> str:
-        head = f'<div class="carnb-h">{esc(self.title)}</div>' if self.title else ""
-        if not self.rows:
-            return f"{head}<div><i>{esc(self.empty)}</i></div>"
-        th = "".join(f"<th>{esc(c)}</th>" for c in self.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{esc(cell_text(v, self.width))}</td>" for v in r) + "</tr>"
-            for r in self.rows
+        return table_html(
+            self.columns,
+            self.rows,
+            title=self.title,
+            empty=self.empty,
+            width=self.width,
+            row_classes=self.row_classes,
         )
-        return f"{head}<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
 class KeyValues(Table):
@@ -156,12 +145,7 @@ class KeyValues(Table):
         return "\n".join(lines)
 
     def html(self) -> str:
-        head = f'<div class="carnb-h">{esc(self.title)}</div>' if self.title else ""
-        body = "".join(
-            f"<tr><th>{esc(k)}</th><td>{esc(cell_text(v, self.width))}</td></tr>"
-            for k, v in self.rows
-        )
-        return f"{head}<table><tbody>{body}</tbody></table>"
+        return kv_html([(str(k), v) for k, v in self.rows], title=self.title, width=self.width)
 
 
 class EnvLines(Renderable):
@@ -200,9 +184,8 @@ class EnvLines(Renderable):
         return "\n".join(parts)
 
     def html(self) -> str:
-        head = f'<div class="carnb-h">{esc(self.title)}</div>' if self.title else ""
-        note = f"<div><i>{esc(self._note())}</i></div>" if self._note() else ""
-        return f"{head}<pre>{esc(chr(10).join(self.lines()))}</pre>{note}"
+        body = esc(chr(10).join(self.lines()))
+        return f"{title_html(self.title)}<pre>{body}</pre>{note_html(self._note())}"
 
 
 class Image(Renderable):
@@ -230,9 +213,12 @@ class Image(Renderable):
         return f"[screenshot{size} PNG{(': ' + self.caption) if self.caption else ''}]"
 
     def html(self) -> str:
-        cap = f"<div>{esc(self.caption)}</div>" if self.caption else ""
+        size = f"{self.width}×{self.height} px, " if self.width and self.height else ""
         return (
-            f'{cap}<img class="carnb-shot" style="max-width:100%;border:1px solid #ccc" '
+            f"{note_html(self.caption)}"
+            f'<img class="carnb-shot" alt="screenshot" title="{size}click for full size" '
+            'style="max-width:min(640px,100%)" '
+            "onclick=\"this.style.maxWidth=this.style.maxWidth=='none'?'min(640px,100%)':'none'\" "
             f'src="data:image/png;base64,{esc(self.png_base64)}"/>'
         )
 
@@ -255,7 +241,7 @@ class Sections(Renderable):
         return "\n\n".join(p.text() for p in self.parts)
 
     def html(self) -> str:
-        return "".join(f"<div style='margin-bottom:6px'>{p.html()}</div>" for p in self.parts)
+        return "".join(f'<div class="carnb-part">{p.html()}</div>' for p in self.parts)
 
 
 class Raw(Renderable):

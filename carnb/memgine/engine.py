@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,10 @@ class Memgine:
         self._constraints: tuple[str, int] | None = None
         self._data_version: int | None = None
         self._checkpointer = store.Checkpointer(self.path) if self.path is not None else None
+        # Set by close_if_idle: the next use opens the graph again, after admit(self).
+        self._reopen = False
+        self.admit: Callable[[Memgine], None] | None = None
+        self.last_used = time.monotonic()
         self.start()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -80,6 +84,7 @@ class Memgine:
     def close(self) -> None:
         """Close the graph (idempotent). An in-memory graph's facts are gone afterwards."""
         with self._lock:
+            self._reopen = False
             conn, self._conn = self._conn, None
             if self._checkpointer is not None:
                 self._checkpointer.close()
@@ -102,9 +107,38 @@ class Memgine:
         self._constraints = None
 
     def _db(self) -> sqlite3.Connection:
+        """The open connection (the caller holds the lock); a graph closed while idle opens
+        again here."""
+        self.last_used = time.monotonic()
         if self._conn is None:
-            raise CarnbError("memory graph is closed")
+            if not self._reopen:
+                raise CarnbError("memory graph is closed")
+            self._resume()
+        assert self._conn is not None
         return self._conn
+
+    # -- closing while idle (MemoryHome bounds the open graphs) ------------------------------
+
+    def close_if_idle(self) -> bool:
+        """Close the graph's connection and checkpoint thread now unless a call is using it
+        (never waits); its next use opens it again. Returns whether it was closed."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._conn is None or self.path is None:
+                return False
+            self.close()
+            self._reopen = True
+            return True
+        finally:
+            self._lock.release()
+
+    def _resume(self) -> None:
+        if self.admit is not None:
+            self.admit(self)  # makes room (closing other idle graphs) and starts it, or refuses
+        self.start()
+        self._reopen = False
+        self._data_version = None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -113,7 +147,7 @@ class Memgine:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise CarnbError(f"memory graph is not writable: {exc}") from exc
+                raise store.write_failure(self.path, exc) from exc
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -124,7 +158,7 @@ class Memgine:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise CarnbError(f"memory graph write failed: {exc}") from exc
+                    raise store.write_failure(self.path, exc) from exc
                 raise
 
     @contextmanager
@@ -363,25 +397,32 @@ class Memgine:
         return interchange.write_atomic(Path(path), map(_persisted_dict, facts))
 
     def load(self, path: Path) -> int:
-        """Replace the graph with the file's facts in one transaction; returns the count.
+        """Replace the graph with the file's facts; returns the count.
 
         The file is read and checked first: a missing, corrupt or foreign file raises and
-        leaves the graph as it was."""
+        leaves the graph as it was. The graph is then emptied and refilled in batches, each
+        its own transaction (:func:`carnb.memgine.bulk.replace`), so another process's writes
+        never wait for the whole load."""
         loaded = interchange.read(Path(path))
         facts = bulk.prepare(loaded)
         links = [(f.fact_id, f.superseded_by) for f in loaded if f.superseded_by]
-        with self._write() as conn:
-            bulk.replace(conn, facts)
-            store.supersede_by_ids(conn, links)
-            self._forget()
+        with self._lock:
+            try:
+                bulk.replace(self._write, facts)
+                # supersession links once every fact is stored, in short transactions too
+                for start in range(0, len(links), bulk.LOAD_BATCH):
+                    with self._write() as conn:
+                        store.supersede_by_ids(conn, links[start : start + bulk.LOAD_BATCH])
+            finally:
+                self._forget()
         log.info("memgine: loaded %d facts from %s", len(facts), path)
         return len(facts)
 
     def consolidate(self) -> dict[str, Any]:
         """Merge exact duplicates (same subject and body: the oldest survives and keeps the
         union of the tags); report subjects holding different bodies without resolving them."""
-        with self._write() as conn:
-            report = bulk.consolidate(conn)
+        with self._lock:
+            report = bulk.consolidate(self._read, self._write)
             if report["duplicates_merged"]:
                 self._forget()
         return report

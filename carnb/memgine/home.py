@@ -14,13 +14,24 @@ read a live database. A session's persist/load paths are relative to its own par
 (see :meth:`MemoryHome.user_folder`); only the host reaches every part.
 :class:`MemoryHome` caches one :class:`Memgine` per agent and namespace
 (the same object for the same name, shared by every session bound to it).
+
+Open graphs are bounded (issue 15): each holds about four file descriptors and a checkpoint
+thread. At most ``MAX_OPEN_GRAPHS`` are open, and a graph opens only while at least
+``SPARE_FDS`` descriptors stay free for everything else (sockets, the run store, files); to
+make room the least recently used graph that no call is using is closed, and it opens again on
+its next use. When no open graph is idle, the new one is refused with :class:`GraphLimit`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import os
+import resource
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +43,17 @@ _PASS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 # Encoded names longer than this are cut and end in "~" + SHA-256 (file names stay < 255 bytes).
 MAX_ENCODED = 200
 GRAPH_SUFFIX = ".sqlite3"
+# Bounds on the open file graphs (the module docstring): a graph needs up to GRAPH_FDS
+# descriptors (database, WAL, shared memory; its checkpoint thread's connection).
+MAX_OPEN_GRAPHS = 64
+SPARE_FDS = 32
+GRAPH_FDS = 6
+# How long a call on a closed graph waits (in a worker thread) for an open one to become idle.
+ADMIT_WAIT_S = 5.0
+
+
+class GraphLimit(CarnbError):
+    """A graph cannot be opened without exceeding the open-graph or descriptor bounds."""
 
 
 class MemoryOwner(Protocol):
@@ -74,7 +96,11 @@ class MemoryHome:
         self.memory_dir = self.home / "memory"
         self.graphs_dir = self.home / "graphs"
         self._lock = threading.Lock()
-        self._graphs: dict[tuple[str, str], Memgine] = {}
+        # Every graph someone holds (sessions keep them), and the open ones among them.
+        self._graphs: weakref.WeakValueDictionary[tuple[str, str], Memgine] = (
+            weakref.WeakValueDictionary()
+        )
+        self._open: set[Memgine] = set()
 
     def start(self) -> None:
         """Create the folders (idempotent; graphs and the sandbox also create them lazily)."""
@@ -84,7 +110,9 @@ class MemoryHome:
     def close(self) -> None:
         """Close every cached graph (idempotent); later calls open them again."""
         with self._lock:
-            graphs, self._graphs = list(self._graphs.values()), {}
+            graphs = self._open | set(self._graphs.values())  # closed while idle too: for good
+            self._graphs.clear()
+            self._open.clear()
         for graph in graphs:
             graph.close()
 
@@ -113,12 +141,67 @@ class MemoryHome:
     def _graph(self, key: tuple[str, str], path: Path) -> Memgine:
         with self._lock:
             graph = self._graphs.get(key)
-            if graph is None:
-                graph = Memgine(path)
-                self._graphs[key] = graph
-            elif graph.closed:
-                graph.start()
+            if graph is not None:
+                return graph  # closed while idle (or by close()): opens again on use
+            label = f"{key[0][:-1]} {key[1]!r}"  # "namespace 'x'", for errors
+            self._make_room(label)
+            graph = Memgine(path)
+            graph.admit = functools.partial(self._admit, label)
+            self._graphs[key] = graph
+            self._open.add(graph)
             return graph
+
+    @property
+    def open_graphs(self) -> int:
+        """File graphs open now (each holds a connection and a checkpoint thread)."""
+        return len(self._open)
+
+    def _admit(self, label: str, graph: Memgine) -> None:
+        """Called by ``graph`` (holding its own lock) to open again. In a worker
+        thread, waits up to ``ADMIT_WAIT_S`` for another graph to become idle; on an event
+        loop's thread it never waits."""
+        deadline = time.monotonic() + (0 if _on_event_loop() else ADMIT_WAIT_S)
+        while True:
+            with self._lock:
+                self._open.discard(graph)
+                try:
+                    self._make_room(label)
+                except GraphLimit:
+                    if time.monotonic() >= deadline:
+                        raise
+                else:
+                    graph.start()  # inside the lock: the descriptors counted are the ones used
+                    self._open.add(graph)
+                    return
+            time.sleep(0.02)
+
+    def _make_room(self, label: str) -> None:
+        """Close idle graphs, least recently used first, until one more may open; raise
+        :class:`GraphLimit` naming ``label`` when the open ones are all in use. Holds
+        ``self._lock``; never waits for a graph's lock (see :meth:`Memgine.close_if_idle`)."""
+        self._open -= {g for g in self._open if g.closed}  # closed by close() meanwhile
+        candidates = sorted(self._open, key=lambda g: g.last_used)
+        while True:
+            spare = spare_descriptors()
+            crowded = len(self._open) >= MAX_OPEN_GRAPHS
+            if not crowded and (spare is None or spare >= SPARE_FDS + GRAPH_FDS):
+                return
+            while candidates and not candidates[0].close_if_idle():
+                candidates.pop(0)
+            if not candidates:
+                break
+            self._open.discard(candidates.pop(0))
+        if crowded:
+            why = f"all {MAX_OPEN_GRAPHS} open memory graphs are in use"
+        else:
+            why = (
+                f"only {spare} file descriptors are left (limit {descriptor_limit()}) and no "
+                "open memory graph is idle"
+            )
+        raise GraphLimit(
+            f"memory graph of {label} cannot be opened: {why}; retry when other calls have "
+            "finished, close connections, or raise the process's open-file limit (ulimit -n)"
+        )
 
     # -- sandbox -----------------------------------------------------------------------------
 
@@ -190,3 +273,29 @@ class MemoryHome:
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def descriptor_limit() -> int | None:
+    """This process's open-file limit (soft), None when unlimited."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def spare_descriptors() -> int | None:
+    """How many more files this process may open, None when unknown or unlimited (counts
+    ``/proc/self/fd``, about a millisecond at a thousand open files)."""
+    limit = descriptor_limit()
+    if limit is None:
+        return None
+    try:
+        return limit - len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None

@@ -105,7 +105,15 @@ CREATE VIRTUAL TABLE facts_fts USING fts5(
 );
 CREATE VIRTUAL TABLE facts_vocab USING fts5vocab(facts_fts, 'row')
 """
-_PRAGMAS = ("busy_timeout = 10000", "temp_store = MEMORY", "cache_size = -32768")
+# How long a write waits for another connection's write lock (another kernel or server on the
+# same data directory) before it fails with :class:`GraphBusy`. Long writes commit in batches
+# (:func:`append_batch`), so a fair wait is far shorter. Callers on an event loop must not wait.
+LOCK_WAIT_S = 5.0
+_PRAGMAS = (
+    f"busy_timeout = {int(LOCK_WAIT_S * 1000)}",
+    "temp_store = MEMORY",
+    "cache_size = -32768",
+)
 _FILE_PRAGMAS = (
     "synchronous = NORMAL",
     "mmap_size = 268435456",
@@ -134,7 +142,7 @@ class NewFact:
 def connect(path: Path | None) -> sqlite3.Connection:
     """Open (and if needed create or migrate) a graph database; ``None``: an in-memory graph."""
     pragmas = _PRAGMAS if path is None else _PRAGMAS + _FILE_PRAGMAS
-    return sqlite.connect(path, _SCHEMA, timeout_s=10.0, pragmas=pragmas)
+    return sqlite.connect(path, _SCHEMA, timeout_s=LOCK_WAIT_S, pragmas=pragmas)
 
 
 def _legacy_version(conn: sqlite3.Connection, path: Path | None) -> int | None:
@@ -461,26 +469,6 @@ def clear(conn: sqlite3.Connection) -> None:
     set_meta(conn, "indexed_upto", 0)
 
 
-def bulk_insert(conn: sqlite3.Connection, facts: Sequence[NewFact]) -> None:
-    """Fill an empty graph: rowids 1..n in order, same-subject links, then the index is built
-    in one pass. Caller holds a transaction."""
-    last: dict[str, int] = {}
-
-    def rows() -> Iterator[tuple[object, ...]]:
-        for rowid, fact in enumerate(facts, start=1):
-            yield (rowid, *_values(fact), last.get(fact.subject))
-            last[fact.subject] = rowid
-
-    conn.executemany(
-        "INSERT INTO facts(rowid, fact_id, subject, body, kind, tags, source, confidence, "
-        "created_at, terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows(),
-    )
-    conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('rebuild')")
-    set_meta(conn, "fact_count", len(facts))
-    set_meta(conn, "indexed_upto", len(facts))
-
-
 def neighbours(conn: sqlite3.Connection, rowids: Sequence[int]) -> dict[int, list[int]]:
     """``RelatedTo`` neighbours of ``rowids``: the previous and the next fact with the same
     subject (one statement, two indexed look-ups, for the whole batch)."""
@@ -752,3 +740,59 @@ def ids_of_subject(conn: sqlite3.Connection, subject: str, limit: int) -> list[s
         (subject, limit),
     ).fetchall()
     return [row[0] for row in rows]
+
+
+# -- lock waits and batched loads (issue 15.5: two processes on one data directory) -----------
+
+
+class GraphBusy(CarnbError):
+    """Another connection held the graph's write lock longer than ``LOCK_WAIT_S``."""
+
+
+def write_failure(path: Path | None, exc: sqlite3.Error) -> CarnbError:
+    """The error for a write that SQLite refused: a clear :class:`GraphBusy` when another
+    connection held the write lock too long, else a generic storage failure."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return GraphBusy(
+            f"memory graph {path} is busy: another connection (another kernel or server on "
+            f"the same carnb data directory?) held its write lock for over {LOCK_WAIT_S:g} s; "
+            "nothing was written, try again"
+        )
+    return CarnbError(f"memory graph {path or ':memory:'} write failed: {text}")
+
+
+def append_batch(conn: sqlite3.Connection, facts: Sequence[NewFact]) -> None:
+    """Append ``facts`` after the newest stored fact, each linked after the newest fact with its
+    subject (stored or earlier in ``facts``), and index them; bumps the fact count. Caller
+    holds a transaction. Other connections may have written between two batches of one load."""
+    base = max_rowid(conn)
+    last: dict[str, int | None] = {}
+    rows = []
+    for rowid, fact in enumerate(facts, start=base + 1):
+        if fact.subject not in last:
+            last[fact.subject] = conn.execute(
+                "SELECT max(rowid) FROM facts WHERE subject = ?", (fact.subject,)
+            ).fetchone()[0]
+        rows.append((rowid, *_values(fact), last[fact.subject]))
+        last[fact.subject] = rowid
+    conn.executemany(
+        "INSERT INTO facts(rowid, fact_id, subject, body, kind, tags, source, confidence, "
+        "created_at, terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    index_pending(conn)
+    bump_fact_count(conn, len(facts))
+
+
+def same_content(conn: sqlite3.Connection, rowids: Sequence[int]) -> list[int]:
+    """Those of ``rowids`` still stored, still valid and with the content (subject and body) of
+    the oldest such one, ascending (for merging a duplicate group found in an earlier
+    transaction: a fact superseded meanwhile is no longer a duplicate)."""
+    marks = ",".join("?" * len(rowids))
+    rows = conn.execute(
+        f"SELECT rowid, subject, body FROM facts WHERE rowid IN ({marks}) "
+        "AND superseded_by IS NULL ORDER BY rowid",
+        list(rowids),
+    ).fetchall()
+    return [rowid for rowid, subject, body in rows if (subject, body) == rows[0][1:]]

@@ -63,6 +63,19 @@ class AgentRegistry:
                 self._tokens[agent_id] = token or mint_token()
             return self._tokens[agent_id]
 
+    def register_new(self, agent_id: str) -> str:
+        """Register an agent that is not registered yet and return its new token; an existing
+        agent is refused, so nobody learns a live token by registering its name again."""
+        check_agent_id(agent_id, "name")
+        with self._lock:
+            if agent_id in self._tokens:
+                raise InvalidParams(
+                    f"invalid params: name: agent {agent_id!r} is already registered; its token "
+                    "was handed out when it was registered (it is not shown again)"
+                )
+            token = self._tokens[agent_id] = mint_token()
+            return token
+
     def token_for(self, agent_id: str) -> str | None:
         with self._lock:
             return self._tokens.get(agent_id)
@@ -98,6 +111,9 @@ class AuthGrant:
     agent_id: str | None
     memory_namespace: str | None
     result: dict[str, Any]
+    # The agent binding was proven with the agent's own token (or auth is off). The host token
+    # binds an agent for reading, not for writing that agent's runs.
+    agent_proven: bool = True
 
 
 def _auth_failed(reason: str = "token mismatch") -> AuthFailed:
@@ -146,7 +162,7 @@ def authenticate(creds: Credentials, params: dict[str, Any]) -> AuthGrant:
                     "or %car agent add NAME)"
                 )
             result["agent_id"] = agent_id
-        return AuthGrant(True, agent_id, namespace, result)
+        return AuthGrant(True, agent_id, namespace, result, agent_proven=agent_id is None)
 
     if token is None:
         raise InvalidParams(

@@ -10,7 +10,8 @@ The ``*_text`` helpers are the one serialiser of frames: :func:`error_reply` ans
 Nothing here does I/O or needs an event loop.
 
 Only strict JSON is accepted: ``NaN``/``Infinity`` and numbers that overflow a double are parse
-errors (they could be stored but never sent back), and so is nesting deeper than
+errors (they could be stored but never sent back), so are ``\\u`` escapes of lone surrogates
+(they cannot be encoded as UTF-8 again), and so is nesting deeper than
 :data:`MAX_DEPTH` (the limit serde_json, CAR's own parser, uses), which keeps every value a
 client stores far from Python's recursion limit when it is encoded again.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +37,8 @@ JsonId = int | str | float | None
 
 MAX_DEPTH = 128
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_dumps = _ENCODER.encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +122,49 @@ def error_reply(id: JsonId, error: CarnbError) -> str:
     return error_text(id, error.code, error.message, error.data)
 
 
-def result_text(id: JsonId, result: Any) -> str:
+def result_text(id: JsonId, result: Any, *, in_pieces: bool = False) -> str:
     """Serialise a result reply. A result that is not JSON (NaN, sets, objects, nesting past the
-    recursion limit) becomes an internal error reply naming the problem instead of a crash."""
+    recursion limit) becomes an internal error reply naming the problem instead of a crash.
+
+    ``in_pieces``: encode value by value (each string still in C) instead of in one C call, so
+    a worker thread building a reply of megabytes hands the GIL back to the event loop often."""
+    if not in_pieces:
+        return str(_result_or_error(id, result, _dumps))
+    return str(capped_result_text(id, result, None))
+
+
+def capped_result_text(id: JsonId, result: Any, max_chars: int | None) -> str | None:
+    """:func:`result_text` in pieces, or ``None`` as soon as it exceeds ``max_chars``
+    characters (so an oversized reply is never built in full)."""
+
+    def build(msg: dict[str, Any]) -> str | None:
+        pieces: list[str] = []
+        total = 0
+        for piece in _ENCODER.iterencode(msg):
+            total += len(piece)
+            if max_chars is not None and total > max_chars:
+                return None
+            pieces.append(piece)
+        return "".join(pieces)
+
+    return _result_or_error(id, result, build)
+
+
+def _result_or_error(
+    id: JsonId, result: Any, build: Callable[[dict[str, Any]], str | None]
+) -> str | None:
     try:
-        return _dumps({"jsonrpc": "2.0", "id": id, "result": result})
+        return build({"jsonrpc": "2.0", "id": id, "result": result})
     except (TypeError, ValueError, RecursionError) as exc:
         return error_reply(id, InternalError(f"internal error: result is not JSON: {exc}"))
+
+
+def encoded_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (what it costs to store or send)."""
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        # the common big value, counted without encoding it: only '"' and '\\' are escaped
+        return len(value) + 2 + value.count('"') + value.count("\\")
+    return len(_dumps(value).encode("utf-8"))
 
 
 def notification_text(method: str, params: Any) -> str:
@@ -174,6 +214,28 @@ def _too_deep(obj: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+# A ``\uD800``..``\uDFFF`` escape: the only way a lone surrogate gets into a decoded frame
+# (the socket already refused invalid UTF-8). A matching pair decodes to one character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """Whether any string (key or value) in ``obj`` holds a lone surrogate (iterative)."""
+    stack: list[Any] = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
 # One decoder for every frame (json.loads with hooks would build a new one per call).
 _decode = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float).decode
 
@@ -195,6 +257,14 @@ def parse_frame(text: str) -> Message:
             ParseError(
                 f"parse error: nesting too deep: arrays/objects nest more than {MAX_DEPTH} "
                 "levels; flatten the value"
+            )
+        )
+    # Like serde_json: a lone surrogate is not valid JSON (it could never be sent back as UTF-8).
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+        return Invalid(
+            ParseError(
+                "parse error: frame is not valid JSON (a \\u escape encodes a lone UTF-16 "
+                "surrogate; send the character itself or a complete surrogate pair)"
             )
         )
     return parse_object(obj)

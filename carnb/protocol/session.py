@@ -48,6 +48,8 @@ class ClientSession:
     authenticated: bool = False
     is_host: bool = False
     agent_id: str | None = None
+    # False when agent_id was bound with the host token rather than the agent's own token.
+    agent_proven: bool = True
     memory_namespace: str | None = None
     current_run_id: str | None = None
     run_turns: int = 0  # turns recorded in the current run
@@ -62,8 +64,10 @@ class ClientSession:
     browser: Any = None  # the lazy browser slot
     browser_state: str = "not launched"
     browser_url: str | None = None
-    # Per-session key/value state: (tenant or "", key) -> JSON value.
+    # Per-session key/value state: (tenant or "", key) -> JSON value, and each value's size in
+    # bytes of JSON (the server keeps their sum under a budget).
     state: dict[tuple[str, str], Any] = field(default_factory=dict)
+    state_sizes: dict[tuple[str, str], int] = field(default_factory=dict)
     # How to push a notification to this session's peer (set by the server).
     notifier: Callable[[str, Any], None] | None = None
     # The server's request channel to this session's peer (tools.execute; set by the server).
@@ -149,8 +153,17 @@ class ClientSession:
         }
 
     # -- state.* -------------------------------------------------------------------------
-    def state_set(self, key: str, value: Any, tenant: str | None = None) -> None:
+    def state_set(self, key: str, value: Any, tenant: str | None = None, size: int = 0) -> None:
         self.state[(tenant or "", key)] = value
+        self.state_sizes[(tenant or "", key)] = size
+
+    def state_bytes(self, excluding: tuple[str | None, str] | None = None) -> int:
+        """Bytes of JSON the session's values take (minus one ``(tenant, key)``'s share)."""
+        total = sum(self.state_sizes.values())
+        if excluding is not None:
+            tenant, key = excluding
+            total -= self.state_sizes.get((tenant or "", key), 0)
+        return total
 
     def state_get(self, key: str, tenant: str | None = None) -> Any:
         return self.state.get((tenant or "", key))

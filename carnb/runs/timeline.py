@@ -134,9 +134,6 @@ def render_text(trace: Mapping[str, Any], width: int = 60) -> str:
     return "\n".join(lines)
 
 
-_KIND_COLOURS = {"started": "#2a7", "turn": "#37b", "ended": "#a52"}
-
-
 def render_html(trace: Mapping[str, Any], width: int = 80) -> str:
     esc = html.escape
     out = [f'<div class="carnb-trace"><div style="font-weight:bold">{esc(header(trace))}</div>']
@@ -148,11 +145,10 @@ def render_html(trace: Mapping[str, Any], width: int = 80) -> str:
             "<tbody>"
         )
         for idx, kind, off, summary in table:
-            colour = _KIND_COLOURS.get(kind, "inherit")
             out.append(
                 f'<tr><td style="text-align:right">{esc(idx)}</td>'
                 f'<td style="text-align:right">{esc(off)}</td>'
-                f'<td style="color:{colour}">{esc(kind)}</td>'
+                f'<td class="carnb-kind-{esc(kind)}">{esc(kind)}</td>'
                 f'<td style="text-align:left">{esc(summary)}</td></tr>'
             )
         out.append("</tbody></table>")

@@ -30,18 +30,22 @@ from carnb.errors import (
     InternalError,
     InvalidRequest,
     MethodNotFound,
+    ReplyTooLarge,
 )
 from carnb.protocol.jsonrpc import (
     Invalid,
+    Message,
     Notification,
     Request,
     Response,
+    capped_result_text,
     error_reply,
     params_object,
     parse_frame,
     result_text,
 )
 from carnb.protocol.session import ClientSession
+from carnb.server.bulk import run_bulk
 from carnb.server.methods import Later, Method, MethodTable
 from carnb.server.services import Services
 
@@ -55,6 +59,8 @@ BINARY_REPLY = error_reply(
     ),
 )
 POLICY_VIOLATION = 1008  # WebSocket close code
+# No reply is bigger than this (bytes of UTF-8 JSON); bigger answers are a ReplyTooLarge error.
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +100,12 @@ Call = Request | Notification
 class Dispatcher:
     """Routes the calls of every session (socket or notebook) to handlers; one per server."""
 
-    def __init__(self, services: Services, table: MethodTable) -> None:
+    def __init__(
+        self, services: Services, table: MethodTable, max_reply_bytes: int = MAX_REPLY_BYTES
+    ) -> None:
         self.services = services
         self.table = table
+        self.max_reply_bytes = max_reply_bytes
 
     # -- the gate ------------------------------------------------------------------------------
     def resolve(self, session: ClientSession, name: str) -> Method:
@@ -126,7 +135,11 @@ class Dispatcher:
         """Turn one frame from ``session``'s peer into what to send back. Never raises."""
         if isinstance(frame, bytes):
             return Reply(BINARY_REPLY)
-        msg = parse_frame(frame)
+        return self.receive_message(session, parse_frame(frame))
+
+    def receive_message(self, session: ClientSession, msg: Message) -> Outcome:
+        """:meth:`receive` for a frame already parsed (the connection parses big frames off
+        the loop). Never raises."""
         if isinstance(msg, Invalid):
             return Reply(msg.reply)
         if isinstance(msg, Response):  # the peer answering tools.execute: never replied to
@@ -151,7 +164,10 @@ class Dispatcher:
             return Reply(_reply_error(msg, _typed(method.name, exc)))
         if isinstance(started, Later):
             return Deferred(self._finish(method, msg, started.coro), started.coro)
-        return Reply(_reply_result(msg, started))
+        if method.large_reply:
+            ready = _ready(started)
+            return Deferred(self._finish(method, msg, ready), ready)
+        return Reply(self._reply_result(method, msg, started))
 
     async def _finish(
         self, method: Method, msg: Call, coro: Coroutine[Any, Any, Any]
@@ -160,7 +176,28 @@ class Dispatcher:
             result = await coro
         except Exception as exc:
             return _reply_error(msg, _typed(method.name, exc))
-        return _reply_result(msg, result)
+        if method.large_reply:
+            return await run_bulk(self._reply_result, method, msg, result, True)
+        return self._reply_result(method, msg, result)
+
+    def _reply_result(
+        self, method: Method, msg: Call, result: Any, in_pieces: bool = False
+    ) -> str | None:
+        """The result reply, or a ReplyTooLarge error reply when it is over the cap."""
+        if isinstance(msg, Notification):
+            return None
+        cap = self.max_reply_bytes
+        # in pieces, building stops as soon as the characters alone are over the cap
+        text = capped_result_text(msg.id, result, cap) if in_pieces else result_text(msg.id, result)
+        # characters are a lower bound of the bytes; count bytes only when it may matter
+        if text is not None and (len(text) * 4 <= cap or len(text.encode("utf-8")) <= cap):
+            return text
+        error = ReplyTooLarge(
+            f"the reply to {method.name} would be over {cap} bytes, the limit per reply: ask "
+            "for less (a smaller k or limit, a page of the trace with cursor)",
+            data={"limit": cap},
+        )
+        return error_reply(msg.id, error)
 
     # -- the socketless path -------------------------------------------------------------------
     async def invoke(self, session: ClientSession, name: str, params: Any = None) -> Any:
@@ -206,5 +243,5 @@ def _reply_error(msg: Call, error: CarnbError) -> str | None:
     return error_reply(msg.id, error)
 
 
-def _reply_result(msg: Call, result: Any) -> str | None:
-    return None if isinstance(msg, Notification) else result_text(msg.id, result)
+async def _ready(result: Any) -> Any:
+    return result

@@ -7,6 +7,10 @@ Theory of operation. A handler is a top-level function ``(session, params, servi
   returns a :class:`Later` instead, and is answered when that coroutine ends.
 - ``task``: a coroutine function, run as its own task so it never blocks other requests
   (it moves slow synchronous work to a worker thread itself).
+``large_reply`` marks methods whose answer may be megabytes (traces, query results,
+snapshots): the dispatcher serialises those replies on the bulk thread
+(:mod:`carnb.server.bulk`). Every reply is held to the dispatcher's reply cap
+(``ReplyTooLarge``, -32602, when over it).
 ``needs`` names the service (``memory``, ``runs``, ``browser``) a method depends on: a method
 whose service the runtime did not provide is not offered, so ``capabilities.list`` and
 ``server.schema`` (both generated from the table) only list methods that work.
@@ -50,6 +54,8 @@ class Method:
     role: Role = "operator"  # who can call it (host-only methods need is_host)
     needs_handshake: bool = False
     needs: str | None = None  # the service it depends on; None: always offered
+    # Its reply may be megabytes: it is serialised in a worker thread, not on the loop.
+    large_reply: bool = False
     summary: str = ""
     params: Mapping[str, str] = field(default_factory=dict)  # name -> type and meaning
     result: str = ""

@@ -5,8 +5,9 @@ session's current run (``runs.start`` set it), through the same path as ``runs.r
 so a run's trace holds the agent loop's tool executions in order after its model turns
 (``runs.record_model_turn``). carnb does the same: after a proposal ends, each action's result
 becomes a turn ``{action_id, tool, parameters, status, output, error?, duration_ms,
-policy_rejected?}``, in the proposal's action order. Recording never fails the proposal: a run
-that ended meanwhile or a store error is only logged.
+policy_rejected?}``, in the proposal's action order, written with the rights of the session's
+own ``runs.record_turns`` (:func:`carnb.server.handlers.runs.writer`). Recording never fails
+the proposal: a run that ended meanwhile or a store error is only logged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from carnb.agentir import ActionProposal, ProposalResult
 from carnb.protocol.session import ClientSession
+from carnb.server.handlers.runs import writer
 from carnb.server.services import Services
 
 log = logging.getLogger("carnb.server.runturns")
@@ -68,7 +70,7 @@ async def record_proposal(
     try:
         for start in range(0, len(turns), 256):
             done = await asyncio.to_thread(
-                store.record_turns, session, run_id, turns[start : start + 256]
+                store.record_turns, writer(session), run_id, turns[start : start + 256]
             )
             if not done.get("ok"):
                 log.info("proposal turns not recorded in %s: %s", run_id, done.get("dropped"))

@@ -68,6 +68,7 @@ class SessionHub:
         self._svc = services
         self._sessions: dict[str, ClientSession] = {}
         self._closers: list[SessionCloser] = []  # run when a session ends
+        self._announced: set[str] = set()  # sessions that entered the event log
 
     def __iter__(self) -> Iterator[ClientSession]:
         return iter(list(self._sessions.values()))
@@ -83,7 +84,17 @@ class SessionHub:
         self._closers.append(fn)
 
     def open(self, session: ClientSession) -> None:
+        """Track a new session. It enters the host event log only once it is authenticated
+        (at once for the notebook's own session), so peers without a token cannot push real
+        events out of the bounded log by connecting."""
         self._sessions[session.client_id] = session
+        if session.authenticated:
+            self._announce(session)
+
+    def _announce(self, session: ClientSession) -> None:
+        if session.client_id in self._announced:
+            return
+        self._announced.add(session.client_id)
         self._svc.events.emit(
             SESSION_ATTACHED,
             message=f"session {session.client_id} attached ({session.kind})",
@@ -117,16 +128,27 @@ class SessionHub:
                 payload={"session_id": session.client_id},
             )
         self._sessions.pop(session.client_id, None)  # gone only once cleaned up
-        self._svc.events.emit(
-            SESSION_DETACHED,
-            message=f"session {session.client_id} detached",
-            payload={"session_id": session.client_id, "kind": session.kind},
-        )
+        if session.client_id in self._announced:
+            self._announced.discard(session.client_id)
+            self._svc.events.emit(
+                SESSION_DETACHED,
+                message=f"session {session.client_id} detached",
+                payload={"session_id": session.client_id, "kind": session.kind},
+            )
         session.emit()
 
-    def bind(self, session: ClientSession, *, agent_id: str | None, namespace: str | None) -> None:
-        """Attach the agent or namespace graph (namespace wins) and record the binding."""
-        previous_agent = session.agent_id
+    def authenticate(
+        self,
+        session: ClientSession,
+        *,
+        is_host: bool,
+        agent_id: str | None,
+        namespace: str | None,
+        agent_proven: bool = True,
+    ) -> None:
+        """Make ``session`` what a successful ``session.auth`` granted, all or nothing: the
+        graph is opened first (its failure changes nothing); a session whose role or binding
+        changes loses the host and run subscriptions it held under the old one."""
         memory = self._svc.memory
         bound: Graph | None = None
         if memory is not None:
@@ -134,11 +156,25 @@ class SessionHub:
                 bound = memory.namespace_graph(namespace)
             elif agent_id is not None:
                 bound = memory.agent_graph(agent_id)
-        session.bound_memgine = bound
         graph = bound if bound is not None else session.memgine
         count = graph.fact_count() if graph is not None else (0 if memory is not None else None)
-        session.update(agent_id=agent_id, memory_namespace=namespace, fact_count=count)
+        # nothing has changed up to here; from here on nothing can fail
+        previous_agent = session.agent_id
+        was = (session.authenticated, session.is_host, previous_agent, session.memory_namespace)
+        if was[0] and was[1:] != (is_host, agent_id, namespace):
+            self._svc.events.unsubscribe(session)
+            self._svc.run_subscriptions.drop_session(session)
+        session.bound_memgine = bound
+        session.update(
+            authenticated=True,
+            is_host=is_host,
+            agent_id=agent_id,
+            memory_namespace=namespace,
+            fact_count=count,
+            agent_proven=agent_proven,
+        )
         session.emit()
+        self._announce(session)
         if previous_agent is not None and previous_agent != agent_id:
             self._svc.events.emit(
                 AGENT_DETACHED,

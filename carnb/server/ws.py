@@ -1,15 +1,20 @@
 """The WebSocket side of the session server: one connection, one ``ClientSession``.
 
 Runs on the host loop (``websockets`` asyncio API). This module only moves frames: each frame
-read goes to :meth:`~carnb.server.dispatch.Dispatcher.receive`, in order, and its outcome is
-carried out: a reply is sent at once; a deferred reply runs as a task (at most
+read goes to :meth:`~carnb.server.dispatch.Dispatcher.receive` in order (frames longer than
+``PARSE_OFF_LOOP_CHARS`` are parsed on the bulk thread first), and its outcome is carried
+out: a reply is sent at once; a deferred reply runs as a task (at most
 ``max_in_flight`` at a time, so a client that floods requests is slowed down rather than
 buffered without bound) and is sent when done, out of order, matched by ``id``; a close sends
 its reply and closes the socket. A connection that has not authenticated within
-``auth_timeout`` seconds is closed (1008). Notifications to the peer go through a bounded
-outbox; a peer that does not read them is disconnected rather than buffered forever. Requests
-the server sends the peer (``tools.execute``) take the same outbox, through the connection's
-:class:`~carnb.server.callbacks.PeerCalls`; when the connection ends its pending calls fail.
+``auth_timeout`` seconds is closed (1008), and until it authenticates its frames may be at most
+``max_frame_bytes_before_auth`` (bigger: close 1009 as soon as the frame header arrives, before
+any of it is read or parsed); the configured ``max_frame_bytes`` applies from the moment
+``session.auth`` succeeds (set before its reply is sent). Notifications to the peer go through
+a bounded outbox; a peer that does not read them is disconnected rather than buffered forever.
+Requests the server sends the peer (``tools.execute``) take the same outbox, through the
+connection's :class:`~carnb.server.callbacks.PeerCalls`; when the connection ends its pending
+calls fail.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from carnb.protocol.jsonrpc import notification_text
+from carnb.protocol.jsonrpc import notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
+from carnb.server.bulk import run_bulk
 from carnb.server.callbacks import PeerCalls
 from carnb.server.dispatch import Close, Deferred, Dispatcher
+from carnb.server.logthrottle import ThrottleFilter, loop_exception_handler
 
 log = logging.getLogger("carnb.server.ws")
 
@@ -41,7 +48,12 @@ class _NoFrameDumps(logging.LoggerAdapter):  # type: ignore[type-arg]
         return level > logging.DEBUG and self.logger.isEnabledFor(level)
 
 
-wire_log = _NoFrameDumps(logging.getLogger("carnb.server.wire"), {})
+_wire_logger = logging.getLogger("carnb.server.wire")
+_wire_logger.addFilter(ThrottleFilter())  # a flood of failing peers must not flood the log
+wire_log = _NoFrameDumps(_wire_logger, {})
+
+# Frames longer than this are parsed on the bulk thread, not on the event loop.
+PARSE_OFF_LOOP_CHARS = 256 * 1024
 
 AUTH_TIMEOUT_REASON = "auth timeout: call session.auth first"
 
@@ -52,6 +64,8 @@ class ServerConfig:
     port: int = 0
     allowed_origins: tuple[str, ...] = ()
     max_frame_bytes: int = 16 * 1024 * 1024
+    # Frames before session.auth succeeds (session.auth itself is well under 1 KiB).
+    max_frame_bytes_before_auth: int = 64 * 1024
     ping_interval: float | None = 30.0
     ping_timeout: float | None = 30.0
     close_timeout: float = 3.0
@@ -88,6 +102,9 @@ class SessionServer:
         if self._server is not None:
             return
         self._loop = asyncio.get_running_loop()
+        if self._loop.get_exception_handler() is None:
+            # e.g. accept() failing when file handles run out: reported once per failed accept
+            self._loop.set_exception_handler(loop_exception_handler())
         self._loop_thread = threading.get_ident()
         origins: list[Any] = [None, *self.config.allowed_origins]
         self._server = await serve(
@@ -95,7 +112,8 @@ class SessionServer:
             self.config.host,
             self.config.port,
             origins=origins,
-            max_size=self.config.max_frame_bytes,
+            # the limit of a fresh connection; _allow_full_frames lifts it after session.auth
+            max_size=self._first_frame_limit(),
             ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout,
             close_timeout=self.config.close_timeout,
@@ -106,6 +124,17 @@ class SessionServer:
         sock = next(iter(self._server.sockets))
         self.port = sock.getsockname()[1]
         log.info("carnb session server listening on %s", self.url)
+
+    def _first_frame_limit(self) -> int:
+        if not self.services.credentials.auth_enabled:
+            return self.config.max_frame_bytes
+        return min(self.config.max_frame_bytes_before_auth, self.config.max_frame_bytes)
+
+    def _allow_full_frames(self, ws: ServerConnection) -> None:
+        """Lift the frame limit to the configured one once the session has authenticated.
+        websockets reads the limit when the next frame's first byte arrives, so frames sent
+        after the ``session.auth`` reply get the new limit."""
+        ws.protocol.max_message_size = self.config.max_frame_bytes
 
     async def close(self) -> None:
         server, self._server = self._server, None
@@ -166,7 +195,15 @@ class SessionServer:
         tasks: set[asyncio.Task[None]],
     ) -> bool:
         """Carry out the outcome of one incoming frame; ``False`` ends the connection."""
-        outcome = self.dispatcher.receive(session, frame)
+        was_authenticated = session.authenticated
+        if isinstance(frame, str) and len(frame) > PARSE_OFF_LOOP_CHARS:
+            # frames are handled in order, so the next frame of this peer waits; others do not
+            msg = await run_bulk(parse_frame, frame)
+            outcome = self.dispatcher.receive_message(session, msg)
+        else:
+            outcome = self.dispatcher.receive(session, frame)
+        if session.authenticated and not was_authenticated:
+            self._allow_full_frames(ws)
         if isinstance(outcome, Deferred):
             try:
                 await in_flight.acquire()

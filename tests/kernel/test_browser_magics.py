@@ -85,7 +85,7 @@ def test_cell_script_and_failures(loaded: Any, site: str) -> None:
     assert isinstance(bad.error_in_exec, CarCommandError)
     assert "step click failed" in bad.error_in_exec.message
     bad = loaded.run_cell('%%car browser\n{"operations": [{"op": "fly"}]}')
-    assert "operations[0].op" in bad.error_in_exec.message
+    assert "step 1: the op 'fly' is unknown" in bad.error_in_exec.message  # no protocol words
     bad = loaded.run_cell("%%car browser\nnot json")
     assert "not JSON" in bad.error_in_exec.message
     assert loaded.run_line_magic("car", f"browser open {site}").observation["url"] == site

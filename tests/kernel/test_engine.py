@@ -154,9 +154,10 @@ def test_watch_reports_attach_change_and_detach(runtime: Runtime) -> None:
     remove = runtime.run_on_host(start(), timeout=5)
     c = Client(runtime.url)
     try:
-        wait_change()  # attached
+        # a connection is shown once it authenticates (peers without a token stay out of the
+        # host's events and the panel)
         c.call("session.auth", {"token": runtime.token})
-        wait_change()  # authenticated: its snapshot changed
+        wait_change()  # attached and authenticated
     finally:
         c.close()
     wait_change()  # detached
@@ -206,3 +207,20 @@ def test_asnapshots_count_a_graph_the_session_never_counted(make_runtime: Any) -
         c.close()
     assert plain["fact_count"] is None
     assert snap["fact_count"] == 0
+
+
+def test_a_long_trace_is_read_page_by_page(engine: NotebookEngine) -> None:
+    """The server pages ``runs.get_trace`` (100 records by default): ``%car run trace`` shows
+    every turn of a run longer than one page, in order."""
+    started = car(engine, "run start a long run")
+    rid = started.run_id
+    turns = [{"prompt": f"step {i}", "output": str(i)} for i in range(250)]
+    for first in range(0, len(turns), 100):
+        engine.calls.call(
+            "runs.record_turns", {"run_id": rid, "turns": turns[first : first + 100]}, what="t"
+        )
+    car(engine, "run complete --summary done")
+    trace = car(engine, f"run trace {rid}")
+    assert [t["prompt"] for t in trace.turns] == [f"step {i}" for i in range(250)]
+    assert trace.trace["status"] == "completed"
+    assert trace.trace["next_cursor"] is None

@@ -4,14 +4,8 @@ update (from the cells, and from the host thread when an outside client connects
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +14,11 @@ import pytest
 
 from tests.conftest import REPO, Client
 from tests.kernel.conftest import chromium_path, needs_chromium
+from tools.labdriver import chromium_args, run_all, start_lab, wait_for_kernel
 
 pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(300), needs_chromium]
 
 NOTEBOOK = "01-quickstart.ipynb"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -38,66 +27,8 @@ def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(REPO / "notebooks" / NOTEBOOK, root / NOTEBOOK)
-    home = tmp_path / "carnb-home"
-    token, port = secrets.token_hex(16), free_port()
-    # Keep every cell in the DOM (JupyterLab 4 windows long notebooks), skip the news prompt.
-    settings = tmp_path / "lab-settings"
-    for ext, name, value in [
-        ("@jupyterlab/notebook-extension", "tracker", {"windowingMode": "none"}),
-        (
-            "@jupyterlab/apputils-extension",
-            "notification",
-            {"fetchNews": "false", "checkForUpdates": False},
-        ),
-    ]:
-        (settings / ext).mkdir(parents=True, exist_ok=True)
-        (settings / ext / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
-    env = {
-        **os.environ,
-        "CARNB_HOME": str(home),
-        "CAR_NO_VERSION_WARNING": "1",
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        f"--ServerApp.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.port_retries=0",
-        "--LabApp.news_url=",
-        "--allow-root",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    log = (tmp_path / "lab.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("jupyter lab did not start: " + (tmp_path / "lab.log").read_text())
-        time.sleep(0.3)
-    try:
-        yield {"base": base, "token": token, "home": home, "log": tmp_path / "lab.log"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with start_lab(root, tmp_path) as server:
+        yield {"base": server.base, "token": server.token, "home": server.home, "log": server.log}
 
 
 def connection_info(home: Path, timeout: float = 60) -> dict[str, Any]:
@@ -110,37 +41,20 @@ def connection_info(home: Path, timeout: float = 60) -> dict[str, Any]:
     raise AssertionError("the kernel never wrote a carnb connection file")
 
 
-def wait_for_kernel(page: Any, timeout: float = 90) -> None:
-    """Until the notebook has a running, idle kernel. JupyterLab sometimes asks which kernel to
-    start (a race in its kernel preference); accept the notebook's own, Python 3."""
-    toolbar = page.locator(".jp-NotebookPanel-toolbar")
-    select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if select.count() and select.is_visible():
-            select.click()
-        name = toolbar.locator(".jp-Toolbar-kernelName").inner_text()
-        status = toolbar.locator(".jp-Notebook-ExecutionIndicator").get_attribute("data-status")
-        if "Python 3" in name and status == "idle":
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no idle kernel in JupyterLab after {timeout} s")
-
-
 def test_live_panel_in_jupyterlab(lab: dict[str, Any]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    args = ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=args)
+        browser = pw.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=chromium_args()
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK}?token={lab['token']}")
             page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
             wait_for_kernel(page)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            run_all(page)
 
             panel = page.locator(".carnb-panel").first
             panel.wait_for(state="attached")

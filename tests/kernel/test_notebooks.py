@@ -96,8 +96,12 @@ def panel_after(client: Any, nb: Any, startswith: str) -> str:
     return widget(client.after[cell_index(nb, startswith)], "carnb-panel")["html"]
 
 
-def last_status(nb: Any) -> int:
-    return [i for i, c in enumerate(nb.cells) if c.source == "%car status"][-1]
+def snapshot_html(nb: Any) -> str:
+    """The static panel ``%car status --snapshot`` left in the notebook (no widget)."""
+    cell = nb.cells[cell_index(nb, "%car status --snapshot")]
+    (output,) = cell.outputs
+    assert "application/vnd.jupyter.widget-view+json" not in output.data
+    return str(output.data["text/html"])
 
 
 def no_tokens_anywhere(nb: Any) -> None:
@@ -173,14 +177,18 @@ def test_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         int(m)
         for v in live
         if run_id.group(1) in v and "<td>tracer</td>" in v
-        for m in re.findall(rf"<td>{run_id.group(1)}</td><td>(\d+)</td>", v)
+        for m in re.findall(
+            rf'title="{run_id.group(1)}">[^<]*</span></td><td class="carnb-num">(\d+)</td>', v
+        )
     }
     assert len(seen_turns) >= 2 and seen_turns <= {0, 1, 2, 3, 4}, seen_turns
     assert "write summary: done" in out(nb, "%car run trace {agent_run}")
     assert "summarise the weekly report" in out(nb, "%car run list --agent tracer")
-    panel = widget(client.after[last_status(nb)], "carnb-panel")["html"]
+    panel = snapshot_html(nb)
     assert 'data-agent="tracer"' in panel
     assert re.search(r'data-run="run-[0-9a-f]+"', panel)  # the bound agent's current run
+    # The live panel moved on: the run completed in the last cell.
+    assert 'data-run="(none)"' in widget(client.widget_state, "carnb-panel")["html"]
     final = text(nb.cells[-1])
     assert "follow up on the summary" in final and final.count("completed") == 2
     no_tokens_anywhere(nb)
@@ -228,7 +236,7 @@ def test_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Hi Ada" in out(nb, "after = %car browser click")
     shot = nb.cells[cell_index(nb, "%car browser screenshot")].outputs[0]
     assert "image/png" in shot.data and 'src="data:image/png;base64,' in shot.data["text/html"]
-    panel = widget(client.after[last_status(nb)], "carnb-panel")["html"]
+    panel = snapshot_html(nb)
     assert re.search(r'data-browser="launched: http://127\.0\.0\.1:\d+/"', panel)
     assert "second page" in out(nb, "second = %car browser click")
     script = out(nb, "%%car browser")

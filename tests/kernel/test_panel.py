@@ -38,6 +38,24 @@ def test_status_shows_the_notebook_session(loaded: Any) -> None:
     bundle = panel._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "notebook" in bundle["text/plain"]
+    # A static copy beside the widget: what a notebook without a live kernel shows.
+    static = bundle["text/html"]
+    assert 'class="carnb-out carnb-panel-static"' in static
+    assert rt.url in static and 'data-authenticated="yes"' in static
+
+
+def test_snapshot_is_a_static_copy_of_that_moment(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    before = loaded.run_line_magic("car", "status --snapshot")
+    assert before is not panel and "application/vnd.jupyter.widget-view+json" not in (
+        before._repr_mimebundle_()
+    )
+    loaded.run_line_magic("car", "agent add scout")
+    loaded.run_cell("%car auth --agent scout")
+    after = loaded.run_line_magic("car", "status --snapshot")
+    assert 'data-agent="(none)"' in before.html() and 'data-agent="scout"' in after.html()
+    assert 'data-agent="scout"' in panel.mine.value  # the live panel moved on
+    assert "snapshot at" in after.html() and "notebook" in after.text()
 
 
 def test_panel_follows_cells(loaded: Any) -> None:
@@ -90,11 +108,17 @@ def test_host_thread_updates_while_the_kernel_thread_is_blocked(loaded: Any) -> 
     others = panel.others.value
     row = next(r for r in panel.rows if r["agent_id"] == "scout")
     assert row["current_run_id"] == seen["rid"]
-    assert f"<td>{seen['rid']}</td><td>2</td>" in others
-    assert "<td>scout</td>" in others
+    assert f'title="{seen["rid"]}"' in others and "<td>scout</td>" in others
+    assert '<td class="carnb-num">2</td>' in others  # the run's turns
     seen["client"].close()
     assert wait_for(lambda: all(r["agent_id"] != "scout" for r in panel.rows))
-    assert "<td>scout</td>" not in panel.others.value
+    # The session that ended stays, greyed, with its last run (ended) and state.
+    assert wait_for(lambda: '<tr class="carnb-ended">' in panel.others.value)
+    ended = panel.others.value.split('<tr class="carnb-ended">')[1]
+    ended = ended.split("</tr>")[0]
+    assert "<td>scout</td>" in ended and "ended" in ended and f'title="{seen["rid"]}"' in ended
+    assert '<td class="carnb-num">2</td>' in ended  # its run's final turn count
+    assert "1 ended" in panel.title.value
 
 
 def test_bursts_are_throttled(loaded: Any) -> None:
@@ -139,6 +163,16 @@ def test_panel_never_shows_a_token(loaded: Any) -> None:
         assert not any(s in shown for s in secrets)
     finally:
         c.close()
+
+
+def test_a_finished_run_stays_visible_greyed(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    loaded.run_cell("%car run start look")
+    rid = carnb.current().session.current_run_id
+    loaded.run_cell("%car run complete")
+    assert 'data-run="(none)"' in panel.mine.value
+    mine = panel.mine.value
+    assert f'title="{rid}"' in mine and "carnb-muted" in mine and "ended" in mine
 
 
 def test_unload_closes_the_panel(loaded: Any) -> None:

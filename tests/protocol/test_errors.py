@@ -15,6 +15,7 @@ EXPECTED = [
     (errors.InvalidRequest, -32600),
     (errors.MethodNotFound, -32601),
     (errors.InvalidParams, -32602),
+    (errors.ReplyTooLarge, -32602),
     (errors.AuthRequired, -32001),
     (errors.HandshakeRequired, -32005),
     (errors.VersionMismatch, -32006),
@@ -34,7 +35,7 @@ EXPECTED = [
 
 @pytest.mark.parametrize(("cls", "code"), EXPECTED, ids=[c.__name__ for c, _ in EXPECTED])
 def test_each_error_type_is_answered_with_its_code(cls: type[CarnbError], code: int) -> None:
-    error = cls("invalid params: x") if cls is errors.InvalidParams else cls("boom")
+    error = cls("invalid params: x") if issubclass(cls, errors.InvalidParams) else cls("boom")
     assert rpc_code(error) == code
     assert error.code == code
     assert json.loads(error_reply(1, error))["error"]["code"] == code

@@ -12,6 +12,8 @@ from carnb.protocol.jsonrpc import (
     Notification,
     Request,
     Response,
+    capped_result_text,
+    encoded_size,
     error_text,
     params_object,
     parse_frame,
@@ -127,3 +129,41 @@ def test_params_object_accepts_null_and_objects_and_refuses_arrays() -> None:
         params_object([1, 2])
     assert info.value.code == INVALID_PARAMS
     assert "named fields" in info.value.message
+
+
+# -- issue 15 ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"jsonrpc":"2.0","id":1,"method":"m","params":{"k":"\\ud800"}}',
+        '{"jsonrpc":"2.0","id":1,"method":"m","params":{"\\uDC00":1}}',
+        '{"jsonrpc":"2.0","id":1,"method":"m","params":["a\\ud83d"]}',
+    ],
+)
+def test_a_lone_surrogate_is_a_parse_error(text: str) -> None:
+    msg = parse_frame(text)
+    assert isinstance(msg, Invalid) and msg.error.code == PARSE_ERROR
+
+
+def test_a_surrogate_pair_and_an_escaped_backslash_are_fine() -> None:
+    pair = parse_frame('{"jsonrpc":"2.0","id":1,"method":"m","params":{"e":"\\ud83d\\ude00"}}')
+    assert isinstance(pair, Request) and pair.params == {"e": "\U0001f600"}
+    literal = parse_frame('{"jsonrpc":"2.0","id":1,"method":"m","params":{"e":"\\\\ud800"}}')
+    assert isinstance(literal, Request) and literal.params == {"e": "\\ud800"}
+
+
+@pytest.mark.parametrize("value", ["abc", 'a"b\\c', "é", "x\n\x01", "", [1, "a", {"b": None}]])
+def test_encoded_size_is_the_bytes_of_compact_json(value: object) -> None:
+    expected = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    assert encoded_size(value) == expected
+
+
+def test_a_capped_result_stops_at_the_cap() -> None:
+    assert capped_result_text(1, "x" * 100, 50) is None
+    text = capped_result_text(1, ["x" * 10], 1000)
+    assert text is not None and json.loads(text) == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": ["x" * 10],
+    }
+    assert result_text(1, [1, 2], in_pieces=True) == result_text(1, [1, 2])

@@ -236,3 +236,50 @@ async def _touch(info: dict[str, Any]) -> None:
     await c.call("runs.record_turns", {"run_id": run["run_id"], "turns": [{"prompt": "x"}]})
     await c.call("memory.add_fact", {"subject": "panel", "body": "fact"})
     await c.close()
+
+
+def test_unauthenticated_big_frames_do_not_freeze_the_kernel(
+    kernel: tuple[Kernel, dict[str, Any]],
+) -> None:
+    """Issue 15, finding 2, in a real kernel: while peers without a token send 16 MiB frames to
+    the in-kernel server, a cell that ticks every 10 ms never waits more than 200 ms."""
+    from tests.reliability.test_hardening import (
+        nested_frame_text,
+        send_big_frame_unauthenticated,
+    )
+
+    k, info = kernel
+    port = int(info["url"].rsplit(":", 1)[1].strip("/"))
+    payload = nested_frame_text(16 * 1024 * 1024 - 64).encode()
+    ticker = k.kc.execute(
+        "import time\ngaps = []\nlast = time.perf_counter()\nend = last + 6\n"
+        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
+        "    gaps.append(now - last)\n    last = now\n"
+        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
+    )
+    time.sleep(1)  # the ticker is running
+
+    def attack() -> list[int | None]:
+        codes = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3:
+            codes.append(send_big_frame_unauthenticated(port, payload))
+        return codes
+
+    threads: list[threading.Thread] = []
+    results: list[list[int | None]] = []
+    for _ in range(3):
+        t = threading.Thread(target=lambda: results.append(attack()))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(60)
+    reply, out = k.wait(ticker, timeout=60)
+    text = k.text(out)
+    assert reply["status"] == "ok", text
+    codes = [c for r in results for c in r]
+    assert codes and set(codes) == {1009}, codes[:10]
+    max_gap = float(text.split("max gap ms")[1].split()[0])
+    note("kernel: max cell tick gap ms under unauthenticated 16 MiB frames", max_gap)
+    add("kernel: unauthenticated 16 MiB frames refused", len(codes))
+    assert max_gap < 200, text

@@ -208,3 +208,80 @@ def test_schema_and_capabilities_are_generated_from_the_table(dispatcher: Dispat
     plain = reply_of(dispatcher.receive(authed(), frame("capabilities.list")))["result"]
     assert "agents.register" in described
     assert "agents.register" not in {m["method"] for m in plain["methods"]}
+
+
+# -- issue 15: the reply cap, all-or-nothing auth, the state budget ---------------------------
+def big(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
+    return "x" * int(p["n"])
+
+
+@pytest.mark.parametrize("large_reply", [False, True])
+def test_a_reply_over_the_cap_is_a_reply_too_large_error(large_reply: bool) -> None:
+    services = Services(Credentials(), server_version="carnb test")
+    table = build_table(services)
+    table.add(Method("test.big", big, large_reply=large_reply))
+    d = Dispatcher(services, table, max_reply_bytes=1000)
+    s = authed()
+
+    def answer(n: int) -> dict[str, Any]:
+        out = d.receive(s, frame("test.big", {"n": n}))
+        return settle(out) or {} if large_reply else reply_of(out)
+
+    assert answer(900)["result"] == "x" * 900
+    err = answer(1000)["error"]
+    assert err["code"] == -32602 and "limit" in err["message"] and err["data"] == {"limit": 1000}
+
+
+def test_a_failed_auth_leaves_the_session_as_it_was(dispatcher: Dispatcher) -> None:
+    class Refusing:
+        memory_dir = None
+
+        def namespace_graph(self, namespace: str) -> Any:
+            raise InvalidParams("memory_namespace: refused by the graph layer")
+
+    dispatcher.services.memory = Refusing()  # type: ignore[assignment]
+    creds = dispatcher.services.credentials
+    s = ClientSession()
+    out = reply_of(
+        dispatcher.receive(
+            s, frame("session.auth", {"token": creds.token, "memory_namespace": "n"})
+        )
+    )
+    assert out["error"]["code"] == -32602
+    assert not s.authenticated and s.memory_namespace is None
+
+
+def test_a_reauth_that_changes_role_drops_host_subscriptions(dispatcher: Dispatcher) -> None:
+    creds = dispatcher.services.credentials
+    s = ClientSession()
+    reply_of(dispatcher.receive(s, frame("session.auth", {"host_token": creds.host_token})))
+    dispatcher.services.events.subscribe(s)
+    assert dispatcher.services.events.unsubscribe(s) is True  # it was subscribed
+    dispatcher.services.events.subscribe(s)
+    reply_of(dispatcher.receive(s, frame("session.auth", {"token": creds.token})))
+    assert s.is_host is False
+    assert dispatcher.services.events.unsubscribe(s) is False  # dropped by the re-auth
+
+
+def test_state_set_keeps_to_the_byte_budget(dispatcher: Dispatcher) -> None:
+    from carnb.server.handlers.core import STATE_BUDGET_BYTES
+
+    s = authed()
+    half = "y" * (STATE_BUDGET_BYTES // 2 - 10)
+    assert (
+        reply_of(dispatcher.receive(s, frame("state.set", {"key": "a", "value": half})))["result"]
+        == "ok"
+    )
+    assert (
+        reply_of(dispatcher.receive(s, frame("state.set", {"key": "a", "value": half})))["result"]
+        == "ok"
+    )  # overwriting reuses the key's share
+    assert (
+        reply_of(dispatcher.receive(s, frame("state.set", {"key": "b", "value": half})))["result"]
+        == "ok"
+    )
+    err = reply_of(dispatcher.receive(s, frame("state.set", {"key": "c", "value": "z" * 100})))[
+        "error"
+    ]
+    assert err["code"] == -32602 and "budget" in err["message"]
+    assert s.state_get("c") is None

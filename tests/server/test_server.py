@@ -318,8 +318,19 @@ def _sessions(runtime) -> list[dict[str, Any]]:
     return [x for x in runtime.snapshots() if x["kind"] == "socket"]
 
 
+def _raw_auth(s: socket.socket, token: str) -> None:
+    """session.auth as one masked text frame (zero mask) on a raw upgraded socket."""
+    payload = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "session.auth", "params": {"token": token}}
+    ).encode()
+    assert len(payload) < 126
+    s.sendall(bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+    assert b'"ok":true' in s.recv(4096)
+
+
 def test_tcp_drop_without_close_frame_ends_the_session(runtime) -> None:
     s = _raw_ws_handshake(runtime.port)
+    _raw_auth(s, runtime.token)  # only authenticated sessions enter the event log
     deadline = time.monotonic() + 5
     while not _sessions(runtime) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -6,19 +6,27 @@ from typing import Any
 
 from carnb.errors import InvalidParams
 from carnb.protocol.auth import authenticate, check_agent_id, negotiate
+from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
 from carnb.server.methods import Method, Params
 from carnb.server.params import opt_int, opt_str, req_str
 from carnb.server.services import Services
 
 MAX_STATE_KEYS = 10_000
+# Per session: the values of state.set, as compact UTF-8 JSON, take at most this many bytes.
+STATE_BUDGET_BYTES = 8 * 1024 * 1024
 
 
 # -- session and server ---------------------------------------------------------------------
 def session_auth(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     grant = authenticate(svc.credentials, p)
-    s.update(authenticated=True, is_host=grant.is_host)
-    svc.sessions.bind(s, agent_id=grant.agent_id, namespace=grant.memory_namespace)
+    svc.sessions.authenticate(
+        s,
+        is_host=grant.is_host,
+        agent_id=grant.agent_id,
+        namespace=grant.memory_namespace,
+        agent_proven=grant.agent_proven,
+    )
     return grant.result
 
 
@@ -47,7 +55,16 @@ def state_set(s: ClientSession, p: Params, svc: Services) -> str:
             f"key: this session already holds {MAX_STATE_KEYS} keys; reuse keys or "
             "open a new session"
         )
-    s.state_set(key, p["value"], tenant)
+    size = encoded_size(p["value"])
+    used = s.state_bytes(excluding=(tenant, key))
+    if used + size > STATE_BUDGET_BYTES:
+        raise InvalidParams(
+            f"value: {size} bytes of JSON would bring this session's state to {used + size} "
+            f"bytes; the budget is {STATE_BUDGET_BYTES} bytes per session (overwrite or drop "
+            "keys, or keep big data in memory.* or a file)",
+            data={"bytes": size, "used": used, "budget": STATE_BUDGET_BYTES},
+        )
+    s.state_set(key, p["value"], tenant, size)
     return "ok"
 
 
@@ -86,7 +103,7 @@ def agents_list(s: ClientSession, p: Params, svc: Services) -> list[dict[str, An
 
 def agents_register(s: ClientSession, p: Params, svc: Services) -> dict[str, str]:
     name = check_agent_id(req_str(p, "name"), "name")
-    token = svc.credentials.agents.register(name)
+    token = svc.credentials.agents.register_new(name)
     return {"agent_id": name, "token": token}
 
 
@@ -176,6 +193,7 @@ METHODS = (
     Method(
         "state.snapshot",
         state_snapshot,
+        large_reply=True,
         summary="Every key and value of this session",
         params=_TENANT,
         result="object",
@@ -190,7 +208,7 @@ METHODS = (
         "agents.register",
         agents_register,
         role="host",
-        summary="Register an agent and mint its own token",
+        summary="Register a new agent and mint its own token (an existing name is refused)",
         params={"name": "string"},
         result="{agent_id, token}",
     ),

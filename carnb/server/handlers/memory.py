@@ -1,18 +1,22 @@
 """``memory.*`` handlers: validate params, pick the session's effective graph, call memgine.
 
-Theory of operation. Fast calls (add, query, count, delete: about a millisecond) run inline on
-the host loop, in frame order. Calls that may take tens of milliseconds to seconds (context
-assembly, persist, load, consolidate) run in a worker thread. The engine has its own lock, so a
-fast call on the loop would *block the loop* while a slow call holds that graph; to prevent
-that, every graph also has an asyncio lock that slow calls hold on the loop for their whole
-duration. A fast call whose graph is busy does not run inline: it returns a
-:class:`~carnb.server.methods.Later` and waits for the lock as a task, so other sessions and
-other graphs carry on.
+Theory of operation. The host loop never waits for a graph's database: a persistent graph's
+file may be locked by another process (another kernel on the same data directory) and any call
+may touch a big fact or load a graph's vocabulary. So every call on an agent or namespace graph,
+every query and delete, and every large write runs in a worker thread. Only cheap calls on a
+session's own in-memory graph (small writes, the count) run inline on the loop.
+
+Each graph has a :class:`Gate`: its calls run one at a time in arrival order, whether inline or
+in a thread, so a reply is sent only once its write is committed and every later call sees it.
+A call that has to wait (its graph is busy, or it goes to a thread) is a
+:class:`~carnb.server.methods.Later`; the work starts at once as a task, so frame order is kept
+even before the reader awaits the reply, and a caller that leaves does not cut a write short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -32,35 +36,97 @@ from carnb.server.services import Services
 
 T = TypeVar("T")
 
-MAX_K = 1000
-
-_busy: weakref.WeakKeyDictionary[Graph, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-def graph_lock(g: Graph) -> asyncio.Lock:
-    lock = _busy.get(g)
-    if lock is None:
-        lock = _busy[g] = asyncio.Lock()
-    return lock
+MAX_K = 100  # memory.query: facts may be 1 MiB each; replies are capped too
+# A write to a session's own in-memory graph runs inline on the loop up to this many characters
+# of subject and body (indexing costs ~0.5 s per MiB of distinct words).
+INLINE_WRITE_CHARS = 16 * 1024
 
 
-def fast(g: Graph, work: Callable[[], T]) -> T | Later:
-    """Run ``work`` now if the graph is free, else once the slow call holding it ends."""
-    lock = graph_lock(g)
-    if not lock.locked():
+class Gate:
+    """One graph's calls, one at a time in arrival order (``queued`` counts those waiting)."""
+
+    __slots__ = ("lock", "queued", "__weakref__")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.queued = 0
+
+    def idle(self) -> bool:
+        return self.queued == 0 and not self.lock.locked()
+
+    def later(self, work: Callable[[], T], *, thread: bool) -> Later:
+        """Queue ``work`` behind the calls already queued (counted now, so a call arriving
+        next cannot overtake it) and start it as a task; in a worker thread if ``thread``."""
+        self.queued += 1
+        waiting = True
+
+        def leave() -> None:
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                self.queued -= 1
+
+        async def run() -> T:
+            async with self.lock:
+                leave()
+                return await asyncio.to_thread(work) if thread else work()
+
+        def done(task: asyncio.Task[T]) -> None:
+            leave()
+            if not task.cancelled():
+                task.exception()  # retrieved here too: a caller that left is not waiting
+
+        task = asyncio.ensure_future(run())
+        task.add_done_callback(done)
+
+        async def reply() -> T:
+            return await asyncio.shield(task)  # a caller that leaves does not cancel the work
+
+        return Later(reply())
+
+
+_gates: weakref.WeakKeyDictionary[Graph, Gate] = weakref.WeakKeyDictionary()
+
+
+def gate_of(g: Graph) -> Gate:
+    gate = _gates.get(g)
+    if gate is None:
+        gate = _gates[g] = Gate()
+    return gate
+
+
+def on_graph(g: Graph, work: Callable[[], T], *, thread: bool = True) -> T | Later:
+    """Run ``work`` on ``g`` after the calls queued on it: inline now when ``thread`` is false
+    and the graph is idle, else as a :class:`Later` (in a worker thread when ``thread``)."""
+    gate = gate_of(g)
+    if not thread and gate.idle():
         return work()
-
-    async def wait() -> T:
-        async with lock:
-            return work()
-
-    return Later(wait())
+    return gate.later(work, thread=thread)
 
 
 async def slow(g: Graph, work: Callable[..., T], *args: Any) -> T:
-    """Run ``work(*args)`` in a worker thread while holding the graph's loop-side lock."""
-    async with graph_lock(g):
-        return await asyncio.to_thread(work, *args)
+    """``work(*args)`` in a worker thread, in turn with ``g``'s other calls (task handlers)."""
+    later = gate_of(g).later(functools.partial(work, *args), thread=True)
+    result: T = await later.coro
+    return result
+
+
+def own_graph(s: ClientSession) -> bool:
+    """Whether the session works on its own in-memory graph (no other process shares it)."""
+    return s.bound_memgine is None
+
+
+def then(later: T | Later, after: Callable[[T], T]) -> T | Later:
+    """``after(result)`` on the loop once ``later`` has a result (session updates)."""
+    if not isinstance(later, Later):
+        return after(later)
+    coro = later.coro
+
+    async def finish() -> T:
+        result: T = await coro
+        return after(result)
+
+    return Later(finish())
 
 
 def graph(s: ClientSession, svc: Services) -> Graph:
@@ -96,7 +162,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
     supersedes = opt_str_list(p, "supersedes")
 
     def work() -> int:
-        count = g.add_fact(
+        return g.add_fact(
             subject,
             body,
             kind,
@@ -106,10 +172,13 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
             confidence=confidence,
             supersedes=supersedes,
         )
+
+    def publish(count: int) -> int:
         publish_count(s, svc, g, count)
         return count
 
-    return fast(g, work)
+    small = len(subject) + len(body) <= INLINE_WRITE_CHARS
+    return then(on_graph(g, work, thread=not (own_graph(s) and small)), publish)
 
 
 def query(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
@@ -119,7 +188,7 @@ def query(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
     if k <= 0:
         return []
     g = graph(s, svc)
-    return fast(g, lambda: g.query(text, k))
+    return on_graph(g, lambda: g.query(text, k))
 
 
 def history(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
@@ -128,19 +197,18 @@ def history(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
     if (subject is None) == (fact_id is None):
         raise InvalidParams("memory.history takes exactly one of subject and fact_id")
     g = graph(s, svc)
-    return fast(g, lambda: g.history(subject=subject, fact_id=fact_id))
+    return on_graph(g, lambda: g.history(subject=subject, fact_id=fact_id))
 
 
 def fact_count(s: ClientSession, p: Params, svc: Services) -> int | Later:
     g = graph(s, svc)
 
-    def work() -> int:
-        count = g.fact_count()
+    def publish(count: int) -> int:
         if s.fact_count != count:
             s.update(fact_count=count)
         return count
 
-    return fast(g, work)
+    return then(on_graph(g, g.fact_count, thread=not own_graph(s)), publish)
 
 
 async def build_context(s: ClientSession, p: Params, svc: Services) -> str:
@@ -169,7 +237,7 @@ async def load(s: ClientSession, p: Params, svc: Services) -> int:
     path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.load", session=s)
     g = graph(s, svc)
     count = await slow(g, g.load, path)
-    publish_count(s, svc, g, g.fact_count())  # back on the host loop
+    publish_count(s, svc, g, await slow(g, g.fact_count))  # others may have written meanwhile
     return count
 
 
@@ -177,12 +245,11 @@ def delete(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     g = graph(s, svc)
     fact_id = req_str(p, "id")
 
-    def work() -> Record:
-        result = g.delete(fact_id)
+    def publish(result: Record) -> Record:
         publish_count(s, svc, g, result["fact_count"])
         return result
 
-    return fast(g, work)
+    return then(on_graph(g, lambda: g.delete(fact_id)), publish)
 
 
 async def consolidate(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -226,6 +293,7 @@ METHODS = (
         "memory.query",
         query,
         needs="memory",
+        large_reply=True,
         summary="Facts relevant to a query, best first",
         params={"query": "string", "k": "integer? (5)"},
         result="[{fact_id, subject, body, kind, confidence, tags, source}]",
@@ -242,6 +310,7 @@ METHODS = (
         build_context,
         mode="task",
         needs="memory",
+        large_reply=True,
         summary="Relevant facts rendered as a prompt section within a token budget",
         params=_CONTEXT_PARAMS,
         result="string",
@@ -251,6 +320,7 @@ METHODS = (
         build_context_fast,
         mode="task",
         needs="memory",
+        large_reply=True,
         summary="Context sections without ranking (creation order)",
         params=_CONTEXT_PARAMS,
         result="string",

@@ -8,15 +8,18 @@ ends into host events, and ends a departing session's open runs ``incomplete``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from carnb.errors import NotFound
+from carnb.errors import InvalidParams, NotFound
+from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
+from carnb.server.bulk import run_bulk
 from carnb.server.events import RUN_ENDED, RUN_STARTED
 from carnb.server.methods import Method, Params
 from carnb.server.params import opt_int, opt_str, req_list, req_object, req_str
-from carnb.server.ports import Record, RunLog
+from carnb.server.ports import Record, RunCaller, RunLog
 from carnb.server.services import Services
 
 
@@ -52,6 +55,8 @@ def _on_record(svc: Services, event: Record) -> None:
 
 async def _on_session_close(svc: Services, s: ClientSession) -> None:
     svc.run_subscriptions.drop_session(s)
+    if not s.authenticated:  # it could start no run: spare the store (and its lock)
+        return
     for run_id in _store(svc).end_session_runs(s.client_id):
         _clear_current(svc, run_id)
 
@@ -69,6 +74,23 @@ def _clear_current(svc: Services, run_id: str) -> None:
 
 def _not_found(run_id: str) -> NotFound:
     return NotFound(f"run not found: {run_id} (unknown, or not yours to read)")
+
+
+@dataclass(frozen=True)
+class _HostView:
+    """A session bound to an agent with the host token, as a run writer: not that agent (the
+    host token reads and cancels any run but writes only runs its own session started)."""
+
+    client_id: str
+    is_host: bool
+    agent_id: str | None = None
+
+
+def writer(s: ClientSession) -> RunCaller:
+    """Who writes turns or outcomes: the session, minus an agent binding it did not prove."""
+    if s.agent_id is not None and not s.agent_proven:
+        return _HostView(s.client_id, s.is_host)
+    return s
 
 
 def runs_start(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -89,19 +111,19 @@ def runs_start(s: ClientSession, p: Params, svc: Services) -> Record:
 
 def runs_record_turns(s: ClientSession, p: Params, svc: Services) -> Record:
     run_id = req_str(p, "run_id")
-    result = _store(svc).record_turns(s, run_id, req_list(p, "turns"))
+    result = _store(svc).record_turns(writer(s), run_id, req_list(p, "turns"))
     if result.get("ok") and s.current_run_id == run_id:
         s.update(run_turns=s.run_turns + int(result["count"]))
     return result
 
 
 def runs_record_model_turn(s: ClientSession, p: Params, svc: Services) -> Record:
-    return _store(svc).record_model_turn(s, req_str(p, "run_id"), p)
+    return _store(svc).record_model_turn(writer(s), req_str(p, "run_id"), p)
 
 
 def runs_complete(s: ClientSession, p: Params, svc: Services) -> Record:
     run_id = req_str(p, "run_id")
-    result = _store(svc).complete(s, run_id, req_object(p, "outcome"))
+    result = _store(svc).complete(writer(s), run_id, req_object(p, "outcome"))
     _clear_current(svc, run_id)
     return result
 
@@ -113,13 +135,69 @@ def runs_cancel(s: ClientSession, p: Params, svc: Services) -> Record:
     return result
 
 
-def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
-    return _store(svc).get_trace(
-        s,
-        req_str(p, "run_id"),
-        after=opt_int(p, "after", None, minimum=-1),
-        limit=opt_int(p, "limit", None, minimum=1),
-    )
+# runs.get_trace pages: at most this many records, and records of at most this many bytes of
+# JSON (a page always holds at least one record; one turn is at most 256 KiB).
+TRACE_PAGE_RECORDS = 100
+TRACE_PAGE_MAX_RECORDS = 1000
+TRACE_PAGE_BYTES = 2 * 1024 * 1024
+# records read from the store at a time while filling a page: each read holds the store's lock,
+# which calls on the event loop (record_turns, authorize) wait for
+_TRACE_CHUNK = 4
+_PAST_THE_END = 1 << 62  # an index after every record: get_trace then reports the last index
+
+
+async def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
+    run_id = req_str(p, "run_id")
+    cursor = opt_int(p, "cursor", None, minimum=0)
+    after = opt_int(p, "after", None, minimum=-1)
+    if cursor is not None and after is not None:
+        raise InvalidParams("cursor and after: give one of them (cursor is after + 1)")
+    start = cursor if cursor is not None else (0 if after is None else after + 1)
+    limit = opt_int(p, "limit", TRACE_PAGE_RECORDS, minimum=1, maximum=TRACE_PAGE_MAX_RECORDS)
+    assert limit is not None
+    return await run_bulk(trace_page, _store(svc), s, run_id, start, limit)
+
+
+def trace_page(store: RunLog, s: ClientSession, run_id: str, start: int, limit: int) -> Record:
+    """One page of a run's records from index ``start``: at most ``limit`` records and about
+    :data:`TRACE_PAGE_BYTES`; ``next_cursor`` is where the next page starts (None: no more).
+    Reads the store a few records at a time, so a page of big turns never holds more than the
+    page in memory. ``runs.get_trace`` runs it on the bulk thread; ``runs.subscribe`` inline,
+    since its snapshot and its registration must not interleave with new records."""
+    records: list[Record] = []
+    size = 0
+    after = start - 1
+    head: Record | None = None
+    more = False
+    while len(records) < limit:
+        chunk = store.get_trace(
+            s, run_id, after=after, limit=min(_TRACE_CHUNK, limit - len(records))
+        )
+        if chunk.get("not_found"):
+            return chunk
+        head = chunk
+        if not chunk["records"]:
+            break
+        for record in chunk["records"]:
+            weight = encoded_size(record)
+            if records and (size + weight > TRACE_PAGE_BYTES or len(records) >= limit):
+                more = True
+                break
+            records.append(record)
+            size += weight
+        if more:
+            break
+        after = records[-1]["index"]
+    if not more and records:
+        more = bool(store.get_trace(s, run_id, after=after, limit=1).get("records"))
+    assert head is not None
+    last = records[-1]["index"] if records else head["cursor"]
+    return {
+        **head,
+        "records": records,
+        "cursor": last,
+        "next_cursor": last + 1 if more else None,
+    }
 
 
 def runs_list(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -134,11 +212,14 @@ def runs_subscribe(s: ClientSession, p: Params, svc: Services) -> Record:
     if store.authorize(s, run_id, "subscribe") is None:
         raise _not_found(run_id)
     subs.add(run_id, s)  # first, so nothing committed from now on is missed
-    snapshot = store.get_trace(s, run_id)
+    snapshot = trace_page(store, s, run_id, 0, TRACE_PAGE_MAX_RECORDS)
     if snapshot.get("not_found"):
         subs.remove(run_id, s)
         raise _not_found(run_id)
-    subs.seen(run_id, s, snapshot["cursor"])
+    last = snapshot["cursor"]
+    if snapshot["next_cursor"] is not None:  # a long run: the rest is read with get_trace
+        last = store.get_trace(s, run_id, after=_PAST_THE_END, limit=1)["cursor"]
+    subs.seen(run_id, s, last)
     turns = [r for r in snapshot["records"] if r.get("record") == "turn"]
     return {**snapshot, "turns_so_far": turns, "subscribed": True}
 
@@ -209,11 +290,20 @@ METHODS = (
     Method(
         "runs.get_trace",
         runs_get_trace,
+        mode="task",
         role="owner",
         needs="runs",
-        summary="A run's records (owner or host)",
-        params={"run_id": "string", "after": "integer?", "limit": "integer?"},
-        result="{run_id, agent_id, status, records, cursor} or {run_id, not_found: true}",
+        large_reply=True,
+        summary="One page of a run's records (owner or host); next_cursor reads on",
+        params={
+            "run_id": "string",
+            "cursor": "integer? (first record index, default 0)",
+            "limit": f"integer? (records per page, 1..{TRACE_PAGE_MAX_RECORDS}, "
+            f"default {TRACE_PAGE_RECORDS})",
+            "after": "integer? (legacy: cursor - 1)",
+        },
+        result="{run_id, agent_id, intent, status, records, cursor, next_cursor} or "
+        "{run_id, not_found: true}",
     ),
     Method(
         "runs.list",
@@ -229,7 +319,9 @@ METHODS = (
         runs_subscribe,
         role="owner",
         needs="runs",
-        summary="Snapshot of a run, then runs.trace.event notifications for new records",
+        large_reply=True,
+        summary="Snapshot of a run (its first page), then runs.trace.event notifications for "
+        "new records",
         params={"run_id": "string"},
         result="trace snapshot (records, turns_so_far, cursor, status) with subscribed: true",
     ),
