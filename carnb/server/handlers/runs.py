@@ -220,8 +220,7 @@ def runs_subscribe(s: ClientSession, p: Params, svc: Services) -> Record:
     if snapshot["next_cursor"] is not None:  # a long run: the rest is read with get_trace
         last = store.get_trace(s, run_id, after=_PAST_THE_END, limit=1)["cursor"]
     subs.seen(run_id, s, last)
-    turns = [r for r in snapshot["records"] if r.get("record") == "turn"]
-    return {**snapshot, "turns_so_far": turns, "subscribed": True}
+    return {**snapshot, "subscribed": True}
 
 
 def runs_unsubscribe(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
@@ -323,7 +322,7 @@ METHODS = (
         summary="Snapshot of a run (its first page), then runs.trace.event notifications for "
         "new records",
         params={"run_id": "string"},
-        result="trace snapshot (records, turns_so_far, cursor, status) with subscribed: true",
+        result="trace snapshot with subscribed: true",
     ),
     Method(
         "runs.unsubscribe",
