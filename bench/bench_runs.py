@@ -227,7 +227,7 @@ async def _wire(quick: bool) -> list[Row]:
                 msg = json.loads(await host.recv())
                 if msg.get("method") == "runs.trace.event":
                     rec = msg["params"]["record"]
-                    if rec["kind"] == "turn":
+                    if rec["record"] == "turn":
                         delays.append((time.time() - parse_iso(rec["timestamp"])) * 1000)
 
         listener = asyncio.ensure_future(listen())

@@ -10,14 +10,17 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from carnb._version import __version__
+from carnb.errors import ContentRefused
 
 if TYPE_CHECKING:
     from carnb.runtime import Runtime
 
 __all__ = [
+    "ContentRefused",
     "__version__",
     "current",
     "load_ipython_extension",
+    "model",
     "tool",
     "unload_ipython_extension",
 ]
@@ -75,6 +78,47 @@ def tool(
             share=share,
             timeout=timeout,
         )
+        return f
+
+    return register(fn) if fn is not None else register
+
+
+@overload
+def model(fn: F, /) -> F: ...
+
+
+@overload
+def model(
+    *,
+    name: str | None = None,
+    default: bool = False,
+    timeout: float | None = None,
+    embed: Callable[..., Any] | None = None,
+) -> Callable[[F], F]: ...
+
+
+def model(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    default: bool = False,
+    timeout: float | None = None,
+    embed: Callable[..., Any] | None = None,
+) -> Any:
+    """Make a callable a model of this kernel's CAR server (``@carnb.model`` or
+    ``carnb.model(fn, name="gpt", timeout=60)``); ``infer`` from any client reaches it.
+
+    ``fn(request) -> reply`` (sync or ``async def``) receives the ``infer`` params (``messages``,
+    ``tools``, ``system``, ``model``, and ``context``: the memory context ``context_query``
+    rendered, also appended to the system prompt) and returns a string or ``{text, tool_calls:
+    [{id?, name, arguments}], usage?: {input_tokens, output_tokens}, stop_reason?}``. Raise
+    ``carnb.ContentRefused`` for a content refusal. It runs in a worker thread, bounded by
+    ``timeout`` seconds. The function itself is returned unchanged.
+    """
+
+    def register(f: F) -> F:
+        current().register_model(f, name=name, default=default, timeout=timeout, embed=embed)
         return f
 
     return register(fn) if fn is not None else register

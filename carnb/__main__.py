@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from carnb import __version__
 
@@ -63,6 +66,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="time limit of each browser.run step (default 10)",
     )
+    s.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[NAME=]MODULE:CALLABLE",
+        help="serve infer with this Python callable (fn(request) -> reply), imported from "
+        "MODULE; NAME defaults to the callable's name; the first one is the default model "
+        "(repeatable). Clients may also serve models with inference.register_runner",
+    )
+    s.add_argument(
+        "--model-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="time limit of one inference (default 120)",
+    )
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     c = sub.add_parser(
         "chromium",
@@ -86,6 +105,23 @@ def chromium(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_model(spec: str) -> tuple[str, Callable[..., Any]]:
+    """``[NAME=]module:callable`` -> ``(name, callable)``; ``ValueError`` saying what is wrong."""
+    name, _, target = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--model {spec!r}: expected [NAME=]MODULE:CALLABLE")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--model {spec!r}: {type(exc).__name__}: {exc}") from exc
+    if not callable(obj):
+        raise ValueError(f"--model {spec!r}: {attr} is not callable")
+    return name or attr.rsplit(".", 1)[-1], obj
+
+
 def serve(args: argparse.Namespace) -> int:
     from carnb.errors import CarnbError
     from carnb.runtime import Runtime, Settings, default_home
@@ -102,11 +138,17 @@ def serve(args: argparse.Namespace) -> int:
             allowed_origins=tuple(args.allow_origin),
             chromium=args.chromium,
             browser_timeout_ms=int(args.browser_timeout * 1000),
+            model_timeout=args.model_timeout,
             **({"store": args.store} if args.store is not None else {}),
         )
     except CarnbError as exc:
         print(f"carnb: {exc}", file=sys.stderr)
         return 2
+    try:
+        models = [load_model(spec) for spec in args.model]
+    except ValueError as exc:
+        print(f"carnb: {exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -121,6 +163,12 @@ def serve(args: argparse.Namespace) -> int:
         print(f"carnb: could not start the server: {exc}", file=sys.stderr)
         return 1
     try:
+        for name, fn in models:
+            try:
+                rt.register_model(fn, name=name)
+            except CarnbError as exc:
+                print(f"carnb: --model {name}: {exc}", file=sys.stderr)
+                return 1
         print(f"carnb serving on {rt.url}", flush=True)
         print(f"connection file: {rt.connection_file}", flush=True)
         logging.getLogger("carnb").info("store: %s", rt.store_display)

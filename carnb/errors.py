@@ -22,6 +22,7 @@ INTERNAL_ERROR = -32603
 AUTH_REQUIRED = -32001
 HANDSHAKE_REQUIRED = -32005
 VERSION_MISMATCH = -32006
+CONTENT_REFUSED = -32007
 CAPABILITY_UNSUPPORTED = -32008
 
 
@@ -109,6 +110,15 @@ class HostThreadError(CarnbError):
     """The host thread is not running or a call to it failed to complete."""
 
 
+class ContentRefused(CarnbError):
+    """A model (or what stands in front of it) declined the request's content: a policy
+    refusal, not a fault; the caller should not retry. Its message starts ``content refused:``."""
+
+    def __init__(self, detail: str = "", *, data: Any = None) -> None:
+        text = detail if detail.startswith("content refused") else f"content refused: {detail}"
+        super().__init__(text, data=data)
+
+
 class InternalError(CarnbError):
     """A handler failed in a way nobody planned for (a bug); the message names the method."""
 
@@ -126,6 +136,7 @@ RPC_CODES: Final[Mapping[type[CarnbError], int]] = MappingProxyType(
         HandshakeRequired: HANDSHAKE_REQUIRED,
         VersionMismatch: VERSION_MISMATCH,
         CapabilityUnsupported: CAPABILITY_UNSUPPORTED,
+        ContentRefused: CONTENT_REFUSED,
         AuthFailed: INTERNAL_ERROR,
         Forbidden: INTERNAL_ERROR,
         CarnbError: INTERNAL_ERROR,

@@ -38,8 +38,10 @@ from carnb.runs import RunStore
 from carnb.runs.access import NAME_PREFIX
 from carnb.server.dispatch import Dispatcher
 from carnb.server.handlers import build_table
+from carnb.server.handlers.inference import context_source
 from carnb.server.hostthread import HostThread
 from carnb.server.methods import MethodTable
+from carnb.server.models import PythonModel
 from carnb.server.offload import off_loop
 from carnb.server.services import Services
 from carnb.server.toolhub import LocalTool
@@ -81,6 +83,7 @@ class Settings:
     # Where runs (and, later, graphs) live: None/"sqlite" for files under home, or a
     # postgresql:// URL shared by a team's servers (default: $CARNB_STORE).
     store: str | None = field(default_factory=from_environment)
+    model_timeout: float = 120.0  # seconds one inference may take unless its model says otherwise
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both
@@ -183,6 +186,8 @@ class Runtime:
         services = Services(self.credentials, server_version=f"carnb {__version__}")
         services.tools.default_timeout = self.settings.tool_timeout
         self._closers.append(services.tools.close)
+        services.models.default_timeout = self.settings.model_timeout
+        self._closers.append(services.models.close)
         self._attach_engines(services)
         self.services = services
         table = build_table(services)
@@ -380,6 +385,82 @@ class Runtime:
             return fn(*args)
 
         return self.host.call(run(), timeout=30)
+
+    # -- notebook models -------------------------------------------------------------------
+    def register_model(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        default: bool = False,
+        timeout: float | None = None,
+        embed: Callable[..., Any] | None = None,
+    ) -> str:
+        """Make ``fn(request) -> reply`` (sync or ``async def``) a model of this server, so
+        ``infer`` reaches it (what ``carnb.model`` does). ``name`` defaults to the function's
+        name; the first model registered (or one with ``default=True``) answers requests that
+        name no model. ``embed(texts) -> vectors`` serves ``embed``. Each call runs in a worker
+        thread, bounded by ``timeout`` seconds (else ``Settings.model_timeout``). Registering
+        a name again replaces the model. Returns the name."""
+        if not callable(fn):
+            raise CarnbError(f"a model must be callable, got {type(fn).__name__}")
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise CarnbError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if embed is not None and not callable(embed):
+            raise CarnbError("embed must be callable (texts -> list of vectors)")
+        model_name = name or getattr(fn, "__name__", None) or "model"
+        if self.services is None:
+            raise CarnbError("the carnb runtime is not started")
+        backend = PythonModel(fn, self.services.models.pool, embed_fn=embed, timeout=timeout)
+        models = self.services.models
+        self._on_host(lambda: models.add(model_name, backend, default=default))
+        return model_name
+
+    def unregister_model(self, name: str) -> bool:
+        """Remove a model; ``False`` if there was none of that name."""
+        if self.services is None:
+            raise CarnbError("the carnb runtime is not started")
+        removed: bool = self._on_host(self.services.models.remove, name)
+        return removed
+
+    def models(self) -> dict[str, Any]:
+        """``{default, models: [{name, kind, default, embed, timeout_s}]}``."""
+        described: dict[str, Any] = self.call("models.list")
+        return described
+
+    def set_default_model(self, name: str) -> None:
+        self.call("models.set_default", {"name": name})
+
+    def infer(self, params: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        """``infer`` as the notebook's session, also returning the request the model was given
+        (``{"reply": ..., "request": ...}``: its ``context`` is what ``context_query`` added)."""
+        services, session = self.services, self.session
+        if services is None or session is None:
+            raise CarnbError("the carnb runtime is not started")
+
+        async def run() -> dict[str, Any]:
+            reply, request = await services.models.infer(params, context_source(services, session))
+            return {"reply": reply, "request": request}
+
+        result: dict[str, Any] = self.host.call(run(), timeout=timeout)
+        return result
+
+    def chat(
+        self, agent_id: str, prompt: str, *, timeout: float = 300, **extra: Any
+    ) -> list[dict[str, Any]]:
+        """``agents.chat`` as the notebook's session: send ``prompt`` to the attached agent and
+        return its events (``{kind, delta, ...}``) once it says ``done`` or ``error``."""
+        services, dispatcher, session = self.services, self.dispatcher, self.session
+        if services is None or dispatcher is None or session is None:
+            raise CarnbError("the carnb runtime is not started")
+
+        async def run() -> list[dict[str, Any]]:
+            params = {"agent_id": agent_id, "prompt": prompt, **extra}
+            ack = await dispatcher.invoke(session, "agents.chat", params)
+            return await services.chats.wait(ack["session_id"], timeout)
+
+        events: list[dict[str, Any]] = self.host.call(run(), timeout=timeout + 5)
+        return events
 
     # -- agents ----------------------------------------------------------------------------
     def register_agent(self, name: str) -> str:

@@ -114,3 +114,39 @@ def test_an_unreachable_store_is_a_clear_error(tmp_path) -> None:
     assert proc.returncode == 1
     assert "cannot be reached" in proc.stderr and "--store" in proc.stderr
     assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("justaname", "expected [NAME=]MODULE:CALLABLE"),
+        ("no_such_module_xyz:fn", "ModuleNotFoundError"),
+        ("tests.compat.loopmodels:nothing", "AttributeError"),
+        ("tests.compat.loopmodels:STEPS", "STEPS is not callable"),
+    ],
+)
+def test_a_bad_model_spec_is_a_clear_error(tmp_path, spec, message) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "carnb", "serve", "--home", str(tmp_path), "--model", spec],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_model_names_and_the_default(serve_process) -> None:
+    p = serve_process(
+        "--model", "first=tests.compat.loopmodels:echo", "--model", "tests.compat.loopmodels:adder"
+    )
+    c = Client(p.url)
+    try:
+        c.call("session.auth", {"token": p.info["token"]})
+        listed = c.call("models.list")
+        assert listed["default"] == "first"
+        assert [m["name"] for m in listed["models"]] == ["first", "adder"]
+        assert c.call("infer", {"model": "adder", "messages": []})["tool_calls"][0]["name"] == "add"
+    finally:
+        c.close()

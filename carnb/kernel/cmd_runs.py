@@ -104,7 +104,9 @@ class TraceResult(Raw):
     def turns(self) -> list[dict[str, Any]]:
         """The turn objects, in order."""
         return [
-            r.get("turn") or {} for r in self.trace.get("records") or [] if r.get("kind") == "turn"
+            r.get("turn") or {}
+            for r in self.trace.get("records") or []
+            if r.get("record") == "turn"
         ]
 
     def to_dataframe(self) -> Any:

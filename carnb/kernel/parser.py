@@ -15,7 +15,7 @@ import re
 import shlex
 from typing import Any, NoReturn
 
-from carnb.kernel import cmd_browser, cmd_core, cmd_memory, cmd_runs
+from carnb.kernel import cmd_browser, cmd_core, cmd_memory, cmd_model, cmd_runs
 
 
 class ArgError(Exception):
@@ -111,7 +111,8 @@ Drive carnb, the CAR session host running in this kernel, as the notebook's own 
 
 ROOT_EPILOG = """\
 `%car COMMAND --help` explains each command; Tab completes commands, actions, flags and ids.
-Cell forms: `%%car run INTENT` brackets a cell in a run, `%%car browser` runs a JSON script.
+Cell forms: `%%car run INTENT` brackets a cell in a run, `%%car browser` runs a JSON script,
+`%%car infer` sends the cell to a model.
 Options: `%config CarMagics` (port, auth, allowed_origins, chromium, home, switch_interval;
 they apply when the runtime starts: %reload_ext carnb).
 """
@@ -194,6 +195,7 @@ def build_parser() -> Parser:
     _memory(cmd)
     _run(cmd)
     _browser(cmd)
+    _model(cmd)
     return root
 
 
@@ -363,11 +365,28 @@ def _browser(cmd: Any) -> None:
     cl.set_defaults(func=cmd_browser.close)
 
 
+def _model(cmd: Any) -> None:
+    p = cmd.add_parser(
+        "model",
+        help="the models infer reaches (carnb.model, runner clients)",
+        description="The models of this kernel's server. Register one with carnb.model(fn); "
+        "try one with the cell magic `%%car infer [--model M] [--context QUERY]`.",
+    )
+    sub = _subs(p, "action", "ACTION")
+    ml = sub.add_parser("list", help="the registered models and the default")
+    ml.set_defaults(func=cmd_model.list_models)
+    md = sub.add_parser("default", help="make NAME the model infer uses when none is named")
+    md.add_argument("name", metavar="NAME")
+    md.set_defaults(func=cmd_model.default)
+
+
 CELL_DESCRIPTION = """\
 Cell forms of %car:
   %%car run INTENT      run the cell as one recorded turn of a new run; the run completes
                         with success (or failure if the cell raises, which still raises)
   %%car browser         the cell is a browser script: JSON {"operations": [{"op": ...}, ...]}
+  %%car infer           the cell is a prompt for a model of this server (--model M, --context
+                        QUERY injects the notebook's memory for QUERY and shows it)
 """
 
 
@@ -387,4 +406,11 @@ def build_cell_parser() -> Parser:
     b.add_argument("--width", type=int, default=None, help="viewport width")
     b.add_argument("--height", type=int, default=None, help="viewport height")
     b.set_defaults(func=cmd_browser.script)
+    i = cmd.add_parser("infer", help="send the cell as a prompt to a model of this server")
+    i.add_argument("--model", default=None, metavar="M", help="model name (default: the default)")
+    i.add_argument(
+        "--context", default=None, metavar="QUERY", help="inject the memory context of QUERY"
+    )
+    i.add_argument("--system", default=None, metavar="TEXT", help="a system prompt")
+    i.set_defaults(func=cmd_model.infer)
     return root

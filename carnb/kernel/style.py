@@ -81,6 +81,7 @@ STYLESHEET = (
         f"{_DARK} .carnb-kind-{kind},{_DARK} .carnb-trace-{kind}{{color:{dark}}}"
         for kind, light, dark in (
             ("started", "#1b7a3a", "#6fd08c"),
+            ("model_turn", "#6a3fa0", "#c9a8f2"),
             ("turn", "#1f5fa8", "#8ab8f0"),
             ("ended", "#9a3d12", "#f0a070"),
         )

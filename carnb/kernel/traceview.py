@@ -3,11 +3,13 @@
 A trace is what ``runs.get_trace`` returns. Each record becomes one timeline entry: its index,
 the time since the run started, how long it took since the previous record, and a one-line
 summary; a turn (a notebook cell, a tool call or a model turn) expands to its full source,
-parameters, output and error, never squashed onto one line. :class:`TraceDoc` renders a trace
-once (``%car run trace``); :class:`LiveTrace` (``%car run trace --live``) is an ipywidgets view
-that appends entries as the run store commits records, from any writer (the notebook or an
-outside agent). Only the host thread writes its widgets: the runtime forwards store records to
-the host loop (``Runtime.watch_runs``) and the view schedules a throttled update there.
+parameters, output and error, never squashed onto one line; a ``model_turn`` record (an agent
+loop's inference) shows the model, its text, the tool calls it asked for, tokens and duration.
+:class:`TraceDoc` renders a trace once (``%car run trace``); :class:`LiveTrace` (``%car run trace
+--live``) is an ipywidgets view that appends entries as the run store commits records, from
+any writer (the notebook or an outside agent). Only the host thread writes its widgets: the
+runtime forwards store records to the host loop (``Runtime.watch_runs``) and the view schedules
+a throttled update there.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class Entry:
     def __init__(self, record: Mapping[str, Any], t0: float | None, prev: float | None) -> None:
         self.record = record
         self.index = record.get("index")
-        self.kind = str(record.get("kind", "?"))
+        self.kind = str(record.get("record", "?"))
         t = _ts(record)
         self.offset = None if t is None or t0 is None else t - t0
         self.took = None if t is None or prev is None else t - prev
@@ -125,6 +127,8 @@ class Entry:
             }
             if extra:
                 self.details.append(("more", _text(extra)))
+        elif self.kind == "model_turn":
+            self.label, self.summary = _model_turn(record, self.details)
         elif self.kind == "started":
             self.label = ""
             self.summary = _one_line(record.get("intent"))
@@ -181,6 +185,32 @@ class Entry:
             for name, text in self.details
         )
         return f'<details class="carnb-trace-entry"><summary>{head}</summary>{body}</details>'
+
+
+def _model_turn(record: Mapping[str, Any], details: list[tuple[str, str]]) -> tuple[str, str]:
+    """Label and summary of a ``model_turn`` record (text, tool calls, tokens, duration);
+    fills ``details`` with the full text and each requested call."""
+    model = record.get("model_id")
+    label = f"model {_one_line(model, 40)}" if model else "model"
+    calls = [c for c in record.get("requested_tool_calls") or [] if isinstance(c, Mapping)]
+    text = record.get("assistant_text") or ""
+    parts = [_one_line(text, 50)] if text else []
+    if calls:
+        parts.append("→ " + ", ".join(_one_line(c.get("name", "?"), 30) for c in calls))
+    usage = record.get("token_usage")
+    if isinstance(usage, Mapping):
+        tin, tout = usage.get("input_tokens"), usage.get("output_tokens")
+        if tin is not None or tout is not None:
+            parts.append(f"[{tin or 0} in / {tout or 0} out tokens]")
+    if isinstance(record.get("duration_ms"), int | float):
+        parts.append(f"{record['duration_ms']:.0f} ms")
+    if text:
+        details.append(("text", text))
+    for call in calls:
+        details.append((f"calls {call.get('name', '?')}", _text(call.get("arguments"))))
+    if record.get("turn_index") is not None:
+        details.append(("turn", str(record["turn_index"])))
+    return label, "  ".join(parts) or "(no text, no tool calls)"
 
 
 def _offset(value: float | None) -> str:
@@ -371,7 +401,7 @@ class LiveTrace:
         self.updates += 1
         ordered = [self.records[i] for i in sorted(self.records)]
         for r in ordered:
-            if r.get("kind") == "ended":
+            if r.get("record") == "ended":
                 self.trace["status"] = r.get("status", self.trace.get("status"))
         shown = entries(ordered)
         new = [w.HTML(e.html()) for e in shown[len(self._shown) :]]

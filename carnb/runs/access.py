@@ -18,10 +18,12 @@ nothing and learns nothing: callers answer them exactly as for an unknown run id
 
 :func:`resolve_owner` decides the owner of a new run (``runs.start``):
 
-1. ``agent_id`` given: the host may start a run for any agent; a bound agent only for itself;
-   an unbound session may only name a ``name:<slug>`` owner (what a previous ``runs.start``
-   returned to it). Anything else is refused (:class:`~carnb.errors.Forbidden`), not silently
-   replaced by the binding, so a client never records under an owner it did not expect.
+1. ``agent_id`` given: the host may start a run for any agent; a bound agent only for itself
+   (another id is refused with :class:`~carnb.errors.Forbidden`, not silently replaced by the
+   binding, so a client never records under an owner it did not expect). An unbound session
+   has no identity to check the claim against, so its ``agent_id`` is taken as a name: the
+   owner is ``name:<slug(agent_id)>`` (what the official agent loop sends when it runs without
+   ``CAR_AGENT_ID``), never the registered agent of that id.
 2. else the bound agent, if any (``agent_name`` is then only a label and is ignored);
 3. else ``name:<slug(agent_name)>``;
 4. else :class:`~carnb.errors.InvalidParams` (``agent_name is required ...``).
@@ -113,6 +115,8 @@ def resolve_owner(caller: Caller, agent_id: object = None, agent_name: object = 
                 return owner
         elif caller.is_host or agent_id == caller.agent_id:
             return agent_id
+        elif caller.agent_id is None:
+            return name_owner(agent_id, "agent_id")
         bound = (
             f"the bound agent is {caller.agent_id!r}" if caller.agent_id else "no agent is bound"
         )

@@ -3,13 +3,18 @@
 A run's trace is a list of records with a contiguous ``index`` (0, 1, 2, ...), which is also
 the run's ``cursor`` after that record:
 
-* ``{index: 0, kind: "started", timestamp, intent, agent_id}``
-* ``{index, kind: "turn", timestamp, turn: {...}}``: the turn object exactly as the caller sent it
-  (``prompt``, ``tool``, ``parameters``, ``output``, anything else), so its own keys never
+* ``{index: 0, record: "started", timestamp, intent, agent_id}``
+* ``{index, record: "model_turn", timestamp, turn_index, assistant_text, requested_tool_calls,
+  model_id, token_usage, duration_ms}``: one model inference of an agent loop
+  (``runs.record_model_turn``).
+* ``{index, record: "turn", timestamp, turn: {...}}``: the turn object exactly as the caller sent
+  it (``prompt``, ``tool``, ``parameters``, ``output``, anything else), so its own keys never
   collide with the record's.
-* ``{index, kind: "ended", timestamp, status, outcome?, reason?}``: ``status`` is the run's
+* ``{index, record: "ended", timestamp, status, outcome?, reason?}``: ``status`` is the run's
   terminal status; ``completed`` carries the ``outcome`` as given, ``cancelled`` and
   ``incomplete`` carry a ``reason``.
+
+The tag is ``record``, as the real daemon's ``RunRecord``.
 
 Timestamps are ISO 8601 UTC strings with microseconds (``2025-01-02T03:04:05.678901Z``).
 Validation errors are :class:`~carnb.errors.InvalidParams` naming the field and the fix.
@@ -32,8 +37,10 @@ STATUSES: Final = (IN_PROGRESS, COMPLETED, CANCELLED, INCOMPLETE)
 TERMINAL: Final = frozenset({COMPLETED, CANCELLED, INCOMPLETE})
 
 STARTED: Final = "started"
+MODEL_TURN: Final = "model_turn"
 TURN: Final = "turn"
 ENDED: Final = "ended"
+TAG: Final = "record"  # the key that says which kind of record it is
 
 MAX_BATCH: Final = 256
 MAX_TURN_BYTES: Final = 256 * 1024  # one turn, as compact UTF-8 JSON
@@ -162,7 +169,56 @@ def ended_body(
 
 
 def make_record(index: int, kind: str, ts: float, body: dict[str, Any]) -> dict[str, Any]:
-    """The public record: ``{index, kind, timestamp, ...body}``."""
-    rec: dict[str, Any] = {"index": index, "kind": kind, "timestamp": iso(ts)}
+    """The public record: ``{index, record: kind, timestamp, ...body}``."""
+    rec: dict[str, Any] = {"index": index, TAG: kind, "timestamp": iso(ts)}
     rec.update(body)
     return rec
+
+
+MODEL_TURN_FIELDS: Final = (
+    "turn_index",
+    "assistant_text",
+    "requested_tool_calls",
+    "model_id",
+    "token_usage",
+    "duration_ms",
+)
+
+
+def model_turn_body(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate a ``runs.record_model_turn`` call; the record body (the fields above only)."""
+    body: dict[str, Any] = {}
+    index = params.get("turn_index")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+        raise InvalidParams("turn_index must be an integer >= 0")
+    body["turn_index"] = index
+    text = params.get("assistant_text", "")
+    if not isinstance(text, str):
+        raise InvalidParams("assistant_text must be a string")
+    body["assistant_text"] = text
+    calls = params.get("requested_tool_calls", [])
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise InvalidParams("requested_tool_calls must be an array of {id?, name, arguments}")
+    body["requested_tool_calls"] = calls
+    model = params.get("model_id")
+    if model is not None and not isinstance(model, str):
+        raise InvalidParams("model_id must be a string")
+    body["model_id"] = model
+    usage = params.get("token_usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise InvalidParams("token_usage must be an object like {input_tokens, output_tokens}")
+    body["token_usage"] = usage
+    duration = params.get("duration_ms")
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0
+    ):
+        raise InvalidParams("duration_ms must be a number >= 0")
+    body["duration_ms"] = duration
+    size = len(_encode(body, "model turn").encode("utf-8"))
+    if size > MAX_TURN_BYTES:
+        raise InvalidParams(
+            f"the model turn is {size} bytes of JSON; the limit is {MAX_TURN_BYTES}: "
+            "truncate assistant_text (nothing was recorded)",
+            data={"bytes": size, "max": MAX_TURN_BYTES},
+        )
+    return body

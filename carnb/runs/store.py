@@ -207,6 +207,28 @@ class RunStore:
                     events.append(_event(rid, row["agent_id"], record, rec.IN_PROGRESS))
             return {"run_id": rid, "base_index": base, "count": len(texts), "ok": True}
 
+    def record_model_turn(
+        self, caller: Any, run_id: object, turn: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``runs.record_model_turn``: append one ``model_turn`` record (owner only).
+
+        ``turn`` holds the call's fields (:func:`carnb.runs.records.model_turn_body`). Not the
+        owner, unknown or ended: the same ``{ok: False, dropped}`` as :meth:`record_turns`."""
+        c = access.as_caller(caller)
+        rid = rec.check_run_id(run_id)
+        body = rec.model_turn_body(turn)
+        with self._lock, self._tx() as (conn, events):
+            row = self._authorized_row(conn, c, rid, access.RECORD_TURNS)
+            if row is None:
+                return _dropped(rid, "run_not_found")
+            if row["status"] in rec.TERMINAL:
+                return _dropped(rid, "run_terminal") | {"status": row["status"]}
+            index, now = row["next_index"], time.time()
+            db.append(conn, rid, index, rec.MODEL_TURN, now, [rec.dumps(body)])
+            record = rec.make_record(index, rec.MODEL_TURN, now, body)
+            events.append(_event(rid, row["agent_id"], record, rec.IN_PROGRESS))
+            return {"run_id": rid, "ok": True, "index": index, "turn_index": body["turn_index"]}
+
     def complete(self, caller: Any, run_id: object, outcome: object) -> dict[str, Any]:
         """``runs.complete``: the owner records the outcome; run status becomes ``completed``.
 

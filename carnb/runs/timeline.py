@@ -72,11 +72,18 @@ def turn_summary(turn: Any, width: int = 60) -> str:
 
 
 def record_summary(record: Mapping[str, Any], width: int = 60) -> str:
-    kind = record.get("kind")
+    kind = record.get("record")
     if kind == "started":
         return f'intent "{shorten(record.get("intent", ""), width)}"'
     if kind == "turn":
         return turn_summary(record.get("turn"), width)
+    if kind == "model_turn":
+        calls = record.get("requested_tool_calls") or []
+        names = [str(c.get("name", "?")) for c in calls if isinstance(c, Mapping)]
+        text = f"model {record.get('model_id') or '?'}"
+        if record.get("assistant_text"):
+            text += f' "{shorten(record["assistant_text"], width)}"'
+        return text + (" → " + ", ".join(names) if names else "")
     if kind == "ended":
         status = str(record.get("status", "?"))
         outcome = record.get("outcome")
@@ -96,7 +103,12 @@ def rows(trace: Mapping[str, Any], width: int = 60) -> list[tuple[str, str, str,
     records = [r for r in trace.get("records") or [] if isinstance(r, Mapping)]
     t0 = _ts(records[0]) if records else None
     return [
-        (str(r.get("index", "?")), str(r.get("kind", "?")), offset(r, t0), record_summary(r, width))
+        (
+            str(r.get("index", "?")),
+            str(r.get("record", "?")),
+            offset(r, t0),
+            record_summary(r, width),
+        )
         for r in records
     ]
 

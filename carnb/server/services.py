@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
+from carnb.server.chat import ChatRelay
 from carnb.server.events import (
     AGENT_ATTACHED,
     AGENT_DETACHED,
@@ -21,6 +22,7 @@ from carnb.server.events import (
     SESSION_DETACHED,
     HostEvents,
 )
+from carnb.server.models import ModelHub
 from carnb.server.ports import BrowserPool, Graph, MemoryProvider, RunLog
 from carnb.server.subscriptions import RunSubscriptions
 from carnb.server.toolhub import ToolHub
@@ -41,13 +43,15 @@ class Services:
     browsers: BrowserPool | None = None
     run_subscriptions: RunSubscriptions = field(default_factory=RunSubscriptions)
     tools: ToolHub = field(default_factory=ToolHub)  # tools and policies of every session
+    models: ModelHub = field(default_factory=ModelHub)  # the models infer and embed reach
+    chats: ChatRelay = field(default_factory=ChatRelay)  # agents.chat turns being relayed
     sessions: SessionHub = field(init=False)
 
     def __post_init__(self) -> None:
         self.sessions = SessionHub(self)
 
     def capabilities(self) -> frozenset[str]:
-        caps = {"state", "host", "agents", "tools", "proposals"}
+        caps = {"state", "host", "agents", "tools", "proposals", "inference"}
         if self.memory is not None:
             caps.add("memory")
         if self.runs is not None:

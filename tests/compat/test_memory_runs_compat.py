@@ -87,7 +87,7 @@ def test_run_calls(served, alice, car_client) -> None:
     assert done["ok"] is True
     trace = json.loads(alice.runs_get_trace(json.dumps({"run_id": rid})))
     assert trace["status"] == "completed"
-    assert [r["kind"] for r in trace["records"]] == ["started", "turn", "ended"]
+    assert [r["record"] for r in trace["records"]] == ["started", "turn", "ended"]
     listed = json.loads(alice.runs_list(json.dumps({"agent_id": "alice"})))
     assert listed["runs"][0]["run_id"] == rid
     host = car_client(CAR_DAEMON_URL=served.url, CAR_AUTH_TOKEN=served.info["token"])

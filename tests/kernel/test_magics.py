@@ -216,7 +216,7 @@ def test_cells_become_turns_while_a_run_is_open(loaded: Any) -> None:
     assert turns[2]["error"] == "ZeroDivisionError: division by zero"
     assert trace.trace["status"] == "completed"
     ended = trace.trace["records"][-1]
-    assert ended["kind"] == "ended" and ended["outcome"] == {
+    assert ended["record"] == "ended" and ended["outcome"] == {
         "status": "success",
         "summary": "all tidy",
     }

@@ -194,6 +194,40 @@ def test_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     no_tokens_anywhere(nb)
 
 
+def test_agent_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb, client = execute("06-agent-loop.ipynb", tmp_path, monkeypatch)
+    assert "stand-in  python  ✓" in out(nb, "import json, time")
+    tried = out(nb, "%%car infer --context scratch")
+    assert "Adding 2." in tried and '{"a": 0, "b": 2}' in tried
+    assert "context injected" in tried and "never delete the scratch folder" in tried
+    waited = cell_index(nb, "out, err = agent.communicate")
+    assert "success - The total is 9." in text(nb.cells[waited])
+    # watched live: while that cell waited, the live trace grew and the panel showed the agent
+    stored = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    state = {k: v["state"] for k, v in stored.items()}
+    live_box = next(
+        m for m in state.values() if "carnb-live-trace" in (m.get("_dom_classes") or [])
+    )
+    title, timeline = (state[c.removeprefix("IPY_MODEL_")] for c in live_box["children"])
+    entries = [str(state[c.removeprefix("IPY_MODEL_")]["value"]) for c in timeline["children"]]
+    assert "completed" in str(title["value"]) and len(entries) == 1 + 2 * 5 + 1
+    assert sum("model stand-in" in e for e in entries) == 5
+    grown = {
+        len(s["children"])
+        for i, _, s in client.updates
+        if i == waited and isinstance(s.get("children"), list)
+    }
+    assert len(grown) >= 2  # the timeline was updated more than once while the cell ran
+    panels = [s["value"] for i, _, s in client.updates if i == waited and "value" in s]
+    assert any("<td>janitor</td>" in v for v in panels)
+    trace = out(nb, "%car run trace {run_id}")
+    assert "agent janitor · completed" in trace and trace.count("model_turn") == 5
+    turns = text(nb.cells[-1]).splitlines()
+    assert [t.split()[0] for t in turns] == ["add", "add", "add", "rm", "finish"]
+    assert "rejected   denied by policy 'never-rm'" in turns[3]
+    no_tokens_anywhere(nb)
+
+
 @pytest.mark.browser
 @needs_chromium
 def test_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,5 +247,11 @@ def test_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_notebook_is_executed_here() -> None:
-    tested = {"01-quickstart.ipynb", "02-memory.ipynb", "03-runs.ipynb", "04-browser.ipynb"}
+    tested = {
+        "01-quickstart.ipynb",
+        "02-memory.ipynb",
+        "03-runs.ipynb",
+        "04-browser.ipynb",
+        "06-agent-loop.ipynb",
+    }
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested

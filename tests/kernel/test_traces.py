@@ -87,7 +87,7 @@ def test_live_trace_grows_while_an_outside_agent_records(loaded: Any) -> None:
         wait_for(lambda: "completed" in live.title.value)
         assert live._unwatch is None  # an ended run: the view stopped watching the store
         assert len(live.timeline.children) == 5
-        assert [r["kind"] for r in live.records.values()] == [
+        assert [r["record"] for r in live.records.values()] == [
             "started",
             "turn",
             "turn",
@@ -165,7 +165,7 @@ def test_live_trace_widget_updates_in_a_real_kernel_while_idle(kernel: Any) -> N
     finally:
         agent.close()
     kernel.ok("live.flush()")
-    assert kernel.value("[r['kind'] for r in live.records.values()]") == [
+    assert kernel.value("[r['record'] for r in live.records.values()]") == [
         "started",
         "turn",
         "ended",

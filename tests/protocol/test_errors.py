@@ -19,6 +19,7 @@ EXPECTED = [
     (errors.AuthRequired, -32001),
     (errors.HandshakeRequired, -32005),
     (errors.VersionMismatch, -32006),
+    (errors.ContentRefused, -32007),
     (errors.CapabilityUnsupported, -32008),
     # docs/protocol.md: failed auth and forbidden calls are handler failures (-32603)
     (errors.AuthFailed, -32603),

@@ -149,7 +149,7 @@ def test_disk_full_gives_clear_errors_loses_nothing_and_recovers(tmp_path) -> No
             c = agent(srv)
             assert persisted_ids(c, home, "check2.json") == set(acked) | {"after"}
             trace = c.call("runs.get_trace", {"run_id": rid})
-            prompts = [r["turn"]["prompt"] for r in trace["records"] if r["kind"] == "turn"]
+            prompts = [r["turn"]["prompt"] for r in trace["records"] if r["record"] == "turn"]
             assert prompts[-1] == "after", prompts
             c.close()
             add("disk: facts checked after disk full", len(acked) + 1)

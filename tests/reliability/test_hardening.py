@@ -257,7 +257,7 @@ def test_the_host_cannot_forge_turns_and_register_returns_no_live_token(
             await host.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
         trace = await host.call("runs.get_trace", {"run_id": rid})  # reading is still allowed
         assert trace["status"] == "in_progress"
-        assert [r["kind"] for r in trace["records"]] == ["started"]
+        assert [r["record"] for r in trace["records"]] == ["started"]
         # registering an existing agent does not hand out its token
         reply = await host.request("agents.register", {"name": "alice"})
         assert "error" in reply and srv.agent_token("alice") not in json.dumps(reply), reply

@@ -165,10 +165,10 @@ async def verify(srv: ServerProc, acked: Acked, home: Path) -> tuple[int, int]:
             trace = await c.call("runs.get_trace", {"run_id": rid}, timeout=30)
             assert not trace.get("not_found"), f"acknowledged run {rid} lost"
             by_index = {r["index"]: r for r in trace["records"]}
-            assert by_index[0]["kind"] == "started"
+            assert by_index[0]["record"] == "started"
             for index, prompt in turns.items():
                 rec = by_index.get(index)
-                assert rec is not None and rec["kind"] == "turn", f"{rid}: turn {index} lost"
+                assert rec is not None and rec["record"] == "turn", f"{rid}: turn {index} lost"
                 assert rec["turn"]["prompt"] == prompt, f"{rid}: turn {index} changed"
                 turns_checked += 1
             if rid in acked.completed:

@@ -176,13 +176,16 @@ def _run_hidden(reply: dict[str, Any]) -> bool:
 # method -> (params given a World, check of a refused reply, check that the owner/host succeeds)
 HOST_ONLY: dict[str, dict[str, Any]] = {
     "agents.register": {"name": "mallory"},
+    "agents.chat": {"agent_id": "alice", "prompt": "do evil"},
     "host.events": {"limit": 5},
     "host.subscribe": {},
     "host.unsubscribe": {},
+    "models.set_default": {"name": "mallory-model"},
 }
 OWNER_ONLY = {
     "runs.record_turns": lambda w: {"run_id": w.run_id, "turns": [{"prompt": "evil"}]},
     "runs.complete": lambda w: {"run_id": w.run_id, "outcome": {"status": "success"}},
+    "runs.record_model_turn": lambda w: {"run_id": w.run_id, "assistant_text": "evil"},
     "runs.cancel": lambda w: {"run_id": w.run_id, "reason": "evil"},
     "runs.get_trace": lambda w: {"run_id": w.run_id},
     "runs.list": lambda w: {"agent_id": "alice"},
@@ -238,6 +241,11 @@ def test_host_only_and_owner_only_rules_hold_for_every_method(srv: Any) -> None:
         assert w.host.call("host.unsubscribe")["subscribed"] is False
         assert w.host.call("runs.subscribe", {"run_id": w.run_id})["subscribed"] is True
         assert w.host.call("agents.register", {"name": "carol"})["agent_id"] == "carol"
+        assert (
+            "unknown model"
+            in w.host.request("models.set_default", {"name": "m"})["error"]["message"]
+        )  # allowed, and answered on its merits
+        assert w.alice.call("runs.record_model_turn", {"run_id": w.run_id})["ok"] is True
         assert w.host.call("runs.cancel", {"run_id": w.run_id, "reason": "host may"})["ok"] is True
         assert w.alice.call("runs.get_trace", {"run_id": w.run_id})["status"] == "cancelled"
         with pytest.raises(RpcFailed):

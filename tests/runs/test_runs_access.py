@@ -80,7 +80,7 @@ def test_read_write_and_end_follow_the_table(
     if role == "none":
         assert trace == {"run_id": run_id, "not_found": True}
     else:
-        assert trace["status"] == "in_progress" and trace["records"][0]["kind"] == "started"
+        assert trace["status"] == "in_progress" and trace["records"][0]["record"] == "started"
     if role == "owner":
         assert written == {"run_id": run_id, "base_index": 1, "count": 2, "ok": True}
     else:  # the host reads but does not write someone else's turns

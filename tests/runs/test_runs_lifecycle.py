@@ -42,7 +42,7 @@ def test_whole_lifecycle_produces_a_contiguous_readable_trace(store: RunStore) -
     assert trace["intent"] == "book a flight"
     recs = trace["records"]
     assert [r["index"] for r in recs] == list(range(7))
-    assert [r["kind"] for r in recs] == ["started"] + ["turn"] * 5 + ["ended"]
+    assert [r["record"] for r in recs] == ["started"] + ["turn"] * 5 + ["ended"]
     assert trace["cursor"] == 6
     assert recs[0]["intent"] == "book a flight" and recs[0]["agent_id"] == "agent-a"
     assert [r["turn"] for r in recs[1:6]] == turns(5)  # the turns exactly as sent
@@ -130,7 +130,7 @@ def test_complete_then_cancel_first_terminal_wins(store: RunStore) -> None:
     assert store.end_incomplete(run_id) is False
     trace = store.get_trace(AGENT_A, run_id)
     assert trace["status"] == "completed"
-    assert [r["kind"] for r in trace["records"]] == ["started", "ended"]
+    assert [r["record"] for r in trace["records"]] == ["started", "ended"]
     assert trace["records"][-1]["outcome"] == {"status": "success"}
 
 
@@ -152,7 +152,7 @@ def test_cancel_then_complete_first_terminal_wins(store: RunStore) -> None:
     assert trace["status"] == "cancelled"
     assert trace["records"][-1] == {
         **trace["records"][-1],
-        "kind": "ended",
+        "record": "ended",
         "index": 2,
         "status": "cancelled",
         "reason": "user pressed stop",
@@ -225,13 +225,22 @@ def test_unbound_session_owns_a_slugged_name(store: RunStore) -> None:
     assert again["agent_id"] == "name:my-agent-1"
 
 
+def test_unbound_agent_id_is_a_name_never_the_registered_agent(store: RunStore) -> None:
+    # What the official agent loop sends without CAR_AGENT_ID: the claim becomes a name: owner
+    started = store.start(UNBOUND, intent="x", agent_id="agent-a", agent_name="agent-a")
+    assert started["agent_id"] == "name:agent-a"
+    # ... which agent-a itself does not own, and the session that started it does
+    assert store.record_turns(AGENT_A, started["run_id"], turns(1))["ok"] is False
+    assert store.record_turns(UNBOUND, started["run_id"], turns(1))["ok"] is True
+    assert store.list_runs(AGENT_A, "agent-a")["runs"] == []
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
         ({}, InvalidParams, "invalid params: agent_name is required when no agent is bound"),
         ({"agent_name": "!!!"}, InvalidParams, "agent_name must contain at least one letter"),
         ({"agent_name": 5}, InvalidParams, "agent_name must be a string"),
-        ({"agent_id": "agent-a"}, Forbidden, "not this session's agent (no agent is bound)"),
         ({"agent_id": ""}, InvalidParams, "agent_id must be a non-empty string"),
     ],
 )

@@ -37,7 +37,7 @@ def test_listener_sees_every_record_in_order_with_contiguous_cursors(store: RunS
     assert [e["status"] for e in mine] == ["in_progress"] * 6 + ["completed"]
     assert set(mine[0]) == {"run_id", "agent_id", "record", "cursor", "status"}
     theirs = [e for e in events if e["run_id"] == other]
-    assert [(e["cursor"], e["record"]["kind"], e["status"]) for e in theirs] == [
+    assert [(e["cursor"], e["record"]["record"], e["status"]) for e in theirs] == [
         (0, "started", "in_progress"),
         (1, "ended", "incomplete"),
     ]

@@ -66,7 +66,7 @@ def test_random_operations_match_the_model(tmp_path: Path, sequence: list) -> No
             trace = store.get_trace(HOST, run_id)
             assert trace["status"] == status
             assert [r["index"] for r in trace["records"]] == list(range(count))
-            kinds = [r["kind"] for r in trace["records"]]
+            kinds = [r["record"] for r in trace["records"]]
             assert kinds[0] == "started" and "started" not in kinds[1:]
             assert kinds.count("ended") == (status != "in_progress")
             assert status == "in_progress" or kinds[-1] == "ended"

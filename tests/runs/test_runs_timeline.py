@@ -103,3 +103,21 @@ def test_shorten_is_one_line_within_width() -> None:
     assert shorten("a\n\n b\tc") == "a b c"
     assert shorten("y" * 100, 10) == "y" * 9 + "…"
     assert shorten({"k": [1, 2]}) == '{"k":[1,2]}'
+
+
+def test_a_model_turn_reads_as_the_model_its_text_and_the_calls_it_asked_for(
+    store: RunStore,
+) -> None:
+    run_id = store.start(AGENT_A, intent="loop")["run_id"]
+    store.record_model_turn(
+        AGENT_A,
+        run_id,
+        {
+            "turn_index": 1,
+            "assistant_text": "adding",
+            "requested_tool_calls": [{"name": "add", "arguments": {}}, {"name": "log"}],
+            "model_id": "m1",
+        },
+    )
+    line = render_text(store.get_trace(AGENT_A, run_id)).splitlines()[2]
+    assert line.split("model_turn", 1)[1].strip() == 'model m1 "adding" → add, log'

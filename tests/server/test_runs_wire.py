@@ -43,7 +43,7 @@ def test_whole_lifecycle(runtime, alice) -> None:
     ) == {"run_id": rid, "ok": True}
     trace = alice.call("runs.get_trace", {"run_id": rid})
     assert trace["status"] == "completed" and trace["agent_id"] == "alice"
-    assert [r["kind"] for r in trace["records"]] == ["started", "turn", "turn", "turn", "ended"]
+    assert [r["record"] for r in trace["records"]] == ["started", "turn", "turn", "turn", "ended"]
     assert [r["index"] for r in trace["records"]] == [0, 1, 2, 3, 4]
     assert trace["cursor"] == 4
     assert trace["records"][1]["turn"]["tool"] == "imap"
@@ -102,7 +102,7 @@ def test_bad_batches_and_double_completion(alice) -> None:
         "runs.complete", {"run_id": "run-nope", "outcome": {"status": "success"}}
     )
     trace = alice.call("runs.get_trace", {"run_id": rid})
-    assert [r["kind"] for r in trace["records"]] == ["started", "ended"]  # nothing corrupted
+    assert [r["record"] for r in trace["records"]] == ["started", "ended"]  # nothing corrupted
     assert alice.call("runs.get_trace", {"run_id": "run-nope"}) == {
         "run_id": "run-nope",
         "not_found": True,
@@ -155,7 +155,7 @@ def test_subscription_receives_every_record_in_order(runtime, alice, connect_cli
     alice.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
     events = [host.wait_notification("runs.trace.event")["params"] for _ in range(21)]
     assert [e["cursor"] for e in events] == list(range(1, 22))
-    assert events[-1]["record"]["kind"] == "ended" and events[-1]["status"] == "completed"
+    assert events[-1]["record"]["record"] == "ended" and events[-1]["status"] == "completed"
     assert all(e["run_id"] == rid and e["agent_id"] == "alice" for e in events)
     assert host.call("runs.unsubscribe", {"run_id": rid}) == {"run_id": rid, "removed": True}
 
@@ -178,7 +178,7 @@ def test_tcp_drop_with_a_run_open_ends_it_incomplete(runtime, connect_client) ->
         time.sleep(0.05)
     assert status == "incomplete"
     trace = host.call("runs.get_trace", {"run_id": rid})
-    assert trace["records"][-1]["kind"] == "ended"
+    assert trace["records"][-1]["record"] == "ended"
     assert trace["records"][-1]["status"] == "incomplete"
     assert host.call("runs.list", {"agent_id": "alice"})["runs"][0]["status"] == "incomplete"
     kinds = []

@@ -7,16 +7,17 @@ only ever lists methods that work.
 
 from __future__ import annotations
 
-from carnb.server.handlers import browser, proposals, runs
+from carnb.server.handlers import browser, inference, proposals, runs
 from carnb.server.handlers.catalog import offered
 from carnb.server.methods import MethodTable
 from carnb.server.services import Services
 
 
 def build_table(services: Services) -> MethodTable:
-    """Hook the runs, browser and proposal areas into ``services`` (listeners, session-close
-    cleanup) and return the table of offered methods. Call once per ``Services``."""
+    """Hook the runs, browser, proposal and inference areas into ``services`` (listeners,
+    session-close cleanup) and return the table of offered methods. Call once per ``Services``."""
     runs.attach(services)
     browser.attach(services)
     proposals.attach(services)
+    inference.attach(services)
     return MethodTable(offered(services))

@@ -8,7 +8,7 @@ from typing import Any
 
 from carnb.protocol.auth import PROTOCOL_VERSION
 from carnb.protocol.session import ClientSession
-from carnb.server.handlers import browser, core, memory, proposals, runs
+from carnb.server.handlers import browser, core, inference, memory, proposals, runs
 from carnb.server.methods import Method, Params
 from carnb.server.services import Services
 
@@ -61,4 +61,5 @@ CATALOG: tuple[Method, ...] = (
     *runs.METHODS,
     *browser.METHODS,
     *proposals.METHODS,
+    *inference.METHODS,
 )

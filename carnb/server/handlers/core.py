@@ -107,6 +107,12 @@ def agents_register(s: ClientSession, p: Params, svc: Services) -> dict[str, str
     return {"agent_id": name, "token": token}
 
 
+def agents_register_basics(s: ClientSession, p: Params, svc: Services) -> None:
+    """The daemon adds its built-in file and calculator tools here; carnb has none to add,
+    so the call succeeds and changes nothing (the official agent loop sends it first)."""
+    return None
+
+
 # -- host ------------------------------------------------------------------------------------------
 def host_subscribe(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     svc.events.subscribe(s)
@@ -205,6 +211,12 @@ METHODS = (
         summary="Register a new agent and mint its own token (an existing name is refused)",
         params={"name": "string"},
         result="{agent_id, token}",
+    ),
+    Method(
+        "agents.register_basics",
+        agents_register_basics,
+        summary="Accepted for the official agent loop; carnb has no built-in tools to add",
+        result="null",
     ),
     Method(
         "host.subscribe",

@@ -33,6 +33,7 @@ from carnb.protocol.session import ClientSession
 from carnb.server.handlers.core import MAX_STATE_KEYS
 from carnb.server.methods import Method, Params
 from carnb.server.params import req_list, req_str
+from carnb.server.runturns import record_proposal
 from carnb.server.services import Services
 from carnb.server.toolhub import MAX_POLICIES, MAX_TOOLS
 
@@ -206,7 +207,7 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     proposal, plan, denials = await asyncio.to_thread(_prepare, p["proposal"], policies, state)
     _check_state_room(s, proposal, tenant)
     registry, local = svc.tools.toolset(s)
-    return await execute_proposal(
+    result = await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
         state=state,
@@ -215,6 +216,8 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
         denials=denials,
         on_progress=svc.tools.progress(s, proposal.id),
     )
+    await record_proposal(svc, s, proposal, result)
+    return result
 
 
 _PROPOSAL = {"proposal": "ActionProposal (agent-ir-spec.md)"}

@@ -36,7 +36,7 @@ def _on_record(svc: Services, event: Record) -> None:
     for s in svc.run_subscriptions.due(event["run_id"], event["cursor"], event):
         if s.notifier is not None and not s.closed:
             s.notifier("runs.trace.event", event)
-    kind = event["record"].get("kind")
+    kind = event["record"].get("record")
     if kind == "started":
         svc.events.emit(
             RUN_STARTED,
@@ -115,6 +115,10 @@ def runs_record_turns(s: ClientSession, p: Params, svc: Services) -> Record:
     if result.get("ok") and s.current_run_id == run_id:
         s.update(run_turns=s.run_turns + int(result["count"]))
     return result
+
+
+def runs_record_model_turn(s: ClientSession, p: Params, svc: Services) -> Record:
+    return _store(svc).record_model_turn(writer(s), req_str(p, "run_id"), p)
 
 
 def runs_complete(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -248,6 +252,23 @@ METHODS = (
         summary="Append 1..256 turns to your run",
         params={"run_id": "string", "turns": "object[] (1..256)"},
         result="{run_id, base_index, count, ok} or {ok: false, dropped}",
+    ),
+    Method(
+        "runs.record_model_turn",
+        runs_record_model_turn,
+        role="owner",
+        needs="runs",
+        summary="Append one model inference of your agent loop to your run",
+        params={
+            "run_id": "string",
+            "turn_index": "integer?",
+            "assistant_text": "string?",
+            "requested_tool_calls": "[{id?, name, arguments}]?",
+            "model_id": "string?",
+            "token_usage": "{input_tokens, output_tokens}?",
+            "duration_ms": "number?",
+        },
+        result="{run_id, ok, index, turn_index} or {ok: false, dropped}",
     ),
     Method(
         "runs.complete",

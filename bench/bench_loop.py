@@ -1,0 +1,138 @@
+"""The model bridge and the official agent loop: figures measured in one run.
+
+- ``infer`` round trip with a zero-latency notebook model against calling the same callable in
+  process (the bridge's overhead: parse, route, worker thread, reply shape, WebSocket), beside a
+  bare ``state.get`` round trip on the same connection to a `python -m carnb serve`;
+- the official client's ``car_runtime.agent_loop.run_agent``, 20 turns (20 inferences, 20
+  recorded model turns, 20 verifies, 20 proposals with their ``tools.execute`` callbacks) end
+  to end against `python -m carnb serve --model bench.zero_model:counter`.
+
+    .venv/bin/python bench/bench_loop.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _util import Rpc, Serve, median, save, table  # noqa: E402
+from zero_model import TURNS, instant  # noqa: E402
+
+GOAL_OVERHEAD_MS = 1.0
+
+
+def rtts(rpc: Rpc, method: str, params: dict[str, Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        rpc(method, params)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def direct(n: int) -> list[float]:
+    req = {"messages": [{"role": "user", "content": "hi"}]}
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        instant(req)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def run_loops(url: str, token: str, rounds: int) -> tuple[list[float], dict[str, Any]]:
+    os.environ.update(CAR_DAEMON_URL=url, CAR_AUTH_TOKEN=token, CAR_NO_VERSION_WARNING="1")
+    from car_runtime import CarRuntime, agent_loop
+
+    def add(args: dict[str, Any]) -> dict[str, Any]:
+        return {"sum": args["a"] + args["b"]}
+
+    rt = CarRuntime()
+    schema = {
+        "name": "add",
+        "description": "a + b",
+        "parameters": {"type": "object", "properties": {"a": {}, "b": {}}},
+    }
+    config = {
+        "agent_name": "bench",
+        "identity": "count",
+        "tool_schemas": [schema],
+        "tools": {"add": add},
+        "max_turns": TURNS + 5,
+        "default_model": "counter",
+        "runtime": rt,
+    }
+    out, outcome = [], {}
+    try:
+        agent_loop.run_agent(config, "count")  # warm up
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            outcome = dict(agent_loop.run_agent(config, "count"))
+            out.append((time.perf_counter() - t0) * 1000)
+            assert outcome["status"] == "success", outcome
+            assert outcome["metrics"]["turns"] == TURNS, outcome["metrics"]
+    finally:
+        rt.close()
+    return out, outcome
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    n = 300 if args.quick else 2000
+    server = Serve("--model", "bench.zero_model:instant", "--model", "bench.zero_model:counter")
+    try:
+        rpc = Rpc(server.url, {"token": server.info["token"]})
+        ask = {"model": "instant", "messages": [{"role": "user", "content": "hi"}]}
+        rtts(rpc, "infer", ask, 200)  # warm up
+        state, infer = [], []
+        for _ in range(3):  # interleaved, so drift on a busy machine hits both alike
+            state += rtts(rpc, "state.get", {"key": "k"}, n // 3)
+            infer += rtts(rpc, "infer", ask, n // 3)
+        rpc.close()
+        loops, outcome = run_loops(server.url, server.info["token"], 3 if args.quick else 10)
+    finally:
+        server.close()
+    call = median(direct(n))
+    state_ms, infer_ms, loop_ms = median(state), median(infer), median(loops)
+    overhead = infer_ms - call
+    data = {
+        "callable_in_process_median_ms": call,
+        "state_get_rtt_median_ms": state_ms,
+        "infer_rtt_median_ms": infer_ms,
+        "infer_overhead_over_callable_ms": overhead,
+        "infer_minus_state_get_ms": infer_ms - state_ms,
+        "agent_loop_turns": TURNS,
+        "agent_loop_median_ms": loop_ms,
+        "agent_loop_per_turn_ms": loop_ms / TURNS,
+        "agent_loop_rounds": len(loops),
+    }
+    save("loop", data)
+    rows = [
+        (
+            f"infer round trip, zero-latency model ({len(infer)} calls)",
+            f"{infer_ms:.3f} ms vs the callable in process {call * 1000:.1f} us: "
+            f"overhead {overhead:.3f} ms (state.get round trip {state_ms:.3f} ms)",
+            f"<= {GOAL_OVERHEAD_MS:g} ms",
+            overhead <= GOAL_OVERHEAD_MS,
+        ),
+        (
+            f"official run_agent, {TURNS} turns end to end ({len(loops)} runs)",
+            f"{loop_ms:.1f} ms = {loop_ms / TURNS:.2f} ms per turn "
+            "(infer, record_model_turn, verify, proposal.submit with its tools.execute)",
+            "",
+            None,
+        ),
+    ]
+    return table(rows, "Model bridge and agent loop (`bench/bench_loop.py`)")
+
+
+if __name__ == "__main__":
+    print(main())

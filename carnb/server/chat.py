@@ -1,0 +1,136 @@
+"""Chat turns with an attached agent: ``agents.chat`` (host side) and ``agent.chat.event`` (agent
+side), as the real daemon relays them.
+
+Theory of operation. A host calls ``agents.chat {agent_id, prompt, session_id?, model?}``. The
+server picks the newest socket session bound to that agent and sends it the request
+``agent.chat {session_id, prompt, model?}`` over its reverse channel
+(:class:`~carnb.server.callbacks.PeerCalls`); the agent acks ``{accepted: true}`` and the host
+gets ``{accepted: true, session_id}``. The agent then streams ``agent.chat.event {session_id,
+kind, delta?}`` notifications (``token``, ``tool_call``, ``goal_evaluated``, ``done``, ``error``,
+...), which the server relays to the host as ``agents.chat.event {session_id, agent_id, kind,
+delta}``, until ``done`` or ``error``. The notebook's own session has no socket: its events are
+kept and :meth:`ChatRelay.wait` returns them. Only the agent session a chat was sent to can
+stream into it. When either side disconnects the chat ends (the host is sent ``error``).
+
+This is what the official client's ``agent_loop.serve_chat`` (and ``main --serve``) waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from carnb.errors import CarnbError, InvalidParams, NotFound
+from carnb.protocol.session import ClientSession
+
+ACK_TIMEOUT = 30.0  # seconds the agent has to accept a chat turn
+TERMINAL = frozenset({"done", "error"})
+MAX_EVENTS = 10_000  # kept per notebook chat
+
+
+class ChatRefused(CarnbError):
+    """The agent did not accept the chat turn."""
+
+
+@dataclass
+class Chat:
+    session_id: str
+    agent_id: str
+    host: ClientSession
+    agent: ClientSession
+    events: list[dict[str, Any]] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ChatRelay:
+    """Open chats by ``session_id`` (runs on the host loop)."""
+
+    def __init__(self) -> None:
+        self._chats: dict[str, Chat] = {}
+
+    async def start(
+        self, host: ClientSession, targets: list[ClientSession], params: dict[str, Any]
+    ) -> dict[str, Any]:
+        agent_id = params.get("agent_id")
+        prompt = params.get("prompt")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise InvalidParams("agent_id is required and must be a string")
+        if not isinstance(prompt, str):
+            raise InvalidParams("prompt is required and must be a string")
+        session_id = params.get("session_id") or f"chat-{uuid.uuid4().hex[:12]}"
+        if not isinstance(session_id, str):
+            raise InvalidParams("session_id must be a string")
+        if session_id in self._chats:
+            raise InvalidParams(f"session_id {session_id!r} is already an open chat")
+        live = [t for t in targets if t.callbacks is not None and not t.closed]
+        if not live:
+            raise NotFound(
+                f"agent {agent_id!r} is not attached: start its process (it must "
+                "session.auth with its agent_id and serve agent.chat, e.g. agent_loop.serve_chat)"
+            )
+        agent = live[-1]
+        chat = Chat(session_id, agent_id, host, agent)
+        self._chats[session_id] = chat
+        request: dict[str, Any] = {"session_id": session_id, "prompt": prompt}
+        for key in ("model", "attachments", "goal", "context"):
+            if params.get(key) is not None:
+                request[key] = params[key]
+        try:
+            ack = await agent.callbacks.request("agent.chat", request, timeout=ACK_TIMEOUT)
+        except BaseException:
+            self._chats.pop(session_id, None)
+            raise
+        if isinstance(ack, dict) and ack.get("accepted") is False:
+            self._chats.pop(session_id, None)
+            raise ChatRefused(f"agent {agent_id!r} did not accept the chat turn: {ack}")
+        return {"accepted": True, "session_id": session_id}
+
+    def event(self, sender: ClientSession, params: dict[str, Any]) -> bool:
+        """Relay one ``agent.chat.event`` of ``sender``; False if it belongs to no chat of it."""
+        session_id, kind = params.get("session_id"), params.get("kind")
+        if not isinstance(session_id, str) or not isinstance(kind, str):
+            raise InvalidParams("agent.chat.event needs {session_id, kind, delta?}")
+        chat = self._chats.get(session_id)
+        if chat is None or chat.agent is not sender:
+            return False
+        self._emit(chat, {"kind": kind, "delta": params.get("delta")} | _extra(params))
+        return True
+
+    def drop(self, session: ClientSession) -> None:
+        """A session ended: its chats end; a host still there hears ``error``."""
+        for chat in list(self._chats.values()):
+            if chat.agent is session:
+                self._emit(chat, {"kind": "error", "delta": "the agent disconnected"})
+            elif chat.host is session:
+                self._chats.pop(chat.session_id, None)
+
+    async def wait(self, session_id: str, timeout: float) -> list[dict[str, Any]]:
+        """The events of a chat once it ended (for the notebook's socketless session)."""
+        chat = self._chats.get(session_id)
+        if chat is None:
+            raise NotFound(f"no open chat {session_id}")
+        try:
+            async with asyncio.timeout(timeout):
+                await chat.ended.wait()
+        finally:
+            if chat.ended.is_set():
+                self._chats.pop(session_id, None)
+        return chat.events
+
+    def _emit(self, chat: Chat, event: dict[str, Any]) -> None:
+        note = {"session_id": chat.session_id, "agent_id": chat.agent_id, **event}
+        notify = chat.host.notifier
+        if notify is not None:
+            notify("agents.chat.event", note)
+        elif len(chat.events) < MAX_EVENTS:
+            chat.events.append(note)
+        if event["kind"] in TERMINAL:
+            chat.ended.set()
+            if notify is not None:
+                self._chats.pop(chat.session_id, None)
+
+
+def _extra(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in ("session_id", "kind", "delta")}

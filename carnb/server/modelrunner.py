@@ -1,0 +1,213 @@
+"""Models served by another process: a WebSocket client registered as an inference runner.
+
+Theory of operation (the real daemon's ``inference.*`` runner protocol). A client calls
+``inference.register_runner {models?}``; each named model (default ``"runner"``) is then a
+:class:`RunnerModel` of the hub. An ``infer`` for it sends the runner an
+``inference.runner.invoke {call_id, request}`` notification and waits, bounded by the model's
+timeout, for the runner to answer with ``inference.runner.complete {call_id, result: {text,
+tool_calls}}`` or ``inference.runner.fail {call_id, error}``; it may stream
+``inference.runner.event {call_id, event}`` first (text, tool_start, tool_delta, usage, done,
+error), and then the streamed text and tool calls are the answer, ``result`` filling in only what
+the stream lacked. Only the runner a call was sent to can answer it. When the runner's
+connection ends, its models go and its pending calls fail at once (never a hang).
+
+Everything here runs on the host loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from carnb.errors import InvalidParams, NotFound
+from carnb.protocol.session import ClientSession
+from carnb.server.models import ModelFailed, ModelHub, ModelTimeout, check_name
+
+DEFAULT_RUNNER_MODEL = "runner"
+MAX_STREAM_CHARS = 1024 * 1024
+
+
+class RunnerGone(ModelFailed):
+    """The runner disconnected before it answered."""
+
+
+@dataclass
+class _Call:
+    future: asyncio.Future[Any]
+    text: list[str] = field(default_factory=list)
+    chars: int = 0
+    tools: dict[int, dict[str, Any]] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+    streamed: bool = False
+
+
+class RunnerModel:
+    """One model name served by a runner session."""
+
+    kind = "runner"
+
+    def __init__(self, session: ClientSession, timeout: float | None = None) -> None:
+        self.session = session
+        self.timeout = timeout
+        self.calls: dict[str, _Call] = {}
+
+    def can_embed(self) -> bool:
+        return False
+
+    async def embed(self, texts: list[str], timeout: float) -> Any:
+        raise ModelFailed("runner models do not embed")
+
+    async def generate(self, request: dict[str, Any], timeout: float) -> Any:
+        notify = self.session.notifier
+        if notify is None or self.session.closed:
+            raise RunnerGone(f"runner session {self.session.client_id} has disconnected")
+        call_id = uuid.uuid4().hex
+        call = _Call(asyncio.get_running_loop().create_future())
+        self.calls[call_id] = call
+        try:
+            notify("inference.runner.invoke", {"call_id": call_id, "request": request})
+            async with asyncio.timeout(timeout):
+                return await call.future
+        except TimeoutError:
+            raise ModelTimeout(f"runner did not answer within {timeout:g} s") from None
+        finally:
+            self.calls.pop(call_id, None)
+
+    def fail_all(self, why: str) -> None:
+        for call in self.calls.values():
+            if not call.future.done():
+                call.future.set_exception(RunnerGone(why))
+
+
+class Runners:
+    """The runner side of the hub: registration, the three answer methods, disconnects."""
+
+    def __init__(self, hub: ModelHub) -> None:
+        self.hub = hub
+
+    def register(self, session: ClientSession, models: object, default: object) -> list[str]:
+        if session.notifier is None:
+            raise InvalidParams("only a WebSocket client can be an inference runner")
+        names = [DEFAULT_RUNNER_MODEL] if models is None else models
+        if not isinstance(names, list) or not names:
+            raise InvalidParams("models must be a non-empty array of model names")
+        for name in names:
+            check_name(name)
+        if default is not None and not isinstance(default, bool):
+            raise InvalidParams("default must be a boolean")
+        for name in names:
+            self.hub.add(
+                name,
+                RunnerModel(session),
+                default=bool(default) and name == names[0],
+                owner=session.client_id,
+            )
+        return list(names)
+
+    def _call(self, session: ClientSession, call_id: object) -> _Call:
+        if not isinstance(call_id, str) or not call_id:
+            raise InvalidParams("call_id is required and must be a string")
+        for name in self.hub.names():
+            backend = self.hub.get(name)
+            if isinstance(backend, RunnerModel) and backend.session is session:
+                call = backend.calls.get(call_id)
+                if call is not None and not call.future.done():
+                    return call
+        raise NotFound(f"no pending inference call {call_id} for this runner")
+
+    def event(self, session: ClientSession, call_id: object, event: object) -> None:
+        call = self._call(session, call_id)
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise InvalidParams("unrecognised runner event shape: event must be {type, ...}")
+        kind = event["type"]
+        call.streamed = True
+        if kind == "text" and isinstance(event.get("data"), str):
+            self._add_text(call, event["data"])
+        elif (
+            kind == "tool_start"
+            and isinstance(event.get("name"), str)
+            and _is_int(event.get("index"))
+        ):
+            call.tools[event["index"]] = {"id": event.get("id"), "name": event["name"], "args": ""}
+        elif (
+            kind == "tool_delta"
+            and _is_int(event.get("index"))
+            and isinstance(event.get("data"), str)
+        ):
+            tool = call.tools.get(event["index"])
+            if tool is None:
+                raise InvalidParams(f"tool_delta for index {event['index']} before its tool_start")
+            tool["args"] += event["data"]
+        elif (
+            kind == "usage"
+            and _is_int(event.get("input_tokens"))
+            and _is_int(event.get("output_tokens"))
+        ):
+            call.usage = {
+                "input_tokens": event["input_tokens"],
+                "output_tokens": event["output_tokens"],
+            }
+        elif kind == "done" and isinstance(event.get("text"), str):
+            call.future.set_result(
+                {
+                    "text": event["text"],
+                    "tool_calls": event.get("tool_calls") or [],
+                    "usage": call.usage,
+                }
+            )
+        elif kind == "error" and isinstance(event.get("message"), str):
+            call.future.set_exception(ModelFailed(f"runner failed: {event['message']}"))
+        elif kind == "provider_output_item" and isinstance(event.get("item"), dict):
+            pass  # opaque continuity items: nothing carnb keeps
+        else:
+            raise InvalidParams(f"unrecognised runner event shape: {json.dumps(event)[:200]}")
+
+    def complete(self, session: ClientSession, call_id: object, result: object) -> None:
+        call = self._call(session, call_id)
+        if not isinstance(result, dict):
+            raise InvalidParams("result must be an object {text, tool_calls}")
+        if not call.streamed:
+            call.future.set_result(result)
+            return
+        tools = [
+            {"id": t["id"], "name": t["name"], "arguments": t["args"] or "{}"}
+            for _, t in sorted(call.tools.items())
+        ]
+        call.future.set_result(
+            {
+                "text": "".join(call.text) if call.text else result.get("text", ""),
+                "tool_calls": tools or result.get("tool_calls") or [],
+                "usage": call.usage if call.usage is not None else result.get("usage"),
+            }
+        )
+
+    def fail(self, session: ClientSession, call_id: object, error: object) -> None:
+        call = self._call(session, call_id)
+        if not isinstance(error, str):
+            raise InvalidParams("error must be a string")
+        call.future.set_exception(ModelFailed(f"runner failed: {error}"))
+
+    def drop(self, session: ClientSession) -> None:
+        """The runner's connection ended: fail its pending calls, remove its models."""
+        for name in self.hub.names():
+            backend = self.hub.get(name)
+            if isinstance(backend, RunnerModel) and backend.session is session:
+                backend.fail_all(
+                    f"runner session {session.client_id} disconnected before it answered"
+                )
+        self.hub.remove_owned_by(session.client_id)
+
+    @staticmethod
+    def _add_text(call: _Call, data: str) -> None:
+        call.chars += len(data)
+        if call.chars > MAX_STREAM_CHARS:
+            call.future.set_exception(ModelFailed("runner streamed more than 1 MiB of text"))
+            return
+        call.text.append(data)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,81 @@
+"""The proposal recorder: what a proposal executed becomes turns of the session's current run.
+
+The real daemon appends one ``RunTurn`` per executed action of a ``proposal.submit`` to the
+session's current run (``runs.start`` set it), through the same path as ``runs.record_turns``,
+so a run's trace holds the agent loop's tool executions in order after its model turns
+(``runs.record_model_turn``). carnb does the same: after a proposal ends, each action's result
+becomes a turn ``{action_id, tool, parameters, status, output, error?, duration_ms,
+policy_rejected?}``, in the proposal's action order, written with the rights of the session's
+own ``runs.record_turns`` (:func:`carnb.server.handlers.runs.writer`). Recording never fails
+the proposal: a run that ended meanwhile or a store error is only logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from carnb.agentir import ActionProposal, ProposalResult
+from carnb.protocol.session import ClientSession
+from carnb.server.handlers.runs import writer
+from carnb.server.services import Services
+
+log = logging.getLogger("carnb.server.runturns")
+
+POLICY_PREFIX = "denied by policy"
+MAX_TEXT = 16 * 1024  # characters of output or error kept per turn (the daemon truncates too)
+
+
+def proposal_turns(proposal: ActionProposal, result: ProposalResult) -> list[dict[str, Any]]:
+    """One turn per action that has a result, in the proposal's order."""
+    by_id = {r["action_id"]: r for r in result["results"]}
+    turns: list[dict[str, Any]] = []
+    for action in proposal.actions:
+        r = by_id.get(action.id)
+        if r is None:
+            continue
+        turn: dict[str, Any] = {
+            "action_id": action.id,
+            "tool": action.tool if action.tool is not None else str(action.type),
+            "parameters": action.parameters,
+            "status": r["status"],
+            "output": _bounded(r["output"]),
+            "duration_ms": r["duration_ms"],
+        }
+        if r["error"] is not None:
+            turn["error"] = _bounded(r["error"])
+            if r["error"].startswith(POLICY_PREFIX):
+                turn["policy_rejected"] = True
+        turns.append(turn)
+    return turns
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[:MAX_TEXT] + "…[truncated]"
+    return value
+
+
+async def record_proposal(
+    svc: Services, session: ClientSession, proposal: ActionProposal, result: ProposalResult
+) -> None:
+    """Append the proposal's turns to ``session``'s current run, if it has one."""
+    run_id, store = session.current_run_id, svc.runs
+    if run_id is None or store is None:
+        return
+    turns = proposal_turns(proposal, result)
+    if not turns:
+        return
+    try:
+        for start in range(0, len(turns), 256):
+            done = await asyncio.to_thread(
+                store.record_turns, writer(session), run_id, turns[start : start + 256]
+            )
+            if not done.get("ok"):
+                log.info("proposal turns not recorded in %s: %s", run_id, done.get("dropped"))
+                return
+            if session.current_run_id == run_id:
+                session.update(run_turns=session.run_turns + int(done["count"]))
+    except Exception:  # the proposal ran; a trace that cannot take it must not undo that
+        log.exception("recording the turns of proposal %s in %s failed", proposal.id, run_id)
