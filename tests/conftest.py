@@ -68,6 +68,16 @@ class Client:
             raise RpcFailed(reply["error"])
         return reply["result"]
 
+    def full_trace(self, run_id: str, timeout: float = 10) -> dict[str, Any]:
+        """``runs.get_trace`` read page by page (``next_cursor``): every record of the run."""
+        page = self.call("runs.get_trace", {"run_id": run_id}, timeout)
+        records = list(page.get("records", []))
+        while page.get("next_cursor") is not None:
+            params = {"run_id": run_id, "cursor": page["next_cursor"]}
+            page = self.call("runs.get_trace", params, timeout)
+            records.extend(page["records"])
+        return {**page, "records": records}
+
     def wait_notification(self, method: str, timeout: float = 5) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:

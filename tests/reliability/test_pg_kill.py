@@ -54,7 +54,7 @@ def test_sigkill_mid_write_loses_no_acknowledged_record(
     reader = Client(b.url)
     try:
         reader.call("session.auth", {"agent_id": "bot", "token": token})  # same token on B
-        trace = reader.call("runs.get_trace", {"run_id": run_id})
+        trace = reader.full_trace(run_id)
         indexes = [r["index"] for r in trace["records"]]
         assert indexes == list(range(len(indexes)))  # contiguous, nothing half-written
         assert set(acked) <= set(indexes)
