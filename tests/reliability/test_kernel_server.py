@@ -283,3 +283,53 @@ def test_unauthenticated_big_frames_do_not_freeze_the_kernel(
     note("kernel: max cell tick gap ms under unauthenticated 16 MiB frames", max_gap)
     add("kernel: unauthenticated 16 MiB frames refused", len(codes))
     assert max_gap < 200, text
+
+
+def test_hostile_memory_queries_do_not_freeze_the_kernel(
+    kernel: tuple[Kernel, dict[str, Any]],
+) -> None:
+    """Issue 15, finding 1, in a real kernel: a client plants a fact of 32 very long words (1 MiB)
+    and big facts in the kernel's server, then queries new words (each such query once froze the
+    server and the kernel ~30 s); a cell that ticks every 10 ms never waits more than 200 ms."""
+    import random
+
+    from tests.reliability.test_memory_hostile import BIG_PENDING, BODY_BYTES, planted_body
+
+    k, info = kernel
+    rng = random.Random(1)
+    bodies = [planted_body(rng)] + [
+        (f"marker{i} " + planted_body(rng))[:BODY_BYTES] for i in range(BIG_PENDING)
+    ]
+    ticker = k.kc.execute(
+        "import time\ngaps = []\nlast = time.perf_counter()\nend = last + 8\n"
+        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
+        "    gaps.append(now - last)\n    last = now\n"
+        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
+    )
+    time.sleep(1)  # the ticker is running
+
+    async def attack() -> list[float]:
+        c = await AClient.open(info["url"])
+        await c.call("session.auth", {"token": info["token"]})
+        await c.call("memory.add_fact", {"subject": "scraped", "body": bodies[0]}, timeout=60)
+        for i, body in enumerate(bodies[1:]):
+            await c.call("memory.add_fact", {"subject": f"big{i}", "body": body}, timeout=60)
+        took = []
+        for i in range(8):
+            t0 = time.monotonic()
+            query = f"novel{chr(97 + i)}word other{chr(97 + i)}thing marker3"
+            found = await c.call("memory.query", {"query": query}, timeout=120)
+            took.append(time.monotonic() - t0)
+            assert found and found[0]["subject"] == "big3"
+        await c.close()
+        return took
+
+    took = asyncio.run(attack())
+    reply, out = k.wait(ticker, timeout=60)
+    text = k.text(out)
+    assert reply["status"] == "ok", text
+    max_gap = float(text.split("max gap ms")[1].split()[0])
+    note("kernel: max cell tick gap ms under hostile memory queries", max_gap)
+    note("kernel: slowest hostile query ms", round(max(took) * 1000, 1))
+    assert max(took) < 2.0, took
+    assert max_gap < 200, text
