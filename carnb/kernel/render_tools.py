@@ -191,10 +191,15 @@ class _NotRun(Renderable):
 PANEL_COLUMNS = ("session", "tools", "proposal", "actions")
 
 
+def _took(a: dict[str, Any]) -> str:
+    ran = a.get("duration_ms") is not None and a["status"] not in NOT_RUN
+    return f" {_ms(a['duration_ms'])}" if ran else ""
+
+
 def _actions_text(p: dict[str, Any]) -> str:
     parts = []
     for a in p["actions"]:
-        took = f" {_ms(a['duration_ms'])}" if a.get("duration_ms") is not None else ""
+        took = _took(a)
         parts.append(f"{a['action_id']} {a['status']}{took}")
     if p.get("dropped"):
         parts.append(f"+{p['dropped']} more")
@@ -204,7 +209,7 @@ def _actions_text(p: dict[str, Any]) -> str:
 def _actions_html(p: dict[str, Any]) -> str:
     spans = []
     for a in p["actions"]:
-        took = f" {_ms(a['duration_ms'])}" if a.get("duration_ms") is not None else ""
+        took = _took(a)
         title = f' title="{esc(a["error"])}"' if a.get("error") else ""
         spans.append(
             f'<span class="carnb-action carnb-status-{esc(a["status"])}" '
