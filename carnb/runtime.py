@@ -424,7 +424,8 @@ class Runtime:
         A session without a graph yet has 0 facts (its graph starts empty). A count a session
         with a graph does not hold yet is asked for as that session (``memory.fact_count``
         through the dispatcher, so the graph's lock is respected) for at most ``COUNT_TIMEOUT``;
-        a graph busy longer (a long ``memory.load``) shows no count.
+        a graph busy longer (a long ``memory.load``) shows no count. ``tools`` lists the names
+        of the tools in force for each session (:meth:`session_tools`).
         """
         services, dispatcher = self.services, self.dispatcher
         if services is None or dispatcher is None:

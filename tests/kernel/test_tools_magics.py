@@ -197,3 +197,53 @@ def test_panel_shows_tools_and_the_proposal_running_now(loaded: Any) -> None:
 def test_argument_errors(loaded: Any, line: str) -> None:
     res = loaded.run_cell(line)
     assert isinstance(res.error_in_exec, UsageError)
+
+
+def test_progress_keeps_the_latest_proposal_and_caps_its_actions() -> None:
+    from carnb.kernel.proposal_progress import MAX_ACTIONS_KEPT, ProposalProgress
+    from carnb.kernel.render_tools import panel_tools_html, panel_tools_text
+
+    progress = ProposalProgress()
+
+    def event(pid: str, aid: str, result: dict[str, Any] | None = None) -> None:
+        kind = "action_finished" if result else "action_started"
+        progress.on_event(
+            {
+                "session_id": "c1",
+                "proposal_id": pid,
+                "kind": kind,
+                "action_id": aid,
+                "attempt": 1,
+                "result": result,
+            }
+        )
+
+    for i in range(MAX_ACTIONS_KEPT + 5):
+        event("big", f"a{i}")
+    event("big", "a0", {"status": "failed", "duration_ms": 2.0, "error": "<boom>"})
+    big = progress.of("c1")
+    assert big is not None and big["running"] and big["dropped"] == 5
+    assert big["counts"] == {"running": MAX_ACTIONS_KEPT - 1, "failed": 1}
+    row = {"client_id": "c1", "tools": ["t"], "proposal": big}
+    html = panel_tools_html([row])
+    assert 'title="&lt;boom&gt;"' in html and "+5 more" in html and "<boom>" not in html
+    assert "a0 failed 2.0 ms" in panel_tools_text([row])
+    event("next", "x")  # a new proposal of the session replaces the old one
+    event("next", "x", {"status": "succeeded", "duration_ms": 1.0, "error": None})
+    assert progress.of("c1") == {
+        "proposal_id": "next",
+        "running": False,
+        "counts": {"succeeded": 1},
+        "dropped": 0,
+        "actions": [
+            {
+                "action_id": "x",
+                "status": "succeeded",
+                "attempt": 1,
+                "duration_ms": 1.0,
+                "error": None,
+            }
+        ],
+    }
+    progress.forget_except(set())
+    assert progress.of("c1") is None
