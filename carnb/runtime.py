@@ -370,6 +370,42 @@ class Runtime:
             raise CarnbError("the carnb runtime is not started")
         return self.services.tools.watch(fn)
 
+    def session_tools(self, session: ClientSession) -> list[dict[str, Any]]:
+        """On the host loop: the tools in force for ``session`` (its own plus the notebook's
+        shared with it), sorted by name: the ``tools.list`` entry plus ``shared`` (``None``
+        for a session's own client tool; for a notebook tool, ``True``, ``False`` or its
+        sorted agent ids) and ``from_notebook``."""
+        if self.services is None:
+            return []
+        registry, local = self.services.tools.toolset(session)
+        rows = []
+        for name in registry.names():
+            schema = registry.get(name)
+            if schema is None:
+                continue
+            row = schema.to_wire()
+            tool = local.get(name)
+            share = None if tool is None else tool.share
+            row["shared"] = sorted(share) if isinstance(share, frozenset) else share
+            row["from_notebook"] = tool is not None
+            rows.append(row)
+        return rows
+
+    async def atools(self) -> list[dict[str, Any]]:
+        """On the host loop: every live session with its tools
+        (``{client_id, kind, agent_id, tools: [...]}``, see :meth:`session_tools`)."""
+        if self.services is None:
+            return []
+        return [
+            {
+                "client_id": s.client_id,
+                "kind": s.kind,
+                "agent_id": s.agent_id,
+                "tools": self.session_tools(s),
+            }
+            for s in self.services.sessions
+        ]
+
     def unregister_tool(self, name: str) -> int:
         """Remove a notebook tool; returns how many were removed (0 or 1)."""
         removed: int = self.call("tools.unregister", {"name": name})["removed"]
@@ -522,7 +558,8 @@ class Runtime:
         A session without a graph yet has 0 facts (its graph starts empty). A count a session
         with a graph does not hold yet is asked for as that session (``memory.fact_count``
         through the dispatcher, so the graph's lock is respected) for at most ``COUNT_TIMEOUT``;
-        a graph busy longer (a long ``memory.load``) shows no count.
+        a graph busy longer (a long ``memory.load``) shows no count. ``tools`` lists the names
+        of the tools in force for each session (:meth:`session_tools`).
         """
         services, dispatcher = self.services, self.dispatcher
         if services is None or dispatcher is None:
@@ -535,6 +572,7 @@ class Runtime:
                     snap["fact_count"] = 0
                 else:
                     snap["fact_count"] = await _count(dispatcher, session)
+            snap["tools"] = [t["name"] for t in self.session_tools(session)]
             snaps.append(snap)
         return snaps
 

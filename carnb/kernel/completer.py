@@ -22,7 +22,7 @@ log = logging.getLogger("carnb.kernel.completer")
 
 Values = Callable[[str], Iterable[str]]
 """``values(kind)``: the known values of one kind (``agent``, ``run``, ``fact``, ``element``,
-``namespace``); it must be quick and never raise."""
+``namespace``, ``tool``, ``policy``); it must be quick and never raise."""
 
 # argparse ``dest`` -> kind of dynamic value
 DEST_KINDS = {
@@ -32,6 +32,9 @@ DEST_KINDS = {
     "fact_id": "fact",
     "element_id": "element",
     "namespace": "namespace",
+    "tool": "tool",
+    "target": "tool",
+    "policy": "policy",
 }
 MAX_COMPLETIONS = 200
 

@@ -1,5 +1,6 @@
 """Values the notebook has seen or can list cheaply, for tab completion: agent names, run ids,
-fact ids, ``el_N`` ids of the last observation and memory namespaces.
+fact ids, ``el_N`` ids of the last observation, memory namespaces, tool names (of every
+session) and the notebook session's policy names.
 
 :class:`KnownValues` remembers ids from the results the magics returned (duck-typed: a result's
 ``.runs``, ``.facts``, ``.elements``, ``.run_id``) and adds what the runtime knows (registered
@@ -69,6 +70,10 @@ class KnownValues:
                 return self._namespaces(rt)
             if kind == "run":
                 return self._runs(rt)
+            if kind == "tool":
+                return self._tools(rt)
+            if kind == "policy":
+                return self._policies(rt)
         except Exception as exc:
             log.debug("no %s values: %s", kind, exc)
         return list(self.seen.get(kind, []))
@@ -100,3 +105,17 @@ class KnownValues:
             )
             found += [str(r["run_id"]) for r in reply.get("runs") or []]
         return list(dict.fromkeys(found))
+
+    def _tools(self, rt: Runtime | None) -> list[str]:
+        found = list(self.seen.get("tool", []))
+        if rt is None or not rt.running:
+            return found
+        sessions = rt.run_on_host(rt.atools(), timeout=LOOKUP_TIMEOUT)
+        found += sorted({t["name"] for s in sessions for t in s["tools"]})
+        return list(dict.fromkeys(found))
+
+    def _policies(self, rt: Runtime | None) -> list[str]:
+        if rt is None or not rt.running:
+            return list(self.seen.get("policy", []))
+        reply = rt.call("policy.list", {}, timeout=LOOKUP_TIMEOUT)
+        return list(dict.fromkeys(str(p["name"]) for p in reply.get("policies") or []))

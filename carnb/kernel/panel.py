@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.browser_view import page_url
 from carnb.kernel.linger import LINGER_SECONDS, EndedRun, Lingering
+from carnb.kernel.proposal_progress import ProposalProgress
 from carnb.kernel.render import Renderable, Table
+from carnb.kernel.render_tools import panel_tools_html, panel_tools_text
 from carnb.kernel.style import (
     ROOT,
     STYLESHEET,
@@ -78,10 +80,13 @@ class StatusPanel:
         self.title = w.HTML()
         self.mine = w.HTML()
         self.others = w.HTML()
-        self.widget = w.VBox([self.title, self.mine, self.others])
+        self.tools = w.HTML()  # tools and proposals (issue 11), below the sessions
+        self.widget = w.VBox([self.title, self.mine, self.others, self.tools])
         self.widget.add_class("carnb-panel")
         self.widget.add_class(ROOT)
         self._unwatch: Callable[[], None] | None = None
+        self._unwatch_proposals: Callable[[], None] | None = None
+        self.proposals = ProposalProgress()
         self._pending: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self.lingering = Lingering(linger)
@@ -114,7 +119,7 @@ class StatusPanel:
                 log.exception("closing the status panel on the host thread failed")
         self._closed = True
         self._stop_watching()
-        for widget in (self.title, self.mine, self.others, self.widget):
+        for widget in (self.title, self.mine, self.others, self.tools, self.widget):
             widget.close()
 
     def snapshot(self) -> PanelSnapshot:
@@ -139,7 +144,13 @@ class StatusPanel:
     # -- host thread --------------------------------------------------------------------------
     async def _astart(self) -> None:
         self._unwatch = self.runtime.watch(self._schedule)
+        self._unwatch_proposals = self.runtime.watch_proposals(self._on_proposal_event)
         await self._arefresh()
+
+    def _on_proposal_event(self, event: dict[str, Any]) -> None:
+        """An action of some session's proposal started or finished (host loop)."""
+        self.proposals.on_event(event)
+        self._schedule()
 
     async def aflush(self) -> None:
         """Refresh now (on the host loop), dropping a pending throttled refresh."""
@@ -158,6 +169,9 @@ class StatusPanel:
 
     def _stop_watching(self) -> None:
         unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
+        unwatch, self._unwatch_proposals = self._unwatch_proposals, None
         if unwatch is not None:
             unwatch()
 
@@ -192,6 +206,8 @@ class StatusPanel:
         rows = await self.runtime.asnapshots()
         for row in rows:
             row["me"] = row["client_id"] == me
+            row["proposal"] = self.proposals.of(row["client_id"])
+        self.proposals.forget_except({row["client_id"] for row in rows})
         rows.sort(key=lambda r: (not r["me"], r["connected_at"]))
         return rows
 
@@ -211,6 +227,7 @@ class StatusPanel:
         self.title.value = STYLESHEET + title  # the widget's root has the style's class
         self.mine.value = mine
         self.others.value = others
+        self.tools.value = panel_tools_html(rows)
 
 
 def _turns(r: dict[str, Any]) -> Any:
@@ -340,8 +357,11 @@ class PanelSnapshot(Renderable):
 
     def text(self) -> str:
         at = f" (snapshot at {self.moment})" if self.moment else ""
-        return f"carnb · {self.url}{at}\n" + panel_text(self.rows, self.ended)
+        tools = panel_tools_text(self.rows)
+        text = f"carnb · {self.url}{at}\n" + panel_text(self.rows, self.ended)
+        return f"{text}\n\n{tools}" if tools else text
 
     def html(self) -> str:
         title, mine, others = render(self.url, self.rows, self.ended, moment=self.moment)
-        return f'<div class="carnb-snapshot">{title}{mine}{others}</div>'
+        tools = panel_tools_html(self.rows)
+        return f'<div class="carnb-snapshot">{title}{mine}{others}{tools}</div>'

@@ -15,7 +15,7 @@ import re
 import shlex
 from typing import Any, NoReturn
 
-from carnb.kernel import cmd_browser, cmd_core, cmd_memory, cmd_model, cmd_runs
+from carnb.kernel import cmd_browser, cmd_core, cmd_memory, cmd_model, cmd_runs, cmd_tools
 
 
 class ArgError(Exception):
@@ -196,6 +196,7 @@ def build_parser() -> Parser:
     _run(cmd)
     _browser(cmd)
     _model(cmd)
+    _tools(cmd)
     return root
 
 
@@ -380,11 +381,56 @@ def _model(cmd: Any) -> None:
     md.set_defaults(func=cmd_model.default)
 
 
+POLICY_RULES = ("deny_tool", "deny_tool_param", "require_state")
+
+
+def _tools(cmd: Any) -> None:
+    p = cmd.add_parser(
+        "tools",
+        help="the tools of every session",
+        description="Every connected session with the tools it can call: those it "
+        "registered (a client's, run by that client) and the notebook's (`@carnb.tool`) "
+        "shared with it. TOOL shows only tools of that name.",
+    )
+    p.add_argument("tool", nargs="?", metavar="TOOL", help="only tools of this name")
+    p.add_argument("--session", default=None, metavar="ID", help="only sessions whose id starts so")
+    p.set_defaults(func=cmd_tools.tools)
+
+    p = cmd.add_parser(
+        "policy",
+        help="the notebook session's policies",
+        description="Policies of the notebook's session: they apply to the proposals the "
+        "notebook verifies and runs (`%%car propose`). Each connection has its own.\n"
+        "  %car policy add no-rm --rule deny_tool --target rm\n"
+        "  %car policy add no-prod --rule deny_tool_param --target deploy --key env "
+        "--pattern prod\n"
+        "  %car policy add ready --rule require_state --key ready --value-json true",
+    )
+    sub = _subs(p, "action", "ACTION")
+    a = sub.add_parser("add", help="register a policy")
+    a.add_argument("policy_name", metavar="NAME")
+    a.add_argument("--rule", required=True, choices=POLICY_RULES, help="what the policy checks")
+    a.add_argument("--target", default=None, metavar="TOOL", help="the tool it applies to")
+    a.add_argument("--key", default=None, help="the parameter (deny_tool_param) or state key")
+    a.add_argument("--pattern", default=None, help="deny_tool_param: a value containing this")
+    g = a.add_mutually_exclusive_group()
+    g.add_argument("--value", default=None, help="require_state: the value, as a string")
+    g.add_argument("--value-json", default=None, help="require_state: the value, as JSON")
+    a.set_defaults(func=cmd_tools.policy_add)
+    ls = sub.add_parser("list", help="the policies, in registration order")
+    ls.set_defaults(func=cmd_tools.policy_list)
+    r = sub.add_parser("remove", help="remove every policy of that name")
+    r.add_argument("policy", metavar="NAME")
+    r.set_defaults(func=cmd_tools.policy_remove)
+
+
 CELL_DESCRIPTION = """\
 Cell forms of %car:
   %%car run INTENT      run the cell as one recorded turn of a new run; the run completes
                         with success (or failure if the cell raises, which still raises)
   %%car browser         the cell is a browser script: JSON {"operations": [{"op": ...}, ...]}
+  %%car propose [--run] the cell is a JSON proposal {"actions": [...]}: verify it (levels,
+                        issues, conflicts) and, only with --run, execute it
   %%car infer           the cell is a prompt for a model of this server (--model M, --context
                         QUERY injects the notebook's memory for QUERY and shows it)
 """
@@ -413,4 +459,14 @@ def build_cell_parser() -> Parser:
     )
     i.add_argument("--system", default=None, metavar="TEXT", help="a system prompt")
     i.set_defaults(func=cmd_model.infer)
+    pr = cmd.add_parser(
+        "propose",
+        help="verify the cell's JSON proposal; execute it with --run",
+        description='The cell is a proposal (agent IR): {"actions": [{"id", "type": '
+        '"tool_call" | "state_write" | ..., ...}]}. It is verified as the notebook\'s '
+        "session (execution levels, issues, write conflicts; nothing runs) and, with --run, "
+        "executed: each action's status, output, time and error.",
+    )
+    pr.add_argument("--run", action="store_true", help="execute it after verifying")
+    pr.set_defaults(func=cmd_tools.propose)
     return root

@@ -13,7 +13,18 @@ from carnb.kernel.completer import candidates, split_command
 from carnb.kernel.parser import build_cell_parser, build_parser
 from tests.kernel.conftest import needs_chromium
 
-COMMANDS = ["agent", "auth", "browser", "memory", "model", "run", "server", "status"]
+COMMANDS = [
+    "agent",
+    "auth",
+    "browser",
+    "memory",
+    "model",
+    "policy",
+    "run",
+    "server",
+    "status",
+    "tools",
+]
 
 
 def complete(shell: Any, text: str) -> list[str]:
@@ -46,7 +57,12 @@ def test_the_tree_gives_commands_actions_and_flags() -> None:
     assert candidates(p, ["auth", "--agent"], "s", lambda k: agents(k) or []) == ["sage", "scout"]
     assert candidates(p, ["browser", "click", "--quiet"], "", lambda k: ["el_1"]) == ["el_1"]
     assert candidates(p, ["bogus"], "", no_values) == []
-    assert candidates(build_cell_parser(), [], "", no_values) == ["browser", "infer", "run"]
+    assert candidates(build_cell_parser(), [], "", no_values) == [
+        "browser",
+        "infer",
+        "propose",
+        "run",
+    ]
 
 
 def test_the_command_line_is_found_in_the_text_before_the_cursor() -> None:
@@ -127,4 +143,4 @@ def test_complete_request_in_a_real_kernel(kernel: Any) -> None:
     kernel.ok("r = %car run start completing in a kernel")
     run_id = kernel.value("r.run_id")
     assert matches("%car run trace run-")[0] == [run_id]
-    assert matches("%%car ")[0] == ["browser", "infer", "run"]
+    assert matches("%%car ")[0] == ["browser", "infer", "propose", "run"]

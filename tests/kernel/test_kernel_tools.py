@@ -50,3 +50,48 @@ def test_a_notebook_tool_answers_while_a_cell_is_busy(kernel: Kernel, cell: str)
     assert served.requests == []  # ran in the kernel, no tools.execute round trip
     assert took < 3, f"the tool took {took:.1f} s while the cell was busy"
     assert kernel.collect(msg_id, timeout=30).status == "ok"
+
+
+SLOW_TOOL = '''
+import carnb, time
+
+@carnb.tool
+def step(n: int) -> int:
+    """One slow step."""
+    time.sleep(0.4)
+    return n * 10
+'''
+
+
+def test_propose_in_a_real_kernel_runs_notebook_tools_and_the_panel_follows(
+    kernel: Kernel,
+) -> None:
+    """``%%car propose --run`` blocks the kernel thread while the proposal's notebook tools run
+    in worker threads; the panel sends each action's progress while the cell still runs."""
+    kernel.ok("%load_ext carnb")
+    kernel.ok("%car status")
+    kernel.ok(SLOW_TOOL)
+    kernel.ok("%car policy add no-big --rule deny_tool_param --target step --key n --pattern 9")
+    actions = ", ".join(
+        f'{{"id": "s{i}", "type": "tool_call", "tool": "step", "parameters": {{"n": {i}}}'
+        + (f', "depends_on": ["s{i - 1}"]' if i else "")
+        + "}"
+        for i in range(3)
+    )
+    kernel.comm_msgs.clear()
+    res = kernel.ok(f'%%car propose --run\n{{"id": "steps", "actions": [{actions}]}}')
+    (shown,) = [o for o in res.outputs if "text/html" in o.get("data", {})]
+    assert "3 executed, 0 rejected" in shown["data"]["text/plain"]
+    assert shown["data"]["text/html"].count("carnb-status-succeeded") == 3
+    progress = [
+        str(m["content"]["data"]["state"]["value"])
+        for m in kernel.comm_msgs
+        if "steps" in str((m["content"].get("data") or {}).get("state", {}).get("value", ""))
+    ]
+    assert any('data-action="s1" data-status="running"' in v for v in progress), progress
+    assert any('data-action="s2" data-status="succeeded"' in v for v in progress), progress
+    denied = kernel.ok(
+        '%%car propose --run\n{"actions": [{"id": "big", "type": "tool_call", '
+        '"tool": "step", "parameters": {"n": 99}}]}'
+    )
+    assert "denied by policy 'no-big'" in denied.text

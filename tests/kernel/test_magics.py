@@ -25,7 +25,7 @@ def run(ip: Any, code: str) -> Any:
 def test_help_explains_every_command(loaded: Any, capsys: Any) -> None:
     loaded.run_line_magic("car", "--help")
     top = capsys.readouterr().out
-    for cmd in ("server", "status", "auth", "agent", "memory", "run", "browser"):
+    for cmd in ("server", "status", "auth", "agent", "memory", "run", "browser", "tools", "policy"):
         # each command once, with its help line (the issue: the help listed them twice)
         assert len(re.findall(rf"^\s+{cmd}\s+\S", top, re.M)) == 1, top
     for sub in ("server", "auth", "agent add", "memory query", "run start", "browser click"):

@@ -246,12 +246,50 @@ def test_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert 'data-browser="closed"' in final
 
 
+def test_propose_verify_execute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb, client = execute("05-propose-verify-execute.ipynb", tmp_path, monkeypatch)
+    tools = out(nb, "%car tools")
+    assert "delete_folder" in tools and "notebook, shared with planner" in tools
+    assert "protect-etc" in out(nb, "%car policy list")
+    racy = out(nb, "%%car propose\n")
+    assert re.search(r"tea\s+cake\s+basket", racy) and "not executed" in racy
+    order = out(nb, '%%car propose --run\n{"id": "order"')
+    assert "3 executed, 0 rejected" in order and "[tea] → [cake] → [save]" in order
+    assert re.search(r"tea\s+succeeded\s+\{.*\"total\":5\.0\}\s+\d+\.\d ms", order)
+    cleanup = out(nb, '%%car propose --run\n{"id": "cleanup"')
+    assert re.search(r"etc\s+rejected\s+denied by policy 'protect-etc'", cleanup)
+    assert re.search(r"cache\s+skipped", cleanup) and "deleted" not in cleanup
+    assert "agent: ready" in out(nb, "import os, subprocess, sys")
+    with_agent = [text(c) for c in nb.cells if c.cell_type == "code" and c.source == "%car tools"]
+    assert "check_stock" not in with_agent[0]  # before the agent connected
+    assert re.search(r"planner\s+check_stock\s+item: string.*own \(client\)", with_agent[1])
+    assert re.search(r"planner\s+price\s.*notebook, shared with planner", with_agent[1])
+    agent = out(nb, "agent.stdin.write")
+    assert "verify racy: conflicts [['a', 'b', 'stock']]" in agent
+    assert re.search(r"quote\s+succeeded .*\"total\": 7\.5", agent)
+    assert "denied by policy 'no-pallets'" in agent
+    # Watched live: while the cell waited, the panel showed the agent's proposal action by
+    # action (each tool call running, then succeeded).
+    agent_cell = cell_index(nb, "agent.stdin.write")
+    seen = {
+        pair
+        for i, _, state in client.updates
+        if i == agent_cell and "restock" in str(state.get("value", ""))
+        for pair in re.findall(r'data-action="(\w+)" data-status="(\w+)"', state["value"])
+    }
+    assert {("stock", "running"), ("stock", "succeeded"), ("more", "running")} <= seen, seen
+    snap = snapshot_html(nb)
+    assert "tools and proposals" in snap and "cleanup" in snap
+    no_tokens_anywhere(nb)
+
+
 def test_every_notebook_is_executed_here() -> None:
     tested = {
         "01-quickstart.ipynb",
         "02-memory.ipynb",
         "03-runs.ipynb",
         "04-browser.ipynb",
+        "05-propose-verify-execute.ipynb",
         "06-agent-loop.ipynb",
     }
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
