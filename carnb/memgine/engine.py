@@ -260,6 +260,16 @@ class Memgine:
         with self._lock:
             return store.get_meta_int(self._db(), "fact_count")
 
+    def fact_count_if_idle(self) -> int | None:
+        """The count, or ``None`` at once when another call holds the graph (a long load, say):
+        for callers on the server's loop, which must never wait for a graph."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return store.get_meta_int(self._db(), "fact_count")
+        finally:
+            self._lock.release()
+
     def delete(self, fact_id: str) -> dict[str, Any]:
         """Remove a fact, its edges and index entries: ``{id, deleted, kind, fact_count}``."""
         fact_id = validate.name(fact_id, "id")

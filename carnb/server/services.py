@@ -157,7 +157,12 @@ class SessionHub:
             elif agent_id is not None:
                 bound = memory.agent_graph(agent_id)
         graph = bound if bound is not None else session.memgine
-        count = graph.fact_count() if graph is not None else (0 if memory is not None else None)
+        # never wait on the loop for a graph another call holds: the count is then filled in
+        # later (memory.fact_count, or the panel's asnapshots)
+        if graph is not None:
+            count = graph.fact_count_if_idle()
+        else:
+            count = 0 if memory is not None else None
         # nothing has changed up to here; from here on nothing can fail
         previous_agent = session.agent_id
         was = (session.authenticated, session.is_host, previous_agent, session.memory_namespace)

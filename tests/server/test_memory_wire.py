@@ -257,3 +257,38 @@ def test_graph_and_run_files_are_private_even_in_a_shared_home(make_runtime, tmp
     assert any(f.name.endswith(".sqlite3") for f in files) and len(files) >= 2
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_authenticating_to_a_graph_that_is_loading_does_not_wait_for_the_load(
+    runtime, connect_client
+) -> None:
+    """session.auth binds the agent's graph on the server's loop: while another session's long
+    memory.load holds that graph, the auth is answered at once (its fact count comes later)
+    instead of freezing the loop until the load ends."""
+    facts = [
+        {"subject": f"topic {i % 500}", "body": f"generated fact number {i} about item {i}"}
+        for i in range(120_000)
+    ]
+    alices_folder = runtime.home / "memory" / "agents" / "alice"
+    alices_folder.mkdir(parents=True, exist_ok=True)
+    (alices_folder / "big.json").write_text(json.dumps(facts))
+    loader = connect_client(auth=agent_auth(runtime, "alice"))
+    other = connect_client()
+    loader.send(
+        {"jsonrpc": "2.0", "id": "load", "method": "memory.load", "params": {"path": "big.json"}}
+    )
+    # wait until the load is writing (its file is read and prepared first)
+    wal = runtime.home / "graphs" / "agents" / "alice.sqlite3-wal"
+    deadline = time.monotonic() + 60
+    while not (wal.exists() and wal.stat().st_size > 1 << 20) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    late = connect_client(auth=None)
+    t0 = time.monotonic()
+    assert late.call("session.auth", agent_auth(runtime, "alice"))["agent_id"] == "alice"
+    auth_took = time.monotonic() - t0
+    t0 = time.monotonic()
+    assert other.call("state.keys") == []
+    bystander_took = time.monotonic() - t0
+    assert loader.recv_reply("load", timeout=120)["result"] == 120_000
+    assert auth_took < 1.0 and bystander_took < 1.0, (auth_took, bystander_took)
+    assert late.call("memory.fact_count") == 120_000  # counted once the graph is free
