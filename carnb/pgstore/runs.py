@@ -184,7 +184,7 @@ class PgRunStore(RunStore):
             log.warning("could not read records of %s to announce them: %s", run_id, exc)
             return
         for record in records:
-            status = record.get("status", rec.IN_PROGRESS) if record["kind"] == rec.ENDED else None
+            status = record.get("status", rec.IN_PROGRESS) if record[rec.TAG] == rec.ENDED else None
             self._deliver(
                 {
                     "run_id": run_id,
@@ -198,7 +198,7 @@ class PgRunStore(RunStore):
     def _deliver(self, ev: dict[str, Any]) -> None:
         """Announce one record (caller holds the delivery lock) and move the run's cursor."""
         run_id = ev["run_id"]
-        if ev["record"]["kind"] == rec.ENDED:
+        if ev["record"][rec.TAG] == rec.ENDED:
             self._delivered.pop(run_id, None)
         else:
             self._delivered.pop(run_id, None)  # re-insert: the dict stays in recency order

@@ -224,7 +224,7 @@ class RunStore:
             if row["status"] in rec.TERMINAL:
                 return _dropped(rid, "run_terminal") | {"status": row["status"]}
             index, now = row["next_index"], time.time()
-            db.append(conn, rid, index, rec.MODEL_TURN, now, [rec.dumps(body)])
+            self._sql.append(conn, rid, index, rec.MODEL_TURN, now, [rec.dumps(body)])
             record = rec.make_record(index, rec.MODEL_TURN, now, body)
             events.append(_event(rid, row["agent_id"], record, rec.IN_PROGRESS))
             return {"run_id": rid, "ok": True, "index": index, "turn_index": body["turn_index"]}

@@ -50,7 +50,7 @@ def test_runs_nobody_follows_announce_only_start_and_end(
     followed: set[str] = set()
     b.interest = followed.__contains__
     seen: list[tuple[str, int, str]] = []
-    b.add_listener(lambda e: seen.append((e["run_id"], e["cursor"], e["record"]["kind"])))
+    b.add_listener(lambda e: seen.append((e["run_id"], e["cursor"], e["record"]["record"])))
     quiet = a.start(AGENT_A, intent="quiet")["run_id"]
     loud = a.start(AGENT_A, intent="loud")["run_id"]
     assert b.sync()
