@@ -128,9 +128,7 @@ def _trace_id(nb: NotebookEngine, run_id: str | None) -> str:
 TRACE_SHOWN_RECORDS = 5_000
 
 
-def _get_trace(
-    nb: NotebookEngine, rid: str, most: int | None = TRACE_SHOWN_RECORDS
-) -> dict[str, Any]:
+def _get_trace(nb: NotebookEngine, rid: str, most: int | None) -> dict[str, Any]:
     """The run's trace, every page of it up to ``most`` records (None: all of them); when more
     remain, ``next_cursor`` says where they start."""
     found = read_trace(
@@ -148,8 +146,8 @@ def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult | LiveTra
     rid = _trace_id(nb, args.run_id)
     if getattr(args, "live", False):
         # every record up to where the live events start: a capped snapshot would leave a gap
-        return nb.add_live_trace(rid, lambda: _get_trace(nb, rid, most=None))
-    return TraceResult(_get_trace(nb, rid))
+        return nb.add_live_trace(rid, lambda: _get_trace(nb, rid, None))
+    return TraceResult(_get_trace(nb, rid, TRACE_SHOWN_RECORDS))
 
 
 RUN_COLUMNS = ("run_id", "agent_id", "status", "intent", "turn_count", "started_at", "ended_at")

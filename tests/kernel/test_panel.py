@@ -200,16 +200,19 @@ def test_a_run_opens_its_live_trace_in_the_panel(loaded: Any) -> None:
         button = panel.traces.buttons[rid]
         assert button in panel.traces.pick.children and "…" in button.description
         assert panel.traces.box.children == ()  # nothing open yet
+        early = [{"tool": "step", "parameters": {"n": n}} for n in range(150)]  # > one page
+        agent.call("runs.record_turns", {"run_id": rid, "turns": early})
         button.click()  # what a click in the browser does, on the kernel thread
         live = panel.traces.live
         assert live is not None and live.run_id == rid
         assert live.widget in panel.traces.box.children
-        assert len(live.timeline.children) == 1  # started
+        assert sorted(live.records) == list(range(151))  # started + every turn so far
+        assert len(live.timeline.children) == 151
         for i in range(3):
             turn = {"tool": "search", "parameters": {"q": i}, "output": f"hit {i}"}
             agent.call("runs.record_turns", {"run_id": rid, "turns": [turn]})
             # the host thread grows it by itself: no cell runs meanwhile
-            assert wait_for(lambda n=i + 2: len(live.timeline.children) == n)
+            assert wait_for(lambda n=i + 152: len(live.timeline.children) == n)
         assert "hit 2" in live.timeline.children[-1].value
         agent.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
         assert wait_for(lambda: "completed" in live.title.value)
