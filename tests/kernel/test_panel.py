@@ -4,9 +4,12 @@ blocked, that bursts are throttled, and that it never shows a token."""
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from typing import Any
+
+import pytest
 
 import carnb
 from carnb.kernel.panel_trace import shown_runs
@@ -252,3 +255,42 @@ def test_the_panel_opens_one_trace_at_a_time_and_says_when_it_cannot(loaded: Any
     assert "cannot show the trace of run-unknown" in panel.traces.note.value
     loaded.run_line_magic("unload_ext", "carnb")
     assert panel.traces.box.comm is None and panel.traces.pick.comm is None
+
+
+@pytest.mark.kernel
+def test_a_click_in_a_real_kernel_opens_the_run_trace_in_the_panel(kernel: Any) -> None:
+    """The frontend's click message reaches the kernel thread; the trace then grows in the
+    panel from the host thread while no cell runs."""
+    kernel.ok("%load_ext carnb")
+    kernel.ok("panel = %car status")
+    kernel.ok("info = %car agent add scout --show-tokens")
+    env = kernel.value("info.env")
+    agent = Client(env["CAR_DAEMON_URL"])
+    try:
+        agent.call(
+            "session.auth", {"token": env["CAR_AGENT_TOKEN"], "agent_id": env["CAR_AGENT_ID"]}
+        )
+        rid = agent.call("runs.start", {"intent": "watched from the panel"})["run_id"]
+        assert wait_for(lambda: rid in kernel.value("list(panel.traces.buttons)"), 15)
+        model_id = kernel.value(f"panel.traces.buttons[{rid!r}].model_id")
+        click = {"method": "custom", "content": {"event": "click"}}
+        msg = kernel.kc.session.msg("comm_msg", {"comm_id": model_id, "data": click})
+        kernel.kc.shell_channel.send(msg)
+        assert wait_for(
+            lambda: kernel.value("panel.traces.live and panel.traces.live.run_id") == rid
+        )
+        turn = {"tool": "fetch", "parameters": {"url": "x"}, "output": "marker-output-9"}
+        agent.call("runs.record_turns", {"run_id": rid, "turns": [turn]})
+        seen = ""
+        deadline = time.monotonic() + 15
+        while "marker-output-9" not in seen:
+            assert time.monotonic() < deadline, "no widget update reached the frontend"
+            try:
+                update = kernel.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if update["msg_type"] in ("comm_open", "comm_msg"):
+                seen += str(update["content"])
+    finally:
+        agent.close()
+    assert kernel.value("len(panel.traces.live.timeline.children)") == 2
