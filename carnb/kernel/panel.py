@@ -11,7 +11,8 @@ updates,
 the panel moves while a cell is busy. The kernel thread only waits for a refresh to happen
 (:meth:`StatusPanel.flush`, after each cell), so the final state of a cell is sent while that
 cell is still the parent message (nbclient stores it). Snapshots never contain tokens, so the
-panel cannot show one.
+panel cannot show one. A button per run shown opens that run's live trace inside the panel
+(:mod:`carnb.kernel.panel_trace`).
 """
 
 from __future__ import annotations
