@@ -16,7 +16,7 @@ from carnb.kernel.cellrun import (
     make_turn,
 )
 from carnb.kernel.render import Message, Raw, Table
-from carnb.kernel.traceview import TraceDoc, to_dataframe
+from carnb.kernel.traceview import TraceDoc, read_trace, to_dataframe
 
 if TYPE_CHECKING:
     from carnb.kernel.engine import NotebookEngine
@@ -128,33 +128,26 @@ def _trace_id(nb: NotebookEngine, run_id: str | None) -> str:
 TRACE_SHOWN_RECORDS = 5_000
 
 
-def _get_trace(nb: NotebookEngine, rid: str) -> dict[str, Any]:
-    """The run's trace, every page of it up to :data:`TRACE_SHOWN_RECORDS` records; when more
+def _get_trace(nb: NotebookEngine, rid: str, most: int | None) -> dict[str, Any]:
+    """The run's trace, every page of it up to ``most`` records (None: all of them); when more
     remain, ``next_cursor`` says where they start."""
-    params: dict[str, Any] = {"run_id": rid}
-    result: dict[str, Any] | None = None
-    records: list[Any] = []
-    while True:
-        page = nb.calls.call("runs.get_trace", params, what="%car run trace")
-        if not isinstance(page, dict) or page.get("not_found"):
-            raise CarCommandError(
-                f"%car run trace: no run {rid} that this session may read (reading another "
-                "agent's run needs the host role: `%car auth` restores it)"
-            )
-        result = page
-        records.extend(page.get("records") or [])
-        next_cursor = page.get("next_cursor")
-        if next_cursor is None or len(records) >= TRACE_SHOWN_RECORDS:
-            break
-        params = {"run_id": rid, "cursor": next_cursor}
-    return {**result, "records": records}
+    found = read_trace(
+        lambda method, params: nb.calls.call(method, params, what="%car run trace"), rid, most=most
+    )
+    if found is None:
+        raise CarCommandError(
+            f"%car run trace: no run {rid} that this session may read (reading another "
+            "agent's run needs the host role: `%car auth` restores it)"
+        )
+    return found
 
 
 def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult | LiveTrace:
     rid = _trace_id(nb, args.run_id)
     if getattr(args, "live", False):
-        return nb.add_live_trace(rid, lambda: _get_trace(nb, rid))
-    return TraceResult(_get_trace(nb, rid))
+        # every record up to where the live events start: a capped snapshot would leave a gap
+        return nb.add_live_trace(rid, lambda: _get_trace(nb, rid, None))
+    return TraceResult(_get_trace(nb, rid, TRACE_SHOWN_RECORDS))
 
 
 RUN_COLUMNS = ("run_id", "agent_id", "status", "intent", "turn_count", "started_at", "ended_at")

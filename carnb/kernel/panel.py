@@ -11,7 +11,8 @@ updates,
 the panel moves while a cell is busy. The kernel thread only waits for a refresh to happen
 (:meth:`StatusPanel.flush`, after each cell), so the final state of a cell is sent while that
 cell is still the parent message (nbclient stores it). Snapshots never contain tokens, so the
-panel cannot show one.
+panel cannot show one. A button per run shown opens that run's live trace inside the panel
+(:mod:`carnb.kernel.panel_trace`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.browser_view import page_url
 from carnb.kernel.linger import LINGER_SECONDS, EndedRun, Lingering
+from carnb.kernel.panel_trace import PanelTraces, shown_runs
 from carnb.kernel.proposal_progress import ProposalProgress
 from carnb.kernel.render import Renderable, Table
 from carnb.kernel.render_tools import panel_tools_html, panel_tools_text
@@ -81,7 +83,10 @@ class StatusPanel:
         self.mine = w.HTML()
         self.others = w.HTML()
         self.tools = w.HTML()  # tools and proposals (issue 11), below the sessions
-        self.widget = w.VBox([self.title, self.mine, self.others, self.tools])
+        self.traces = PanelTraces(runtime)  # a button per run shown: its live trace (issue 16)
+        self.widget = w.VBox(
+            [self.title, self.mine, self.others, self.traces.pick, self.traces.box, self.tools]
+        )
         self.widget.add_class("carnb-panel")
         self.widget.add_class(ROOT)
         self._unwatch: Callable[[], None] | None = None
@@ -119,6 +124,7 @@ class StatusPanel:
                 log.exception("closing the status panel on the host thread failed")
         self._closed = True
         self._stop_watching()
+        self.traces.close()
         for widget in (self.title, self.mine, self.others, self.tools, self.widget):
             widget.close()
 
@@ -158,6 +164,7 @@ class StatusPanel:
             self._pending.cancel()
             self._pending = None
         await self._arefresh()
+        await self.traces.aflush()
 
     async def _aclose(self) -> None:
         self._closed = True
@@ -228,6 +235,7 @@ class StatusPanel:
         self.mine.value = mine
         self.others.value = others
         self.tools.value = panel_tools_html(rows)
+        self.traces.show_runs(shown_runs(rows, self.ended))
 
 
 def _turns(r: dict[str, Any]) -> Any:

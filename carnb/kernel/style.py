@@ -122,6 +122,14 @@ def cell(text: Any, *, title: str = "", cls: str = "") -> Cell:
     return Cell(str(text), f"<span{attrs}>{esc(text)}</span>" if attrs else esc(text))
 
 
+def shorten(text: str, keep: int = 8) -> str:
+    """``text`` cut to its prefix plus ``keep`` characters (``run-3f2a9c01…``), or as it is."""
+    prefix, sep, rest = text.rpartition("-")
+    body = rest if sep and len(rest) > keep + 4 else text
+    lead = prefix + sep if body is rest else ""
+    return lead + body[:keep] + "…" if len(body) > keep + 4 else text
+
+
 def short_id(full: Any, keep: int = 8) -> Cell:
     """An id cut to its prefix plus ``keep`` characters (``run-3f2a9c01…``), the full id on hover.
 
@@ -129,10 +137,7 @@ def short_id(full: Any, keep: int = 8) -> Cell:
     if full is None or full == "":
         return Cell("", "")
     text = str(full)
-    prefix, sep, rest = text.rpartition("-")
-    body = rest if sep and len(rest) > keep + 4 else text
-    lead = prefix + sep if body is rest else ""
-    short = lead + body[:keep] + "…" if len(body) > keep + 4 else text
+    short = shorten(text, keep)
     if short == text:
         return Cell(text, f'<span class="carnb-id">{esc(text)}</span>')
     return Cell(text, f'<span class="carnb-id" title="{esc(text)}">{esc(short)}</span>')

@@ -241,6 +241,27 @@ def header(trace: Mapping[str, Any], records: list[Mapping[str, Any]]) -> str:
     return text
 
 
+def read_trace(
+    call: Callable[[str, dict[str, Any]], Any], run_id: str, *, most: int | None = None
+) -> dict[str, Any] | None:
+    """A run's trace read page by page with ``call("runs.get_trace", params)``: every record,
+    or, with ``most``, the pages that hold the first ``most`` records (then ``next_cursor`` says
+    where the rest starts). None when the caller may not read the run or it is unknown."""
+    params: dict[str, Any] = {"run_id": run_id}
+    records: list[Any] = []
+    while True:
+        page = call("runs.get_trace", params)
+        if not isinstance(page, dict) or page.get("not_found"):
+            return None
+        records.extend(page.get("records") or [])
+        next_cursor = page.get("next_cursor")
+        if next_cursor is None or (most is not None and len(records) >= most):
+            break
+        params = {"run_id": run_id, "cursor": next_cursor}
+    # the run's fields as of the last page read (its status may have moved on meanwhile)
+    return {**page, "records": records}
+
+
 def to_dataframe(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -> Any:
     """A pandas DataFrame of ``rows`` (pandas is optional: a clear ImportError without it)."""
     try:
@@ -287,7 +308,9 @@ class LiveTrace:
 
     Created on the kernel thread; :meth:`start` registers the store watcher first, then reads
     the snapshot, so nothing committed in between is lost (records are keyed by index, so one
-    seen twice is shown once). Updates are throttled to one per ``interval``.
+    seen twice is shown once). The snapshot must hold every record (all the pages of
+    :func:`read_trace`): a capped one would leave a gap before the first live record. Updates
+    are throttled to one per ``interval``.
     """
 
     def __init__(self, runtime: RuntimeView, run_id: str, *, interval: float = 0.1) -> None:
@@ -387,6 +410,10 @@ class LiveTrace:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
+
+    async def aflush(self) -> None:
+        """Show every record received so far now (on the host loop)."""
+        await self._aupdate()
 
     async def _aupdate(self) -> None:
         self._cancel_pending()

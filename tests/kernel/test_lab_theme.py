@@ -1,13 +1,13 @@
 """carnb's output in JupyterLab's themes (dark, light, dark high contrast), in headless Chromium:
 every table cell carnb renders (panel, greyed ended sessions, server sessions, memory query, run
-trace) reads with WCAG AA contrast (4.5:1, computed colours) and is left-aligned; and a notebook
-saved with its outputs and reopened without running it shows carnb's panel, not a widget error.
+trace) reads with WCAG AA contrast (4.5:1, computed colours) and is left-aligned, and so do the
+panel's run buttons and the trace they open; and a notebook saved with its outputs and reopened
+without running it shows carnb's panel, not a widget error.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,10 @@ pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(400),
 
 NOTEBOOK = "01-quickstart.ipynb"
 CELLS = ".carnb-out td, .carnb-out th, .carnb-out td *, .carnb-out th *"
+RUN_BUTTONS = (
+    ".carnb-out .carnb-trace-pick button, .carnb-out .carnb-trace-pick .carnb-label, "
+    ".carnb-out .carnb-panel-trace button, .carnb-out .carnb-panel-trace .carnb-h"
+)
 WCAG_AA = 4.5
 
 
@@ -39,7 +43,7 @@ def test_carnb_tables_read_in_every_theme(theme: str, tmp_path: Path) -> None:
 
     root = tmp_path / "root"
     root.mkdir()
-    shutil.copy(REPO / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    (root / NOTEBOOK).write_text(with_a_trace_on_the_panel(REPO / "notebooks" / NOTEBOOK))
     with start_lab(root, tmp_path, theme=theme) as lab, sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=chromium_path(), headless=True, args=chromium_args()
@@ -67,8 +71,12 @@ def test_carnb_tables_read_in_every_theme(theme: str, tmp_path: Path) -> None:
                 " tr.parentElement.appendChild(copy); }"
             )
             expect(page.locator("tr.carnb-ended").first).to_be_visible()
-            cells: list[dict[str, Any]] = page.evaluate(CONTRAST_JS, CELLS)
+            # The panel's run button and the trace it opened (cells added to the copy).
+            expect(panel.locator(".carnb-trace-run").first).to_be_visible()
+            expect(panel.locator(".carnb-panel-trace .carnb-live-trace")).to_be_visible()
+            cells: list[dict[str, Any]] = page.evaluate(CONTRAST_JS, f"{CELLS}, {RUN_BUTTONS}")
             assert len(cells) > 40
+            assert any(c["text"].startswith("run-") for c in cells)
             worst = min(cells, key=lambda c: c["ratio"])
             assert worst["ratio"] >= WCAG_AA, worst
             # JupyterLab right-aligns table cells; carnb's are left-aligned (numbers, and the
@@ -166,4 +174,24 @@ def nbformat_cells(path: Path, upto: str) -> str:
     cells = doc["cells"]
     end = next(i for i, c in enumerate(cells) if "".join(c["source"]) == upto)
     doc["cells"] = cells[: end + 1]
+    return json.dumps(doc)
+
+
+def with_a_trace_on_the_panel(path: Path) -> str:
+    """The notebook at ``path`` plus two cells: a run is open, and the panel shows its trace."""
+    doc = json.loads(path.read_text())
+    for source in (
+        "%car run start theme check",
+        "import carnb\n_panel = %car status\n"
+        "_live = _panel.traces.open(carnb.current().notebook()['current_run_id'])",
+    ):
+        doc["cells"].append(
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": source,
+            }
+        )
     return json.dumps(doc)

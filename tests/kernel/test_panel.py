@@ -4,11 +4,15 @@ blocked, that bursts are throttled, and that it never shows a token."""
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from typing import Any
 
+import pytest
+
 import carnb
+from carnb.kernel.panel_trace import shown_runs
 from tests.conftest import Client
 
 
@@ -180,3 +184,113 @@ def test_unload_closes_the_panel(loaded: Any) -> None:
     loaded.run_line_magic("unload_ext", "carnb")
     assert panel.widget.comm is None  # closed widgets drop their comm
     assert panel._unwatch is None  # every session listener and event watcher detached
+
+
+def test_a_run_opens_its_live_trace_in_the_panel(loaded: Any) -> None:
+    """A button per run the panel shows; a click (as the frontend's) opens that run's live
+    trace inside the panel, which grows while an outside client records turns; close it."""
+    panel = loaded.run_line_magic("car", "status")
+    rt = carnb.current()
+    loaded.run_line_magic("car", "agent add scout")
+    agent = Client(rt.url)
+    try:
+        agent.call(
+            "session.auth",
+            {"agent_id": "scout", "token": rt.credentials.agents.token_for("scout")},
+        )
+        rid = agent.call("runs.start", {"intent": "outside work"})["run_id"]
+        assert wait_for(lambda: rid in panel.traces.buttons)
+        button = panel.traces.buttons[rid]
+        assert button in panel.traces.pick.children and "…" in button.description
+        assert panel.traces.box.children == ()  # nothing open yet
+        early = [{"tool": "step", "parameters": {"n": n}} for n in range(150)]  # > one page
+        agent.call("runs.record_turns", {"run_id": rid, "turns": early})
+        button.click()  # what a click in the browser does, on the kernel thread
+        live = panel.traces.live
+        assert live is not None and live.run_id == rid
+        assert live.widget in panel.traces.box.children
+        assert sorted(live.records) == list(range(151))  # started + every turn so far
+        assert len(live.timeline.children) == 151
+        for i in range(3):
+            turn = {"tool": "search", "parameters": {"q": i}, "output": f"hit {i}"}
+            agent.call("runs.record_turns", {"run_id": rid, "turns": [turn]})
+            # the host thread grows it by itself: no cell runs meanwhile
+            assert wait_for(lambda n=i + 152: len(live.timeline.children) == n)
+        assert "hit 2" in live.timeline.children[-1].value
+        agent.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
+        assert wait_for(lambda: "completed" in live.title.value)
+        # the ended run stays on the panel (greyed) and keeps its button
+        assert wait_for(lambda: "(ended)" in panel.traces.buttons[rid].description)
+        panel.traces.close_button.click()
+        assert panel.traces.live is None and panel.traces.box.children == ()
+        assert live.widget.comm is None  # closed, not just hidden
+    finally:
+        agent.close()
+
+
+def test_the_panel_opens_one_trace_at_a_time_and_says_when_it_cannot(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    loaded.run_cell("%car run start first")
+    first = carnb.current().session.current_run_id
+    loaded.run_cell("1 + 1")
+    loaded.run_cell("%car run complete")
+    assert shown_runs(panel.rows, panel.ended) == [(first, True)]  # shown greyed
+    loaded.run_cell("%car run start second")
+    second = carnb.current().session.current_run_id
+    assert shown_runs(panel.rows, panel.ended) == [(second, False)]
+    assert list(panel.traces.buttons) == [second]
+    assert panel.traces.open(first) is not None
+    one = panel.traces.live
+    assert one is not None and [r["record"] for r in one.records.values()] == [
+        "started",
+        "turn",
+        "ended",
+    ]
+    two = panel.traces.open(second)
+    assert two is not None and panel.traces.live is two and one.widget.comm is None
+    loaded.run_cell("2 + 2")  # a recorded cell: the panel's trace shows it once the cell ends
+    assert len(two.timeline.children) == 2 and "2 + 2" in two.timeline.children[-1].value
+    assert panel.traces.open("run-unknown") is None
+    assert panel.traces.live is None and two.widget.comm is None
+    assert "cannot show the trace of run-unknown" in panel.traces.note.value
+    loaded.run_line_magic("unload_ext", "carnb")
+    assert panel.traces.box.comm is None and panel.traces.pick.comm is None
+
+
+@pytest.mark.kernel
+def test_a_click_in_a_real_kernel_opens_the_run_trace_in_the_panel(kernel: Any) -> None:
+    """The frontend's click message reaches the kernel thread; the trace then grows in the
+    panel from the host thread while no cell runs."""
+    kernel.ok("%load_ext carnb")
+    kernel.ok("panel = %car status")
+    kernel.ok("info = %car agent add scout --show-tokens")
+    env = kernel.value("info.env")
+    agent = Client(env["CAR_DAEMON_URL"])
+    try:
+        agent.call(
+            "session.auth", {"token": env["CAR_AGENT_TOKEN"], "agent_id": env["CAR_AGENT_ID"]}
+        )
+        rid = agent.call("runs.start", {"intent": "watched from the panel"})["run_id"]
+        assert wait_for(lambda: rid in kernel.value("list(panel.traces.buttons)"), 15)
+        model_id = kernel.value(f"panel.traces.buttons[{rid!r}].model_id")
+        click = {"method": "custom", "content": {"event": "click"}}
+        msg = kernel.kc.session.msg("comm_msg", {"comm_id": model_id, "data": click})
+        kernel.kc.shell_channel.send(msg)
+        assert wait_for(
+            lambda: kernel.value("panel.traces.live and panel.traces.live.run_id") == rid
+        )
+        turn = {"tool": "fetch", "parameters": {"url": "x"}, "output": "marker-output-9"}
+        agent.call("runs.record_turns", {"run_id": rid, "turns": [turn]})
+        seen = ""
+        deadline = time.monotonic() + 15
+        while "marker-output-9" not in seen:
+            assert time.monotonic() < deadline, "no widget update reached the frontend"
+            try:
+                update = kernel.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if update["msg_type"] in ("comm_open", "comm_msg"):
+                seen += str(update["content"])
+    finally:
+        agent.close()
+    assert kernel.value("len(panel.traces.live.timeline.children)") == 2

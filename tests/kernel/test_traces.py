@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,6 +99,57 @@ def test_live_trace_grows_while_an_outside_agent_records(loaded: Any) -> None:
         agent.close()
     loaded.run_line_magic("unload_ext", "carnb")
     assert live.widget.comm is None  # closed with the engine
+
+
+def test_live_trace_of_a_long_run_shows_every_record_then_grows(
+    loaded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of 250 turns spans three `runs.get_trace` pages (100 records each): the live view
+    shows all of them, turns recorded while it opens arrive with no gap and none twice, and it
+    keeps growing; the static view's cap does not apply to it."""
+    from carnb.kernel import cmd_runs
+
+    monkeypatch.setattr(cmd_runs, "TRACE_SHOWN_RECORDS", 120)  # a cap below the run's length
+    rt = carnb.current()
+    loaded.run_line_magic("car", "agent add scout")
+    agent = Client(rt.url)
+    try:
+        token = rt.credentials.agents.token_for("scout")
+        agent.call("session.auth", {"token": token, "agent_id": "scout"})
+        run_id = agent.call("runs.start", {"intent": "a long run"})["run_id"]
+        for start in range(0, 250, 50):
+            turns = [{"tool": "step", "parameters": {"n": n}} for n in range(start, start + 50)]
+            agent.call("runs.record_turns", {"run_id": run_id, "turns": turns})
+        static = loaded.run_line_magic("car", f"run trace {run_id}")
+        assert len(static.trace["records"]) == 200 and static.trace["next_cursor"] == 200
+
+        more = 40  # recorded one by one while the live view reads its pages
+
+        def record_more() -> None:
+            writer = Client(rt.url)
+            try:
+                writer.call("session.auth", {"token": token, "agent_id": "scout"})
+                for n in range(250, 250 + more):
+                    turn = {"tool": "step", "parameters": {"n": n}}
+                    reply = writer.call("runs.record_turns", {"run_id": run_id, "turns": [turn]})
+                    assert reply.get("ok") is not False, reply
+            finally:
+                writer.close()
+
+        writer = threading.Thread(target=record_more)
+        writer.start()
+        live = loaded.run_line_magic("car", f"run trace {run_id} --live")
+        writer.join(30)
+        total = 1 + 250 + more  # started + turns
+        wait_for(lambda: len(live.timeline.children) == total)
+        assert sorted(live.records) == list(range(total))
+        steps = [r["turn"]["parameters"]["n"] for r in live.records.values() if "turn" in r]
+        assert sorted(steps) == list(range(250 + more))  # each turn once
+        agent.call("runs.record_turns", {"run_id": run_id, "turns": [{"tool": "last"}]})
+        wait_for(lambda: len(live.timeline.children) == total + 1)
+        assert "tool last" in live.timeline.children[-1].value
+    finally:
+        agent.close()
 
 
 def test_agents_on_disk_are_listed_and_reattached(loaded: Any) -> None:
