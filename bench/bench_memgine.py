@@ -187,7 +187,11 @@ def ensure_peer() -> tuple[Path | None, str]:
         done = subprocess.run(check, capture_output=True, text=True)
         if done.returncode == 0 and done.stdout.strip() == PEER_VERSION:
             return python, ""
-    print(f"(building the peer venv {PEER_VENV} with car-runtime=={PEER_VERSION} ...)", flush=True)
+    print(
+        f"(building the peer venv {PEER_VENV} with car-runtime=={PEER_VERSION} ...)",
+        file=sys.stderr,
+        flush=True,
+    )
     steps = [
         [sys.executable, "-m", "venv", str(PEER_VENV)],
         [str(python), "-m", "pip", "install", "-q", f"car-runtime=={PEER_VERSION}"],
@@ -314,7 +318,7 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="carnb-bench-memgine-") as tmp:
         for n in sizes:
-            print(f"(carnb memgine @{label(n)} ...)", flush=True)
+            print(f"(carnb memgine @{label(n)} ...)", file=sys.stderr, flush=True)
             results["sizes"].append(bench_size(n, queries, iters, add_n, Path(tmp)))
     notes: list[str] = []
     if not args.no_peer:
@@ -324,7 +328,11 @@ def main() -> int:
         else:
             results["peer"] = []
             for n in [1_000, 10_000]:
-                print(f"(peer car-runtime {PEER_VERSION} @{label(n)} ...)", flush=True)
+                print(
+                    f"(peer car-runtime {PEER_VERSION} @{label(n)} ...)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 peer_iters = PEER_ITERS[(args.quick, n <= 1000)]
                 results["peer"].append(bench_peer(python, n, peer_iters))
     results["loadavg_end"] = os.getloadavg()
@@ -344,7 +352,7 @@ def main() -> int:
     out = HERE / "results" / ("memgine-quick.json" if args.quick else "memgine.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {out.relative_to(HERE.parent)}")
+    print(f"wrote {out.relative_to(HERE.parent)}", file=sys.stderr)
     return 0
 
 
