@@ -608,10 +608,10 @@ def terms_of(conn: sqlite3.Connection, rowids: Sequence[int]) -> Iterator[tuple[
             f"WHERE rowid IN ({marks})",
             (SCORED_CHARS + 1, SCORED_CHARS + 1, *chunk),
         ):
-            yield rowid, _whole_tokens(terms), _whole_tokens(stems)
+            yield rowid, whole_tokens(terms), whole_tokens(stems)
 
 
-def _whole_tokens(text: str) -> str:
+def whole_tokens(text: str) -> str:
     """``text`` (read as ``SCORED_CHARS + 1`` characters at most) without a cut last token."""
     if len(text) <= SCORED_CHARS:
         return text
