@@ -188,8 +188,8 @@ def test_unicode_facts_round_trip(graph: Memgine) -> None:
     assert graph.query("façade")[0]["fact_id"] == "ws-1"
 
 
-def test_closed_graph_raises_a_clear_error_and_close_is_idempotent(tmp_path) -> None:
-    g = Memgine(tmp_path / "g.sqlite3")
+def test_closed_graph_raises_a_clear_error_and_close_is_idempotent(open_graph) -> None:
+    g = open_graph()
     g.add_fact("a", "b")
     g.close()
     g.close()
@@ -231,5 +231,20 @@ def test_check_reports_a_graph_damaged_from_outside(tmp_path) -> None:
     raw.commit()
     raw.close()
     with pytest.raises(CarnbError, match="damaged: .*full-text index.*fact_count says 40"):
+        g.check()
+    g.close()
+
+
+@pytest.mark.postgres
+def test_check_reports_a_postgresql_graph_damaged_from_outside(pg_store, pg_url) -> None:
+    import psycopg
+
+    g = Memgine(backend=pg_store.graphs().backend("agents", "g"))
+    for i in range(40):
+        g.add_fact("s", f"fact {i}")
+    g.check()
+    with psycopg.connect(pg_url) as raw:
+        raw.execute("DELETE FROM memgine_facts WHERE rowid = 3")  # behind the engine's back
+    with pytest.raises(CarnbError, match="damaged: fact_count says 40.*full-text index: 0 .* 3 too many"):
         g.check()
     g.close()
