@@ -65,6 +65,8 @@ class GraphStore(Protocol):
     """Where agent and namespace graphs live instead of files (a PostgreSQL store)."""
 
     def backend(self, kind: str, name: str) -> GraphBackend: ...
+    def names(self, kind: str) -> list[str]:
+        """The names of the stored graphs of ``kind`` (``agents``, ``namespaces``)."""
 
 
 class MemoryOwner(Protocol):

@@ -158,6 +158,16 @@ class PgGraphs:
             self._backends[(kind, name)] = graph
         return graph
 
+    def names(self, kind: str) -> list[str]:
+        """The names of the stored graphs of ``kind`` that hold facts."""
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT g.name FROM memgine_graphs g WHERE g.kind = %s AND EXISTS "
+                "(SELECT 1 FROM memgine_facts f WHERE f.graph_id = g.graph_id) ORDER BY g.name",
+                (kind,),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def watch(self, fn: Watcher) -> None:
         """Call ``fn(key, fact_count)`` (in the LISTEN thread) after a write to a graph by any
         server, this one included."""
