@@ -94,6 +94,8 @@ _FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source"
 # Columns rows_by_rowid may be asked for (constants of memgine, never client text).
 _ALLOWED_COLUMNS = frozenset({"fact_id", "subject", "body", "kind", "tags", "source"})
 _LINES_PAGE = 256
+# A load refreshes the planner's statistics each time a graph passes a multiple of this.
+ANALYZE_EVERY = 10_000
 
 
 @dataclass(slots=True)
@@ -450,35 +452,37 @@ class PgGraphTx:
     # -- the index -----------------------------------------------------------------------------
 
     def match(self, all_of: Sequence[Sequence[str]], limit: int | None = None) -> list[int]:
-        """Each group is one condition (a key of the group); a one-key group drives the scan
-        when there is one, so a newest-first search walks one key's postings backwards and
-        stops at ``limit``."""
-        groups = [sorted(set(g)) for g in all_of]
-        if not groups or any(not g for g in groups):
+        """Query shapes that stay cheap whatever the planner's statistics say. Newest first:
+        the smallest group's postings walked backwards per key (stopping at ``limit``), the
+        other groups checked per row through the primary key. Without a limit (memgine's
+        probe of a common key inside the rare candidates' keys), the group with the most keys
+        drives and the others are checked per row: many keys there means rare keys, few
+        postings each."""
+        groups = sorted((sorted(set(g)) for g in all_of), key=len)
+        if not groups or not groups[0]:
             return []
-        groups.sort(key=len)
-        first, rest = groups[0], groups[1:]
-        params: dict[str, Any] = {"g": self.g}
-        if len(first) == 1:
-            driver = "t.key = %(k0)s"
-            params["k0"] = first[0]
-        else:
-            driver = "t.key = ANY(%(k0)s)"
-            params["k0"] = first
-        exists = []
-        for n, group in enumerate(rest, start=1):
+        if limit is None:
+            groups.reverse()
+        params: dict[str, Any] = {"g": self.g, "limit": limit}
+        for n, group in enumerate(groups):
             params[f"k{n}"] = group
-            exists.append(
-                f" AND EXISTS (SELECT 1 FROM memgine_terms u{n} WHERE u{n}.graph_id = %(g)s "
-                f"AND u{n}.key = ANY(%(k{n})s) AND u{n}.rowid = t.rowid)"
-            )
-        sql = (
-            f"SELECT DISTINCT t.rowid FROM memgine_terms t WHERE t.graph_id = %(g)s "
-            f"AND {driver}{''.join(exists)}"
+        exists = "".join(
+            f" AND EXISTS (SELECT 1 FROM memgine_terms u WHERE u.graph_id = %(g)s "
+            f"AND u.key = ANY(%(k{n})s) AND u.rowid = t.rowid)"
+            for n in range(1, len(groups))
         )
-        if limit is not None:
-            sql += " ORDER BY t.rowid DESC LIMIT %(limit)s"
-            params["limit"] = limit
+        if limit is None:
+            sql = (
+                "SELECT DISTINCT t.rowid FROM memgine_terms t WHERE t.graph_id = %(g)s "
+                f"AND t.key = ANY(%(k0)s){exists}"
+            )
+        else:
+            sql = (
+                "SELECT DISTINCT r FROM unnest(%(k0)s::text[]) AS k(key) CROSS JOIN LATERAL "
+                "(SELECT t.rowid AS r FROM memgine_terms t WHERE t.graph_id = %(g)s "
+                f"AND t.key = k.key{exists} ORDER BY t.rowid DESC LIMIT %(limit)s) AS newest "
+                "ORDER BY r DESC LIMIT %(limit)s"
+            )
         return [int(r[0]) for r in self.conn.execute(sql, params)]
 
     def pending(self) -> list[Pending]:
@@ -553,6 +557,10 @@ class PgGraphTx:
             (self.g, keys),
         )
         self.head.fact_count += len(facts)
+        if (base + len(facts)) // ANALYZE_EVERY > base // ANALYZE_EVERY:
+            # a bulk load outruns autovacuum: without fresh statistics the planner takes a
+            # common key for a rare one
+            self.conn.execute("ANALYZE memgine_terms, memgine_facts")
 
     def duplicate_groups(self) -> list[list[int]]:
         rows = self._all(
