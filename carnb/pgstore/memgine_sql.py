@@ -106,6 +106,7 @@ class Head:
     fact_count: int
     next_ws: int
     version: int
+    top: int | None = None  # the highest rowid stored when the transaction began
 
 
 def ensure_graph(conn: psycopg.Connection[Any], kind: str, name: str) -> int:
@@ -123,13 +124,14 @@ def ensure_graph(conn: psycopg.Connection[Any], kind: str, name: str) -> int:
 
 def head(conn: psycopg.Connection[Any], graph_id: int, *, lock: bool) -> Head:
     row = conn.execute(
-        "SELECT fact_count, next_ws, version FROM memgine_graphs WHERE graph_id = %s"
+        "SELECT fact_count, next_ws, version, (SELECT max(rowid) FROM memgine_facts "
+        "WHERE graph_id = %(g)s) FROM memgine_graphs WHERE graph_id = %(g)s"
         + (" FOR UPDATE" if lock else ""),
-        (graph_id,),
+        {"g": graph_id},
     ).fetchone()
     if row is None:
         raise LookupError(f"memory graph {graph_id} vanished from the store")
-    return Head(graph_id, int(row[0]), int(row[1]), int(row[2]))
+    return Head(graph_id, int(row[0]), int(row[1]), int(row[2]), int(row[3] or 0))
 
 
 def save_head(conn: psycopg.Connection[Any], h: Head) -> None:
@@ -153,6 +155,7 @@ class PgGraphTx:
         self.head = h
         self.g = h.graph_id
         self.foreign_change = foreign_change
+        self._top = h.top  # None once this transaction added or removed facts
 
     def _all(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, params).fetchall()
@@ -169,8 +172,10 @@ class PgGraphTx:
         self.head.fact_count += delta
 
     def max_rowid(self) -> int:
-        row = self._one("SELECT max(rowid) FROM memgine_facts WHERE graph_id = %s", (self.g,))
-        return int(row[0]) if row is not None and row[0] is not None else 0
+        if self._top is None:
+            row = self._one("SELECT max(rowid) FROM memgine_facts WHERE graph_id = %s", (self.g,))
+            self._top = int(row[0]) if row is not None and row[0] is not None else 0
+        return self._top
 
     def next_ws(self) -> int:
         return self.head.next_ws
@@ -214,6 +219,7 @@ class PgGraphTx:
     def insert_fact(self, fact: NewFact) -> int:
         """Insert, link after the newest fact with the same subject and index, in one
         statement."""
+        self._top = None
         row = self._one(
             """
             WITH f AS (
@@ -259,6 +265,7 @@ class PgGraphTx:
             )
 
     def remove_fact(self, rowid: int, stems: str, *, valid: bool = True) -> None:
+        self._top = None
         if valid:
             self._unindex([(rowid, stems)])
         self.conn.execute(
@@ -519,12 +526,14 @@ class PgGraphTx:
     # -- whole graph ---------------------------------------------------------------------------
 
     def clear(self) -> None:
+        self._top = None
         for table in ("memgine_terms", "memgine_keys", "memgine_facts"):
             self.conn.execute(f"DELETE FROM {table} WHERE graph_id = %s", (self.g,))
         self.head.fact_count = 0
 
     def append_batch(self, facts: Sequence[NewFact]) -> None:
         base = self.max_rowid()
+        self._top = None
         last: dict[str, int | None] = {}
         rows = []
         for rowid, fact in enumerate(facts, start=base + 1):
