@@ -249,3 +249,13 @@ def test_check_reports_a_postgresql_graph_damaged_from_outside(pg_store, pg_url)
     with pytest.raises(CarnbError, match=damage):
         g.check()
     g.close()
+
+
+@pytest.mark.postgres
+def test_a_nul_character_is_refused_by_postgresql_and_nothing_is_written(pg_store) -> None:
+    g = Memgine(backend=pg_store.graphs().backend("agents", "g"))
+    g.add_fact("s", "kept")
+    with pytest.raises(InvalidParams, match="NUL.*nothing was written"):
+        g.add_fact("s", "a\x00b")
+    assert g.fact_count() == 1 and [f["body"] for f in g.facts()] == ["kept"]
+    g.close()
