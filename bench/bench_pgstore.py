@@ -15,7 +15,8 @@ Starts a throw-away PostgreSQL from the machine's binaries (``tests/postgres.py`
 * memgine over the wire, an agent's graph on each store side by side: sequential
   ``memory.add_fact``/s, ``memory.query`` (k=5) and ``memory.build_context`` medians at 100k
   facts (10k with ``--quick``), the graph filled with ``memory.load`` from the seeded corpus
-  ``bench_memgine.py`` uses (goal: PostgreSQL's query median <= 10 ms and within 3x of SQLite's).
+  ``bench_memgine.py`` uses (goal: PostgreSQL's query median <= 10 ms and within 3x of SQLite's),
+  right after the load and steady (after SQLite's checkpoint, PostgreSQL's vacuum).
 
 Prints a Markdown table and writes ``bench/results/pgstore.json``.
 """
@@ -146,9 +147,21 @@ class _Done(Exception):
     """--only-memgine: the run store figures are skipped."""
 
 
-def memgine_figures(url: str, home: Path, n: int) -> dict[str, float]:
+def vacuum(store_url: str) -> None:
+    """What autovacuum does to a live store soon after a bulk load (PostgreSQL 13+ vacuums
+    insert-only tables too): mark pages all-visible, so index-only scans skip the heap."""
+    import psycopg
+
+    with psycopg.connect(store_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE memgine_terms, memgine_facts")
+
+
+def memgine_figures(
+    url: str, home: Path, n: int, settle: Any = lambda: time.sleep(2)
+) -> dict[str, float]:
     """add_fact/s, query and build_context medians (ms) of agent ``bench``'s graph on the
-    server at ``url`` (data directory ``home``) holding ``n`` facts."""
+    server at ``url`` (data directory ``home``) holding ``n`` facts: right after the load, and
+    steady once ``settle()`` has run (SQLite: its WAL checkpoint; PostgreSQL: a vacuum)."""
     facts = [{"subject": s, "body": b, "kind": k} for s, b, k in Corpus(CORPUS_SEED).facts(n)]
     folder = home / "memory" / "agents" / "bench"  # the agent's persist/load folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,6 +173,12 @@ def memgine_figures(url: str, home: Path, n: int) -> dict[str, float]:
     queries = Corpus(QUERY_SEED).queries(200)
     for q in queries[:50]:  # warm caches (the vocabulary, document frequencies)
         rpc("memory.query", {"query": q, "k": 5})
+    first = []
+    for q in queries:
+        t0 = time.perf_counter()
+        rpc("memory.query", {"query": q, "k": 5})
+        first.append((time.perf_counter() - t0) * 1000)
+    settle()
     q_ms, c_ms = [], []
     for q in queries:
         t0 = time.perf_counter()
@@ -179,6 +198,7 @@ def memgine_figures(url: str, home: Path, n: int) -> dict[str, float]:
         "load_s": load_s,
         "add_fact_per_s": rate,
         "query_median_ms": median(q_ms),
+        "query_first_pass_median_ms": median(first),
         "query_p95_ms": pct(q_ms, 95),
         "context_median_ms": median(c_ms),
     }
@@ -195,6 +215,12 @@ def memgine_rows(n: int, pg: dict[str, float], sq: dict[str, float]) -> list[Any
             pg["query_median_ms"] <= 10,
         ),
         ("memgine: query median PostgreSQL / SQLite", f"{ratio:.2f}x", "<= 3x", ratio <= 3),
+        (
+            f"memgine: memory.query median right after the load {at}, PostgreSQL / SQLite",
+            f"{pg['query_first_pass_median_ms']:.2f} / {sq['query_first_pass_median_ms']:.2f} ms",
+            "",
+            None,
+        ),
         (
             f"memgine: memory.query p95 {at}, PostgreSQL / SQLite",
             f"{pg['query_p95_ms']:.2f} / {sq['query_p95_ms']:.2f} ms",
@@ -239,7 +265,7 @@ def main() -> int:
         sqlite_home = Path(tmp) / "sqlite"
         sqlite_servers = [Server(sqlite_home) for _ in range(4)]
         try:
-            pg_mem = memgine_figures(servers[0].url, homes[0], facts)
+            pg_mem = memgine_figures(servers[0].url, homes[0], facts, lambda: vacuum(url))
             sq_mem = memgine_figures(sqlite_servers[0].url, sqlite_home, facts)
             data["memgine"] = {"facts": facts, "postgresql": pg_mem, "sqlite": sq_mem}
             rows.extend(memgine_rows(facts, pg_mem, sq_mem))
