@@ -478,6 +478,19 @@ class PgGraphTx:
             f"AND u.key = ANY(%(k{n})s) AND u.rowid = t.rowid)"
             for n in range(1, len(groups))
         )
+        if limit is not None and len(groups) > 1 and all(len(g) == 1 for g in groups):
+            # one key per group: walk every key's postings backwards together (a merge join
+            # on rowid), which reads them in order instead of probing per row
+            joins = "".join(
+                f" JOIN memgine_terms t{n} ON t{n}.graph_id = t0.graph_id "
+                f"AND t{n}.rowid = t0.rowid AND t{n}.key = (%(k{n})s::text[])[1]"
+                for n in range(1, len(groups))
+            )
+            sql = (
+                f"SELECT t0.rowid FROM memgine_terms t0{joins} WHERE t0.graph_id = %(g)s "
+                "AND t0.key = (%(k0)s::text[])[1] ORDER BY t0.rowid DESC LIMIT %(limit)s"
+            )
+            return [int(r[0]) for r in self.conn.execute(sql, params)]
         if limit is None:
             sql = (
                 "SELECT DISTINCT t.rowid FROM memgine_terms t WHERE t.graph_id = %(g)s "
