@@ -1,9 +1,11 @@
 """One memgine graph: the synchronous, thread-safe engine behind ``memory.*``.
 
-:class:`Memgine` owns one SQLite connection (a file, or ``:memory:`` for an ephemeral graph) and
-an ``RLock``; every public method takes the lock, so one graph can be shared by the host loop and
-worker threads (``asyncio.to_thread``). Writes run in ``BEGIN IMMEDIATE`` transactions and are
-committed before the method returns (see :mod:`carnb.memgine.store` for what WAL guarantees).
+:class:`Memgine` is the policy (validation, supersession, ranking, context) over one graph's
+storage, a :class:`~carnb.memgine.backend.GraphBackend`: by default SQLite (a file, or
+``:memory:`` for an ephemeral graph; :mod:`carnb.memgine.sqlite_graph`), or a team's PostgreSQL
+store. It holds an ``RLock``; every public method takes the lock, so one graph can be shared by
+the host loop and worker threads (``asyncio.to_thread``). Writes run in transactions serialised
+with every other writer of the graph and are committed before the method returns.
 Errors are :mod:`carnb.errors` types: :class:`InvalidParams` for bad input (naming the field),
 :class:`CarnbError` for conflicts and storage failures; nothing is changed when one is raised.
 
