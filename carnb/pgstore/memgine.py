@@ -20,7 +20,6 @@ every open graph's count again (notifications sent meanwhile were lost).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import weakref
@@ -91,12 +90,7 @@ class PgGraph:
             h = sql.head(conn, self._id(conn), lock=True)
             tx = sql.PgGraphTx(conn, h, self._seen(h.version))
             yield tx
-            sql.save_head(conn, h)
-            conn.execute(
-                "SELECT pg_notify(%s, %s)",
-                (sql.CHANNEL, json.dumps({"k": self.key[0], "n": self.key[1],
-                                          "c": h.fact_count, "v": h.version})),
-            )  # fmt: skip
+            sql.save_head(conn, h, self.key)
         self._seen_version = h.version  # committed: our own write is no news
 
     @contextmanager

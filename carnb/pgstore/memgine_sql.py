@@ -134,12 +134,15 @@ def head(conn: psycopg.Connection[Any], graph_id: int, *, lock: bool) -> Head:
     return Head(graph_id, int(row[0]), int(row[1]), int(row[2]), int(row[3] or 0))
 
 
-def save_head(conn: psycopg.Connection[Any], h: Head) -> None:
-    """Write the counters back and bump the version (the caller holds the row lock)."""
+def save_head(conn: psycopg.Connection[Any], h: Head, key: tuple[str, str]) -> None:
+    """Write the counters back, bump the version and notify every server (on COMMIT) of the
+    graph's new count, in one statement (the caller holds the row lock)."""
     h.version += 1
+    note = json.dumps({"k": key[0], "n": key[1], "c": h.fact_count, "v": h.version})
     conn.execute(
-        "UPDATE memgine_graphs SET fact_count = %s, next_ws = %s, version = %s WHERE graph_id = %s",
-        (h.fact_count, h.next_ws, h.version, h.graph_id),
+        "WITH saved AS (UPDATE memgine_graphs SET fact_count = %s, next_ws = %s, version = %s "
+        "WHERE graph_id = %s RETURNING 1) SELECT pg_notify(%s, %s) FROM saved",
+        (h.fact_count, h.next_ws, h.version, h.graph_id, CHANNEL, note),
     )
 
 
