@@ -119,6 +119,9 @@ def test_postgresql_restart_gives_clear_memory_errors_then_recovers(
     c = _as_bot(a, token)
     try:
         c.call("memory.add_fact", {"subject": "before", "body": "the restart"})
+        told: list[tuple[tuple[str, str], int]] = []
+        assert a._memory_home is not None and a._memory_home.store is not None
+        a._memory_home.store.watch(lambda key, count: told.append((key, count)))  # type: ignore[attr-defined]
         postgres.stop_server("fast")
         try:
             with pytest.raises(RpcFailed, match="unavailable.*nothing was written"):
@@ -127,6 +130,9 @@ def test_postgresql_restart_gives_clear_memory_errors_then_recovers(
                 c.call("memory.query", {"query": "restart"}, timeout=30)
         finally:
             postgres.start_again()
+        # notifications sent while nobody listened are lost: after LISTEN reconnects, the
+        # server re-reads the counts of the graphs it holds
+        _wait(lambda: (("agents", "bot"), 1) in told, timeout=30)
         deadline = time.monotonic() + 30
         while True:
             try:
