@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ from carnb.pgstore.schema import migrate
 log = logging.getLogger("carnb.pgstore.memgine")
 
 GraphKey = tuple[str, str]
+# After LISTEN reconnects, how long the count catch-up waits for the pool to reconnect too.
+CATCH_UP_S = 10.0
 Watcher = Callable[[GraphKey, int], None]
 
 
@@ -182,16 +185,25 @@ class PgGraphs:
                 log.exception("memgine count watcher failed")
 
     def _catch_up(self) -> None:
-        """After LISTEN reconnects: the current counts of the graphs this server holds."""
+        """After LISTEN reconnects: the current counts of the graphs this server holds. The
+        pool may reconnect a moment after the LISTEN connection did: retried for a while."""
         with self._lock:
             keys = list(self._backends.keys())
         if not keys:
             return
-        with self.db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT kind, name, fact_count FROM memgine_graphs "
-                "WHERE (kind, name) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                ([k for k, _ in keys], [n for _, n in keys]),
-            ).fetchall()
+        deadline = time.monotonic() + CATCH_UP_S
+        while True:
+            try:
+                with self.db.transaction() as conn:
+                    rows = conn.execute(
+                        "SELECT kind, name, fact_count FROM memgine_graphs "
+                        "WHERE (kind, name) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                        ([k for k, _ in keys], [n for _, n in keys]),
+                    ).fetchall()
+                break
+            except StoreUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
         for kind, name, count in rows:
             self._tell((kind, name), int(count))
