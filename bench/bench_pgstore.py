@@ -12,6 +12,11 @@ Starts a throw-away PostgreSQL from the machine's binaries (``tests/postgres.py`
   figure is A = B, one server.
 * record throughput: 4 servers, one writer each (its own run, batches of 10 turns), all on one
   store: PostgreSQL, and for comparison 4 servers on one SQLite file on the local disk.
+* memgine over the wire, an agent's graph on each store side by side: sequential
+  ``memory.add_fact``/s, ``memory.query`` (k=5) and ``memory.build_context`` medians at 100k
+  facts (10k with ``--quick``), the graph filled with ``memory.load`` from the seeded corpus
+  ``bench_memgine.py`` uses (goal: PostgreSQL's query median <= 10 ms and within 3x of SQLite's),
+  right after the load and steady (after SQLite's checkpoint, PostgreSQL's vacuum).
 
 Prints a Markdown table and writes ``bench/results/pgstore.json``.
 """
@@ -36,6 +41,8 @@ for p in (str(ROOT), str(HERE)):
         sys.path.insert(0, p)
 
 from _util import Rpc, median, pct, save, table  # noqa: E402
+from bench_memgine import CORPUS_SEED, QUERY_SEED  # noqa: E402
+from memgine_corpus import Corpus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from tests.postgres import TempPostgres  # noqa: E402
@@ -136,10 +143,117 @@ def throughput(urls: list[str], seconds: float, batch: int = 10) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
+class _Done(Exception):
+    """--only-memgine: the run store figures are skipped."""
+
+
+def vacuum(store_url: str) -> None:
+    """What autovacuum does to a live store soon after a bulk load (PostgreSQL 13+ vacuums
+    insert-only tables too): mark pages all-visible, so index-only scans skip the heap."""
+    import psycopg
+
+    with psycopg.connect(store_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE memgine_terms, memgine_facts")
+
+
+def memgine_figures(
+    url: str, home: Path, n: int, settle: Any = lambda: time.sleep(2)
+) -> dict[str, float]:
+    """add_fact/s, query and build_context medians (ms) of agent ``bench``'s graph on the
+    server at ``url`` (data directory ``home``) holding ``n`` facts: right after the load, and
+    steady once ``settle()`` has run (SQLite: its WAL checkpoint; PostgreSQL: a vacuum)."""
+    facts = [{"subject": s, "body": b, "kind": k} for s, b, k in Corpus(CORPUS_SEED).facts(n)]
+    folder = home / "memory" / "agents" / "bench"  # the agent's persist/load folder
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.json").write_text(json.dumps(facts))
+    rpc = Rpc(url, AGENT)
+    t0 = time.perf_counter()
+    assert rpc("memory.load", {"path": "corpus.json"}) == n
+    load_s = time.perf_counter() - t0
+    queries = Corpus(QUERY_SEED).queries(200)
+    for q in queries[:50]:  # warm caches (the vocabulary, document frequencies)
+        rpc("memory.query", {"query": q, "k": 5})
+    first = []
+    for q in queries:
+        t0 = time.perf_counter()
+        rpc("memory.query", {"query": q, "k": 5})
+        first.append((time.perf_counter() - t0) * 1000)
+    settle()
+    q_ms, c_ms = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        rpc("memory.query", {"query": q, "k": 5})
+        q_ms.append((time.perf_counter() - t0) * 1000)
+    for q in queries[:100]:
+        t0 = time.perf_counter()
+        rpc("memory.build_context", {"query": q})
+        c_ms.append((time.perf_counter() - t0) * 1000)
+    extra = Corpus(CORPUS_SEED + 1).facts(500)
+    t0 = time.perf_counter()
+    for s, b, k in extra:
+        rpc("memory.add_fact", {"subject": s, "body": b, "kind": k})
+    rate = len(extra) / (time.perf_counter() - t0)
+    rpc.close()
+    return {
+        "load_s": load_s,
+        "add_fact_per_s": rate,
+        "query_median_ms": median(q_ms),
+        "query_first_pass_median_ms": median(first),
+        "query_p95_ms": pct(q_ms, 95),
+        "context_median_ms": median(c_ms),
+    }
+
+
+def memgine_rows(n: int, pg: dict[str, float], sq: dict[str, float]) -> list[Any]:
+    at = f"@{n // 1000}k"
+    ratio = pg["query_median_ms"] / sq["query_median_ms"]
+    return [
+        (
+            f"memgine: memory.query median {at}, PostgreSQL / SQLite",
+            f"{pg['query_median_ms']:.2f} / {sq['query_median_ms']:.2f} ms",
+            "PostgreSQL <= 10 ms",
+            pg["query_median_ms"] <= 10,
+        ),
+        ("memgine: query median PostgreSQL / SQLite", f"{ratio:.2f}x", "<= 3x", ratio <= 3),
+        (
+            f"memgine: memory.query median right after the load {at}, PostgreSQL / SQLite",
+            f"{pg['query_first_pass_median_ms']:.2f} / {sq['query_first_pass_median_ms']:.2f} ms",
+            "",
+            None,
+        ),
+        (
+            f"memgine: memory.query p95 {at}, PostgreSQL / SQLite",
+            f"{pg['query_p95_ms']:.2f} / {sq['query_p95_ms']:.2f} ms",
+            "",
+            None,
+        ),
+        (
+            f"memgine: memory.build_context median {at}, PostgreSQL / SQLite",
+            f"{pg['context_median_ms']:.2f} / {sq['context_median_ms']:.2f} ms",
+            "",
+            None,
+        ),
+        (
+            f"memgine: sequential add_fact {at}, PostgreSQL / SQLite",
+            f"{pg['add_fact_per_s']:,.0f} / {sq['add_fact_per_s']:,.0f} facts/s",
+            "",
+            None,
+        ),
+        (
+            f"memgine: memory.load of {n:,} facts, PostgreSQL / SQLite",
+            f"{pg['load_s']:.1f} / {sq['load_s']:.1f} s",
+            "",
+            None,
+        ),
+    ]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-memgine", action="store_true", help="skip the run store figures")
     args = ap.parse_args()
+    facts = 10_000 if args.quick else 100_000
     n, seconds = (60, 2.0) if args.quick else (300, 5.0)
     rows: list[tuple[str, str, str, bool | None]] = []
     data: dict[str, Any] = {}
@@ -151,6 +265,12 @@ def main() -> int:
         sqlite_home = Path(tmp) / "sqlite"
         sqlite_servers = [Server(sqlite_home) for _ in range(4)]
         try:
+            pg_mem = memgine_figures(servers[0].url, homes[0], facts, lambda: vacuum(url))
+            sq_mem = memgine_figures(sqlite_servers[0].url, sqlite_home, facts)
+            data["memgine"] = {"facts": facts, "postgresql": pg_mem, "sqlite": sq_mem}
+            rows.extend(memgine_rows(facts, pg_mem, sq_mem))
+            if args.only_memgine:
+                raise _Done
             d_pg = notification_delays(servers[0].url, servers[1].url, n)
             d_sq = notification_delays(sqlite_servers[0].url, sqlite_servers[0].url, n)
             data["delay_ms"] = {
@@ -187,6 +307,8 @@ def main() -> int:
             rows.append(
                 ("records/s, 4 servers on one SQLite file (local disk)", f"{tp_sq:,.0f}", "", None)
             )
+        except _Done:
+            pass
         finally:
             for s in servers + sqlite_servers:
                 s.close()

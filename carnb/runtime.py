@@ -219,10 +219,13 @@ class Runtime:
         s = self.settings
         team = self._open_team_store(services) if s.store_setting.is_postgresql else None
         if s.memory:
-            memory = MemoryHome(s.home)
+            graphs = team.graphs() if team is not None else None
+            memory = MemoryHome(s.home, graphs)
             services.memory = memory
             self._memory_home = memory
             self._closers.append(memory.close)
+            if graphs is not None:  # counts follow writes made through any server
+                graphs.watch(lambda key, count: self.call_soon(self._graph_counted, key, count))
         if s.runs:
             if team is not None:
                 runs = team.runs()
@@ -244,6 +247,19 @@ class Runtime:
             self._closers.append(pool.close)
         if team is not None:
             team.listen()  # every engine has registered its channels
+
+    def _graph_counted(self, key: tuple[str, str], count: int) -> None:
+        """On the host loop: a write (through any server of the team store) left the graph
+        ``key`` with ``count`` facts; the sessions here bound to it show that count."""
+        services, home = self.services, self._memory_home
+        if services is None or home is None:
+            return
+        graph = home.cached_graph(key)
+        if graph is None:
+            return
+        for session in services.sessions:
+            if session.effective_memgine is graph:
+                session.update(fact_count=count)
 
     def _open_team_store(self, services: Services) -> PostgresStore:
         """Open the PostgreSQL store and share agent identities through it."""
@@ -506,13 +522,18 @@ class Runtime:
 
     def agents_on_disk(self) -> dict[str, dict[str, Any]]:
         """Agents the data directory knows, registered in this process or not:
-        ``{agent_id: {"graph": bool, "runs": int}}`` (a memory graph file, runs in the store).
+        ``{agent_id: {"graph": bool, "runs": int}}`` (a memory graph, runs in the store).
         Runs owned by a ``name:`` label are not an agent's. Reads file names and one grouped
         query; safe from any thread."""
         found: dict[str, dict[str, Any]] = {}
         home = self._memory_home
         if home is not None:
-            for agent_id in graph_names(home.graphs_dir / "agents"):
+            names = (
+                graph_names(home.graphs_dir / "agents")
+                if home.store is None
+                else home.store.names("agents")
+            )
+            for agent_id in names:
                 found[agent_id] = {"graph": True, "runs": 0}
         store = self._run_store
         if store is not None and not store.closed:

@@ -241,6 +241,7 @@ def postgres() -> Iterator[Any]:
         pg.runs()
         pg.agents()
         pg.migrate(EVENTS_SCHEMA)
+        pg.graphs()
         pg.close()
         yield server
     finally:

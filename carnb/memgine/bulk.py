@@ -5,14 +5,13 @@ sharing the file never waits long for the write lock."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from carnb.errors import CarnbError
-from carnb.memgine import store
+from carnb.memgine.backend import FactIdTaken, GraphTx, NewFact
 from carnb.memgine.interchange import LoadedFact
 from carnb.memgine.text import fact_keys, fact_terms
 
@@ -29,18 +28,18 @@ LOAD_PAUSE_S = 0.01
 # consolidate merges about this many facts per transaction.
 MERGE_BATCH = 500
 
-Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
+Transaction = Callable[[], AbstractContextManager[GraphTx]]
 
 
-def prepare(loaded: list[LoadedFact]) -> list[store.NewFact]:
+def prepare(loaded: list[LoadedFact]) -> list[NewFact]:
     """Index terms for each loaded fact (done before the write transaction starts)."""
     now = time.time()
-    facts: list[store.NewFact] = []
+    facts: list[NewFact] = []
     for fact in loaded:
         terms = fact_terms(fact.subject, fact.body)
         created = fact.created_at if fact.created_at is not None else now
         facts.append(
-            store.NewFact(
+            NewFact(
                 fact.fact_id, fact.subject, fact.body, fact.kind, fact.tags, fact.source,
                 fact.confidence, created, terms, fact_keys(terms),
             )
@@ -48,23 +47,23 @@ def prepare(loaded: list[LoadedFact]) -> list[store.NewFact]:
     return facts
 
 
-def replace(write: Transaction, facts: Sequence[store.NewFact]) -> None:
+def replace(write: Transaction, facts: Sequence[NewFact]) -> None:
     """Make ``facts`` the whole graph: one short transaction empties it (and moves ``ws-<n>``
     minting past the highest id loaded), then each batch of :func:`batches` commits on its own,
     so the write lock is never held for long. Readers meanwhile see the graph fill up;
     another connection's writes land between batches and are kept. ``write()`` opens a write
     transaction (:meth:`Memgine._write`)."""
-    with write() as conn:
-        store.clear(conn)
+    with write() as tx:
+        tx.clear()
         highest = max((ws_number(f.fact_id) for f in facts), default=0)
-        if highest >= store.get_meta_int(conn, "next_ws"):
-            store.set_meta(conn, "next_ws", highest + 1)
+        if highest >= tx.next_ws():
+            tx.set_next_ws(highest + 1)
     done = 0
     for batch in batches(facts):
-        with write() as conn:
+        with write() as tx:
             try:
-                store.append_batch(conn, batch)
-            except sqlite3.IntegrityError as exc:
+                tx.append_batch(batch)
+            except FactIdTaken as exc:
                 raise CarnbError(
                     f"memory.load stopped after {done} of {len(facts)} facts: another "
                     f"connection stored one of the file's fact ids meanwhile ({exc}); load again"
@@ -74,7 +73,7 @@ def replace(write: Transaction, facts: Sequence[store.NewFact]) -> None:
             time.sleep(LOAD_PAUSE_S)
 
 
-def batches(facts: Sequence[store.NewFact]) -> Iterator[Sequence[store.NewFact]]:
+def batches(facts: Sequence[NewFact]) -> Iterator[Sequence[NewFact]]:
     """``facts`` cut into runs of at most ``LOAD_BATCH`` facts and about ``LOAD_BATCH_CHARS``."""
     start, size = 0, 0
     for end, fact in enumerate(facts, start=1):
@@ -101,26 +100,26 @@ def consolidate(read: Transaction, write: Transaction) -> dict[str, Any]:
     The groups are found in a read (no write lock during the scan), then merged at most
     ``MERGE_BATCH`` facts per transaction; a group changed meanwhile by another connection is
     merged as it stands now. ``read()``/``write()`` open a transaction (:class:`Memgine`)."""
-    with read() as conn:
-        groups = store.duplicate_groups(conn)
+    with read() as tx:
+        groups = tx.duplicate_groups()
     merged = 0
     for chunk in _chunks(groups, MERGE_BATCH):
-        with write() as conn:
+        with write() as tx:
             removed = 0
             for group in chunk:
-                alive = store.same_content(conn, group)
+                alive = tx.same_content(group)
                 if len(alive) > 1:
-                    store.merge_into(conn, alive[0], alive[1:])
+                    tx.merge_into(alive[0], alive[1:])
                     removed += len(alive) - 1
-            store.bump_fact_count(conn, -removed)
+            tx.bump_fact_count(-removed)
         merged += removed
-    with read() as conn:
-        contested = store.contested_subjects(conn)
+    with read() as tx:
+        contested = tx.contested_subjects()
         samples = [
-            {"subject": subject, "fact_ids": store.ids_of_subject(conn, subject, 10)}
+            {"subject": subject, "fact_ids": tx.ids_of_subject(subject, 10)}
             for subject in contested[:CONTRADICTION_SAMPLES]
         ]
-        count = store.get_meta_int(conn, "fact_count")
+        count = tx.fact_count()
     return {
         "duplicates_merged": merged,
         "contradictions_found": len(contested),

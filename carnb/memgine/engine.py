@@ -1,9 +1,11 @@
 """One memgine graph: the synchronous, thread-safe engine behind ``memory.*``.
 
-:class:`Memgine` owns one SQLite connection (a file, or ``:memory:`` for an ephemeral graph) and
-an ``RLock``; every public method takes the lock, so one graph can be shared by the host loop and
-worker threads (``asyncio.to_thread``). Writes run in ``BEGIN IMMEDIATE`` transactions and are
-committed before the method returns (see :mod:`carnb.memgine.store` for what WAL guarantees).
+:class:`Memgine` is the policy (validation, supersession, ranking, context) over one graph's
+storage, a :class:`~carnb.memgine.backend.GraphBackend`: by default SQLite (a file, or
+``:memory:`` for an ephemeral graph; :mod:`carnb.memgine.sqlite_graph`), or a team's PostgreSQL
+store. It holds an ``RLock``; every public method takes the lock, so one graph can be shared by
+the host loop and worker threads (``asyncio.to_thread``). Writes run in transactions serialised
+with every other writer of the graph and are committed before the method returns.
 Errors are :mod:`carnb.errors` types: :class:`InvalidParams` for bad input (naming the field),
 :class:`CarnbError` for conflicts and storage failures; nothing is changed when one is raised.
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams
-from carnb.memgine import bulk, context, interchange, ranking, store, validate
+from carnb.memgine import bulk, context, interchange, ranking, validate
+from carnb.memgine.backend import FACT_COLUMNS, GraphBackend, GraphTx, NewFact
 from carnb.memgine.lexicon import Lexicon
+from carnb.memgine.sqlite_graph import SqliteGraph
 from carnb.memgine.text import fact_keys, fact_terms
 
 log = logging.getLogger("carnb.memgine")
@@ -44,18 +47,19 @@ HISTORY_LIMIT = 1000
 
 
 class Memgine:
-    """A memory graph (docs/memgine.md). ``path=None``: an in-memory graph that dies on close."""
+    """A memory graph (docs/memgine.md). ``path=None``: an in-memory graph that dies on close.
+    ``backend``: where the graph is stored instead (a PostgreSQL store's graph)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, backend: GraphBackend | None = None
+    ) -> None:
         self.path: Path | None = None if path is None else Path(path).expanduser().absolute()
-        self.persistent: bool = self.path is not None
+        self._backend: GraphBackend = backend if backend is not None else SqliteGraph(self.path)
+        self.persistent: bool = self._backend.persistent
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
         self._lexicon = Lexicon()
         # Rendered "## Constraints" block and its size; None when it must be rebuilt.
         self._constraints: tuple[str, int] | None = None
-        self._data_version: int | None = None
-        self._checkpointer = store.Checkpointer(self.path) if self.path is not None else None
         # Set by close_if_idle: the next use opens the graph again, after admit(self).
         self._reopen = False
         self.admit: Callable[[Memgine], None] | None = None
@@ -67,55 +71,41 @@ class Memgine:
     def start(self) -> None:
         """Open the graph (idempotent). A persistent graph's folder is created as needed."""
         with self._lock:
-            if self._conn is not None:
+            if self._backend.is_open:
                 return
-            if self.path is not None:
-                try:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise CarnbError(
-                        f"memory graph folder {self.path.parent} cannot be created: {exc.strerror}"
-                    ) from exc
-            self._conn = store.connect(self.path)
+            self._backend.open()
             self._forget()
-            if self._checkpointer is not None:
-                self._checkpointer.start()
 
     def close(self) -> None:
         """Close the graph (idempotent). An in-memory graph's facts are gone afterwards."""
         with self._lock:
             self._reopen = False
-            conn, self._conn = self._conn, None
-            if self._checkpointer is not None:
-                self._checkpointer.close()
-            if conn is not None:
-                try:
-                    conn.close()
-                except sqlite3.Error as exc:
-                    log.warning("memgine: closing %s failed: %s", self.path or ":memory:", exc)
+            self._backend.close()
 
     @property
     def closed(self) -> bool:
-        return self._conn is None
+        return not self._backend.is_open
+
+    @property
+    def holds_files(self) -> bool:
+        """Whether the open graph holds file descriptors (MemoryHome bounds those)."""
+        return self._backend.holds_files
 
     def __repr__(self) -> str:
-        return f"Memgine({str(self.path) if self.path else ':memory:'!r})"
+        return f"Memgine({self._backend.label!r})"
 
     def _forget(self) -> None:
         """Drop the caches derived from the stored graph (another connection wrote to it)."""
         self._lexicon.clear()
         self._constraints = None
 
-    def _db(self) -> sqlite3.Connection:
-        """The open connection (the caller holds the lock); a graph closed while idle opens
-        again here."""
+    def _ready(self) -> None:
+        """The caller holds the lock: a graph closed while idle opens again here."""
         self.last_used = time.monotonic()
-        if self._conn is None:
+        if not self._backend.is_open:
             if not self._reopen:
                 raise CarnbError("memory graph is closed")
             self._resume()
-        assert self._conn is not None
-        return self._conn
 
     # -- closing while idle (MemoryHome bounds the open graphs) ------------------------------
 
@@ -125,7 +115,7 @@ class Memgine:
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            if self._conn is None or self.path is None:
+            if not self._backend.is_open or not self._backend.holds_files:
                 return False
             self.close()
             self._reopen = True
@@ -138,46 +128,29 @@ class Memgine:
             self.admit(self)  # makes room (closing other idle graphs) and starts it, or refuses
         self.start()
         self._reopen = False
-        self._data_version = None
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[GraphTx]:
         with self._lock:
-            conn = self._db()
+            self._ready()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise store.write_failure(self.path, exc) from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-                if self._checkpointer is not None:
-                    self._checkpointer.poke()
-            except BaseException as exc:
+                with self._backend.write() as tx:
+                    if tx.foreign_change:
+                        self._forget()
+                    yield tx
+            except BaseException:
                 self._forget()  # caches may already count the change that was rolled back
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise store.write_failure(self.path, exc) from exc
                 raise
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> Iterator[GraphTx]:
         """A consistent snapshot for multi-statement reads."""
         with self._lock:
-            conn = self._db()
-            conn.execute("BEGIN")
-            try:
-                version = store.data_version(conn)
-                if version != self._data_version:
+            self._ready()
+            with self._backend.read() as tx:
+                if tx.foreign_change:
                     self._forget()
-                    self._data_version = version
-                yield conn
-            except sqlite3.Error as exc:
-                raise CarnbError(f"memory graph read failed: {exc}") from exc
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
+                yield tx
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -210,21 +183,21 @@ class Memgine:
         stored_confidence = validate.confidence(confidence)
         replaced = validate.supersedes(supersedes)
         terms = fact_terms(subject, body)
-        fact = store.NewFact(
+        fact = NewFact(
             fact_id or "", subject, body, kind, tag_list, source, stored_confidence,
             time.time(), terms, fact_keys(terms),
         )  # fmt: skip
-        with self._write() as conn:
+        with self._write() as tx:
             if fact_id is not None:
-                stored = store.content_of(conn, fact_id)
+                stored = tx.content_of(fact_id)
                 if stored is not None:
                     if stored == (subject, body):
-                        return store.get_meta_int(conn, "fact_count")
+                        return tx.fact_count()
                     raise CarnbError(
                         f"fact {fact_id!r} already exists with different content; delete it "
                         "first or use another id"
                     )
-            targets, missing = store.resolve_targets(conn, replaced)
+            targets, missing = tx.resolve_targets(replaced)
             if missing:
                 raise InvalidParams(
                     f"supersedes names no stored fact id or subject: {missing[0]!r}"
@@ -232,11 +205,11 @@ class Memgine:
                     + "; nothing was written"
                 )
             if fact_id is None:
-                fact.fact_id = store.mint_id(conn)
-            rowid = store.insert_fact(conn, fact)
-            store.bump_fact_count(conn, 1)
-            store.supersede(conn, targets, rowid)
-            count = store.get_meta_int(conn, "fact_count")
+                fact.fact_id = tx.mint_id()
+            rowid = tx.insert_fact(fact)
+            tx.bump_fact_count(1)
+            tx.supersede(targets, rowid)
+            count = tx.fact_count()
             self._lexicon.added(fact.stems)  # under the lock; dropped if the commit fails
             for _, _, _, old_stems in targets:
                 self._lexicon.removed(old_stems)
@@ -248,17 +221,17 @@ class Memgine:
         """Ids of the facts linked to ``fact_id`` (``RelatedTo``: the previous and the next fact
         with the same subject); ``[]`` for an unknown id."""
         fact_id = validate.name(fact_id, "id")
-        with self._read() as conn:
-            rowid = store.rowid_of(conn, fact_id)
+        with self._read() as tx:
+            rowid = tx.rowid_of(fact_id)
             if rowid is None:
                 return []
-            around = store.neighbours(conn, [rowid])[rowid]
-            ids = store.rows_by_rowid(conn, around, "fact_id")
+            around = tx.neighbours([rowid])[rowid]
+            ids = tx.rows_by_rowid(around, "fact_id")
         return [ids[r][0] for r in sorted(around) if r in ids]
 
     def fact_count(self) -> int:
-        with self._lock:
-            return store.get_meta_int(self._db(), "fact_count")
+        with self._read() as tx:
+            return tx.fact_count()
 
     def fact_count_if_idle(self) -> int | None:
         """The count, or ``None`` at once when another call holds the graph (a long load, say):
@@ -273,18 +246,18 @@ class Memgine:
     def delete(self, fact_id: str) -> dict[str, Any]:
         """Remove a fact, its edges and index entries: ``{id, deleted, kind, fact_count}``."""
         fact_id = validate.name(fact_id, "id")
-        with self._write() as conn:
-            row = store.deletable(conn, fact_id)
+        with self._write() as tx:
+            row = tx.deletable(fact_id)
             if row is None:
-                count = store.get_meta_int(conn, "fact_count")
+                count = tx.fact_count()
                 return {"id": fact_id, "deleted": False, "kind": None, "fact_count": count}
             rowid, kind, stems, successor = row
-            revived = store.release(conn, rowid, successor)
-            store.remove_fact(conn, rowid, stems, valid=successor is None)
+            revived = tx.release(rowid, successor)
+            tx.remove_fact(rowid, stems, valid=successor is None)
             if successor is None:
-                store.bump_fact_count(conn, -1)
+                tx.bump_fact_count(-1)
                 self._lexicon.removed(stems)
-            count = store.get_meta_int(conn, "fact_count")
+            count = tx.fact_count()
             for _, _, _, old_stems in revived:
                 self._lexicon.added(old_stems)
             if kind == CONSTRAINT or any(r[2] == CONSTRAINT for r in revived):
@@ -295,8 +268,8 @@ class Memgine:
         """Stored facts, superseded ones included, in creation order (``confidence`` is the
         stored one, maybe ``None``; ``superseded_by`` the replacing fact's id or ``None``)."""
         limit, offset = validate.limit_offset(limit, offset)
-        with self._lock:
-            rows = store.fact_rows(self._db(), limit, offset)
+        with self._read() as tx:
+            rows = tx.fact_rows(limit, offset)
         return [_stored_dict(row) for row in rows]
 
     def history(
@@ -307,13 +280,13 @@ class Memgine:
         nothing matches. Each row is a stored fact with ``superseded_by`` (``None``: valid)."""
         if (subject is None) == (fact_id is None):
             raise InvalidParams("give exactly one of subject and fact_id")
-        with self._read() as conn:
+        with self._read() as tx:
             if fact_id is not None:
-                rowid = store.rowid_of(conn, validate.name(fact_id, "fact_id"))
+                rowid = tx.rowid_of(validate.name(fact_id, "fact_id"))
                 start = [] if rowid is None else [rowid]
             else:
-                start = store.rowids_of_subject(conn, validate.subject(subject), HISTORY_LIMIT)
-            rows = store.history(conn, start, HISTORY_LIMIT)
+                start = tx.rowids_of_subject(validate.subject(subject), HISTORY_LIMIT)
+            rows = tx.history(start, HISTORY_LIMIT)
         return [_stored_dict(row) for row in rows]
 
     def check(self) -> None:
@@ -321,12 +294,8 @@ class Memgine:
         the fact count); raises :class:`CarnbError` naming what is wrong. Changes nothing (the
         pending batch is indexed inside a transaction that is rolled back)."""
         with self._lock:
-            conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                problems = store.problems(conn)
-            finally:
-                conn.execute("ROLLBACK")
+            self._ready()
+            problems = self._backend.problems()
         if problems:
             raise CarnbError(f"memory graph {self!r} is damaged: " + "; ".join(problems[:5]))
 
@@ -338,11 +307,9 @@ class Memgine:
         k = validate.k(k)
         if k <= 0:
             return []
-        with self._read() as conn:
-            ranked = ranking.rank(
-                conn, self._lexicon, query, k, store.get_meta_int(conn, "fact_count")
-            )
-            rows = store.rows_by_rowid(conn, [rowid for rowid, _ in ranked], store.FACT_COLUMNS)
+        with self._read() as tx:
+            ranked = ranking.rank(tx, self._lexicon, query, k, tx.fact_count())
+            rows = tx.rows_by_rowid([rowid for rowid, _ in ranked], FACT_COLUMNS)
         out = []
         for rowid, score in ranked:
             row = rows.get(rowid)
@@ -360,15 +327,15 @@ class Memgine:
         relevant) until the text fits (docs/memgine.md, Context)."""
         query = validate.query(query)
         budget = context.budget_tokens(validate.window(model_context_window))
-        with self._read() as conn:
-            block, size = self._constraint_block(conn)
-            newest, complete = store.newest_valid_lines(conn, context.fact_room(budget, size))
+        with self._read() as tx:
+            block, size = self._constraint_block(tx)
+            newest, complete = tx.newest_valid_lines(context.fact_room(budget, size))
             want = len(newest) if complete else context.fact_slots(budget, size, CONTEXT_FACTS)
-            count = store.get_meta_int(conn, "fact_count")
-            ranked = ranking.rank(conn, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
+            count = tx.fact_count()
+            ranked = ranking.rank(tx, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
             chosen = {r for r, _ in ranked}
-            rows = store.rows_by_rowid(
-                conn, [r for r, _ in ranked] + [r for r in newest if r not in chosen],
+            rows = tx.rows_by_rowid(
+                [r for r, _ in ranked] + [r for r in newest if r not in chosen],
                 "fact_id, subject, body, kind",
             )  # fmt: skip
         best = [r for r, _ in ranked if r in rows and rows[r][3] != CONSTRAINT][:want]
@@ -381,18 +348,18 @@ class Memgine:
         (no ranking, no spreading), within the token budget (oldest dropped first)."""
         query = validate.query(query)
         budget = context.budget_tokens(validate.window(model_context_window))
-        with self._read() as conn:
-            block, size = self._constraint_block(conn)
+        with self._read() as tx:
+            block, size = self._constraint_block(tx)
             want = context.fact_slots(budget, size, CONTEXT_FACTS)
-            found = ranking.newest_matching(conn, query, want + CONSTRAINT_MARGIN)
-            rows = store.rows_by_rowid(conn, found, "fact_id, subject, body, kind")
+            found = ranking.newest_matching(tx, query, want + CONSTRAINT_MARGIN)
+            rows = tx.rows_by_rowid(found, "fact_id, subject, body, kind")
         lines = [rows[r][:3] for r in sorted(rows) if rows[r][3] != CONSTRAINT][-want:]
         return context.render(block, lines, budget)
 
-    def _constraint_block(self, conn: sqlite3.Connection) -> tuple[str, int]:
+    def _constraint_block(self, tx: GraphTx) -> tuple[str, int]:
         """The rendered constraints section (cached until a constraint changes)."""
         if self._constraints is None:
-            block = context.constraints_block(store.constraint_rows(conn))
+            block = context.constraints_block(tx.constraint_rows())
             self._constraints = (block, len(block))
         return self._constraints
 
@@ -402,8 +369,8 @@ class Memgine:
         """Write the whole graph as JSON at ``path`` (already sandbox-resolved), atomically;
         returns the number of facts written. Links are not written: they follow from subjects
         and order, and ``load`` rebuilds them."""
-        with self._read() as conn:
-            facts = store.fact_rows(conn)
+        with self._read() as tx:
+            facts = tx.fact_rows()
         return interchange.write_atomic(Path(path), map(_persisted_dict, facts))
 
     def load(self, path: Path) -> int:
@@ -421,8 +388,8 @@ class Memgine:
                 bulk.replace(self._write, facts)
                 # supersession links once every fact is stored, in short transactions too
                 for start in range(0, len(links), bulk.LOAD_BATCH):
-                    with self._write() as conn:
-                        store.supersede_by_ids(conn, links[start : start + bulk.LOAD_BATCH])
+                    with self._write() as tx:
+                        tx.supersede_by_ids(links[start : start + bulk.LOAD_BATCH])
             finally:
                 self._forget()
         log.info("memgine: loaded %d facts from %s", len(facts), path)

@@ -15,6 +15,10 @@ read a live database. A session's persist/load paths are relative to its own par
 :class:`MemoryHome` caches one :class:`Memgine` per agent and namespace
 (the same object for the same name, shared by every session bound to it).
 
+With a :class:`GraphStore` (a team's PostgreSQL store), agent and namespace graphs live there
+instead of under ``graphs/`` (ephemeral graphs stay in memory, ``memory/`` stays the sandbox);
+such graphs hold no files, so the bounds below do not apply to them.
+
 Open graphs are bounded (issue 15): each holds about four file descriptors and a checkpoint
 thread. At most ``MAX_OPEN_GRAPHS`` are open, and a graph opens only while at least
 ``SPARE_FDS`` descriptors stay free for everything else (sockets, the run store, files); to
@@ -37,6 +41,7 @@ from typing import Protocol
 
 from carnb.errors import CarnbError, InvalidParams, PathRejected
 from carnb.memgine import validate
+from carnb.memgine.backend import GraphBackend
 from carnb.memgine.engine import Memgine
 
 _PASS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -54,6 +59,14 @@ ADMIT_WAIT_S = 5.0
 
 class GraphLimit(CarnbError):
     """A graph cannot be opened without exceeding the open-graph or descriptor bounds."""
+
+
+class GraphStore(Protocol):
+    """Where agent and namespace graphs live instead of files (a PostgreSQL store)."""
+
+    def backend(self, kind: str, name: str) -> GraphBackend: ...
+    def names(self, kind: str) -> list[str]:
+        """The names of the stored graphs of ``kind`` (``agents``, ``namespaces``)."""
 
 
 class MemoryOwner(Protocol):
@@ -91,8 +104,10 @@ def graph_file_name(name: str) -> str:
 class MemoryHome:
     """Owns the memory layout of one data directory; thread-safe."""
 
-    def __init__(self, home: str | os.PathLike[str]) -> None:
+    def __init__(self, home: str | os.PathLike[str], graphs: GraphStore | None = None) -> None:
         self.home = Path(home).expanduser().absolute()
+        # Agent and namespace graphs in a store (PostgreSQL) instead of files under graphs/.
+        self.store = graphs
         self.memory_dir = self.home / "memory"
         self.graphs_dir = self.home / "graphs"
         self._lock = threading.Lock()
@@ -128,11 +143,18 @@ class MemoryHome:
 
     def agent_graph(self, agent_id: str) -> Memgine:
         """The agent's persistent graph (the same object for the same id until :meth:`close`)."""
-        return self._graph(("agents", agent_id), self.agent_graph_path(agent_id))
+        path = self.agent_graph_path(agent_id)  # validates the name
+        return self._graph(("agents", agent_id), path)
 
     def namespace_graph(self, namespace: str) -> Memgine:
         """The namespace's persistent graph (cached like :meth:`agent_graph`)."""
-        return self._graph(("namespaces", namespace), self.namespace_graph_path(namespace))
+        path = self.namespace_graph_path(namespace)
+        return self._graph(("namespaces", namespace), path)
+
+    def cached_graph(self, key: tuple[str, str]) -> Memgine | None:
+        """The graph someone holds for ``key`` (``("agents", id)``, ``("namespaces", ns)``)."""
+        with self._lock:
+            return self._graphs.get(key)
 
     def ephemeral(self) -> Memgine:
         """A new in-memory graph (a session's own; not cached)."""
@@ -143,6 +165,10 @@ class MemoryHome:
             graph = self._graphs.get(key)
             if graph is not None:
                 return graph  # closed while idle (or by close()): opens again on use
+            if self.store is not None:
+                graph = Memgine(backend=self.store.backend(*key))
+                self._graphs[key] = graph
+                return graph
             label = f"{key[0][:-1]} {key[1]!r}"  # "namespace 'x'", for errors
             self._make_room(label)
             graph = Memgine(path)

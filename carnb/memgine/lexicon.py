@@ -21,10 +21,9 @@ current for its own writes (:meth:`Lexicon.added`, :meth:`Lexicon.removed`) and 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
-from carnb.memgine import store
+from carnb.memgine.backend import GraphTx, Pending
 from carnb.memgine.text import MAX_KEY_CHARS
 
 DF_PROBE = 5000
@@ -92,11 +91,11 @@ class Lexicon:
 
     # -- look-ups ----------------------------------------------------------------------------
 
-    def see_pending(self, pending: Sequence[tuple[int, str, str, str]]) -> None:
+    def see_pending(self, pending: Sequence[Pending]) -> None:
         """The facts not yet in the index (``store.pending``), counted by :meth:`docfreq`."""
         self._pending = [frozenset(stems.split(" ")) for _, _, stems, _ in pending]
 
-    def docfreq(self, conn: sqlite3.Connection, keys: set[str]) -> dict[str, int]:
+    def docfreq(self, tx: GraphTx, keys: set[str]) -> dict[str, int]:
         """Number of facts holding each key, indexed or pending (estimated past ``DF_PROBE``).
         A cached count stays right: this engine's writes adjust it, another connection's
         writes clear the cache, and indexing a batch does not change it."""
@@ -106,20 +105,20 @@ class Lexicon:
             df = self._df.get(key)
             if df is None:
                 if top is None:
-                    top = store.max_rowid(conn)
-                df = _count(conn, key, top) + sum(1 for held in self._pending if key in held)
+                    top = tx.max_rowid()
+                df = _count(tx, key, top) + sum(1 for held in self._pending if key in held)
                 if len(self._df) >= DF_CACHE:
                     self._df.clear()
                 self._df[key] = df
             out[key] = df
         return out
 
-    def containing(self, conn: sqlite3.Connection, token: str) -> tuple[str, ...]:
+    def containing(self, tx: GraphTx, token: str) -> tuple[str, ...]:
         """Index keys that contain ``token`` (itself included if present), shortest first."""
         found = self._containing.get(token)
         if found is not None:
             return found
-        joined = self._vocabulary(conn)
+        joined = self._vocabulary(tx)
         if not joined or len(token) > MAX_KEY_CHARS:
             return ()
         found = tuple(
@@ -130,9 +129,9 @@ class Lexicon:
         self._containing[token] = found
         return found
 
-    def _vocabulary(self, conn: sqlite3.Connection) -> str:
+    def _vocabulary(self, tx: GraphTx) -> str:
         if self._joined is None:
-            self._keys = set(store.vocabulary(conn, VOCABULARY_LIMIT + 1, MAX_KEY_CHARS))
+            self._keys = set(tx.vocabulary(VOCABULARY_LIMIT + 1, MAX_KEY_CHARS))
             self._joined = "\n" + "\n".join(self._keys) + "\n"
             if len(self._keys) > VOCABULARY_LIMIT or len(self._joined) > VOCABULARY_CHARS:
                 self._joined = ""
@@ -152,8 +151,8 @@ def _keys_holding(joined: str, token: str) -> set[str]:
     return found
 
 
-def _count(conn: sqlite3.Connection, key: str, top: int) -> int:
-    count, low = store.newest_postings(conn, key, DF_PROBE)
+def _count(tx: GraphTx, key: str, top: int) -> int:
+    count, low = tx.newest_postings(key, DF_PROBE)
     if count < DF_PROBE or not low:
         return count
     return max(count, round(count * top / (top - low + 1)))

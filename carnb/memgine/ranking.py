@@ -26,11 +26,10 @@ Costs are bounded so a query stays fast at 100k facts (docs/memgine.md, Retrieva
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from carnb.memgine import store
+from carnb.memgine.backend import GraphTx
 from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.text import (
     EXACT_HIT,
@@ -80,18 +79,15 @@ class _Unit:
     weight: float  # upper bound of what a hit adds to a keyword score (before normalising)
     own: bool
 
-    def match(self) -> str:
-        return "(" + " OR ".join(f'"{key}"' for key in self.keys) + ")"
-
 
 def analyse(
-    conn: sqlite3.Connection, lexicon: Lexicon, query: str, fact_count: int
+    tx: GraphTx, lexicon: Lexicon, query: str, fact_count: int
 ) -> tuple[QueryTerms, list[_Unit]]:
     """Tokenize the query, look up document frequencies, weigh tokens by rarity; each token
     gives up to three search units: its stem, its synonyms, index keys containing it."""
     tokens = query_tokens(query, MAX_QUERY_TOKENS)
     owns = [index_key(stem(token)) for token in tokens]
-    df = lexicon.docfreq(conn, set(owns))
+    df = lexicon.docfreq(tx, set(owns))
     weights = [idf(fact_count, min(fact_count, df.get(own, 0))) for own in owns]
     units: list[_Unit] = []
     substring_tokens = SUBSTRING_TOKENS
@@ -99,19 +95,19 @@ def analyse(
         units.append(_Unit((own,), df.get(own, 0), weight * EXACT_HIT, True))
         synonyms = tuple(sorted({index_key(s) for s in synonym_stems(token)} - {own}))
         if synonyms:
-            syn_df = lexicon.docfreq(conn, set(synonyms))
+            syn_df = lexicon.docfreq(tx, set(synonyms))
             units.append(_Unit(synonyms, sum(syn_df.values()), weight * SYNONYM_HIT, False))
         if len(token) >= MIN_SUBSTRING_LEN and token.isalnum() and substring_tokens > 0:
             substring_tokens -= 1
             skip = {own, *synonyms}
-            around = [k for k in lexicon.containing(conn, token) if k not in skip]
+            around = [k for k in lexicon.containing(tx, token) if k not in skip]
             if around:
                 keys = tuple(around[:SUBSTRING_KEYS])
                 units.append(_Unit(keys, UNKNOWN_DF, weight * SUBSTRING_HIT, False))
     return QueryTerms(tokens, weights), units
 
 
-def candidates(conn: sqlite3.Connection, units: list[_Unit], pool: int) -> list[int]:
+def candidates(tx: GraphTx, units: list[_Unit], pool: int) -> list[int]:
     """Rowids worth re-scoring, best upper bound first (at most ``pool``).
 
     Rare units (few postings, within a total budget) are read whole; common units are only
@@ -132,54 +128,49 @@ def candidates(conn: sqlite3.Connection, units: list[_Unit], pool: int) -> list[
     bound: dict[int, float] = {}
     if rare:
         for unit in rare:
-            for (rowid,) in store.match(conn, unit.match()):
+            for rowid in tx.match([unit.keys]):
                 bound[rowid] = bound.get(rowid, 0.0) + unit.weight
-        union = " OR ".join(unit.match() for unit in rare)
+        union = [key for unit in rare for key in unit.keys]
         probes = sorted((u for u in common if u.own), key=lambda u: -u.weight)[:COMMON_PROBES]
         for unit in probes:
-            for (rowid,) in store.match(conn, f"{unit.match()} AND ({union})"):
+            for rowid in tx.match([unit.keys, union]):
                 bound[rowid] += unit.weight
     if common:
-        _newest(conn, common, pool, bound)
+        _newest(tx, common, pool, bound)
     ranked = sorted(bound.items(), key=lambda item: (-item[1], -item[0]))
     return [rowid for rowid, _ in ranked[:pool]]
 
 
-def _newest(
-    conn: sqlite3.Connection, common: list[_Unit], pool: int, bound: dict[int, float]
-) -> None:
+def _newest(tx: GraphTx, common: list[_Unit], pool: int, bound: dict[int, float]) -> None:
     """Add the newest facts holding the (up to 3 most selective) common tokens together, and
     if those are too few, the newest holding each of the 3 most selective common units."""
     found = 0
     together = [u for u in common if u.own][:NEWEST_TOGETHER]
     if len(together) >= 2:
         total = sum(u.weight for u in together)
-        expr = " AND ".join(u.match() for u in together)
-        for (rowid,) in store.match(conn, expr, limit=pool):
+        for rowid in tx.match([u.keys for u in together], limit=pool):
             found += 1
             if rowid not in bound:
                 bound[rowid] = total
     if found >= pool:
         return
     for unit in common[:NEWEST_TOGETHER]:
-        for (rowid,) in store.match(conn, unit.match(), limit=pool):
+        for rowid in tx.match([unit.keys], limit=pool):
             if rowid not in bound:
                 bound[rowid] = unit.weight
 
 
-def keyword_scores(
-    conn: sqlite3.Connection, terms: QueryTerms, rowids: Sequence[int]
-) -> dict[int, float]:
+def keyword_scores(tx: GraphTx, terms: QueryTerms, rowids: Sequence[int]) -> dict[int, float]:
     """Exact keyword scores (> 0 only) of ``rowids``."""
     out: dict[int, float] = {}
-    for rowid, fact_terms, fact_stems in store.terms_of(conn, rowids):
+    for rowid, fact_terms, fact_stems in tx.terms_of(rowids):
         score = terms.score(fact_terms, fact_stems)
         if score > 0.0:
             out[rowid] = score
     return out
 
 
-def spread(conn: sqlite3.Connection, seeds: Sequence[tuple[int, float]]) -> dict[int, float]:
+def spread(tx: GraphTx, seeds: Sequence[tuple[int, float]]) -> dict[int, float]:
     """Personalised PageRank activation from ``seeds`` by synchronous local push."""
     residual: dict[int, float] = {rowid: min(score, SEED_CAP) for rowid, score in seeds}
     estimate: dict[int, float] = {}
@@ -190,7 +181,7 @@ def spread(conn: sqlite3.Connection, seeds: Sequence[tuple[int, float]]) -> dict
             break
         frontier = frontier[: MAX_PUSHED - pushed]
         pushed += len(frontier)
-        adjacency = store.neighbours(conn, frontier)
+        adjacency = tx.neighbours(frontier)
         for node in frontier:
             mass = residual.pop(node, 0.0)
             estimate[node] = estimate.get(node, 0.0) + TELEPORT * mass
@@ -211,18 +202,18 @@ def spread(conn: sqlite3.Connection, seeds: Sequence[tuple[int, float]]) -> dict
 
 
 def rank(
-    conn: sqlite3.Connection, lexicon: Lexicon, query: str, want: int, fact_count: int
+    tx: GraphTx, lexicon: Lexicon, query: str, want: int, fact_count: int
 ) -> list[tuple[int, float]]:
     """``(rowid, score)`` of the best ``want`` facts for ``query``, best first."""
     if want <= 0 or fact_count <= 0:
         return []
-    pending = store.pending(conn)
+    pending = tx.pending()
     lexicon.see_pending(pending)
-    terms, tokens = analyse(conn, lexicon, query, fact_count)
+    terms, tokens = analyse(tx, lexicon, query, fact_count)
     if not terms.tokens:
         return []
     pool = max(MIN_POOL, 2 * want)
-    scores = keyword_scores(conn, terms, candidates(conn, tokens, pool))
+    scores = keyword_scores(tx, terms, candidates(tx, tokens, pool))
     for rowid, fact_terms, fact_stems, _ in pending:
         score = terms.score(fact_terms, fact_stems)
         if score > 0.0:
@@ -231,14 +222,14 @@ def rank(
         return []
     seeds = sorted(scores.items(), key=lambda item: (-item[1], -item[0]))[:SEEDS]
     reached: list[int] = []
-    for rowid, activation in spread(conn, seeds).items():
+    for rowid, activation in spread(tx, seeds).items():
         if activation > scores.get(rowid, 0.0):
             if rowid not in scores:
                 reached.append(rowid)
             scores[rowid] = activation
-    for rowid in store.superseded_among(conn, reached):
+    for rowid in tx.superseded_among(reached):
         del scores[rowid]
-    top = store.max_rowid(conn)
+    top = tx.max_rowid()
     ranked = sorted(
         scores.items(), key=lambda item: (-with_recency(item[1], top - item[0]), -item[0])
     )
@@ -251,7 +242,7 @@ def with_recency(relevance: float, newer: int) -> float:
     return relevance + RECENCY_WEIGHT * recency
 
 
-def newest_matching(conn: sqlite3.Connection, query: str, limit: int) -> list[int]:
+def newest_matching(tx: GraphTx, query: str, limit: int) -> list[int]:
     """Rowids of the newest ``limit`` facts sharing a stem (or a synonym's stem) with the query,
     newest first: the lexical filter of ``build_context_fast`` (no scores)."""
     keys: dict[str, None] = {}
@@ -261,9 +252,8 @@ def newest_matching(conn: sqlite3.Connection, query: str, limit: int) -> list[in
             keys[index_key(synonym)] = None
     if not keys or limit <= 0:
         return []
-    expr = " OR ".join(f'"{key}"' for key in keys)
-    found = [r for (r,) in store.match(conn, expr, limit=limit)]
-    for rowid, _, stems, _ in reversed(store.pending(conn)):
+    found = tx.match([list(keys)], limit=limit)
+    for rowid, _, stems, _ in reversed(tx.pending()):
         if not keys.keys().isdisjoint(stems.split(" ")):
             found.append(rowid)
     found.sort(reverse=True)

@@ -49,12 +49,12 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from carnb import sqlite
 from carnb.errors import CarnbError
+from carnb.memgine.backend import Changed, NewFact, Pending
 from carnb.memgine.text import MAX_KEY_CHARS, fact_keys
 
 log = logging.getLogger("carnb.memgine")
@@ -121,22 +121,6 @@ _FILE_PRAGMAS = (
     "wal_autocheckpoint = 16384",
     "journal_size_limit = 67108864",
 )
-
-
-@dataclass(slots=True)
-class NewFact:
-    """A validated fact ready to be inserted (``terms`` and ``stems`` already computed)."""
-
-    fact_id: str
-    subject: str
-    body: str
-    kind: str
-    tags: list[str]
-    source: str
-    confidence: float | None
-    created_at: float
-    terms: str
-    stems: str
 
 
 def connect(path: Path | None) -> sqlite3.Connection:
@@ -259,7 +243,7 @@ def index_pending(conn: sqlite3.Connection) -> None:
     set_meta(conn, "indexed_upto", max(mark, top or 0))
 
 
-def pending(conn: sqlite3.Connection) -> list[tuple[int, str, str, str]]:
+def pending(conn: sqlite3.Connection) -> list[Pending]:
     """``(rowid, terms, stems, kind)`` of the valid facts not yet in the full-text index (fewer
     than ``INDEX_BATCH``, about ``PENDING_CHARS`` of terms at most), oldest first."""
     mark = get_meta_int(conn, "indexed_upto")
@@ -306,10 +290,6 @@ def _unindex(conn: sqlite3.Connection, rowid: int, stems: str) -> None:
             "INSERT INTO facts_fts(facts_fts, rowid, stems) VALUES ('delete', ?, ?)",
             (rowid, stems),
         )
-
-
-# (rowid, fact_id, kind, stems) of a fact whose validity changes
-Changed = tuple[int, str, str, str]
 
 
 def resolve_targets(
@@ -544,7 +524,6 @@ class Checkpointer:
 # -- reads and writes for the engine (the caller holds the graph's lock, and a transaction
 #    where a consistent view or a write is needed) -----------------------------------------------
 
-FACT_COLUMNS = "fact_id, subject, body, kind, tags, source"
 _FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source"
 
 
@@ -629,10 +608,10 @@ def terms_of(conn: sqlite3.Connection, rowids: Sequence[int]) -> Iterator[tuple[
             f"WHERE rowid IN ({marks})",
             (SCORED_CHARS + 1, SCORED_CHARS + 1, *chunk),
         ):
-            yield rowid, _whole_tokens(terms), _whole_tokens(stems)
+            yield rowid, whole_tokens(terms), whole_tokens(stems)
 
 
-def _whole_tokens(text: str) -> str:
+def whole_tokens(text: str) -> str:
     """``text`` (read as ``SCORED_CHARS + 1`` characters at most) without a cut last token."""
     if len(text) <= SCORED_CHARS:
         return text
@@ -658,16 +637,20 @@ def problems(conn: sqlite3.Connection) -> list[str]:
 # -- the full-text index -------------------------------------------------------------------------
 
 
-def match(conn: sqlite3.Connection, expr: str, limit: int | None = None) -> list[tuple[int]]:
-    """Rowids of the indexed facts matching an FTS5 expression (newest first with a limit)."""
+def match(
+    conn: sqlite3.Connection, all_of: Sequence[Sequence[str]], limit: int | None = None
+) -> list[int]:
+    """Rowids of the indexed facts holding a key of each group of ``all_of`` (newest first with
+    a limit)."""
+    expr = " AND ".join("(" + " OR ".join(f'"{key}"' for key in keys) + ")" for keys in all_of)
     if limit is None:
-        return conn.execute(
-            "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ?", (expr,)
-        ).fetchall()
-    return conn.execute(
-        "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
-        (expr, limit),
-    ).fetchall()
+        rows = conn.execute("SELECT rowid FROM facts_fts WHERE facts_fts MATCH ?", (expr,))
+    else:
+        rows = conn.execute(
+            "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
+            (expr, limit),
+        )
+    return [rowid for (rowid,) in rows]
 
 
 def newest_postings(conn: sqlite3.Connection, key: str, probe: int) -> tuple[int, int | None]:

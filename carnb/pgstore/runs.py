@@ -83,6 +83,11 @@ class PgRunStore(RunStore):
     def closed(self) -> bool:
         return not self._open
 
+    def run_counts_by_agent(self) -> dict[str, int]:
+        """Owner id -> number of runs in the store (the host's view of the team's agents)."""
+        with self._read() as tx:
+            return runs_sql.run_counts_by_agent(tx)
+
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager
     def _read(self) -> Iterator[runs_sql.Tx]:

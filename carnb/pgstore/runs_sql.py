@@ -192,3 +192,11 @@ def read_records(
 def run_agent(tx: Tx, run_id: str) -> str | None:
     r = tx.conn.execute("SELECT agent_id FROM carnb_runs WHERE run_id = %s", (run_id,)).fetchone()
     return None if r is None else str(r[0])
+
+
+def run_counts_by_agent(tx: Tx) -> dict[str, int]:
+    """How many runs each owner id has (every owner, ``name:`` labels included)."""
+    rows = tx.conn.execute(
+        "SELECT agent_id, COUNT(*) FROM carnb_runs GROUP BY agent_id ORDER BY agent_id"
+    ).fetchall()
+    return {str(a): int(n) for a, n in rows}

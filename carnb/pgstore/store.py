@@ -2,8 +2,8 @@
 
 :class:`PostgresStore` owns the pool (:class:`~carnb.pgstore.database.Database`) and the LISTEN
 thread (:class:`~carnb.pgstore.notify.Notifications`), migrates each component's schema when it
-is first asked for, and hands out the engines built on them. A later engine (memgine's graphs)
-gets its pool, notifications and a schema :class:`~carnb.pgstore.schema.Component` the same way.
+is first asked for, and hands out the engines built on them. memgine's graphs
+(:mod:`carnb.pgstore.memgine`) get the pool, notifications and a schema component the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 from carnb.pgstore.agents import PgAgentDirectory
 from carnb.pgstore.database import Database
 from carnb.pgstore.events import EventLog, HostEventBridge
+from carnb.pgstore.memgine import PgGraphs
 from carnb.pgstore.notify import Notifications
 from carnb.pgstore.runs import PgRunStore
 from carnb.pgstore.runs_sql import SCHEMA as RUNS_SCHEMA
@@ -31,6 +32,7 @@ class PostgresStore:
         self.notifications = Notifications(setting)
         self._runs: PgRunStore | None = None
         self._agents: PgAgentDirectory | None = None
+        self._graphs: PgGraphs | None = None
         self._bridges: list[HostEventBridge] = []
 
     @property
@@ -58,6 +60,12 @@ class PostgresStore:
         if self._agents is None:
             self._agents = PgAgentDirectory(self.db, self.notifications)
         return self._agents
+
+    def graphs(self) -> PgGraphs:
+        """memgine's agent and namespace graphs (schema migrated on first use)."""
+        if self._graphs is None:
+            self._graphs = PgGraphs(self.db, self.notifications)
+        return self._graphs
 
     def share_events(self, events: EventLog, server: str) -> HostEventBridge:
         """Share this server's host events with the store's other servers, and theirs here."""

@@ -10,7 +10,11 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from carnb.memgine import Memgine
+
+from .conftest import OpenGraph
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,9 +94,8 @@ def test_readers_never_see_half_written_facts(graph: Memgine) -> None:
     graph.check()
 
 
-def test_two_connections_to_one_file_share_facts_and_caches(tmp_path: Path) -> None:
-    path = tmp_path / "shared.sqlite3"
-    a, b = Memgine(path), Memgine(path)
+def test_two_connections_to_one_graph_share_facts_and_caches(open_graph: OpenGraph) -> None:
+    a, b = open_graph("shared"), open_graph("shared")
     b.build_context("warm the caches")
     errors: list[BaseException] = []
 
@@ -112,14 +115,18 @@ def test_two_connections_to_one_file_share_facts_and_caches(tmp_path: Path) -> N
     assert len({f["fact_id"] for f in a.facts()}) == 200
     a.add_fact("rules", "never deploy on friday", "constraint")
     assert "never deploy on friday" in b.build_context("deploy")
-    a.close()
-    b.close()
 
 
 WRITER = r"""
 import sys
 from carnb.memgine import Memgine
-g = Memgine(sys.argv[1])
+if sys.argv[1].startswith("postgresql://"):
+    from carnb.pgstore.setting import parse_store
+    from carnb.pgstore.store import PostgresStore
+    g = Memgine(backend=PostgresStore(parse_store(sys.argv[1])).open().graphs().backend(
+        "agents", "durable"))
+else:
+    g = Memgine(sys.argv[1])
 i = 0
 while True:
     g.add_fact("crash", f"acknowledged fact number {i}", fact_id=f"c-{i}")
@@ -128,11 +135,14 @@ while True:
 """
 
 
-def test_acknowledged_facts_survive_sigkill(tmp_path: Path) -> None:
+def test_acknowledged_facts_survive_sigkill(
+    tmp_path: Path, store_kind: str, open_graph: OpenGraph, request: pytest.FixtureRequest
+) -> None:
     path = tmp_path / "durable.sqlite3"
+    target = str(path) if store_kind == "sqlite" else request.getfixturevalue("pg_url")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path)],
+        [sys.executable, "-c", WRITER, target],
         stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -144,10 +154,9 @@ def test_acknowledged_facts_survive_sigkill(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert last >= 200
-    g = Memgine(path)
+    g = open_graph("durable")
     ids = {f["fact_id"] for f in g.facts()}
     assert all(f"c-{i}" in ids for i in range(last + 1))
     assert g.fact_count() == len(ids) >= last + 1
     assert g.query("number 150", k=1)[0]["fact_id"] == "c-150"
     g.check()
-    g.close()

@@ -188,8 +188,8 @@ def test_unicode_facts_round_trip(graph: Memgine) -> None:
     assert graph.query("façade")[0]["fact_id"] == "ws-1"
 
 
-def test_closed_graph_raises_a_clear_error_and_close_is_idempotent(tmp_path) -> None:
-    g = Memgine(tmp_path / "g.sqlite3")
+def test_closed_graph_raises_a_clear_error_and_close_is_idempotent(open_graph) -> None:
+    g = open_graph()
     g.add_fact("a", "b")
     g.close()
     g.close()
@@ -232,4 +232,30 @@ def test_check_reports_a_graph_damaged_from_outside(tmp_path) -> None:
     raw.close()
     with pytest.raises(CarnbError, match="damaged: .*full-text index.*fact_count says 40"):
         g.check()
+    g.close()
+
+
+@pytest.mark.postgres
+def test_check_reports_a_postgresql_graph_damaged_from_outside(pg_store, pg_url) -> None:
+    import psycopg
+
+    g = Memgine(backend=pg_store.graphs().backend("agents", "g"))
+    for i in range(40):
+        g.add_fact("s", f"fact {i}")
+    g.check()
+    with psycopg.connect(pg_url) as raw:
+        raw.execute("DELETE FROM memgine_facts WHERE rowid = 3")  # behind the engine's back
+    damage = "damaged: fact_count says 40.*full-text index: 0 .* 3 too many"
+    with pytest.raises(CarnbError, match=damage):
+        g.check()
+    g.close()
+
+
+@pytest.mark.postgres
+def test_a_nul_character_is_refused_by_postgresql_and_nothing_is_written(pg_store) -> None:
+    g = Memgine(backend=pg_store.graphs().backend("agents", "g"))
+    g.add_fact("s", "kept")
+    with pytest.raises(InvalidParams, match="NUL.*nothing was written"):
+        g.add_fact("s", "a\x00b")
+    assert g.fact_count() == 1 and [f["body"] for f in g.facts()] == ["kept"]
     g.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -208,3 +209,25 @@ def test_unencodable_and_overlong_paths_fail_cleanly(home: MemoryHome) -> None:
 def test_nul_in_path_is_rejected(home: MemoryHome) -> None:
     with pytest.raises(PathRejected, match="NUL"):
         home.resolve_user_path("a\x00b.json", method="memory.load")
+
+
+@pytest.mark.postgres
+def test_a_home_on_a_store_keeps_agent_and_namespace_graphs_there(
+    tmp_path: Path, pg_store: Any
+) -> None:
+    h = MemoryHome(tmp_path / "carnb-home", pg_store.graphs())
+    other = MemoryHome(tmp_path / "other-home", pg_store.graphs())  # another server
+    try:
+        g = h.agent_graph("scout")
+        assert h.agent_graph("scout") is g and g.persistent and not g.holds_files
+        g.add_fact("deploy", "on tuesdays")
+        h.namespace_graph("shared").add_fact("x", "y")
+        assert other.agent_graph("scout").query("deploy")[0]["body"] == "on tuesdays"
+        assert other.namespace_graph("scout").fact_count() == 0  # kinds do not mix
+        assert pg_store.graphs().names("agents") == ["scout"]
+        assert not (tmp_path / "carnb-home" / "graphs").exists()
+        assert h.ephemeral().path is None  # unbound sessions stay in memory
+        assert h.open_graphs == 0  # no files held, nothing to bound
+    finally:
+        h.close()
+        other.close()

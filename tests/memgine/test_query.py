@@ -169,9 +169,8 @@ def test_partial_words_match_as_substrings(graph: Memgine) -> None:
     assert rows[0]["confidence"] == pytest.approx(1 / 3)
 
 
-def test_queries_stay_right_after_writes_from_another_connection(tmp_path) -> None:
-    path = tmp_path / "shared.sqlite3"
-    a, b = Memgine(path), Memgine(path)
+def test_queries_stay_right_after_writes_from_another_connection(open_graph) -> None:
+    a, b = open_graph("shared"), open_graph("shared")
     a.add_fact("x", "zebracorn one")
     assert top(b, "zebracorn") == ["x"]
     for i in range(30):
@@ -179,8 +178,6 @@ def test_queries_stay_right_after_writes_from_another_connection(tmp_path) -> No
     b.add_fact("z", "quokka zebracorn")
     assert top(b, "quokka zebracorn", 1) == ["z"]
     assert len(b.query("zebracorn", k=50)) == 32
-    a.close()
-    b.close()
 
 
 def test_facts_are_found_before_and_after_their_batch_is_indexed(graph: Memgine) -> None:

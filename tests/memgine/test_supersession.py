@@ -13,7 +13,7 @@ from carnb.errors import CarnbError, InvalidParams
 from carnb.memgine import Memgine
 from carnb.memgine.store import SCHEMA_VERSION
 
-from .conftest import ids
+from .conftest import OpenGraph, ids
 
 
 def contexts(g: Memgine, query: str) -> list[str]:
@@ -185,20 +185,16 @@ def test_a_file_whose_chain_points_nowhere_or_backwards_is_refused(
     assert ids(graph.facts()) == ["k"]
 
 
-def test_the_chain_survives_closing_and_reopening_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "g.sqlite3"
-    g = Memgine(path)
+def test_the_chain_survives_closing_and_reopening_the_graph(open_graph: OpenGraph) -> None:
+    g = open_graph()
     _chain(g)
     chain = g.history(subject="db")
     g.close()
-    g = Memgine(path)
-    try:
-        assert g.history(subject="db") == chain
-        assert ids(g.query("postgres", k=10)) == ["v2"]
-        assert g.fact_count() == 2
-        g.check()
-    finally:
-        g.close()
+    g = open_graph()
+    assert g.history(subject="db") == chain
+    assert ids(g.query("postgres", k=10)) == ["v2"]
+    assert g.fact_count() == 2
+    g.check()
 
 
 def _make_version_2(path: Path) -> None:

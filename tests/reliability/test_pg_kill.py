@@ -64,3 +64,53 @@ def test_sigkill_mid_write_loses_no_acknowledged_record(
         assert more["base_index"] == len(indexes)
     finally:
         reader.close()
+
+
+def test_sigkill_mid_write_loses_no_acknowledged_fact(
+    serve_process: Any, pg_url: str, tmp_path: Path
+) -> None:
+    a = serve_process("--agent", "bot", "--store", pg_url, home_dir=tmp_path / "a")
+    b = serve_process("--agent", "bot", "--store", pg_url, home_dir=tmp_path / "b")
+    token = a.info["agents"]["bot"]
+    writer = Client(a.url)
+    writer.call("session.auth", {"agent_id": "bot", "token": token})
+    acked: list[str] = []
+    stopped = threading.Event()
+
+    def write() -> None:
+        i = 0
+        try:
+            while not stopped.is_set():
+                fact_id = f"k-{i}"
+                writer.call("memory.add_fact", {"subject": "kill", "body": f"fact {i}",
+                                                "fact_id": fact_id})  # fmt: skip
+                acked.append(fact_id)
+                i += 1
+        except Exception:
+            pass  # the server died under us
+
+    t = threading.Thread(target=write)
+    t.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < 200:
+        assert time.monotonic() < deadline, "writes too slow"
+        time.sleep(0.005)
+    a.stop(signal.SIGKILL)
+    stopped.set()
+    t.join(10)
+
+    reader = Client(b.url)
+    try:
+        reader.call("session.auth", {"agent_id": "bot", "token": token})
+        import psycopg
+
+        with psycopg.connect(pg_url) as conn:
+            stored = [r[0] for r in conn.execute("SELECT fact_id FROM memgine_facts")]
+        assert set(acked) <= set(stored)
+        assert len(stored) == len(set(stored)) <= len(acked) + 1  # at most the one in flight
+        assert reader.call("memory.fact_count") == len(stored)
+        assert (
+            reader.call("memory.add_fact", {"subject": "kill", "body": "after"}) == len(stored) + 1
+        )
+    finally:
+        reader.close()
