@@ -239,7 +239,7 @@ class Memgine:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            return store.get_meta_int(self._db(), "fact_count")
+            return self.fact_count()  # the lock is re-entrant: taken at once now
         finally:
             self._lock.release()
 
