@@ -34,11 +34,13 @@ import psycopg
 
 from carnb.errors import InvalidParams
 from carnb.pgstore import runs_sql
-from carnb.pgstore.database import Database
+from carnb.pgstore.database import Database, StoreUnavailable
 from carnb.pgstore.notify import Notifications
 from carnb.runs import RunStore
 from carnb.runs import records as rec
 from carnb.runs.store import Events, Listener
+
+CATCH_UP_S = 10.0  # how long a catch-up waits for the pool after LISTEN reconnects
 
 log = logging.getLogger("carnb.pgstore.runs")
 
@@ -160,7 +162,11 @@ class PgRunStore(RunStore):
                 self._delivered[run_id] = last
 
     def _catch_up(self) -> None:
-        """After a reconnect: announce what was written to open runs meanwhile."""
+        """After a reconnect: announce what was written to open runs meanwhile. The pool may
+        reconnect a moment after the LISTEN connection did, so wait for it a while first."""
+        if not self._pool_is_back():
+            log.warning("PostgreSQL is still away after LISTEN reconnected; runs not caught up")
+            return
         with self._deliver_lock:
             for run_id, done in list(self._delivered.items()):
                 if self.interest is None or self.interest(run_id):
@@ -177,6 +183,18 @@ class PgRunStore(RunStore):
                     self._deliver_from_table(run_id, last - 1, last, row["agent_id"])
                 elif row is not None:
                     self._delivered[run_id] = row["next_index"] - 1
+
+    def _pool_is_back(self) -> bool:
+        deadline = time.monotonic() + CATCH_UP_S
+        while True:
+            try:
+                with self.db.transaction() as conn:
+                    conn.execute("SELECT 1")
+                return True
+            except StoreUnavailable:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.1)
 
     def _deliver_from_table(
         self, run_id: str, after: int, upto: int | None, agent_id: str | None

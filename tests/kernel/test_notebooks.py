@@ -291,5 +291,6 @@ def test_every_notebook_is_executed_here() -> None:
         "04-browser.ipynb",
         "05-propose-verify-execute.ipynb",
         "06-agent-loop.ipynb",
+        "07-team.ipynb",  # tests/kernel/test_notebook_team.py (it needs PostgreSQL)
     }
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
