@@ -36,7 +36,7 @@ postgresql:
 # panel's last state instead of "Error displaying widget: model not found".
 LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 
-lab: $(VENV)/.installed-lab chromium
+lab: $(VENV)/.installed-lab chromium postgresql
 	@$(BIN)/python -c 'import json, pathlib, sys; p = pathlib.Path(sys.argv[1]); \
 	  d = json.loads(p.read_text()) if p.exists() else {}; \
 	  d.setdefault("@jupyter-widgets/jupyterlab-manager:plugin", {})["saveState"] = True; \
