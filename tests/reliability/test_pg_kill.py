@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,34 @@ import pytest
 from tests.conftest import Client
 
 pytestmark = [pytest.mark.reliability, pytest.mark.postgres]
+
+
+def kill_during_writes(server: Any, write_once: Callable[[int], list[Any]]) -> list[Any]:
+    """Call ``write_once(0)``, ``write_once(1)``, ... in a thread, collecting what each call
+    acknowledged, until 200 items are acknowledged; then SIGKILL ``server`` mid-write. Returns
+    every acknowledged item."""
+    acked: list[Any] = []
+    stopped = threading.Event()
+
+    def write() -> None:
+        i = 0
+        try:
+            while not stopped.is_set():
+                acked.extend(write_once(i))
+                i += 1
+        except Exception:
+            pass  # the server died under us
+
+    t = threading.Thread(target=write)
+    t.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < 200:
+        assert time.monotonic() < deadline, "writes too slow"
+        time.sleep(0.005)
+    server.stop(signal.SIGKILL)
+    stopped.set()
+    t.join(10)
+    return acked
 
 
 def test_sigkill_mid_write_loses_no_acknowledged_record(
@@ -27,29 +56,13 @@ def test_sigkill_mid_write_loses_no_acknowledged_record(
     writer = Client(a.url)
     writer.call("session.auth", {"agent_id": "bot", "token": token})
     run_id = writer.call("runs.start", {"intent": "killed mid-write"})["run_id"]
-    acked: list[int] = []
-    stopped = threading.Event()
 
-    def write() -> None:
-        i = 0
-        try:
-            while not stopped.is_set():
-                turns = [{"i": i, "j": j} for j in range(4)]
-                r = writer.call("runs.record_turns", {"run_id": run_id, "turns": turns})
-                acked.extend(range(r["base_index"], r["base_index"] + r["count"]))
-                i += 1
-        except Exception:
-            pass  # the server died under us
+    def write_once(i: int) -> list[Any]:
+        turns = [{"i": i, "j": j} for j in range(4)]
+        r = writer.call("runs.record_turns", {"run_id": run_id, "turns": turns})
+        return list(range(r["base_index"], r["base_index"] + r["count"]))
 
-    t = threading.Thread(target=write)
-    t.start()
-    deadline = time.monotonic() + 20
-    while len(acked) < 200:
-        assert time.monotonic() < deadline, "writes too slow"
-        time.sleep(0.005)
-    a.stop(signal.SIGKILL)
-    stopped.set()
-    t.join(10)
+    acked = kill_during_writes(a, write_once)
 
     reader = Client(b.url)
     try:
@@ -74,30 +87,13 @@ def test_sigkill_mid_write_loses_no_acknowledged_fact(
     token = a.info["agents"]["bot"]
     writer = Client(a.url)
     writer.call("session.auth", {"agent_id": "bot", "token": token})
-    acked: list[str] = []
-    stopped = threading.Event()
 
-    def write() -> None:
-        i = 0
-        try:
-            while not stopped.is_set():
-                fact_id = f"k-{i}"
-                writer.call("memory.add_fact", {"subject": "kill", "body": f"fact {i}",
-                                                "fact_id": fact_id})  # fmt: skip
-                acked.append(fact_id)
-                i += 1
-        except Exception:
-            pass  # the server died under us
+    def write_once(i: int) -> list[Any]:
+        fact_id = f"k-{i}"
+        writer.call("memory.add_fact", {"subject": "kill", "body": f"fact {i}", "fact_id": fact_id})
+        return [fact_id]
 
-    t = threading.Thread(target=write)
-    t.start()
-    deadline = time.monotonic() + 20
-    while len(acked) < 200:
-        assert time.monotonic() < deadline, "writes too slow"
-        time.sleep(0.005)
-    a.stop(signal.SIGKILL)
-    stopped.set()
-    t.join(10)
+    acked = kill_during_writes(a, write_once)
 
     reader = Client(b.url)
     try:
