@@ -222,6 +222,20 @@ class Kernel:
         res = self.ok(f"print(repr({expr}))", timeout)
         return ast.literal_eval(res.stdout.strip())
 
+    def wait_widget_text(self, marker: str, timeout: float = 15) -> None:
+        """Wait until a widget message (``comm_open``/``comm_msg``) carrying ``marker`` reaches
+        the frontend, with no cell running."""
+        seen = ""
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            assert time.monotonic() < deadline, "no widget update reached the frontend"
+            try:
+                msg = self.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if msg["msg_type"] in ("comm_open", "comm_msg"):
+                seen += str(msg["content"])
+
     def interrupt(self) -> None:
         self.km.interrupt_kernel()
 

@@ -4,7 +4,6 @@ blocked, that bursts are throttled, and that it never shows a token."""
 from __future__ import annotations
 
 import math
-import queue
 import threading
 import time
 from typing import Any
@@ -281,16 +280,7 @@ def test_a_click_in_a_real_kernel_opens_the_run_trace_in_the_panel(kernel: Any) 
         )
         turn = {"tool": "fetch", "parameters": {"url": "x"}, "output": "marker-output-9"}
         agent.call("runs.record_turns", {"run_id": rid, "turns": [turn]})
-        seen = ""
-        deadline = time.monotonic() + 15
-        while "marker-output-9" not in seen:
-            assert time.monotonic() < deadline, "no widget update reached the frontend"
-            try:
-                update = kernel.kc.get_iopub_msg(timeout=1)
-            except queue.Empty:
-                continue
-            if update["msg_type"] in ("comm_open", "comm_msg"):
-                seen += str(update["content"])
+        kernel.wait_widget_text("marker-output-9")
     finally:
         agent.close()
     assert kernel.value("len(panel.traces.live.timeline.children)") == 2

@@ -188,7 +188,6 @@ def test_car_run_cell_records_its_own_execution_count(kernel: Any) -> None:
 def test_live_trace_widget_updates_in_a_real_kernel_while_idle(kernel: Any) -> None:
     """An outside agent records turns while no cell runs: the kernel still sends the new
     timeline entries (widget updates from the host thread)."""
-    import queue
 
     kernel.ok("%load_ext carnb")
     kernel.ok("info = %car agent add scout --show-tokens")
@@ -203,16 +202,7 @@ def test_live_trace_widget_updates_in_a_real_kernel_while_idle(kernel: Any) -> N
         assert shown.data("application/vnd.jupyter.widget-view+json")
         turn = {"tool": "fetch", "parameters": {"url": "x"}, "output": "marker-output-7"}
         agent.call("runs.record_turns", {"run_id": run_id, "turns": [turn]})
-        seen = ""
-        deadline = time.monotonic() + 15
-        while "marker-output-7" not in seen:
-            assert time.monotonic() < deadline, "no widget update reached the frontend"
-            try:
-                msg = kernel.kc.get_iopub_msg(timeout=1)
-            except queue.Empty:
-                continue
-            if msg["msg_type"] in ("comm_open", "comm_msg"):
-                seen += str(msg["content"])
+        kernel.wait_widget_text("marker-output-7")
         agent.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
     finally:
         agent.close()
