@@ -120,7 +120,8 @@ class ChatRelay:
         return chat.events
 
     def _emit(self, chat: Chat, event: dict[str, Any]) -> None:
-        note = {"session_id": chat.session_id, "agent_id": chat.agent_id, **event}
+        # The fields the server vouches for come last: an agent's extra keys never replace them.
+        note = {**event, "session_id": chat.session_id, "agent_id": chat.agent_id}
         notify = chat.host.notifier
         if notify is not None:
             notify("agents.chat.event", note)

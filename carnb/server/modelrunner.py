@@ -11,6 +11,14 @@ error), and then the streamed text and tool calls are the answer, ``result`` fil
 the stream lacked. Only the runner a call was sent to can answer it. When the runner's
 connection ends, its models go and its pending calls fail at once (never a hang).
 
+Limits: everything a runner sends for one call (streamed text, tool names and argument deltas,
+the text and tool calls of ``done`` and ``complete``) counts against one budget of
+:data:`MAX_CALL_CHARS`, checked as each piece arrives; past it the call fails and the runner's
+event is refused. Nothing here parses what a runner sent: the hub checks and parses the reply
+(tool arguments are JSON text) in a worker thread. A runner serves only the names it
+registered, and becomes the default model only when the host asks (``default: true`` with the
+host role); the host may remove any runner's model (``models.unregister``).
+
 Everything here runs on the host loop.
 """
 
@@ -22,16 +30,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from carnb.errors import InvalidParams, NotFound
+from carnb.errors import Forbidden, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
 from carnb.server.models import ModelFailed, ModelHub, ModelTimeout, check_name
 
 DEFAULT_RUNNER_MODEL = "runner"
-MAX_STREAM_CHARS = 1024 * 1024
+MAX_CALL_CHARS = 1024 * 1024  # all a runner may send for one call, streamed or in its result
 
 
 class RunnerGone(ModelFailed):
     """The runner disconnected before it answered."""
+
+
+class RunnerTooLarge(InvalidParams):
+    """A runner sent more than :data:`MAX_CALL_CHARS` for one call."""
 
 
 @dataclass
@@ -42,6 +54,41 @@ class _Call:
     tools: dict[int, dict[str, Any]] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
     streamed: bool = False
+
+    def take(self, *pieces: object) -> None:
+        """Count ``pieces`` (strings, or the text and tool calls of a result) against the
+        call's budget; past it the call fails and :class:`RunnerTooLarge` tells the runner."""
+        self.chars += json_size(pieces, MAX_CALL_CHARS - self.chars)
+        if self.chars > MAX_CALL_CHARS:
+            why = f"runner sent more than {MAX_CALL_CHARS} characters of JSON for one call"
+            if not self.future.done():
+                self.future.set_exception(ModelFailed(why))
+            raise RunnerTooLarge(why)
+
+
+def json_size(value: object, limit: int) -> int:
+    """About how many characters ``value`` takes as JSON (at least 2 for every element), counted
+    without serialising it and stopping as soon as the count passes ``limit``: a big value costs
+    no more to measure than a value just over the limit."""
+    size = 0
+    stack = [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            size += len(item) + 2
+        elif isinstance(item, dict):
+            size += 2
+            for key, child in item.items():
+                size += len(key) + 3 if isinstance(key, str) else 3
+                stack.append(child)
+        elif isinstance(item, list | tuple):
+            size += 2
+            if 2 * len(item) > limit - size:  # its elements alone pass the limit
+                return limit + 1
+            stack.extend(item)
+        else:
+            size += 2
+    return size
 
 
 class RunnerModel:
@@ -98,6 +145,13 @@ class Runners:
             check_name(name)
         if default is not None and not isinstance(default, bool):
             raise InvalidParams("default must be a boolean")
+        if default and not session.is_host:
+            raise Forbidden(
+                "forbidden: only the host decides which model answers an infer that names "
+                "none; register without default (requests naming your models reach you), and "
+                "the host may make one the default with models.set_default",
+                data={"reason": "forbidden"},
+            )
         for name in names:
             self.hub.add(
                 name,
@@ -125,13 +179,15 @@ class Runners:
         kind = event["type"]
         call.streamed = True
         if kind == "text" and isinstance(event.get("data"), str):
-            self._add_text(call, event["data"])
+            call.take(event["data"])
+            call.text.append(event["data"])
         elif (
             kind == "tool_start"
             and isinstance(event.get("name"), str)
             and _is_int(event.get("index"))
         ):
-            call.tools[event["index"]] = {"id": event.get("id"), "name": event["name"], "args": ""}
+            call.take(event["name"], event.get("id"))
+            call.tools[event["index"]] = {"id": event.get("id"), "name": event["name"], "args": []}
         elif (
             kind == "tool_delta"
             and _is_int(event.get("index"))
@@ -140,7 +196,8 @@ class Runners:
             tool = call.tools.get(event["index"])
             if tool is None:
                 raise InvalidParams(f"tool_delta for index {event['index']} before its tool_start")
-            tool["args"] += event["data"]
+            call.take(event["data"])
+            tool["args"].append(event["data"])
         elif (
             kind == "usage"
             and _is_int(event.get("input_tokens"))
@@ -151,6 +208,7 @@ class Runners:
                 "output_tokens": event["output_tokens"],
             }
         elif kind == "done" and isinstance(event.get("text"), str):
+            call.take(event["text"], event.get("tool_calls"))
             call.future.set_result(
                 {
                     "text": event["text"],
@@ -169,11 +227,12 @@ class Runners:
         call = self._call(session, call_id)
         if not isinstance(result, dict):
             raise InvalidParams("result must be an object {text, tool_calls}")
+        call.take(result.get("text"), result.get("tool_calls"))
         if not call.streamed:
             call.future.set_result(result)
             return
         tools = [
-            {"id": t["id"], "name": t["name"], "arguments": t["args"] or "{}"}
+            {"id": t["id"], "name": t["name"], "arguments": "".join(t["args"]) or "{}"}
             for _, t in sorted(call.tools.items())
         ]
         call.future.set_result(
@@ -199,14 +258,6 @@ class Runners:
                     f"runner session {session.client_id} disconnected before it answered"
                 )
         self.hub.remove_owned_by(session.client_id)
-
-    @staticmethod
-    def _add_text(call: _Call, data: str) -> None:
-        call.chars += len(data)
-        if call.chars > MAX_STREAM_CHARS:
-            call.future.set_exception(ModelFailed("runner streamed more than 1 MiB of text"))
-            return
-        call.text.append(data)
 
 
 def _is_int(value: object) -> bool:

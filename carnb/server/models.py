@@ -11,8 +11,12 @@ talks to a provider, or a local model). :class:`ModelHub` keeps this server's mo
 * a runner model lives in another process: a WebSocket client that called
   ``inference.register_runner`` (:mod:`carnb.server.modelrunner`).
 
-``infer`` picks the request's ``model``, else the default (the first model registered unless
-one is made the default). With ``context_query`` the session's effective memory graph renders a
+``infer`` picks the request's ``model``, else the default. Only the host decides the default:
+the first notebook (or ``serve --model``) model is the default unless another is made so, and
+a runner's model becomes the default only when the host says so (``models.set_default``, or
+``inference.register_runner {default: true}`` with the host token); an ``infer`` that names no
+model on a server without a default fails at once. ``timeout_ms`` bounds one call, capped by the
+model's own timeout. With ``context_query`` the session's effective memory graph renders a
 context for that query (in a worker thread), which the callable receives as ``request
 ["context"]`` and appended to the system prompt, as the real daemon injects it. A reply is a
 string (the text) or a mapping ``{text?, tool_calls?, usage?, stop_reason?}``; anything else is a
@@ -142,7 +146,9 @@ class ModelHub:
     def add(
         self, name: str, backend: ModelBackend, *, default: bool = False, owner: str = ""
     ) -> None:
-        """Register ``backend`` as ``name`` (replacing a model of the same owner)."""
+        """Register ``backend`` as ``name`` (replacing a model of the same owner). ``owner`` is
+        the runner session's id; a model without one (the notebook's) becomes the default when
+        there is none, a runner's only with ``default=True`` (the caller checked the role)."""
         check_name(name)
         held_by = self._owners.get(name, "")
         if name in self._models and held_by != owner:
@@ -156,15 +162,17 @@ class ModelHub:
         self._models[name] = backend
         if owner:
             self._owners[name] = owner
-        if default or self.default is None:
+        if default or (self.default is None and not owner):
             self.default = name
 
     def remove(self, name: str) -> bool:
+        """Remove ``name``; when it was the default, the first remaining notebook model (never a
+        runner's) takes its place."""
         if self._models.pop(name, None) is None:
             return False
         self._owners.pop(name, None)
         if self.default == name:
-            self.default = next(iter(self._models), None)
+            self.default = next((n for n in self._models if n not in self._owners), None)
         return True
 
     def remove_owned_by(self, owner: str) -> list[str]:
@@ -175,7 +183,7 @@ class ModelHub:
 
     def set_default(self, name: str) -> None:
         if name not in self._models:
-            raise self._unknown(name)
+            raise self.unknown(name)
         self.default = name
 
     def describe(self) -> dict[str, Any]:
@@ -197,18 +205,24 @@ class ModelHub:
         if requested is not None and not isinstance(requested, str):
             raise InvalidParams("model must be a string")
         name = requested or self.default
+        if name is None and self._models:
+            raise ModelNotFound(
+                "this server has no default model: name one in `model` ("
+                + ", ".join(self._models)
+                + "), or let the host make one the default with models.set_default"
+            )
         if name is None:
             raise ModelNotFound(
                 "no model is registered on this server: register one with carnb.model(fn) "
                 "in the notebook, `python -m carnb serve --model module:callable`, or a "
-                "client's inference.register_runner"
+                "client's inference.register_runner (then name it in `model`)"
             )
         backend = self._models.get(name)
         if backend is None:
-            raise self._unknown(name)
+            raise self.unknown(name)
         return name, backend
 
-    def _unknown(self, name: str) -> ModelNotFound:
+    def unknown(self, name: str) -> ModelNotFound:
         known = ", ".join(self._models) or "none"
         return ModelNotFound(f"unknown model {name!r}; registered models: {known}")
 
@@ -218,8 +232,8 @@ class ModelHub:
     ) -> tuple[Reply, dict[str, Any]]:
         """Answer one ``infer``: the reply, and the request the model was given."""
         name, backend = self.resolve(params.get("model"))
+        timeout = self.timeout_of(backend, params.get("timeout_ms"))
         request = await build_request(params, name, context)
-        timeout = backend.timeout if backend.timeout is not None else self.default_timeout
         started = time.perf_counter()
         try:
             raw = await backend.generate(request, timeout)
@@ -232,10 +246,22 @@ class ModelHub:
         except Exception as exc:
             raise ModelFailed(f"model {name!r} raised {type(exc).__name__}: {exc}") from exc
         latency = (time.perf_counter() - started) * 1000
-        reply = normalize_reply(raw, name)
+        # A runner's reply is another peer's data (tool arguments arrive as JSON text): it is
+        # checked and parsed in a worker thread, never on the loop.
+        reply = await asyncio.to_thread(normalize_reply, raw, name)
         reply["trace_id"] = f"carnb-{next(self._traces)}-{uuid.uuid4().hex[:8]}"
         reply["latency_ms"] = round(latency)  # an integer, as the daemon (and its client) use
         return reply, request
+
+    def timeout_of(self, backend: ModelBackend, timeout_ms: object) -> float:
+        """Seconds one call may take: the model's timeout (or the server's), or the caller's
+        ``timeout_ms`` when that is shorter."""
+        limit = backend.timeout if backend.timeout is not None else self.default_timeout
+        if timeout_ms is None:
+            return limit
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
+            raise InvalidParams("timeout_ms must be a positive integer (milliseconds)")
+        return min(limit, timeout_ms / 1000)
 
     async def embed(self, params: Mapping[str, Any]) -> dict[str, Any]:
         texts = params.get("texts")

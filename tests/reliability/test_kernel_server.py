@@ -333,3 +333,105 @@ def test_hostile_memory_queries_do_not_freeze_the_kernel(
     note("kernel: slowest hostile query ms", round(max(took) * 1000, 1))
     assert max(took) < 2.0, took
     assert max_gap < 200, text
+
+
+def test_the_notebooks_infer_is_never_answered_by_a_runner_it_did_not_choose(
+    kernel: tuple[Kernel, dict[str, Any]],
+) -> None:
+    """An agent that registers as a runner cannot make itself the default, so the notebook's
+    own ``infer`` (prompt and memory context) goes to the notebook's model, or fails at once when
+    the notebook has none; it never reaches the runner."""
+    from tests.reliability.test_runners import authed
+
+    k, info = kernel
+
+    def notebook_infer() -> str:
+        reply, out = k.execute(
+            "try:\n    r = carnb.current().infer({'prompt': 'my secret'}, timeout=10)\n"
+            "    print('ANSWER', r['reply']['model_used'], r['reply']['text'])\n"
+            "except Exception as exc:\n    print('ERROR', exc)"
+        )
+        assert reply["status"] == "ok", k.text(out)
+        return k.text(out).strip()
+
+    async def attack() -> tuple[list[str], list[dict[str, Any]]]:
+        evil = await authed(info["url"], token=info["agents"]["kagent"], agent_id="kagent")
+        refused = []
+        try:
+            await evil.call("inference.register_runner", {"models": ["evil"], "default": True})
+        except Exception as exc:
+            refused.append(str(exc))
+        await evil.call("inference.register_runner", {"models": ["evil"]})
+        seen = [await asyncio.to_thread(notebook_infer)]
+        k.execute("carnb.model(lambda request: 'mine', name='nb')")
+        seen.append(await asyncio.to_thread(notebook_infer))
+        await asyncio.sleep(0.1)
+        invokes = [n for n in evil.notifications if n["method"] == "inference.runner.invoke"]
+        await evil.close()
+        k.execute("carnb.current().unregister_model('nb')")
+        return refused + seen, invokes
+
+    seen, invokes = asyncio.run(attack())
+    assert "only the host decides" in seen[0], seen
+    assert seen[1].startswith("ERROR") and "no default model" in seen[1], seen
+    assert seen[2] == "ANSWER nb mine", seen
+    assert invokes == []
+
+
+def test_a_runner_flooding_its_stream_does_not_freeze_the_kernel(
+    kernel: tuple[Kernel, dict[str, Any]],
+) -> None:
+    """A runner that streams megabytes of tool arguments into one call is cut off at the
+    per-call cap as the data arrives; a cell that ticks every 10 ms never waits over 200 ms."""
+    from tests.reliability.test_runners import authed, next_invoke
+
+    k, info = kernel
+    chunk = "y" * (512 * 1024)
+    ticker = k.kc.execute(
+        "import time\ngaps = []\nlast = time.perf_counter()\nend = last + 6\n"
+        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
+        "    gaps.append(now - last)\n    last = now\n"
+        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
+    )
+    time.sleep(1)  # the ticker is running
+
+    async def attack() -> int:
+        runner = await authed(info["url"], token=info["token"])
+        await runner.call("inference.register_runner", {"models": ["flood"]})
+        caller = await authed(info["url"], token=info["token"])
+        refused = 0
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            pending = asyncio.create_task(
+                caller.request("infer", {"prompt": "x", "model": "flood"})
+            )
+            call_id = (await next_invoke(runner))["call_id"]
+            await runner.call(
+                "inference.runner.event",
+                {"call_id": call_id, "event": {"type": "tool_start", "name": "t", "index": 0}},
+            )
+            for _ in range(8):
+                reply = await runner.request(
+                    "inference.runner.event",
+                    {
+                        "call_id": call_id,
+                        "event": {"type": "tool_delta", "index": 0, "data": chunk},
+                    },
+                )
+                if "error" in reply:
+                    refused += 1
+                    break
+            assert "error" in await pending
+        await runner.close()
+        await caller.close()
+        return refused
+
+    refused = asyncio.run(attack())
+    reply, out = k.wait(ticker, timeout=60)
+    text = k.text(out)
+    assert reply["status"] == "ok", text
+    assert refused > 0
+    max_gap = float(text.split("max gap ms")[1].split()[0])
+    note("kernel: max cell tick gap ms while a runner floods its stream", max_gap)
+    add("kernel: runner calls cut at the stream cap", refused)
+    assert max_gap < 200, text

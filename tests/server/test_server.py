@@ -100,10 +100,7 @@ def test_capabilities_list_only_shows_what_the_caller_can_call(runtime, connect_
     assert {"state.get", "session.auth", "server.handshake"} <= plain_names
     # everything listed really answers (no unknown-method for a listed name)
     c = connect_client(auth="host")
-    # inference.register_runner {} makes this client the runner of the default model, so an
-    # infer after it would wait for this client to answer: call it last
-    runner_last = sorted(host_names, key=lambda name: (name == "inference.register_runner", name))
-    for name in runner_last:
+    for name in sorted(host_names):
         reply = c.request(name, {})
         assert reply.get("error", {}).get("code") != -32601, name
 

@@ -56,6 +56,13 @@ def models_set_default(s: ClientSession, p: Params, svc: Services) -> dict[str, 
     return {"default": svc.models.default}
 
 
+def models_unregister(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    name = req_str(p, "id")
+    if not svc.models.remove(name):
+        raise svc.models.unknown(name)
+    return {"id": name, "unregistered": True, "default": svc.models.default}
+
+
 def register_runner(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     names = _runners(svc).register(s, p.get("models"), p.get("default"))
     return {"registered": True, "models": names}
@@ -97,6 +104,7 @@ _GENERATE = {
     "system": "string?",
     "tools": "ToolDef[]?",
     "context_query": "string? (memory context of this query is injected)",
+    "timeout_ms": "integer? (bounds this call; capped by the model's timeout)",
 }
 
 METHODS = (
@@ -154,10 +162,21 @@ METHODS = (
         result="{default}",
     ),
     Method(
+        "models.unregister",
+        models_unregister,
+        role="host",
+        summary="Remove a model of this server (a runner's too); takes effect at once",
+        params={"id": "string"},
+        result="{id, unregistered: true, default}",
+    ),
+    Method(
         "inference.register_runner",
         register_runner,
         summary="Serve models from this client: infer calls arrive as inference.runner.invoke",
-        params={"models": 'string[]? (["runner"])', "default": "boolean?"},
+        params={
+            "models": 'string[]? (["runner"])',
+            "default": "boolean? (host only: make the first name the default model)",
+        },
         result="{registered: true, models}",
     ),
     Method(
