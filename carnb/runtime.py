@@ -25,6 +25,13 @@ from urllib.parse import unquote
 from carnb._version import __version__
 from carnb.agentir import ToolSchema
 from carnb.agentir.pyschema import schema_of_function
+from carnb.app.handlers import build_table
+from carnb.app.handlers.inference import context_source
+from carnb.app.methods import MethodTable
+from carnb.app.models import PythonModel
+from carnb.app.schedule import off_loop
+from carnb.app.services import Services
+from carnb.app.toolhub import LocalTool
 from carnb.browser import BrowserPool
 from carnb.errors import CarnbError
 from carnb.memgine import MemoryHome
@@ -37,14 +44,7 @@ from carnb.protocol.session import ClientSession, new_client_id
 from carnb.runs import RunStore
 from carnb.runs.access import NAME_PREFIX
 from carnb.server.dispatch import Dispatcher
-from carnb.server.handlers import build_table
-from carnb.server.handlers.inference import context_source
 from carnb.server.hostthread import HostThread
-from carnb.server.methods import MethodTable
-from carnb.server.models import PythonModel
-from carnb.server.offload import off_loop
-from carnb.server.services import Services
-from carnb.server.toolhub import LocalTool
 from carnb.server.ws import ServerConfig, SessionServer
 
 if TYPE_CHECKING:
@@ -381,7 +381,7 @@ class Runtime:
 
     def watch_proposals(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``fn(event)`` on the host loop as actions of any session's proposal start and
-        finish (see :meth:`carnb.server.toolhub.ToolHub.watch`); returns the remover."""
+        finish (see :meth:`carnb.app.toolhub.ToolHub.watch`); returns the remover."""
         if self.services is None:
             raise CarnbError("the carnb runtime is not started")
         return self.services.tools.watch(fn)

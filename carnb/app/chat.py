@@ -4,7 +4,7 @@ side), as the real daemon relays them.
 Theory of operation. A host calls ``agents.chat {agent_id, prompt, session_id?, model?}``. The
 server picks the newest socket session bound to that agent and sends it the request
 ``agent.chat {session_id, prompt, model?}`` over its reverse channel
-(:class:`~carnb.server.callbacks.PeerCalls`); the agent acks ``{accepted: true}`` and the host
+(:class:`~carnb.app.peercalls.PeerCalls`); the agent acks ``{accepted: true}`` and the host
 gets ``{accepted: true, session_id}``. The agent then streams ``agent.chat.event {session_id,
 kind, delta?}`` notifications (``token``, ``tool_call``, ``goal_evaluated``, ``done``, ``error``,
 ...), which the server relays to the host as ``agents.chat.event {session_id, agent_id, kind,

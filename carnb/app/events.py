@@ -17,7 +17,7 @@ from typing import Any
 
 from carnb.protocol.session import ClientSession
 
-log = logging.getLogger("carnb.server.events")
+log = logging.getLogger("carnb.app.events")
 
 SESSION_ATTACHED = "session.attached"
 SESSION_DETACHED = "session.detached"

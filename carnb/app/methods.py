@@ -9,7 +9,7 @@ Theory of operation. A handler is a top-level function ``(session, params, servi
   (it moves slow synchronous work to a worker thread itself).
 ``large_reply`` marks methods whose answer may be megabytes (traces, query results,
 snapshots): the dispatcher serialises those replies on the bulk thread
-(:mod:`carnb.server.bulk`). Every reply is held to the dispatcher's reply cap
+(:mod:`carnb.app.bulk`). Every reply is held to the dispatcher's reply cap
 (``ReplyTooLarge``, -32602, when over it).
 ``needs`` names the service (``memory``, ``runs``, ``browser``) a method depends on: a method
 whose service the runtime did not provide is not offered, so ``capabilities.list`` and
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from carnb.protocol.session import ClientSession
 
 if TYPE_CHECKING:
-    from carnb.server.services import Services
+    from carnb.app.services import Services
 
 Role = Literal["operator", "agent", "owner", "host"]
 Mode = Literal["inline", "task"]

@@ -30,9 +30,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from carnb.app.models import ModelFailed, ModelHub, ModelTimeout, check_name
 from carnb.errors import Forbidden, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
-from carnb.server.models import ModelFailed, ModelHub, ModelTimeout, check_name
 
 DEFAULT_RUNNER_MODEL = "runner"
 MAX_CALL_CHARS = 1024 * 1024  # all a runner may send for one call, streamed or in its result

@@ -9,7 +9,7 @@ talks to a provider, or a local model). :class:`ModelHub` keeps this server's mo
   there), bounded by the model's timeout: the host loop and a busy cell are never held; a call
   past its timeout is abandoned (Python threads cannot be killed) and answered with an error.
 * a runner model lives in another process: a WebSocket client that called
-  ``inference.register_runner`` (:mod:`carnb.server.modelrunner`).
+  ``inference.register_runner`` (:mod:`carnb.app.modelrunner`).
 
 ``infer`` picks the request's ``model``, else the default. Only the host decides the default:
 the first notebook (or ``serve --model``) model is the default unless another is made so, and
@@ -40,10 +40,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from carnb.app.toolhub import WorkerPool
 from carnb.errors import CarnbError, ContentRefused, InvalidParams, NotFound
-from carnb.server.toolhub import WorkerPool
 
-log = logging.getLogger("carnb.server.models")
+log = logging.getLogger("carnb.app.models")
 
 DEFAULT_MODEL_TIMEOUT = 120.0  # seconds one inference may take unless the model says otherwise
 MODEL_WORKERS = 4  # Python model calls running at once; more wait their turn

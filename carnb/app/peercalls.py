@@ -25,7 +25,7 @@ from typing import Any
 from carnb.errors import CarnbError
 from carnb.protocol.jsonrpc import Response, notification_text, request_text
 
-log = logging.getLogger("carnb.server.callbacks")
+log = logging.getLogger("carnb.app.peercalls")
 
 MAX_PENDING = 1024  # calls one peer may owe at once; more fail at once instead of queueing
 

@@ -6,7 +6,7 @@ so a run's trace holds the agent loop's tool executions in order after its model
 (``runs.record_model_turn``). carnb does the same: after a proposal ends, each action's result
 becomes a turn ``{action_id, tool, parameters, status, output, error?, duration_ms,
 policy_rejected?}``, in the proposal's action order, written with the rights of the session's
-own ``runs.record_turns`` (:func:`carnb.server.handlers.runs.writer`). Recording never fails
+own ``runs.record_turns`` (:func:`carnb.app.handlers.runs.writer`). Recording never fails
 the proposal: a run that ended meanwhile or a store error is only logged.
 """
 
@@ -17,11 +17,11 @@ import logging
 from typing import Any
 
 from carnb.agentir import ActionProposal, ProposalResult
+from carnb.app.handlers.runs import writer
+from carnb.app.services import Services
 from carnb.protocol.session import ClientSession
-from carnb.server.handlers.runs import writer
-from carnb.server.services import Services
 
-log = logging.getLogger("carnb.server.runturns")
+log = logging.getLogger("carnb.app.runturns")
 
 POLICY_PREFIX = "denied by policy"
 MAX_TEXT = 16 * 1024  # characters of output or error kept per turn (the daemon truncates too)

@@ -16,11 +16,11 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from carnb.app.methods import Handler, Method, Params
 from carnb.protocol.session import ClientSession
-from carnb.server.methods import Handler, Method, Params
 
 if TYPE_CHECKING:
-    from carnb.server.services import Services
+    from carnb.app.services import Services
 
 
 class _SessionQueues:

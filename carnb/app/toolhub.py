@@ -3,7 +3,7 @@ them (``tools.*``, ``policy.*``, ``verify``, ``proposal.submit``).
 
 Theory of operation. A session's tools are schemas (:class:`~carnb.agentir.ToolRegistry`).
 A tool a *socket* session registered runs in that session's client: each call is a
-``tools.execute`` request over the connection's :class:`~carnb.server.callbacks.PeerCalls`.
+``tools.execute`` request over the connection's :class:`~carnb.app.peercalls.PeerCalls`.
 A tool of the *notebook's* session is a Python callable (``@carnb.tool``): it runs in a worker
 thread of this hub's own pool, never on the host loop, so a busy cell or a slow tool holds
 neither the server nor the other sessions. A notebook tool may be shared: with every session
@@ -39,10 +39,10 @@ from carnb.agentir import (
     ToolSchema,
     ToolTimeout,
 )
+from carnb.app.peercalls import CallFailed, CallTimeout, PeerGone
 from carnb.protocol.session import ClientSession
-from carnb.server.callbacks import CallFailed, CallTimeout, PeerGone
 
-log = logging.getLogger("carnb.server.toolhub")
+log = logging.getLogger("carnb.app.toolhub")
 
 DEFAULT_TOOL_TIMEOUT = 300.0  # seconds; the real daemon's CAR_TOOL_TIMEOUT default
 GRACE = 5.0  # a remote call waits this much past the action's timeout_ms for the answer

@@ -22,6 +22,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from carnb.app.bulk import run_bulk
+from carnb.app.methods import Later, Method, MethodTable
+from carnb.app.services import Services
 from carnb.errors import (
     AuthRequired,
     CarnbError,
@@ -45,9 +48,6 @@ from carnb.protocol.jsonrpc import (
     result_text,
 )
 from carnb.protocol.session import ClientSession
-from carnb.server.bulk import run_bulk
-from carnb.server.methods import Later, Method, MethodTable
-from carnb.server.services import Services
 
 log = logging.getLogger("carnb.server.dispatch")
 

@@ -13,7 +13,7 @@ any of it is read or parsed); the configured ``max_frame_bytes`` applies from th
 ``session.auth`` succeeds (set before its reply is sent). Notifications to the peer go through
 a bounded outbox; a peer that does not read them is disconnected rather than buffered forever.
 Requests the server sends the peer (``tools.execute``) take the same outbox, through the
-connection's :class:`~carnb.server.callbacks.PeerCalls`; when the connection ends its pending
+connection's :class:`~carnb.app.peercalls.PeerCalls`; when the connection ends its pending
 calls fail.
 """
 
@@ -29,10 +29,10 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from carnb.app.bulk import run_bulk
+from carnb.app.peercalls import PeerCalls
 from carnb.protocol.jsonrpc import notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
-from carnb.server.bulk import run_bulk
-from carnb.server.callbacks import PeerCalls
 from carnb.server.dispatch import Close, Deferred, Dispatcher
 from carnb.server.logthrottle import ThrottleFilter, loop_exception_handler
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from carnb.app import peercalls as callbacks
+from carnb.app.peercalls import CallFailed, CallTimeout, PeerCalls, PeerGone
 from carnb.protocol.jsonrpc import Response
-from carnb.server import callbacks
-from carnb.server.callbacks import CallFailed, CallTimeout, PeerCalls, PeerGone
 
 
 class Wire:

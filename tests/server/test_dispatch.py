@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from carnb.app.handlers import build_table
+from carnb.app.methods import Later, Method
+from carnb.app.services import Services
 from carnb.errors import InternalError, InvalidParams, MethodNotFound
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
 from carnb.server.dispatch import Close, Deferred, Dispatcher, Outcome, Reply
-from carnb.server.handlers import build_table
-from carnb.server.methods import Later, Method
-from carnb.server.services import Services
 
 
 def boom(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
@@ -264,7 +264,7 @@ def test_a_reauth_that_changes_role_drops_host_subscriptions(dispatcher: Dispatc
 
 
 def test_state_set_keeps_to_the_byte_budget(dispatcher: Dispatcher) -> None:
-    from carnb.server.handlers.core import STATE_BUDGET_BYTES
+    from carnb.app.handlers.core import STATE_BUDGET_BYTES
 
     s = authed()
     half = "y" * (STATE_BUDGET_BYTES // 2 - 10)

@@ -15,12 +15,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from carnb.app.handlers import build_table
+from carnb.app.methods import Method
+from carnb.app.services import Services
 from carnb.protocol.auth import Credentials
 from carnb.server.dispatch import Dispatcher
-from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
-from carnb.server.methods import Method
-from carnb.server.services import Services
 from carnb.server.ws import ServerConfig, SessionServer
 from tests.conftest import Client, RpcFailed, agent_auth
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from carnb.app.methods import Method, Params
+from carnb.app.params import opt_int, opt_str, req_str
+from carnb.app.services import Services
 from carnb.errors import InvalidParams
 from carnb.protocol.auth import authenticate, check_agent_id, negotiate
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
-from carnb.server.methods import Method, Params
-from carnb.server.params import opt_int, opt_str, req_str
-from carnb.server.services import Services
 
 MAX_STATE_KEYS = 10_000
 # Per session: the values of state.set, as compact UTF-8 JSON, take at most this many bytes.

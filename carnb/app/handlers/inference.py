@@ -1,18 +1,18 @@
 """``infer``, ``embed``, ``models.*`` and the ``inference.*`` runner methods: the model bridge
-(:mod:`carnb.server.models`, :mod:`carnb.server.modelrunner`); ``agents.chat`` and
-``agent.chat.event``, chat turns relayed to an attached agent (:mod:`carnb.server.chat`)."""
+(:mod:`carnb.app.models`, :mod:`carnb.app.modelrunner`); ``agents.chat`` and
+``agent.chat.event``, chat turns relayed to an attached agent (:mod:`carnb.app.chat`)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from carnb.app.methods import Method, Params
+from carnb.app.modelrunner import Runners
+from carnb.app.models import ContextSource
+from carnb.app.params import req_str
+from carnb.app.services import Services
 from carnb.protocol.session import ClientSession
-from carnb.server.methods import Method, Params
-from carnb.server.modelrunner import Runners
-from carnb.server.models import ContextSource
-from carnb.server.params import req_str
-from carnb.server.services import Services
 
 
 def attach(svc: Services) -> None:

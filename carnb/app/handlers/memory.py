@@ -9,7 +9,7 @@ session's own in-memory graph (small writes, the count) run inline on the loop.
 Each graph has a :class:`Gate`: its calls run one at a time in arrival order, whether inline or
 in a thread, so a reply is sent only once its write is committed and every later call sees it.
 A call that has to wait (its graph is busy, or it goes to a thread) is a
-:class:`~carnb.server.methods.Later`; the work starts at once as a task, so frame order is kept
+:class:`~carnb.app.methods.Later`; the work starts at once as a task, so frame order is kept
 even before the reader awaits the reply, and a caller that leaves does not cut a write short.
 """
 
@@ -21,18 +21,18 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from carnb.errors import InvalidParams
-from carnb.protocol.session import ClientSession
-from carnb.server.methods import Later, Method, Params
-from carnb.server.params import (
+from carnb.app.methods import Later, Method, Params
+from carnb.app.params import (
     opt_int,
     opt_number,
     opt_str,
     opt_str_list,
     req_str,
 )
-from carnb.server.ports import Graph, Record
-from carnb.server.services import Services
+from carnb.app.ports import Graph, Record
+from carnb.app.services import Services
+from carnb.errors import InvalidParams
+from carnb.protocol.session import ClientSession
 
 T = TypeVar("T")
 

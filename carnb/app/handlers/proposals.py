@@ -3,7 +3,7 @@ the runtime verifies and executes (agent IR engine: :mod:`carnb.agentir`).
 
 Parsing, planning and verifying a proposal (up to 10,000 actions) run in a worker thread;
 execution runs on the host loop with at most ``DEFAULT_CONCURRENCY`` actions of a level at once,
-so the loop is never held for long. Tool calls go through :mod:`carnb.server.toolhub`.
+so the loop is never held for long. Tool calls go through :mod:`carnb.app.toolhub`.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from carnb.agentir import (
     verify_params,
 )
 from carnb.agentir.values import MISSING
+from carnb.app.handlers.core import MAX_STATE_KEYS
+from carnb.app.methods import Method, Params
+from carnb.app.params import req_list, req_str
+from carnb.app.runturns import record_proposal
+from carnb.app.services import Services
+from carnb.app.toolhub import MAX_POLICIES, MAX_TOOLS
 from carnb.errors import CarnbError, InvalidParams
 from carnb.protocol.session import ClientSession
-from carnb.server.handlers.core import MAX_STATE_KEYS
-from carnb.server.methods import Method, Params
-from carnb.server.params import req_list, req_str
-from carnb.server.runturns import record_proposal
-from carnb.server.services import Services
-from carnb.server.toolhub import MAX_POLICIES, MAX_TOOLS
 
 SCOPE = "global"  # per-connection, like the real daemon's global scope of a session runtime
 # Proposals one session may run at once. Below the connection's 64 requests in flight, so

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from carnb.app.bulk import run_bulk
+from carnb.app.events import RUN_ENDED, RUN_STARTED
+from carnb.app.methods import Method, Params
+from carnb.app.params import opt_int, opt_str, req_list, req_object, req_str
+from carnb.app.ports import Record, RunCaller, RunLog
+from carnb.app.services import Services
 from carnb.errors import InvalidParams, NotFound
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
-from carnb.server.bulk import run_bulk
-from carnb.server.events import RUN_ENDED, RUN_STARTED
-from carnb.server.methods import Method, Params
-from carnb.server.params import opt_int, opt_str, req_list, req_object, req_str
-from carnb.server.ports import Record, RunCaller, RunLog
-from carnb.server.services import Services
 
 
 def attach(svc: Services) -> None:
