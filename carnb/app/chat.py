@@ -22,12 +22,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from carnb.config import CHAT_ACK_TIMEOUT_S, CHAT_EVENTS_KEPT
 from carnb.errors import CarnbError, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
 
-ACK_TIMEOUT = 30.0  # seconds the agent has to accept a chat turn
 TERMINAL = frozenset({"done", "error"})
-MAX_EVENTS = 10_000  # kept per notebook chat
 
 
 class ChatRefused(CarnbError):
@@ -78,7 +77,7 @@ class ChatRelay:
             if params.get(key) is not None:
                 request[key] = params[key]
         try:
-            ack = await agent.callbacks.request("agent.chat", request, timeout=ACK_TIMEOUT)
+            ack = await agent.callbacks.request("agent.chat", request, timeout=CHAT_ACK_TIMEOUT_S)
         except BaseException:
             self._chats.pop(session_id, None)
             raise
@@ -125,7 +124,7 @@ class ChatRelay:
         notify = chat.host.notifier
         if notify is not None:
             notify("agents.chat.event", note)
-        elif len(chat.events) < MAX_EVENTS:
+        elif len(chat.events) < CHAT_EVENTS_KEPT:
             chat.events.append(note)
         if event["kind"] in TERMINAL:
             chat.ended.set()

@@ -13,11 +13,11 @@ connection ends, its models go and its pending calls fail at once (never a hang)
 
 Limits: everything a runner sends for one call (streamed text, tool names and argument deltas,
 the text and tool calls of ``done`` and ``complete``) counts against one budget of
-:data:`MAX_CALL_CHARS`, checked as each piece arrives; past it the call fails and the runner's
-event is refused. Nothing here parses what a runner sent: the hub checks and parses the reply
-(tool arguments are JSON text) in a worker thread. A runner serves only the names it
-registered, and becomes the default model only when the host asks (``default: true`` with the
-host role); the host may remove any runner's model (``models.unregister``).
+:data:`~carnb.config.MAX_RUNNER_CALL_CHARS`, checked as each piece arrives; past it the call
+fails and the runner's event is refused. Nothing here parses what a runner sent: the hub checks
+and parses the reply (tool arguments are JSON text) in a worker thread. A runner serves only
+the names it registered, and becomes the default model only when the host asks (``default:
+true`` with the host role); the host may remove any runner's model (``models.unregister``).
 
 Everything here runs on the host loop.
 """
@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carnb.app.models import ModelFailed, ModelHub, ModelTimeout, check_name
+from carnb.config import MAX_RUNNER_CALL_CHARS
 from carnb.errors import Forbidden, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
 
 DEFAULT_RUNNER_MODEL = "runner"
-MAX_CALL_CHARS = 1024 * 1024  # all a runner may send for one call, streamed or in its result
 
 
 class RunnerGone(ModelFailed):
@@ -43,7 +43,7 @@ class RunnerGone(ModelFailed):
 
 
 class RunnerTooLarge(InvalidParams):
-    """A runner sent more than :data:`MAX_CALL_CHARS` for one call."""
+    """A runner sent more than :data:`MAX_RUNNER_CALL_CHARS` for one call."""
 
 
 @dataclass
@@ -58,9 +58,9 @@ class _Call:
     def take(self, *pieces: object) -> None:
         """Count ``pieces`` (strings, or the text and tool calls of a result) against the
         call's budget; past it the call fails and :class:`RunnerTooLarge` tells the runner."""
-        self.chars += json_size(pieces, MAX_CALL_CHARS - self.chars)
-        if self.chars > MAX_CALL_CHARS:
-            why = f"runner sent more than {MAX_CALL_CHARS} characters of JSON for one call"
+        self.chars += json_size(pieces, MAX_RUNNER_CALL_CHARS - self.chars)
+        if self.chars > MAX_RUNNER_CALL_CHARS:
+            why = f"runner sent more than {MAX_RUNNER_CALL_CHARS} characters of JSON for one call"
             if not self.future.done():
                 self.future.set_exception(ModelFailed(why))
             raise RunnerTooLarge(why)

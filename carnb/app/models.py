@@ -41,14 +41,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from carnb.app.toolhub import WorkerPool
+from carnb.config import MAX_MODEL_TEXT_CHARS, MAX_MODELS, MODEL_TIMEOUT_S, MODEL_WORKERS
 from carnb.errors import CarnbError, ContentRefused, InvalidParams, NotFound
 
 log = logging.getLogger("carnb.app.models")
-
-DEFAULT_MODEL_TIMEOUT = 120.0  # seconds one inference may take unless the model says otherwise
-MODEL_WORKERS = 4  # Python model calls running at once; more wait their turn
-MAX_MODELS = 100
-MAX_TEXT_CHARS = 1024 * 1024  # a reply's text beyond this is a malformed reply
 
 
 class ModelNotFound(NotFound):
@@ -127,7 +123,7 @@ class ModelHub:
     """This server's models by name, the default, and the worker pool Python models run in."""
 
     def __init__(
-        self, *, default_timeout: float = DEFAULT_MODEL_TIMEOUT, workers: int = MODEL_WORKERS
+        self, *, default_timeout: float = MODEL_TIMEOUT_S, workers: int = MODEL_WORKERS
     ) -> None:
         self.default_timeout = default_timeout
         self.pool = WorkerPool(workers, "carnb-model")
@@ -357,8 +353,8 @@ def normalize_reply(raw: Any, name: str) -> Reply:
         text = ""
     if not isinstance(text, str):
         raise bad(f"text is a {type(text).__name__}")
-    if len(text) > MAX_TEXT_CHARS:
-        raise bad(f"text has {len(text)} characters (at most {MAX_TEXT_CHARS})")
+    if len(text) > MAX_MODEL_TEXT_CHARS:
+        raise bad(f"text has {len(text)} characters (at most {MAX_MODEL_TEXT_CHARS})")
     calls = raw.get("tool_calls") or []
     if not isinstance(calls, list):
         raise bad("tool_calls is not an array")

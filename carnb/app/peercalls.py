@@ -22,12 +22,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from carnb.config import MAX_PENDING_CALLS
 from carnb.errors import CarnbError
 from carnb.protocol.jsonrpc import Response, notification_text, request_text
 
 log = logging.getLogger("carnb.app.peercalls")
-
-MAX_PENDING = 1024  # calls one peer may owe at once; more fail at once instead of queueing
 
 
 class CallFailed(CarnbError):
@@ -70,8 +69,8 @@ class PeerCalls:
         with ``tools.cancel {request_id, reason, **cancel_params}``."""
         if self.closed:
             raise PeerGone(f"the client {self._name} has disconnected")
-        if len(self._pending) >= MAX_PENDING:
-            raise CallFailed(f"the client {self._name} already owes {MAX_PENDING} answers")
+        if len(self._pending) >= MAX_PENDING_CALLS:
+            raise CallFailed(f"the client {self._name} already owes {MAX_PENDING_CALLS} answers")
         request_id = f"cb-{next(self._ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future

@@ -19,12 +19,12 @@ from typing import Any
 from carnb.agentir import ActionProposal, ProposalResult
 from carnb.app.handlers.runs import writer
 from carnb.app.services import Services
+from carnb.config import TURN_TEXT_CHARS
 from carnb.protocol.session import ClientSession
 
 log = logging.getLogger("carnb.app.runturns")
 
 POLICY_PREFIX = "denied by policy"
-MAX_TEXT = 16 * 1024  # characters of output or error kept per turn (the daemon truncates too)
 
 
 def proposal_turns(proposal: ActionProposal, result: ProposalResult) -> list[dict[str, Any]]:
@@ -52,8 +52,8 @@ def proposal_turns(proposal: ActionProposal, result: ProposalResult) -> list[dic
 
 
 def _bounded(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        return value[:MAX_TEXT] + "…[truncated]"
+    if isinstance(value, str) and len(value) > TURN_TEXT_CHARS:
+        return value[:TURN_TEXT_CHARS] + "…[truncated]"
     return value
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from carnb.app.bulk import run_bulk
 from carnb.app.methods import Later, Method, MethodTable
 from carnb.app.services import Services
+from carnb.config import MAX_REPLY_BYTES
 from carnb.errors import (
     AuthRequired,
     CarnbError,
@@ -59,8 +60,6 @@ BINARY_REPLY = error_reply(
     ),
 )
 POLICY_VIOLATION = 1008  # WebSocket close code
-# No reply is bigger than this (bytes of UTF-8 JSON); bigger answers are a ReplyTooLarge error.
-MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

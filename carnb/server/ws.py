@@ -31,6 +31,18 @@ from websockets.exceptions import ConnectionClosed
 
 from carnb.app.bulk import run_bulk
 from carnb.app.peercalls import PeerCalls
+from carnb.config import (
+    AUTH_TIMEOUT_S,
+    BIND_ADDRESS,
+    CLOSE_TIMEOUT_S,
+    MAX_FRAME_BYTES,
+    MAX_FRAME_BYTES_BEFORE_AUTH,
+    MAX_IN_FLIGHT,
+    MAX_QUEUED_NOTIFICATION_CHARS,
+    MAX_QUEUED_NOTIFICATIONS,
+    PARSE_OFF_LOOP_CHARS,
+    PING_INTERVAL_S,
+)
 from carnb.protocol.jsonrpc import notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
 from carnb.server.dispatch import Close, Deferred, Dispatcher
@@ -52,29 +64,25 @@ _wire_logger = logging.getLogger("carnb.server.wire")
 _wire_logger.addFilter(ThrottleFilter())  # a flood of failing peers must not flood the log
 wire_log = _NoFrameDumps(_wire_logger, {})
 
-# Frames longer than this are parsed on the bulk thread, not on the event loop.
-PARSE_OFF_LOOP_CHARS = 256 * 1024
-
 AUTH_TIMEOUT_REASON = "auth timeout: call session.auth first"
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
+    """The listening socket and the limits of each connection (defaults: :mod:`carnb.config`)."""
+
+    bind_address: str = BIND_ADDRESS
     port: int = 0
     allowed_origins: tuple[str, ...] = ()
-    max_frame_bytes: int = 16 * 1024 * 1024
-    # Frames before session.auth succeeds (session.auth itself is well under 1 KiB).
-    max_frame_bytes_before_auth: int = 64 * 1024
-    ping_interval: float | None = 30.0
-    ping_timeout: float | None = 30.0
-    close_timeout: float = 3.0
-    max_in_flight: int = 64
-    max_queued_notifications: int = 1024
-    # ... and at most this many characters of them (a run's turns may be 256 KiB each).
-    max_queued_notification_chars: int = 16 * 1024 * 1024
-    # A connection must call session.auth within this many seconds (None: no deadline).
-    auth_timeout: float | None = 10.0
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    max_frame_bytes_before_auth: int = MAX_FRAME_BYTES_BEFORE_AUTH  # until session.auth succeeds
+    ping_interval: float | None = PING_INTERVAL_S
+    ping_timeout: float | None = PING_INTERVAL_S
+    close_timeout: float = CLOSE_TIMEOUT_S
+    max_in_flight: int = MAX_IN_FLIGHT
+    max_queued_notifications: int = MAX_QUEUED_NOTIFICATIONS
+    max_queued_notification_chars: int = MAX_QUEUED_NOTIFICATION_CHARS
+    auth_timeout: float | None = AUTH_TIMEOUT_S  # None: no deadline
 
 
 class SessionServer:
@@ -93,7 +101,7 @@ class SessionServer:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("the server is not started")
-        host = self.config.host
+        host = self.config.bind_address
         if ":" in host:
             host = f"[{host}]"
         return f"ws://{host}:{self.port}/"
@@ -109,7 +117,7 @@ class SessionServer:
         origins: list[Any] = [None, *self.config.allowed_origins]
         self._server = await serve(
             self._handle,
-            self.config.host,
+            self.config.bind_address,
             self.config.port,
             origins=origins,
             # the limit of a fresh connection; _allow_full_frames lifts it after session.auth

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from carnb.config import Settings
 from carnb.kernel.calls import CarCommandError
 from carnb.kernel.engine import NotebookEngine
 from carnb.kernel.parser import build_parser, parse
-from carnb.runtime import Settings
 
 
 @pytest.fixture

@@ -97,7 +97,8 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kernel, d
         if reply["status"] != "ok":  # fallback while the extension is unfinished (see report)
             how = "Runtime(Settings(home=...)).start() (fallback: %load_ext failed)"
             reply, out = k.execute(
-                "from carnb.runtime import Runtime, Settings, set_current\n"
+                "from carnb.config import Settings\n"
+                "from carnb.runtime import Runtime, set_current\n"
                 f"rt = Runtime(Settings(home={str(home)!r})).start(); set_current(rt)"
             )
             assert reply["status"] == "ok", k.text(out)

@@ -403,8 +403,9 @@ def test_notebook_session_is_host_and_uses_the_same_dispatcher(runtime) -> None:
 
 
 def test_settings_accept_string_paths_and_check_the_port(tmp_path) -> None:
+    from carnb.config import Settings
     from carnb.errors import CarnbError
-    from carnb.runtime import Runtime, Settings
+    from carnb.runtime import Runtime
 
     s = Settings(home=str(tmp_path / "h"), connection_file=str(tmp_path / "c.json"))
     assert s.home == tmp_path / "h" and s.connection_file == tmp_path / "c.json"

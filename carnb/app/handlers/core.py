@@ -7,14 +7,11 @@ from typing import Any
 from carnb.app.methods import Method, Params
 from carnb.app.params import opt_int, opt_str, req_str
 from carnb.app.services import Services
+from carnb.config import MAX_STATE_KEYS, STATE_BUDGET_BYTES
 from carnb.errors import InvalidParams
 from carnb.protocol.auth import authenticate, check_agent_id, negotiate
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
-
-MAX_STATE_KEYS = 10_000
-# Per session: the values of state.set, as compact UTF-8 JSON, take at most this many bytes.
-STATE_BUDGET_BYTES = 8 * 1024 * 1024
 
 
 # -- session and server ---------------------------------------------------------------------

@@ -31,15 +31,11 @@ from carnb.app.params import (
 )
 from carnb.app.ports import Graph, Record
 from carnb.app.services import Services
+from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K
 from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
 
 T = TypeVar("T")
-
-MAX_K = 100  # memory.query: facts may be 1 MiB each; replies are capped too
-# A write to a session's own in-memory graph runs inline on the loop up to this many characters
-# of subject and body (indexing costs ~0.5 s per MiB of distinct words).
-INLINE_WRITE_CHARS = 16 * 1024
 
 
 class Gate:
@@ -183,7 +179,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
 
 def query(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
     text = req_str(p, "query", allow_empty=True)
-    k = opt_int(p, "k", 5, maximum=MAX_K)
+    k = opt_int(p, "k", 5, maximum=MAX_QUERY_K)
     assert k is not None
     if k <= 0:
         return []

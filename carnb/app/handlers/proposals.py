@@ -28,20 +28,18 @@ from carnb.agentir import (
     verify_params,
 )
 from carnb.agentir.values import MISSING
-from carnb.app.handlers.core import MAX_STATE_KEYS
 from carnb.app.methods import Method, Params
 from carnb.app.params import req_list, req_str
 from carnb.app.runturns import record_proposal
 from carnb.app.services import Services
-from carnb.app.toolhub import MAX_POLICIES, MAX_TOOLS
+from carnb.config import MAX_POLICIES, MAX_RUNNING_PROPOSALS, MAX_STATE_KEYS, MAX_TOOLS
 from carnb.errors import CarnbError, InvalidParams
 from carnb.protocol.session import ClientSession
 
 SCOPE = "global"  # per-connection, like the real daemon's global scope of a session runtime
-# Proposals one session may run at once. Below the connection's 64 requests in flight, so
-# requests waiting on the client's own tools can never fill every slot and stall the reader
-# that must deliver the client's answers.
-MAX_RUNNING_PROPOSALS = 16
+# MAX_RUNNING_PROPOSALS (proposals one session may run at once) is below the connection's
+# MAX_IN_FLIGHT, so requests waiting on the client's own tools can never fill every slot and
+# stall the reader that must deliver the client's answers.
 
 
 class TooManyProposals(CarnbError):

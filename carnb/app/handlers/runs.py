@@ -18,6 +18,7 @@ from carnb.app.methods import Method, Params
 from carnb.app.params import opt_int, opt_str, req_list, req_object, req_str
 from carnb.app.ports import Record, RunCaller, RunLog
 from carnb.app.services import Services
+from carnb.config import TRACE_PAGE_BYTES, TRACE_PAGE_MAX_RECORDS, TRACE_PAGE_RECORDS
 from carnb.errors import InvalidParams, NotFound
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
@@ -135,12 +136,9 @@ def runs_cancel(s: ClientSession, p: Params, svc: Services) -> Record:
     return result
 
 
-# runs.get_trace pages: at most this many records, and records of at most this many bytes of
-# JSON (a page always holds at least one record; one turn is at most 256 KiB).
-TRACE_PAGE_RECORDS = 100
-TRACE_PAGE_MAX_RECORDS = 1000
-TRACE_PAGE_BYTES = 2 * 1024 * 1024
-# records read from the store at a time while filling a page: each read holds the store's lock,
+# runs.get_trace pages hold at most TRACE_PAGE_MAX_RECORDS records of at most TRACE_PAGE_BYTES
+# bytes of JSON (a page always holds at least one record; one turn is at most 256 KiB).
+# Records read from the store at a time while filling a page: each read holds the store's lock,
 # which calls on the event loop (record_turns, authorize) wait for
 _TRACE_CHUNK = 4
 _PAST_THE_END = 1 << 62  # an index after every record: get_trace then reports the last index
