@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carnb.app.models import ModelFailed, ModelHub, ModelTimeout, check_name
+from carnb.app.pending import Pending
 from carnb.config import MAX_RUNNER_CALL_CHARS
 from carnb.errors import Forbidden, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
@@ -99,7 +100,7 @@ class RunnerModel:
     def __init__(self, session: ClientSession, timeout: float | None = None) -> None:
         self.session = session
         self.timeout = timeout
-        self.calls: dict[str, _Call] = {}
+        self.calls: Pending[_Call] = Pending()
 
     def can_embed(self) -> bool:
         return False
@@ -112,21 +113,17 @@ class RunnerModel:
         if notify is None or self.session.closed:
             raise RunnerGone(f"runner session {self.session.client_id} has disconnected")
         call_id = uuid.uuid4().hex
-        call = _Call(asyncio.get_running_loop().create_future())
-        self.calls[call_id] = call
+        self.calls.open(call_id, _Call)
         try:
             notify("inference.runner.invoke", {"call_id": call_id, "request": request})
-            async with asyncio.timeout(timeout):
-                return await call.future
+            return await self.calls.wait(call_id, timeout)
         except TimeoutError:
             raise ModelTimeout(f"runner did not answer within {timeout:g} s") from None
         finally:
-            self.calls.pop(call_id, None)
+            self.calls.discard(call_id)
 
     def fail_all(self, why: str) -> None:
-        for call in self.calls.values():
-            if not call.future.done():
-                call.future.set_exception(RunnerGone(why))
+        self.calls.fail_all(lambda: RunnerGone(why))
 
 
 class Runners:
@@ -168,7 +165,7 @@ class Runners:
             backend = self.hub.get(name)
             if isinstance(backend, RunnerModel) and backend.session is session:
                 call = backend.calls.get(call_id)
-                if call is not None and not call.future.done():
+                if call is not None:
                     return call
         raise NotFound(f"no pending inference call {call_id} for this runner")
 
