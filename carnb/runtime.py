@@ -26,9 +26,8 @@ from carnb.agentir import ToolSchema
 from carnb.agentir.pyschema import schema_of_function
 from carnb.app.handlers import build_table
 from carnb.app.handlers.inference import context_source
-from carnb.app.methods import MethodTable
+from carnb.app.methods import MethodTable, off_loop
 from carnb.app.models import PythonModel
-from carnb.app.schedule import off_loop
 from carnb.app.services import Services
 from carnb.app.toolhub import LocalTool
 from carnb.browser import BrowserPool

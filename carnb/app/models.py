@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from carnb.app.schedule import in_thread
 from carnb.app.toolhub import WorkerPool
 from carnb.config import MAX_MODEL_TEXT_CHARS, MAX_MODELS, MODEL_TIMEOUT_S, MODEL_WORKERS
 from carnb.errors import CarnbError, ContentRefused, InvalidParams, NotFound
@@ -244,7 +245,7 @@ class ModelHub:
         latency = (time.perf_counter() - started) * 1000
         # A runner's reply is another peer's data (tool arguments arrive as JSON text): it is
         # checked and parsed in a worker thread, never on the loop.
-        reply = await asyncio.to_thread(normalize_reply, raw, name)
+        reply = await in_thread(normalize_reply, raw, name)
         reply["trace_id"] = f"carnb-{next(self._traces)}-{uuid.uuid4().hex[:8]}"
         reply["latency_ms"] = round(latency)  # an integer, as the daemon (and its client) use
         return reply, request

@@ -12,12 +12,12 @@ the proposal: a run that ended meanwhile or a store error is only logged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from carnb.agentir import ActionProposal, ProposalResult
 from carnb.app.handlers.runs import writer
+from carnb.app.schedule import in_thread
 from carnb.app.services import Services
 from carnb.config import TURN_TEXT_CHARS
 from carnb.protocol.session import ClientSession
@@ -69,7 +69,7 @@ async def record_proposal(
         return
     try:
         for start in range(0, len(turns), 256):
-            done = await asyncio.to_thread(
+            done = await in_thread(
                 store.record_turns, writer(session), run_id, turns[start : start + 256]
             )
             if not done.get("ok"):

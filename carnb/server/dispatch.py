@@ -22,8 +22,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from carnb.app.bulk import run_bulk
-from carnb.app.methods import Later, Method, MethodTable
+from carnb.app.methods import Method, MethodTable
+from carnb.app.schedule import Later, in_bulk, start
 from carnb.app.services import Services
 from carnb.config import MAX_REPLY_BYTES
 from carnb.errors import (
@@ -176,7 +176,7 @@ class Dispatcher:
         except Exception as exc:
             return _reply_error(msg, _typed(method.name, exc))
         if method.large_reply:
-            return await run_bulk(self._reply_result, method, msg, result, True)
+            return await in_bulk(self._reply_result, method, msg, result, True)
         return self._reply_result(method, msg, result)
 
     def _reply_result(
@@ -220,9 +220,7 @@ class Dispatcher:
             args: dict[str, Any] = {method.array_params: params}
         else:
             args = params_object(params)
-        if method.mode == "task":
-            return Later(method.fn(session, args, self.services))
-        return method.fn(session, args, self.services)
+        return start(method.mode, method.fn, session, args, self.services)
 
 
 def _typed(method: str, exc: Exception) -> CarnbError:

@@ -29,8 +29,8 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from carnb.app.bulk import run_bulk
 from carnb.app.peercalls import PeerCalls
+from carnb.app.schedule import in_bulk
 from carnb.config import (
     AUTH_TIMEOUT_S,
     BIND_ADDRESS,
@@ -206,7 +206,7 @@ class SessionServer:
         was_authenticated = session.authenticated
         if isinstance(frame, str) and len(frame) > PARSE_OFF_LOOP_CHARS:
             # frames are handled in order, so the next frame of this peer waits; others do not
-            msg = await run_bulk(parse_frame, frame)
+            msg = await in_bulk(parse_frame, frame)
             outcome = self.dispatcher.receive_message(session, msg)
         else:
             outcome = self.dispatcher.receive(session, frame)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from carnb.app.handlers import build_table
-from carnb.app.methods import Later, Method
+from carnb.app.methods import Method
+from carnb.app.schedule import Later
 from carnb.app.services import Services
 from carnb.errors import InternalError, InvalidParams, MethodNotFound
 from carnb.protocol.auth import Credentials

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from carnb.app.bulk import run_bulk
 from carnb.app.events import RUN_ENDED, RUN_STARTED
 from carnb.app.methods import Method, Params
 from carnb.app.params import opt_int, opt_str, req_list, req_object, req_str
 from carnb.app.ports import Record, RunCaller, RunLog
+from carnb.app.schedule import in_bulk
 from carnb.app.services import Services
 from carnb.config import TRACE_PAGE_BYTES, TRACE_PAGE_MAX_RECORDS, TRACE_PAGE_RECORDS
 from carnb.errors import InvalidParams, NotFound
@@ -153,7 +153,7 @@ async def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
     start = cursor if cursor is not None else (0 if after is None else after + 1)
     limit = opt_int(p, "limit", TRACE_PAGE_RECORDS, minimum=1, maximum=TRACE_PAGE_MAX_RECORDS)
     assert limit is not None
-    return await run_bulk(trace_page, _store(svc), s, run_id, start, limit)
+    return await in_bulk(trace_page, _store(svc), s, run_id, start, limit)
 
 
 def trace_page(store: RunLog, s: ClientSession, run_id: str, start: int, limit: int) -> Record:
