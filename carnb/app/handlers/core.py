@@ -155,6 +155,8 @@ METHODS = (
             "protocol_version": "integer (3)",
             "client_version": "string?",
             "required_capabilities": "string[]?",
+            "optional_capabilities": "string[]?",
+            "capabilities": "string[]? (the same as optional_capabilities)",
         },
         result="{protocol_version, server_version, client_protocol_version, client_version, "
         "negotiated_capabilities}",

@@ -8,7 +8,6 @@ so the loop is never held for long. Tool calls go through :mod:`carnb.app.toolhu
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +30,7 @@ from carnb.agentir.values import MISSING
 from carnb.app.methods import Method, Params
 from carnb.app.params import req_list, req_str
 from carnb.app.runturns import record_proposal
+from carnb.app.schedule import in_thread
 from carnb.app.services import Services
 from carnb.config import MAX_POLICIES, MAX_RUNNING_PROPOSALS, MAX_STATE_KEYS, MAX_TOOLS
 from carnb.errors import CarnbError, InvalidParams
@@ -119,7 +119,7 @@ async def verify(s: ClientSession, p: Params, svc: Services) -> VerificationResu
     params = dict(p)
     if params.get("initial_state") is None:
         params["initial_state"] = s.state_snapshot()
-    return await asyncio.to_thread(verify_params, params, registry)
+    return await in_thread(verify_params, params, registry)
 
 
 class _SessionState:
@@ -202,7 +202,7 @@ async def proposal_submit(s: ClientSession, p: Params, svc: Services) -> Proposa
 async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None) -> ProposalResult:
     state = _SessionState(s, tenant)
     policies = svc.tools.of(s).policies.copy()
-    proposal, plan, denials = await asyncio.to_thread(_prepare, p["proposal"], policies, state)
+    proposal, plan, denials = await in_thread(_prepare, p["proposal"], policies, state)
     _check_state_room(s, proposal, tenant)
     registry, local = svc.tools.toolset(s)
     result = await execute_proposal(
@@ -219,6 +219,8 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
 
 
 _PROPOSAL = {"proposal": "ActionProposal (agent-ir-spec.md)"}
+
+_NO_SESSION = "never (per-session policy scopes are refused: policies belong to this connection)"
 
 METHODS = (
     Method(
@@ -254,6 +256,8 @@ METHODS = (
             "key": "string?",
             "pattern": "string?",
             "value": "any?",
+            "value_json": "string? (value as JSON text, the FFI spelling)",
+            "session_id": _NO_SESSION,
         },
         result="{registered, name, scope}",
     ),
@@ -261,13 +265,14 @@ METHODS = (
         "policy.list",
         policy_list,
         summary="This session's policies, in registration order",
+        params={"session_id": _NO_SESSION},
         result="{policies: [{name, description}], scope}",
     ),
     Method(
         "policy.unregister",
         policy_unregister,
         summary="Remove every policy of this session with this name",
-        params={"name": "string"},
+        params={"name": "string", "session_id": _NO_SESSION},
         result="{unregistered, removed, scope}",
     ),
     Method(
@@ -283,7 +288,7 @@ METHODS = (
         proposal_submit,
         mode="task",
         summary="Execute a proposal; tool calls come back as tools.execute requests",
-        params={**_PROPOSAL, "scope": "{tenantId?}?"},
+        params={**_PROPOSAL, "scope": "{tenantId?}?", "session_id": _NO_SESSION},
         result="ProposalResult {proposal_id, results, cost}",
     ),
 )
