@@ -33,7 +33,7 @@ Tables:
 - ``meta``: the ``ws-<n>`` counter, the fact count and ``indexed_upto`` (the schema version is
   ``PRAGMA user_version``).
 
-Bounds that keep every query cheap whatever the facts hold (issue 15): index keys are at most
+Bounds that keep every query cheap whatever the facts hold: index keys are at most
 ``MAX_KEY_CHARS`` long, the pending facts hold at most about ``PENDING_CHARS`` of terms (a
 bigger fact is indexed at once), and re-scoring reads at most ``SCORED_CHARS`` of a fact.
 
@@ -725,7 +725,7 @@ def ids_of_subject(conn: sqlite3.Connection, subject: str, limit: int) -> list[s
     return [row[0] for row in rows]
 
 
-# -- lock waits and batched loads (issue 15.5: two processes on one data directory) -----------
+# -- lock waits and batched loads (two processes on one data directory) ----------------------
 
 
 class GraphBusy(CarnbError):

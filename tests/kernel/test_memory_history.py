@@ -1,5 +1,5 @@
 """``%car memory add --supersedes``, ``%car memory history`` and the explorer's superseded view
-(issue 13), on the IPython-free notebook engine over a real runtime."""
+on the IPython-free notebook engine over a real runtime."""
 
 from __future__ import annotations
 

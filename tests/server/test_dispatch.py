@@ -211,7 +211,7 @@ def test_schema_and_capabilities_are_generated_from_the_table(dispatcher: Dispat
     assert "agents.register" not in {m["method"] for m in plain["methods"]}
 
 
-# -- issue 15: the reply cap, all-or-nothing auth, the state budget ---------------------------
+# -- the reply cap, all-or-nothing auth, the state budget --------------------------------------
 def big(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
     return "x" * int(p["n"])
 
