@@ -27,9 +27,9 @@ from carnb.agentir import (
     verify_params,
 )
 from carnb.agentir.values import MISSING
+from carnb.app.handlers.runturns import record_proposal
 from carnb.app.methods import Method, Params
 from carnb.app.params import req_list, req_str
-from carnb.app.runturns import record_proposal
 from carnb.app.schedule import in_thread
 from carnb.app.services import Services
 from carnb.config import MAX_POLICIES, MAX_RUNNING_PROPOSALS, MAX_STATE_KEYS, MAX_TOOLS

@@ -22,7 +22,7 @@ from carnb.app.services import Services
 from carnb.config import TURN_TEXT_CHARS
 from carnb.protocol.session import ClientSession
 
-log = logging.getLogger("carnb.app.runturns")
+log = logging.getLogger("carnb.app.handlers.runturns")
 
 POLICY_PREFIX = "denied by policy"
 
