@@ -29,8 +29,7 @@ from carnb.agentir import (
     verify_params,
 )
 from carnb.agentir.values import MISSING
-from carnb.errors import CarnbError, InvalidParams
-from carnb.errors import StateFull
+from carnb.errors import CarnbError, InvalidParams, StateFull
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import MAX_STATE_KEYS, STATE_BUDGET_BYTES, ClientSession
 from carnb.server.methods import Method, Params
