@@ -33,9 +33,7 @@ MAX_QUEUED_NOTIFICATION_CHARS = 16 * MiB  # ... and their characters (a run's tu
 PARSE_OFF_LOOP_CHARS = 256 * 1024  # longer frames are parsed on the bulk thread
 MAX_REPLY_BYTES = 16 * MiB  # no reply is bigger (UTF-8 JSON); bigger answers are ReplyTooLarge
 
-# -- sessions and state -----------------------------------------------------------------------
-MAX_STATE_KEYS = 10_000  # per session
-STATE_BUDGET_BYTES = 8 * MiB  # per session: state.set values as compact UTF-8 JSON
+# -- sessions (a session's state limits live with it: carnb.protocol.session) ------------------
 EVENTS_KEPT = 1000  # the host event log keeps this many events
 COUNT_TIMEOUT_S = 1.0  # the panel waits this long for a busy graph's fact count
 
