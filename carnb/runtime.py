@@ -1,4 +1,4 @@
-"""The composition root: settings, the host thread, the server, engines, run store, browsers.
+"""The composition root: the host thread, the application, the server, engines, connection file.
 
 A :class:`Runtime` is what ``%load_ext carnb`` and ``python -m carnb serve`` start. It mints the
 launch secrets, starts the host thread and the WebSocket server on it, gives the notebook its

@@ -1,8 +1,9 @@
-"""What the server layer is given by the composition root (``carnb.runtime``).
+"""What the application is given by the composition root (``carnb.runtime``).
 
-The server never imports memgine, runs or browser (docs/architecture.md): it receives objects that
-satisfy the protocols in :mod:`carnb.app.ports` and calls them. A service left as ``None``
-is not offered: its methods are not in the table and do not appear in ``capabilities.list``.
+The application never imports memgine, runs or browser (docs/architecture.md): it receives
+objects that satisfy the protocols in :mod:`carnb.app.ports` and calls them. A service left as
+``None`` is not offered: its methods are not in the table and do not appear in
+``capabilities.list``.
 """
 
 from __future__ import annotations
