@@ -155,7 +155,7 @@ async def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
     start = cursor if cursor is not None else (0 if after is None else after + 1)
     limit = opt_int(p, "limit", TRACE_PAGE_RECORDS, minimum=1, maximum=TRACE_PAGE_MAX_RECORDS)
     assert limit is not None
-    return await run_bulk(trace_page, _store(svc), s, run_id, start, limit)
+    return await run_bulk(s, trace_page, _store(svc), s, run_id, start, limit)
 
 
 def trace_page(store: RunLog, s: ClientSession, run_id: str, start: int, limit: int) -> Record:
