@@ -35,7 +35,8 @@ async def authed(url: str, **params: Any) -> AClient:
 
 
 def state_set_frame(id_: int, value_json: str) -> str:
-    return f'{{"jsonrpc":"2.0","id":{id_},"method":"state.set","params":{{"key":"k","value":{value_json}}}}}'
+    head = f'{{"jsonrpc":"2.0","id":{id_},"method":"state.set",'
+    return head + f'"params":{{"key":"k","value":{value_json}}}}}'
 
 
 def costliest_frames() -> dict[str, str]:
