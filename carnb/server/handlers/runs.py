@@ -8,6 +8,7 @@ ends into host events, and ends a departing session's open runs ``incomplete``.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -57,7 +58,8 @@ async def _on_session_close(svc: Services, s: ClientSession) -> None:
     svc.run_subscriptions.drop_session(s)
     if not s.authenticated:  # it could start no run: spare the store (and its lock)
         return
-    for run_id in _store(svc).end_session_runs(s.client_id):
+    # a database call (PostgreSQL: a network round trip): in a worker thread, never on the loop
+    for run_id in await asyncio.to_thread(_store(svc).end_session_runs, s.client_id):
         _clear_current(svc, run_id)
 
 
