@@ -22,7 +22,7 @@ MiB = 1024 * 1024
 
 # -- transport (carnb.server) -----------------------------------------------------------------
 BIND_ADDRESS = "127.0.0.1"  # the address the WebSocket server listens on
-MAX_FRAME_BYTES = 16 * MiB  # one frame, once the session has authenticated
+MAX_FRAME_BYTES = 4 * MiB  # one frame after session.auth; decoding one stays near 30 ms
 MAX_FRAME_BYTES_BEFORE_AUTH = 64 * 1024  # session.auth itself is well under 1 KiB
 PING_INTERVAL_S = 30.0  # keepalive pings; a peer silent this long after one is dropped
 CLOSE_TIMEOUT_S = 3.0  # the closing handshake waits this long for the peer
@@ -30,7 +30,10 @@ AUTH_TIMEOUT_S = 10.0  # a connection must call session.auth within this many se
 MAX_IN_FLIGHT = 64  # requests of one connection answered as tasks at once
 MAX_QUEUED_NOTIFICATIONS = 1024  # frames waiting for a peer that reads slowly...
 MAX_QUEUED_NOTIFICATION_CHARS = 16 * MiB  # ... and their characters (a run's turn may be 256 KiB)
-PARSE_OFF_LOOP_CHARS = 256 * 1024  # longer frames are parsed on the bulk thread
+# Longer frames are parsed on the bulk thread, in their session's turn, and refused unparsed when
+# they may hold more than MAX_FRAME_VALUES values; shorter ones decode on the loop in a few
+# milliseconds whatever their shape.
+PARSE_OFF_LOOP_CHARS = 64 * 1024
 MAX_REPLY_BYTES = 16 * MiB  # no reply is bigger (UTF-8 JSON); bigger answers are ReplyTooLarge
 
 # -- sessions (a session's state limits live with it: carnb.protocol.session) ------------------

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, TypeVar
 
 from carnb.app.bulk import run_bulk
@@ -59,9 +59,10 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
-async def in_bulk(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on the bulk thread, after the bulk jobs already queued."""
-    return await run_bulk(fn, *args)
+async def in_bulk(owner: Hashable, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the bulk thread, in ``owner``'s turn (a session: the thread takes
+    the sessions with jobs queued round robin)."""
+    return await run_bulk(owner, fn, *args)
 
 
 # -- one memory graph's calls, one at a time ----------------------------------------------------

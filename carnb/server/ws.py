@@ -43,7 +43,7 @@ from carnb.config import (
     PARSE_OFF_LOOP_CHARS,
     PING_INTERVAL_S,
 )
-from carnb.protocol.jsonrpc import notification_text, parse_frame
+from carnb.protocol.jsonrpc import MAX_FRAME_VALUES, Message, notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
 from carnb.server.dispatch import Close, Deferred, Dispatcher
 from carnb.server.logthrottle import ThrottleFilter, loop_exception_handler
@@ -206,7 +206,7 @@ class SessionServer:
         was_authenticated = session.authenticated
         if isinstance(frame, str) and len(frame) > PARSE_OFF_LOOP_CHARS:
             # frames are handled in order, so the next frame of this peer waits; others do not
-            msg = await in_bulk(parse_frame, frame)
+            msg = await in_bulk(session, _parse_big_frame, frame)
             outcome = self.dispatcher.receive_message(session, msg)
         else:
             outcome = self.dispatcher.receive(session, frame)
@@ -310,6 +310,10 @@ class SessionServer:
                     outbox.size -= len(text)
         except ConnectionClosed:
             return
+
+
+def _parse_big_frame(frame: str) -> Message:
+    return parse_frame(frame, max_values=MAX_FRAME_VALUES)
 
 
 class Outbox:
