@@ -67,6 +67,12 @@ INLINE_WRITE_CHARS = 16 * 1024
 TRACE_PAGE_RECORDS = 100  # runs.get_trace's default page
 TRACE_PAGE_MAX_RECORDS = 1000
 TRACE_PAGE_BYTES = 2 * MiB
+# Time travel (app/recording.py, app/forks.py): what an infer's record keeps, and forks' bounds.
+RECORD_TEXT_CHARS = 16 * 1024  # a string of a recorded infer request or reply
+INFERENCE_RECORD_BYTES = 128 * 1024  # one recorded infer, as JSON (a model turn holds 256 KiB)
+FORK_MAX_TURNS = 8  # model turns a fork drives after the turn it forks at, by default
+FORK_TURN_LIMIT = 100  # the most a fork may be given
+MAX_RUNNING_FORKS = 4  # per session
 
 # -- browser ----------------------------------------------------------------------------------
 BROWSER_TIMEOUT_MS = 10_000  # one browser operation

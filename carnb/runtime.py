@@ -249,6 +249,7 @@ class Runtime:
         services = self.services
         if services is None:
             return
+        await services.forks.close()
         for session in list(services.sessions):
             await services.sessions.close(session)
         for closer in reversed(self._closers):

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
+from carnb.app.background import Background
 from carnb.app.chat import ChatRelay
 from carnb.app.events import (
     AGENT_ATTACHED,
@@ -24,6 +25,7 @@ from carnb.app.events import (
 )
 from carnb.app.models import ModelHub
 from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog
+from carnb.app.recording import InferenceRecorder
 from carnb.app.subscriptions import RunSubscriptions
 from carnb.app.toolhub import ToolHub
 from carnb.protocol.auth import Credentials
@@ -47,6 +49,8 @@ class Services:
     tools: ToolHub = field(default_factory=ToolHub)  # tools and policies of every session
     models: ModelHub = field(default_factory=ModelHub)  # the models infer and embed reach
     chats: ChatRelay = field(default_factory=ChatRelay)  # agents.chat turns being relayed
+    recordings: InferenceRecorder = field(default_factory=InferenceRecorder)  # infer, for runs
+    forks: Background = field(default_factory=Background)  # runs.fork drivers running
     sessions: SessionHub = field(init=False)
 
     def __post_init__(self) -> None:

@@ -21,7 +21,15 @@ import psycopg
 
 from carnb.pgstore.schema import Component
 from carnb.runs import records as rec
-from carnb.runs.backend import RUN_COLUMNS, NewRun, Row, Session, run_columns, run_row
+from carnb.runs.backend import (
+    FORKED_FROM_COLUMN,
+    RUN_COLUMNS,
+    NewRun,
+    Row,
+    Session,
+    run_columns,
+    run_row,
+)
 
 SCHEMA = Component(
     "runs",
@@ -41,6 +49,7 @@ SCHEMA = Component(
             PRIMARY KEY (run_id, idx)
         );
         """,
+        f"ALTER TABLE carnb_runs ADD COLUMN {FORKED_FROM_COLUMN}",
     ),
 )
 

@@ -30,6 +30,7 @@ RUN_KEYS = (
     "turn_count",
     "owner_session_id",
     "owner_epoch",
+    "forked_from",
 )
 RUN_COLUMNS = ", ".join(RUN_KEYS)
 Row = dict[str, Any]
@@ -63,6 +64,10 @@ def run_columns(serial: str, real: str) -> str:
 )"""
 
 
+# Version 2 of both stores' schemas: a fork's parent, ``{"run_id", "turn"}`` as JSON text.
+FORKED_FROM_COLUMN = "forked_from TEXT"
+
+
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """A run to insert: ``in_progress``, its ``started`` record (index 0) appended by the
@@ -76,17 +81,18 @@ class NewRun:
     epoch: str
     idem_scope: str | None
     idempotency_key: str | None
+    forked_from: str | None = None  # JSON text of {run_id, turn}: the run this one forks
     # the columns :meth:`values` fills, in its order
     COLUMNS: ClassVar[str] = (
         "run_id, agent_id, intent, status, started_at, next_index, owner_session_id, "
-        "owner_epoch, idem_scope, idempotency_key"
+        "owner_epoch, idem_scope, idempotency_key, forked_from"
     )
 
     def values(self) -> tuple[object, ...]:
         """The values of :attr:`COLUMNS`."""
         return (
             self.run_id, self.agent_id, self.intent, rec.IN_PROGRESS, self.started_at, 0,
-            self.session_id, self.epoch, self.idem_scope, self.idempotency_key,
+            self.session_id, self.epoch, self.idem_scope, self.idempotency_key, self.forked_from,
         )  # fmt: skip
 
 

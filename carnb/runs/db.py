@@ -27,11 +27,19 @@ from typing import Any
 from carnb import sqlite
 from carnb.errors import CarnbError
 from carnb.runs import records as rec
-from carnb.runs.backend import RUN_COLUMNS, NewRun, Row, Session, run_columns, run_row
+from carnb.runs.backend import (
+    FORKED_FROM_COLUMN,
+    RUN_COLUMNS,
+    NewRun,
+    Row,
+    Session,
+    run_columns,
+    run_row,
+)
 
 log = logging.getLogger("carnb.runs")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs {run_columns("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL")};
 CREATE INDEX IF NOT EXISTS runs_by_agent ON runs (agent_id, seq);
@@ -49,7 +57,16 @@ CREATE TABLE IF NOT EXISTS records (
 );
 """
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_SCHEMA = sqlite.Schema("run store", SCHEMA_VERSION, SCHEMA)
+ADD_FORKED_FROM = f"ALTER TABLE runs ADD COLUMN {FORKED_FROM_COLUMN}"
+
+
+def _add_forked_from(conn: sqlite3.Connection) -> None:
+    conn.execute(ADD_FORKED_FROM)
+
+
+_SCHEMA = sqlite.Schema(
+    "run store", SCHEMA_VERSION, SCHEMA + ADD_FORKED_FROM + ";\n", {1: _add_forked_from}
+)
 
 
 def connect(path: str, synchronous: str, timeout_s: float) -> sqlite3.Connection:
@@ -145,7 +162,7 @@ class SqliteRunTx:
 
     def insert_run(self, run: NewRun) -> None:
         self.conn.execute(
-            f"INSERT INTO runs ({NewRun.COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", run.values()
+            f"INSERT INTO runs ({NewRun.COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", run.values()
         )
 
     def append(self, run_id: str, base: int, kind: str, ts: float, bodies: Sequence[str]) -> None:

@@ -5,8 +5,10 @@ the run's ``cursor`` after that record:
 
 * ``{index: 0, record: "started", timestamp, intent, agent_id}``
 * ``{index, record: "model_turn", timestamp, turn_index, assistant_text, requested_tool_calls,
-  model_id, token_usage, duration_ms}``: one model inference of an agent loop
-  (``runs.record_model_turn``).
+  model_id, token_usage, duration_ms, inference?}``: one model inference of an agent loop
+  (``runs.record_model_turn``). ``inference`` is what carnb itself saw when it served that
+  inference (``infer``: the request and the reply, bounded; :mod:`carnb.app.recording`), never
+  a field the caller sends.
 * ``{index, record: "turn", timestamp, turn: {...}}``: the turn object exactly as the caller sent
   it (``prompt``, ``tool``, ``parameters``, ``output``, anything else), so its own keys never
   collide with the record's.
@@ -154,8 +156,28 @@ def check_outcome(outcome: object) -> dict[str, Any]:
 
 
 # -- record bodies (stored as JSON; index/kind/timestamp are columns) ------------------------
-def started_body(intent: str, agent_id: str) -> dict[str, Any]:
-    return {"intent": intent, "agent_id": agent_id}
+def started_body(
+    intent: str, agent_id: str, forked_from: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"intent": intent, "agent_id": agent_id}
+    if forked_from is not None:
+        body["forked_from"] = forked_from
+    return body
+
+
+def check_forked_from(value: object) -> dict[str, Any] | None:
+    """A fork's parent as the store keeps it: ``{run_id, turn}`` (turn counts model turns from
+    1), or None."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("run_id"), str)
+        or isinstance(value.get("turn"), bool)
+        or not isinstance(value.get("turn"), int)
+    ):
+        raise InvalidParams("forked_from must be {run_id: string, turn: integer}")
+    return {"run_id": value["run_id"], "turn": value["turn"]}
 
 
 def ended_body(
@@ -186,8 +208,11 @@ MODEL_TURN_FIELDS: Final = (
 )
 
 
-def model_turn_body(params: dict[str, Any]) -> dict[str, Any]:
-    """Validate a ``runs.record_model_turn`` call; the record body (the fields above only)."""
+def model_turn_body(
+    params: dict[str, Any], inference: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate a ``runs.record_model_turn`` call; the record body (the fields above only, and
+    ``inference`` when the server recorded one; the caller's bounded it)."""
     body: dict[str, Any] = {}
     index = params.get("turn_index")
     if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
@@ -215,6 +240,8 @@ def model_turn_body(params: dict[str, Any]) -> dict[str, Any]:
     ):
         raise InvalidParams("duration_ms must be a number >= 0")
     body["duration_ms"] = duration
+    if inference is not None:
+        body["inference"] = inference
     size = len(_encode(body, "model turn").encode("utf-8"))
     if size > MAX_TURN_BYTES:
         raise InvalidParams(
@@ -235,4 +262,5 @@ def run_summary(row: Mapping[str, Any]) -> dict[str, Any]:
         "started_at": iso(row["started_at"]),
         "ended_at": None if row["ended_at"] is None else iso(row["ended_at"]),
         "turn_count": row["turn_count"],
+        "forked_from": None if row["forked_from"] is None else json.loads(row["forked_from"]),
     }

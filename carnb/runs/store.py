@@ -145,8 +145,10 @@ class RunStore:
         agent_id: object = None,
         agent_name: object = None,
         idempotency_key: object = None,
+        forked_from: object = None,
     ) -> dict[str, Any]:
         """``runs.start``: ``{run_id, agent_id}``; the same idempotency key gives the same run.
+        ``forked_from`` (``{run_id, turn}``, server use: ``runs.fork``) names a fork's parent.
 
         Owner rules: :func:`carnb.runs.access.resolve_owner`. An idempotent repeat returns the
         existing run (even if it has ended) and announces nothing.
@@ -154,6 +156,7 @@ class RunStore:
         c = access.as_caller(caller)
         intent_s = rec.check_intent(intent)
         key = rec.check_key(idempotency_key)
+        parent = rec.check_forked_from(forked_from)
         owner = access.resolve_owner(c, agent_id, agent_name)
         scope = access.idempotency_scope(owner, c, self.epoch) if key is not None else None
         with self._tx() as (tx, events):
@@ -162,10 +165,13 @@ class RunStore:
                 if existing is not None:
                     return {"run_id": existing[0], "agent_id": existing[1]}
             run_id, now = rec.new_run_id(), time.time()
+            parent_text = None if parent is None else rec.dumps(parent)
             tx.insert_run(
-                NewRun(run_id, owner, intent_s, now, c.session_id, self.epoch, scope, key)
+                NewRun(
+                    run_id, owner, intent_s, now, c.session_id, self.epoch, scope, key, parent_text
+                )
             )
-            body = rec.started_body(intent_s, owner)
+            body = rec.started_body(intent_s, owner, parent)
             tx.append(run_id, 0, rec.STARTED, now, [rec.dumps(body)])
             record = rec.make_record(0, rec.STARTED, now, body)
             events.append(_event(run_id, owner, record, rec.IN_PROGRESS))
@@ -197,15 +203,21 @@ class RunStore:
             return {"run_id": rid, "base_index": base, "count": len(texts), "ok": True}
 
     def record_model_turn(
-        self, caller: Any, run_id: object, turn: dict[str, Any]
+        self,
+        caller: Any,
+        run_id: object,
+        turn: dict[str, Any],
+        *,
+        inference: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``runs.record_model_turn``: append one ``model_turn`` record (owner only).
 
-        ``turn`` holds the call's fields (:func:`carnb.runs.records.model_turn_body`). Not the
-        owner, unknown or ended: the same ``{ok: False, dropped}`` as :meth:`record_turns`."""
+        ``turn`` holds the call's fields (:func:`carnb.runs.records.model_turn_body`);
+        ``inference`` what the server recorded of the inference behind it. Not the owner,
+        unknown or ended: the same ``{ok: False, dropped}`` as :meth:`record_turns`."""
         c = access.as_caller(caller)
         rid = rec.check_run_id(run_id)
-        body = rec.model_turn_body(turn)
+        body = rec.model_turn_body(turn, inference)
         with self._tx() as (tx, events):
             row = self._authorized_row(tx, c, rid, access.RECORD_TURNS)
             if row is None:

@@ -14,6 +14,7 @@ from carnb.pgstore.database import SchemaError
 from carnb.pgstore.schema import Component, migrate
 from carnb.pgstore.setting import parse_store
 from carnb.pgstore.store import PostgresStore
+from tests.runs.runs_helpers import HOST
 
 pytestmark = pytest.mark.postgres
 _names = itertools.count(1)
@@ -42,7 +43,7 @@ def test_servers_starting_together_on_an_empty_database_migrate_once(postgres: A
     assert errors == []
     with psycopg.connect(url) as conn:
         versions = dict(conn.execute("SELECT component, version FROM carnb_schema").fetchall())
-    assert versions == {"runs": 1, "agents": 1}
+    assert versions == {"runs": 2, "agents": 1}
 
 
 def test_steps_run_in_order_and_a_newer_version_is_refused(postgres: Any) -> None:
@@ -62,5 +63,33 @@ def test_steps_run_in_order_and_a_newer_version_is_refused(postgres: Any) -> Non
                 "ORDER BY ordinal_position"
             ).fetchall()
         assert [c[0] for c in cols] == ["a", "b"]
+    finally:
+        pg.close()
+
+
+def test_a_version_1_run_store_gains_forked_from_and_keeps_its_runs(postgres: Any) -> None:
+    from carnb.pgstore.runs_sql import SCHEMA as RUNS
+
+    url = postgres.create_database(f"empty{next(_names)}")
+    pg = PostgresStore(parse_store(url)).open()
+    try:
+        migrate(pg.db, Component(RUNS.name, RUNS.steps[:1]))  # a store written by carnb before
+        with pg.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO carnb_runs (run_id, agent_id, intent, status, started_at, "
+                "next_index) VALUES ('run-old', 'a', 'x', 'completed', 1.0, 1)"
+            )
+    finally:
+        pg.close()
+    pg = PostgresStore(parse_store(url)).open()
+    try:
+        store = pg.runs()
+        (old,) = store.list_runs(HOST, "a")["runs"]
+        assert old["run_id"] == "run-old" and old["forked_from"] is None
+        fork = store.start(
+            HOST, intent="y", agent_id="a", forked_from={"run_id": "run-old", "turn": 1}
+        )
+        listed = {r["run_id"]: r for r in store.list_runs(HOST, "a")["runs"]}
+        assert listed[fork["run_id"]]["forked_from"] == {"run_id": "run-old", "turn": 1}
     finally:
         pg.close()

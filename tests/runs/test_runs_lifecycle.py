@@ -330,6 +330,7 @@ def test_list_is_newest_first_with_summaries(store: RunStore) -> None:
         "started_at",
         "ended_at",
         "turn_count",
+        "forked_from",
     }
     assert by_id[ids[1]]["turn_count"] == 4 and by_id[ids[1]]["status"] == "completed"
     assert by_id[ids[1]]["ended_at"] is not None and by_id[ids[0]]["ended_at"] is None

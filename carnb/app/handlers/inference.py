@@ -19,6 +19,7 @@ def attach(svc: Services) -> None:
     """A runner's models go (and its pending calls fail) when its connection ends."""
     svc.sessions.on_close(_runners(svc).drop)
     svc.sessions.on_close(svc.chats.drop)
+    svc.sessions.on_close(svc.recordings.drop)
 
 
 def _runners(svc: Services) -> Runners:
@@ -40,7 +41,10 @@ def context_source(svc: Services, s: ClientSession) -> ContextSource:
 
 
 async def infer(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
-    reply, _ = await svc.models.infer(p, context_source(svc, s))
+    reply, request = await svc.models.infer(p, context_source(svc, s))
+    if svc.runs is not None and s.current_run_id is not None:  # kept for replay and fork
+        secrets = (svc.credentials.token, svc.credentials.host_token)
+        svc.recordings.remember(s, request, reply, secrets)
     return reply
 
 

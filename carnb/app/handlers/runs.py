@@ -121,7 +121,16 @@ def runs_record_turns(s: ClientSession, p: Params, svc: Services) -> Record:
 
 
 def runs_record_model_turn(s: ClientSession, p: Params, svc: Services) -> Record:
-    return _store(svc).record_model_turn(writer(s), req_str(p, "run_id"), p)
+    run_id = req_str(p, "run_id")
+    inference = svc.recordings.take(s, run_id)  # what carnb served for this turn, if anything
+    try:
+        return _store(svc).record_model_turn(writer(s), run_id, p, inference=inference)
+    except InvalidParams:
+        if inference is None:
+            raise
+        # the agent's turn fits, but not with the recording beside it
+        omitted = {"request": {"model": inference["request"].get("model")}, "omitted": True}
+        return _store(svc).record_model_turn(writer(s), run_id, p, inference=omitted)
 
 
 def runs_complete(s: ClientSession, p: Params, svc: Services) -> Record:

@@ -1,0 +1,176 @@
+"""A run's trace as the steps of an agent loop (pure): model turns, each with what carnb recorded
+of its inference and the tool executions that followed it.
+
+Model turns are numbered from 1 in trace order, as ``%car run trace`` shows them. A model turn's
+request is put back together from the ``inference`` records (``messages_kept`` refers to the
+previous recorded request of the run, :mod:`carnb.app.recording`); a turn without one (the agent
+called its own provider, or the run was recorded before carnb kept requests) has none, and
+:func:`rebuilt_request` makes one from the recorded turns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from carnb.errors import InvalidParams
+
+# The role of a tool result in a request carnb rebuilds (the agent loop's own, when a recorded
+# request shows it, is used instead).
+TOOL_RESULT_ROLE = "tool_result"
+
+
+class NothingToReplay(InvalidParams):
+    """The run has no model turn: nothing to replay or fork."""
+
+
+@dataclass
+class ToolStep:
+    """One recorded tool execution (a turn with a ``tool``)."""
+
+    tool: str
+    parameters: dict[str, Any]
+    status: str
+    output: Any
+    error: str | None
+    action_id: str | None
+    turn: dict[str, Any]  # the turn as recorded
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and self.status not in ("failed", "rejected", "skipped")
+
+
+@dataclass
+class ModelStep:
+    number: int  # 1, 2, ...
+    record: dict[str, Any]  # the model_turn record
+    request: dict[str, Any] | None  # the whole request carnb served, when it has one
+    inference: dict[str, Any] | None  # as recorded (bounded)
+    tools: list[ToolStep] = field(default_factory=list)
+
+    @property
+    def reply(self) -> dict[str, Any]:
+        """The model's answer: the reply carnb served, else what the agent recorded."""
+        if self.inference is not None and self.inference.get("reply"):
+            reply: dict[str, Any] = self.inference["reply"]
+            return reply
+        return {
+            "text": self.record.get("assistant_text") or "",
+            "tool_calls": self.record.get("requested_tool_calls") or [],
+            "usage": self.record.get("token_usage"),
+        }
+
+    @property
+    def context(self) -> str | None:
+        return None if self.inference is None else self.inference.get("context")
+
+
+def tool_step(turn: dict[str, Any]) -> ToolStep | None:
+    tool = turn.get("tool")
+    if not isinstance(tool, str):
+        return None
+    params = turn.get("parameters")
+    error = turn.get("error")
+    return ToolStep(
+        tool=tool,
+        parameters=params if isinstance(params, dict) else {},
+        status=str(turn.get("status") or ("failed" if error else "succeeded")),
+        output=turn.get("output"),
+        error=error if isinstance(error, str) else None,
+        action_id=turn.get("action_id") if isinstance(turn.get("action_id"), str) else None,
+        turn=turn,
+    )
+
+
+def model_steps(records: list[dict[str, Any]]) -> list[ModelStep]:
+    """The model turns of a trace, in order, each with its tool executions."""
+    steps: list[ModelStep] = []
+    messages: list[Any] | None = None  # the previous recorded request's whole messages
+    for record in records:
+        kind = record.get("record")
+        if kind == "model_turn":
+            inference = record.get("inference")
+            request = None
+            if isinstance(inference, dict) and isinstance(inference.get("request"), dict):
+                asked = inference["request"]
+                if "messages" in asked:
+                    kept = int(asked.get("messages_kept") or 0)
+                    if kept <= len(messages or []):
+                        whole = (messages or [])[:kept] + list(asked["messages"])
+                        request = {k: v for k, v in asked.items() if k not in ("messages_kept",)}
+                        request["messages"] = whole
+                        messages = whole
+                else:
+                    messages = None
+            steps.append(
+                ModelStep(
+                    len(steps) + 1,
+                    record,
+                    request,
+                    inference if isinstance(inference, dict) else None,
+                )
+            )
+        elif kind == "turn" and steps:
+            step = tool_step(record.get("turn") or {})
+            if step is not None:
+                steps[-1].tools.append(step)
+    return steps
+
+
+def require_steps(run_id: str, steps: list[ModelStep]) -> None:
+    if not steps:
+        raise NothingToReplay(
+            f"run {run_id} has no model turn to replay or fork: it holds no "
+            "runs.record_model_turn record (it was traced with turns only, or by an agent that "
+            "does not record its model turns)"
+        )
+
+
+def tool_result_role(requests: list[dict[str, Any] | None]) -> str:
+    """The role the agent loop gives tool results, as its recorded requests show."""
+    for request in requests:
+        for m in (request or {}).get("messages") or []:
+            role = m.get("role") if isinstance(m, dict) else None
+            if role in ("tool", "tool_result"):
+                return str(role)
+    return TOOL_RESULT_ROLE
+
+
+def as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def assistant_message(reply: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": reply.get("text") or "",
+        "tool_calls": list(reply.get("tool_calls") or []),
+    }
+
+
+def result_message(role: str, call_id: str | None, value: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": role, "content": as_text(value)}
+    if call_id is not None:
+        message["tool_call_id"] = call_id
+    return message
+
+
+def rebuilt_request(intent: str, before: list[ModelStep], model: str | None) -> dict[str, Any]:
+    """A request for the model turn after ``before``, made from the recorded turns: the intent
+    as the user's message, then each turn's answer and its tool results."""
+    role = tool_result_role([s.request for s in before])
+    messages: list[dict[str, Any]] = [{"role": "user", "content": intent}]
+    for step in before:
+        reply = step.reply
+        messages.append(assistant_message(reply))
+        calls = list(reply.get("tool_calls") or [])
+        for i, tool in enumerate(step.tools):
+            call_id = calls[i].get("id") if i < len(calls) else tool.action_id
+            value = tool.output if tool.error is None else {"error": tool.error}
+            messages.append(result_message(role, call_id, value))
+    request: dict[str, Any] = {"messages": messages}
+    if model is not None:
+        request["model"] = model
+    return request

@@ -1,0 +1,405 @@
+"""Time travel over a real server: what infer records into a run, runs.replay and runs.fork,
+on SQLite and on PostgreSQL. The agent is a real WebSocket client driving its own loop (infer,
+runs.record_model_turn, proposal.submit) with the deterministic adder of tests/compat."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from carnb.errors import CarnbError
+from tests.compat import loopmodels
+from tests.conftest import Client, RpcFailed, agent_auth
+
+
+class Counted:
+    """A model or tool that counts its calls."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kw: Any) -> Any:
+        self.calls += 1
+        return self.fn(*args, **kw)
+
+
+def add(a: float, b: float) -> dict[str, float]:
+    """add two numbers"""
+    return {"sum": a + b}
+
+
+def finisher(request: dict[str, Any]) -> dict[str, Any]:
+    """Another model: finishes at once with 42."""
+    return {
+        "text": "done",
+        "tool_calls": [{"id": "f", "name": "finish", "arguments": {"answer": "42"}}],
+    }
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def rt(request: Any, make_runtime: Any) -> Any:
+    if request.param == "postgres":
+        return make_runtime(agents=("alice",), store=request.getfixturevalue("pg_url"))
+    return make_runtime(agents=("alice",))
+
+
+@pytest.fixture
+def models(rt: Any) -> dict[str, Counted]:
+    counted = {"adder": Counted(loopmodels.adder), "finisher": Counted(finisher)}
+    for name, fn in counted.items():
+        rt.register_model(fn, name=name)
+    return counted
+
+
+@pytest.fixture
+def adds(rt: Any) -> Counted:
+    tool = Counted(add)
+    rt.register_tool(tool, name="add", share=True)
+    return tool
+
+
+@pytest.fixture
+def alice(rt: Any) -> Any:
+    c = Client(rt.url)
+    c.call("session.auth", agent_auth(rt, "alice"))
+    yield c
+    c.close()
+
+
+def agent_loop(c: Client, goal: str, *, system: str = "You add numbers.", turns: int = 8) -> str:
+    """What an agent does: infer, record the model turn, run the tool calls, until finish."""
+    run_id = c.call("runs.start", {"intent": goal})["run_id"]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": goal}]
+    for turn in range(1, turns + 1):
+        reply = c.call("infer", {"model": "adder", "system": system, "messages": messages})
+        c.call(
+            "runs.record_model_turn",
+            {
+                "run_id": run_id,
+                "turn_index": turn,
+                "assistant_text": reply["text"],
+                "requested_tool_calls": reply["tool_calls"],
+                "model_id": reply["model_used"],
+                "token_usage": reply["usage"],
+                "duration_ms": reply["latency_ms"],
+            },
+        )
+        calls = reply["tool_calls"]
+        messages.append({"role": "assistant", "content": reply["text"], "tool_calls": calls})
+        finish = [x for x in calls if x["name"] == "finish"]
+        if finish:
+            answer = finish[0]["arguments"]["answer"]
+            c.call(
+                "runs.record_turns",
+                {
+                    "run_id": run_id,
+                    "turns": [
+                        {
+                            "tool": "finish",
+                            "parameters": finish[0]["arguments"],
+                            "status": "succeeded",
+                            "output": answer,
+                        }
+                    ],
+                },
+            )
+            c.call(
+                "runs.complete",
+                {"run_id": run_id, "outcome": {"status": "success", "summary": answer}},
+            )
+            return run_id
+        proposal = {
+            "id": f"p{turn}",
+            "actions": [
+                {
+                    "id": x["id"],
+                    "type": "tool_call",
+                    "tool": x["name"],
+                    "parameters": x["arguments"],
+                }
+                for x in calls
+            ],
+        }
+        result = c.call("proposal.submit", {"proposal": proposal})
+        for r in result["results"]:
+            messages.append(
+                {
+                    "role": "tool_result",
+                    "tool_call_id": r["action_id"],
+                    "content": json.dumps(r["output"]),
+                }
+            )
+    raise AssertionError("the agent did not finish")
+
+
+def ended(rt: Any, run_id: str, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        trace: dict[str, Any] = rt.call("runs.get_trace", {"run_id": run_id, "limit": 1000})
+        if trace["status"] != "in_progress":
+            return trace
+        time.sleep(0.05)
+    raise AssertionError(f"fork {run_id} did not end")
+
+
+def leave(rt: Any, c: Client) -> None:
+    """Close the agent's connection and wait until the server has let its session go."""
+    c.close()
+    deadline = time.monotonic() + 10
+    while any(x.get("agent_id") == "alice" for x in rt.snapshots()):
+        assert time.monotonic() < deadline, "the agent's session did not end"
+        time.sleep(0.02)
+
+
+def kinds(trace: dict[str, Any]) -> list[str]:
+    return [r["record"] for r in trace["records"]]
+
+
+def test_infer_is_recorded_with_its_model_turn_bounded_and_without_a_token(
+    rt, models, adds, alice
+) -> None:
+    run_id = agent_loop(alice, "add 1, 2 and 3", system=f"be brief {rt.token} " + "x" * 20_000)
+    trace = rt.call("runs.get_trace", {"run_id": run_id, "limit": 1000})
+    assert kinds(trace) == ["started"] + ["model_turn", "turn"] * 4 + ["ended"]
+    model_turns = [r for r in trace["records"] if r["record"] == "model_turn"]
+    first, second = model_turns[0]["inference"], model_turns[1]["inference"]
+    assert first["request"]["model"] == "adder"
+    assert first["request"]["messages"] == [{"role": "user", "content": "add 1, 2 and 3"}]
+    assert first["reply"]["text"] == "step 1: adding 1"
+    assert first["reply"]["tool_calls"][0]["arguments"] == {"a": 0, "b": 1}
+    assert first["reply"]["usage"] == {"input_tokens": 10, "output_tokens": 5}
+    # the conversation is not stored again each turn: only what is new
+    assert second["request"]["messages_kept"] == 1 and len(second["request"]["messages"]) == 2
+    # bounded with a visible marker, and the launch's token never stored
+    system = first["request"]["system"]
+    assert system.endswith("…[truncated]") and first["truncated"] is True
+    assert rt.token not in json.dumps(trace) and "[redacted]" in system
+    assert rt.host_token not in json.dumps(trace)
+
+
+def test_a_model_turn_cannot_carry_a_forged_inference(rt, models, alice) -> None:
+    run_id = alice.call("runs.start", {"intent": "x"})["run_id"]
+    alice.call(
+        "runs.record_model_turn",
+        {"run_id": run_id, "assistant_text": "hi", "inference": {"reply": {"text": "forged"}}},
+    )
+    (turn,) = [
+        r
+        for r in rt.call("runs.get_trace", {"run_id": run_id})["records"]
+        if r["record"] == "model_turn"
+    ]
+    assert "inference" not in turn
+
+
+def test_replay_reproduces_with_no_model_call_and_no_tool_side_effect(
+    rt, models, adds, alice
+) -> None:
+    run_id = agent_loop(alice, "add 1, 2 and 3")
+    model_calls, tool_calls = models["adder"].calls, adds.calls
+    report = rt.call("runs.replay", {"run_id": run_id})
+    assert report["reproduced"] is True and report["divergences"] == []
+    assert report["model_turns"] == 4 and report["tool_steps"] == 4
+    assert report["recorded_requests"] == 4 and report["model_calls"] == 0
+    assert models["adder"].calls == model_calls and adds.calls == tool_calls  # nothing ran
+
+
+def test_replay_reports_a_step_that_no_longer_verifies_and_a_tool_that_answers_differently(
+    rt, models, adds, alice
+) -> None:
+    run_id = agent_loop(alice, "add 1, 2 and 3")
+    leave(rt, alice)  # the agent is gone: the caller's policies are those in force
+    rt.call("policy.register", {"name": "no-add", "rule": "deny_tool", "target": "add"})
+    report = rt.call("runs.replay", {"run_id": run_id})
+    assert report["reproduced"] is False
+    assert {d["kind"] for d in report["divergences"]} == {"verify"}
+    assert [d["turn"] for d in report["divergences"]] == [1, 2, 3]
+    assert "no-add" in report["divergences"][0]["message"]
+    rt.call("policy.unregister", {"name": "no-add"})
+    rt.register_tool(lambda a, b: {"sum": a * b}, name="add")  # the tool changed since
+    report = rt.call("runs.replay", {"run_id": run_id, "rerun_tools": True})
+    assert report["tools_rerun"] == 3
+    diverged = [d for d in report["divergences"] if d["kind"] == "tool_output"]
+    assert [d["turn"] for d in diverged] == [1, 2, 3]
+    assert diverged[1]["recorded"] == {"sum": 3} and diverged[1]["now"] == {"sum": 2}
+
+
+def test_fork_with_another_model_is_a_new_run_under_its_parent(rt, models, adds, alice) -> None:
+    parent = agent_loop(alice, "add 1, 2 and 3")
+    adder_calls = models["adder"].calls
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 2, "model": "finisher"})
+    assert fork["forked_from"] == {"run_id": parent, "turn": 2}
+    assert fork["model"] == "finisher" and fork["rebuilt_request"] is False
+    trace = ended(rt, fork["run_id"])
+    assert trace["status"] == "completed" and trace["records"][-1]["outcome"]["summary"] == "42"
+    assert kinds(trace) == ["started", "model_turn", "turn", "model_turn", "turn", "ended"]
+    assert trace["records"][0]["forked_from"] == {"run_id": parent, "turn": 2}
+    copied, forked = [r for r in trace["records"] if r["record"] == "model_turn"]
+    assert copied["assistant_text"] == "step 1: adding 1"  # from the recording
+    assert forked["model_id"] == "finisher" and forked["turn_index"] == 2
+    # the request at the fork is the recorded one: the conversation up to turn 2
+    assert [m["role"] for m in forked["inference"]["request"]["messages"]][-2:] == [
+        "assistant",
+        "tool_result",
+    ]
+    assert models["adder"].calls == adder_calls and models["finisher"].calls == 1
+    listed = rt.call("runs.list", {"agent_id": "alice"})["runs"]
+    by_id = {r["run_id"]: r for r in listed}
+    assert by_id[fork["run_id"]]["forked_from"] == {"run_id": parent, "turn": 2}
+    assert by_id[parent]["forked_from"] is None
+
+
+def test_fork_with_a_corrected_system_prompt_drives_the_loop_to_its_end(
+    rt, models, adds, alice
+) -> None:
+    parent = agent_loop(alice, "add 1, 2 and 3", system="wrong prompt")
+    seen: list[str] = []
+
+    def careful(request: dict[str, Any]) -> Any:
+        seen.append(request.get("system"))
+        return loopmodels.adder(request)
+
+    rt.register_model(careful, name="careful")
+    tools_before = adds.calls
+    fork = rt.call(
+        "runs.fork", {"run_id": parent, "at": 1, "model": "careful", "system": "add carefully"}
+    )
+    trace = ended(rt, fork["run_id"])
+    assert trace["records"][-1]["outcome"] == {"status": "success", "summary": "6"}
+    assert seen == ["add carefully"] * 4
+    assert adds.calls == tools_before + 3  # a notebook tool runs live in a fork
+    tool_turns = [r["turn"] for r in trace["records"] if r["record"] == "turn"]
+    assert [t["tool"] for t in tool_turns] == ["add", "add", "add", "finish"]
+
+
+def test_fork_with_an_answer_calls_no_model(rt, models, adds, alice) -> None:
+    parent = agent_loop(alice, "add 1, 2 and 3")
+    calls = {name: m.calls for name, m in models.items()}
+    answer = json.dumps(
+        {"text": "enough", "tool_calls": [{"name": "finish", "arguments": {"answer": "stop"}}]}
+    )
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 3, "answer": answer})
+    trace = ended(rt, fork["run_id"])
+    assert trace["records"][-1]["outcome"]["summary"] == "stop"
+    assert {name: m.calls for name, m in models.items()} == calls
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 1, "answer": "just text"})
+    assert ended(rt, fork["run_id"])["records"][-1]["outcome"]["summary"] == "just text"
+
+
+def test_fork_with_a_tool_output_override(rt, models, adds, alice) -> None:
+    parent = agent_loop(alice, "add 1, 2 and 3")
+    tools_before = adds.calls
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 1, "tool_outputs": {"add": {"sum": 100}}})
+    trace = ended(rt, fork["run_id"])
+    assert trace["records"][-1]["outcome"]["summary"] == "100"
+    assert adds.calls == tools_before  # overridden: the tool never ran
+    outputs = [r["turn"]["output"] for r in trace["records"] if r["record"] == "turn"]
+    assert outputs[:3] == [{"sum": 100}] * 3
+
+
+def recorded_by_hand(c: Client, *, with_model_turns: bool = True) -> str:
+    """A run an agent traced itself (its own provider, its own tools): carnb saw no infer."""
+    run_id = c.call("runs.start", {"intent": "look it up"})["run_id"]
+    if with_model_turns:
+        c.call(
+            "runs.record_model_turn",
+            {
+                "run_id": run_id,
+                "assistant_text": "searching",
+                "requested_tool_calls": [
+                    {"id": "s1", "name": "search", "arguments": {"q": "carnb"}}
+                ],
+                "model_id": "their-own",
+            },
+        )
+    c.call(
+        "runs.record_turns",
+        {
+            "run_id": run_id,
+            "turns": [
+                {
+                    "action_id": "s1",
+                    "tool": "search",
+                    "parameters": {"q": "carnb"},
+                    "status": "succeeded",
+                    "output": "a kernel extension",
+                }
+            ],
+        },
+    )
+    if with_model_turns:
+        c.call(
+            "runs.record_model_turn",
+            {
+                "run_id": run_id,
+                "assistant_text": "it is a kernel extension",
+                "model_id": "their-own",
+            },
+        )
+    c.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
+    return run_id
+
+
+def test_a_tool_the_fork_cannot_reach_fails_naming_it_and_a_recorded_call_is_answered(
+    rt, models, alice
+) -> None:
+    parent = recorded_by_hand(alice)
+    leave(rt, alice)
+    same = {"tool_calls": [{"id": "s2", "name": "search", "arguments": {"q": "carnb"}}]}
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 1, "answer": same, "max_turns": 1})
+    trace = ended(rt, fork["run_id"])
+    (turn,) = [r["turn"] for r in trace["records"] if r["record"] == "turn"]
+    assert turn["output"] == "a kernel extension"  # answered from the recording
+    other = {"tool_calls": [{"id": "s3", "name": "search", "arguments": {"q": "other"}}]}
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 1, "answer": other})
+    trace = ended(rt, fork["run_id"])
+    summary = trace["records"][-1]["outcome"]["summary"]
+    assert trace["records"][-1]["outcome"]["status"] == "failure"
+    assert "tool 'search' is not reachable" in summary and "--tool-output search=VALUE" in summary
+
+
+def test_fork_where_carnb_never_saw_the_request_rebuilds_it_and_says_so(rt, models, alice) -> None:
+    parent = recorded_by_hand(alice)
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 2, "model": "finisher"})
+    assert fork["rebuilt_request"] is True
+    trace = ended(rt, fork["run_id"])
+    forked = [r for r in trace["records"] if r["record"] == "model_turn"][-1]
+    roles = [m["role"] for m in forked["inference"]["request"]["messages"]]
+    assert roles == ["user", "assistant", "tool_result"]
+
+
+def test_a_run_with_nothing_to_replay_gets_a_clear_message(rt, models, alice) -> None:
+    parent = recorded_by_hand(alice, with_model_turns=False)
+    for method, params in (("runs.replay", {}), ("runs.fork", {"at": 1})):
+        with pytest.raises(CarnbError) as err:
+            rt.call(method, {"run_id": parent, **params})
+        assert (
+            err.value.code == -32602 and "has no model turn to replay or fork" in err.value.message
+        )
+
+
+def test_fork_refuses_bad_input_and_what_it_may_not_read(rt, models, adds, alice) -> None:
+    parent = agent_loop(alice, "add 1")
+    for params, words in (
+        ({"at": 9}, "has 4 model turns"),
+        ({"at": 0}, "at"),
+        ({"at": 1, "model": "gpt-9"}, "unknown model 'gpt-9'"),
+        ({"at": 1, "model": "adder", "answer": "x"}, "not both"),
+        ({"at": 1, "tool_outputs": [1]}, "tool_outputs"),
+    ):
+        with pytest.raises(CarnbError) as err:
+            rt.call("runs.fork", {"run_id": parent, **params})
+        assert words in err.value.message
+    stranger = Client(rt.url)
+    try:
+        stranger.call("session.auth", {"token": rt.token})
+        with pytest.raises(RpcFailed) as err:
+            stranger.call("runs.fork", {"run_id": parent, "at": 1})
+        assert "run not found" in err.value.message
+        with pytest.raises(RpcFailed):
+            stranger.call("runs.replay", {"run_id": parent})
+    finally:
+        stranger.close()
