@@ -16,9 +16,11 @@ from typing import Any
 
 from carnb.errors import InvalidParams
 
-# The role of a tool result in a request carnb rebuilds (the agent loop's own, when a recorded
-# request shows it, is used instead).
-TOOL_RESULT_ROLE = "tool_result"
+# How a request carnb builds gives a tool result: its role and the key naming the call it
+# answers, as the CAR agent loop writes them; the agent loop's own, when a recorded request
+# shows one, is used instead.
+TOOL_RESULT_STYLE = ("tool_result", "tool_use_id")
+ID_KEYS = ("tool_use_id", "tool_call_id")
 
 
 class NothingToReplay(InvalidParams):
@@ -128,14 +130,16 @@ def require_steps(run_id: str, steps: list[ModelStep]) -> None:
         )
 
 
-def tool_result_role(requests: list[dict[str, Any] | None]) -> str:
-    """The role the agent loop gives tool results, as its recorded requests show."""
+def tool_result_style(requests: list[dict[str, Any] | None]) -> tuple[str, str]:
+    """``(role, id key)`` of the tool results the agent loop sends, as its recorded requests
+    show them."""
     for request in requests:
         for m in (request or {}).get("messages") or []:
             role = m.get("role") if isinstance(m, dict) else None
             if role in ("tool", "tool_result"):
-                return str(role)
-    return TOOL_RESULT_ROLE
+                key = next((k for k in ID_KEYS if k in m), TOOL_RESULT_STYLE[1])
+                return str(role), key
+    return TOOL_RESULT_STYLE
 
 
 def as_text(value: Any) -> str:
@@ -150,17 +154,18 @@ def assistant_message(reply: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def result_message(role: str, call_id: str | None, value: Any) -> dict[str, Any]:
+def result_message(style: tuple[str, str], call_id: str | None, value: Any) -> dict[str, Any]:
+    role, key = style
     message: dict[str, Any] = {"role": role, "content": as_text(value)}
     if call_id is not None:
-        message["tool_call_id"] = call_id
+        message[key] = call_id
     return message
 
 
 def rebuilt_request(intent: str, before: list[ModelStep], model: str | None) -> dict[str, Any]:
     """A request for the model turn after ``before``, made from the recorded turns: the intent
     as the user's message, then each turn's answer and its tool results."""
-    role = tool_result_role([s.request for s in before])
+    style = tool_result_style([s.request for s in before])
     messages: list[dict[str, Any]] = [{"role": "user", "content": intent}]
     for step in before:
         reply = step.reply
@@ -169,7 +174,7 @@ def rebuilt_request(intent: str, before: list[ModelStep], model: str | None) -> 
         for i, tool in enumerate(step.tools):
             call_id = calls[i].get("id") if i < len(calls) else tool.action_id
             value = tool.output if tool.error is None else {"error": tool.error}
-            messages.append(result_message(role, call_id, value))
+            messages.append(result_message(style, call_id, value))
     request: dict[str, Any] = {"messages": messages}
     if model is not None:
         request["model"] = model

@@ -43,7 +43,7 @@ from carnb.app.steps import (
     assistant_message,
     rebuilt_request,
     result_message,
-    tool_result_role,
+    tool_result_style,
 )
 from carnb.app.toolhub import SessionRunner
 from carnb.protocol.jsonrpc import encoded_size
@@ -242,7 +242,7 @@ async def _loop(
     store = svc.runs
     assert store is not None
     runner = ForkRunner(svc, caller, plan)
-    role = tool_result_role([s.request for s in plan.steps])
+    style = tool_result_style([s.request for s in plan.steps])
     request = plan.request
     previous: list[Any] | None = None
     for turn in range(plan.at, plan.at + plan.max_turns):
@@ -312,7 +312,7 @@ async def _loop(
             value = (
                 None if r is None else r["output"] if r["error"] is None else {"error": r["error"]}
             )
-            messages.append(result_message(role, action.id, value))
+            messages.append(result_message(style, action.id, value))
         request = {**request, "messages": messages}
     return {
         "status": "failure",
