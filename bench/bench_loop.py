@@ -5,7 +5,11 @@
   bare ``state.get`` round trip on the same connection to a `python -m carnb serve`;
 - the official client's ``car_runtime.agent_loop.run_agent``, 20 turns (20 inferences, 20
   recorded model turns, 20 verifies, 20 proposals with their ``tools.execute`` callbacks) end
-  to end against `python -m carnb serve --model bench.zero_model:counter`.
+  to end against `python -m carnb serve --model bench.zero_model:counter`, beside the same loop
+  on a server started with ``--no-record-inference`` (what keeping each infer's request and reply
+  in the run costs per turn; interleaved rounds);
+- ``runs.replay`` of a 100-turn run of ``run_agent`` (round trip: the trace read, put back
+  together and checked).
 
     .venv/bin/python bench/bench_loop.py [--quick]
 """
@@ -22,9 +26,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _util import Rpc, Serve, median, save, table  # noqa: E402
-from zero_model import TURNS, instant  # noqa: E402
+from zero_model import LONG_TURNS, TURNS, instant  # noqa: E402
 
 GOAL_OVERHEAD_MS = 1.0
+GOAL_RECORDING_RATIO = 1.10  # recording adds at most 10% per turn
+GOAL_REPLAY_MS = 50.0  # replay of a 100-turn run
 
 
 def rtts(rpc: Rpc, method: str, params: dict[str, Any], n: int) -> list[float]:
@@ -46,7 +52,9 @@ def direct(n: int) -> list[float]:
     return out
 
 
-def run_loops(url: str, token: str, rounds: int) -> tuple[list[float], dict[str, Any]]:
+def run_loops(
+    url: str, token: str, rounds: int, model: str = "counter", turns: int = TURNS
+) -> tuple[list[float], dict[str, Any]]:
     os.environ.update(CAR_DAEMON_URL=url, CAR_AUTH_TOKEN=token, CAR_NO_VERSION_WARNING="1")
     from car_runtime import CarRuntime, agent_loop
 
@@ -64,8 +72,8 @@ def run_loops(url: str, token: str, rounds: int) -> tuple[list[float], dict[str,
         "identity": "count",
         "tool_schemas": [schema],
         "tools": {"add": add},
-        "max_turns": TURNS + 5,
-        "default_model": "counter",
+        "max_turns": turns + 5,
+        "default_model": model,
         "runtime": rt,
     }
     out, outcome = [], {}
@@ -76,7 +84,7 @@ def run_loops(url: str, token: str, rounds: int) -> tuple[list[float], dict[str,
             outcome = dict(agent_loop.run_agent(config, "count"))
             out.append((time.perf_counter() - t0) * 1000)
             assert outcome["status"] == "success", outcome
-            assert outcome["metrics"]["turns"] == TURNS, outcome["metrics"]
+            assert outcome["metrics"]["turns"] == turns, outcome["metrics"]
     finally:
         rt.close()
     return out, outcome
@@ -87,7 +95,9 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     n = 300 if args.quick else 2000
-    server = Serve("--model", "bench.zero_model:instant", "--model", "bench.zero_model:counter")
+    models = ("--model", "bench.zero_model:instant", "--model", "bench.zero_model:counter")
+    server = Serve(*models, "--model", "bench.zero_model:long_counter")
+    baseline = Serve(*models, "--no-record-inference")
     try:
         rpc = Rpc(server.url, {"token": server.info["token"]})
         ask = {"model": "instant", "messages": [{"role": "user", "content": "hi"}]}
@@ -97,11 +107,24 @@ def main(argv: list[str] | None = None) -> str:
             state += rtts(rpc, "state.get", {"key": "k"}, n // 3)
             infer += rtts(rpc, "infer", ask, n // 3)
         rpc.close()
-        loops, outcome = run_loops(server.url, server.info["token"], 3 if args.quick else 10)
+        loops, bare = [], []
+        for _ in range(3 if args.quick else 10):  # interleaved with the baseline server
+            loops += run_loops(server.url, server.info["token"], 1)[0]
+            bare += run_loops(baseline.url, baseline.info["token"], 1)[0]
+        long_run = run_loops(server.url, server.info["token"], 1, "long_counter", LONG_TURNS)[1]
+        host = Rpc(server.url, {"host_token": server.info["host_token"]})
+        replay = {"run_id": long_run["run_id"]}
+        report = host("runs.replay", replay)
+        assert report["reproduced"] and report["model_turns"] == LONG_TURNS, report
+        replays = rtts(host, "runs.replay", replay, 10 if args.quick else 50)
+        host.close()
     finally:
         server.close()
+        baseline.close()
     call = median(direct(n))
     state_ms, infer_ms, loop_ms = median(state), median(infer), median(loops)
+    bare_ms, replay_ms = median(bare), median(replays)
+    ratio = loop_ms / bare_ms
     overhead = infer_ms - call
     data = {
         "callable_in_process_median_ms": call,
@@ -113,6 +136,11 @@ def main(argv: list[str] | None = None) -> str:
         "agent_loop_median_ms": loop_ms,
         "agent_loop_per_turn_ms": loop_ms / TURNS,
         "agent_loop_rounds": len(loops),
+        "agent_loop_unrecorded_median_ms": bare_ms,
+        "recording_ratio": ratio,
+        "replay_turns": LONG_TURNS,
+        "replay_rtt_median_ms": replay_ms,
+        "replay_server_ms": report["replay_ms"],
     }
     save("loop", data)
     rows = [
@@ -129,6 +157,20 @@ def main(argv: list[str] | None = None) -> str:
             "(infer, record_model_turn, verify, proposal.submit with its tools.execute)",
             "",
             None,
+        ),
+        (
+            f"the same loop, infer requests and replies recorded, against a server that does "
+            f"not record them (`--no-record-inference`, {len(bare)} runs interleaved)",
+            f"{loop_ms / TURNS:.2f} vs {bare_ms / TURNS:.2f} ms per turn: x{ratio:.3f}",
+            f"<= x{GOAL_RECORDING_RATIO:.2f}",
+            ratio <= GOAL_RECORDING_RATIO,
+        ),
+        (
+            f"runs.replay of a {LONG_TURNS}-turn run_agent run ({len(replays)} calls)",
+            f"{replay_ms:.1f} ms round trip (of which checking the steps "
+            f"{report['replay_ms']:.2f} ms)",
+            f"<= {GOAL_REPLAY_MS:g} ms",
+            replay_ms <= GOAL_REPLAY_MS,
         ),
     ]
     return table(rows, "Model bridge and agent loop (`bench/bench_loop.py`)")

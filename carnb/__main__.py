@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"time limit of one inference (default {MODEL_TIMEOUT_S:g})",
     )
+    s.add_argument(
+        "--no-record-inference",
+        action="store_true",
+        help="do not keep infer requests and replies in runs (runs.replay and runs.fork then "
+        "rebuild requests from the recorded turns)",
+    )
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     c = sub.add_parser(
         "chromium",
@@ -143,6 +149,7 @@ def serve(args: argparse.Namespace) -> int:
             chromium=args.chromium,
             browser_timeout_ms=int(args.browser_timeout * 1000),
             model_timeout=args.model_timeout,
+            record_inference=not args.no_record_inference,
             **({"store": args.store} if args.store is not None else {}),
         )
     except CarnbError as exc:

@@ -108,6 +108,8 @@ class Settings:
     # shared by a team's servers (default: $CARNB_STORE).
     store: str | None = field(default_factory=from_environment)
     model_timeout: float = MODEL_TIMEOUT_S
+    # Keep each infer's request and reply in the session's current run (runs.replay, runs.fork).
+    record_inference: bool = True
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both

@@ -134,6 +134,7 @@ class Runtime:
         services.tools.default_timeout = self.settings.tool_timeout
         self._closers.append(services.tools.close)
         services.models.default_timeout = self.settings.model_timeout
+        services.recordings.enabled = self.settings.record_inference
         self._closers.append(services.models.close)
         self._attach_engines(services)
         self.services = services

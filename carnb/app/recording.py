@@ -117,7 +117,8 @@ class InferenceRecorder:
     """Per session: the inference waiting for its model turn, and the last recorded request's
     messages of each session's run (for ``messages_kept``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # Settings.record_inference
         self._pending: dict[str, _Pending] = {}
         self._messages: dict[tuple[str, str], list[Any]] = {}
 
@@ -129,7 +130,7 @@ class InferenceRecorder:
         secrets: Iterable[str],
     ) -> None:
         run_id = session.current_run_id
-        if run_id is None:
+        if run_id is None or not self.enabled:
             return
         key = (session.client_id, run_id)
         messages = list(request.get("messages") or [])
