@@ -5,14 +5,16 @@ model was asked and what it answered until the session records the model turn of
 inference (``runs.record_model_turn`` on the same run), which then carries it as its
 ``inference`` field:
 
-``{request: {model, system?, prompt?, messages, messages_kept?, tools?, context_query?, ...},
-context?, reply: {text, tool_calls, usage, stop_reason, model_used, latency_ms},
-truncated?}``
+``{request: {model, system?, prompt?, messages, messages_kept?, unchanged?, tools?,
+context_query?, ...}, context?, reply: {text, tool_calls, usage, stop_reason, model_used,
+latency_ms}, truncated?}``
 
 * ``messages_kept: k`` says the first ``k`` messages are those of the previous recorded request
   of the same run, and ``messages`` holds only the rest: an agent loop resends its whole
   conversation every turn, and storing it whole would grow the trace with the square of its
-  turns. :func:`carnb.app.steps.model_steps` puts the requests back together.
+  turns. Likewise ``unchanged`` names the fields whose value is that of the previous recorded
+  request (the tools, the system prompt). :func:`carnb.app.steps.model_steps` puts the
+  requests back together.
 * ``context`` is the memory context carnb injected for ``context_query``.
 * Bounded: a string longer than :data:`~carnb.config.RECORD_TEXT_CHARS` is cut with a visible
   marker, and a record over :data:`~carnb.config.INFERENCE_RECORD_BYTES` of JSON loses its
@@ -25,6 +27,7 @@ or the run ends) is not kept.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +46,7 @@ REPLY_FIELDS = ("text", "tool_calls", "usage", "stop_reason", "model_used", "lat
 class _Pending:
     run_id: str
     record: dict[str, Any]
-    messages: list[Any]  # the request's messages, whole
+    request: dict[str, Any]  # the request, whole
 
 
 class Bounder:
@@ -52,6 +55,15 @@ class Bounder:
     def __init__(self, secrets: Iterable[str]) -> None:
         self.secrets = tuple(s for s in secrets if s)
         self.cut = False
+
+    def bounded(self, value: Any) -> tuple[Any, int]:
+        """``value`` made safe to keep, and about how many bytes of JSON it takes. A value
+        whose JSON is short and holds no secret is kept as it is (one encoding, no copy)."""
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        if len(text) <= RECORD_TEXT_CHARS and not any(s in text for s in self.secrets):
+            return value, len(text)
+        safe = self.copy(value)
+        return safe, encoded_size(safe)
 
     def copy(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -73,32 +85,46 @@ def inference_record(
     request: Mapping[str, Any],
     reply: Mapping[str, Any],
     secrets: Iterable[str],
-    previous_messages: list[Any] | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The bounded record of one inference; ``previous_messages`` are the messages of the
-    run's previous recorded request (only the new ones are kept)."""
+    """The bounded record of one inference. ``previous`` is the run's previous recorded request
+    (whole): only the new messages are kept, and a field it had with the same value is named in
+    ``unchanged`` instead of stored again (a loop resends its tools every turn)."""
     bound = Bounder(secrets)
-    asked = {k: v for k, v in request.items() if k not in ("messages", "context")}
-    out_request: dict[str, Any] = bound.copy(asked)
+    before = previous or {}
+    out_request: dict[str, Any] = {}
+    unchanged: list[str] = []
+    size = 0
+    for key, value in request.items():
+        if key in ("messages", "context"):
+            continue
+        if key in before and before[key] == value:
+            unchanged.append(key)
+            continue
+        out_request[key], weight = bound.bounded(value)
+        size += weight
+    if unchanged:
+        out_request["unchanged"] = unchanged
     messages = list(request.get("messages") or [])
-    kept = _common_prefix(previous_messages or [], messages)
+    kept = _common_prefix(list(before.get("messages") or []), messages)
     if kept:
         out_request["messages_kept"] = kept
-    out_request["messages"] = bound.copy(messages[kept:])
-    record: dict[str, Any] = {
-        "request": out_request,
-        "reply": bound.copy({k: reply.get(k) for k in REPLY_FIELDS}),
-    }
+    out_request["messages"], weight = bound.bounded(messages[kept:])
+    size += weight
+    answered, weight = bound.bounded({k: reply.get(k) for k in REPLY_FIELDS})
+    size += weight
+    record: dict[str, Any] = {"request": out_request, "reply": answered}
     context = request.get("context")
     if isinstance(context, str) and context:
-        record["context"] = bound.copy(context)
-    if encoded_size(record) > INFERENCE_RECORD_BYTES:
+        record["context"], weight = bound.bounded(context)
+        size += weight
+    if size > INFERENCE_RECORD_BYTES:
         bound.cut = True
         out_request["messages_omitted"] = len(out_request.pop("messages"))
         out_request.pop("messages_kept", None)
         record.pop("context", None)
-    if encoded_size(record) > INFERENCE_RECORD_BYTES:
-        record = {"request": {"model": request.get("model")}, "reply": {}, "omitted": True}
+        if encoded_size(record) > INFERENCE_RECORD_BYTES:
+            record = {"request": {"model": request.get("model")}, "reply": {}, "omitted": True}
     if bound.cut:
         record["truncated"] = True
     return record
@@ -120,7 +146,7 @@ class InferenceRecorder:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled  # Settings.record_inference
         self._pending: dict[str, _Pending] = {}
-        self._messages: dict[tuple[str, str], list[Any]] = {}
+        self._requests: dict[tuple[str, str], dict[str, Any]] = {}
 
     def remember(
         self,
@@ -133,9 +159,8 @@ class InferenceRecorder:
         if run_id is None or not self.enabled:
             return
         key = (session.client_id, run_id)
-        messages = list(request.get("messages") or [])
-        record = inference_record(request, reply, secrets, self._messages.get(key))
-        self._pending[session.client_id] = _Pending(run_id, record, messages)
+        record = inference_record(request, reply, secrets, self._requests.get(key))
+        self._pending[session.client_id] = _Pending(run_id, record, dict(request))
 
     def take(self, session: ClientSession, run_id: str) -> dict[str, Any] | None:
         """The inference of ``session`` waiting for a model turn of ``run_id`` (once)."""
@@ -143,12 +168,16 @@ class InferenceRecorder:
         if pending is None or pending.run_id != run_id:
             return None
         del self._pending[session.client_id]
-        # only a recorded request is what the next one's messages_kept refers to
-        self._messages = {k: v for k, v in self._messages.items() if k[0] != session.client_id}
+        # only a recorded request is what the next one's delta refers to
+        self._forget(session)
         if "messages_omitted" not in pending.record["request"]:
-            self._messages[(session.client_id, run_id)] = pending.messages
+            self._requests[(session.client_id, run_id)] = pending.request
         return pending.record
 
     def drop(self, session: ClientSession) -> None:
         self._pending.pop(session.client_id, None)
-        self._messages = {k: v for k, v in self._messages.items() if k[0] != session.client_id}
+        self._forget(session)
+
+    def _forget(self, session: ClientSession) -> None:
+        for key in [k for k in self._requests if k[0] == session.client_id]:
+            del self._requests[key]

@@ -89,23 +89,15 @@ def tool_step(turn: dict[str, Any]) -> ToolStep | None:
 def model_steps(records: list[dict[str, Any]]) -> list[ModelStep]:
     """The model turns of a trace, in order, each with its tool executions."""
     steps: list[ModelStep] = []
-    messages: list[Any] | None = None  # the previous recorded request's whole messages
+    previous: dict[str, Any] | None = None  # the previous recorded request, whole
     for record in records:
         kind = record.get("record")
         if kind == "model_turn":
             inference = record.get("inference")
             request = None
             if isinstance(inference, dict) and isinstance(inference.get("request"), dict):
-                asked = inference["request"]
-                if "messages" in asked:
-                    kept = int(asked.get("messages_kept") or 0)
-                    if kept <= len(messages or []):
-                        whole = (messages or [])[:kept] + list(asked["messages"])
-                        request = {k: v for k, v in asked.items() if k not in ("messages_kept",)}
-                        request["messages"] = whole
-                        messages = whole
-                else:
-                    messages = None
+                request = _whole(inference["request"], previous)
+                previous = request
             steps.append(
                 ModelStep(
                     len(steps) + 1,
@@ -119,6 +111,23 @@ def model_steps(records: list[dict[str, Any]]) -> list[ModelStep]:
             if step is not None:
                 steps[-1].tools.append(step)
     return steps
+
+
+def _whole(asked: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded request put back together with the previous one it refers to (None: it
+    cannot be, its messages were omitted or it refers to a request that is not there)."""
+    if "messages" not in asked:
+        return None
+    before = previous or {}
+    kept = int(asked.get("messages_kept") or 0)
+    unchanged = list(asked.get("unchanged") or [])
+    if kept > len(before.get("messages") or []) or any(k not in before for k in unchanged):
+        return None
+    request = {k: v for k, v in asked.items() if k not in ("messages_kept", "unchanged")}
+    for key in unchanged:
+        request[key] = before[key]
+    request["messages"] = list(before.get("messages") or [])[:kept] + list(asked["messages"])
+    return request
 
 
 def require_steps(run_id: str, steps: list[ModelStep]) -> None:

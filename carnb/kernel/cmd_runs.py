@@ -150,28 +150,71 @@ def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult | LiveTra
     return TraceResult(_get_trace(nb, rid, TRACE_SHOWN_RECORDS))
 
 
-RUN_COLUMNS = ("run_id", "agent_id", "status", "intent", "turn_count", "started_at", "ended_at")
+RUN_COLUMNS = (
+    "run_id",
+    "agent_id",
+    "status",
+    "intent",
+    "turn_count",
+    "started_at",
+    "ended_at",
+    "forked_from",
+)
+
+
+def lineage(runs: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """``runs`` (newest first) with each fork right under its parent: ``(depth, run)``; a fork
+    whose parent is not in the list stays where it is."""
+    ids = {r.get("run_id") for r in runs}
+    children: dict[str, list[dict[str, Any]]] = {}
+    roots = []
+    for r in runs:
+        parent = (r.get("forked_from") or {}).get("run_id")
+        if isinstance(parent, str) and parent in ids and parent != r.get("run_id"):
+            children.setdefault(parent, []).append(r)
+        else:
+            roots.append(r)
+    out: list[tuple[int, dict[str, Any]]] = []
+
+    def walk(run: dict[str, Any], depth: int) -> None:
+        out.append((depth, run))
+        for child in reversed(children.get(run.get("run_id") or "", [])):  # oldest fork first
+            walk(child, depth + 1)
+
+    for r in roots:
+        walk(r, 0)
+    return out
 
 
 class RunList(Table):
     def __init__(self, agent_id: str, runs: list[dict[str, Any]]) -> None:
-        from carnb.kernel.style import short_id, when
+        from carnb.kernel.style import Cell, short_id, when
 
         self.runs = runs
-        super().__init__(
-            ["run_id", "status", "intent", "turns", "started", "ended"],
-            [
+        rows = []
+        for depth, r in lineage(runs):
+            rid = short_id(r.get("run_id"))
+            if depth:
+                lead = "\u00a0\u00a0" * (depth - 1) + "↳ "
+                rid = Cell(lead + rid.text, lead + rid.html)
+            parent = r.get("forked_from") or {}
+            rows.append(
                 [
-                    short_id(r.get("run_id")),
+                    rid,
                     r.get("status"),
                     r.get("intent"),
                     r.get("turn_count"),
                     when(r.get("started_at")),
                     when(r.get("ended_at")),
+                    f"{short_id(parent.get('run_id')).text} @ turn {parent.get('turn')}"
+                    if parent
+                    else "",
                 ]
-                for r in runs
-            ],
-            title=f"runs of {agent_id} (newest first)",
+            )
+        super().__init__(
+            ["run_id", "status", "intent", "turns", "started", "ended", "forked from"],
+            rows,
+            title=f"runs of {agent_id} (newest first, forks under their parent)",
             empty="no runs",
         )
 
@@ -221,3 +264,88 @@ def _finish(nb: NotebookEngine, rid: str, turn: dict[str, Any], outcome: dict[st
         log.warning("run %s could not be closed cleanly: %s", rid, exc.message)
         if outcome["status"] == "success":
             raise
+
+
+# -- time travel: replay, fork, diff ------------------------------------------------------------
+class ReplayResult(Table):
+    """``%car run replay``: where the re-execution departs from the recording; ``.report`` is
+    the ``runs.replay`` result."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        self.report = report
+        verdict = (
+            "reproduces from its recording"
+            if report.get("reproduced")
+            else f"diverges at {len(report.get('divergences') or [])} point(s)"
+        )
+        super().__init__(
+            ["turn", "kind", "what"],
+            [[d.get("turn"), d.get("kind"), d.get("message")] for d in report["divergences"]],
+            title=(
+                f"run {report.get('run_id')} {verdict}: {report.get('model_turns')} model turns, "
+                f"{report.get('tool_steps')} tool steps, {report.get('model_calls')} model "
+                f"calls, {report.get('tools_rerun')} tools run again"
+            ),
+            empty="no divergence",
+        )
+
+
+def replay(nb: NotebookEngine, args: argparse.Namespace) -> ReplayResult:
+    rid = _trace_id(nb, args.run_id)
+    reply = nb.calls.call(
+        "runs.replay", {"run_id": rid, "rerun_tools": args.rerun_tools}, what="%car run replay"
+    )
+    return ReplayResult(dict(reply))
+
+
+def _json_or_text(value: str) -> Any:
+    import json
+
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _tool_outputs(pairs: list[str]) -> dict[str, Any]:
+    outputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CarCommandError(
+                f"%car run fork: --tool-output {pair!r} is not ACTION=VALUE (ACTION: a tool "
+                "call's id or a tool's name; VALUE: JSON or text)"
+            )
+        outputs[key] = _json_or_text(value)
+    return outputs
+
+
+def fork(nb: NotebookEngine, args: argparse.Namespace) -> Any:
+    params: dict[str, Any] = {"run_id": args.run_id, "at": args.at}
+    for name in ("model", "system", "max_turns"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    if args.answer is not None:
+        params["answer"] = _json_or_text(args.answer)
+    if args.tool_output:
+        params["tool_outputs"] = _tool_outputs(args.tool_output)
+    reply = dict(nb.calls.call("runs.fork", params, what="%car run fork"))
+    nb.last_run_id = reply["run_id"]
+    note = " (the request was rebuilt from the recorded turns)" if reply["rebuilt_request"] else ""
+    message = RunMessage(
+        f"run {reply['run_id']} forks {args.run_id} at model turn {args.at}{note}; it runs in "
+        f"the background: `%car run trace {reply['run_id']} --live`, "
+        f"`%car run diff {args.run_id} {reply['run_id']}`",
+        reply["run_id"],
+        reply,
+    )
+    if not args.live:
+        return message
+    rid = reply["run_id"]
+    return nb.add_live_trace(rid, lambda: _get_trace(nb, rid, None))
+
+
+def diff(nb: NotebookEngine, args: argparse.Namespace) -> Any:
+    from carnb.kernel.run_diff import RunDiff
+
+    return RunDiff(_get_trace(nb, args.run_a, None), _get_trace(nb, args.run_b, None))

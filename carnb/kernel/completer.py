@@ -29,6 +29,8 @@ DEST_KINDS = {
     "agent": "agent",
     "name": "agent",
     "run_id": "run",
+    "run_a": "run",
+    "run_b": "run",
     "fact_id": "fact",
     "element_id": "element",
     "namespace": "namespace",

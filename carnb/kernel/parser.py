@@ -316,6 +316,63 @@ def _run(cmd: Any) -> None:
         help="agent id (default: the bound agent, else name:notebook)",
     )
     ls.set_defaults(func=cmd_runs.list_runs)
+    rp = sub.add_parser(
+        "replay",
+        help="re-drive a recorded run from its recording and say where it diverges",
+        description="Re-drive a recorded run with its recorded model answers and tool results: "
+        "no model is called and no tool runs. Reports each step that no longer agrees: a "
+        "model turn the agent recorded differently from what carnb served, tools that are not "
+        "those the answer asked for, a tool call today's policies deny; with --rerun-tools the "
+        "notebook's tools run again and a different answer is reported.",
+    )
+    rp.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    rp.add_argument(
+        "--rerun-tools",
+        action="store_true",
+        help="run the notebook's tools again (live) and compare their answers",
+    )
+    rp.set_defaults(func=cmd_runs.replay)
+    fk = sub.add_parser(
+        "fork",
+        help="a new run from a model turn of a recorded run, with another model or answer",
+        description="A new run forked from model turn TURN of RUN_ID (the first is 1, as "
+        "`%car run trace` counts them): the turns before it come from the recording; at TURN "
+        "the recorded request, with --system applied, goes to --model (default: the recorded "
+        "one), or --answer is used; then carnb's loop driver goes on (infer, verify, execute) "
+        "in the background. Notebook tools run live, a connected agent's through "
+        "tools.execute; any other tool is answered from the recording when a call with the same "
+        "parameters was recorded, else the fork stops naming it.",
+    )
+    fk.add_argument("run_id", metavar="RUN_ID")
+    fk.add_argument("--at", type=int, required=True, metavar="TURN", help="the model turn")
+    fk.add_argument("--model", default=None, metavar="NAME", help="a registered model")
+    fk.add_argument("--system", default=None, metavar="TEXT", help="replaces the system prompt")
+    fk.add_argument(
+        "--answer",
+        default=None,
+        metavar="TEXT|JSON",
+        help='the answer at TURN instead of a model call (text, or {"text", "tool_calls"})',
+    )
+    fk.add_argument(
+        "--tool-output",
+        action="append",
+        default=[],
+        metavar="ACTION=VALUE",
+        help="answer a tool call (its id or the tool's name) with VALUE, JSON or text (repeatable)",
+    )
+    fk.add_argument("--max-turns", type=int, default=None, metavar="N", help="model turns")
+    fk.add_argument("--live", action="store_true", help="show the fork's live timeline")
+    fk.set_defaults(func=cmd_runs.fork)
+    df = sub.add_parser(
+        "diff",
+        help="two runs side by side, model turn by model turn",
+        description="Two runs turn by turn: the model's text (word diff), tool calls and "
+        "parameters, tool results, the memory facts each turn's context held, tokens and "
+        "latency. The result's .to_dataframe() gives a pandas DataFrame.",
+    )
+    df.add_argument("run_a", metavar="RUN_A")
+    df.add_argument("run_b", metavar="RUN_B")
+    df.set_defaults(func=cmd_runs.diff)
 
 
 def _browser(cmd: Any) -> None:

@@ -210,9 +210,9 @@ MODEL_TURN_FIELDS: Final = (
 
 def model_turn_body(
     params: dict[str, Any], inference: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
     """Validate a ``runs.record_model_turn`` call; the record body (the fields above only, and
-    ``inference`` when the server recorded one; the caller's bounded it)."""
+    ``inference`` when the server recorded one; the caller bounded it) and its JSON text."""
     body: dict[str, Any] = {}
     index = params.get("turn_index")
     if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
@@ -242,14 +242,15 @@ def model_turn_body(
     body["duration_ms"] = duration
     if inference is not None:
         body["inference"] = inference
-    size = len(_encode(body, "model turn").encode("utf-8"))
+    text = _encode(body, "model turn")
+    size = len(text.encode("utf-8"))
     if size > MAX_TURN_BYTES:
         raise InvalidParams(
             f"the model turn is {size} bytes of JSON; the limit is {MAX_TURN_BYTES}: "
             "truncate assistant_text (nothing was recorded)",
             data={"bytes": size, "max": MAX_TURN_BYTES},
         )
-    return body
+    return body, text
 
 
 def run_summary(row: Mapping[str, Any]) -> dict[str, Any]:

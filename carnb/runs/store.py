@@ -217,7 +217,7 @@ class RunStore:
         unknown or ended: the same ``{ok: False, dropped}`` as :meth:`record_turns`."""
         c = access.as_caller(caller)
         rid = rec.check_run_id(run_id)
-        body = rec.model_turn_body(turn, inference)
+        body, text = rec.model_turn_body(turn, inference)
         with self._tx() as (tx, events):
             row = self._authorized_row(tx, c, rid, access.RECORD_TURNS)
             if row is None:
@@ -225,7 +225,7 @@ class RunStore:
             if row["status"] in rec.TERMINAL:
                 return _dropped(rid, "run_terminal") | {"status": row["status"]}
             index, now = row["next_index"], time.time()
-            tx.append(rid, index, rec.MODEL_TURN, now, [rec.dumps(body)])
+            tx.append(rid, index, rec.MODEL_TURN, now, [text])
             record = rec.make_record(index, rec.MODEL_TURN, now, body)
             events.append(_event(rid, row["agent_id"], record, rec.IN_PROGRESS))
             return {"run_id": rid, "ok": True, "index": index, "turn_index": body["turn_index"]}

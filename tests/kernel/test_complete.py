@@ -77,12 +77,22 @@ def test_the_command_line_is_found_in_the_text_before_the_cursor() -> None:
 def test_completion_in_the_shell_uses_live_ids(loaded: Any) -> None:
     assert complete(loaded, "%car me") == ["memory"]
     assert complete(loaded, "%car ") == COMMANDS  # not the 148 unrelated names
-    assert complete(loaded, "%car run ") == ["cancel", "complete", "list", "start", "trace"]
+    assert complete(loaded, "%car run ") == [
+        "cancel",
+        "complete",
+        "diff",
+        "fork",
+        "list",
+        "replay",
+        "start",
+        "trace",
+    ]
     loaded.run_line_magic("car", "agent add scout")
     assert complete(loaded, "%car auth --agent sc") == ["scout"]
     started = loaded.run_line_magic("car", "run start try completion")
     assert complete(loaded, "%car run trace ") == [started.run_id]
     assert complete(loaded, "t = %car run cancel run-") == [started.run_id]
+    assert complete(loaded, f"%car run diff {started.run_id} run-") == [started.run_id]
     loaded.run_line_magic("car", "run complete")
     loaded.run_line_magic("car", 'memory add deploy "staging needs CI" --id fact-ci')
     loaded.run_line_magic("car", 'memory add deploy "prod needs review" --id fact-review')

@@ -70,12 +70,24 @@ def alice(rt: Any) -> Any:
     c.close()
 
 
-def agent_loop(c: Client, goal: str, *, system: str = "You add numbers.", turns: int = 8) -> str:
+def agent_loop(
+    c: Any,
+    goal: str,
+    *,
+    system: str = "You add numbers.",
+    turns: int = 8,
+    context_query: str | None = None,
+    agent_name: str | None = None,
+) -> str:
     """What an agent does: infer, record the model turn, run the tool calls, until finish."""
-    run_id = c.call("runs.start", {"intent": goal})["run_id"]
+    start = {"intent": goal} if agent_name is None else {"intent": goal, "agent_name": agent_name}
+    run_id = c.call("runs.start", start)["run_id"]
     messages: list[dict[str, Any]] = [{"role": "user", "content": goal}]
     for turn in range(1, turns + 1):
-        reply = c.call("infer", {"model": "adder", "system": system, "messages": messages})
+        ask = {"model": "adder", "system": system, "messages": messages}
+        if context_query is not None:
+            ask["context_query"] = context_query
+        reply = c.call("infer", ask)
         c.call(
             "runs.record_model_turn",
             {

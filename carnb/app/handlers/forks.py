@@ -244,16 +244,14 @@ async def _loop(
     runner = ForkRunner(svc, caller, plan)
     style = tool_result_style([s.request for s in plan.steps])
     request = plan.request
-    previous: list[Any] | None = None
+    previous: dict[str, Any] | None = None
     for turn in range(plan.at, plan.at + plan.max_turns):
         if turn == plan.at and plan.answer is not None:
             reply, asked = plan.answer, dict(request)
         else:
             reply, asked = await svc.models.infer(request, context)
         record = inference_record(asked, reply, _secrets(svc), previous)
-        previous = list(asked.get("messages") or [])
-        if "messages_omitted" in record["request"]:
-            previous = None
+        previous = None if "messages_omitted" in record["request"] else asked
         fields = {
             "turn_index": turn,
             "assistant_text": reply.get("text") or "",

@@ -1,0 +1,114 @@
+"""``%car run replay|fork|diff`` and fork lineage in ``%car run list``, in an IPython shell: the
+notebook's own session drives an agent loop (infer with memory context, recorded model turns,
+proposals through a notebook tool), then replays, forks and diffs it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import carnb
+from carnb.kernel import extension
+from carnb.kernel.calls import CarMagicError
+from tests.compat import loopmodels
+from tests.server.test_time_travel_wire import agent_loop
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def rt(loaded: Any) -> Any:
+    ext = extension.active()
+    assert ext is not None and ext.engine.runtime is not None
+    calls = {"adder": 0}
+
+    def adder(request: dict[str, Any]) -> Any:
+        calls["adder"] += 1
+        return loopmodels.adder(request)
+
+    carnb.model(adder, name="adder")
+    carnb.model(
+        lambda r: {"tool_calls": [{"id": "f", "name": "finish", "arguments": {"answer": "42"}}]},
+        name="finisher",
+    )
+
+    @carnb.tool
+    def add(a: float, b: float) -> dict[str, float]:
+        """add two numbers"""
+        return {"sum": a + b}
+
+    return Notebook(ext.engine.runtime, calls)
+
+
+class Notebook:
+    """The notebook's runtime and how often the adder model was called."""
+
+    def __init__(self, runtime: Any, calls: dict[str, int]) -> None:
+        self.runtime = runtime
+        self.model_calls = calls
+        self.token = runtime.token
+
+    def call(self, method: str, params: Any = None) -> Any:
+        return self.runtime.call(method, params)
+
+    def loop(self, goal: str, **kw: Any) -> str:
+        return agent_loop(self, goal, agent_name="notebook", **kw)
+
+
+def wait_ended(loaded: Any, run_id: str) -> Any:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        trace = loaded.run_line_magic("car", f"run trace {run_id}")
+        if trace.trace["status"] != "in_progress":
+            return trace
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not end")
+
+
+def test_replay_fork_diff_and_lineage(loaded: Any, rt: Any) -> None:
+    loaded.run_line_magic("car", "memory add adding 'add the numbers one at a time'")
+    parent = rt.loop("add 1, 2 and 3", system="wrong", context_query="adding")
+    before = rt.model_calls["adder"]
+
+    replayed = loaded.run_line_magic("car", f"run replay {parent}")
+    assert replayed.report["reproduced"] is True and rt.model_calls["adder"] == before
+    assert "reproduces from its recording" in replayed.text() and "0 model calls" in replayed.text()
+
+    forked = loaded.run_line_magic(
+        "car", f"run fork {parent} --at 2 --model finisher --system 'be quick'"
+    )
+    assert forked.reply["forked_from"] == {"run_id": parent, "turn": 2}
+    assert "`%car run diff" in forked.text()
+    wait_ended(loaded, forked.run_id)
+
+    answered = loaded.run_line_magic(
+        "car", f"""run fork {parent} --at 1 --tool-output add='{{"sum": 7}}' --max-turns 8"""
+    )
+    trace = wait_ended(loaded, answered.run_id)
+    assert trace.trace["records"][-1]["outcome"]["summary"] == "7"
+
+    diff = loaded.run_line_magic("car", f"run diff {parent} {forked.run_id}")
+    assert diff.first_difference == 2
+    assert [r["same"] for r in diff.rows] == [True, False, False, False]
+    assert diff.rows[1]["tool_calls_b"] == ['finish({"answer": "42"})']
+    assert any("one at a time" in fact for fact in diff.rows[0]["context_facts_a"])
+    html = diff._repr_mimebundle_()["text/html"]
+    assert "<del>" in html and "differs" in html and rt.token not in html
+    frame = diff.to_dataframe()
+    assert list(frame["turn"]) == [1, 2, 3, 4] and frame["tokens_a"][0] == 15
+
+    listed = loaded.run_line_magic("car", "run list --agent name:notebook")
+    order = [r[0].text.lstrip("\u00a0↳ ") for r in listed.rows]
+    assert order == [parent, forked.run_id, answered.run_id]  # forks under it, oldest first
+    assert listed.rows[order.index(forked.run_id)][0].text.startswith("↳ ")
+    assert "forked from" in listed.text()
+
+
+def test_fork_errors_are_one_line(loaded: Any, rt: Any) -> None:
+    parent = rt.loop("add 1")
+    with pytest.raises(CarMagicError, match="at is 9, but run"):
+        loaded.run_line_magic("car", f"run fork {parent} --at 9")
+    with pytest.raises(CarMagicError, match="is not ACTION=VALUE"):
+        loaded.run_line_magic("car", f"run fork {parent} --at 1 --tool-output nothing")
