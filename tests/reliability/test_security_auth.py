@@ -191,8 +191,18 @@ OWNER_ONLY = {
     "runs.get_trace": lambda w: {"run_id": w.run_id},
     "runs.list": lambda w: {"agent_id": "alice"},
     "runs.subscribe": lambda w: {"run_id": w.run_id},
+    "runs.replay": lambda w: {"run_id": w.run_id},
+    "runs.fork": lambda w: {"run_id": w.run_id, "at": 1},
 }
-HOST_MAY = {"runs.get_trace", "runs.list", "runs.subscribe", "runs.cancel"}  # authorize_run_access
+# authorize_run_access: the host reads every run, so it may also replay and fork it
+HOST_MAY = {
+    "runs.get_trace",
+    "runs.list",
+    "runs.subscribe",
+    "runs.cancel",
+    "runs.replay",
+    "runs.fork",
+}
 
 
 def test_host_only_and_owner_only_rules_hold_for_every_method(srv: Any) -> None:
@@ -246,6 +256,10 @@ def test_host_only_and_owner_only_rules_hold_for_every_method(srv: Any) -> None:
             "unknown model"
             in w.host.request("models.set_default", {"name": "m"})["error"]["message"]
         )  # allowed, and answered on its merits
+        for c in (w.alice, w.host):  # allowed, and answered on its merits: only turns to replay
+            for name in ("runs.replay", "runs.fork"):
+                reply = c.request(name, OWNER_ONLY[name](w))
+                assert "has no model turn" in reply["error"]["message"], (name, reply)
         assert w.alice.call("runs.record_model_turn", {"run_id": w.run_id})["ok"] is True
         assert w.host.call("runs.cancel", {"run_id": w.run_id, "reason": "host may"})["ok"] is True
         assert w.alice.call("runs.get_trace", {"run_id": w.run_id})["status"] == "cancelled"
