@@ -88,6 +88,15 @@ def _text(step: ModelStep | None) -> str:
     return "" if step is None else str(step.reply.get("text") or "")
 
 
+def _show(value: Any) -> str:
+    """A row's value as text: lists joined with "; ", nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value)
+    return cell_text(value, 200)
+
+
 class RunDiff(Renderable):
     """The diff of two traces; ``.rows`` one dict per model turn."""
 
@@ -147,16 +156,16 @@ class RunDiff(Renderable):
             for k in ("text", "tool_calls", "tool_results", "context_facts", "tokens", "ms"):
                 a, b = r[f"{k}_a"], r[f"{k}_b"]
                 if a == b:
-                    lines.append(f"    {k}: {cell_text(a, 100)}")
+                    lines.append(f"    {k}: {_show(a)}")
                 else:
-                    lines.append(f"    {k}: A {cell_text(a, 100)} | B {cell_text(b, 100)}")
+                    lines.append(f"    {k}: A {_show(a)} | B {_show(b)}")
         return "\n".join(lines)
 
     def html(self) -> str:
         def pair(a: Any, b: Any) -> str:
             if a == b:
-                return esc(cell_text(a, 200))
-            return f"A: {esc(cell_text(a, 200))}<br>B: {esc(cell_text(b, 200))}"
+                return esc(_show(a))
+            return f"A: {esc(_show(a))}<br>B: {esc(_show(b))}"
 
         head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
         body = []

@@ -228,6 +228,22 @@ def test_agent_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     no_tokens_anywhere(nb)
 
 
+def test_time_travel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb, _ = execute("09-time-travel.ipynb", tmp_path, monkeypatch)
+    assert "success - The total is 8." in out(nb, "import os, subprocess, sys")
+    replayed = out(nb, "before = model_calls")
+    assert "model calls during the replay: 0" in replayed
+    assert "reproduces from its recording" in replayed and "no divergence" in replayed
+    assert "at model turn 3" in out(nb, "fixed = ")
+    assert out(nb, "deadline = ").strip() == "The total is 9."
+    diff = out(nb, "diff = %car run diff")
+    assert "the first difference is at turn 3" in diff
+    assert 'A add({"a": 5, "b": 3})' in diff and 'B add({"a": 5, "b": 4})' in diff
+    listed = out(nb, "%car run list --agent adder")
+    assert "↳ " in listed and "@ turn 3" in listed
+    no_tokens_anywhere(nb)
+
+
 @pytest.mark.browser
 @needs_chromium
 def test_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,5 +308,6 @@ def test_every_notebook_is_executed_here() -> None:
         "05-propose-verify-execute.ipynb",
         "06-agent-loop.ipynb",
         "07-team.ipynb",  # tests/kernel/test_notebook_team.py (it needs PostgreSQL)
+        "09-time-travel.ipynb",
     }
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested

@@ -220,7 +220,8 @@ async def drive(
 async def _finish(
     store: Any, caller: ClientSession, run_id: str, call: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """An answer that calls ``finish``: its turn is recorded, its answer ends the fork."""
+    """An answer that calls ``finish``: its turn is recorded (its output the call's arguments
+    as JSON text, as the CAR agent loop records it), its answer ends the fork."""
     arguments = dict(call.get("arguments") or {})
     answer = arguments.get("answer")
     summary = "" if answer is None else str(answer)
@@ -229,7 +230,7 @@ async def _finish(
         "tool": FINISH,
         "parameters": arguments,
         "status": "succeeded",
-        "output": summary,
+        "output": json.dumps(arguments, ensure_ascii=False, separators=(",", ":")),
         "duration_ms": 0,
     }
     await in_thread(store.record_turns, caller, run_id, [turn])
