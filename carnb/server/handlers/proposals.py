@@ -3,16 +3,18 @@ the runtime verifies and executes (agent IR engine: :mod:`carnb.agentir`).
 
 Parsing, planning and verifying a proposal (up to 10,000 actions) run in a worker thread,
 except for a small proposal with no policy to apply (at most ``INLINE_PREPARE_NODES`` JSON
-values), whose preparation takes microseconds and is done on the loop, saving the thread hop
-that would otherwise cost more than the rest of a one-action proposal; execution runs on the
-host loop with at most ``DEFAULT_CONCURRENCY`` actions of a level at once,
-so the loop is never held for long. Tool calls go through :mod:`carnb.server.toolhub`.
+values and ``INLINE_PREPARE_CHARS`` characters of strings), whose preparation takes
+microseconds and is done on the loop, saving a thread hop that costs more than the rest of a
+one-action proposal. Execution runs on the host loop with at most ``DEFAULT_CONCURRENCY``
+actions of a level at once, so the loop is never held for long. Tool calls go through
+:mod:`carnb.server.toolhub`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from carnb.agentir import (
@@ -31,9 +33,9 @@ from carnb.agentir import (
     verify_params,
 )
 from carnb.agentir.values import MISSING
-from carnb.errors import CarnbError, InvalidParams
-from carnb.protocol.session import ClientSession
-from carnb.server.handlers.core import MAX_STATE_KEYS
+from carnb.errors import CarnbError, InvalidParams, StateFull
+from carnb.protocol.jsonrpc import encoded_size
+from carnb.protocol.session import MAX_STATE_KEYS, STATE_BUDGET_BYTES, ClientSession
 from carnb.server.methods import Method, Params
 from carnb.server.params import req_list, req_str
 from carnb.server.runturns import record_proposal
@@ -45,9 +47,10 @@ SCOPE = "global"  # per-connection, like the real daemon's global scope of a ses
 # requests waiting on the client's own tools can never fill every slot and stall the reader
 # that must deliver the client's answers.
 MAX_RUNNING_PROPOSALS = 16
-# A proposal of at most this many JSON values (objects, arrays, strings, numbers...) with no
-# policy in force is parsed and planned on the loop: tens of microseconds at most.
+# A proposal of at most this many JSON values (objects, arrays, strings, numbers...) and
+# characters of strings, with no policy in force, is prepared on the loop: tens of microseconds.
 INLINE_PREPARE_NODES = 256
+INLINE_PREPARE_CHARS = 64 * 1024
 
 
 class TooManyProposals(CarnbError):
@@ -150,31 +153,54 @@ class _SessionState:
         return self.get(key) if self.exists(key) else MISSING
 
 
-def _prepare(
-    raw: Any, policies: PolicySet, state: _SessionState
-) -> tuple[ActionProposal, Plan, list[PolicyViolation]]:
-    """Parse, plan and apply the policies (in a worker thread: all three are linear in the
-    proposal, which may hold 10,000 actions)."""
+@dataclass(frozen=True)
+class _Prepared:
+    proposal: ActionProposal
+    plan: Plan
+    denials: list[PolicyViolation]
+    # The most bytes of JSON each key's state_writes store (a key written twice counts its
+    # biggest value).
+    write_sizes: dict[str, int]
+
+
+def _prepare(raw: Any, policies: PolicySet, state: _SessionState) -> _Prepared:
+    """Parse, plan, apply the policies and size the state writes (in a worker thread: all are
+    linear in the proposal, which may hold 10,000 actions)."""
     proposal = parse_proposal(raw)
-    return (
+    sizes: dict[str, int] = {}
+    for a in proposal.actions:
+        if a.type is ActionType.STATE_WRITE and a.state_key is not None:
+            size = encoded_size(a.parameters.get("value"))
+            sizes[a.state_key] = max(size, sizes.get(a.state_key, 0))
+    return _Prepared(
         proposal,
         build_plan(proposal.actions),
         policies.violations(proposal.actions, state.lookup),
+        sizes,
     )
 
 
-def _small(raw: Any, limit: int = INLINE_PREPARE_NODES) -> bool:
-    """Whether ``raw`` holds at most ``limit`` JSON values (it stops as soon as it sees more,
+def _small(raw: Any) -> bool:
+    """Whether ``raw`` holds at most ``INLINE_PREPARE_NODES`` JSON values and
+    ``INLINE_PREPARE_CHARS`` characters of strings and keys (it stops as soon as it sees more,
     before copying any big object or array)."""
     stack = [raw]
-    seen = 1
+    values, chars = 1, 0
     while stack:
         value = stack.pop()
-        if isinstance(value, dict | list):
-            seen += len(value)
-            if seen > limit:
+        if isinstance(value, str):
+            chars += len(value)
+        elif isinstance(value, dict | list):
+            values += len(value)
+            if values > INLINE_PREPARE_NODES:
                 return False
-            stack.extend(value.values() if isinstance(value, dict) else value)
+            if isinstance(value, dict):
+                chars += sum(len(key) for key in value)
+                stack.extend(value.values())
+            else:
+                stack.extend(value)
+        if chars > INLINE_PREPARE_CHARS:
+            return False
     return True
 
 
@@ -190,18 +216,23 @@ def _tenant(p: Params) -> str | None:
     return tenant
 
 
-def _check_state_room(s: ClientSession, proposal: ActionProposal, tenant: str | None) -> None:
-    new = {
-        a.state_key
-        for a in proposal.actions
-        if a.type is ActionType.STATE_WRITE
-        and a.state_key is not None
-        and not s.state_exists(a.state_key, tenant)
-    }
+def _check_state_room(s: ClientSession, sizes: dict[str, int], tenant: str | None) -> None:
+    """Refuse, before anything runs, a proposal whose state_writes could not all be stored:
+    they count against the same key limit and byte budget as ``state.set``."""
+    new = [key for key in sizes if not s.state_exists(key, tenant)]
     if len(s.state) + len(new) > MAX_STATE_KEYS:
-        raise InvalidParams(
+        raise StateFull(
             f"proposal: its state_writes would take this session past {MAX_STATE_KEYS} keys; "
             "nothing was run"
+        )
+    kept = s.state_bytes() - sum(s.state_sizes.get((tenant or "", key), 0) for key in sizes)
+    total = kept + sum(sizes.values())
+    if total > STATE_BUDGET_BYTES:
+        raise StateFull(
+            f"proposal: its state_writes ({sum(sizes.values())} bytes of JSON) would bring this "
+            f"session's state to {total} bytes; the budget is {STATE_BUDGET_BYTES} bytes per "
+            "session; nothing was run",
+            data={"bytes": sum(sizes.values()), "used": kept, "budget": STATE_BUDGET_BYTES},
         )
 
 
@@ -227,18 +258,19 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     policies = svc.tools.of(s).policies.copy()
     raw = p["proposal"]
     if not len(policies) and _small(raw):  # microseconds: not worth a thread hop
-        proposal, plan, denials = _prepare(raw, policies, state)
+        prepared = _prepare(raw, policies, state)
     else:
-        proposal, plan, denials = await asyncio.to_thread(_prepare, raw, policies, state)
-    _check_state_room(s, proposal, tenant)
+        prepared = await asyncio.to_thread(_prepare, raw, policies, state)
+    _check_state_room(s, prepared.write_sizes, tenant)
+    proposal = prepared.proposal
     registry, local = svc.tools.toolset(s)
     result = await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
         state=state,
         tools=registry,
-        plan=plan,
-        denials=denials,
+        plan=prepared.plan,
+        denials=prepared.denials,
         on_progress=svc.tools.progress(s, proposal.id),
     )
     await record_proposal(svc, s, proposal, result)
