@@ -201,10 +201,10 @@ async def wire(url: str, token: str, quick: bool) -> dict[str, Any]:
         rtt: list[float] = []
         gaps: list[float] = []
         one: list[float] = []
-        for _ in range(3):  # interleaved, so drift on a busy machine hits both alike
-            rtt += await state_get_rtts(ws, 300 if quick else 1000)
-            gaps += await execute_gaps(ws, 100 if quick else 300)
-            one += await one_action_ms(ws, 100 if quick else 300)
+        for _ in range(5 if quick else 15):  # finely interleaved: drift hits all alike
+            rtt += await state_get_rtts(ws, 200)
+            gaps += await execute_gaps(ws, 61)
+            one += await one_action_ms(ws, 60)
         two = await two_parallel_ms(ws, 20)
         body = big(1000)
         wire_ms = await verify_wire_ms(ws, body, 3 if quick else 7)
