@@ -104,6 +104,11 @@ def graph_file_name(name: str) -> str:
 class MemoryHome:
     """Owns the memory layout of one data directory; thread-safe."""
 
+    @property
+    def remote(self) -> bool:
+        """Whether agent and namespace graphs live in the team store (PostgreSQL)."""
+        return self.store is not None
+
     def __init__(self, home: str | os.PathLike[str], graphs: GraphStore | None = None) -> None:
         self.home = Path(home).expanduser().absolute()
         # Agent and namespace graphs in a store (PostgreSQL) instead of files under graphs/.
