@@ -150,10 +150,31 @@ def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult | LiveTra
     return TraceResult(_get_trace(nb, rid, TRACE_SHOWN_RECORDS))
 
 
-RUN_COLUMNS = ("run_id", "agent_id", "status", "intent", "turn_count", "started_at", "ended_at")
+RUN_COLUMNS = (
+    "run_id",
+    "agent_id",
+    "status",
+    "outcome",
+    "intent",
+    "turn_count",
+    "started_at",
+    "ended_at",
+)
+
+
+def run_state(run: dict[str, Any]) -> str:
+    """How a run ended, in one word: a completed run by its outcome (``success``,
+    ``failure``, ``interrupted``), else its status (``cancelled``, ``in progress``)."""
+    outcome = run.get("outcome")
+    if run.get("status") == "completed" and isinstance(outcome, str) and outcome:
+        return outcome
+    return str(run.get("status") or "").replace("_", " ")
 
 
 class RunList(Table):
+    """``%car run list``: ``.runs`` is one dict per run, each with its ``outcome`` status
+    (None until the run ends with one)."""
+
     def __init__(self, agent_id: str, runs: list[dict[str, Any]]) -> None:
         from carnb.kernel.style import short_id, when
 
@@ -163,7 +184,7 @@ class RunList(Table):
             [
                 [
                     short_id(r.get("run_id")),
-                    r.get("status"),
+                    run_state(r),
                     r.get("intent"),
                     r.get("turn_count"),
                     when(r.get("started_at")),
@@ -171,7 +192,8 @@ class RunList(Table):
                 ]
                 for r in runs
             ],
-            title=f"runs of {agent_id} (newest first)",
+            title=f"runs of {agent_id} (newest first"
+            + (f", the last {len(runs)})" if len(runs) >= RUNS_LISTED else ")"),
             empty="no runs",
         )
 
@@ -182,8 +204,35 @@ class RunList(Table):
 
 def list_runs(nb: NotebookEngine, args: argparse.Namespace) -> RunList:
     agent = args.agent or nb.notebook().get("agent_id") or nb.last_run_owner or DEFAULT_RUN_OWNER
-    reply = nb.calls.call("runs.list", {"agent_id": agent}, what="%car run list")
-    return RunList(agent, list(reply.get("runs") or []))
+    reply = nb.calls.call(
+        "runs.list", {"agent_id": agent, "limit": RUNS_LISTED}, what="%car run list"
+    )
+    runs = [dict(r) for r in reply.get("runs") or []]
+    for r in runs:
+        r["outcome"] = _outcome_status(nb, r) if r.get("status") == "completed" else None
+    return RunList(agent, runs)
+
+
+RUNS_LISTED = 50  # %car run list shows the newest runs; each completed one costs a short read
+
+
+def _outcome_status(nb: NotebookEngine, run: dict[str, Any]) -> str | None:
+    """The outcome status of a completed run, from its ``ended`` record. ``runs.list`` gives
+    only the run's status; the trace is read from the first index the ended record may have
+    (after the started record and every counted turn; model turns are not counted)."""
+    params: dict[str, Any] = {"run_id": run["run_id"], "cursor": int(run.get("turn_count") or 0)}
+    while True:
+        page = nb.calls.call("runs.get_trace", params, what="%car run list")
+        if not isinstance(page, dict) or page.get("not_found"):
+            return None
+        for record in page.get("records") or []:
+            if record.get("record") == "ended":
+                outcome = record.get("outcome")
+                status = outcome.get("status") if isinstance(outcome, dict) else None
+                return str(status) if status else None
+        if page.get("next_cursor") is None:
+            return None
+        params = {**params, "cursor": page["next_cursor"]}
 
 
 def bracket(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> Any:
@@ -199,7 +248,10 @@ def bracket(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> Any:
                 nb,
                 rid,
                 make_turn(cell.source, execution_count=cell.execution_count, error=exc),
-                {"status": "failure", "summary": describe_error(exc) or "failed"},
+                {
+                    "status": "interrupted" if isinstance(exc, KeyboardInterrupt) else "failure",
+                    "summary": describe_error(exc) or "failed",
+                },
             )
             raise
     _finish(

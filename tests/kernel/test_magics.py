@@ -302,3 +302,14 @@ def test_external_agent_process_with_the_official_client(loaded: Any, tmp_path: 
     loaded.run_line_magic("car", "auth --agent writer")
     q = loaded.run_line_magic("car", "memory query deploy")
     assert q.facts[0]["body"] == "written by the agent"
+
+
+def test_run_list_shows_how_each_run_ended(loaded: Any) -> None:
+    run(loaded, "%%car run divide\n1 / 0")
+    run(loaded, "%%car run add\n1 + 1")
+    loaded.run_line_magic("car", "run start give up")
+    loaded.run_line_magic("car", "run cancel")
+    listed = loaded.run_line_magic("car", "run list")
+    assert [r["outcome"] for r in listed.runs] == [None, "success", "failure"]
+    assert [row[1] for row in listed.rows] == ["cancelled", "success", "failure"]
+    assert "completed" not in listed.text()
