@@ -7,7 +7,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any
 
-from carnb.kernel.calls import CarCommandError, CarMagicError
+from carnb.kernel.calls import CarCommandError, CarInterrupted, CarMagicError
 from carnb.kernel.cellrun import (
     DEFAULT_AGENT_NAME,
     DEFAULT_RUN_OWNER,
@@ -16,6 +16,7 @@ from carnb.kernel.cellrun import (
     make_turn,
 )
 from carnb.kernel.render import Message, Raw, Table
+from carnb.kernel.style import shorten
 from carnb.kernel.traceview import TraceDoc, read_trace, to_dataframe
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _start(nb: NotebookEngine, intent: str, agent_name: str | None, what: str) -
     open_id = _open_run(nb)
     if open_id is not None:
         raise CarCommandError(
-            f"{what}: run {open_id} is still open; finish it with `%car run complete` or "
+            f"{what}: run {shorten(open_id)} is still open; finish it with `%car run complete` or "
             "`%car run cancel` first"
         )
     params: dict[str, Any] = {"intent": intent}
@@ -57,7 +58,7 @@ def start(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
     reply = _start(nb, " ".join(args.intent), args.agent_name, "%car run start")
     nb.recorder.skip_current_cell()
     return RunMessage(
-        f"run {reply['run_id']} started for {reply.get('agent_id')}; every cell from now on is "
+        f"run {shorten(reply['run_id'])} started for {reply.get('agent_id')}; every cell from now on is "
         "recorded as a turn until `%car run complete`",
         reply["run_id"],
         reply,
@@ -77,7 +78,7 @@ def complete(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
     reply = nb.calls.call(
         "runs.complete", {"run_id": rid, "outcome": outcome}, what="%car run complete"
     )
-    return RunMessage(f"run {rid} completed: {args.status}", rid, reply)
+    return RunMessage(f"run {shorten(rid)} completed: {args.status}", rid, reply)
 
 
 def cancel(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
@@ -85,7 +86,7 @@ def cancel(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
     reply = nb.calls.call(
         "runs.cancel", {"run_id": rid, "reason": args.reason}, what="%car run cancel"
     )
-    return RunMessage(f"run {rid} cancelled ({args.reason})", rid, reply)
+    return RunMessage(f"run {shorten(rid)} cancelled ({args.reason})", rid, reply)
 
 
 class TraceResult(Raw):
@@ -253,6 +254,11 @@ def bracket(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> Any:
                     "summary": describe_error(exc) or "failed",
                 },
             )
+            if isinstance(exc, KeyboardInterrupt):
+                raise CarInterrupted(
+                    f"the cell was interrupted; run {shorten(rid)} ended: interrupted "
+                    "(`%car run trace` shows it)"
+                ) from None
             raise
     _finish(
         nb,
@@ -260,7 +266,11 @@ def bracket(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> Any:
         make_turn(cell.source, execution_count=cell.execution_count, value=value),
         {"status": "success", "summary": "cell ran without error"},
     )
-    cell.show(RunMessage(f"run {rid} completed: success (`%car run trace {rid}`)", rid, reply))
+    cell.show(
+        RunMessage(
+            f"run {shorten(rid)} completed: success (`%car run trace` shows it)", rid, reply
+        )
+    )
     return value
 
 

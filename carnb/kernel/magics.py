@@ -189,14 +189,15 @@ class CarMagics(Magics):
 
     def _cell(self, source: str) -> Cell:
         shell = self.shell
+        count = self._running_count()
 
         def run() -> Any:
             __tracebackhide__ = True  # IPython: show the cell's frames, not ours
-            return run_cell_body(shell, source)
+            return run_cell_body(shell, source, count)
 
         return Cell(
             source=source,
-            execution_count=self._running_count(),
+            execution_count=count,
             run=run,
             show=display,
         )

@@ -313,3 +313,10 @@ def test_run_list_shows_how_each_run_ended(loaded: Any) -> None:
     assert [r["outcome"] for r in listed.runs] == [None, "success", "failure"]
     assert [row[1] for row in listed.rows] == ["cancelled", "success", "failure"]
     assert "completed" not in listed.text()
+
+
+def test_run_messages_name_runs_by_short_ids(loaded: Any) -> None:
+    started = loaded.run_line_magic("car", "run start short ids")
+    assert started.run_id not in started.text() and started.run_id[:12] in started.text()
+    done = loaded.run_line_magic("car", "run complete")
+    assert done.run_id == started.run_id and started.run_id not in done.text()
