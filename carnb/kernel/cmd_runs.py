@@ -58,8 +58,8 @@ def start(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
     reply = _start(nb, " ".join(args.intent), args.agent_name, "%car run start")
     nb.recorder.skip_current_cell()
     return RunMessage(
-        f"run {shorten(reply['run_id'])} started for {reply.get('agent_id')}; every cell from now on is "
-        "recorded as a turn until `%car run complete`",
+        f"run {shorten(reply['run_id'])} started for {reply.get('agent_id')}; every cell from "
+        "now on is recorded as a turn until `%car run complete`",
         reply["run_id"],
         reply,
     )
@@ -267,9 +267,7 @@ def bracket(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> Any:
         {"status": "success", "summary": "cell ran without error"},
     )
     cell.show(
-        RunMessage(
-            f"run {shorten(rid)} completed: success (`%car run trace` shows it)", rid, reply
-        )
+        RunMessage(f"run {shorten(rid)} completed: success (`%car run trace` shows it)", rid, reply)
     )
     return value
 

@@ -21,6 +21,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
 
 from carnb.kernel.cellrun import Cell, run_cell_body
+from carnb.kernel.helpdoc import full_usage
 from carnb.kernel.parser import ArgError, HelpShown, build_cell_parser, build_parser, parse
 
 if TYPE_CHECKING:
@@ -175,6 +176,8 @@ class CarMagics(Magics):
             result = args.func(self.engine, args, self._cell(cell))
         self.engine.known.note_result(result)
         return result
+
+    car.__doc__ = full_usage(build_parser(), build_cell_parser())
 
     def _running_count(self) -> int | None:
         """The execution count of the cell running now (its ``[N]``). IPython 9 increments
