@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.browser_view import page_url
@@ -101,6 +102,8 @@ class StatusPanel:
         self.refreshes = 0
         self.rows: list[dict[str, Any]] = []
         self.ended: list[dict[str, Any]] = []
+        self.display_id = uuid.uuid4().hex  # every output showing the panel carries it
+        self._displayed = False
 
     # -- lifecycle (kernel thread) ----------------------------------------------------------
     def start(self) -> StatusPanel:
@@ -114,9 +117,16 @@ class StatusPanel:
         self.runtime.run_on_host(self.aflush(), timeout=timeout)
 
     def close(self) -> None:
-        """Detach every listener and close the widgets (idempotent)."""
+        """Detach every listener and close the widgets (idempotent). Every output that showed
+        the panel becomes its last state as static HTML first: a closed widget shows nothing,
+        in the notebook and in the saved file."""
         if self._closed:
             return
+        if self._displayed:
+            try:
+                self._leave_last_state()
+            except Exception:
+                log.exception("replacing the panel's outputs with its last state failed")
         if self.runtime.running:
             try:
                 self.runtime.run_on_host(self._aclose(), timeout=10)
@@ -137,6 +147,26 @@ class StatusPanel:
             return self.runtime.url
         except Exception:
             return "(stopped)"
+
+    def _ipython_display_(self) -> None:
+        """IPython shows the panel through this: as display data with :attr:`display_id`, so
+        :meth:`close` can replace every copy of it with the last state."""
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
+        self._displayed = True
+
+    def _leave_last_state(self) -> None:
+        from IPython.display import update_display
+
+        last = PanelSnapshot(
+            f"{self._url()} (stopped)", list(self.rows), list(self.ended), clock(time.time())
+        )
+        bundle = {
+            "text/plain": last.text(),
+            "text/html": page(last.html(), cls="carnb-panel-static"),
+        }
+        update_display(bundle, raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
 
     def _repr_mimebundle_(self, **kw: Any) -> Any:
         """The widget, with the panel as it is now as static HTML beside it: what a saved

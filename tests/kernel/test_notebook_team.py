@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from carnb.pgstore.scratch import find_bindir
-from tests.kernel.test_notebooks import execute, no_tokens_anywhere, out, panel_after
+from tests.kernel.test_notebooks import cell_index, execute, no_tokens_anywhere, out, panel_after
 
 pytestmark = [pytest.mark.kernel, pytest.mark.postgres, pytest.mark.timeout(240)]
 
@@ -35,4 +35,8 @@ def test_team(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "integration tests against postgres" in out(nb, "%car memory context")
     assert "the agent on B sees the new fact: True" in out(nb, "check = ")
     assert "stopped" in out(nb, "server_b.terminate()")
+    # the last cell unloads carnb: the panel's output keeps its last state, as static HTML
+    (status,) = nb.cells[cell_index(nb, "%car status")].outputs
+    assert "application/vnd.jupyter.widget-view+json" not in status["data"]
+    assert 'data-facts="6"' in status["data"]["text/html"]
     no_tokens_anywhere(nb)

@@ -284,3 +284,18 @@ def test_a_click_in_a_real_kernel_opens_the_run_trace_in_the_panel(kernel: Any) 
     finally:
         agent.close()
     assert kernel.value("len(panel.traces.live.timeline.children)") == 2
+
+
+@pytest.mark.kernel
+def test_unload_leaves_the_panels_last_state_in_its_outputs(kernel: Any) -> None:
+    kernel.ok("%load_ext carnb")
+    shown = kernel.ok("%car status").outputs
+    assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" in shown[0]["data"]
+    display_id = shown[0]["transient"]["display_id"]
+    kernel.ok("%car agent add scout\n%car auth --agent scout")
+    unloaded = kernel.ok("%unload_ext carnb")
+    (update,) = unloaded.updates
+    assert update["transient"]["display_id"] == display_id
+    html = update["data"]["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" not in update["data"]
+    assert 'data-agent="scout"' in html and "(stopped)" in html
