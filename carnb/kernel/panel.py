@@ -237,6 +237,26 @@ class StatusPanel:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _settle_ended_runs(self) -> bool:
+        """Read the final turn count of each run that ended since the last refresh (the last
+        snapshot may predate its last turns); whether there was one."""
+        runs = self.lingering.unsettled()
+        for run in runs:
+            turns = run.turns
+            try:
+                reply = await self.runtime.acall(
+                    "runs.list", {"agent_id": run.agent_id or "", "limit": 20}
+                )
+                found = next(
+                    (r for r in reply.get("runs") or [] if r.get("run_id") == run.run_id), None
+                )
+                if found is not None:
+                    turns = found.get("turn_count")
+            except Exception as exc:  # the panel shows what it has
+                log.debug("no final turn count for %s: %s", run.run_id, exc)
+            self.lingering.settle(run.run_id, turns)
+        return bool(runs)
+
     # -- rendering (host thread) --------------------------------------------------------------
     async def collect(self) -> list[dict[str, Any]]:
         me = self.runtime.notebook().get("client_id")
@@ -244,7 +264,6 @@ class StatusPanel:
         for row in rows:
             row["me"] = row["client_id"] == me
             row["proposal"] = self.proposals.of(row["client_id"])
-        self.proposals.forget_except({row["client_id"] for row in rows})
         rows.sort(key=lambda r: (not r["me"], r["connected_at"]))
         return rows
 
@@ -254,7 +273,16 @@ class StatusPanel:
         rows = await self.collect()
         if self._closed:
             return
-        self.ended = self.lingering.update(rows)
+        ended = self.lingering.update(rows)
+        if await self._settle_ended_runs():  # again (idempotent): the rows get the final counts
+            ended = self.lingering.update(rows)
+        for row in ended:  # its tools went with the session; its last proposal stays shown
+            row["tools"] = []
+            row["proposal"] = self.proposals.of(row["client_id"])
+        self.proposals.forget_except({r["client_id"] for r in rows + ended})
+        if self._closed:
+            return
+        self.ended = ended
         self.rows = rows
         self._last = time.monotonic()
         self.refreshes += 1
@@ -264,7 +292,7 @@ class StatusPanel:
         self.title.value = STYLESHEET + title  # the widget's root has the style's class
         self.mine.value = mine
         self.others.value = others
-        self.tools.value = panel_tools_html(rows)
+        self.tools.value = panel_tools_html(rows + ended)
         self.traces.show_runs(shown_runs(rows, self.ended))
 
 
@@ -328,7 +356,7 @@ def _mine(me: dict[str, Any] | None) -> str:
         ("graph", me.get("graph") or ""),
         ("facts", _num(me.get("fact_count"))),
         ("run", me.get("current_run_id") or "(none)"),
-        ("turns", _num(_turns(me))),
+        ("turns", _num(_any_turns(me))),
         ("browser", browser_text(me)),
     ]
     run = _run_cell(me).html or esc("(none)")
@@ -395,11 +423,11 @@ class PanelSnapshot(Renderable):
 
     def text(self) -> str:
         at = f" (snapshot at {self.moment})" if self.moment else ""
-        tools = panel_tools_text(self.rows)
+        tools = panel_tools_text(self.rows + self.ended)
         text = f"carnb · {self.url}{at}\n" + panel_text(self.rows, self.ended)
         return f"{text}\n\n{tools}" if tools else text
 
     def html(self) -> str:
         title, mine, others = render(self.url, self.rows, self.ended, moment=self.moment)
-        tools = panel_tools_html(self.rows)
+        tools = panel_tools_html(self.rows + self.ended)
         return f'<div class="carnb-snapshot">{title}{mine}{others}{tools}</div>'

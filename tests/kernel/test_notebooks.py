@@ -190,7 +190,7 @@ def test_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The live panel moved on: the run completed in the last cell.
     assert 'data-run="(none)"' in widget(client.widget_state, "carnb-panel")["html"]
     final = text(nb.cells[-1])
-    assert "follow up on the summary" in final and final.count("completed") == 2
+    assert "follow up on the summary" in final and final.count("success") == 2
     no_tokens_anywhere(nb)
 
 
