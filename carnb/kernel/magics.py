@@ -175,7 +175,20 @@ class CarMagics(Magics):
         else:
             result = args.func(self.engine, args, self._cell(cell))
         self.engine.known.note_result(result)
+        if cell is None and result is not None and self._is_a_middle_line(line):
+            display(result)  # type: ignore[no-untyped-call]  # IPython shows only the last line
         return result
+
+    def _is_a_middle_line(self, line: str) -> bool:
+        """``%car LINE`` stands alone on a line of the running cell that is not its last line:
+        its result would be dropped (an assignment ``x = %car ...`` is not alone)."""
+        info = self.engine.recorder.running_info if self.engine is not None else None
+        source = getattr(info, "raw_cell", None)
+        if not isinstance(source, str):
+            return False
+        lines = [s.strip() for s in source.splitlines() if s.strip()]
+        me = f"%car {line.strip()}"
+        return me in lines[:-1] and lines[-1] != me
 
     car.__doc__ = full_usage(build_parser(), build_cell_parser())
 

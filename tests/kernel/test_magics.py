@@ -320,3 +320,12 @@ def test_run_messages_name_runs_by_short_ids(loaded: Any) -> None:
     assert started.run_id not in started.text() and started.run_id[:12] in started.text()
     done = loaded.run_line_magic("car", "run complete")
     assert done.run_id == started.run_id and started.run_id not in done.text()
+
+
+@pytest.mark.kernel
+def test_every_car_line_of_a_cell_shows_its_result(kernel: Any) -> None:
+    kernel.ok("%load_ext carnb")
+    res = kernel.ok("%car memory add a 'first fact'\nx = %car memory count\n%car memory count")
+    shown = [o["data"]["text/plain"] for o in res.outputs]
+    assert len(shown) == 2 and "1 facts" in shown[1]  # the middle line, then the last
+    assert "added" in shown[0] or "fact" in shown[0]
