@@ -98,11 +98,17 @@ class Verification(Renderable):
         self.conflicts: list[Sequence[str]] = list(result.get("conflicts") or [])
         self.levels: list[list[str]] = list(result.get("execution_levels") or [])
 
+    def _validity(self) -> str:
+        """``valid`` means no error: a write conflict is a warning, so say it beside yes."""
+        if not self.valid:
+            return "no"
+        return "yes, with write conflicts (see below)" if self.conflicts else "yes"
+
     def _parts(self) -> Sections:
         errors = sum(1 for i in self.issues if i.get("severity") == "error")
         summary = KeyValues(
             [
-                ("valid", self.valid),
+                ("valid", self._validity()),
                 ("issues", f"{len(self.issues)} ({errors} error(s))"),
                 ("conflicts", len(self.conflicts)),
                 ("levels", " → ".join("[" + ", ".join(lv) + "]" for lv in self.levels)),

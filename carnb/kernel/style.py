@@ -130,6 +130,13 @@ def shorten(text: str, keep: int = 8) -> str:
     return lead + body[:keep] + "…" if len(body) > keep + 4 else text
 
 
+def tags_text(tags: Any) -> str:
+    """A fact's tags as ``ci, deploy`` ("" for none, never a raw ``[]``)."""
+    if isinstance(tags, (list, tuple)):
+        return ", ".join(str(t) for t in tags)
+    return "" if tags is None else str(tags)
+
+
 def short_id(full: Any, keep: int = 8) -> Cell:
     """An id cut to its prefix plus ``keep`` characters (``run-3f2a9c01…``), the full id on hover.
 

@@ -329,3 +329,12 @@ def test_every_car_line_of_a_cell_shows_its_result(kernel: Any) -> None:
     shown = [o["data"]["text/plain"] for o in res.outputs]
     assert len(shown) == 2 and "1 facts" in shown[1]  # the middle line, then the last
     assert "added" in shown[0] or "fact" in shown[0]
+
+
+def test_memory_query_explains_an_empty_graph_and_tags_read_as_words(loaded: Any) -> None:
+    empty = loaded.run_line_magic("car", "memory query deploy")
+    assert "is empty" in empty.text() and "%car memory add" in empty.text()
+    loaded.run_line_magic("car", "memory add deploy 'needs CI' --tag ci --tag prod")
+    found = loaded.run_line_magic("car", "memory query deploy")
+    assert "ci, prod" in found.text() and "[" not in found.text()
+    assert "no fact matches" in loaded.run_line_magic("car", "memory query zebra").text()

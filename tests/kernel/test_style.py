@@ -81,3 +81,11 @@ def test_run_list_shows_short_ids_and_clock_times_on_one_line() -> None:
     # Ids and times never wrap onto two lines.
     assert re.search(r"\.carnb-id,[^{]*\.carnb-time\{[^}]*white-space:nowrap", style.STYLESHEET)
     assert RUN_ID in RunList("agent:x", runs).text()
+
+
+def test_a_valid_proposal_with_conflicts_says_so_beside_valid() -> None:
+    from carnb.kernel.render_tools import Verification
+
+    racy = Verification({"valid": True, "conflicts": [["basket", "tea", "cake"]]})
+    assert "valid      yes, with write conflicts" in racy.text()
+    assert "valid      yes\n" in Verification({"valid": True}).text() + "\n"
