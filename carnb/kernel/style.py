@@ -73,6 +73,19 @@ STYLESHEET = (
     f"{_R} .carnb-label,{_R} .carnb-muted{{color:{_FG2}}}"
     f"{_R} .carnb-muted{{font-style:italic}}"
     f"{_R} .widget-html-content{{line-height:1.4;white-space:normal;overflow:visible}}"
+    # A widget's HTML children are one line each at the text's own height (ipywidgets gives
+    # every one the height of an input box otherwise).
+    f"{_R} .widget-html{{height:auto;min-height:0;margin-top:0;margin-bottom:0}}"
+    # The panel's tables keep each value on one line; a narrow notebook scrolls them sideways.
+    f"{_R}.carnb-panel{{overflow-x:auto}}"
+    f"{_R} table.carnb-notebook td,{_R} table.carnb-sessions td,{_R} table.carnb-tools td"
+    "{white-space:nowrap}"
+    f"{_R} table.carnb-notebook td{{border:none;padding:1px 12px 1px 0}}"
+    # After a kernel restart the frontend marks every view disconnected: one broken-link icon
+    # for the whole output (not one per child), and buttons that no longer look clickable.
+    f"{_R} .jupyter-widgets-disconnected::before{{display:none}}"
+    f"{_R}.jupyter-widgets-disconnected{{opacity:.7}}"
+    f"{_R}.jupyter-widgets-disconnected button{{pointer-events:none;opacity:.5;cursor:default}}"
     f"{_R} a{{color:{_ACCENT}}}"
     # Trace record kinds (carnb.runs.timeline, the kernel's trace view): one hue each, AA
     # contrast in the light and the dark themes.
