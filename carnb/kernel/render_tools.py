@@ -209,7 +209,7 @@ def _actions_text(p: dict[str, Any]) -> str:
         parts.append(f"{a['action_id']} {a['status']}{took}")
     if p.get("dropped"):
         parts.append(f"+{p['dropped']} more")
-    return ", ".join(parts)
+    return "; ".join(parts)
 
 
 def _actions_html(p: dict[str, Any]) -> str:
@@ -220,7 +220,7 @@ def _actions_html(p: dict[str, Any]) -> str:
         spans.append(
             f'<span class="carnb-action carnb-status-{esc(a["status"])}" '
             f'data-action="{esc(a["action_id"])}" data-status="{esc(a["status"])}"{title}>'
-            f"{esc(a['action_id'])} {esc(a['status'])}{esc(took)}</span>"
+            f"{short_id(a['action_id']).html} {esc(a['status'])}{esc(took)}</span>"
         )
     if p.get("dropped"):
         spans.append(f"<span>+{p['dropped']} more</span>")
