@@ -67,7 +67,7 @@ STYLESHEET = (
     f"{_R} tr.carnb-ended td,{_R} tr.carnb-superseded td{{color:{_FG2};font-style:italic}}"
     f"{_R} pre{{margin:2px 0;white-space:pre-wrap;color:{_FG1};background:{_BG2};"
     f"padding:4px 6px;font-family:{_MONO}}}"
-    f"{_R} img.carnb-shot{{max-width:min(640px,100%);height:auto;border:1px solid {_LINE};"
+    f"{_R} img.carnb-shot{{max-width:min(960px,100%);height:auto;border:1px solid {_LINE};"
     "cursor:zoom-in;display:block;margin:2px 0}"
     f"{_R} .carnb-part{{margin-bottom:6px}}"
     f"{_R} .carnb-label,{_R} .carnb-muted{{color:{_FG2}}}"

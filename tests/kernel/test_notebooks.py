@@ -245,6 +245,8 @@ def test_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "second page" in out(nb, "second = %car browser click")
     script = out(nb, "%%car browser")
     assert script.count(" ok ") >= 4 and "error" not in script
+    scrolled = re.search(r'"scroll_y": (\d+)', script)
+    assert scrolled is not None and int(scrolled.group(1)) > 0  # the page is long enough
     assert "browser slot closed" in out(nb, "%car browser close")
     final = widget(client.widget_state, "carnb-panel")["html"]
     assert 'data-browser="closed"' in final
