@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: lab test bench bench-quick lint chromium postgresql clean screenshots
+.PHONY: lab test bench bench-quick fuzz lint chromium postgresql clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "carnb needs Python 3.11 or newer"'
@@ -53,6 +53,14 @@ bench: $(VENV)/.installed-test chromium postgresql
 
 bench-quick: $(VENV)/.installed-test chromium postgresql
 	$(BIN)/python bench/run.py --quick
+
+# A longer fuzz of a live server with a fresh random seed (printed; CARNB_FUZZ_SEED=N replays
+# it): 10x the examples `make test` runs with its fixed seed.
+FUZZ_EXAMPLES ?= 6000
+fuzz: $(VENV)/.installed-test
+	CARNB_FUZZ_SEED=$${CARNB_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	  CARNB_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	  $(BIN)/python -m pytest tests/reliability/test_fuzz.py -p no:cacheprovider
 
 # Each demo notebook run in JupyterLab (headless Chromium), light and dark theme, into screenshots/.
 screenshots: $(VENV)/.installed-test chromium

@@ -93,6 +93,10 @@ class Forbidden(CarnbError):
     """The caller is authenticated but not allowed to do this."""
 
 
+class StateFull(InvalidParams):
+    """A state write would take the session past its key count or its byte budget."""
+
+
 class PathRejected(CarnbError):
     """A user-supplied path escapes its sandbox (``..``, absolute outside it, symlink out)."""
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from carnb.errors import CarnbError, InvalidParams
+from carnb.errors import CarnbError, InvalidParams, StateFull
 
 from .dag import Plan, build_plan
 from .model import (
@@ -70,7 +70,9 @@ class StateStore(Protocol):
 
     def get(self, key: str) -> Any: ...
 
-    def set(self, key: str, value: Any) -> None: ...
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value``; raises :class:`~carnb.errors.StateFull` when the store is full
+        (the action then fails and nothing is stored)."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -215,7 +217,10 @@ class _Run:
         if action.type is ActionType.STATE_WRITE:
             assert key is not None  # parse guarantees it
             value = action.parameters.get("value")
-            self.state.set(key, value)
+            try:
+                self.state.set(key, value)
+            except StateFull as exc:
+                return ActionStatus.FAILED, None, exc.message, {}
             return ActionStatus.SUCCEEDED, f"written: {key}", None, {key: value}
         if action.type is ActionType.STATE_READ:
             assert key is not None

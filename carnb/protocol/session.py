@@ -15,9 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from carnb.errors import StateFull
+from carnb.protocol.jsonrpc import encoded_size
+
 log = logging.getLogger("carnb.protocol.session")
 
 _ids = itertools.count(1)
+
+MAX_STATE_KEYS = 10_000
+# Per session: its state values, as compact UTF-8 JSON, take at most this many bytes, whichever
+# path writes them (state.set, a proposal's state_write, the notebook).
+STATE_BUDGET_BYTES = 8 * 1024 * 1024
 
 Listener = Callable[["ClientSession", dict[str, Any]], None]
 
@@ -153,9 +161,27 @@ class ClientSession:
         }
 
     # -- state.* -------------------------------------------------------------------------
-    def state_set(self, key: str, value: Any, tenant: str | None = None, size: int = 0) -> None:
-        self.state[(tenant or "", key)] = value
-        self.state_sizes[(tenant or "", key)] = size
+    def state_set(self, key: str, value: Any, tenant: str | None = None) -> None:
+        """Store ``value`` under ``(tenant, key)``, or raise :class:`StateFull` and store
+        nothing when it would take the session past :data:`MAX_STATE_KEYS` keys or
+        :data:`STATE_BUDGET_BYTES` bytes of JSON. The one way state is written."""
+        slot = (tenant or "", key)
+        if slot not in self.state and len(self.state) >= MAX_STATE_KEYS:
+            raise StateFull(
+                f"key: this session already holds {MAX_STATE_KEYS} keys; reuse keys or "
+                "open a new session"
+            )
+        size = encoded_size(value)
+        used = self.state_bytes(excluding=(tenant, key))
+        if used + size > STATE_BUDGET_BYTES:
+            raise StateFull(
+                f"value: {size} bytes of JSON would bring this session's state to {used + size} "
+                f"bytes; the budget is {STATE_BUDGET_BYTES} bytes per session (overwrite or drop "
+                "keys, or keep big data in memory.* or a file)",
+                data={"bytes": size, "used": used, "budget": STATE_BUDGET_BYTES},
+            )
+        self.state[slot] = value
+        self.state_sizes[slot] = size
 
     def state_bytes(self, excluding: tuple[str | None, str] | None = None) -> int:
         """Bytes of JSON the session's values take (minus one ``(tenant, key)``'s share)."""

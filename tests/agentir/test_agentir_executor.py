@@ -472,3 +472,24 @@ async def test_precomputed_denials_replace_the_policy_pass() -> None:
     )
     assert statuses(result) == {"a": "succeeded", "b": "rejected"}
     assert runner.order() == ["a"]
+
+
+async def test_a_state_write_into_a_full_store_fails_alone() -> None:
+    """A store that refuses a write (the session's budget is spent) fails that action; nothing
+    is stored and the actions after it still run."""
+    from carnb.errors import StateFull
+
+    class Full(DictStateStore):
+        def set(self, key: str, value: Any) -> None:
+            if key == "big":
+                raise StateFull("value: the budget is 8388608 bytes per session")
+            super().set(key, value)
+
+    state = Full()
+    result = await run(
+        write("w1", "big", "x" * 100, failure_behavior="skip"), write("w2", "small", 1), state=state
+    )
+    first, second = result["results"]
+    assert first["status"] == "failed" and "budget" in first["error"]
+    assert second["status"] == "succeeded"
+    assert state.data == {"small": 1}

@@ -16,6 +16,7 @@ EXPECTED = [
     (errors.MethodNotFound, -32601),
     (errors.InvalidParams, -32602),
     (errors.ReplyTooLarge, -32602),
+    (errors.StateFull, -32602),
     (errors.AuthRequired, -32001),
     (errors.HandshakeRequired, -32005),
     (errors.VersionMismatch, -32006),

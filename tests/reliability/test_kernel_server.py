@@ -21,7 +21,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.reliability.harness import REPO, AClient, add, mib, note
-from tests.reliability.test_fuzz import Frames, Fuzzer, Witness, _schema
+from tests.reliability.test_fuzz import (
+    Frames,
+    Fuzzer,
+    Witness,
+    _schema,
+    failure,
+    frames_repr,
+    seeded,
+)
 from tests.reliability.test_security_secrets import leaks
 from tests.reliability.workload import Tally, agent_session, plain_session
 
@@ -183,10 +191,13 @@ def test_in_kernel_server_fuzzed(kernel: tuple[Kernel, dict[str, Any]]) -> None:
     )
     @given(st.lists(host_frames.frame(), min_size=1, max_size=6))
     def batch(fs: list[tuple[str, Any]]) -> None:
-        fuzzer.exchange(fs)
+        try:
+            fuzzer.exchange(fs)
+        except BaseException as exc:
+            raise failure(exc, frames_repr(fs)) from exc
 
     try:
-        batch()
+        seeded(batch)()
     finally:
         witness.stop.set()
         witness.join(30)

@@ -181,6 +181,7 @@ HOST_ONLY: dict[str, dict[str, Any]] = {
     "host.subscribe": {},
     "host.unsubscribe": {},
     "models.set_default": {"name": "mallory-model"},
+    "models.unregister": {"id": "mallory-model"},
 }
 OWNER_ONLY = {
     "runs.record_turns": lambda w: {"run_id": w.run_id, "turns": [{"prompt": "evil"}]},

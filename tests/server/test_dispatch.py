@@ -264,7 +264,7 @@ def test_a_reauth_that_changes_role_drops_host_subscriptions(dispatcher: Dispatc
 
 
 def test_state_set_keeps_to_the_byte_budget(dispatcher: Dispatcher) -> None:
-    from carnb.server.handlers.core import STATE_BUDGET_BYTES
+    from carnb.protocol.session import STATE_BUDGET_BYTES
 
     s = authed()
     half = "y" * (STATE_BUDGET_BYTES // 2 - 10)

@@ -6,15 +6,10 @@ from typing import Any
 
 from carnb.errors import InvalidParams
 from carnb.protocol.auth import authenticate, check_agent_id, negotiate
-from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
 from carnb.server.methods import Method, Params
 from carnb.server.params import opt_int, opt_str, req_str
 from carnb.server.services import Services
-
-MAX_STATE_KEYS = 10_000
-# Per session: the values of state.set, as compact UTF-8 JSON, take at most this many bytes.
-STATE_BUDGET_BYTES = 8 * 1024 * 1024
 
 
 # -- session and server ---------------------------------------------------------------------
@@ -49,22 +44,7 @@ def state_set(s: ClientSession, p: Params, svc: Services) -> str:
     key = req_str(p, "key")
     if "value" not in p:
         raise InvalidParams("value is required (use null to store null)")
-    tenant = opt_str(p, "tenant_id")
-    if not s.state_exists(key, tenant) and len(s.state) >= MAX_STATE_KEYS:
-        raise InvalidParams(
-            f"key: this session already holds {MAX_STATE_KEYS} keys; reuse keys or "
-            "open a new session"
-        )
-    size = encoded_size(p["value"])
-    used = s.state_bytes(excluding=(tenant, key))
-    if used + size > STATE_BUDGET_BYTES:
-        raise InvalidParams(
-            f"value: {size} bytes of JSON would bring this session's state to {used + size} "
-            f"bytes; the budget is {STATE_BUDGET_BYTES} bytes per session (overwrite or drop "
-            "keys, or keep big data in memory.* or a file)",
-            data={"bytes": size, "used": used, "budget": STATE_BUDGET_BYTES},
-        )
-    s.state_set(key, p["value"], tenant, size)
+    s.state_set(key, p["value"], opt_str(p, "tenant_id"))
     return "ok"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from carnb.agentir import (
@@ -28,9 +29,9 @@ from carnb.agentir import (
     verify_params,
 )
 from carnb.agentir.values import MISSING
-from carnb.errors import CarnbError, InvalidParams
-from carnb.protocol.session import ClientSession
-from carnb.server.handlers.core import MAX_STATE_KEYS
+from carnb.errors import CarnbError, InvalidParams, StateFull
+from carnb.protocol.jsonrpc import encoded_size
+from carnb.protocol.session import MAX_STATE_KEYS, STATE_BUDGET_BYTES, ClientSession
 from carnb.server.methods import Method, Params
 from carnb.server.params import req_list, req_str
 from carnb.server.runturns import record_proposal
@@ -144,16 +145,30 @@ class _SessionState:
         return self.get(key) if self.exists(key) else MISSING
 
 
-def _prepare(
-    raw: Any, policies: PolicySet, state: _SessionState
-) -> tuple[ActionProposal, Plan, list[PolicyViolation]]:
-    """Parse, plan and apply the policies (in a worker thread: all three are linear in the
-    proposal, which may hold 10,000 actions)."""
+@dataclass(frozen=True)
+class _Prepared:
+    proposal: ActionProposal
+    plan: Plan
+    denials: list[PolicyViolation]
+    # The most bytes of JSON each key's state_writes store (a key written twice counts its
+    # biggest value).
+    write_sizes: dict[str, int]
+
+
+def _prepare(raw: Any, policies: PolicySet, state: _SessionState) -> _Prepared:
+    """Parse, plan, apply the policies and size the state writes (in a worker thread: all are
+    linear in the proposal, which may hold 10,000 actions)."""
     proposal = parse_proposal(raw)
-    return (
+    sizes: dict[str, int] = {}
+    for a in proposal.actions:
+        if a.type is ActionType.STATE_WRITE and a.state_key is not None:
+            size = encoded_size(a.parameters.get("value"))
+            sizes[a.state_key] = max(size, sizes.get(a.state_key, 0))
+    return _Prepared(
         proposal,
         build_plan(proposal.actions),
         policies.violations(proposal.actions, state.lookup),
+        sizes,
     )
 
 
@@ -169,18 +184,23 @@ def _tenant(p: Params) -> str | None:
     return tenant
 
 
-def _check_state_room(s: ClientSession, proposal: ActionProposal, tenant: str | None) -> None:
-    new = {
-        a.state_key
-        for a in proposal.actions
-        if a.type is ActionType.STATE_WRITE
-        and a.state_key is not None
-        and not s.state_exists(a.state_key, tenant)
-    }
+def _check_state_room(s: ClientSession, sizes: dict[str, int], tenant: str | None) -> None:
+    """Refuse, before anything runs, a proposal whose state_writes could not all be stored:
+    they count against the same key limit and byte budget as ``state.set``."""
+    new = [key for key in sizes if not s.state_exists(key, tenant)]
     if len(s.state) + len(new) > MAX_STATE_KEYS:
-        raise InvalidParams(
+        raise StateFull(
             f"proposal: its state_writes would take this session past {MAX_STATE_KEYS} keys; "
             "nothing was run"
+        )
+    kept = s.state_bytes() - sum(s.state_sizes.get((tenant or "", key), 0) for key in sizes)
+    total = kept + sum(sizes.values())
+    if total > STATE_BUDGET_BYTES:
+        raise StateFull(
+            f"proposal: its state_writes ({sum(sizes.values())} bytes of JSON) would bring this "
+            f"session's state to {total} bytes; the budget is {STATE_BUDGET_BYTES} bytes per "
+            "session; nothing was run",
+            data={"bytes": sum(sizes.values()), "used": kept, "budget": STATE_BUDGET_BYTES},
         )
 
 
@@ -204,16 +224,17 @@ async def proposal_submit(s: ClientSession, p: Params, svc: Services) -> Proposa
 async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None) -> ProposalResult:
     state = _SessionState(s, tenant)
     policies = svc.tools.of(s).policies.copy()
-    proposal, plan, denials = await asyncio.to_thread(_prepare, p["proposal"], policies, state)
-    _check_state_room(s, proposal, tenant)
+    prepared = await asyncio.to_thread(_prepare, p["proposal"], policies, state)
+    _check_state_room(s, prepared.write_sizes, tenant)
+    proposal = prepared.proposal
     registry, local = svc.tools.toolset(s)
     result = await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
         state=state,
         tools=registry,
-        plan=plan,
-        denials=denials,
+        plan=prepared.plan,
+        denials=prepared.denials,
         on_progress=svc.tools.progress(s, proposal.id),
     )
     await record_proposal(svc, s, proposal, result)
