@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python bench/bench_pgstore.py [--quick]``
 
-Starts a throw-away PostgreSQL from the machine's binaries (``tests/postgres.py``;
+Starts a throw-away PostgreSQL from the machine's binaries (:mod:`carnb.testing.postgres`;
 ``tools/ensure-postgresql`` installs them) and real ``python -m carnb serve`` processes
 (``--no-auth``, loopback). Measures:
 
@@ -45,7 +45,7 @@ from bench_memgine import CORPUS_SEED, QUERY_SEED  # noqa: E402
 from memgine_corpus import Corpus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from tests.postgres import TempPostgres  # noqa: E402
+from carnb.testing.postgres import TempPostgres  # noqa: E402
 
 AGENT = {"agent_id": "bench"}
 

@@ -225,12 +225,12 @@ PG_TEMPLATE = "carnb_template"
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Any]:
-    """A PostgreSQL server from the machine's binaries (tests/postgres.py), started once, with a
-    template database that already holds carnb's schemas."""
+    """A PostgreSQL server from the machine's binaries (:mod:`carnb.testing.postgres`), started
+    once, with a template database that already holds carnb's schemas."""
     from carnb.pgstore.events import SCHEMA as EVENTS_SCHEMA
     from carnb.pgstore.setting import parse_store
     from carnb.pgstore.store import PostgresStore
-    from tests.postgres import TempPostgres, find_bindir
+    from carnb.testing.postgres import TempPostgres, find_bindir
 
     if find_bindir() is None:
         pytest.skip("PostgreSQL binaries not found: run tools/ensure-postgresql")

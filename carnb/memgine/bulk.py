@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from carnb.errors import CarnbError
+from carnb.memgine import steps
 from carnb.memgine.backend import FactIdTaken, GraphTx, NewFact
 from carnb.memgine.interchange import LoadedFact
 from carnb.memgine.text import fact_keys, fact_terms
@@ -62,7 +63,7 @@ def replace(write: Transaction, facts: Sequence[NewFact]) -> None:
     for batch in batches(facts):
         with write() as tx:
             try:
-                tx.append_batch(batch)
+                steps.append_batch(tx, batch)
             except FactIdTaken as exc:
                 raise CarnbError(
                     f"memory.load stopped after {done} of {len(facts)} facts: another "
@@ -107,9 +108,9 @@ def consolidate(read: Transaction, write: Transaction) -> dict[str, Any]:
         with write() as tx:
             removed = 0
             for group in chunk:
-                alive = tx.same_content(group)
+                alive = steps.same_content(tx, group)
                 if len(alive) > 1:
-                    tx.merge_into(alive[0], alive[1:])
+                    steps.merge_into(tx, alive[0], alive[1:])
                     removed += len(alive) - 1
             tx.bump_fact_count(-removed)
         merged += removed

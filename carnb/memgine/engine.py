@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams
-from carnb.memgine import bulk, context, interchange, ranking, validate
+from carnb.memgine import bulk, context, interchange, ranking, steps, validate
 from carnb.memgine.backend import FACT_COLUMNS, GraphBackend, GraphTx, NewFact
 from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.sqlite_graph import SqliteGraph
@@ -197,7 +197,7 @@ class Memgine:
                         f"fact {fact_id!r} already exists with different content; delete it "
                         "first or use another id"
                     )
-            targets, missing = tx.resolve_targets(replaced)
+            targets, missing = steps.resolve_targets(tx, replaced)
             if missing:
                 raise InvalidParams(
                     f"supersedes names no stored fact id or subject: {missing[0]!r}"
@@ -205,7 +205,7 @@ class Memgine:
                     + "; nothing was written"
                 )
             if fact_id is None:
-                fact.fact_id = tx.mint_id()
+                fact.fact_id = steps.mint_id(tx)
             rowid = tx.insert_fact(fact)
             tx.bump_fact_count(1)
             tx.supersede(targets, rowid)
@@ -286,7 +286,7 @@ class Memgine:
                 start = [] if rowid is None else [rowid]
             else:
                 start = tx.rowids_of_subject(validate.subject(subject), HISTORY_LIMIT)
-            rows = tx.history(start, HISTORY_LIMIT)
+            rows = steps.history(tx, start, HISTORY_LIMIT)
         return [_stored_dict(row) for row in rows]
 
     def check(self) -> None:
@@ -329,7 +329,7 @@ class Memgine:
         budget = context.budget_tokens(validate.window(model_context_window))
         with self._read() as tx:
             block, size = self._constraint_block(tx)
-            newest, complete = tx.newest_valid_lines(context.fact_room(budget, size))
+            newest, complete = steps.newest_valid_lines(tx, context.fact_room(budget, size))
             want = len(newest) if complete else context.fact_slots(budget, size, CONTEXT_FACTS)
             count = tx.fact_count()
             ranked = ranking.rank(tx, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
@@ -389,7 +389,7 @@ class Memgine:
                 # supersession links once every fact is stored, in short transactions too
                 for start in range(0, len(links), bulk.LOAD_BATCH):
                     with self._write() as tx:
-                        tx.supersede_by_ids(links[start : start + bulk.LOAD_BATCH])
+                        steps.supersede_by_ids(tx, links[start : start + bulk.LOAD_BATCH])
             finally:
                 self._forget()
         log.info("memgine: loaded %d facts from %s", len(facts), path)
@@ -406,7 +406,7 @@ class Memgine:
 
 
 def _stored_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A ``store.fact_rows`` / ``store.history`` row as a dict."""
+    """A ``GraphTx.fact_rows`` / ``steps.history`` row as a dict."""
     return {
         **_fact_dict(row[:6]),
         "confidence": row[6],

@@ -19,7 +19,7 @@ With a :class:`GraphStore` (a team's PostgreSQL store), agent and namespace grap
 instead of under ``graphs/`` (ephemeral graphs stay in memory, ``memory/`` stays the sandbox);
 such graphs hold no files, so the bounds below do not apply to them.
 
-Open graphs are bounded (issue 15): each holds about four file descriptors and a checkpoint
+Open graphs are bounded: each holds about four file descriptors and a checkpoint
 thread. At most ``MAX_OPEN_GRAPHS`` are open, and a graph opens only while at least
 ``SPARE_FDS`` descriptors stay free for everything else (sockets, the run store, files); to
 make room the least recently used graph that no call is using is closed, and it opens again on
@@ -103,6 +103,11 @@ def graph_file_name(name: str) -> str:
 
 class MemoryHome:
     """Owns the memory layout of one data directory; thread-safe."""
+
+    @property
+    def remote(self) -> bool:
+        """Whether agent and namespace graphs live in the team store (PostgreSQL)."""
+        return self.store is not None
 
     def __init__(self, home: str | os.PathLike[str], graphs: GraphStore | None = None) -> None:
         self.home = Path(home).expanduser().absolute()

@@ -11,10 +11,10 @@ Costs are bounded so a query stays fast at 100k facts (docs/memgine.md, Retrieva
    plus the newest facts holding all common tokens (FTS5 walks its doclists newest-first and stops
    at the limit). The best ``pool`` candidates by upper bound are re-scored exactly in Python with
    the exact/stem/synonym/substring weights, and so are the facts not yet in the full-text index
-   (the last, unfilled batch; see :func:`carnb.memgine.store.pending`). Re-scoring reads the
-   first ``SCORED_CHARS`` (64 Ki) characters of a fact's unique tokens and index keys, so a
-   huge fact costs no more than a normal one; a word past that point in a bigger fact still
-   makes it a candidate, but adds nothing to its score.
+   (the last, unfilled batch of SQLite's; see :meth:`carnb.memgine.store.SqliteTx.pending`).
+   Re-scoring reads the first ``steps.SCORED_CHARS`` (64 Ki) characters of a fact's unique tokens
+   and index keys, so a huge fact costs no more than a normal one; a word past that point in a
+   bigger fact still makes it a candidate, but adds nothing to its score.
 3. Personalised PageRank from the top 5 seeds by synchronous local push (teleport 0.5, seed mass
    capped at 0.4), a few rounds with one SQL query each and a hard cap on pushed nodes.
 4. Relevance = max(activation, keyword score), the reported score; superseded facts reached
@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from carnb.memgine import steps
 from carnb.memgine.backend import GraphTx
 from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.text import (
@@ -163,7 +164,7 @@ def _newest(tx: GraphTx, common: list[_Unit], pool: int, bound: dict[int, float]
 def keyword_scores(tx: GraphTx, terms: QueryTerms, rowids: Sequence[int]) -> dict[int, float]:
     """Exact keyword scores (> 0 only) of ``rowids``."""
     out: dict[int, float] = {}
-    for rowid, fact_terms, fact_stems in tx.terms_of(rowids):
+    for rowid, fact_terms, fact_stems in steps.scored_terms(tx, rowids):
         score = terms.score(fact_terms, fact_stems)
         if score > 0.0:
             out[rowid] = score
@@ -227,7 +228,7 @@ def rank(
             if rowid not in scores:
                 reached.append(rowid)
             scores[rowid] = activation
-    for rowid in tx.superseded_among(reached):
+    for rowid in tx.superseded_among(reached) if reached else ():
         del scores[rowid]
     top = tx.max_rowid()
     ranked = sorted(

@@ -1,9 +1,10 @@
 """The SQLite store of one memgine graph: its schema and every SQL statement memgine runs.
 
 No policy here (what may be written, what a query returns, caching, transactions: the engine
-:mod:`carnb.memgine.engine` with :mod:`carnb.memgine.ranking` and :mod:`carnb.memgine.lexicon`):
-these functions read and write rows inside whatever transaction the caller holds. Files are
-opened, and their schema versions migrated, by :mod:`carnb.sqlite`.
+:mod:`carnb.memgine.engine` with :mod:`carnb.memgine.steps`, :mod:`carnb.memgine.ranking` and
+:mod:`carnb.memgine.lexicon`): :class:`SqliteTx`, the :class:`~carnb.memgine.backend.GraphTx` of
+SQLite, reads and writes rows inside whatever transaction the caller holds. Files are opened, and
+their schema versions migrated, by :mod:`carnb.sqlite`.
 
 One connection per graph (``check_same_thread=False``; the owning :class:`~carnb.memgine.engine.
 Memgine` serialises access with its lock). Files use WAL with ``synchronous=NORMAL``: a committed
@@ -25,17 +26,18 @@ Tables:
 - ``facts_fts``: FTS5 index over ``valid_facts.stems`` (external content, kept in sync explicitly;
   ``detail=none, columnsize=0``: memgine only asks "which facts hold this stem"). New facts are
   indexed in batches of ``INDEX_BATCH``: facts past ``meta.indexed_upto`` are not in the index
-  yet and readers score them directly (:func:`pending`). A commit that writes one FTS5 segment
-  costs several times a plain row insert, so batching makes ``add_fact`` about twice as fast;
-  the batch is indexed inside the transaction of the fact that fills it, so the mark and the
-  index never disagree, whoever crashes.
+  yet and readers score them directly (:meth:`SqliteTx.pending`). A commit that writes one FTS5
+  segment costs several times a plain row insert, so batching makes ``add_fact`` about twice as
+  fast; the batch is indexed inside the transaction of the fact that fills it, so the mark and
+  the index never disagree, whoever crashes.
 - ``facts_vocab``: FTS5's view of the index vocabulary (no storage of its own).
 - ``meta``: the ``ws-<n>`` counter, the fact count and ``indexed_upto`` (the schema version is
   ``PRAGMA user_version``).
 
-Bounds that keep every query cheap whatever the facts hold (issue 15): index keys are at most
-``MAX_KEY_CHARS`` long, the pending facts hold at most about ``PENDING_CHARS`` of terms (a
-bigger fact is indexed at once), and re-scoring reads at most ``SCORED_CHARS`` of a fact.
+Bounds that keep every query cheap whatever the facts hold: index keys are at most
+``MAX_KEY_CHARS`` long and the pending facts hold at most about ``PENDING_CHARS`` of terms (a
+bigger fact is indexed at once); re-scoring reads at most
+:data:`carnb.memgine.steps.SCORED_CHARS` of a fact.
 
 A write touches few pages (the row and three small indexes; an FTS segment once per batch),
 which keeps commits and the WAL small. WAL checkpoints run on a background thread
@@ -54,7 +56,7 @@ from typing import Any
 
 from carnb import sqlite
 from carnb.errors import CarnbError
-from carnb.memgine.backend import Changed, NewFact, Pending
+from carnb.memgine.backend import Changed, FactIdTaken, Linked, NewFact, Pending, Target
 from carnb.memgine.text import MAX_KEY_CHARS, fact_keys
 
 log = logging.getLogger("carnb.memgine")
@@ -69,8 +71,6 @@ RELATED_TO = "RelatedTo"
 # facts hold this many characters of terms: every query re-scores the pending facts (pending()).
 INDEX_BATCH = 32
 PENDING_CHARS = 64 * 1024
-# Re-scoring reads this many characters of a candidate's terms and stems (:func:`terms_of`).
-SCORED_CHARS = 64 * 1024
 
 _CREATE = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -158,9 +158,10 @@ def _rekey_long_words(conn: sqlite3.Connection) -> None:
     if changed:
         conn.executemany("UPDATE facts SET stems = ? WHERE rowid = ?", changed)
         conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('rebuild')")
-        set_meta(conn, "indexed_upto", max_rowid(conn))
+        tx = SqliteTx(conn)
+        tx.set_meta("indexed_upto", tx.max_rowid())
     else:
-        index_pending(conn)  # version 1 let the pending facts grow past PENDING_CHARS
+        SqliteTx(conn).index_pending()  # version 1 let the pending facts grow past PENDING_CHARS
 
 
 def _add_supersession(conn: sqlite3.Connection) -> None:
@@ -175,9 +176,10 @@ def _add_supersession(conn: sqlite3.Connection) -> None:
     conn.execute("DROP VIEW IF EXISTS valid_facts")
     _run_script(conn, _VALID_INDEX)
     conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('rebuild')")
-    set_meta(conn, "indexed_upto", max_rowid(conn))
+    tx = SqliteTx(conn)
+    tx.set_meta("indexed_upto", tx.max_rowid())
     count = conn.execute("SELECT count(*) FROM facts WHERE superseded_by IS NULL").fetchone()[0]
-    set_meta(conn, "fact_count", int(count))
+    tx.set_meta("fact_count", int(count))
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -195,65 +197,6 @@ _SCHEMA = sqlite.Schema(
 )
 
 
-def get_meta_int(conn: sqlite3.Connection, key: str) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return int(row[0]) if row is not None else 0
-
-
-def set_meta(conn: sqlite3.Connection, key: str, value: int | str) -> None:
-    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-
-
-def bump_fact_count(conn: sqlite3.Connection, delta: int) -> None:
-    conn.execute("UPDATE meta SET value = value + ? WHERE key = 'fact_count'", (delta,))
-
-
-def insert_fact(conn: sqlite3.Connection, fact: NewFact) -> int:
-    """Insert a fact, linked after the newest fact with the same subject, and index the
-    pending facts when a batch is full; returns its rowid. Caller holds a transaction."""
-    row = conn.execute("SELECT max(rowid) FROM facts WHERE subject = ?", (fact.subject,)).fetchone()
-    cur = conn.execute(
-        "INSERT INTO facts(fact_id, subject, body, kind, tags, source, confidence, created_at, "
-        "terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*_values(fact), row[0]),
-    )
-    rowid = cur.lastrowid
-    assert rowid is not None
-    mark = get_meta_int(conn, "indexed_upto")
-    if rowid - mark >= INDEX_BATCH or _pending_chars(conn, mark) > PENDING_CHARS:
-        index_pending(conn)
-    return rowid
-
-
-def _pending_chars(conn: sqlite3.Connection, mark: int) -> int:
-    row = conn.execute("SELECT sum(length(terms)) FROM facts WHERE rowid > ?", (mark,)).fetchone()
-    return int(row[0] or 0)
-
-
-def index_pending(conn: sqlite3.Connection) -> None:
-    """Add every fact past the ``indexed_upto`` mark to the full-text index and move the mark.
-    Caller holds a transaction."""
-    mark = get_meta_int(conn, "indexed_upto")
-    conn.execute(
-        "INSERT INTO facts_fts(rowid, stems) SELECT rowid, stems FROM facts WHERE rowid > ? "
-        "AND superseded_by IS NULL",
-        (mark,),
-    )
-    top = conn.execute("SELECT max(rowid) FROM facts").fetchone()[0]
-    set_meta(conn, "indexed_upto", max(mark, top or 0))
-
-
-def pending(conn: sqlite3.Connection) -> list[Pending]:
-    """``(rowid, terms, stems, kind)`` of the valid facts not yet in the full-text index (fewer
-    than ``INDEX_BATCH``, about ``PENDING_CHARS`` of terms at most), oldest first."""
-    mark = get_meta_int(conn, "indexed_upto")
-    return conn.execute(
-        "SELECT rowid, terms, stems, kind FROM facts WHERE rowid > ? AND superseded_by IS NULL "
-        "ORDER BY rowid",
-        (mark,),
-    ).fetchall()
-
-
 def _values(fact: NewFact) -> tuple[object, ...]:
     return (
         fact.fact_id,
@@ -267,202 +210,6 @@ def _values(fact: NewFact) -> tuple[object, ...]:
         fact.terms,
         fact.stems,
     )
-
-
-def remove_fact(conn: sqlite3.Connection, rowid: int, stems: str, *, valid: bool = True) -> None:
-    """Delete a fact, its index entry (a valid fact's) and its links (the same-subject chain
-    closes over the gap: the next fact links to the previous one). The facts it superseded are
-    not touched (see :func:`revive`). Caller holds a transaction."""
-    if valid:
-        _unindex(conn, rowid, stems)
-    conn.execute(
-        "UPDATE facts SET prev = (SELECT prev FROM facts WHERE rowid = ?) WHERE prev = ?",
-        (rowid, rowid),
-    )
-    conn.execute("DELETE FROM facts WHERE rowid = ?", (rowid,))
-
-
-def _unindex(conn: sqlite3.Connection, rowid: int, stems: str) -> None:
-    """Take a valid fact out of the full-text index (if it is in it yet), before it stops being
-    valid or is deleted."""
-    if rowid <= get_meta_int(conn, "indexed_upto"):
-        conn.execute(
-            "INSERT INTO facts_fts(facts_fts, rowid, stems) VALUES ('delete', ?, ?)",
-            (rowid, stems),
-        )
-
-
-def resolve_targets(
-    conn: sqlite3.Connection, names: Sequence[str]
-) -> tuple[list[Changed], list[str]]:
-    """The valid facts that ``names`` (fact ids, else subjects) designate, and the names that
-    designate no fact at all. A name that is a fact id designates that fact (nothing when it is
-    already superseded); otherwise every valid fact with that subject, and none when they are
-    all superseded already."""
-    found: dict[int, Changed] = {}
-    missing: list[str] = []
-    for name in names:
-        row = conn.execute(
-            "SELECT rowid, fact_id, kind, stems, superseded_by FROM facts WHERE fact_id = ?",
-            (name,),
-        ).fetchone()
-        if row is not None:
-            if row[4] is None:
-                found[row[0]] = row[:4]
-            continue
-        rows = conn.execute(
-            "SELECT rowid, fact_id, kind, stems, superseded_by FROM facts WHERE subject = ?",
-            (name,),
-        ).fetchall()
-        if not rows:
-            missing.append(name)
-        for r in rows:
-            if r[4] is None:
-                found[r[0]] = r[:4]
-    return [found[r] for r in sorted(found)], missing
-
-
-def supersede(conn: sqlite3.Connection, olds: Sequence[Changed], new_rowid: int) -> None:
-    """Mark valid facts as superseded by the fact at ``new_rowid``: out of the index and the
-    fact count. Caller holds a transaction."""
-    for rowid, _, _, stems in olds:
-        _unindex(conn, rowid, stems)
-        conn.execute("UPDATE facts SET superseded_by = ? WHERE rowid = ?", (new_rowid, rowid))
-    bump_fact_count(conn, -len(olds))
-
-
-def release(conn: sqlite3.Connection, rowid: int, successor: int | None) -> list[Changed]:
-    """Before the fact at ``rowid`` is deleted: what it superseded passes to its own
-    ``successor`` (the fact superseding it), or, when it was valid, becomes valid again: back in
-    the index (if it was in it before) and the fact count. Returns the revived facts. Caller
-    holds a transaction."""
-    if successor is not None:
-        conn.execute(
-            "UPDATE facts SET superseded_by = ? WHERE superseded_by = ?", (successor, rowid)
-        )
-        return []
-    rows: list[Changed] = conn.execute(
-        "SELECT rowid, fact_id, kind, stems FROM facts WHERE superseded_by = ? ORDER BY rowid",
-        (rowid,),
-    ).fetchall()
-    if not rows:
-        return rows
-    mark = get_meta_int(conn, "indexed_upto")
-    conn.execute("UPDATE facts SET superseded_by = NULL WHERE superseded_by = ?", (rowid,))
-    conn.executemany(
-        "INSERT INTO facts_fts(rowid, stems) VALUES (?, ?)",
-        [(r[0], r[3]) for r in rows if r[0] <= mark],
-    )
-    bump_fact_count(conn, len(rows))
-    return rows
-
-
-def supersede_by_ids(conn: sqlite3.Connection, links: Sequence[tuple[str, str]]) -> None:
-    """After a load: ``(old fact_id, new fact_id)`` pairs, both stored and the old one still
-    valid and indexed. Caller holds a transaction."""
-    for old_id, new_id in links:
-        old = conn.execute(
-            "SELECT rowid, fact_id, kind, stems FROM facts WHERE fact_id = ? "
-            "AND superseded_by IS NULL",
-            (old_id,),
-        ).fetchone()
-        new = rowid_of(conn, new_id)
-        if old is not None and new is not None:
-            supersede(conn, [old], new)
-
-
-def superseded_among(conn: sqlite3.Connection, rowids: Sequence[int]) -> set[int]:
-    """The superseded facts among ``rowids``."""
-    if not rowids:
-        return set()
-    marks = ",".join("?" * len(rowids))
-    return {
-        r
-        for (r,) in conn.execute(
-            f"SELECT rowid FROM facts WHERE rowid IN ({marks}) AND superseded_by IS NOT NULL",
-            list(rowids),
-        )
-    }
-
-
-def history(conn: sqlite3.Connection, start: Sequence[int], limit: int) -> list[tuple[Any, ...]]:
-    """The facts linked to ``start`` by supersession (either way, transitively), ``start``
-    included, newest first, at most ``limit``: ``FACT_COLUMNS, confidence, created_at,
-    superseded_by's fact_id``."""
-    seen: set[int] = set(start)
-    frontier = list(start)
-    while frontier and len(seen) < limit:
-        marks = ",".join("?" * len(frontier))
-        step = conn.execute(
-            f"SELECT superseded_by FROM facts WHERE rowid IN ({marks}) "
-            f"AND superseded_by IS NOT NULL "
-            f"UNION SELECT rowid FROM facts WHERE superseded_by IN ({marks})",
-            (*frontier, *frontier),
-        ).fetchall()
-        frontier = [r for (r,) in step if r not in seen][: limit - len(seen)]
-        seen.update(frontier)
-    chosen = sorted(seen, reverse=True)[:limit]
-    if not chosen:
-        return []
-    marks = ",".join("?" * len(chosen))
-    return conn.execute(
-        f"SELECT {_FACT_COLUMNS_F}, f.confidence, f.created_at, s.fact_id FROM facts f "
-        f"LEFT JOIN facts s ON s.rowid = f.superseded_by WHERE f.rowid IN ({marks}) "
-        "ORDER BY f.rowid DESC",
-        chosen,
-    ).fetchall()
-
-
-def rowids_of_subject(conn: sqlite3.Connection, subject: str, limit: int) -> list[int]:
-    """Rowids of the facts (valid or not) with ``subject``, newest first."""
-    rows = conn.execute(
-        "SELECT rowid FROM facts WHERE subject = ? ORDER BY rowid DESC LIMIT ?", (subject, limit)
-    ).fetchall()
-    return [r for (r,) in rows]
-
-
-def newest_valid_lines(conn: sqlite3.Connection, room: int) -> tuple[list[int], bool]:
-    """Rowids of the newest valid non-constraint facts whose context lines (estimated from
-    the lengths of id, subject and body) fit in ``room`` characters together, newest first, and
-    whether that is all of them. Stops at the first fact that does not fit, so it reads no
-    more rows than fit."""
-    out: list[int] = []
-    used = 0
-    cursor = conn.execute(
-        "SELECT rowid, length(fact_id) + length(subject) + length(body) + 8 FROM facts "
-        "WHERE superseded_by IS NULL AND kind != 'constraint' ORDER BY rowid DESC"
-    )
-    for rowid, size in cursor:
-        used += int(size)
-        if used > room:
-            cursor.close()
-            return out, False
-        out.append(rowid)
-    return out, True
-
-
-def clear(conn: sqlite3.Connection) -> None:
-    """Remove every fact and index entry. Caller holds a transaction."""
-    conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('delete-all')")
-    conn.execute("DELETE FROM facts")
-    set_meta(conn, "fact_count", 0)
-    set_meta(conn, "indexed_upto", 0)
-
-
-def neighbours(conn: sqlite3.Connection, rowids: Sequence[int]) -> dict[int, list[int]]:
-    """``RelatedTo`` neighbours of ``rowids``: the previous and the next fact with the same
-    subject (one statement, two indexed look-ups, for the whole batch)."""
-    adj: dict[int, list[int]] = {r: [] for r in rowids}
-    if not rowids:
-        return adj
-    marks = ",".join("?" * len(rowids))
-    for node, other in conn.execute(
-        f"SELECT rowid, prev FROM facts WHERE rowid IN ({marks}) AND prev IS NOT NULL "
-        f"UNION ALL SELECT prev, rowid FROM facts WHERE prev IN ({marks})",
-        (*rowids, *rowids),
-    ):
-        adj[node].append(other)
-    return adj
 
 
 class Checkpointer:
@@ -521,211 +268,12 @@ class Checkpointer:
             conn.close()
 
 
-# -- reads and writes for the engine (the caller holds the graph's lock, and a transaction
-#    where a consistent view or a write is needed) -----------------------------------------------
-
 _FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source"
 
 
 def data_version(conn: sqlite3.Connection) -> int:
     """Changes when another connection commits to the file (``PRAGMA data_version``)."""
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-def content_of(conn: sqlite3.Connection, fact_id: str) -> tuple[str, str] | None:
-    """``(subject, body)`` of a stored fact, or None."""
-    row = conn.execute("SELECT subject, body FROM facts WHERE fact_id = ?", (fact_id,)).fetchone()
-    return None if row is None else (row[0], row[1])
-
-
-def rowid_of(conn: sqlite3.Connection, fact_id: str) -> int | None:
-    row = conn.execute("SELECT rowid FROM facts WHERE fact_id = ?", (fact_id,)).fetchone()
-    return None if row is None else int(row[0])
-
-
-def deletable(conn: sqlite3.Connection, fact_id: str) -> tuple[int, str, str, int | None] | None:
-    """``(rowid, kind, stems, superseded_by)`` of a stored fact (what :func:`remove_fact` and
-    :func:`release` need), or None."""
-    row = conn.execute(
-        "SELECT rowid, kind, stems, superseded_by FROM facts WHERE fact_id = ?", (fact_id,)
-    ).fetchone()
-    return None if row is None else (row[0], row[1], row[2], row[3])
-
-
-def mint_id(conn: sqlite3.Connection) -> str:
-    """The next free ``ws-<n>`` (a caller's own ``ws-7`` is skipped, never shadowed)."""
-    n = get_meta_int(conn, "next_ws")
-    while conn.execute("SELECT 1 FROM facts WHERE fact_id = ?", (f"ws-{n}",)).fetchone():
-        n += 1
-    set_meta(conn, "next_ws", n + 1)
-    return f"ws-{n}"
-
-
-def fact_rows(
-    conn: sqlite3.Connection, limit: int | None = None, offset: int = 0
-) -> list[tuple[Any, ...]]:
-    """``FACT_COLUMNS, confidence, created_at, superseded_by's fact_id`` in creation order (valid
-    and superseded facts)."""
-    return conn.execute(
-        f"SELECT {_FACT_COLUMNS_F}, f.confidence, f.created_at, s.fact_id FROM facts f "
-        "LEFT JOIN facts s ON s.rowid = f.superseded_by ORDER BY f.rowid LIMIT ? OFFSET ?",
-        (-1 if limit is None else limit, offset),
-    ).fetchall()
-
-
-def constraint_rows(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-    """``(fact_id, subject, body)`` of the valid constraints in creation order."""
-    return conn.execute(
-        "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' "
-        "AND superseded_by IS NULL ORDER BY rowid"
-    ).fetchall()
-
-
-def rows_by_rowid(
-    conn: sqlite3.Connection, rowids: Sequence[int], columns: str
-) -> dict[int, tuple[Any, ...]]:
-    """``rowid -> (columns...)`` for the stored ones of ``rowids``."""
-    out: dict[int, tuple[Any, ...]] = {}
-    for start in range(0, len(rowids), 500):
-        chunk = list(rowids[start : start + 500])
-        marks = ",".join("?" * len(chunk))
-        for row in conn.execute(
-            f"SELECT rowid, {columns} FROM facts WHERE rowid IN ({marks})", chunk
-        ):
-            out[row[0]] = row[1:]
-    return out
-
-
-def terms_of(conn: sqlite3.Connection, rowids: Sequence[int]) -> Iterator[tuple[int, str, str]]:
-    """``(rowid, terms, stems)`` of the stored ones of ``rowids`` (read 500 at a time), each
-    cut to its first ``SCORED_CHARS`` characters (whole tokens), so re-scoring a candidate
-    costs the same however big the fact is."""
-    for start in range(0, len(rowids), 500):
-        chunk = list(rowids[start : start + 500])
-        marks = ",".join("?" * len(chunk))
-        for rowid, terms, stems in conn.execute(
-            f"SELECT rowid, substr(terms, 1, ?), substr(stems, 1, ?) FROM facts "
-            f"WHERE rowid IN ({marks})",
-            (SCORED_CHARS + 1, SCORED_CHARS + 1, *chunk),
-        ):
-            yield rowid, whole_tokens(terms), whole_tokens(stems)
-
-
-def whole_tokens(text: str) -> str:
-    """``text`` (read as ``SCORED_CHARS + 1`` characters at most) without a cut last token."""
-    if len(text) <= SCORED_CHARS:
-        return text
-    return text[: max(0, text.rfind(" ", 0, SCORED_CHARS + 1))]
-
-
-def problems(conn: sqlite3.Connection) -> list[str]:
-    """What is wrong with the stored graph (SQLite integrity, the full-text index against the
-    facts, the fact count). Indexes the pending batch: the caller rolls its transaction back."""
-    found = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
-    index_pending(conn)
-    try:
-        conn.execute("INSERT INTO facts_fts(facts_fts, rank) VALUES ('integrity-check', 1)")
-    except sqlite3.DatabaseError as exc:
-        found.append(f"full-text index: {exc}")
-    stored = conn.execute("SELECT count(*) FROM facts WHERE superseded_by IS NULL").fetchone()[0]
-    counted = get_meta_int(conn, "fact_count")
-    if stored != counted:
-        found.append(f"fact_count says {counted} but {stored} valid facts are stored")
-    return found
-
-
-# -- the full-text index -------------------------------------------------------------------------
-
-
-def match(
-    conn: sqlite3.Connection, all_of: Sequence[Sequence[str]], limit: int | None = None
-) -> list[int]:
-    """Rowids of the indexed facts holding a key of each group of ``all_of`` (newest first with
-    a limit)."""
-    expr = " AND ".join("(" + " OR ".join(f'"{key}"' for key in keys) + ")" for keys in all_of)
-    if limit is None:
-        rows = conn.execute("SELECT rowid FROM facts_fts WHERE facts_fts MATCH ?", (expr,))
-    else:
-        rows = conn.execute(
-            "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
-            (expr, limit),
-        )
-    return [rowid for (rowid,) in rows]
-
-
-def newest_postings(conn: sqlite3.Connection, key: str, probe: int) -> tuple[int, int | None]:
-    """``(count, lowest rowid)`` among the newest ``probe`` indexed facts holding ``key``."""
-    count, low = conn.execute(
-        "SELECT count(*), min(rowid) FROM (SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? "
-        "ORDER BY rowid DESC LIMIT ?)",
-        (f'"{key}"', probe),
-    ).fetchone()
-    return int(count), low
-
-
-def max_rowid(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT max(rowid) FROM facts").fetchone()[0] or 0)
-
-
-def vocabulary(conn: sqlite3.Connection, limit: int, max_chars: int) -> list[str]:
-    """Up to ``limit`` index keys of at most ``max_chars`` characters (a graph written before
-    keys were bounded may hold longer ones: they are left out)."""
-    return [
-        row[0]
-        for row in conn.execute(
-            "SELECT term FROM facts_vocab WHERE length(term) <= ? LIMIT ?", (max_chars, limit)
-        )
-    ]
-
-
-# -- consolidation -------------------------------------------------------------------------------
-
-
-def duplicate_groups(conn: sqlite3.Connection) -> list[list[int]]:
-    """Rowids of the valid facts sharing subject and body, one ascending list per group of 2+."""
-    groups = conn.execute(
-        "SELECT group_concat(rowid) FROM facts WHERE superseded_by IS NULL "
-        "GROUP BY subject, body HAVING count(*) > 1"
-    ).fetchall()
-    return [sorted(int(x) for x in joined.split(",")) for (joined,) in groups]
-
-
-def merge_into(conn: sqlite3.Connection, keep: int, dups: Sequence[int]) -> None:
-    """Remove the valid facts ``dups``; ``keep`` gets the union of their tags and takes over what
-    they superseded."""
-    (tags_json,) = conn.execute("SELECT tags FROM facts WHERE rowid = ?", (keep,)).fetchone()
-    tags: list[str] = json.loads(tags_json)
-    for dup in dups:
-        dup_tags, stems = conn.execute(
-            "SELECT tags, stems FROM facts WHERE rowid = ?", (dup,)
-        ).fetchone()
-        tags.extend(tag for tag in json.loads(dup_tags) if tag not in tags)
-        conn.execute("UPDATE facts SET superseded_by = ? WHERE superseded_by = ?", (keep, dup))
-        remove_fact(conn, dup, stems)
-    conn.execute(
-        "UPDATE facts SET tags = ? WHERE rowid = ?", (json.dumps(tags, ensure_ascii=False), keep)
-    )
-
-
-def contested_subjects(conn: sqlite3.Connection) -> list[str]:
-    """Subjects whose valid facts hold different bodies, oldest first."""
-    rows = conn.execute(
-        "SELECT subject FROM facts WHERE superseded_by IS NULL GROUP BY subject "
-        "HAVING count(DISTINCT body) > 1 ORDER BY min(rowid)"
-    ).fetchall()
-    return [row[0] for row in rows]
-
-
-def ids_of_subject(conn: sqlite3.Connection, subject: str, limit: int) -> list[str]:
-    rows = conn.execute(
-        "SELECT fact_id FROM facts WHERE subject = ? AND superseded_by IS NULL ORDER BY rowid "
-        "LIMIT ?",
-        (subject, limit),
-    ).fetchall()
-    return [row[0] for row in rows]
-
-
-# -- lock waits and batched loads (issue 15.5: two processes on one data directory) -----------
 
 
 class GraphBusy(CarnbError):
@@ -745,37 +293,382 @@ def write_failure(path: Path | None, exc: sqlite3.Error) -> CarnbError:
     return CarnbError(f"memory graph {path or ':memory:'} write failed: {text}")
 
 
-def append_batch(conn: sqlite3.Connection, facts: Sequence[NewFact]) -> None:
-    """Append ``facts`` after the newest stored fact, each linked after the newest fact with its
-    subject (stored or earlier in ``facts``), and index them; bumps the fact count. Caller
-    holds a transaction. Other connections may have written between two batches of one load."""
-    base = max_rowid(conn)
-    last: dict[str, int | None] = {}
-    rows = []
-    for rowid, fact in enumerate(facts, start=base + 1):
-        if fact.subject not in last:
-            last[fact.subject] = conn.execute(
-                "SELECT max(rowid) FROM facts WHERE subject = ?", (fact.subject,)
-            ).fetchone()[0]
-        rows.append((rowid, *_values(fact), last[fact.subject]))
-        last[fact.subject] = rowid
-    conn.executemany(
-        "INSERT INTO facts(rowid, fact_id, subject, body, kind, tags, source, confidence, "
-        "created_at, terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    index_pending(conn)
-    bump_fact_count(conn, len(facts))
+class SqliteTx:
+    """:class:`~carnb.memgine.backend.GraphTx` on one SQLite connection inside one transaction
+    (:class:`~carnb.memgine.sqlite_graph.SqliteGraph` begins and ends it)."""
 
+    def __init__(self, conn: sqlite3.Connection, foreign_change: bool = False) -> None:
+        self.conn = conn
+        self.foreign_change = foreign_change
 
-def same_content(conn: sqlite3.Connection, rowids: Sequence[int]) -> list[int]:
-    """Those of ``rowids`` still stored, still valid and with the content (subject and body) of
-    the oldest such one, ascending (for merging a duplicate group found in an earlier
-    transaction: a fact superseded meanwhile is no longer a duplicate)."""
-    marks = ",".join("?" * len(rowids))
-    rows = conn.execute(
-        f"SELECT rowid, subject, body FROM facts WHERE rowid IN ({marks}) "
-        "AND superseded_by IS NULL ORDER BY rowid",
-        list(rowids),
-    ).fetchall()
-    return [rowid for rowid, subject, body in rows if (subject, body) == rows[0][1:]]
+    def fact_count(self) -> int:
+        return self.get_meta_int("fact_count")
+
+    def next_ws(self) -> int:
+        return self.get_meta_int("next_ws")
+
+    def set_next_ws(self, n: int) -> None:
+        self.set_meta("next_ws", n)
+
+    def get_meta_int(self, key: str) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def set_meta(self, key: str, value: int | str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def bump_fact_count(self, delta: int) -> None:
+        self.conn.execute("UPDATE meta SET value = value + ? WHERE key = 'fact_count'", (delta,))
+
+    def insert_fact(self, fact: NewFact) -> int:
+        """Insert a fact, linked after the newest fact with the same subject, and index the
+        pending facts when a batch is full; returns its rowid. Caller holds a transaction."""
+        cur = self.conn.execute(
+            "INSERT INTO facts(fact_id, subject, body, kind, tags, source, confidence, created_at, "
+            "terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*_values(fact), self.newest_of_subject(fact.subject)),
+        )
+        rowid = cur.lastrowid
+        assert rowid is not None
+        mark = self.get_meta_int("indexed_upto")
+        if rowid - mark >= INDEX_BATCH or self._pending_chars(mark) > PENDING_CHARS:
+            self.index_pending()
+        return rowid
+
+    def _pending_chars(self, mark: int) -> int:
+        row = self.conn.execute(
+            "SELECT sum(length(terms)) FROM facts WHERE rowid > ?", (mark,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def index_pending(self) -> None:
+        """Add every fact past the ``indexed_upto`` mark to the full-text index and move the mark.
+        Caller holds a transaction."""
+        mark = self.get_meta_int("indexed_upto")
+        self.conn.execute(
+            "INSERT INTO facts_fts(rowid, stems) SELECT rowid, stems FROM facts WHERE rowid > ? "
+            "AND superseded_by IS NULL",
+            (mark,),
+        )
+        top = self.conn.execute("SELECT max(rowid) FROM facts").fetchone()[0]
+        self.set_meta("indexed_upto", max(mark, top or 0))
+
+    def pending(self) -> list[Pending]:
+        """``(rowid, terms, stems, kind)`` of the valid facts not yet in the full-text index (fewer
+        than ``INDEX_BATCH``, about ``PENDING_CHARS`` of terms at most), oldest first."""
+        mark = self.get_meta_int("indexed_upto")
+        return self.conn.execute(
+            "SELECT rowid, terms, stems, kind FROM facts WHERE rowid > ? AND superseded_by IS NULL "
+            "ORDER BY rowid",
+            (mark,),
+        ).fetchall()
+
+    def remove_fact(self, rowid: int, stems: str, *, valid: bool = True) -> None:
+        """Delete a fact, its index entry (a valid fact's) and its links (the same-subject chain
+        closes over the gap: the next fact links to the previous one). The facts it superseded are
+        not touched (see :meth:`release`). Caller holds a transaction."""
+        if valid:
+            self._unindex(rowid, stems)
+        self.conn.execute(
+            "UPDATE facts SET prev = (SELECT prev FROM facts WHERE rowid = ?) WHERE prev = ?",
+            (rowid, rowid),
+        )
+        self.conn.execute("DELETE FROM facts WHERE rowid = ?", (rowid,))
+
+    def _unindex(self, rowid: int, stems: str) -> None:
+        """Take a valid fact out of the full-text index (if it is in it yet), before it stops being
+        valid or is deleted."""
+        if rowid <= self.get_meta_int("indexed_upto"):
+            self.conn.execute(
+                "INSERT INTO facts_fts(facts_fts, rowid, stems) VALUES ('delete', ?, ?)",
+                (rowid, stems),
+            )
+
+    def target(self, fact_id: str) -> Target | None:
+        row: Target | None = self.conn.execute(
+            "SELECT rowid, fact_id, kind, stems, superseded_by FROM facts WHERE fact_id = ?",
+            (fact_id,),
+        ).fetchone()
+        return row
+
+    def targets_of_subject(self, subject: str) -> list[Target]:
+        return self.conn.execute(
+            "SELECT rowid, fact_id, kind, stems, superseded_by FROM facts WHERE subject = ?",
+            (subject,),
+        ).fetchall()
+
+    def newest_of_subject(self, subject: str) -> int | None:
+        row = self.conn.execute("SELECT max(rowid) FROM facts WHERE subject = ?", (subject,))
+        newest: int | None = row.fetchone()[0]
+        return newest
+
+    def supersede(self, olds: Sequence[Changed], new_rowid: int) -> None:
+        """Mark valid facts as superseded by the fact at ``new_rowid``: out of the index and the
+        fact count. Caller holds a transaction."""
+        for rowid, _, _, stems in olds:
+            self._unindex(rowid, stems)
+            self.conn.execute(
+                "UPDATE facts SET superseded_by = ? WHERE rowid = ?", (new_rowid, rowid)
+            )
+        self.bump_fact_count(-len(olds))
+
+    def release(self, rowid: int, successor: int | None) -> list[Changed]:
+        """Before the fact at ``rowid`` is deleted: what it superseded passes to its own
+        ``successor`` (the fact superseding it), or, when it was valid, becomes valid again: back in
+        the index (if it was in it before) and the fact count. Returns the revived facts. Caller
+        holds a transaction."""
+        if successor is not None:
+            self.conn.execute(
+                "UPDATE facts SET superseded_by = ? WHERE superseded_by = ?", (successor, rowid)
+            )
+            return []
+        rows: list[Changed] = self.conn.execute(
+            "SELECT rowid, fact_id, kind, stems FROM facts WHERE superseded_by = ? ORDER BY rowid",
+            (rowid,),
+        ).fetchall()
+        if not rows:
+            return rows
+        mark = self.get_meta_int("indexed_upto")
+        self.conn.execute("UPDATE facts SET superseded_by = NULL WHERE superseded_by = ?", (rowid,))
+        self.conn.executemany(
+            "INSERT INTO facts_fts(rowid, stems) VALUES (?, ?)",
+            [(r[0], r[3]) for r in rows if r[0] <= mark],
+        )
+        self.bump_fact_count(len(rows))
+        return rows
+
+    def superseded_among(self, rowids: Sequence[int]) -> set[int]:
+        """The superseded facts among ``rowids``."""
+        marks = ",".join("?" * len(rowids))
+        return {
+            r
+            for (r,) in self.conn.execute(
+                f"SELECT rowid FROM facts WHERE rowid IN ({marks}) AND superseded_by IS NOT NULL",
+                list(rowids),
+            )
+        }
+
+    def supersession_step(self, rowids: Sequence[int]) -> list[int]:
+        marks = ",".join("?" * len(rowids))
+        step = self.conn.execute(
+            f"SELECT superseded_by FROM facts WHERE rowid IN ({marks}) "
+            f"AND superseded_by IS NOT NULL "
+            f"UNION SELECT rowid FROM facts WHERE superseded_by IN ({marks})",
+            (*rowids, *rowids),
+        )
+        return [r for (r,) in step]
+
+    def stored_rows(self, rowids: Sequence[int]) -> list[tuple[Any, ...]]:
+        marks = ",".join("?" * len(rowids))
+        return self.conn.execute(
+            f"SELECT {_FACT_COLUMNS_F}, f.confidence, f.created_at, s.fact_id FROM facts f "
+            f"LEFT JOIN facts s ON s.rowid = f.superseded_by WHERE f.rowid IN ({marks}) "
+            "ORDER BY f.rowid DESC",
+            list(rowids),
+        ).fetchall()
+
+    def rowids_of_subject(self, subject: str, limit: int) -> list[int]:
+        """Rowids of the facts (valid or not) with ``subject``, newest first."""
+        rows = self.conn.execute(
+            "SELECT rowid FROM facts WHERE subject = ? ORDER BY rowid DESC LIMIT ?",
+            (subject, limit),
+        ).fetchall()
+        return [r for (r,) in rows]
+
+    def line_sizes(self) -> Iterator[tuple[int, int]]:
+        """The valid non-constraint facts' rowids and line sizes, newest first, read as
+        consumed."""
+        cursor = self.conn.execute(
+            "SELECT rowid, length(fact_id) + length(subject) + length(body) + 8 FROM facts "
+            "WHERE superseded_by IS NULL AND kind != 'constraint' ORDER BY rowid DESC"
+        )
+        try:
+            for rowid, size in cursor:
+                yield rowid, int(size)
+        finally:
+            cursor.close()
+
+    def clear(self) -> None:
+        """Remove every fact and index entry. Caller holds a transaction."""
+        self.conn.execute("INSERT INTO facts_fts(facts_fts) VALUES ('delete-all')")
+        self.conn.execute("DELETE FROM facts")
+        self.set_meta("fact_count", 0)
+        self.set_meta("indexed_upto", 0)
+
+    def neighbours(self, rowids: Sequence[int]) -> dict[int, list[int]]:
+        """``RelatedTo`` neighbours of ``rowids``: the previous and the next fact with the same
+        subject (one statement, two indexed look-ups, for the whole batch)."""
+        adj: dict[int, list[int]] = {r: [] for r in rowids}
+        if not rowids:
+            return adj
+        marks = ",".join("?" * len(rowids))
+        for node, other in self.conn.execute(
+            f"SELECT rowid, prev FROM facts WHERE rowid IN ({marks}) AND prev IS NOT NULL "
+            f"UNION ALL SELECT prev, rowid FROM facts WHERE prev IN ({marks})",
+            (*rowids, *rowids),
+        ):
+            adj[node].append(other)
+        return adj
+
+    def content_of(self, fact_id: str) -> tuple[str, str] | None:
+        """``(subject, body)`` of a stored fact, or None."""
+        row = self.conn.execute(
+            "SELECT subject, body FROM facts WHERE fact_id = ?", (fact_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def rowid_of(self, fact_id: str) -> int | None:
+        row = self.conn.execute("SELECT rowid FROM facts WHERE fact_id = ?", (fact_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def deletable(self, fact_id: str) -> tuple[int, str, str, int | None] | None:
+        """``(rowid, kind, stems, superseded_by)`` of a stored fact (what :meth:`remove_fact` and
+        :meth:`release` need), or None."""
+        row = self.conn.execute(
+            "SELECT rowid, kind, stems, superseded_by FROM facts WHERE fact_id = ?", (fact_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def fact_rows(self, limit: int | None = None, offset: int = 0) -> list[tuple[Any, ...]]:
+        """``FACT_COLUMNS, confidence, created_at, superseded_by's fact_id`` in creation order
+        (valid and superseded facts)."""
+        return self.conn.execute(
+            f"SELECT {_FACT_COLUMNS_F}, f.confidence, f.created_at, s.fact_id FROM facts f "
+            "LEFT JOIN facts s ON s.rowid = f.superseded_by ORDER BY f.rowid LIMIT ? OFFSET ?",
+            (-1 if limit is None else limit, offset),
+        ).fetchall()
+
+    def constraint_rows(self) -> list[tuple[str, str, str]]:
+        """``(fact_id, subject, body)`` of the valid constraints in creation order."""
+        return self.conn.execute(
+            "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' "
+            "AND superseded_by IS NULL ORDER BY rowid"
+        ).fetchall()
+
+    def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:
+        """``rowid -> (columns...)`` for the stored ones of ``rowids``."""
+        out: dict[int, tuple[Any, ...]] = {}
+        for start in range(0, len(rowids), 500):
+            chunk = list(rowids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT rowid, {columns} FROM facts WHERE rowid IN ({marks})", chunk
+            ):
+                out[row[0]] = row[1:]
+        return out
+
+    def term_prefixes(self, rowids: Sequence[int], chars: int) -> list[tuple[int, str, str]]:
+        marks = ",".join("?" * len(rowids))
+        return self.conn.execute(
+            f"SELECT rowid, substr(terms, 1, ?), substr(stems, 1, ?) FROM facts "
+            f"WHERE rowid IN ({marks})",
+            (chars, chars, *rowids),
+        ).fetchall()
+
+    def problems(self) -> list[str]:
+        """What is wrong with the stored graph (SQLite integrity, the full-text index against the
+        facts, the fact count). Indexes the pending batch: the caller rolls its transaction back."""
+        found = [r[0] for r in self.conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        self.index_pending()
+        try:
+            self.conn.execute(
+                "INSERT INTO facts_fts(facts_fts, rank) VALUES ('integrity-check', 1)"
+            )
+        except sqlite3.DatabaseError as exc:
+            found.append(f"full-text index: {exc}")
+        stored = self.conn.execute(
+            "SELECT count(*) FROM facts WHERE superseded_by IS NULL"
+        ).fetchone()[0]
+        counted = self.get_meta_int("fact_count")
+        if stored != counted:
+            found.append(f"fact_count says {counted} but {stored} valid facts are stored")
+        return found
+
+    def match(self, all_of: Sequence[Sequence[str]], limit: int | None = None) -> list[int]:
+        """Rowids of the indexed facts holding a key of each group of ``all_of`` (newest first with
+        a limit)."""
+        expr = " AND ".join("(" + " OR ".join(f'"{key}"' for key in keys) + ")" for keys in all_of)
+        if limit is None:
+            rows = self.conn.execute("SELECT rowid FROM facts_fts WHERE facts_fts MATCH ?", (expr,))
+        else:
+            rows = self.conn.execute(
+                "SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? ORDER BY rowid DESC LIMIT ?",
+                (expr, limit),
+            )
+        return [rowid for (rowid,) in rows]
+
+    def newest_postings(self, key: str, probe: int) -> tuple[int, int | None]:
+        """``(count, lowest rowid)`` among the newest ``probe`` indexed facts holding ``key``."""
+        count, low = self.conn.execute(
+            "SELECT count(*), min(rowid) FROM (SELECT rowid FROM facts_fts WHERE facts_fts MATCH ? "
+            "ORDER BY rowid DESC LIMIT ?)",
+            (f'"{key}"', probe),
+        ).fetchone()
+        return int(count), low
+
+    def max_rowid(self) -> int:
+        return int(self.conn.execute("SELECT max(rowid) FROM facts").fetchone()[0] or 0)
+
+    def vocabulary(self, limit: int, max_chars: int) -> list[str]:
+        """Up to ``limit`` index keys of at most ``max_chars`` characters (a graph written before
+        keys were bounded may hold longer ones: they are left out)."""
+        return [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT term FROM facts_vocab WHERE length(term) <= ? LIMIT ?", (max_chars, limit)
+            )
+        ]
+
+    def duplicate_groups(self) -> list[list[int]]:
+        """Rowids of the valid facts sharing subject and body, one ascending list per group of
+        2+."""
+        groups = self.conn.execute(
+            "SELECT group_concat(rowid) FROM facts WHERE superseded_by IS NULL "
+            "GROUP BY subject, body HAVING count(*) > 1"
+        ).fetchall()
+        return [sorted(int(x) for x in joined.split(",")) for (joined,) in groups]
+
+    def tags_and_stems(self, rowid: int) -> tuple[str, str]:
+        row = self.conn.execute("SELECT tags, stems FROM facts WHERE rowid = ?", (rowid,))
+        tags, stems = row.fetchone()
+        return tags, stems
+
+    def set_tags(self, rowid: int, tags: str) -> None:
+        self.conn.execute("UPDATE facts SET tags = ? WHERE rowid = ?", (tags, rowid))
+
+    def contested_subjects(self) -> list[str]:
+        """Subjects whose valid facts hold different bodies, oldest first."""
+        rows = self.conn.execute(
+            "SELECT subject FROM facts WHERE superseded_by IS NULL GROUP BY subject "
+            "HAVING count(DISTINCT body) > 1 ORDER BY min(rowid)"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def ids_of_subject(self, subject: str, limit: int) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT fact_id FROM facts WHERE subject = ? AND superseded_by IS NULL ORDER BY rowid "
+            "LIMIT ?",
+            (subject, limit),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def insert_batch(self, rows: Sequence[Linked]) -> None:
+        """Numbered, linked facts (:func:`carnb.memgine.steps.append_batch`), then the index."""
+        try:
+            self.conn.executemany(
+                "INSERT INTO facts(rowid, fact_id, subject, body, kind, tags, source, "
+                "confidence, created_at, terms, stems, prev) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(rowid, *_values(fact), prev) for rowid, fact, prev in rows],
+            )
+        except sqlite3.IntegrityError as exc:
+            raise FactIdTaken(str(exc)) from exc
+        self.index_pending()
+
+    def valid_contents(self, rowids: Sequence[int]) -> list[tuple[int, str, str]]:
+        marks = ",".join("?" * len(rowids))
+        return self.conn.execute(
+            f"SELECT rowid, subject, body FROM facts WHERE rowid IN ({marks}) "
+            "AND superseded_by IS NULL ORDER BY rowid",
+            list(rowids),
+        ).fetchall()

@@ -30,8 +30,7 @@ from typing import Any
 
 import psycopg
 
-from carnb.memgine.backend import Changed, FactIdTaken, NewFact, Pending
-from carnb.memgine.store import SCORED_CHARS, whole_tokens
+from carnb.memgine.backend import Changed, FactIdTaken, Linked, NewFact, Pending, Target
 from carnb.pgstore.schema import Component
 
 SCHEMA = Component(
@@ -186,15 +185,6 @@ class PgGraphTx:
     def set_next_ws(self, n: int) -> None:
         self.head.next_ws = n
 
-    def mint_id(self) -> str:
-        n = self.head.next_ws
-        while self._one(
-            "SELECT 1 FROM memgine_facts WHERE graph_id = %s AND fact_id = %s", (self.g, f"ws-{n}")
-        ):
-            n += 1
-        self.head.next_ws = n + 1
-        return f"ws-{n}"
-
     # -- single facts --------------------------------------------------------------------------
 
     def content_of(self, fact_id: str) -> tuple[str, str] | None:
@@ -282,30 +272,21 @@ class PgGraphTx:
 
     # -- supersession --------------------------------------------------------------------------
 
-    def resolve_targets(self, names: Sequence[str]) -> tuple[list[Changed], list[str]]:
-        found: dict[int, Changed] = {}
-        missing: list[str] = []
-        for name in names:
-            row = self._one(
-                "SELECT rowid, fact_id, kind, stems, superseded_by FROM memgine_facts "
-                "WHERE graph_id = %s AND fact_id = %s",
-                (self.g, name),
-            )
-            if row is not None:
-                if row[4] is None:
-                    found[row[0]] = (row[0], row[1], row[2], row[3])
-                continue
-            rows = self._all(
-                "SELECT rowid, fact_id, kind, stems, superseded_by FROM memgine_facts "
-                "WHERE graph_id = %s AND subject = %s",
-                (self.g, name),
-            )
-            if not rows:
-                missing.append(name)
-            for r in rows:
-                if r[4] is None:
-                    found[r[0]] = (r[0], r[1], r[2], r[3])
-        return [found[r] for r in sorted(found)], missing
+    def target(self, fact_id: str) -> Target | None:
+        row = self._one(
+            "SELECT rowid, fact_id, kind, stems, superseded_by FROM memgine_facts "
+            "WHERE graph_id = %s AND fact_id = %s",
+            (self.g, fact_id),
+        )
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
+    def targets_of_subject(self, subject: str) -> list[Target]:
+        rows = self._all(
+            "SELECT rowid, fact_id, kind, stems, superseded_by FROM memgine_facts "
+            "WHERE graph_id = %s AND subject = %s",
+            (self.g, subject),
+        )
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def supersede(self, olds: Sequence[Changed], new_rowid: int) -> None:
         if not olds:
@@ -338,20 +319,7 @@ class PgGraphTx:
         self.head.fact_count += len(rows)
         return rows
 
-    def supersede_by_ids(self, links: Sequence[tuple[str, str]]) -> None:
-        for old_id, new_id in links:
-            old = self._one(
-                "SELECT rowid, fact_id, kind, stems FROM memgine_facts WHERE graph_id = %s "
-                "AND fact_id = %s AND superseded_by IS NULL",
-                (self.g, old_id),
-            )
-            new = self.rowid_of(new_id)
-            if old is not None and new is not None:
-                self.supersede([(old[0], old[1], old[2], old[3])], new)
-
     def superseded_among(self, rowids: Sequence[int]) -> set[int]:
-        if not rowids:
-            return set()
         rows = self._all(
             "SELECT rowid FROM memgine_facts WHERE graph_id = %s AND rowid = ANY(%s) "
             "AND superseded_by IS NOT NULL",
@@ -359,28 +327,23 @@ class PgGraphTx:
         )
         return {int(r[0]) for r in rows}
 
-    def history(self, start: Sequence[int], limit: int) -> list[tuple[Any, ...]]:
-        seen: set[int] = set(start)
-        frontier = list(start)
-        while frontier and len(seen) < limit:
-            step = self._all(
-                "SELECT superseded_by FROM memgine_facts WHERE graph_id = %(g)s "
-                "AND rowid = ANY(%(f)s) AND superseded_by IS NOT NULL "
-                "UNION SELECT rowid FROM memgine_facts WHERE graph_id = %(g)s "
-                "AND superseded_by = ANY(%(f)s)",
-                {"g": self.g, "f": frontier},
-            )
-            frontier = [r for (r,) in step if r not in seen][: limit - len(seen)]
-            seen.update(frontier)
-        chosen = sorted(seen, reverse=True)[:limit]
-        if not chosen:
-            return []
+    def supersession_step(self, rowids: Sequence[int]) -> list[int]:
+        rows = self._all(
+            "SELECT superseded_by FROM memgine_facts WHERE graph_id = %(g)s "
+            "AND rowid = ANY(%(f)s) AND superseded_by IS NOT NULL "
+            "UNION SELECT rowid FROM memgine_facts WHERE graph_id = %(g)s "
+            "AND superseded_by = ANY(%(f)s)",
+            {"g": self.g, "f": list(rowids)},
+        )
+        return [int(r[0]) for r in rows]
+
+    def stored_rows(self, rowids: Sequence[int]) -> list[tuple[Any, ...]]:
         return self._all(
             f"SELECT {_FACT_COLUMNS_F}, f.confidence, f.created_at, s.fact_id "
             "FROM memgine_facts f LEFT JOIN memgine_facts s "
             "ON s.graph_id = f.graph_id AND s.rowid = f.superseded_by "
             "WHERE f.graph_id = %s AND f.rowid = ANY(%s) ORDER BY f.rowid DESC",
-            (self.g, chosen),
+            (self.g, list(rowids)),
         )
 
     def rowids_of_subject(self, subject: str, limit: int) -> list[int]:
@@ -425,24 +388,20 @@ class PgGraphTx:
         )
         return {int(row[0]): tuple(row[1:]) for row in rows}
 
-    def newest_valid_lines(self, room: int) -> tuple[list[int], bool]:
-        out: list[int] = []
-        used = 0
-        below: int | None = None
+    def line_sizes(self) -> Iterator[tuple[int, int]]:
+        """Read a page of ``_LINES_PAGE`` rows at a time, as consumed."""
+        below = 2**62
         while True:
             page = self._all(
                 "SELECT rowid, length(fact_id) + length(subject) + length(body) + 8 "
                 "FROM memgine_facts WHERE graph_id = %s AND kind <> 'constraint' "
                 "AND superseded_by IS NULL AND rowid < %s ORDER BY rowid DESC LIMIT %s",
-                (self.g, below if below is not None else 2**62, _LINES_PAGE),
+                (self.g, below, _LINES_PAGE),
             )
             for rowid, size in page:
-                used += int(size)
-                if used > room:
-                    return out, False
-                out.append(int(rowid))
+                yield int(rowid), int(size)
             if len(page) < _LINES_PAGE:
-                return out, True
+                return
             below = int(page[-1][0])
 
     def neighbours(self, rowids: Sequence[int]) -> dict[int, list[int]]:
@@ -511,15 +470,13 @@ class PgGraphTx:
     def pending(self) -> list[Pending]:
         return []  # every valid fact is indexed as it is written
 
-    def terms_of(self, rowids: Sequence[int]) -> Iterator[tuple[int, str, str]]:
-        for start in range(0, len(rowids), 500):
-            chunk = list(rowids[start : start + 500])
-            for rowid, terms, stems in self._all(
-                "SELECT rowid, substr(terms, 1, %s), substr(stems, 1, %s) FROM memgine_facts "
-                "WHERE graph_id = %s AND rowid = ANY(%s)",
-                (SCORED_CHARS + 1, SCORED_CHARS + 1, self.g, chunk),
-            ):
-                yield int(rowid), whole_tokens(terms), whole_tokens(stems)
+    def term_prefixes(self, rowids: Sequence[int], chars: int) -> list[tuple[int, str, str]]:
+        rows = self._all(
+            "SELECT rowid, substr(terms, 1, %s), substr(stems, 1, %s) FROM memgine_facts "
+            "WHERE graph_id = %s AND rowid = ANY(%s)",
+            (chars, chars, self.g, list(rowids)),
+        )
+        return [(int(r[0]), r[1], r[2]) for r in rows]
 
     def newest_postings(self, key: str, probe: int) -> tuple[int, int | None]:
         row = self._one(
@@ -547,21 +504,20 @@ class PgGraphTx:
             self.conn.execute(f"DELETE FROM {table} WHERE graph_id = %s", (self.g,))
         self.head.fact_count = 0
 
-    def append_batch(self, facts: Sequence[NewFact]) -> None:
+    def newest_of_subject(self, subject: str) -> int | None:
+        row = self._one(
+            "SELECT max(rowid) FROM memgine_facts WHERE graph_id = %s AND subject = %s",
+            (self.g, subject),
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
+    def insert_batch(self, rows: Sequence[Linked]) -> None:
         base = self.max_rowid()
         self._top = None
-        last: dict[str, int | None] = {}
-        rows = []
-        for rowid, fact in enumerate(facts, start=base + 1):
-            if fact.subject not in last:
-                row = self._one(
-                    "SELECT max(rowid) FROM memgine_facts WHERE graph_id = %s AND subject = %s",
-                    (self.g, fact.subject),
-                )
-                last[fact.subject] = None if row is None or row[0] is None else int(row[0])
-            params = _fact_params(fact)
-            rows.append((self.g, rowid, *(params[c] for c in _FACT_FIELDS), last[fact.subject]))
-            last[fact.subject] = rowid
+        values = [
+            (self.g, rowid, *(params[c] for c in _FACT_FIELDS), prev)
+            for rowid, params, prev in ((r, _fact_params(f), p) for r, f, p in rows)
+        ]
         try:
             # a savepoint: the error leaves the transaction usable
             with self.conn.transaction(), self.conn.cursor() as cur:
@@ -569,11 +525,11 @@ class PgGraphTx:
                     "INSERT INTO memgine_facts (graph_id, rowid, fact_id, subject, body, "
                     "kind, tags, source, confidence, created_at, terms, stems, prev) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    rows,
+                    values,
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise FactIdTaken(str(exc).splitlines()[0]) from exc
-        indexed = [(base + n, fact.stems) for n, fact in enumerate(facts, start=1)]
+        indexed = [(rowid, fact.stems) for rowid, fact, _ in rows]
         self._index(indexed)
         keys = sorted({key for _, stems in indexed for key in _keys(stems)})
         self.conn.execute(
@@ -581,8 +537,7 @@ class PgGraphTx:
             "ON CONFLICT DO NOTHING",
             (self.g, keys),
         )
-        self.head.fact_count += len(facts)
-        if (base + len(facts)) // ANALYZE_EVERY > base // ANALYZE_EVERY:
+        if (base + len(rows)) // ANALYZE_EVERY > base // ANALYZE_EVERY:
             # a bulk load outruns autovacuum: without fresh statistics the planner takes a
             # common key for a rare one
             self.conn.execute("ANALYZE memgine_terms, memgine_facts")
@@ -595,36 +550,26 @@ class PgGraphTx:
         )
         return [[int(x) for x in r[0]] for r in rows]
 
-    def same_content(self, rowids: Sequence[int]) -> list[int]:
+    def valid_contents(self, rowids: Sequence[int]) -> list[tuple[int, str, str]]:
         rows = self._all(
             "SELECT rowid, subject, body FROM memgine_facts WHERE graph_id = %s "
             "AND rowid = ANY(%s) AND superseded_by IS NULL ORDER BY rowid",
             (self.g, list(rowids)),
         )
-        return [int(r[0]) for r in rows if (r[1], r[2]) == (rows[0][1], rows[0][2])]
+        return [(int(r[0]), r[1], r[2]) for r in rows]
 
-    def merge_into(self, keep: int, dups: Sequence[int]) -> None:
+    def tags_and_stems(self, rowid: int) -> tuple[str, str]:
         row = self._one(
-            "SELECT tags FROM memgine_facts WHERE graph_id = %s AND rowid = %s", (self.g, keep)
+            "SELECT tags, stems FROM memgine_facts WHERE graph_id = %s AND rowid = %s",
+            (self.g, rowid),
         )
         assert row is not None
-        tags: list[str] = json.loads(row[0])
-        for dup in dups:
-            found = self._one(
-                "SELECT tags, stems FROM memgine_facts WHERE graph_id = %s AND rowid = %s",
-                (self.g, dup),
-            )
-            assert found is not None
-            tags.extend(tag for tag in json.loads(found[0]) if tag not in tags)
-            self.conn.execute(
-                "UPDATE memgine_facts SET superseded_by = %s "
-                "WHERE graph_id = %s AND superseded_by = %s",
-                (keep, self.g, dup),
-            )
-            self.remove_fact(dup, found[1])
+        return row[0], row[1]
+
+    def set_tags(self, rowid: int, tags: str) -> None:
         self.conn.execute(
             "UPDATE memgine_facts SET tags = %s WHERE graph_id = %s AND rowid = %s",
-            (json.dumps(tags, ensure_ascii=False), self.g, keep),
+            (tags, self.g, rowid),
         )
 
     def contested_subjects(self) -> list[str]:

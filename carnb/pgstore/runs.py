@@ -1,10 +1,11 @@
 """The run store on PostgreSQL, shared by every server of a store, with live records across them.
 
 Theory of operation: :class:`PgRunStore` is :class:`carnb.runs.RunStore` (one policy: validation,
-ownership, lifecycle) over :mod:`carnb.pgstore.runs_sql`. Each write is one transaction that
-also sends ``NOTIFY carnb_runs`` with ``{o: writer's epoch, r: run_id, a: first, b: last}``
-(ids and cursors only; PostgreSQL delivers it on COMMIT, in commit order). A write returns only
-after COMMIT, so an acknowledged record survives a crash of the server that wrote it.
+ownership, lifecycle) on the backend :class:`PgRuns`, whose SQL is :mod:`carnb.pgstore.runs_sql`.
+Each write is one transaction that also sends ``NOTIFY carnb_runs`` with ``{o: writer's epoch,
+r: run_id, a: first, b: last, e: ended}`` (ids and cursors only; PostgreSQL delivers it on
+COMMIT, in commit order). A write returns only after COMMIT, so an acknowledged record survives
+a crash of the server that wrote it.
 
 Listeners see every record of every run, from any server, in cursor order without gaps, all
 from one thread (:class:`~carnb.pgstore.notify.Notifications`): this server's own writes come
@@ -20,7 +21,6 @@ restart, open runs are caught up from the table.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -33,12 +33,12 @@ from typing import Any
 import psycopg
 
 from carnb.errors import InvalidParams
-from carnb.pgstore import runs_sql
 from carnb.pgstore.database import Database, StoreUnavailable
 from carnb.pgstore.notify import Notifications
+from carnb.pgstore.runs_sql import PgRunTx
 from carnb.runs import RunStore
 from carnb.runs import records as rec
-from carnb.runs.store import Events, Listener
+from carnb.runs.store import Events
 
 CATCH_UP_S = 10.0  # how long a catch-up waits for the pool after LISTEN reconnects
 
@@ -48,21 +48,60 @@ CHANNEL = "carnb_runs"
 MAX_TRACKED_RUNS = 10_000
 
 
-class PgRunStore(RunStore):
-    """Runs in a PostgreSQL store; thread-safe; the same API and answers as :class:`RunStore`."""
+class PgRuns:
+    """:class:`carnb.runs.backend.RunBackend` on a PostgreSQL store's pool (the pool belongs to
+    the store's owner). No store-wide lock: PostgreSQL serialises what must be (a run's row
+    lock, an advisory lock per idempotency key), so a writer waiting on one run never holds up
+    the others. Each write also notifies every server of the records it appended."""
 
-    _sql = runs_sql
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.origin = ""  # the writer named in each notification: the run store's epoch
+        self._open = True
+
+    @property
+    def label(self) -> str:
+        return self.db.display
+
+    @property
+    def closed(self) -> bool:
+        return not self._open
+
+    def open(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    @contextmanager
+    def read(self) -> Iterator[PgRunTx]:
+        with self.db.transaction() as conn:
+            yield PgRunTx(conn)
+
+    @contextmanager
+    def write(self, committed: Callable[[], None]) -> Iterator[PgRunTx]:
+        try:
+            with self.db.transaction() as conn:
+                tx = PgRunTx(conn, write=True)
+                yield tx
+                for run_id, first, last, ended in tx.appended:
+                    note = {"o": self.origin, "r": run_id, "a": first, "b": last, "e": ended}
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(note)))
+        except psycopg.DataError as exc:  # e.g. a NUL character in an intent
+            raise InvalidParams(
+                f"the run store cannot keep this value ({str(exc).splitlines()[0]}); "
+                "nothing was written"
+            ) from exc
+        committed()
+
+
+class PgRunStore(RunStore):
+    """Runs in a PostgreSQL store; thread-safe; the same API and answers as :class:`RunStore`,
+    with every server's records announced to this one's listeners."""
 
     def __init__(self, db: Database, notifications: Notifications) -> None:
-        # RunStore.__init__ opens a SQLite file; this store shares the server's pool instead.
+        self._runs = PgRuns(db)
         self.db = db
-        self.path = db.display
-        self.epoch = uuid.uuid4().hex
-        # No store-wide lock: PostgreSQL serialises what must be (a run's row lock, an advisory
-        # lock per idempotency key), so a writer waiting on one run never holds up the others.
-        self._lock = contextlib.nullcontext()
-        self._listeners: list[Listener] = []
-        self._open = True
         self._delivered: dict[str, int] = {}  # run -> last cursor announced (open runs)
         self._deliver_lock = threading.RLock()
         self._syncs: dict[str, threading.Event] = {}
@@ -70,47 +109,14 @@ class PgRunStore(RunStore):
         # subscribed to); of other runs only the started and ended records are announced.
         # None: every record of every run.
         self.interest: Callable[[str], bool] | None = None
+        super().__init__(backend=self._runs)
+        self._runs.origin = self.epoch
         notifications.on(CHANNEL, self._on_notify)
         notifications.on_reconnect(self._catch_up)
 
-    # -- lifecycle (the pool belongs to the store's owner) -------------------------------------
-    def open(self) -> PgRunStore:
-        self._open = True
-        return self
-
-    def close(self) -> None:
-        self._open = False
-
-    @property
-    def closed(self) -> bool:
-        return not self._open
-
-    def run_counts_by_agent(self) -> dict[str, int]:
-        """Owner id -> number of runs in the store (the host's view of the team's agents)."""
-        with self._read() as tx:
-            return runs_sql.run_counts_by_agent(tx)
-
-    # -- transactions ---------------------------------------------------------------------------
-    @contextmanager
-    def _read(self) -> Iterator[runs_sql.Tx]:
-        with self.db.transaction() as conn:
-            yield runs_sql.Tx(conn)
-
-    @contextmanager
-    def _tx(self) -> Iterator[tuple[runs_sql.Tx, Events]]:
-        events: Events = []
-        try:
-            with self.db.transaction() as conn:
-                tx = runs_sql.Tx(conn, write=True)
-                yield tx, events
-                for run_id, first, last, ended in tx.appended:
-                    note = {"o": self.epoch, "r": run_id, "a": first, "b": last, "e": ended}
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(note)))
-        except psycopg.DataError as exc:  # e.g. a NUL character in an intent
-            raise InvalidParams(
-                f"the run store cannot keep this value ({str(exc).splitlines()[0]}); "
-                "nothing was written"
-            ) from exc
+    def _announce(self, events: Events) -> None:
+        """Nothing from the writing thread: every record, this server's own included, comes
+        back through NOTIFY (:meth:`_on_notify`), so listeners see one order from one thread."""
 
     # -- delivery -------------------------------------------------------------------------------
     def sync(self, timeout_s: float = 10.0) -> bool:
@@ -173,8 +179,8 @@ class PgRunStore(RunStore):
                     self._deliver_from_table(run_id, done, None, None)
                     continue
                 try:  # nobody here follows it: only whether it ended matters
-                    with self._read() as tx:
-                        row = runs_sql.fetch_run(tx, run_id)
+                    with self._runs.read() as tx:
+                        row = tx.fetch_run(run_id)
                 except Exception as exc:
                     log.warning("could not catch up on run %s: %s", run_id, exc)
                     continue
@@ -200,9 +206,9 @@ class PgRunStore(RunStore):
         self, run_id: str, after: int, upto: int | None, agent_id: str | None
     ) -> None:
         try:
-            with self._read() as tx:
-                agent = agent_id or runs_sql.run_agent(tx, run_id)
-                records = runs_sql.read_records(tx, run_id, after, upto=upto)
+            with self._runs.read() as tx:
+                agent = agent_id or tx.run_agent(run_id)
+                records = tx.read_records(run_id, after, None, upto=upto)
         except Exception as exc:  # PostgreSQL away: the reconnect catch-up retries
             log.warning("could not read records of %s to announce them: %s", run_id, exc)
             return

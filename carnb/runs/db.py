@@ -1,8 +1,10 @@
-"""The run store's SQLite layer: its schema and the SQL (files are opened by :mod:`carnb.sqlite`).
+"""The run store on SQLite: its schema, :class:`SqliteRuns` (the
+:class:`~carnb.runs.backend.RunBackend`: one file, one connection) and :class:`SqliteRunTx` (the
+SQL). Files are opened by :mod:`carnb.sqlite`.
 
 No policy here (who may do what, and when, is :mod:`carnb.runs.store` with
-:mod:`carnb.runs.access`): these functions read and write rows inside whatever transaction
-the caller holds, and convert rows to the public shapes of :mod:`carnb.runs.records`.
+:mod:`carnb.runs.access`): the statements read and write rows inside the transaction
+:class:`SqliteRuns` holds, and convert rows to the public shapes of :mod:`carnb.runs.records`.
 
 Tables: ``runs`` (``seq`` gives creation order, so "newest first" never depends on the clock;
 ``next_index`` is the index the next record gets) and ``records`` (unique ``(run_id, idx)``;
@@ -14,31 +16,24 @@ into overflow pages (measured: ~3x the pages written per turn).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from carnb import sqlite
+from carnb.errors import CarnbError
 from carnb.runs import records as rec
+from carnb.runs.backend import RUN_COLUMNS, NewRun, Row, Session, run_columns, run_row
+
+log = logging.getLogger("carnb.runs")
 
 SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL UNIQUE,
-    agent_id TEXT NOT NULL,
-    intent TEXT NOT NULL,
-    status TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    next_index INTEGER NOT NULL,
-    turn_count INTEGER NOT NULL DEFAULT 0,
-    owner_session_id TEXT,
-    owner_epoch TEXT,
-    idem_scope TEXT,
-    idempotency_key TEXT
-);
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs {run_columns("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL")};
 CREATE INDEX IF NOT EXISTS runs_by_agent ON runs (agent_id, seq);
 CREATE INDEX IF NOT EXISTS runs_by_session ON runs (owner_epoch, owner_session_id, status);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_idem ON runs (idem_scope, idempotency_key)
@@ -53,19 +48,6 @@ CREATE TABLE IF NOT EXISTS records (
     UNIQUE (run_id, idx)
 );
 """
-RUN_KEYS = (
-    "run_id",
-    "agent_id",
-    "intent",
-    "status",
-    "started_at",
-    "ended_at",
-    "next_index",
-    "turn_count",
-    "owner_session_id",
-    "owner_epoch",
-)
-_RUN_COLS = ", ".join(RUN_KEYS)
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _SCHEMA = sqlite.Schema("run store", SCHEMA_VERSION, SCHEMA)
 
@@ -83,125 +65,130 @@ def connect(path: str, synchronous: str, timeout_s: float) -> sqlite3.Connection
     )
 
 
-# -- runs ---------------------------------------------------------------------------------------
-def fetch_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
-    r = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id=?", (run_id,)).fetchone()
-    return None if r is None else dict(zip(RUN_KEYS, r, strict=True))
+class SqliteRuns:
+    """:class:`~carnb.runs.backend.RunBackend` on one SQLite file: one connection behind an
+    ``RLock`` (threads of this process), ``BEGIN IMMEDIATE`` (other processes)."""
+
+    def __init__(self, path: str, synchronous: str, busy_timeout_s: float) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout_s = busy_timeout_s
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def open(self) -> None:
+        with self._lock:
+            if self._conn is None:
+                self._conn = connect(self.path, self.synchronous, self.busy_timeout_s)
+                log.debug("run store open: %s", self.path)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                log.debug("run store closed: %s", self.path)
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise CarnbError(f"run store {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def read(self) -> Iterator[SqliteRunTx]:
+        with self._lock:
+            yield SqliteRunTx(self._require())
+
+    @contextmanager
+    def write(self, committed: Callable[[], None]) -> Iterator[SqliteRunTx]:
+        with self._lock:
+            conn = self._require()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield SqliteRunTx(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise CarnbError(f"run store {self.path}: {exc}; nothing was written") from exc
+                raise
+            committed()
 
 
-def find_idempotent(conn: sqlite3.Connection, scope: str, key: str) -> dict[str, str] | None:
-    r = conn.execute(
-        "SELECT run_id, agent_id FROM runs WHERE idem_scope=? AND idempotency_key=?",
-        (scope, key),
-    ).fetchone()
-    return None if r is None else {"run_id": r[0], "agent_id": r[1]}
+class SqliteRunTx:
+    """:class:`~carnb.runs.backend.RunTx` on the store's connection (``BEGIN IMMEDIATE`` holds
+    the file's write lock, so a fetched run cannot change before commit)."""
 
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
-def insert_run(
-    conn: sqlite3.Connection,
-    *,
-    run_id: str,
-    agent_id: str,
-    intent: str,
-    ts: float,
-    session_id: str,
-    epoch: str,
-    idem_scope: str | None,
-    idempotency_key: str | None,
-) -> None:
-    """A new ``in_progress`` run whose ``started`` record (index 0) the caller appends."""
-    conn.execute(
-        "INSERT INTO runs (run_id, agent_id, intent, status, started_at, next_index, "
-        "owner_session_id, owner_epoch, idem_scope, idempotency_key) "
-        "VALUES (?,?,?,?,?,0,?,?,?,?)",
-        (
-            run_id,
-            agent_id,
-            intent,
-            rec.IN_PROGRESS,
-            ts,
-            session_id,
-            epoch,
-            idem_scope,
-            idempotency_key,
-        ),
-    )
+    def fetch_run(self, run_id: str) -> Row | None:
+        r = self.conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id=?", (run_id,))
+        row = r.fetchone()
+        return None if row is None else run_row(row)
 
+    def find_idempotent(self, scope: str, key: str) -> tuple[str, str] | None:
+        found: tuple[str, str] | None = self.conn.execute(
+            "SELECT run_id, agent_id FROM runs WHERE idem_scope=? AND idempotency_key=?",
+            (scope, key),
+        ).fetchone()
+        return found
 
-def append(
-    conn: sqlite3.Connection, run_id: str, base: int, kind: str, ts: float, bodies: Sequence[str]
-) -> None:
-    """Records ``base, base+1, ...`` of one kind (``bodies`` are JSON object texts)."""
-    conn.executemany(
-        "INSERT INTO records (run_id, idx, kind, ts, body) VALUES (?,?,?,?,?)",
-        [(run_id, base + i, kind, ts, body) for i, body in enumerate(bodies)],
-    )
-    turns = len(bodies) if kind == rec.TURN else 0
-    conn.execute(
-        "UPDATE runs SET next_index=next_index+?, turn_count=turn_count+? WHERE run_id=?",
-        (len(bodies), turns, run_id),
-    )
+    def insert_run(self, run: NewRun) -> None:
+        self.conn.execute(
+            f"INSERT INTO runs ({NewRun.COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", run.values()
+        )
 
+    def append(self, run_id: str, base: int, kind: str, ts: float, bodies: Sequence[str]) -> None:
+        self.conn.executemany(
+            "INSERT INTO records (run_id, idx, kind, ts, body) VALUES (?,?,?,?,?)",
+            [(run_id, base + i, kind, ts, body) for i, body in enumerate(bodies)],
+        )
+        turns = len(bodies) if kind == rec.TURN else 0
+        self.conn.execute(
+            "UPDATE runs SET next_index=next_index+?, turn_count=turn_count+? WHERE run_id=?",
+            (len(bodies), turns, run_id),
+        )
 
-def set_ended(conn: sqlite3.Connection, run_id: str, status: str, ts: float) -> None:
-    conn.execute("UPDATE runs SET status=?, ended_at=? WHERE run_id=?", (status, ts, run_id))
+    def set_ended(self, run_id: str, status: str, ts: float) -> None:
+        self.conn.execute(
+            "UPDATE runs SET status=?, ended_at=? WHERE run_id=?", (status, ts, run_id)
+        )
 
+    def open_runs_of_session(self, epoch: str, session_id: str) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT run_id FROM runs WHERE owner_epoch=? AND owner_session_id=? AND status=? "
+            "ORDER BY seq",
+            (epoch, session_id, rec.IN_PROGRESS),
+        )
+        return [r[0] for r in rows]
 
-def open_runs_of_session(conn: sqlite3.Connection, epoch: str, session_id: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT run_id FROM runs WHERE owner_epoch=? AND owner_session_id=? AND status=? "
-        "ORDER BY seq",
-        (epoch, session_id, rec.IN_PROGRESS),
-    )
-    return [r[0] for r in rows]
+    def list_runs(self, agent_id: str, only: Session | None, limit: int | None) -> list[Row]:
+        mine = "" if only is None else " AND owner_epoch=? AND owner_session_id=?"
+        rows = self.conn.execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE agent_id=?{mine} ORDER BY seq DESC LIMIT ?",
+            (agent_id, *(only or ()), -1 if limit is None else limit),
+        )
+        return [run_row(r) for r in rows]
 
+    def read_records(self, run_id: str, after: int, limit: int | None) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT idx, kind, ts, body FROM records WHERE run_id=? AND idx>? ORDER BY idx LIMIT ?",
+            (run_id, after, -1 if limit is None else limit),
+        )
+        return [rec.make_record(i, k, ts, json.loads(body)) for i, k, ts, body in rows]
 
-def list_runs(
-    conn: sqlite3.Connection,
-    agent_id: str,
-    *,
-    only_session: tuple[str, str] | None = None,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Run rows of ``agent_id``, newest first; ``only_session=(epoch, session_id)`` filters."""
-    q = f"SELECT {_RUN_COLS} FROM runs WHERE agent_id=?"
-    args: tuple[Any, ...] = (agent_id,)
-    if only_session is not None:
-        q += " AND owner_epoch=? AND owner_session_id=?"
-        args += only_session
-    q += " ORDER BY seq DESC"
-    if limit is not None:
-        q += " LIMIT ?"
-        args += (max(0, limit),)
-    return [dict(zip(RUN_KEYS, r, strict=True)) for r in conn.execute(q, args)]
-
-
-def run_counts_by_agent(conn: sqlite3.Connection) -> dict[str, int]:
-    """How many runs each owner id has (every owner, ``name:`` labels included)."""
-    rows = conn.execute("SELECT agent_id, COUNT(*) FROM runs GROUP BY agent_id ORDER BY agent_id")
-    return {str(a): int(n) for a, n in rows}
-
-
-# -- records ------------------------------------------------------------------------------------
-def read_records(
-    conn: sqlite3.Connection, run_id: str, after: int | None = None, limit: int | None = None
-) -> list[dict[str, Any]]:
-    q = "SELECT idx, kind, ts, body FROM records WHERE run_id=? AND idx>? ORDER BY idx"
-    args: tuple[Any, ...] = (run_id, -1 if after is None else after)
-    if limit is not None:
-        q += " LIMIT ?"
-        args += (max(0, limit),)
-    return [rec.make_record(i, k, ts, json.loads(body)) for i, k, ts, body in conn.execute(q, args)]
-
-
-def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """The public summary of a run row: what ``runs.list`` and ``authorize`` return."""
-    return {
-        "run_id": row["run_id"],
-        "agent_id": row["agent_id"],
-        "intent": row["intent"],
-        "status": row["status"],
-        "started_at": rec.iso(row["started_at"]),
-        "ended_at": None if row["ended_at"] is None else rec.iso(row["ended_at"]),
-        "turn_count": row["turn_count"],
-    }
+    def run_counts_by_agent(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT agent_id, COUNT(*) FROM runs GROUP BY agent_id ORDER BY agent_id"
+        )
+        return {str(a): int(n) for a, n in rows}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -222,3 +223,16 @@ def model_turn_body(params: dict[str, Any]) -> dict[str, Any]:
             data={"bytes": size, "max": MAX_TURN_BYTES},
         )
     return body
+
+
+def run_summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The public summary of a run row: what ``runs.list`` and ``authorize`` return."""
+    return {
+        "run_id": row["run_id"],
+        "agent_id": row["agent_id"],
+        "intent": row["intent"],
+        "status": row["status"],
+        "started_at": iso(row["started_at"]),
+        "ended_at": None if row["ended_at"] is None else iso(row["ended_at"]),
+        "turn_count": row["turn_count"],
+    }

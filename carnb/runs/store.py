@@ -1,13 +1,14 @@
-"""``RunStore``: the durable run store and run lifecycle, on one SQLite file (WAL).
+"""``RunStore``: the durable run store and run lifecycle, on one SQLite file (WAL) by default.
 
 Theory of operation
 -------------------
-The SQL lives in :mod:`carnb.runs.db`: a ``runs`` row per run and its ``records``. Every write
-is one ``BEGIN IMMEDIATE`` transaction that reads the run's ``next_index``, appends records and
-bumps it, so indexes are contiguous and never overlap, also when several threads (one connection
-behind an ``RLock``) or several processes (SQLite's write lock) append to the same run. Nothing
-is returned before ``COMMIT``; a batch is validated completely before the transaction starts, so
-a bad turn leaves nothing behind.
+This module is the policy; the storage is a :class:`~carnb.runs.backend.RunBackend`: SQLite
+(:mod:`carnb.runs.db`, a ``runs`` row per run and its ``records``) unless another is given (a
+team's PostgreSQL, :mod:`carnb.pgstore.runs`). Every write is one transaction that reads the
+run's ``next_index`` (holding the run until commit), appends records and bumps it, so indexes
+are contiguous and never overlap, also when several threads or several processes append to the
+same run. Nothing is returned before ``COMMIT``; a batch is validated completely before the
+transaction starts, so a bad turn leaves nothing behind.
 
 Lifecycle (status column; the terminal states never change again, the first one wins)::
 
@@ -19,7 +20,7 @@ Authorisation is :mod:`carnb.runs.access`; this module only applies it. Callers 
 see a run get the same answer as for an unknown id.
 
 Listeners (:meth:`RunStore.add_listener`) are called after each commit, in the writing thread,
-while the store's lock is held, once per new record in cursor order:
+before the store's next write begins, once per new record in cursor order:
 ``{run_id, agent_id, record, cursor, status}``. They must be quick (hand off, e.g. with
 ``loop.call_soon_threadsafe``) and must not block on another thread that uses this store. Only
 writes made through this ``RunStore`` object are announced (not another process's). A gapless
@@ -41,24 +42,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from types import ModuleType
+from contextlib import contextmanager
 from typing import Any
 
 from carnb.errors import CarnbError, Forbidden, InvalidParams, NotFound
-from carnb.runs import access, db
+from carnb.runs import access
 from carnb.runs import records as rec
 from carnb.runs.access import Caller
+from carnb.runs.backend import NewRun, Row, RunBackend, RunTx
+from carnb.runs.db import SqliteRuns
 
 log = logging.getLogger("carnb.runs")
 
 Listener = Callable[[dict[str, Any]], None]
-Row = dict[str, Any]
 Events = list[dict[str, Any]]
 
 
@@ -67,59 +67,56 @@ class RunTerminal(CarnbError):
 
 
 class RunStore:
-    """Durable runs in one SQLite file; thread-safe; a synchronous API (see module docstring).
+    """Durable runs; thread-safe; a synchronous API (see module docstring).
 
-    The policy (validation, ownership, lifecycle) is this class; the SQL is ``_sql``
-    (:mod:`carnb.runs.db`). A store on another database (``carnb.pgstore.runs``) subclasses it,
-    giving its own ``_sql`` module with the same functions and its own ``open``/``close``/
-    ``_read``/``_tx``.
+    ``RunStore(path)``: one SQLite file (``synchronous`` and ``busy_timeout_s`` are its
+    settings); ``RunStore(backend=...)``: another :class:`~carnb.runs.backend.RunBackend`. The
+    policy (validation, ownership, lifecycle) is this class, the SQL the backend's.
 
     ``open()``/``close()`` are the idempotent lifecycle (``__init__`` opens); ``start()`` is
     ``runs.start``. Every caller argument is a :class:`~carnb.runs.Caller` or any session-like
     object with ``session_id``/``client_id``, ``agent_id`` and ``is_host``.
     """
 
-    _sql: ModuleType = db
-
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         *,
+        backend: RunBackend | None = None,
         synchronous: str = "NORMAL",
         busy_timeout_s: float = 5.0,
     ) -> None:
-        self.path = os.fspath(path)
-        self.synchronous = synchronous.upper()
-        if self.synchronous not in db.SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {db.SYNCHRONOUS}, not {synchronous!r}")
-        self.busy_timeout_s = busy_timeout_s
+        if (path is None) == (backend is None):
+            raise ValueError("give a run store exactly one of path and backend")
+        self._backend: RunBackend = (
+            backend
+            if backend is not None
+            else SqliteRuns(os.fspath(path or ""), synchronous.upper(), busy_timeout_s)
+        )
         # Identifies this store object: session ids are only unique within it (access module).
         self.epoch = uuid.uuid4().hex
-        self._lock: AbstractContextManager[Any] = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
         self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
         self.open()
+
+    @property
+    def label(self) -> str:
+        """How errors and logs name the store (a path, a PostgreSQL address)."""
+        return self._backend.label
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> RunStore:
-        """Open the file (idempotent; reopens after :meth:`close`, same epoch)."""
-        with self._lock:
-            if self._conn is None:
-                self._conn = db.connect(self.path, self.synchronous, self.busy_timeout_s)
-                log.debug("run store open: %s", self.path)
-            return self
+        """Open the store (idempotent; reopens after :meth:`close`, same epoch)."""
+        self._backend.open()
+        return self
 
     def close(self) -> None:
-        """Close the file (idempotent). Listeners stay registered for a later :meth:`open`."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-                log.debug("run store closed: %s", self.path)
+        """Close the store (idempotent). Listeners stay registered for a later :meth:`open`."""
+        self._backend.close()
 
     @property
     def closed(self) -> bool:
-        return self._conn is None
+        return self._backend.closed
 
     def __enter__(self) -> RunStore:
         return self
@@ -129,11 +126,11 @@ class RunStore:
 
     def add_listener(self, fn: Listener) -> Callable[[], None]:
         """Call ``fn(event)`` for every new record; returns an idempotent unsubscribe."""
-        with self._lock:
+        with self._listeners_lock:
             self._listeners.append(fn)
 
         def remove() -> None:
-            with self._lock:
+            with self._listeners_lock:
                 if fn in self._listeners:
                     self._listeners.remove(fn)
 
@@ -159,25 +156,17 @@ class RunStore:
         key = rec.check_key(idempotency_key)
         owner = access.resolve_owner(c, agent_id, agent_name)
         scope = access.idempotency_scope(owner, c, self.epoch) if key is not None else None
-        with self._lock, self._tx() as (conn, events):
+        with self._tx() as (tx, events):
             if key is not None and scope is not None:
-                existing: dict[str, Any] | None = self._sql.find_idempotent(conn, scope, key)
+                existing = tx.find_idempotent(scope, key)
                 if existing is not None:
-                    return existing
+                    return {"run_id": existing[0], "agent_id": existing[1]}
             run_id, now = rec.new_run_id(), time.time()
-            self._sql.insert_run(
-                conn,
-                run_id=run_id,
-                agent_id=owner,
-                intent=intent_s,
-                ts=now,
-                session_id=c.session_id,
-                epoch=self.epoch,
-                idem_scope=scope,
-                idempotency_key=key,
+            tx.insert_run(
+                NewRun(run_id, owner, intent_s, now, c.session_id, self.epoch, scope, key)
             )
             body = rec.started_body(intent_s, owner)
-            self._sql.append(conn, run_id, 0, rec.STARTED, now, [rec.dumps(body)])
+            tx.append(run_id, 0, rec.STARTED, now, [rec.dumps(body)])
             record = rec.make_record(0, rec.STARTED, now, body)
             events.append(_event(run_id, owner, record, rec.IN_PROGRESS))
             log.info("run started: %s for %s", run_id, owner)
@@ -193,14 +182,14 @@ class RunStore:
         c = access.as_caller(caller)
         rid = rec.check_run_id(run_id)
         texts = rec.encode_turns(turns)
-        with self._lock, self._tx() as (conn, events):
-            row = self._authorized_row(conn, c, rid, access.RECORD_TURNS)
+        with self._tx() as (tx, events):
+            row = self._authorized_row(tx, c, rid, access.RECORD_TURNS)
             if row is None:
                 return _dropped(rid, "run_not_found")
             if row["status"] in rec.TERMINAL:
                 return _dropped(rid, "run_terminal") | {"status": row["status"]}
             base, now = row["next_index"], time.time()
-            self._sql.append(conn, rid, base, rec.TURN, now, [f'{{"turn":{t}}}' for t in texts])
+            tx.append(rid, base, rec.TURN, now, [f'{{"turn":{t}}}' for t in texts])
             if self._listeners:
                 for i, t in enumerate(texts):  # decoded copies: listeners see what is stored
                     record = rec.make_record(base + i, rec.TURN, now, {"turn": json.loads(t)})
@@ -217,14 +206,14 @@ class RunStore:
         c = access.as_caller(caller)
         rid = rec.check_run_id(run_id)
         body = rec.model_turn_body(turn)
-        with self._lock, self._tx() as (conn, events):
-            row = self._authorized_row(conn, c, rid, access.RECORD_TURNS)
+        with self._tx() as (tx, events):
+            row = self._authorized_row(tx, c, rid, access.RECORD_TURNS)
             if row is None:
                 return _dropped(rid, "run_not_found")
             if row["status"] in rec.TERMINAL:
                 return _dropped(rid, "run_terminal") | {"status": row["status"]}
             index, now = row["next_index"], time.time()
-            self._sql.append(conn, rid, index, rec.MODEL_TURN, now, [rec.dumps(body)])
+            tx.append(rid, index, rec.MODEL_TURN, now, [rec.dumps(body)])
             record = rec.make_record(index, rec.MODEL_TURN, now, body)
             events.append(_event(rid, row["agent_id"], record, rec.IN_PROGRESS))
             return {"run_id": rid, "ok": True, "index": index, "turn_index": body["turn_index"]}
@@ -238,9 +227,9 @@ class RunStore:
         c = access.as_caller(caller)
         rid = rec.check_run_id(run_id)
         out = rec.check_outcome(outcome)
-        with self._lock, self._tx() as (conn, events):
-            row = self._writable_row(conn, c, rid, access.COMPLETE)
-            self._end(conn, events, row, rec.ended_body(rec.COMPLETED, outcome=out))
+        with self._tx() as (tx, events):
+            row = self._writable_row(tx, c, rid, access.COMPLETE)
+            self._end(tx, events, row, rec.ended_body(rec.COMPLETED, outcome=out))
             return {"run_id": rid, "ok": True}
 
     def cancel(self, caller: Any, run_id: object, reason: object = "cancelled") -> dict[str, Any]:
@@ -251,26 +240,25 @@ class RunStore:
         c = access.as_caller(caller)
         rid = rec.check_run_id(run_id)
         why = rec.check_reason(reason)
-        with self._lock, self._tx() as (conn, events):
-            row = self._writable_row(conn, c, rid, access.CANCEL)
-            self._end(conn, events, row, rec.ended_body(rec.CANCELLED, reason=why))
+        with self._tx() as (tx, events):
+            row = self._writable_row(tx, c, rid, access.CANCEL)
+            self._end(tx, events, row, rec.ended_body(rec.CANCELLED, reason=why))
             return {"run_id": rid, "ok": True, "status": rec.CANCELLED}
 
     def end_incomplete(self, run_id: str, reason: str = "session disconnected") -> bool:
         """End a run ``incomplete`` (server use, no caller check). False if unknown or ended."""
-        with self._lock, self._tx() as (conn, events):
-            row = self._sql.fetch_run(conn, run_id)
+        with self._tx() as (tx, events):
+            row = tx.fetch_run(run_id)
             if row is None or row["status"] in rec.TERMINAL:
                 return False
-            self._end(conn, events, row, rec.ended_body(rec.INCOMPLETE, reason=reason))
+            self._end(tx, events, row, rec.ended_body(rec.INCOMPLETE, reason=reason))
             return True
 
     def end_session_runs(self, session_id: str, reason: str = "session disconnected") -> list[str]:
         """End ``incomplete`` every open run the session started (on disconnect); their ids."""
-        with self._lock:
-            with self._read() as conn:
-                ids: list[str] = self._sql.open_runs_of_session(conn, self.epoch, session_id)
-            return [rid for rid in ids if self.end_incomplete(rid, reason)]
+        with self._backend.read() as tx:
+            ids = tx.open_runs_of_session(self.epoch, session_id)
+        return [rid for rid in ids if self.end_incomplete(rid, reason)]
 
     # -- reads -----------------------------------------------------------------------------
     def authorize(self, caller: Any, run_id: str, action: str) -> dict[str, Any] | None:
@@ -284,9 +272,9 @@ class RunStore:
             raise ValueError(
                 f"unknown run action {action!r}; expected one of {sorted(access.ACTIONS)}"
             )
-        with self._lock, self._read() as conn:
-            row = self._authorized_row(conn, c, run_id, action)
-            return None if row is None else db.summary(row)
+        with self._backend.read() as tx:
+            row = self._authorized_row(tx, c, run_id, action)
+            return None if row is None else rec.run_summary(row)
 
     def get_trace(
         self, caller: Any, run_id: object, *, after: int | None = None, limit: int | None = None
@@ -299,11 +287,11 @@ class RunStore:
         """
         c = access.as_caller(caller)
         rid = rec.check_run_id(run_id)
-        with self._lock, self._read() as conn:
-            row = self._authorized_row(conn, c, rid, access.READ)
+        with self._backend.read() as tx:
+            row = self._authorized_row(tx, c, rid, access.READ)
             if row is None:
                 return {"run_id": rid, "not_found": True}
-            records = self._sql.read_records(conn, rid, after, limit)
+            records = tx.read_records(rid, -1 if after is None else after, _at_most(limit))
         return {
             "run_id": rid,
             "agent_id": row["agent_id"],
@@ -328,41 +316,26 @@ class RunStore:
             c.agent_id == agent_id and not agent_id.startswith(access.NAME_PREFIX)
         )
         only = None if sees_all else (self.epoch, c.session_id)
-        with self._lock, self._read() as conn:
-            rows = self._sql.list_runs(conn, agent_id, only_session=only, limit=limit)
-        return {"agent_id": agent_id, "runs": [db.summary(r) for r in rows]}
+        with self._backend.read() as tx:
+            rows = tx.list_runs(agent_id, only, _at_most(limit))
+        return {"agent_id": agent_id, "runs": [rec.run_summary(r) for r in rows]}
 
     def run_counts_by_agent(self) -> dict[str, int]:
         """Owner id -> number of runs in the store (for the host's view of what is on disk)."""
-        with self._lock:
-            return db.run_counts_by_agent(self._require())
+        with self._backend.read() as tx:
+            return tx.run_counts_by_agent()
 
     # -- internals -------------------------------------------------------------------------
-    def _require(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise CarnbError(f"run store {self.path} is closed")
-        return self._conn
-
     @contextmanager
-    def _read(self) -> Iterator[Any]:
-        """A connection for reads (caller holds the lock)."""
-        yield self._require()
-
-    @contextmanager
-    def _tx(self) -> Iterator[tuple[Any, Events]]:
-        """One write transaction; announce its records after COMMIT (caller holds the lock)."""
-        conn = self._require()
+    def _tx(self) -> Iterator[tuple[RunTx, Events]]:
+        """One write transaction; its records are announced after COMMIT."""
         events: Events = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn, events
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise CarnbError(f"run store {self.path}: {exc}; nothing was written") from exc
-            raise
+        with self._backend.write(lambda: self._announce(events)) as tx:
+            yield tx, events
+
+    def _announce(self, events: Events) -> None:
+        """Tell the listeners of committed records (the backend calls this after COMMIT, in
+        the writing thread)."""
         for ev in events:
             for fn in list(self._listeners):
                 try:
@@ -377,15 +350,15 @@ class RunStore:
             c, row["agent_id"], row["owner_session_id"], row["owner_epoch"], self.epoch
         )
 
-    def _authorized_row(self, conn: Any, c: Caller, run_id: str, action: str) -> Row | None:
-        row: Row | None = self._sql.fetch_run(conn, run_id)
+    def _authorized_row(self, tx: RunTx, c: Caller, run_id: str, action: str) -> Row | None:
+        row = tx.fetch_run(run_id)
         if row is None or not access.allowed(self._role(c, row), action):
             return None
         return row
 
-    def _writable_row(self, conn: Any, c: Caller, run_id: str, action: str) -> Row:
+    def _writable_row(self, tx: RunTx, c: Caller, run_id: str, action: str) -> Row:
         """The run ``c`` may end, or the error that explains why not (without leaking it)."""
-        row: Row | None = self._sql.fetch_run(conn, run_id)
+        row = tx.fetch_run(run_id)
         role = "other" if row is None else self._role(c, row)
         if row is None or not access.allowed(role, action):
             if row is not None and access.allowed(role, access.READ):
@@ -401,10 +374,10 @@ class RunStore:
             )
         return row
 
-    def _end(self, conn: Any, events: Events, row: Row, body: dict[str, Any]) -> None:
+    def _end(self, tx: RunTx, events: Events, row: Row, body: dict[str, Any]) -> None:
         rid, idx, status, now = row["run_id"], row["next_index"], body["status"], time.time()
-        self._sql.append(conn, rid, idx, rec.ENDED, now, [rec.dumps(body)])
-        self._sql.set_ended(conn, rid, status, now)
+        tx.append(rid, idx, rec.ENDED, now, [rec.dumps(body)])
+        tx.set_ended(rid, status, now)
         record = rec.make_record(idx, rec.ENDED, now, body)
         events.append(_event(rid, row["agent_id"], record, status))
         log.info("run ended: %s %s", rid, status)
@@ -422,3 +395,8 @@ def _event(run_id: str, agent_id: str, record: dict[str, Any], status: str) -> d
 
 def _dropped(run_id: str, why: str) -> dict[str, Any]:
     return {"run_id": run_id, "ok": False, "dropped": why, "base_index": 0, "count": 0}
+
+
+def _at_most(limit: int | None) -> int | None:
+    """A page size as the backends take it: ``None`` for all, never negative."""
+    return None if limit is None else max(0, limit)

@@ -163,21 +163,21 @@ class Dispatcher:
         except Exception as exc:
             return Reply(_reply_error(msg, _typed(method.name, exc)))
         if isinstance(started, Later):
-            return Deferred(self._finish(method, msg, started.coro), started.coro)
+            return Deferred(self._finish(session, method, msg, started.coro), started.coro)
         if method.large_reply:
             ready = _ready(started)
-            return Deferred(self._finish(method, msg, ready), ready)
+            return Deferred(self._finish(session, method, msg, ready), ready)
         return Reply(self._reply_result(method, msg, started))
 
     async def _finish(
-        self, method: Method, msg: Call, coro: Coroutine[Any, Any, Any]
+        self, session: ClientSession, method: Method, msg: Call, coro: Coroutine[Any, Any, Any]
     ) -> str | None:
         try:
             result = await coro
         except Exception as exc:
             return _reply_error(msg, _typed(method.name, exc))
         if method.large_reply:
-            return await run_bulk(self._reply_result, method, msg, result, True)
+            return await run_bulk(session, self._reply_result, method, msg, result, True)
         return self._reply_result(method, msg, result)
 
     def _reply_result(

@@ -7,6 +7,7 @@ is not offered: its methods are not in the table and do not appear in ``capabili
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator
@@ -69,6 +70,7 @@ class SessionHub:
         self._sessions: dict[str, ClientSession] = {}
         self._closers: list[SessionCloser] = []  # run when a session ends
         self._announced: set[str] = set()  # sessions that entered the event log
+        self._filling: set[asyncio.Future[None]] = set()  # fact counts being read
 
     def __iter__(self) -> Iterator[ClientSession]:
         return iter(list(self._sessions.values()))
@@ -157,12 +159,15 @@ class SessionHub:
             elif agent_id is not None:
                 bound = memory.agent_graph(agent_id)
         graph = bound if bound is not None else session.memgine
-        # never wait on the loop for a graph another call holds: the count is then filled in
-        # later (memory.fact_count, or the panel's asnapshots)
-        if graph is not None:
-            count = graph.fact_count_if_idle()
-        else:
+        # Never wait on the loop for a graph another call holds, nor for a database round trip:
+        # the count is then read in a worker thread and filled in when it arrives.
+        count: int | None
+        if graph is None:
             count = 0 if memory is not None else None
+        elif bound is not None and memory is not None and memory.remote:
+            count = None
+        else:
+            count = graph.fact_count_if_idle()
         # nothing has changed up to here; from here on nothing can fail
         previous_agent = session.agent_id
         was = (session.authenticated, session.is_host, previous_agent, session.memory_namespace)
@@ -180,6 +185,10 @@ class SessionHub:
         )
         session.emit()
         self._announce(session)
+        if count is None and graph is not None:
+            task = asyncio.ensure_future(self._fill_fact_count(session, graph))
+            self._filling.add(task)
+            task.add_done_callback(self._filling.discard)
         if previous_agent is not None and previous_agent != agent_id:
             self._svc.events.emit(
                 AGENT_DETACHED,
@@ -194,6 +203,17 @@ class SessionHub:
                 message=f"agent {agent_id} attached to {session.client_id}",
                 payload={"session_id": session.client_id, "memory_namespace": namespace},
             )
+
+    async def _fill_fact_count(self, session: ClientSession, graph: Graph) -> None:
+        """Read ``graph``'s count in a worker thread and show it, unless the session moved to
+        another graph or learnt a count meanwhile (a write publishes its own)."""
+        try:
+            count = await asyncio.to_thread(graph.fact_count)
+        except Exception as exc:  # the panel shows no count; the next memory call sets it
+            log.info("fact count of %s not read: %s", session.client_id, exc)
+            return
+        if not session.closed and session.effective_memgine is graph and session.fact_count is None:
+            session.update(fact_count=count)
 
     def sessions_of_agent(self, agent_id: str) -> list[str]:
         return [

@@ -29,7 +29,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from carnb.protocol.jsonrpc import notification_text, parse_frame
+from carnb.protocol.jsonrpc import MAX_FRAME_VALUES, Message, notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
 from carnb.server.bulk import run_bulk
 from carnb.server.callbacks import PeerCalls
@@ -52,8 +52,10 @@ _wire_logger = logging.getLogger("carnb.server.wire")
 _wire_logger.addFilter(ThrottleFilter())  # a flood of failing peers must not flood the log
 wire_log = _NoFrameDumps(_wire_logger, {})
 
-# Frames longer than this are parsed on the bulk thread, not on the event loop.
-PARSE_OFF_LOOP_CHARS = 256 * 1024
+# Frames longer than this are parsed on the bulk thread, in their session's turn, and refused
+# unparsed when they may hold more than MAX_FRAME_VALUES values; shorter ones decode on the loop
+# in a few milliseconds whatever their shape.
+PARSE_OFF_LOOP_CHARS = 64 * 1024
 
 AUTH_TIMEOUT_REASON = "auth timeout: call session.auth first"
 
@@ -63,7 +65,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     allowed_origins: tuple[str, ...] = ()
-    max_frame_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = 4 * 1024 * 1024
     # Frames before session.auth succeeds (session.auth itself is well under 1 KiB).
     max_frame_bytes_before_auth: int = 64 * 1024
     ping_interval: float | None = 30.0
@@ -198,7 +200,7 @@ class SessionServer:
         was_authenticated = session.authenticated
         if isinstance(frame, str) and len(frame) > PARSE_OFF_LOOP_CHARS:
             # frames are handled in order, so the next frame of this peer waits; others do not
-            msg = await run_bulk(parse_frame, frame)
+            msg = await run_bulk(session, _parse_big_frame, frame)
             outcome = self.dispatcher.receive_message(session, msg)
         else:
             outcome = self.dispatcher.receive(session, frame)
@@ -302,6 +304,10 @@ class SessionServer:
                     outbox.size -= len(text)
         except ConnectionClosed:
             return
+
+
+def _parse_big_frame(frame: str) -> Message:
+    return parse_frame(frame, max_values=MAX_FRAME_VALUES)
 
 
 class Outbox:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from carnb.pgstore.scratch import find_bindir
+from carnb.testing.postgres import find_bindir
 from tests.kernel.test_notebooks import cell_index, execute, no_tokens_anywhere, out, panel_after
 
 pytestmark = [pytest.mark.kernel, pytest.mark.postgres, pytest.mark.timeout(240)]

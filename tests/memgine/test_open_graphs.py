@@ -104,13 +104,13 @@ def test_consolidate_merges_in_batches(tmp_path: Path, monkeypatch: pytest.Monke
         for copy in range(3):
             g.add_fact(f"s{i}", f"body {i}", tags=[f"t{copy}"])
     g.add_fact("s0", "another body")
-    real = store.bump_fact_count
+    real = store.SqliteTx.bump_fact_count
 
-    def per_transaction(conn: object, delta: int) -> None:  # once per merge transaction
+    def per_transaction(tx: store.SqliteTx, delta: int) -> None:  # once per merge transaction
         commits.append(delta)
-        real(conn, delta)  # type: ignore[arg-type]
+        real(tx, delta)
 
-    monkeypatch.setattr(store, "bump_fact_count", per_transaction)
+    monkeypatch.setattr(store.SqliteTx, "bump_fact_count", per_transaction)
     report = g.consolidate()
     assert report["duplicates_merged"] == 10 and report["fact_count"] == 6 == g.fact_count()
     assert commits == [-2] * 5  # one group (3 facts) per transaction

@@ -446,3 +446,50 @@ def test_a_runner_flooding_its_stream_does_not_freeze_the_kernel(
     note("kernel: max cell tick gap ms while a runner floods its stream", max_gap)
     add("kernel: runner calls cut at the stream cap", refused)
     assert max_gap < 200, text
+
+
+def test_big_frames_after_auth_do_not_freeze_the_kernel(
+    kernel: tuple[Kernel, dict[str, Any]],
+) -> None:
+    """Authenticated peers send the costliest frames the limits allow (nested arrays at the
+    value limit, a string at the frame cap, a frame over the value limit) to the in-kernel
+    server; a cell that ticks every 10 ms never waits more than 200 ms."""
+    from tests.reliability.test_big_frames import costliest_frames, send_frame
+    from tests.reliability.test_runners import authed
+
+    k, info = kernel
+    frames = list(costliest_frames().values())
+    ticker = k.kc.execute(
+        "import time\ngaps = []\nlast = time.perf_counter()\nend = last + 6\n"
+        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
+        "    gaps.append(now - last)\n    last = now\n"
+        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
+    )
+    time.sleep(1)  # the ticker is running
+
+    async def attack() -> int:
+        peers = [await authed(info["url"], token=info["token"]) for _ in range(2)]
+        sent = 0
+
+        async def flood(c: AClient) -> None:
+            nonlocal sent
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                for text in frames:
+                    await send_frame(c, text)
+                    sent += 1
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(flood(c) for c in peers))
+        for c in peers:
+            await c.close()
+        return sent
+
+    sent = asyncio.run(attack())
+    reply, out = k.wait(ticker, timeout=60)
+    text = k.text(out)
+    assert reply["status"] == "ok", text
+    max_gap = float(text.split("max gap ms")[1].split()[0])
+    note("kernel: max cell tick gap ms under authenticated big frames", max_gap)
+    add("kernel: authenticated big frames sent", sent)
+    assert max_gap < 200, text

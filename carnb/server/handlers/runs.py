@@ -8,6 +8,7 @@ ends into host events, and ends a departing session's open runs ``incomplete``.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -57,7 +58,8 @@ async def _on_session_close(svc: Services, s: ClientSession) -> None:
     svc.run_subscriptions.drop_session(s)
     if not s.authenticated:  # it could start no run: spare the store (and its lock)
         return
-    for run_id in _store(svc).end_session_runs(s.client_id):
+    # a database call (PostgreSQL: a network round trip): in a worker thread, never on the loop
+    for run_id in await asyncio.to_thread(_store(svc).end_session_runs, s.client_id):
         _clear_current(svc, run_id)
 
 
@@ -155,7 +157,7 @@ async def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
     start = cursor if cursor is not None else (0 if after is None else after + 1)
     limit = opt_int(p, "limit", TRACE_PAGE_RECORDS, minimum=1, maximum=TRACE_PAGE_MAX_RECORDS)
     assert limit is not None
-    return await run_bulk(trace_page, _store(svc), s, run_id, start, limit)
+    return await run_bulk(s, trace_page, _store(svc), s, run_id, start, limit)
 
 
 def trace_page(store: RunLog, s: ClientSession, run_id: str, start: int, limit: int) -> Record:
