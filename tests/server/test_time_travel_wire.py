@@ -415,3 +415,28 @@ def test_fork_refuses_bad_input_and_what_it_may_not_read(rt, models, adds, alice
             stranger.call("runs.replay", {"run_id": parent})
     finally:
         stranger.close()
+
+
+def test_a_connected_agents_tools_run_live_under_its_policies(rt, models, alice) -> None:
+    search = {"name": "search", "parameters": {"type": "object", "properties": {"q": {}}}}
+    alice.call("tools.register", [search])
+    alice.call("policy.register", {"name": "no-rm", "rule": "deny_tool", "target": "rm"})
+    parent = recorded_by_hand(alice)
+    live = {"tool_calls": [{"id": "s9", "name": "search", "arguments": {"q": "live"}}]}
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 1, "answer": live, "max_turns": 1})
+    deadline = time.monotonic() + 10
+    while True:  # the agent answers the fork's call of its tool
+        msg = alice.recv(max(0.01, deadline - time.monotonic()))
+        if msg.get("method") == "tools.execute":
+            break
+    assert msg["params"]["tool"] == "search" and msg["params"]["parameters"] == {"q": "live"}
+    alice.send({"jsonrpc": "2.0", "id": msg["id"], "result": "answered live"})
+    trace = ended(rt, fork["run_id"])
+    searched = [r["turn"] for r in trace["records"] if r["record"] == "turn"][-1]
+    assert searched["output"] == "answered live" and searched["status"] == "succeeded"
+    assert "limit of 1 model turns" in trace["records"][-1]["outcome"]["summary"]
+    rm = {"tool_calls": [{"id": "r1", "name": "rm", "arguments": {"path": "/"}}]}
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 1, "answer": rm, "max_turns": 1})
+    trace = ended(rt, fork["run_id"])
+    removed = [r["turn"] for r in trace["records"] if r["record"] == "turn"][-1]
+    assert removed["tool"] == "rm" and removed["policy_rejected"] is True  # the agent's policy

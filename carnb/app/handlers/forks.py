@@ -117,7 +117,10 @@ class ForkRunner:
             (
                 t
                 for t in svc.sessions
-                if t.agent_id == agent and not t.closed and t is not caller and t.callbacks
+                if t.agent_id == agent
+                and not t.closed
+                and t is not caller
+                and t.callbacks is not None
             ),
             None,
         )
