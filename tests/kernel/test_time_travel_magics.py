@@ -106,6 +106,19 @@ def test_replay_fork_diff_and_lineage(loaded: Any, rt: Any) -> None:
     assert "forked from" in listed.text()
 
 
+def test_a_fork_with_live_shows_its_timeline_as_it_runs(loaded: Any, rt: Any) -> None:
+    parent = rt.loop("add 1, 2")
+    live = loaded.run_line_magic("car", f"run fork {parent} --at 2 --model finisher --live")
+    wait_ended(loaded, live.run_id)
+    deadline = time.monotonic() + 10
+    while not any(r.get("record") == "ended" for r in live.records.values()):
+        assert time.monotonic() < deadline, "the live timeline did not reach the end"
+        time.sleep(0.05)
+    live.flush()
+    kinds = [live.records[i]["record"] for i in sorted(live.records)]
+    assert kinds == ["started", "model_turn", "turn", "model_turn", "turn", "ended"]
+
+
 def test_fork_errors_are_one_line(loaded: Any, rt: Any) -> None:
     parent = rt.loop("add 1")
     with pytest.raises(CarMagicError, match="at is 9, but run"):
