@@ -84,7 +84,9 @@ def test_run_agent_is_recorded_and_replays_with_no_model_call_and_no_tool_call(
     assert counted.calls == loopmodels.STEPS  # no tool ran again
 
 
-def test_a_fork_of_run_agent_continues_its_conversation_with_another_model(as_adder, host) -> None:
+def test_a_fork_of_run_agent_continues_its_conversation_under_the_agents_policy(
+    as_adder, host
+) -> None:
     outcome = agent_loop.run_agent(config("adder", as_adder), "add 1, 2 and 3")
     removed.clear()
     # at turn 2 the recorded request is run_agent's own: system prompt, goal, turn 1's answer
@@ -92,8 +94,19 @@ def test_a_fork_of_run_agent_continues_its_conversation_with_another_model(as_ad
     fork = host.call("runs.fork", {"run_id": outcome["run_id"], "at": 2, "model": "dangerous"})
     trace = ended(host, fork["run_id"])
     assert trace["records"][-1]["outcome"] == {"status": "success", "summary": "stopped"}
-    # at turn 1 it asks for rm: run_agent is over, its tools went with it, so the fork cannot
-    # reach rm, says which tool and how to provide it, and nothing is removed
+    # at turn 1 it asks for rm: the agent is still connected, so its tools and its policy are
+    # in force, and the policy refuses rm; the model then finishes
+    fork = host.call("runs.fork", {"run_id": outcome["run_id"], "at": 1, "model": "dangerous"})
+    trace = ended(host, fork["run_id"])
+    rm, finish = [r["turn"] for r in trace["records"] if r["record"] == "turn"]
+    assert rm["tool"] == "rm" and rm["policy_rejected"] is True and "no-rm" in rm["error"]
+    assert finish["tool"] == "finish" and removed == []
+    # once the agent is gone the fork cannot reach rm: it says which tool and how to provide it
+    as_adder.close()
+    deadline = time.monotonic() + 10
+    while any(a["session_ids"] for a in host.call("agents.list") if a["spec"]["id"] == "adder"):
+        assert time.monotonic() < deadline, "the agent's session did not end"
+        time.sleep(0.05)
     fork = host.call("runs.fork", {"run_id": outcome["run_id"], "at": 1, "model": "dangerous"})
     trace = ended(host, fork["run_id"])
     (turn,) = [r["turn"] for r in trace["records"] if r["record"] == "turn"]
