@@ -50,6 +50,12 @@ MAX_RUNNING_PROPOSALS = 16  # per session, below MAX_IN_FLIGHT (see app/handlers
 MAX_PENDING_CALLS = 1024  # requests one peer may owe the server at once
 TURN_TEXT_CHARS = 16 * 1024  # output or error kept per recorded proposal turn
 
+# -- supervision and approvals ----------------------------------------------------------------
+DECISION_TIMEOUT_S = 30.0  # a supervised proposal with no verdict this long is rejected
+ESCALATION_TIMEOUT_S = 600.0  # an escalated proposal waits this long for the approval ledger
+LEDGER_LIST_MAX = 1000  # host.approvals returns at most this many approvals
+SUPERVISOR_FN_TIMEOUT_S = 10.0  # a notebook supervisor function's answer; later is a deny
+
 # -- models and chat --------------------------------------------------------------------------
 MODEL_TIMEOUT_S = 120.0  # one inference, unless its model says otherwise
 MODEL_WORKERS = 4  # Python model calls running at once; more wait their turn
@@ -102,6 +108,7 @@ class Settings:
     # shared by a team's servers (default: $CARNB_STORE).
     store: str | None = field(default_factory=from_environment)
     model_timeout: float = MODEL_TIMEOUT_S
+    decision_timeout: float = DECISION_TIMEOUT_S  # supervised proposals fail closed after it
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both

@@ -24,6 +24,7 @@ from urllib.parse import unquote
 from carnb._version import __version__
 from carnb.agentir import ToolSchema
 from carnb.agentir.pyschema import schema_of_function
+from carnb.app.approvals import ApprovalLedger
 from carnb.app.handlers import build_table
 from carnb.app.handlers.inference import context_source
 from carnb.app.methods import MethodTable, off_loop
@@ -33,6 +34,7 @@ from carnb.app.toolhub import LocalTool
 from carnb.browser import BrowserPool
 from carnb.config import COUNT_TIMEOUT_S, Settings
 from carnb.errors import CarnbError
+from carnb.ledger.sqlite import SqliteLedger
 from carnb.memgine import MemoryHome
 from carnb.memgine.home import GRAPH_SUFFIX
 from carnb.private_file import write_private_json
@@ -135,6 +137,7 @@ class Runtime:
         self._closers.append(services.tools.close)
         services.models.default_timeout = self.settings.model_timeout
         self._closers.append(services.models.close)
+        services.supervision.decision_timeout_s = self.settings.decision_timeout
         self._attach_engines(services)
         self.services = services
         table = build_table(services)
@@ -192,6 +195,10 @@ class Runtime:
             )
             services.browsers = pool
             self._closers.append(pool.close)
+        ledger = team.ledger() if team is not None else SqliteLedger(s.home / "approvals.sqlite3")
+        if isinstance(ledger, SqliteLedger):
+            self._closers.append(ledger.close)
+        services.approvals = ApprovalLedger(ledger, services.events)
         if team is not None:
             team.listen()  # every engine has registered its channels
 

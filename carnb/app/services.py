@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
+from carnb.app.approvals import ApprovalLedger
 from carnb.app.chat import ChatRelay
 from carnb.app.events import (
     AGENT_ATTACHED,
@@ -25,6 +26,7 @@ from carnb.app.events import (
 from carnb.app.models import ModelHub
 from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog
 from carnb.app.subscriptions import RunSubscriptions
+from carnb.app.supervision import Supervision
 from carnb.app.toolhub import ToolHub
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
@@ -47,6 +49,8 @@ class Services:
     tools: ToolHub = field(default_factory=ToolHub)  # tools and policies of every session
     models: ModelHub = field(default_factory=ModelHub)  # the models infer and embed reach
     chats: ChatRelay = field(default_factory=ChatRelay)  # agents.chat turns being relayed
+    supervision: Supervision = field(default_factory=Supervision)  # the admission gate
+    approvals: ApprovalLedger | None = None  # the durable approval ledger
     sessions: SessionHub = field(init=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +64,8 @@ class Services:
             caps.add("runs")
         if self.browsers is not None:
             caps.add("browser")
+        if self.approvals is not None:
+            caps.add("approvals")
         return frozenset(caps)
 
 

@@ -29,6 +29,7 @@ from carnb.agentir import (
 )
 from carnb.agentir.values import MISSING
 from carnb.app.handlers.runturns import record_proposal
+from carnb.app.handlers.supervision import gate
 from carnb.app.methods import Method, Params
 from carnb.app.params import req_list, req_str
 from carnb.app.schedule import in_thread
@@ -226,6 +227,9 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     prepared = await in_thread(_prepare, p["proposal"], policies, state)
     _check_state_room(s, prepared.write_sizes, tenant)
     proposal = prepared.proposal
+    refused = await gate(svc, s, proposal, p.get("scope"))
+    if refused is not None:
+        return refused
     registry, local = svc.tools.toolset(s)
     result = await execute_proposal(
         proposal,
