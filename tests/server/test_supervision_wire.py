@@ -252,14 +252,19 @@ def test_request_approval_ownership(gated: Runtime, clients: Any) -> None:
         alice.call("host.resolve_approval", {"approval_id": approval["id"], "approved": True})
 
 
-def test_the_ledger_survives_a_restart(make_runtime: Any, home: Any) -> None:
-    first = make_runtime(agents=("alice",))
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> str | None:
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_the_ledger_survives_a_restart(make_runtime: Any, store: str | None) -> None:
+    first = make_runtime(agents=("alice",), store=store)
     c = Client(first.url)
     c.call("session.auth", {"token": first.token})
     approval = c.call("host.request_approval", {"title": "keep me"})
     c.close()
     first.close()
-    second = make_runtime(agents=("alice",))
+    second = make_runtime(agents=("alice",), store=store)
     h = Client(second.url)
     try:
         h.call("session.auth", {"host_token": second.host_token})
