@@ -28,9 +28,12 @@ actions). Everything here runs on the host loop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +42,7 @@ from typing import Any, Literal
 from carnb.agentir import Action, ActionProposal
 from carnb.agentir.model import Reversibility
 from carnb.app.pending import Pending
+from carnb.app.schedule import in_thread
 from carnb.config import DECISION_TIMEOUT_S
 from carnb.errors import Forbidden, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
@@ -51,6 +55,7 @@ SEVERITY = {
     Reversibility.IRREVERSIBLE: 2,
 }
 _ids = itertools.count(1)
+log = logging.getLogger("carnb.app.supervision")
 
 
 class SupervisionRefused(Forbidden):
@@ -393,4 +398,56 @@ class Supervision:
 
     def _changed(self, intent: Intent) -> None:
         for fn in list(self._watchers):
-            fn(intent)
+            try:
+                fn(intent)
+            except Exception:
+                log.exception("supervision watcher failed")
+
+
+# -- a notebook function as a supervisor ----------------------------------------------------------
+Judge = Callable[[dict[str, Any]], Any]
+
+
+def judged(answer: Any, by: str) -> Decision:
+    """A judge's answer as a decision: ``"allow"``, ``(kind, reason)`` or ``{kind, reason?}``."""
+    if isinstance(answer, str):
+        return Decision.parse({"kind": answer}, by)
+    if isinstance(answer, tuple) and len(answer) == 2:
+        return Decision.parse({"kind": answer[0], "reason": answer[1]}, by)
+    if isinstance(answer, Mapping):
+        return Decision.parse(answer, by)
+    raise InvalidParams(f"a supervisor returns allow, deny or escalate, got {answer!r}")
+
+
+def function_supervisor(
+    supervision: Supervision, key: str, judge: Judge, timeout_s: float
+) -> Notify:
+    """What :meth:`Supervision.add` calls for a notebook function: ``judge(intent)`` (the
+    intent with full parameters) runs in a worker thread, never on the kernel's thread; an
+    exception, a malformed answer or no answer within ``timeout_s`` is a deny."""
+    running: set[asyncio.Task[None]] = set()
+
+    async def ask(intent: Intent) -> None:
+        detail = intent.detail()
+        try:
+            async with asyncio.timeout(timeout_s):
+                answer = await in_thread(judge, detail)
+            decision = judged(answer, key)
+        except TimeoutError:
+            decision = Decision("deny", f"{key} gave no answer within {timeout_s:g} s", key, _now())
+        except Exception as exc:
+            decision = Decision("deny", f"{key} failed: {type(exc).__name__}: {exc}", key, _now())
+        # IntentGone: it timed out meanwhile, or another supervisor's deny decided it
+        with contextlib.suppress(IntentGone):
+            supervision.decide(key, intent.id, decision)
+
+    def notify(intent: Intent) -> None:
+        task = asyncio.ensure_future(ask(intent))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    return notify
+
+
+def _now() -> float:
+    return time.time()

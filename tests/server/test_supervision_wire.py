@@ -292,3 +292,100 @@ def test_decisions_are_records_of_the_proposals_run(gated: Runtime, clients: Any
     decision = turns[0]["supervision"]
     assert decision["intent_id"] == note["id"] and decision["kind"] == "deny"
     assert decision["reason"] == "x" and decision["by"] and decision["at"] > 0
+
+
+# -- a Python function as supervisor, and actions that always wait ---------------------------------
+def test_a_function_supervisor_allows_a_read_and_denies_an_rm(gated: Runtime, clients: Any) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def judge(intent: dict[str, Any]) -> Any:
+        seen.append(intent)
+        if any(a.get("tool") == "rm" for a in intent["actions"]):
+            return ("deny", "rm is never allowed")
+        return "allow"
+
+    key = gated.add_supervisor(judge, name="rules")
+    alice = proposer(clients, gated)
+    assert submit(alice, proposal(action("a1", parameters={"p": 1}))).statuses() == {
+        "a1": "succeeded"
+    }
+    denied = submit(alice, proposal(action("a2", tool="rm"), pid="p2"))
+    assert denied.statuses() == {"a2": "rejected"} and denied.requests == []
+    assert "python:rules" in denied.by_id("a2")["error"]
+    assert seen[0]["actions"][0]["parameters"] == {"p": 1}  # the notebook sees full parameters
+    assert gated.remove_supervisor(key) is True
+
+
+@pytest.mark.parametrize(
+    ("judge", "reason"),
+    [
+        (lambda intent: 1 / 0, "ZeroDivisionError"),
+        (lambda intent: "maybe", "decision.kind"),
+        (lambda intent: time.sleep(3), "no answer within"),
+    ],
+)
+def test_a_failing_function_supervisor_denies(
+    gated: Runtime, clients: Any, judge: Any, reason: str
+) -> None:
+    gated.add_supervisor(judge, name="flaky", timeout=0.3)
+    alice = proposer(clients, gated)
+    served = submit(alice, proposal(action("a1")))
+    assert served.statuses() == {"a1": "rejected"}
+    assert reason in served.by_id("a1")["error"]
+
+
+def test_a_tool_registered_with_approve_waits_for_the_ledger(gated: Runtime, clients: Any) -> None:
+    calls: list[int] = []
+    gated.register_tool(lambda n: calls.append(n) or n, name="launch", share=True, approve=True)
+    alice = clients(agent_auth(gated, "alice"))
+    host = clients({"host_token": gated.host_token})
+    thread, out = in_background(
+        lambda: submit(
+            alice, proposal(action("a1", tool="launch", parameters={"n": 7})), timeout=20
+        )
+    )
+    deadline = time.monotonic() + 10
+    while not (pending := host.call("host.approvals")["approvals"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert pending[0]["kind"] == "escalation"
+    assert calls == []  # nothing ran while it waited
+    host.call("host.resolve_approval", {"approval_id": pending[0]["id"], "approved": True})
+    thread.join(10)
+    assert out[0].statuses() == {"a1": "succeeded"} and calls == [7]
+
+
+def test_a_require_approval_policy_makes_matching_calls_wait(gated: Runtime, clients: Any) -> None:
+    supervisor = clients()
+    alice = proposer(clients, gated)
+    alice.call(
+        "policy.register",
+        {"name": "ask", "rule": "require_approval", "target": "rm", "key": "path", "pattern": "/"},
+    )
+    supervisor.call("supervision.subscribe", {"filter": {"tools": ["nothing-matches"]}})
+    # not matching the policy's pattern, and no supervisor's filter: runs at once
+    plain = action("a1", tool="rm", parameters={"path": "x"})
+    assert submit(alice, proposal(plain)).statuses() == {"a1": "succeeded"}
+    # matching: nobody supervises it, so it goes to the ledger, and a denial there rejects it
+    host = clients({"host_token": gated.host_token})
+    risky = action("a2", tool="rm", parameters={"path": "/etc"})
+    thread, out = in_background(lambda: submit(alice, proposal(risky, pid="p2"), timeout=20))
+    deadline = time.monotonic() + 10
+    while not (pending := host.call("host.approvals")["approvals"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    host.call(
+        "host.resolve_approval",
+        {"approval_id": pending[0]["id"], "approved": False, "notes": "not /etc"},
+    )
+    thread.join(10)
+    assert out[0].statuses() == {"a2": "rejected"} and "not /etc" in out[0].by_id("a2")["error"]
+
+
+def test_allow_is_not_a_bypass(gated: Runtime, clients: Any) -> None:
+    gated.add_supervisor(lambda intent: "allow", name="yes")
+    alice = proposer(clients, gated)
+    alice.call("policy.register", {"name": "no-rm", "rule": "deny_tool", "target": "rm"})
+    served = submit(alice, proposal(action("a1", tool="rm")))
+    assert served.statuses() == {"a1": "rejected"} and served.requests == []
+    assert "denied by policy 'no-rm'" in served.by_id("a1")["error"]

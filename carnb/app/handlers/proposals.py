@@ -34,6 +34,7 @@ from carnb.app.methods import Method, Params
 from carnb.app.params import req_list, req_str
 from carnb.app.schedule import in_thread
 from carnb.app.services import Services
+from carnb.app.toolhub import LocalTool
 from carnb.config import MAX_POLICIES, MAX_RUNNING_PROPOSALS, MAX_TOOLS
 from carnb.errors import CarnbError, InvalidParams, StateFull
 from carnb.protocol.jsonrpc import encoded_size
@@ -153,6 +154,7 @@ class _Prepared:
     # The most bytes of JSON each key's state_writes store (a key written twice counts its
     # biggest value).
     write_sizes: dict[str, int]
+    needs_approval: bool  # a require_approval policy matches one of its actions
 
 
 def _prepare(raw: Any, policies: PolicySet, state: _SessionState) -> _Prepared:
@@ -169,6 +171,7 @@ def _prepare(raw: Any, policies: PolicySet, state: _SessionState) -> _Prepared:
         build_plan(proposal.actions),
         policies.violations(proposal.actions, state.lookup),
         sizes,
+        policies.approval_needed(proposal.actions),
     )
 
 
@@ -227,10 +230,11 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     prepared = await in_thread(_prepare, p["proposal"], policies, state)
     _check_state_room(s, prepared.write_sizes, tenant)
     proposal = prepared.proposal
-    refused = await gate(svc, s, proposal, p.get("scope"))
+    registry, local = svc.tools.toolset(s)
+    needs_approval = prepared.needs_approval or _approving_tools(proposal, local)
+    refused = await gate(svc, s, proposal, p.get("scope"), needs_approval=needs_approval)
     if refused is not None:
         return refused
-    registry, local = svc.tools.toolset(s)
     result = await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
@@ -242,6 +246,12 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     )
     await record_proposal(svc, s, proposal, result)
     return result
+
+
+def _approving_tools(proposal: ActionProposal, local: Mapping[str, LocalTool]) -> bool:
+    """Whether an action calls a notebook tool registered with ``approve=True``."""
+    approving = {name for name, tool in local.items() if tool.approve}
+    return bool(approving) and any(a.tool in approving for a in proposal.actions)
 
 
 _PROPOSAL = {"proposal": "ActionProposal (agent-ir-spec.md)"}
@@ -274,10 +284,11 @@ METHODS = (
     Method(
         "policy.register",
         policy_register,
-        summary="Add a policy (deny_tool, deny_tool_param, require_state) to this session",
+        summary="Add a policy (deny_tool, deny_tool_param, require_state, require_approval) "
+        "to this session",
         params={
             "name": "string",
-            "rule": "deny_tool | deny_tool_param | require_state",
+            "rule": "deny_tool | deny_tool_param | require_state | require_approval",
             "target": "string?",
             "key": "string?",
             "pattern": "string?",
