@@ -425,6 +425,13 @@ class Runtime:
         self._on_host(services.supervision.add, key, flt, notify)
         return key
 
+    def watch_intents(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``fn(intent)`` on the host loop as proposals are parked at the gate, decided
+        and released (the intent with full parameters and its decisions); returns the
+        remover."""
+        supervision = self._services().supervision
+        return supervision.watch(lambda intent: fn(intent.detail()))
+
     def remove_supervisor(self, key: str) -> bool:
         """Stop a supervisor ``add_supervisor`` made; what it left parked fails closed."""
         return bool(self._on_host(self._services().supervision.unsubscribe, key))

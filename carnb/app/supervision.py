@@ -192,8 +192,12 @@ class Intent:
     deadline: float  # time.time() when it fails closed
     waiting_on: set[str]
     needs_approval: bool  # some action always waits for a decision (approve=True tools)
+    # What the policies already deny ({policy_name, action_id, reason}): it stays denied even
+    # when the proposal is allowed.
+    denials: list[Any] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     outcome: Decision | None = None
+    released: bool = False  # its proposal left the gate (to run, or rejected)
 
     def to_wire(self) -> dict[str, Any]:
         """The trimmed ``SupervisionIntent``: never a parameter value."""
@@ -219,9 +223,11 @@ class Intent:
         out = self.to_wire()
         for trimmed, action in zip(out["actions"], self.proposal.actions, strict=True):
             trimmed["parameters"] = action.parameters
+        out["policy_denials"] = list(self.denials)
         out["decisions"] = [d.to_wire() for d in self.decisions]
         out["waiting_on"] = sorted(self.waiting_on)
         out["outcome"] = self.outcome.to_wire() if self.outcome is not None else None
+        out["released"] = self.released
         return out
 
 
@@ -287,7 +293,8 @@ class Supervision:
         return [{"key": s.key, "filter": s.filter.describe()} for s in self._supervisors.values()]
 
     def watch(self, fn: Callable[[Intent], None]) -> Callable[[], None]:
-        """Call ``fn(intent)`` on the loop when an intent is parked or decided."""
+        """Call ``fn(intent)`` on the loop when an intent is parked, decided or escalated, and
+        once more when its proposal leaves the gate."""
         self._watchers.append(fn)
         return lambda: self._watchers.remove(fn) if fn in self._watchers else None
 
@@ -339,6 +346,7 @@ class Supervision:
         *,
         needs_approval: bool,
         escalate: Escalate,
+        denials: list[Any] | None = None,
     ) -> Intent | None:
         """Park ``proposal`` until it is decided; None when nobody supervises it (at once).
         The returned intent's ``outcome`` is the verdict that stands; a timeout is a deny."""
@@ -360,6 +368,7 @@ class Supervision:
                 now + self.decision_timeout_s,
                 {s.key for s in matched},
                 needs_approval,
+                list(denials or ()),
             ),
         )
         try:
@@ -393,6 +402,7 @@ class Supervision:
                 intent.outcome = Decision(
                     "deny", "the proposal was cancelled", "carnb", time.time()
                 )
+            intent.released = True
             self._intents.discard(intent_id)
             self._changed(intent)
 

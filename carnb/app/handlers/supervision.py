@@ -67,11 +67,17 @@ async def gate(
     scope: Any,
     *,
     needs_approval: bool = False,
+    denials: list[Any] | None = None,
 ) -> ProposalResult | None:
     """None: the proposal may run (nobody supervises it, or every supervisor allowed it).
     Else the result of a proposal rejected before anything ran."""
     intent = await svc.supervision.admit(
-        s, proposal, scope, needs_approval=needs_approval, escalate=_escalator(svc)
+        s,
+        proposal,
+        scope,
+        needs_approval=needs_approval,
+        escalate=_escalator(svc),
+        denials=denials,
     )
     if intent is None:
         return None
