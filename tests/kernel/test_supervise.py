@@ -131,3 +131,20 @@ def test_the_buttons_work_in_a_real_kernel_while_a_cell_is_busy(kernel: Any) -> 
         assert out[0].statuses() == {"a1": "succeeded"}
     finally:
         c.close()
+
+
+def test_the_panel_counts_the_decisions_waiting(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    loaded.run_line_magic("car", "supervise")
+    rt = carnb.current()
+    c = proposer(rt.url, rt.token)
+    try:
+        thread, out = in_background(c, proposal(action("a1", tool="read")))
+        assert wait_for(lambda: "1</span> decision(s) waiting" in panel.title.value)
+        (intent,) = rt.call("supervision.pending", {})["intents"]
+        rt.call("supervision.decide", {"intent_id": intent["id"], "decision": {"kind": "allow"}})
+        thread.join(10)
+        assert out[0].statuses() == {"a1": "succeeded"}
+        assert wait_for(lambda: "waiting" not in panel.title.value)
+    finally:
+        c.close()
