@@ -265,6 +265,12 @@ class Supervision:
     def __len__(self) -> int:
         return len(self._supervisors)
 
+    @property
+    def supervising(self) -> bool:
+        """Whether any supervisor is subscribed (else no proposal waits, but those that always
+        need approval)."""
+        return bool(self._supervisors)
+
     # -- supervisors -----------------------------------------------------------------------
     def subscribe(self, session: ClientSession, flt: Filter) -> dict[str, Any]:
         may_supervise(session)

