@@ -150,7 +150,8 @@ class ApprovalLedger:
             try:
                 status = await self._waiting.wait(approval_id, self.escalation_timeout_s)
             except TimeoutError:
-                await self._expire(approval_id)
+                status = await self._expire(approval_id)  # or resolved through another server
+            if status == EXPIRED:
                 return Decision(
                     "deny",
                     f"the escalation {approval_id} was not resolved within "
@@ -167,11 +168,15 @@ class ApprovalLedger:
         finally:
             self._waiting.discard(approval_id)
 
-    async def _expire(self, approval_id: str) -> None:
+    async def _expire(self, approval_id: str) -> str:
+        """Mark a pending approval expired; its status now (another server may have decided
+        it meanwhile)."""
         async with self._lock:
             approval = await in_thread(self.store.get, approval_id)
-            if approval is None or approval["status"] != PENDING:
-                return
+            if approval is None:
+                return EXPIRED
+            if approval["status"] != PENDING:
+                return str(approval["status"])
             approval["status"], approval["resolved_at"] = EXPIRED, time.time()
             await in_thread(self.store.put, approval)
         self.events.emit(
@@ -180,6 +185,7 @@ class ApprovalLedger:
             message=f"approval {approval_id} expired",
             payload={"approval": approval},
         )
+        return EXPIRED
 
     async def _add(self, approval: Record) -> Record:
         async with self._lock:

@@ -15,6 +15,7 @@ import re
 import shlex
 from typing import Any, NoReturn
 
+from carnb.agentir.policy import RULES
 from carnb.kernel import (
     cmd_browser,
     cmd_core,
@@ -432,7 +433,7 @@ def _model(cmd: Any) -> None:
     md.set_defaults(func=cmd_model.default)
 
 
-POLICY_RULES = ("deny_tool", "deny_tool_param", "require_state")
+POLICY_RULES = RULES  # the policy engine's rules, named once
 
 
 def _tools(cmd: Any) -> None:
@@ -462,8 +463,14 @@ def _tools(cmd: Any) -> None:
     a.add_argument("policy_name", metavar="NAME")
     a.add_argument("--rule", required=True, choices=POLICY_RULES, help="what the policy checks")
     a.add_argument("--target", default=None, metavar="TOOL", help="the tool it applies to")
-    a.add_argument("--key", default=None, help="the parameter (deny_tool_param) or state key")
-    a.add_argument("--pattern", default=None, help="deny_tool_param: a value containing this")
+    a.add_argument(
+        "--key", default=None, help="the parameter (deny_tool_param, require_approval) or state key"
+    )
+    a.add_argument(
+        "--pattern",
+        default=None,
+        help="deny_tool_param, require_approval: a value containing this",
+    )
     g = a.add_mutually_exclusive_group()
     g.add_argument("--value", default=None, help="require_state: the value, as a string")
     g.add_argument("--value-json", default=None, help="require_state: the value, as JSON")

@@ -189,7 +189,9 @@ def test_an_agent_may_not_supervise(gated: Runtime, clients: Any) -> None:
     bob = clients(agent_auth(gated, "bob"))
     with pytest.raises(RpcFailed) as err:
         bob.call("supervision.subscribe", {})
-    assert err.value.code == -32003 or "agent" in str(err.value.message)
+    assert (
+        err.value.code == -32603 and err.value.error["data"]["reason"] == "agent_may_not_supervise"
+    )
     assert "may not decide over other agents" in str(err.value.message)
     with pytest.raises(RpcFailed, match="may not decide"):
         bob.call("supervision.decide", {"intent_id": "x", "decision": {"kind": "allow"}})
