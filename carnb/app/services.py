@@ -157,7 +157,7 @@ class SessionHub:
     ) -> None:
         """Make ``session`` what a successful ``session.auth`` granted, all or nothing: the
         graph is opened first (its failure changes nothing); a session whose role or binding
-        changes loses the host and run subscriptions it held under the old one."""
+        changes loses the host, run and supervision subscriptions it held under the old one."""
         memory = self._svc.memory
         bound: Graph | None = None
         if memory is not None:
@@ -181,6 +181,7 @@ class SessionHub:
         if was[0] and was[1:] != (is_host, agent_id, namespace):
             self._svc.events.unsubscribe(session)
             self._svc.run_subscriptions.drop_session(session)
+            self._svc.supervision.unsubscribe(session.client_id)
         session.bound_memgine = bound
         session.update(
             authenticated=True,

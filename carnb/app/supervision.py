@@ -55,6 +55,8 @@ SEVERITY = {
     Reversibility.IRREVERSIBLE: 2,
 }
 _ids = itertools.count(1)
+# An intent of more actions has its digests made in a worker thread (a few us each).
+INLINE_INTENT_ACTIONS = 256
 log = logging.getLogger("carnb.app.supervision")
 
 
@@ -198,9 +200,16 @@ class Intent:
     decisions: list[Decision] = field(default_factory=list)
     outcome: Decision | None = None
     released: bool = False  # its proposal left the gate (to run, or rejected)
+    _wire: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_wire(self) -> dict[str, Any]:
-        """The trimmed ``SupervisionIntent``: never a parameter value."""
+        """The trimmed ``SupervisionIntent``: never a parameter value (made once: the digests
+        are linear in the proposal)."""
+        if self._wire is None:
+            self._wire = self._trim()
+        return {**self._wire, "actions": list(self._wire["actions"])}
+
+    def _trim(self) -> dict[str, Any]:
         worst = max((SEVERITY[a.reversibility] for a in self.proposal.actions), default=0)
         out: dict[str, Any] = {
             "id": self.id,
@@ -221,8 +230,10 @@ class Intent:
         """The intent with every action's full parameters and the verdicts so far: for the
         host (the notebook), which may read them."""
         out = self.to_wire()
-        for trimmed, action in zip(out["actions"], self.proposal.actions, strict=True):
-            trimmed["parameters"] = action.parameters
+        out["actions"] = [
+            {**trimmed, "parameters": action.parameters}
+            for trimmed, action in zip(out["actions"], self.proposal.actions, strict=True)
+        ]
         out["policy_denials"] = list(self.denials)
         out["decisions"] = [d.to_wire() for d in self.decisions]
         out["waiting_on"] = sorted(self.waiting_on)
@@ -384,6 +395,8 @@ class Supervision:
                 )
                 intent.decisions.append(intent.outcome)
             else:
+                if len(proposal.actions) > INLINE_INTENT_ACTIONS:  # digests off the loop
+                    await in_thread(intent.to_wire)
                 self._changed(intent)
                 for supervisor in matched:
                     supervisor.notify(intent)

@@ -391,3 +391,31 @@ def test_allow_is_not_a_bypass(gated: Runtime, clients: Any) -> None:
     served = submit(alice, proposal(action("a1", tool="rm")))
     assert served.statuses() == {"a1": "rejected"} and served.requests == []
     assert "denied by policy 'no-rm'" in served.by_id("a1")["error"]
+
+
+def test_a_supervisor_that_becomes_an_agent_stops_supervising(gated: Runtime, clients: Any) -> None:
+    turncoat = clients()
+    turncoat.call("supervision.subscribe", {})
+    turncoat.call("session.auth", agent_auth(gated, "bob"))
+    alice = proposer(clients, gated)
+    assert submit(alice, proposal(action("a1"))).statuses() == {"a1": "succeeded"}
+    assert not any(n.get("method") == "supervision.intent" for n in turncoat.notifications)
+
+
+def test_a_large_proposal_is_trimmed_off_the_loop_and_decided(gated: Runtime, clients: Any) -> None:
+    supervisor = clients()
+    supervisor.call("supervision.subscribe", {})
+    alice = proposer(clients, gated)
+    big = proposal(*[action(f"a{i}", parameters={"i": i}) for i in range(2000)], pid="big")
+    thread, out = in_background(lambda: submit(alice, big, timeout=60))
+    note = supervisor.wait_notification("supervision.intent", timeout=20)["params"]
+    assert (
+        len(note["actions"]) == 2000
+        and len({a["parameters_digest"] for a in note["actions"]}) == 2000
+    )
+    supervisor.call(
+        "supervision.decide",
+        {"intent_id": note["id"], "decision": {"kind": "deny", "reason": "big"}},
+    )
+    thread.join(30)
+    assert set(out[0].statuses().values()) == {"rejected"}
