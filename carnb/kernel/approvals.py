@@ -200,6 +200,8 @@ class ApprovalsWidget:
     def _on_intent(self, intent: dict[str, Any]) -> None:
         if self._closed:
             return
+        if intent["id"] not in self.controls:  # its buttons exist before its card is listed
+            self._make_controls(intent["id"])
         self.intents[intent["id"]] = intent
         decided = [k for k, i in self.intents.items() if i.get("released")]
         for key in decided[: max(0, len(decided) - KEPT)]:
