@@ -66,15 +66,14 @@ fuzz: $(VENV)/.installed-test
 screenshots: $(VENV)/.installed-test chromium
 	PYTHONPATH=$(CURDIR) $(BIN)/python tools/screenshots.py --out screenshots
 
-# Formatting, lint rules, mypy --strict on carnb/ (pyproject [tool.mypy]), the import layers
-# (pyproject [tool.importlinter]) and no import circle anywhere in carnb, counting imports inside
-# functions and under TYPE_CHECKING.
+# Formatting, lint rules, mypy --strict on carnb/ (pyproject [tool.mypy]), and the import
+# contracts (pyproject [tool.importlinter]): the layers, and no import circle anywhere in carnb,
+# counting imports inside functions and under TYPE_CHECKING.
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check carnb tests bench tools
 	$(BIN)/ruff check carnb tests bench tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	PYTHONPATH=$(CURDIR) $(BIN)/python tools/check_import_cycles.py carnb
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results

@@ -8,7 +8,7 @@ corpus of realistic random facts (bench/memgine_corpus.py) is added to an in-mem
 ``query`` k=5 (median, p99), ``build_context`` and ``build_context_fast`` (median) over the same
 fixed query set; then ``add_fact`` throughput on the persistent file (every write committed);
 finally the slowest query after a fact of 32 long words (1 MiB) is planted, each query asking a
-word never asked before (issue 15: each such word once froze the engine for ~30 s).
+word never asked before (each such word once froze the engine for ~30 s).
 
 The peer runs in its own virtual environment (/tmp/peer07, built on first use with
 ``pip install car-runtime==0.7.0``) as a black box, in a subprocess, on the same corpus and

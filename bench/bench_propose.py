@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _util import Serve, median, save, table  # noqa: E402
 
 from carnb.agentir import parse_proposal, verify  # noqa: E402
-from carnb.runtime import Runtime, Settings  # noqa: E402
+from carnb.config import Settings  # noqa: E402
+from carnb.runtime import Runtime  # noqa: E402
 
 
 def frame(id_: Any, method: str, params: Any) -> str:

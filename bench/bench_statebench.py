@@ -1,4 +1,4 @@
-"""StateBench state correctness (issue 13): the dev split replayed into carnb over the wire and
+"""StateBench state correctness: the dev split replayed into carnb over the wire and
 into CAR's real Rust memgine (`car-runtime` 0.7.0, embedded, in its own venv) in the same run,
 beside the floor (every still-valid fact, unranked). Two variants: each timeline in a fresh graph,
 and each timeline buried under every other timeline's facts written earlier. Reports leak,

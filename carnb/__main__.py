@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from carnb import __version__
+from carnb.config import BIND_ADDRESS, BROWSER_TIMEOUT_MS, MODEL_TIMEOUT_S
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the session server in the foreground until SIGINT or SIGTERM. "
         "Clients find it through the connection file (url, token, host_token, agents).",
     )
-    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    s.add_argument(
+        "--host", default=BIND_ADDRESS, help=f"interface to bind (default {BIND_ADDRESS})"
+    )
     s.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
     s.add_argument(
         "--no-auth",
@@ -62,9 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--browser-timeout",
         type=float,
-        default=10.0,
+        default=BROWSER_TIMEOUT_MS / 1000,
         metavar="SECONDS",
-        help="time limit of each browser.run step (default 10)",
+        help=f"time limit of each browser.run step (default {BROWSER_TIMEOUT_MS / 1000:g})",
     )
     s.add_argument(
         "--model",
@@ -78,9 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model-timeout",
         type=float,
-        default=120.0,
+        default=MODEL_TIMEOUT_S,
         metavar="SECONDS",
-        help="time limit of one inference (default 120)",
+        help=f"time limit of one inference (default {MODEL_TIMEOUT_S:g})",
     )
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     c = sub.add_parser(
@@ -123,13 +126,14 @@ def load_model(spec: str) -> tuple[str, Callable[..., Any]]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from carnb.config import Settings, default_home
     from carnb.errors import CarnbError
-    from carnb.runtime import Runtime, Settings, default_home
+    from carnb.runtime import Runtime
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         settings = Settings(
-            host=args.host,
+            bind_address=args.host,
             port=args.port,
             auth=not args.no_auth,
             home=(args.home.expanduser() if args.home else default_home()),

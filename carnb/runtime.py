@@ -1,4 +1,4 @@
-"""The composition root: settings, the host thread, the server, engines, run store, browsers.
+"""The composition root: the host thread, the application, the server, engines, connection file.
 
 A :class:`Runtime` is what ``%load_ext carnb`` and ``python -m carnb serve`` start. It mints the
 launch secrets, starts the host thread and the WebSocket server on it, gives the notebook its
@@ -17,7 +17,6 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -25,82 +24,30 @@ from urllib.parse import unquote
 from carnb._version import __version__
 from carnb.agentir import ToolSchema
 from carnb.agentir.pyschema import schema_of_function
+from carnb.app.handlers import build_table
+from carnb.app.handlers.inference import context_source
+from carnb.app.methods import MethodTable, off_loop
+from carnb.app.models import PythonModel
+from carnb.app.services import Services
+from carnb.app.toolhub import LocalTool
 from carnb.browser import BrowserPool
+from carnb.config import COUNT_TIMEOUT_S, Settings
 from carnb.errors import CarnbError
 from carnb.memgine import MemoryHome
 from carnb.memgine.home import GRAPH_SUFFIX
-from carnb.pgstore import StoreSetting, parse_store
-from carnb.pgstore.setting import from_environment
 from carnb.private_file import write_private_json
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession, new_client_id
 from carnb.runs import RunStore
 from carnb.runs.access import NAME_PREFIX
 from carnb.server.dispatch import Dispatcher
-from carnb.server.handlers import build_table
-from carnb.server.handlers.inference import context_source
 from carnb.server.hostthread import HostThread
-from carnb.server.methods import MethodTable
-from carnb.server.models import PythonModel
-from carnb.server.offload import off_loop
-from carnb.server.services import Services
-from carnb.server.toolhub import LocalTool
 from carnb.server.ws import ServerConfig, SessionServer
 
 if TYPE_CHECKING:
     from carnb.pgstore.store import PostgresStore
 
 log = logging.getLogger("carnb.runtime")
-
-DEFAULT_FRAME_BYTES = 4 * 1024 * 1024  # after session.auth; decoding one stays near 30 ms
-
-
-def default_home() -> Path:
-    env = os.environ.get("CARNB_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".carnb"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a launch can be configured with (the CLI and ``%config CarMagics`` map here)."""
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    auth: bool = True
-    allowed_origins: tuple[str, ...] = ()
-    max_frame_bytes: int = DEFAULT_FRAME_BYTES
-    ping_interval: float | None = 30.0
-    home: Path = field(default_factory=default_home)
-    connection_file: Path | None = None
-    agents: tuple[str, ...] = ()
-    chromium: str | None = None
-    headless: bool = True
-    browser_timeout_ms: int = 10_000
-    memory: bool = True
-    runs: bool = True
-    browser: bool = True
-    tool_timeout: float = 300.0  # seconds a tool call may take when its action sets no timeout_ms
-    # Where runs (and, later, graphs) live: None/"sqlite" for files under home, or a
-    # postgresql:// URL shared by a team's servers (default: $CARNB_STORE).
-    store: str | None = field(default_factory=from_environment)
-    model_timeout: float = 120.0  # seconds one inference may take unless its model says otherwise
-
-    def __post_init__(self) -> None:
-        # accept str paths (Settings(home="~/x")) and expand ~ in both
-        object.__setattr__(self, "home", Path(self.home).expanduser())
-        if self.connection_file is not None:
-            object.__setattr__(self, "connection_file", Path(self.connection_file).expanduser())
-        if self.port < 0 or self.port > 65535:
-            raise CarnbError(f"port must be between 0 and 65535, got {self.port}")
-        self.store_setting  # noqa: B018 - refuse a bad store setting at once
-
-    @property
-    def store_setting(self) -> StoreSetting:
-        return parse_store(self.store)
-
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
-
 
 _current: Runtime | None = None
 _current_lock = threading.Lock()
@@ -197,7 +144,7 @@ class Runtime:
         s = self.settings
         server = SessionServer(
             ServerConfig(
-                host=s.host,
+                bind_address=s.bind_address,
                 port=s.port,
                 allowed_origins=tuple(s.allowed_origins),
                 max_frame_bytes=s.max_frame_bytes,
@@ -381,7 +328,7 @@ class Runtime:
 
     def watch_proposals(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``fn(event)`` on the host loop as actions of any session's proposal start and
-        finish (see :meth:`carnb.server.toolhub.ToolHub.watch`); returns the remover."""
+        finish (see :meth:`carnb.app.toolhub.ToolHub.watch`); returns the remover."""
         if self.services is None:
             raise CarnbError("the carnb runtime is not started")
         return self.services.tools.watch(fn)
@@ -578,9 +525,10 @@ class Runtime:
 
         A session without a graph yet has 0 facts (its graph starts empty). A count a session
         with a graph does not hold yet is asked for as that session (``memory.fact_count``
-        through the dispatcher, so the graph's lock is respected) for at most ``COUNT_TIMEOUT``;
-        a graph busy longer (a long ``memory.load``) shows no count. ``tools`` lists the names
-        of the tools in force for each session (:meth:`session_tools`).
+        through the dispatcher, so the graph's lock is respected) for at most
+        ``COUNT_TIMEOUT_S`` seconds; a graph busy longer (a long ``memory.load``) shows no
+        count. ``tools`` lists the names of the tools in force for each session
+        (:meth:`session_tools`).
         """
         services, dispatcher = self.services, self.dispatcher
         if services is None or dispatcher is None:
@@ -645,9 +593,6 @@ class Runtime:
                 path.unlink()
 
 
-COUNT_TIMEOUT = 1.0
-
-
 def graph_names(folder: Path) -> list[str]:
     """The names of the graphs stored in ``folder``: the inverse of
     :func:`~carnb.memgine.home.graph_file_name` (names cut to a hash cannot be recovered and are
@@ -672,7 +617,7 @@ async def _count(dispatcher: Dispatcher, session: ClientSession) -> int | None:
     """``memory.fact_count`` as ``session``, or None when its graph does not answer in time."""
     try:
         value = await asyncio.wait_for(
-            dispatcher.invoke(session, "memory.fact_count", {}), COUNT_TIMEOUT
+            dispatcher.invoke(session, "memory.fact_count", {}), COUNT_TIMEOUT_S
         )
     except (TimeoutError, CarnbError) as exc:
         log.debug("fact count of %s unavailable: %s", session.client_id, exc)

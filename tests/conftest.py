@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from carnb.runtime import Runtime, Settings
+from carnb.config import Settings
+from carnb.runtime import Runtime
 
 os.environ.setdefault("CAR_NO_VERSION_WARNING", "1")
 os.environ.pop("CARNB_STORE", None)  # each test picks its store itself (default: SQLite)

@@ -27,12 +27,6 @@ class ToolRegistry:
         """Add (or replace) one already-parsed schema."""
         self._tools[schema.name] = schema
 
-    def copy(self) -> ToolRegistry:
-        """An independent registry with the same tools (a snapshot for one proposal)."""
-        out = ToolRegistry()
-        out._tools = dict(self._tools)
-        return out
-
     def names(self) -> list[str]:
         return sorted(self._tools)
 

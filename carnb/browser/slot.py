@@ -89,10 +89,6 @@ class BrowserSlot:
     def add_listener(self, fn: Listener) -> None:
         self._listeners.append(fn)
 
-    def remove_listener(self, fn: Listener) -> None:
-        if fn in self._listeners:
-            self._listeners.remove(fn)
-
     def snapshot(self) -> dict[str, Any]:
         return {"owner": self.owner, "state": self.state, "url": self.url, "runs": self.runs}
 

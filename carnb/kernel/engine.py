@@ -1,6 +1,6 @@
 """The notebook session engine: what ``%car`` commands act on, without IPython.
 
-A :class:`NotebookEngine` owns one runtime (started from :class:`~carnb.runtime.Settings`), the
+A :class:`NotebookEngine` owns one runtime (started from :class:`~carnb.config.Settings`), the
 calls made as the notebook's session (:class:`~carnb.kernel.calls.Calls`), the run the notebook
 opened last, the cell recorder, and the widgets it created (status panel, memory explorers). The
 IPython edge (:mod:`carnb.kernel.extension`, :mod:`carnb.kernel.magics`) holds one engine and
@@ -19,10 +19,11 @@ from carnb.kernel.cellrun import DEFAULT_RUN_OWNER, CellRecorder
 from carnb.kernel.known import KnownValues
 
 if TYPE_CHECKING:
+    from carnb.config import Settings
     from carnb.kernel.explore import MemoryExplorer
     from carnb.kernel.panel import StatusPanel
     from carnb.kernel.traceview import LiveTrace
-    from carnb.runtime import Runtime, Settings
+    from carnb.runtime import Runtime
 
 log = logging.getLogger("carnb.kernel")
 
@@ -54,7 +55,7 @@ class NotebookEngine:
             rt = Runtime(settings).start()
         except OSError as exc:
             raise CarMagicError(
-                f"could not start the session server on {settings.host}:{settings.port}: "
+                f"could not start the session server on {settings.bind_address}:{settings.port}: "
                 f"{one_line(str(exc))}; pick another port with `%config CarMagics.port = N` "
                 "(0: any free port) and `%load_ext carnb` again"
             ) from None

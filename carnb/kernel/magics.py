@@ -25,8 +25,8 @@ from carnb.kernel.helpdoc import full_usage
 from carnb.kernel.parser import ArgError, HelpShown, build_cell_parser, build_parser, parse
 
 if TYPE_CHECKING:
+    from carnb.config import Settings
     from carnb.kernel.engine import NotebookEngine
-    from carnb.runtime import Settings
 
 
 COUNTS_BEFORE_RUN = ipython_version >= (9, 0)
@@ -142,7 +142,7 @@ class CarMagics(Magics):
         self.cell_parser = build_cell_parser()
 
     def settings(self) -> Settings:
-        from carnb.runtime import Settings, default_home
+        from carnb.config import Settings, default_home
 
         settings = Settings(
             port=self.port,

@@ -83,8 +83,8 @@ class StatusPanel:
         self.title = w.HTML()
         self.mine = w.HTML()
         self.others = w.HTML()
-        self.tools = w.HTML()  # tools and proposals (issue 11), below the sessions
-        self.traces = PanelTraces(runtime)  # a button per run shown: its live trace (issue 16)
+        self.tools = w.HTML()  # tools and proposals, below the sessions
+        self.traces = PanelTraces(runtime)  # a button per run shown: its live trace
         self.widget = w.VBox(
             [self.title, self.mine, self.others, self.traces.pick, self.traces.box, self.tools]
         )

@@ -1,6 +1,6 @@
 """Host events shared by the servers of a PostgreSQL store.
 
-Theory of operation: each server keeps its own sequenced :class:`carnb.server.events.HostEvents`
+Theory of operation: each server keeps its own sequenced :class:`carnb.app.events.HostEvents`
 log (what ``host.subscribe`` returns and streams). :class:`HostEventBridge` watches it and
 writes each event born on this server to ``carnb_host_events`` (a background thread with a
 bounded queue, so the thread that emitted never waits for PostgreSQL), with ``NOTIFY
@@ -47,7 +47,7 @@ SCHEMA = Component(
 
 
 class EventLog(Protocol):
-    """What the bridge needs of :class:`carnb.server.events.HostEvents`."""
+    """What the bridge needs of :class:`carnb.app.events.HostEvents`."""
 
     def emit(
         self,

@@ -22,6 +22,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from carnb.app.methods import Method, MethodTable
+from carnb.app.schedule import Later, in_bulk, start
+from carnb.app.services import Services
+from carnb.config import MAX_REPLY_BYTES
 from carnb.errors import (
     AuthRequired,
     CarnbError,
@@ -45,9 +49,6 @@ from carnb.protocol.jsonrpc import (
     result_text,
 )
 from carnb.protocol.session import ClientSession
-from carnb.server.bulk import run_bulk
-from carnb.server.methods import Later, Method, MethodTable
-from carnb.server.services import Services
 
 log = logging.getLogger("carnb.server.dispatch")
 
@@ -59,8 +60,6 @@ BINARY_REPLY = error_reply(
     ),
 )
 POLICY_VIOLATION = 1008  # WebSocket close code
-# No reply is bigger than this (bytes of UTF-8 JSON); bigger answers are a ReplyTooLarge error.
-MAX_REPLY_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +176,7 @@ class Dispatcher:
         except Exception as exc:
             return _reply_error(msg, _typed(method.name, exc))
         if method.large_reply:
-            return await run_bulk(session, self._reply_result, method, msg, result, True)
+            return await in_bulk(session, self._reply_result, method, msg, result, True)
         return self._reply_result(method, msg, result)
 
     def _reply_result(
@@ -221,9 +220,7 @@ class Dispatcher:
             args: dict[str, Any] = {method.array_params: params}
         else:
             args = params_object(params)
-        if method.mode == "task":
-            return Later(method.fn(session, args, self.services))
-        return method.fn(session, args, self.services)
+        return start(method.mode, method.fn, session, args, self.services)
 
 
 def _typed(method: str, exc: Exception) -> CarnbError:

@@ -13,7 +13,7 @@ any of it is read or parsed); the configured ``max_frame_bytes`` applies from th
 ``session.auth`` succeeds (set before its reply is sent). Notifications to the peer go through
 a bounded outbox; a peer that does not read them is disconnected rather than buffered forever.
 Requests the server sends the peer (``tools.execute``) take the same outbox, through the
-connection's :class:`~carnb.server.callbacks.PeerCalls`; when the connection ends its pending
+connection's :class:`~carnb.app.peercalls.PeerCalls`; when the connection ends its pending
 calls fail.
 """
 
@@ -29,10 +29,22 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from carnb.app.peercalls import PeerCalls
+from carnb.app.schedule import in_bulk
+from carnb.config import (
+    AUTH_TIMEOUT_S,
+    BIND_ADDRESS,
+    CLOSE_TIMEOUT_S,
+    MAX_FRAME_BYTES,
+    MAX_FRAME_BYTES_BEFORE_AUTH,
+    MAX_IN_FLIGHT,
+    MAX_QUEUED_NOTIFICATION_CHARS,
+    MAX_QUEUED_NOTIFICATIONS,
+    PARSE_OFF_LOOP_CHARS,
+    PING_INTERVAL_S,
+)
 from carnb.protocol.jsonrpc import MAX_FRAME_VALUES, Message, notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
-from carnb.server.bulk import run_bulk
-from carnb.server.callbacks import PeerCalls
 from carnb.server.dispatch import Close, Deferred, Dispatcher
 from carnb.server.logthrottle import ThrottleFilter, loop_exception_handler
 from carnb.server.quickack import ack_now
@@ -53,31 +65,25 @@ _wire_logger = logging.getLogger("carnb.server.wire")
 _wire_logger.addFilter(ThrottleFilter())  # a flood of failing peers must not flood the log
 wire_log = _NoFrameDumps(_wire_logger, {})
 
-# Frames longer than this are parsed on the bulk thread, in their session's turn, and refused
-# unparsed when they may hold more than MAX_FRAME_VALUES values; shorter ones decode on the loop
-# in a few milliseconds whatever their shape.
-PARSE_OFF_LOOP_CHARS = 64 * 1024
-
 AUTH_TIMEOUT_REASON = "auth timeout: call session.auth first"
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
+    """The listening socket and the limits of each connection (defaults: :mod:`carnb.config`)."""
+
+    bind_address: str = BIND_ADDRESS
     port: int = 0
     allowed_origins: tuple[str, ...] = ()
-    max_frame_bytes: int = 4 * 1024 * 1024
-    # Frames before session.auth succeeds (session.auth itself is well under 1 KiB).
-    max_frame_bytes_before_auth: int = 64 * 1024
-    ping_interval: float | None = 30.0
-    ping_timeout: float | None = 30.0
-    close_timeout: float = 3.0
-    max_in_flight: int = 64
-    max_queued_notifications: int = 1024
-    # ... and at most this many characters of them (a run's turns may be 256 KiB each).
-    max_queued_notification_chars: int = 16 * 1024 * 1024
-    # A connection must call session.auth within this many seconds (None: no deadline).
-    auth_timeout: float | None = 10.0
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    max_frame_bytes_before_auth: int = MAX_FRAME_BYTES_BEFORE_AUTH  # until session.auth succeeds
+    ping_interval: float | None = PING_INTERVAL_S
+    ping_timeout: float | None = PING_INTERVAL_S
+    close_timeout: float = CLOSE_TIMEOUT_S
+    max_in_flight: int = MAX_IN_FLIGHT
+    max_queued_notifications: int = MAX_QUEUED_NOTIFICATIONS
+    max_queued_notification_chars: int = MAX_QUEUED_NOTIFICATION_CHARS
+    auth_timeout: float | None = AUTH_TIMEOUT_S  # None: no deadline
 
 
 class SessionServer:
@@ -96,7 +102,7 @@ class SessionServer:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("the server is not started")
-        host = self.config.host
+        host = self.config.bind_address
         if ":" in host:
             host = f"[{host}]"
         return f"ws://{host}:{self.port}/"
@@ -112,7 +118,7 @@ class SessionServer:
         origins: list[Any] = [None, *self.config.allowed_origins]
         self._server = await serve(
             self._handle,
-            self.config.host,
+            self.config.bind_address,
             self.config.port,
             origins=origins,
             # the limit of a fresh connection; _allow_full_frames lifts it after session.auth
@@ -201,7 +207,7 @@ class SessionServer:
         was_authenticated = session.authenticated
         if isinstance(frame, str) and len(frame) > PARSE_OFF_LOOP_CHARS:
             # frames are handled in order, so the next frame of this peer waits; others do not
-            msg = await run_bulk(session, _parse_big_frame, frame)
+            msg = await in_bulk(session, _parse_big_frame, frame)
             outcome = self.dispatcher.receive_message(session, msg)
         else:
             outcome = self.dispatcher.receive(session, frame)

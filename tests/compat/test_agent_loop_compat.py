@@ -1,4 +1,4 @@
-"""Issue 12: the official client's agent loop (car_runtime.agent_loop) against
+"""The official client's agent loop (car_runtime.agent_loop) against
 `python -m carnb serve`, with a deterministic Python model served through the model bridge."""
 
 from __future__ import annotations

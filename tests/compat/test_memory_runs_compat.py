@@ -1,5 +1,5 @@
-"""Issues 3 and 4: the official client's memory and run calls against `python -m carnb serve`,
-on the default SQLite store and on a PostgreSQL store (issue 14)."""
+"""The official client's memory and run calls against `python -m carnb serve`,
+on the default SQLite store and on a PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_run_calls(served, alice, car_client) -> None:
 
 
 def test_official_client_on_a_graph_with_supersession(served, alice) -> None:
-    """Issue 13: the client cannot send `supersedes`, but its calls keep working on a graph
+    """The client cannot send `supersedes`, but its calls keep working on a graph
     where another session superseded facts: counts, queries and contexts see valid facts only,
     and its own writes (with the extra fields it sends) and persist/load keep the chain."""
     raw = Client(served.url)

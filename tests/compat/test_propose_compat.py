@@ -1,4 +1,4 @@
-"""Issue 11: the official client's tools, policies, verify and proposals against
+"""The official client's tools, policies, verify and proposals against
 `python -m carnb serve` (the client is a black box; these are its public methods)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 2, point 8: the official client against `python -m carnb serve`."""
+"""The official client against `python -m carnb serve`."""
 
 from __future__ import annotations
 

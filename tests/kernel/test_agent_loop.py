@@ -1,4 +1,4 @@
-"""Issue 12: the official agent loop, in its own process, against a real kernel with
+"""The official agent loop, in its own process, against a real kernel with
 ``%load_ext carnb`` whose model is a notebook callable (``carnb.model``)."""
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from carnb.config import Settings
 from carnb.kernel.calls import CarCommandError, NotLoaded
 from carnb.kernel.cellrun import Cell
 from carnb.kernel.engine import NotebookEngine
 from carnb.kernel.parser import build_cell_parser, build_parser, parse
-from carnb.runtime import Runtime, Settings
+from carnb.runtime import Runtime
 from tests.conftest import REPO, Client
 
 

@@ -1,5 +1,5 @@
 """``%car memory add --supersedes``, ``%car memory history`` and the explorer's superseded view
-(issue 13), on the IPython-free notebook engine over a real runtime."""
+on the IPython-free notebook engine over a real runtime."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from carnb.config import Settings
 from carnb.kernel.calls import CarCommandError
 from carnb.kernel.engine import NotebookEngine
 from carnb.kernel.parser import build_parser, parse
-from carnb.runtime import Settings
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Issue 11 in the notebook: ``%car tools``, ``%car policy``, ``%%car propose [--run]`` in
+"""In the notebook: ``%car tools``, ``%car policy``, ``%%car propose [--run]`` in
 IPython's in-process shell, tool and policy names completing, and the live panel showing each
 session's tools and the proposal running now, action by action."""
 

@@ -1,4 +1,4 @@
-"""Stored content cannot make queries slow (issue 15): a fact of a few very long words once made
+"""Stored content cannot make queries slow: a fact of a few very long words once made
 every new query word cost ~30 s (a quadratic vocabulary scan), and unindexed big facts were
 re-read by every query. Each test measures a baseline on the same graph first, so the bounds
 hold on a slow machine too."""

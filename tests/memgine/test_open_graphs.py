@@ -1,5 +1,5 @@
 """Bounded open graphs (MemoryHome closes idle graphs, least recently used first) and a
-``load`` that commits in batches while another connection writes (issue 15)."""
+``load`` that commits in batches while another connection writes."""
 
 from __future__ import annotations
 

@@ -215,7 +215,7 @@ SMALL_TEAM = [
 
 @pytest.mark.parametrize("filler", [0, 40, 400])
 def test_function_words_never_outweigh_content_words(graph: Memgine, filler: int) -> None:
-    """Issue 13: 'to' and 'we' must not weigh as much as 'deploy', in a tiny graph or a big one
+    """'to' and 'we' must not weigh as much as 'deploy', in a tiny graph or a big one
     full of function words."""
     for i in range(filler):
         graph.add_fact(f"note{i}", f"we need to do item {i} and then we go to the next")

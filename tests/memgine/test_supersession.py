@@ -1,4 +1,4 @@
-"""Supersession (issue 13): a newer fact replaces older ones; they stay as history but never
+"""Supersession: a newer fact replaces older ones; they stay as history but never
 come back from retrieval; the chain survives persist/load, a reopen and a schema migration."""
 
 from __future__ import annotations

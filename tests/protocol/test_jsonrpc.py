@@ -131,7 +131,7 @@ def test_params_object_accepts_null_and_objects_and_refuses_arrays() -> None:
     assert "named fields" in info.value.message
 
 
-# -- issue 15 ------------------------------------------------------------------------------------
+# -- limits on hostile frames -------------------------------------------------------------------
 @pytest.mark.parametrize(
     "text",
     [

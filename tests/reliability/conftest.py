@@ -1,4 +1,4 @@
-"""Fixtures of the reliability suite (issue 7): real `python -m carnb serve` processes with data in
+"""Fixtures of the reliability suite: real `python -m carnb serve` processes with data in
 ``tmp_path``, and the ``reliability`` marker. Figures each test adds to ``harness.FIGURES`` are
 printed in the terminal summary, so a CI log shows what the suite really did."""
 

@@ -1,4 +1,4 @@
-"""Issue 15 finding 3: the connection file holds the host token, so writing it must not let
+"""The connection file holds the host token, so writing it must not let
 another local user read it, redirect it through a link, or pre-plant the temporary file."""
 
 from __future__ import annotations

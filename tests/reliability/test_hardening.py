@@ -1,8 +1,8 @@
-"""Issue 15 (server side): no request may freeze the server, leak a token or outgrow memory.
+"""Server hardening: no request may freeze the server, leak a token or outgrow memory.
 
-Each test replays one finding of the issue against a real ``python -m carnb serve`` process,
-with the loop watchdog (:mod:`tests.reliability.loopwatch`) as bystander where the finding was
-a frozen loop. The in-kernel variant of finding 2 is in ``test_kernel_server.py``.
+Each test replays one attack against a real ``python -m carnb serve`` process, with the loop
+watchdog (:mod:`tests.reliability.loopwatch`) as bystander where the attack freezes the loop.
+The in-kernel variant of the frames-before-authentication test is in ``test_kernel_server.py``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ async def authed(url: str, **params: Any) -> AClient:
     return c
 
 
-# -- finding 2: frames before authentication ----------------------------------------------------
+# -- frames before authentication -----------------------------------------------------------------
 def test_an_unauthenticated_peer_cannot_send_a_big_frame(start_server: Any) -> None:
     srv: ServerProc = start_server()
     payload = nested_frame_text(16 * MiB - 64).encode()
@@ -107,7 +107,7 @@ def test_an_unauthenticated_peer_cannot_send_a_big_frame(start_server: Any) -> N
     asyncio.run(control())
 
 
-# -- finding 6: replies are bounded and built off the loop ---------------------------------------
+# -- replies are bounded and built off the loop ---------------------------------------------------
 def test_a_long_trace_is_paged_and_never_freezes_the_server(start_server: Any) -> None:
     srv: ServerProc = start_server("--agent", "writer")
     turns = 120
@@ -200,7 +200,7 @@ def test_memory_query_caps_k_and_a_reply_over_the_cap_is_a_clear_error(start_ser
     asyncio.run(main())
 
 
-# -- finding 7: a per-session byte budget for state ----------------------------------------------
+# -- a per-session byte budget for state ----------------------------------------------------------
 def test_state_has_a_byte_budget_per_session(start_server: Any) -> None:
     srv: ServerProc = start_server()
     rss_before = srv.rss()
@@ -234,7 +234,7 @@ async def _next_reply(c: AClient) -> str:
     return json.dumps(c.unmatched.pop(0))
 
 
-# -- finding 9: the host token cannot write an agent's run; register does not leak tokens --------
+# -- the host token cannot write an agent's run; register does not leak tokens --------------------
 def test_the_host_cannot_forge_turns_and_register_returns_no_live_token(
     start_server: Any,
 ) -> None:
@@ -268,7 +268,7 @@ def test_the_host_cannot_forge_turns_and_register_returns_no_live_token(
     asyncio.run(main())
 
 
-# -- finding 10: session.auth is all or nothing --------------------------------------------------
+# -- session.auth is all or nothing ---------------------------------------------------------------
 def test_a_second_auth_that_drops_host_drops_host_subscriptions(start_server: Any) -> None:
     srv: ServerProc = start_server()
 
@@ -312,7 +312,7 @@ def test_a_failed_auth_changes_nothing(start_server: Any) -> None:
     asyncio.run(main())
 
 
-# -- finding 12: unauthenticated peers stay out of the event log; errors are rate-limited ---------
+# -- unauthenticated peers stay out of the event log; errors are rate-limited ---------------------
 def test_unauthenticated_connections_do_not_push_events_out(start_server: Any) -> None:
     srv: ServerProc = start_server("--agent", "alice")
 
@@ -367,7 +367,7 @@ def test_repeated_errors_are_rate_limited_in_the_log(start_server: Any) -> None:
     assert srv.alive()
 
 
-# -- finding 13: lone surrogates are invalid JSON -----------------------------------------------
+# -- lone surrogates are invalid JSON -------------------------------------------------------------
 @pytest.mark.parametrize(
     "method,params",
     [

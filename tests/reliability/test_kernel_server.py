@@ -105,7 +105,8 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kernel, d
         if reply["status"] != "ok":  # fallback while the extension is unfinished (see report)
             how = "Runtime(Settings(home=...)).start() (fallback: %load_ext failed)"
             reply, out = k.execute(
-                "from carnb.runtime import Runtime, Settings, set_current\n"
+                "from carnb.config import Settings\n"
+                "from carnb.runtime import Runtime, set_current\n"
                 f"rt = Runtime(Settings(home={str(home)!r})).start(); set_current(rt)"
             )
             assert reply["status"] == "ok", k.text(out)
@@ -252,8 +253,9 @@ async def _touch(info: dict[str, Any]) -> None:
 def test_unauthenticated_big_frames_do_not_freeze_the_kernel(
     kernel: tuple[Kernel, dict[str, Any]],
 ) -> None:
-    """Issue 15, finding 2, in a real kernel: while peers without a token send 16 MiB frames to
-    the in-kernel server, a cell that ticks every 10 ms never waits more than 200 ms."""
+    """Frames before authentication, in a real kernel: while peers without a token send
+    16 MiB frames to the in-kernel server, a cell that ticks every 10 ms never waits more than
+    200 ms."""
     from tests.reliability.test_hardening import (
         nested_frame_text,
         send_big_frame_unauthenticated,
@@ -299,9 +301,10 @@ def test_unauthenticated_big_frames_do_not_freeze_the_kernel(
 def test_hostile_memory_queries_do_not_freeze_the_kernel(
     kernel: tuple[Kernel, dict[str, Any]],
 ) -> None:
-    """Issue 15, finding 1, in a real kernel: a client plants a fact of 32 very long words (1 MiB)
-    and big facts in the kernel's server, then queries new words (each such query once froze the
-    server and the kernel ~30 s); a cell that ticks every 10 ms never waits more than 200 ms."""
+    """Hostile memory content, in a real kernel: a client plants a fact of 32 very long words
+    (1 MiB) and big facts in the kernel's server, then queries new words (each such query once
+    froze the server and the kernel ~30 s); a cell that ticks every 10 ms never waits more than
+    200 ms."""
     import random
 
     from tests.reliability.test_memory_hostile import BIG_PENDING, BODY_BYTES, planted_body

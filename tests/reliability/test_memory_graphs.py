@@ -1,4 +1,4 @@
-"""Memory graphs against a live `python -m carnb serve` (issue 15, finding 4 and two loop holds):
+"""Memory graphs against a live `python -m carnb serve`:
 
 - Many namespaces: each graph once kept its file handles and checkpoint thread forever, so a few
   hundred namespaces exhausted the process's descriptors and no graph opened any more. Idle graphs

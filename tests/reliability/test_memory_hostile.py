@@ -1,4 +1,4 @@
-"""Hostile memory content against a live `python -m carnb serve` (issue 15): a client stores a
+"""Hostile memory content against a live `python -m carnb serve`: a client stores a
 fact of 32 very long words (1 MiB, the kind of thing scraped text holds) and big facts that wait
 to be indexed, then queries new words. Each query once froze the whole server for ~30 s (a
 quadratic vocabulary scan holding the GIL). A bystander session keeps timing ``state.get``

@@ -1,8 +1,8 @@
-"""Issue 15 findings 8 and 11: one agent's ``memory.persist``/``memory.load`` files are not
+"""Memory isolation: one agent's ``memory.persist``/``memory.load`` files are not
 another's, and a folder swapped for a symlink between the path check and the open is refused.
 
-Finding 8: every agent and namespace has its own part of ``<home>/memory/``; the host reaches
-all of it. Finding 11: persist/load open every folder relative to the one before, never through
+Every agent and namespace has its own part of ``<home>/memory/``; the host reaches
+all of it. persist/load open every folder relative to the one before, never through
 a link, so a swap after :meth:`MemoryHome.resolve_user_path` writes or reads nothing outside."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def agent(name: str, namespace: str | None = None) -> ClientSession:
     return ClientSession(authenticated=True, agent_id=name, memory_namespace=namespace)
 
 
-# -- finding 8: per-agent and per-namespace folders ----------------------------------------
+# -- per-agent and per-namespace folders ----------------------------------------------------------
 
 
 def test_agents_cannot_reach_each_others_snapshots(memory: MemoryHome) -> None:
@@ -113,7 +113,7 @@ def test_on_the_wire_bob_cannot_load_alices_snapshot(connect_client: Any, runtim
     assert [f["body"] for f in alice.call("memory.query", {"query": "rule"})] == ["alice's rule"]
 
 
-# -- finding 11: the check and the open happen at different times ---------------------------
+# -- the check and the open happen at different times ---------------------------------------------
 
 
 def swap_for_link(folder: Path, target: Path) -> None:

@@ -13,11 +13,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from carnb.app.handlers import build_table
+from carnb.app.services import Services
 from carnb.protocol.auth import Credentials
 from carnb.server.dispatch import Dispatcher
-from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
-from carnb.server.services import Services
 from carnb.server.ws import AUTH_TIMEOUT_REASON, ServerConfig, SessionServer
 from tests.conftest import Client, RpcFailed
 from tests.reliability.harness import add, raw_upgrade, wait_until

@@ -1,4 +1,4 @@
-"""Two carnb processes on one data directory (issue 15, finding 5): a large ``memory.load`` in one
+"""Two carnb processes on one data directory: a large ``memory.load`` in one
 froze the other's loop for seconds (its fast memory calls waited for SQLite's write lock on the
 loop thread), then its writes failed with a bare "database is locked".
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.reliability
 LOADED = 100_000  # facts in the file the other process loads
 NAMESPACE = "shared"
 WRITE_EVERY_S = 0.02
-MAX_KERNEL_GAP_S = 0.2  # issue 15: a cell ticking every 10 ms sees no gap over 200 ms
+MAX_KERNEL_GAP_S = 0.2  # a cell ticking every 10 ms sees no gap over 200 ms
 
 
 def write_big_file(home: Path) -> str:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from carnb.server.bulk import run_bulk
+from carnb.app.bulk import run_bulk
 
 
 def test_a_session_with_many_jobs_delays_anothers_by_one_job_of_its_own() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from carnb.app import peercalls as callbacks
+from carnb.app.peercalls import CallFailed, CallTimeout, PeerCalls, PeerGone
 from carnb.protocol.jsonrpc import Response
-from carnb.server import callbacks
-from carnb.server.callbacks import CallFailed, CallTimeout, PeerCalls, PeerGone
 
 
 class Wire:
@@ -80,7 +80,7 @@ async def test_disconnect_fails_pending_calls_and_refuses_new_ones() -> None:
 async def test_a_peer_that_cannot_take_frames_or_owes_too_much(monkeypatch) -> None:
     with pytest.raises(PeerGone, match="not reading"):
         await PeerCalls(Wire(accept=False).send).request("tools.execute", {}, timeout=1)
-    monkeypatch.setattr(callbacks, "MAX_PENDING", 2)
+    monkeypatch.setattr(callbacks, "MAX_PENDING_CALLS", 2)
     calls = PeerCalls(Wire().send)
     tasks = [asyncio.create_task(calls.request("m", {}, timeout=None)) for _ in range(2)]
     await asyncio.sleep(0)

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
+from carnb.app.handlers import build_table
+from carnb.app.methods import Method
+from carnb.app.schedule import Later
+from carnb.app.services import Services
 from carnb.errors import InternalError, InvalidParams, MethodNotFound
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
 from carnb.server.dispatch import Close, Deferred, Dispatcher, Outcome, Reply
-from carnb.server.handlers import build_table
-from carnb.server.methods import Later, Method
-from carnb.server.services import Services
 
 
 def boom(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
@@ -210,7 +211,7 @@ def test_schema_and_capabilities_are_generated_from_the_table(dispatcher: Dispat
     assert "agents.register" not in {m["method"] for m in plain["methods"]}
 
 
-# -- issue 15: the reply cap, all-or-nothing auth, the state budget ---------------------------
+# -- the reply cap, all-or-nothing auth, the state budget --------------------------------------
 def big(s: ClientSession, p: dict[str, Any], svc: Services) -> Any:
     return "x" * int(p["n"])
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from carnb.app.schedule import gate_of
 from tests.compat import loopmodels
 from tests.conftest import RpcFailed
 
@@ -127,6 +128,31 @@ def test_context_query_injects_the_sessions_memory(runtime, connect_client) -> N
     # another unbound session has its own (empty) memory: nothing injected
     other = json.loads(connect_client().call("infer", ask(context_query="deploy"))["text"])
     assert other["context"] is None
+
+
+def test_context_query_waits_its_turn_on_the_graph(runtime, connect_client) -> None:
+    """build_context for infer runs in turn with the graph's other calls (its gate), as
+    memory.build_context does: while another call holds the graph, infer waits for it."""
+    runtime.register_model(loopmodels.echo)
+    c = connect_client()
+    c.call("memory.add_fact", {"subject": "deploy", "body": "never deploy on fridays"})
+    (session,) = [s for s in runtime.services.sessions if s.kind == "socket"]
+    gate = gate_of(session.effective_memgine)
+
+    async def hold() -> None:
+        await gate.lock.acquire()
+
+    runtime.run_on_host(hold())
+    replies: list[dict[str, Any]] = []
+    caller = threading.Thread(
+        target=lambda: replies.append(c.call("infer", ask(context_query="deploy")))
+    )
+    caller.start()
+    caller.join(0.5)
+    assert caller.is_alive() and not replies, "infer read the graph while another call held it"
+    runtime.call_soon(gate.lock.release)
+    caller.join(10)
+    assert "never deploy on fridays" in json.loads(replies[0]["text"])["context"]
 
 
 def runner_loop(client, answer) -> threading.Thread:

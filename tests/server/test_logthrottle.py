@@ -1,4 +1,4 @@
-"""The log throttle (issue 15, finding 12): repeats beyond the burst are dropped and counted."""
+"""The log throttle: repeats beyond the burst are dropped and counted."""
 
 from __future__ import annotations
 

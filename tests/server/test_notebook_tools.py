@@ -213,7 +213,8 @@ def test_a_hundred_no_op_tools_end_to_end(runtime) -> None:
 def test_a_tool_stuck_forever_does_not_keep_the_process_alive(home) -> None:
     script = f"""
 import threading
-from carnb.runtime import Runtime, Settings
+from carnb.config import Settings
+from carnb.runtime import Runtime
 rt = Runtime(Settings(home={str(home)!r}, browser=False)).start()
 rt.register_tool(lambda: threading.Event().wait(), name="stuck")
 proposal = {{"actions": [{{"id": "s", "type": "tool_call", "tool": "stuck", "timeout_ms": 100}}]}}

@@ -354,7 +354,7 @@ def test_at_most_16_running_proposals_so_tool_answers_are_always_read(alice) -> 
 
 
 def test_only_a_small_proposal_is_prepared_on_the_event_loop() -> None:
-    from carnb.server.handlers.proposals import _small
+    from carnb.app.handlers.proposals import _small
 
     assert _small(proposal(action("a", parameters={"q": "x"})))
     assert not _small(proposal(action("a", parameters={"q": "x" * 70_000})))

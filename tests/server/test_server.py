@@ -15,12 +15,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from carnb.app.handlers import build_table
+from carnb.app.methods import Method
+from carnb.app.services import Services
 from carnb.protocol.auth import Credentials
 from carnb.server.dispatch import Dispatcher
-from carnb.server.handlers import build_table
 from carnb.server.hostthread import HostThread
-from carnb.server.methods import Method
-from carnb.server.services import Services
 from carnb.server.ws import ServerConfig, SessionServer
 from tests.conftest import Client, RpcFailed, agent_auth
 
@@ -403,8 +403,9 @@ def test_notebook_session_is_host_and_uses_the_same_dispatcher(runtime) -> None:
 
 
 def test_settings_accept_string_paths_and_check_the_port(tmp_path) -> None:
+    from carnb.config import Settings
     from carnb.errors import CarnbError
-    from carnb.runtime import Runtime, Settings
+    from carnb.runtime import Runtime
 
     s = Settings(home=str(tmp_path / "h"), connection_file=str(tmp_path / "c.json"))
     assert s.home == tmp_path / "h" and s.connection_file == tmp_path / "c.json"

@@ -3,8 +3,8 @@ and only those after the snapshot's cursor are handed back."""
 
 from __future__ import annotations
 
+from carnb.app.subscriptions import RunSubscriptions
 from carnb.protocol.session import ClientSession
-from carnb.server.subscriptions import RunSubscriptions
 
 
 def _ev(cursor: int) -> dict[str, object]:

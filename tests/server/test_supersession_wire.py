@@ -1,4 +1,4 @@
-"""Supersession over a real server (issue 13): memory.add_fact {supersedes}, memory.history,
+"""Supersession over a real server: memory.add_fact {supersedes}, memory.history,
 errors that change nothing, the schema, persist/load and a restart."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ side), as the real daemon relays them.
 Theory of operation. A host calls ``agents.chat {agent_id, prompt, session_id?, model?}``. The
 server picks the newest socket session bound to that agent and sends it the request
 ``agent.chat {session_id, prompt, model?}`` over its reverse channel
-(:class:`~carnb.server.callbacks.PeerCalls`); the agent acks ``{accepted: true}`` and the host
+(:class:`~carnb.app.peercalls.PeerCalls`); the agent acks ``{accepted: true}`` and the host
 gets ``{accepted: true, session_id}``. The agent then streams ``agent.chat.event {session_id,
 kind, delta?}`` notifications (``token``, ``tool_call``, ``goal_evaluated``, ``done``, ``error``,
 ...), which the server relays to the host as ``agents.chat.event {session_id, agent_id, kind,
@@ -17,17 +17,16 @@ This is what the official client's ``agent_loop.serve_chat`` (and ``main --serve
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from carnb.app.pending import Pending
+from carnb.config import CHAT_ACK_TIMEOUT_S, CHAT_EVENTS_KEPT
 from carnb.errors import CarnbError, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
 
-ACK_TIMEOUT = 30.0  # seconds the agent has to accept a chat turn
 TERMINAL = frozenset({"done", "error"})
-MAX_EVENTS = 10_000  # kept per notebook chat
 
 
 class ChatRefused(CarnbError):
@@ -41,14 +40,13 @@ class Chat:
     host: ClientSession
     agent: ClientSession
     events: list[dict[str, Any]] = field(default_factory=list)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ChatRelay:
     """Open chats by ``session_id`` (runs on the host loop)."""
 
     def __init__(self) -> None:
-        self._chats: dict[str, Chat] = {}
+        self._chats: Pending[Chat] = Pending()
 
     async def start(
         self, host: ClientSession, targets: list[ClientSession], params: dict[str, Any]
@@ -71,19 +69,18 @@ class ChatRelay:
                 "session.auth with its agent_id and serve agent.chat, e.g. agent_loop.serve_chat)"
             )
         agent = live[-1]
-        chat = Chat(session_id, agent_id, host, agent)
-        self._chats[session_id] = chat
+        self._chats.open(session_id, lambda _ended: Chat(session_id, agent_id, host, agent))
         request: dict[str, Any] = {"session_id": session_id, "prompt": prompt}
         for key in ("model", "attachments", "goal", "context"):
             if params.get(key) is not None:
                 request[key] = params[key]
         try:
-            ack = await agent.callbacks.request("agent.chat", request, timeout=ACK_TIMEOUT)
+            ack = await agent.callbacks.request("agent.chat", request, timeout=CHAT_ACK_TIMEOUT_S)
         except BaseException:
-            self._chats.pop(session_id, None)
+            self._chats.discard(session_id)
             raise
         if isinstance(ack, dict) and ack.get("accepted") is False:
-            self._chats.pop(session_id, None)
+            self._chats.discard(session_id)
             raise ChatRefused(f"agent {agent_id!r} did not accept the chat turn: {ack}")
         return {"accepted": True, "session_id": session_id}
 
@@ -92,7 +89,7 @@ class ChatRelay:
         session_id, kind = params.get("session_id"), params.get("kind")
         if not isinstance(session_id, str) or not isinstance(kind, str):
             raise InvalidParams("agent.chat.event needs {session_id, kind, delta?}")
-        chat = self._chats.get(session_id)
+        chat = self._chats.state(session_id)
         if chat is None or chat.agent is not sender:
             return False
         self._emit(chat, {"kind": kind, "delta": params.get("delta")} | _extra(params))
@@ -100,23 +97,22 @@ class ChatRelay:
 
     def drop(self, session: ClientSession) -> None:
         """A session ended: its chats end; a host still there hears ``error``."""
-        for chat in list(self._chats.values()):
+        for chat in list(self._chats):
             if chat.agent is session:
                 self._emit(chat, {"kind": "error", "delta": "the agent disconnected"})
             elif chat.host is session:
-                self._chats.pop(chat.session_id, None)
+                self._chats.discard(chat.session_id)
 
     async def wait(self, session_id: str, timeout: float) -> list[dict[str, Any]]:
         """The events of a chat once it ended (for the notebook's socketless session)."""
-        chat = self._chats.get(session_id)
+        chat = self._chats.state(session_id)
         if chat is None:
             raise NotFound(f"no open chat {session_id}")
         try:
-            async with asyncio.timeout(timeout):
-                await chat.ended.wait()
+            await self._chats.wait(session_id, timeout, keep_open=True)
         finally:
-            if chat.ended.is_set():
-                self._chats.pop(session_id, None)
+            if self._chats.answered(session_id):
+                self._chats.discard(session_id)
         return chat.events
 
     def _emit(self, chat: Chat, event: dict[str, Any]) -> None:
@@ -125,12 +121,12 @@ class ChatRelay:
         notify = chat.host.notifier
         if notify is not None:
             notify("agents.chat.event", note)
-        elif len(chat.events) < MAX_EVENTS:
+        elif len(chat.events) < CHAT_EVENTS_KEPT:
             chat.events.append(note)
         if event["kind"] in TERMINAL:
-            chat.ended.set()
+            self._chats.resolve(chat.session_id, None)
             if notify is not None:
-                self._chats.pop(chat.session_id, None)
+                self._chats.discard(chat.session_id)
 
 
 def _extra(params: dict[str, Any]) -> dict[str, Any]:

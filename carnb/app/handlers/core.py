@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from carnb.app.methods import Method, Params
+from carnb.app.params import opt_int, opt_str, req_str
+from carnb.app.services import Services
 from carnb.errors import InvalidParams
 from carnb.protocol.auth import authenticate, check_agent_id, negotiate
 from carnb.protocol.session import ClientSession
-from carnb.server.methods import Method, Params
-from carnb.server.params import opt_int, opt_str, req_str
-from carnb.server.services import Services
 
 
 # -- session and server ---------------------------------------------------------------------
@@ -138,6 +138,8 @@ METHODS = (
             "protocol_version": "integer (3)",
             "client_version": "string?",
             "required_capabilities": "string[]?",
+            "optional_capabilities": "string[]?",
+            "capabilities": "string[]? (the same as optional_capabilities)",
         },
         result="{protocol_version, server_version, client_protocol_version, client_version, "
         "negotiated_capabilities}",

@@ -6,11 +6,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from carnb.app.handlers import browser, core, inference, memory, proposals, runs
+from carnb.app.methods import Method, Params
+from carnb.app.services import Services
 from carnb.protocol.auth import PROTOCOL_VERSION
 from carnb.protocol.session import ClientSession
-from carnb.server.handlers import browser, core, inference, memory, proposals, runs
-from carnb.server.methods import Method, Params
-from carnb.server.services import Services
 
 
 def offered(svc: Services) -> tuple[Method, ...]:

@@ -15,9 +15,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from carnb.config import EVENTS_KEPT
 from carnb.protocol.session import ClientSession
 
-log = logging.getLogger("carnb.server.events")
+log = logging.getLogger("carnb.app.events")
 
 SESSION_ATTACHED = "session.attached"
 SESSION_DETACHED = "session.detached"
@@ -28,7 +29,7 @@ RUN_ENDED = "run.ended"
 
 
 class HostEvents:
-    def __init__(self, maxlen: int = 1000) -> None:
+    def __init__(self, maxlen: int = EVENTS_KEPT) -> None:
         self._log: deque[dict[str, Any]] = deque(maxlen=maxlen)
         self._seq = itertools.count(1)
         self._sequence = 0

@@ -7,10 +7,10 @@ only ever lists methods that work.
 
 from __future__ import annotations
 
-from carnb.server.handlers import browser, inference, proposals, runs
-from carnb.server.handlers.catalog import offered
-from carnb.server.methods import MethodTable
-from carnb.server.services import Services
+from carnb.app.handlers import browser, inference, proposals, runs
+from carnb.app.handlers.catalog import offered
+from carnb.app.methods import MethodTable
+from carnb.app.services import Services
 
 
 def build_table(services: Services) -> MethodTable:

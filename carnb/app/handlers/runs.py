@@ -8,20 +8,20 @@ ends into host events, and ends a departing session's open runs ``incomplete``.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from carnb.app.events import RUN_ENDED, RUN_STARTED
+from carnb.app.methods import Method, Params
+from carnb.app.params import opt_int, opt_str, req_list, req_object, req_str
+from carnb.app.ports import Record, RunCaller, RunLog
+from carnb.app.schedule import in_bulk, in_thread
+from carnb.app.services import Services
+from carnb.config import TRACE_PAGE_BYTES, TRACE_PAGE_MAX_RECORDS, TRACE_PAGE_RECORDS
 from carnb.errors import InvalidParams, NotFound
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
-from carnb.server.bulk import run_bulk
-from carnb.server.events import RUN_ENDED, RUN_STARTED
-from carnb.server.methods import Method, Params
-from carnb.server.params import opt_int, opt_str, req_list, req_object, req_str
-from carnb.server.ports import Record, RunCaller, RunLog
-from carnb.server.services import Services
 
 
 def attach(svc: Services) -> None:
@@ -59,7 +59,7 @@ async def _on_session_close(svc: Services, s: ClientSession) -> None:
     if not s.authenticated:  # it could start no run: spare the store (and its lock)
         return
     # a database call (PostgreSQL: a network round trip): in a worker thread, never on the loop
-    for run_id in await asyncio.to_thread(_store(svc).end_session_runs, s.client_id):
+    for run_id in await in_thread(_store(svc).end_session_runs, s.client_id):
         _clear_current(svc, run_id)
 
 
@@ -137,12 +137,9 @@ def runs_cancel(s: ClientSession, p: Params, svc: Services) -> Record:
     return result
 
 
-# runs.get_trace pages: at most this many records, and records of at most this many bytes of
-# JSON (a page always holds at least one record; one turn is at most 256 KiB).
-TRACE_PAGE_RECORDS = 100
-TRACE_PAGE_MAX_RECORDS = 1000
-TRACE_PAGE_BYTES = 2 * 1024 * 1024
-# records read from the store at a time while filling a page: each read holds the store's lock,
+# runs.get_trace pages hold at most TRACE_PAGE_MAX_RECORDS records of at most TRACE_PAGE_BYTES
+# bytes of JSON (a page always holds at least one record; one turn is at most 256 KiB).
+# Records read from the store at a time while filling a page: each read holds the store's lock,
 # which calls on the event loop (record_turns, authorize) wait for
 _TRACE_CHUNK = 4
 _PAST_THE_END = 1 << 62  # an index after every record: get_trace then reports the last index
@@ -157,7 +154,7 @@ async def runs_get_trace(s: ClientSession, p: Params, svc: Services) -> Record:
     start = cursor if cursor is not None else (0 if after is None else after + 1)
     limit = opt_int(p, "limit", TRACE_PAGE_RECORDS, minimum=1, maximum=TRACE_PAGE_MAX_RECORDS)
     assert limit is not None
-    return await run_bulk(s, trace_page, _store(svc), s, run_id, start, limit)
+    return await in_bulk(s, trace_page, _store(svc), s, run_id, start, limit)
 
 
 def trace_page(store: RunLog, s: ClientSession, run_id: str, start: int, limit: int) -> Record:

@@ -7,12 +7,11 @@ values and ``INLINE_PREPARE_CHARS`` characters of strings), whose preparation ta
 microseconds and is done on the loop, saving a thread hop that costs more than the rest of a
 one-action proposal. Execution runs on the host loop with at most ``DEFAULT_CONCURRENCY``
 actions of a level at once, so the loop is never held for long. Tool calls go through
-:mod:`carnb.server.toolhub`.
+:mod:`carnb.app.toolhub`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,24 +32,26 @@ from carnb.agentir import (
     verify_params,
 )
 from carnb.agentir.values import MISSING
+from carnb.app.handlers.runturns import record_proposal
+from carnb.app.methods import Method, Params
+from carnb.app.params import req_list, req_str
+from carnb.app.schedule import in_thread, in_thread_if
+from carnb.app.services import Services
+from carnb.config import (
+    INLINE_PREPARE_CHARS,
+    INLINE_PREPARE_NODES,
+    MAX_POLICIES,
+    MAX_RUNNING_PROPOSALS,
+    MAX_TOOLS,
+)
 from carnb.errors import CarnbError, InvalidParams, StateFull
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import MAX_STATE_KEYS, STATE_BUDGET_BYTES, ClientSession
-from carnb.server.methods import Method, Params
-from carnb.server.params import req_list, req_str
-from carnb.server.runturns import record_proposal
-from carnb.server.services import Services
-from carnb.server.toolhub import MAX_POLICIES, MAX_TOOLS
 
 SCOPE = "global"  # per-connection, like the real daemon's global scope of a session runtime
-# Proposals one session may run at once. Below the connection's 64 requests in flight, so
-# requests waiting on the client's own tools can never fill every slot and stall the reader
-# that must deliver the client's answers.
-MAX_RUNNING_PROPOSALS = 16
-# A proposal of at most this many JSON values (objects, arrays, strings, numbers...) and
-# characters of strings, with no policy in force, is prepared on the loop: tens of microseconds.
-INLINE_PREPARE_NODES = 256
-INLINE_PREPARE_CHARS = 64 * 1024
+# MAX_RUNNING_PROPOSALS (proposals one session may run at once) is below the connection's
+# MAX_IN_FLIGHT, so requests waiting on the client's own tools can never fill every slot and
+# stall the reader that must deliver the client's answers.
 
 
 class TooManyProposals(CarnbError):
@@ -130,7 +131,7 @@ async def verify(s: ClientSession, p: Params, svc: Services) -> VerificationResu
     params = dict(p)
     if params.get("initial_state") is None:
         params["initial_state"] = s.state_snapshot()
-    return await asyncio.to_thread(verify_params, params, registry)
+    return await in_thread(verify_params, params, registry)
 
 
 class _SessionState:
@@ -257,10 +258,9 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     state = _SessionState(s, tenant)
     policies = svc.tools.of(s).policies.copy()
     raw = p["proposal"]
-    if not len(policies) and _small(raw):  # microseconds: not worth a thread hop
-        prepared = _prepare(raw, policies, state)
-    else:
-        prepared = await asyncio.to_thread(_prepare, raw, policies, state)
+    # a small proposal with no policy is prepared in microseconds: not worth a thread hop
+    heavy = bool(len(policies)) or not _small(raw)
+    prepared = await in_thread_if(heavy, _prepare, raw, policies, state)
     _check_state_room(s, prepared.write_sizes, tenant)
     proposal = prepared.proposal
     registry, local = svc.tools.toolset(s)
@@ -278,6 +278,8 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
 
 
 _PROPOSAL = {"proposal": "ActionProposal (agent-ir-spec.md)"}
+
+_NO_SESSION = "never (per-session policy scopes are refused: policies belong to this connection)"
 
 METHODS = (
     Method(
@@ -313,6 +315,8 @@ METHODS = (
             "key": "string?",
             "pattern": "string?",
             "value": "any?",
+            "value_json": "string? (value as JSON text, the FFI spelling)",
+            "session_id": _NO_SESSION,
         },
         result="{registered, name, scope}",
     ),
@@ -320,13 +324,14 @@ METHODS = (
         "policy.list",
         policy_list,
         summary="This session's policies, in registration order",
+        params={"session_id": _NO_SESSION},
         result="{policies: [{name, description}], scope}",
     ),
     Method(
         "policy.unregister",
         policy_unregister,
         summary="Remove every policy of this session with this name",
-        params={"name": "string"},
+        params={"name": "string", "session_id": _NO_SESSION},
         result="{unregistered, removed, scope}",
     ),
     Method(
@@ -342,7 +347,7 @@ METHODS = (
         proposal_submit,
         mode="task",
         summary="Execute a proposal; tool calls come back as tools.execute requests",
-        params={**_PROPOSAL, "scope": "{tenantId?}?"},
+        params={**_PROPOSAL, "scope": "{tenantId?}?", "session_id": _NO_SESSION},
         result="ProposalResult {proposal_id, results, cost}",
     ),
 )

@@ -6,25 +6,25 @@ so a run's trace holds the agent loop's tool executions in order after its model
 (``runs.record_model_turn``). carnb does the same: after a proposal ends, each action's result
 becomes a turn ``{action_id, tool, parameters, status, output, error?, duration_ms,
 policy_rejected?}``, in the proposal's action order, written with the rights of the session's
-own ``runs.record_turns`` (:func:`carnb.server.handlers.runs.writer`). Recording never fails
+own ``runs.record_turns`` (:func:`carnb.app.handlers.runs.writer`). Recording never fails
 the proposal: a run that ended meanwhile or a store error is only logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from carnb.agentir import ActionProposal, ProposalResult
+from carnb.app.handlers.runs import writer
+from carnb.app.schedule import in_thread
+from carnb.app.services import Services
+from carnb.config import TURN_TEXT_CHARS
 from carnb.protocol.session import ClientSession
-from carnb.server.handlers.runs import writer
-from carnb.server.services import Services
 
-log = logging.getLogger("carnb.server.runturns")
+log = logging.getLogger("carnb.app.handlers.runturns")
 
 POLICY_PREFIX = "denied by policy"
-MAX_TEXT = 16 * 1024  # characters of output or error kept per turn (the daemon truncates too)
 
 
 def proposal_turns(proposal: ActionProposal, result: ProposalResult) -> list[dict[str, Any]]:
@@ -52,8 +52,8 @@ def proposal_turns(proposal: ActionProposal, result: ProposalResult) -> list[dic
 
 
 def _bounded(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        return value[:MAX_TEXT] + "…[truncated]"
+    if isinstance(value, str) and len(value) > TURN_TEXT_CHARS:
+        return value[:TURN_TEXT_CHARS] + "…[truncated]"
     return value
 
 
@@ -69,7 +69,7 @@ async def record_proposal(
         return
     try:
         for start in range(0, len(turns), 256):
-            done = await asyncio.to_thread(
+            done = await in_thread(
                 store.record_turns, writer(session), run_id, turns[start : start + 256]
             )
             if not done.get("ok"):

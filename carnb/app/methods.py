@@ -4,12 +4,13 @@ schema, and whether it is answered inline or as a task.
 Theory of operation. A handler is a top-level function ``(session, params, services)``:
 - ``inline``: a plain function run at once by the connection reader, in frame order
   (microseconds: state, auth, fast memory calls). One that must wait (its graph is busy)
-  returns a :class:`Later` instead, and is answered when that coroutine ends.
+  returns a :class:`~carnb.app.schedule.Later` instead, and is answered when that coroutine
+  ends.
 - ``task``: a coroutine function, run as its own task so it never blocks other requests
   (it moves slow synchronous work to a worker thread itself).
 ``large_reply`` marks methods whose answer may be megabytes (traces, query results,
 snapshots): the dispatcher serialises those replies on the bulk thread
-(:mod:`carnb.server.bulk`). Every reply is held to the dispatcher's reply cap
+(:mod:`carnb.app.bulk`). Every reply is held to the dispatcher's reply cap
 (``ReplyTooLarge``, -32602, when over it).
 ``needs`` names the service (``memory``, ``runs``, ``browser``) a method depends on: a method
 whose service the runtime did not provide is not offered, so ``capabilities.list`` and
@@ -18,15 +19,16 @@ whose service the runtime did not provide is not offered, so ``capabilities.list
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from carnb.app.schedule import SessionQueues
 from carnb.protocol.session import ClientSession
 
 if TYPE_CHECKING:
-    from carnb.server.services import Services
+    from carnb.app.services import Services
 
 Role = Literal["operator", "agent", "owner", "host"]
 Mode = Literal["inline", "task"]
@@ -34,16 +36,6 @@ Params = dict[str, Any]
 Handler = Callable[[ClientSession, Params, "Services"], Any]
 ROLES: tuple[Role, ...] = ("operator", "agent", "owner", "host")
 MODES: tuple[Mode, ...] = ("inline", "task")
-
-
-class Later:
-    """Returned by an ``inline`` handler that cannot answer without waiting (e.g. its graph is
-    busy with a slow persist): the reader does not block; the reply is sent when ``coro`` ends."""
-
-    __slots__ = ("coro",)
-
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self.coro = coro
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,3 +98,15 @@ class MethodTable:
 
     def __contains__(self, name: object) -> bool:
         return name in self._methods
+
+
+def off_loop(methods: Iterable[Method], needs: str) -> list[Method]:
+    """``methods`` with every inline handler of the ``needs`` service run in a worker thread,
+    each session's calls one after the other (:class:`~carnb.app.schedule.SessionQueues`)."""
+    queues = SessionQueues()
+    out = []
+    for method in methods:
+        if method.needs == needs and method.mode == "inline":
+            method = replace(method, fn=queues.threaded(method.fn), mode="task")
+        out.append(method)
+    return out

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from carnb.app.methods import Method, Params
+from carnb.app.params import opt_int
+from carnb.app.ports import BrowserSlot, Record
+from carnb.app.services import Services
 from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
-from carnb.server.methods import Method, Params
-from carnb.server.params import opt_int
-from carnb.server.ports import BrowserSlot, Record
-from carnb.server.services import Services
 
 
 def attach(svc: Services) -> None:

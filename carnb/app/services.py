@@ -1,8 +1,9 @@
-"""What the server layer is given by the composition root (``carnb.runtime``).
+"""What the application is given by the composition root (``carnb.runtime``).
 
-The server never imports memgine, runs or browser (docs/architecture.md): it receives objects that
-satisfy the protocols in :mod:`carnb.server.ports` and calls them. A service left as ``None``
-is not offered: its methods are not in the table and do not appear in ``capabilities.list``.
+The application never imports memgine, runs or browser (docs/architecture.md): it receives
+objects that satisfy the protocols in :mod:`carnb.app.ports` and calls them. A service left as
+``None`` is not offered: its methods are not in the table and do not appear in
+``capabilities.list``.
 """
 
 from __future__ import annotations
@@ -13,20 +14,21 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
-from carnb.protocol.auth import Credentials
-from carnb.protocol.session import ClientSession
-from carnb.server.chat import ChatRelay
-from carnb.server.events import (
+from carnb.app.chat import ChatRelay
+from carnb.app.events import (
     AGENT_ATTACHED,
     AGENT_DETACHED,
     SESSION_ATTACHED,
     SESSION_DETACHED,
     HostEvents,
 )
-from carnb.server.models import ModelHub
-from carnb.server.ports import BrowserPool, Graph, MemoryProvider, RunLog
-from carnb.server.subscriptions import RunSubscriptions
-from carnb.server.toolhub import ToolHub
+from carnb.app.models import ModelHub
+from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog
+from carnb.app.schedule import in_thread
+from carnb.app.subscriptions import RunSubscriptions
+from carnb.app.toolhub import ToolHub
+from carnb.protocol.auth import Credentials
+from carnb.protocol.session import ClientSession
 
 log = logging.getLogger("carnb.server.sessions")
 
@@ -208,7 +210,7 @@ class SessionHub:
         """Read ``graph``'s count in a worker thread and show it, unless the session moved to
         another graph or learnt a count meanwhile (a write publishes its own)."""
         try:
-            count = await asyncio.to_thread(graph.fact_count)
+            count = await in_thread(graph.fact_count)
         except Exception as exc:  # the panel shows no count; the next memory call sets it
             log.info("fact count of %s not read: %s", session.client_id, exc)
             return

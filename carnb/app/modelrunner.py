@@ -13,11 +13,11 @@ connection ends, its models go and its pending calls fail at once (never a hang)
 
 Limits: everything a runner sends for one call (streamed text, tool names and argument deltas,
 the text and tool calls of ``done`` and ``complete``) counts against one budget of
-:data:`MAX_CALL_CHARS`, checked as each piece arrives; past it the call fails and the runner's
-event is refused. Nothing here parses what a runner sent: the hub checks and parses the reply
-(tool arguments are JSON text) in a worker thread. A runner serves only the names it
-registered, and becomes the default model only when the host asks (``default: true`` with the
-host role); the host may remove any runner's model (``models.unregister``).
+:data:`~carnb.config.MAX_RUNNER_CALL_CHARS`, checked as each piece arrives; past it the call
+fails and the runner's event is refused. Nothing here parses what a runner sent: the hub checks
+and parses the reply (tool arguments are JSON text) in a worker thread. A runner serves only
+the names it registered, and becomes the default model only when the host asks (``default:
+true`` with the host role); the host may remove any runner's model (``models.unregister``).
 
 Everything here runs on the host loop.
 """
@@ -30,12 +30,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from carnb.app.models import ModelFailed, ModelHub, ModelTimeout, check_name
+from carnb.app.pending import Pending
+from carnb.config import MAX_RUNNER_CALL_CHARS
 from carnb.errors import Forbidden, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
-from carnb.server.models import ModelFailed, ModelHub, ModelTimeout, check_name
 
 DEFAULT_RUNNER_MODEL = "runner"
-MAX_CALL_CHARS = 1024 * 1024  # all a runner may send for one call, streamed or in its result
 
 
 class RunnerGone(ModelFailed):
@@ -43,7 +44,7 @@ class RunnerGone(ModelFailed):
 
 
 class RunnerTooLarge(InvalidParams):
-    """A runner sent more than :data:`MAX_CALL_CHARS` for one call."""
+    """A runner sent more than :data:`MAX_RUNNER_CALL_CHARS` for one call."""
 
 
 @dataclass
@@ -58,9 +59,9 @@ class _Call:
     def take(self, *pieces: object) -> None:
         """Count ``pieces`` (strings, or the text and tool calls of a result) against the
         call's budget; past it the call fails and :class:`RunnerTooLarge` tells the runner."""
-        self.chars += json_size(pieces, MAX_CALL_CHARS - self.chars)
-        if self.chars > MAX_CALL_CHARS:
-            why = f"runner sent more than {MAX_CALL_CHARS} characters of JSON for one call"
+        self.chars += json_size(pieces, MAX_RUNNER_CALL_CHARS - self.chars)
+        if self.chars > MAX_RUNNER_CALL_CHARS:
+            why = f"runner sent more than {MAX_RUNNER_CALL_CHARS} characters of JSON for one call"
             if not self.future.done():
                 self.future.set_exception(ModelFailed(why))
             raise RunnerTooLarge(why)
@@ -99,7 +100,7 @@ class RunnerModel:
     def __init__(self, session: ClientSession, timeout: float | None = None) -> None:
         self.session = session
         self.timeout = timeout
-        self.calls: dict[str, _Call] = {}
+        self.calls: Pending[_Call] = Pending()
 
     def can_embed(self) -> bool:
         return False
@@ -112,21 +113,17 @@ class RunnerModel:
         if notify is None or self.session.closed:
             raise RunnerGone(f"runner session {self.session.client_id} has disconnected")
         call_id = uuid.uuid4().hex
-        call = _Call(asyncio.get_running_loop().create_future())
-        self.calls[call_id] = call
+        self.calls.open(call_id, _Call)
         try:
             notify("inference.runner.invoke", {"call_id": call_id, "request": request})
-            async with asyncio.timeout(timeout):
-                return await call.future
+            return await self.calls.wait(call_id, timeout)
         except TimeoutError:
             raise ModelTimeout(f"runner did not answer within {timeout:g} s") from None
         finally:
-            self.calls.pop(call_id, None)
+            self.calls.discard(call_id)
 
     def fail_all(self, why: str) -> None:
-        for call in self.calls.values():
-            if not call.future.done():
-                call.future.set_exception(RunnerGone(why))
+        self.calls.fail_all(lambda: RunnerGone(why))
 
 
 class Runners:
@@ -168,7 +165,7 @@ class Runners:
             backend = self.hub.get(name)
             if isinstance(backend, RunnerModel) and backend.session is session:
                 call = backend.calls.get(call_id)
-                if call is not None and not call.future.done():
+                if call is not None:
                     return call
         raise NotFound(f"no pending inference call {call_id} for this runner")
 

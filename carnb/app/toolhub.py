@@ -3,7 +3,7 @@ them (``tools.*``, ``policy.*``, ``verify``, ``proposal.submit``).
 
 Theory of operation. A session's tools are schemas (:class:`~carnb.agentir.ToolRegistry`).
 A tool a *socket* session registered runs in that session's client: each call is a
-``tools.execute`` request over the connection's :class:`~carnb.server.callbacks.PeerCalls`.
+``tools.execute`` request over the connection's :class:`~carnb.app.peercalls.PeerCalls`.
 A tool of the *notebook's* session is a Python callable (``@carnb.tool``): it runs in a worker
 thread of this hub's own pool, never on the host loop, so a busy cell or a slow tool holds
 neither the server nor the other sessions. A notebook tool may be shared: with every session
@@ -12,7 +12,7 @@ tools plus the shared ones it may see (its own win on a name clash). Policies ar
 like the real daemon's per-connection runtime.
 
 Each call has a deadline: the action's ``timeout_ms`` (the executor enforces it; a remote call
-also waits ``GRACE`` longer for the answer), else the hub's ``default_timeout``. A notebook
+also waits ``TOOL_GRACE_S`` longer for the answer), else the hub's ``default_timeout``. A notebook
 tool past its deadline is abandoned, not killed (Python threads cannot be): its result is
 ignored and its worker stays busy until the function returns.
 """
@@ -39,16 +39,12 @@ from carnb.agentir import (
     ToolSchema,
     ToolTimeout,
 )
+from carnb.app.peercalls import CallFailed, CallTimeout, PeerGone
+from carnb.config import MAX_TOOLS, TOOL_GRACE_S, TOOL_TIMEOUT_S, TOOL_WORKERS
 from carnb.protocol.session import ClientSession
-from carnb.server.callbacks import CallFailed, CallTimeout, PeerGone
 
-log = logging.getLogger("carnb.server.toolhub")
+log = logging.getLogger("carnb.app.toolhub")
 
-DEFAULT_TOOL_TIMEOUT = 300.0  # seconds; the real daemon's CAR_TOOL_TIMEOUT default
-GRACE = 5.0  # a remote call waits this much past the action's timeout_ms for the answer
-TOOL_WORKERS = 8  # notebook tool calls running at once; more wait their turn
-MAX_TOOLS = 1000  # per session
-MAX_POLICIES = 1000  # per session
 
 Share = bool | frozenset[str]
 ProgressWatcher = Callable[[dict[str, Any]], None]
@@ -84,7 +80,7 @@ class SessionTools:
 
 class ToolHub:
     def __init__(
-        self, *, default_timeout: float = DEFAULT_TOOL_TIMEOUT, workers: int = TOOL_WORKERS
+        self, *, default_timeout: float = TOOL_TIMEOUT_S, workers: int = TOOL_WORKERS
     ) -> None:
         self.default_timeout = default_timeout
         self._pool = WorkerPool(workers, "carnb-tool")
@@ -279,7 +275,9 @@ class SessionRunner:
                 f"tool '{tool}' has no code behind it in this session: register a Python "
                 "function with @carnb.tool"
             )
-        timeout = timeout_ms / 1000 + GRACE if timeout_ms is not None else self.hub.default_timeout
+        timeout = (
+            timeout_ms / 1000 + TOOL_GRACE_S if timeout_ms is not None else self.hub.default_timeout
+        )
         params = {
             "action_id": action_id,
             "tool": tool,

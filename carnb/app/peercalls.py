@@ -3,13 +3,14 @@
 Theory of operation. Each socket session has one :class:`PeerCalls`, made by the connection
 (``carnb/server/ws.py``) with a function that queues a text frame to that peer. A call gets an
 id from the server's own id space (``cb-1``, ``cb-2``, ...: strings, so they never mix with the
-peer's own request ids, which only travel the other way), a pending future and a deadline.
-The peer's response frame, a JSON-RPC object with ``result`` or ``error`` and no ``method``,
-reaches :meth:`PeerCalls.resolve` through :meth:`~carnb.server.dispatch.Dispatcher.receive`;
-a response nobody waits for (late, duplicated, invented) is logged and dropped. A call that
-times out or whose waiter is cancelled (the proposal was abandoned, its action ran out of
-time) sends the peer a ``tools.cancel`` notification with the same ``request_id``. When the
-connection ends every pending call fails at once with :class:`PeerGone`.
+peer's own request ids, which only travel the other way) and waits with a deadline in a
+:class:`~carnb.app.pending.Pending`. The peer's response frame, a JSON-RPC object with
+``result`` or ``error`` and no ``method``, reaches :meth:`PeerCalls.resolve` through
+:meth:`~carnb.server.dispatch.Dispatcher.receive`; a response nobody waits for (late,
+duplicated, invented) is logged and dropped. A call that times out or whose waiter is
+cancelled (the proposal was abandoned, its action ran out of time) sends the peer a
+``tools.cancel`` notification with the same ``request_id``. When the connection ends every
+pending call fails at once with :class:`PeerGone`.
 
 Everything here runs on the host loop.
 """
@@ -22,12 +23,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from carnb.app.pending import Pending
+from carnb.config import MAX_PENDING_CALLS
 from carnb.errors import CarnbError
 from carnb.protocol.jsonrpc import Response, notification_text, request_text
 
-log = logging.getLogger("carnb.server.callbacks")
-
-MAX_PENDING = 1024  # calls one peer may owe at once; more fail at once instead of queueing
+log = logging.getLogger("carnb.app.peercalls")
 
 
 class CallFailed(CarnbError):
@@ -49,7 +50,7 @@ class PeerCalls:
         self._send = send  # queues one text frame; False when the peer cannot take it
         self._name = name
         self._ids = itertools.count(1)
-        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._pending: Pending[None] = Pending()
         self.closed = False
 
     def __len__(self) -> int:
@@ -70,19 +71,17 @@ class PeerCalls:
         with ``tools.cancel {request_id, reason, **cancel_params}``."""
         if self.closed:
             raise PeerGone(f"the client {self._name} has disconnected")
-        if len(self._pending) >= MAX_PENDING:
-            raise CallFailed(f"the client {self._name} already owes {MAX_PENDING} answers")
+        if len(self._pending) >= MAX_PENDING_CALLS:
+            raise CallFailed(f"the client {self._name} already owes {MAX_PENDING_CALLS} answers")
         request_id = f"cb-{next(self._ids)}"
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        self._pending.open(request_id, _no_state)
         try:
             if not self._send(
                 request_text(request_id, method, {**params, "request_id": request_id})
             ):
                 raise PeerGone(f"the client {self._name} is not reading its messages")
             try:
-                async with asyncio.timeout(timeout):
-                    return await future
+                return await self._pending.wait(request_id, timeout)
             except TimeoutError:
                 reason = f"{method} callback timed out after {timeout:g} s"
                 self._cancel(request_id, reason, cancel_params)
@@ -93,7 +92,7 @@ class PeerCalls:
                 self._cancel(request_id, f"{method} callback was cancelled", cancel_params)
                 raise
         finally:
-            self._pending.pop(request_id, None)
+            self._pending.discard(request_id)
 
     def _cancel(self, request_id: str, reason: str, extra: dict[str, Any] | None) -> None:
         if not self.closed:
@@ -102,23 +101,24 @@ class PeerCalls:
 
     def resolve(self, response: Response) -> bool:
         """Hand the peer's answer to its waiter; ``False`` (and nothing else) for a stray one."""
-        future = self._pending.get(response.id) if isinstance(response.id, str) else None
-        if future is None or future.done():
-            log.debug("dropped a response from %s to no pending request", self._name)
-            return False
         if response.error is not None:
             message = response.error.get("message")
-            future.set_exception(CallFailed(str(message) if message else "error without message"))
+            error = CallFailed(str(message) if message else "error without message")
+            answered = self._pending.reject(response.id, error)
         else:
-            future.set_result(response.result)
-        return True
+            answered = self._pending.resolve(response.id, response.result)
+        if not answered:
+            log.debug("dropped a response from %s to no pending request", self._name)
+        return answered
 
     def close(self) -> None:
         """The connection ended: fail every pending call with :class:`PeerGone`."""
         self.closed = True
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(
-                    PeerGone(f"the client {self._name} disconnected before it answered")
-                )
-        self._pending.clear()
+        name = self._name
+        self._pending.fail_all(
+            lambda: PeerGone(f"the client {name} disconnected before it answered")
+        )
+
+
+def _no_state(future: asyncio.Future[Any]) -> None:
+    return None

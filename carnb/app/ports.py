@@ -1,8 +1,8 @@
-"""What the server layer needs from the engines it is given (docs/architecture.md).
+"""What the application needs from the engines it is given (docs/architecture.md).
 
-The server never imports memgine, runs or browser: the composition root (``carnb.runtime``)
-hands it objects that satisfy these protocols, and the handlers are typed against them. Each
-lists only the methods the server calls.
+The application never imports memgine, runs or browser: the composition root
+(``carnb.runtime``) hands it objects that satisfy these protocols, and the handlers are typed
+against them. Each lists only the methods the application calls.
 """
 
 from __future__ import annotations

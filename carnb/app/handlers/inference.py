@@ -1,18 +1,18 @@
 """``infer``, ``embed``, ``models.*`` and the ``inference.*`` runner methods: the model bridge
-(:mod:`carnb.server.models`, :mod:`carnb.server.modelrunner`); ``agents.chat`` and
-``agent.chat.event``, chat turns relayed to an attached agent (:mod:`carnb.server.chat`)."""
+(:mod:`carnb.app.models`, :mod:`carnb.app.modelrunner`); ``agents.chat`` and
+``agent.chat.event``, chat turns relayed to an attached agent (:mod:`carnb.app.chat`)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from carnb.app.methods import Method, Params
+from carnb.app.modelrunner import Runners
+from carnb.app.models import ContextSource
+from carnb.app.params import req_str
+from carnb.app.schedule import in_turn
+from carnb.app.services import Services
 from carnb.protocol.session import ClientSession
-from carnb.server.methods import Method, Params
-from carnb.server.modelrunner import Runners
-from carnb.server.models import ContextSource
-from carnb.server.params import req_str
-from carnb.server.services import Services
 
 
 def attach(svc: Services) -> None:
@@ -26,13 +26,14 @@ def _runners(svc: Services) -> Runners:
 
 
 def context_source(svc: Services, s: ClientSession) -> ContextSource:
-    """Render ``memory.build_context`` of the session's effective graph (in a worker thread)."""
+    """Render ``memory.build_context`` of the session's effective graph: in a worker thread, in
+    turn with the graph's other calls (its gate), as ``memory.build_context`` itself runs."""
 
     async def render(query: str) -> str:
         graph = s.effective_memgine if svc.memory is not None else None
         if graph is None:
             return ""
-        text: str = await asyncio.to_thread(graph.build_context, query)
+        text: str = await in_turn(graph, graph.build_context, query)
         return text
 
     return render
@@ -118,8 +119,11 @@ METHODS = (
         params={
             "agent_id": "string",
             "prompt": "string",
-            "session_id": "string?",
+            "session_id": "string? (the chat's id; default: a new one)",
             "model": "string?",
+            "attachments": "any? (passed on to the agent)",
+            "goal": "any? (passed on to the agent)",
+            "context": "any? (passed on to the agent)",
         },
         result="{accepted: true, session_id}",
     ),

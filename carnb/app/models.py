@@ -9,7 +9,7 @@ talks to a provider, or a local model). :class:`ModelHub` keeps this server's mo
   there), bounded by the model's timeout: the host loop and a busy cell are never held; a call
   past its timeout is abandoned (Python threads cannot be killed) and answered with an error.
 * a runner model lives in another process: a WebSocket client that called
-  ``inference.register_runner`` (:mod:`carnb.server.modelrunner`).
+  ``inference.register_runner`` (:mod:`carnb.app.modelrunner`).
 
 ``infer`` picks the request's ``model``, else the default. Only the host decides the default:
 the first notebook (or ``serve --model``) model is the default unless another is made so, and
@@ -40,15 +40,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from carnb.app.schedule import in_thread
+from carnb.app.toolhub import WorkerPool
+from carnb.config import MAX_MODEL_TEXT_CHARS, MAX_MODELS, MODEL_TIMEOUT_S, MODEL_WORKERS
 from carnb.errors import CarnbError, ContentRefused, InvalidParams, NotFound
-from carnb.server.toolhub import WorkerPool
 
-log = logging.getLogger("carnb.server.models")
-
-DEFAULT_MODEL_TIMEOUT = 120.0  # seconds one inference may take unless the model says otherwise
-MODEL_WORKERS = 4  # Python model calls running at once; more wait their turn
-MAX_MODELS = 100
-MAX_TEXT_CHARS = 1024 * 1024  # a reply's text beyond this is a malformed reply
+log = logging.getLogger("carnb.app.models")
 
 
 class ModelNotFound(NotFound):
@@ -127,7 +124,7 @@ class ModelHub:
     """This server's models by name, the default, and the worker pool Python models run in."""
 
     def __init__(
-        self, *, default_timeout: float = DEFAULT_MODEL_TIMEOUT, workers: int = MODEL_WORKERS
+        self, *, default_timeout: float = MODEL_TIMEOUT_S, workers: int = MODEL_WORKERS
     ) -> None:
         self.default_timeout = default_timeout
         self.pool = WorkerPool(workers, "carnb-model")
@@ -248,7 +245,7 @@ class ModelHub:
         latency = (time.perf_counter() - started) * 1000
         # A runner's reply is another peer's data (tool arguments arrive as JSON text): it is
         # checked and parsed in a worker thread, never on the loop.
-        reply = await asyncio.to_thread(normalize_reply, raw, name)
+        reply = await in_thread(normalize_reply, raw, name)
         reply["trace_id"] = f"carnb-{next(self._traces)}-{uuid.uuid4().hex[:8]}"
         reply["latency_ms"] = round(latency)  # an integer, as the daemon (and its client) use
         return reply, request
@@ -357,8 +354,8 @@ def normalize_reply(raw: Any, name: str) -> Reply:
         text = ""
     if not isinstance(text, str):
         raise bad(f"text is a {type(text).__name__}")
-    if len(text) > MAX_TEXT_CHARS:
-        raise bad(f"text has {len(text)} characters (at most {MAX_TEXT_CHARS})")
+    if len(text) > MAX_MODEL_TEXT_CHARS:
+        raise bad(f"text has {len(text)} characters (at most {MAX_MODEL_TEXT_CHARS})")
     calls = raw.get("tool_calls") or []
     if not isinstance(calls, list):
         raise bad("tool_calls is not an array")

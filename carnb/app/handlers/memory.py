@@ -6,127 +6,34 @@ may touch a big fact or load a graph's vocabulary. So every call on an agent or 
 every query and delete, and every large write runs in a worker thread. Only cheap calls on a
 session's own in-memory graph (small writes, the count) run inline on the loop.
 
-Each graph has a :class:`Gate`: its calls run one at a time in arrival order, whether inline or
-in a thread, so a reply is sent only once its write is committed and every later call sees it.
-A call that has to wait (its graph is busy, or it goes to a thread) is a
-:class:`~carnb.server.methods.Later`; the work starts at once as a task, so frame order is kept
+Each graph has a :class:`~carnb.app.schedule.Gate`: its calls run one at a time in arrival
+order, whether inline or in a thread, so a reply is sent only once its write is committed and
+every later call sees it. A call that has to wait (its graph is busy, or it goes to a thread)
+is a :class:`~carnb.app.schedule.Later`; the work starts at once as a task, so frame order is kept
 even before the reader awaits the reply, and a caller that leaves does not cut a write short.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import weakref
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from carnb.errors import InvalidParams
-from carnb.protocol.session import ClientSession
-from carnb.server.methods import Later, Method, Params
-from carnb.server.params import (
+from carnb.app.methods import Method, Params
+from carnb.app.params import (
     opt_int,
     opt_number,
     opt_str,
     opt_str_list,
     req_str,
 )
-from carnb.server.ports import Graph, Record
-from carnb.server.services import Services
-
-T = TypeVar("T")
-
-MAX_K = 100  # memory.query: facts may be 1 MiB each; replies are capped too
-# A write to a session's own in-memory graph runs inline on the loop up to this many characters
-# of subject and body (indexing costs ~0.5 s per MiB of distinct words).
-INLINE_WRITE_CHARS = 16 * 1024
-
-
-class Gate:
-    """One graph's calls, one at a time in arrival order (``queued`` counts those waiting)."""
-
-    __slots__ = ("lock", "queued", "__weakref__")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.queued = 0
-
-    def idle(self) -> bool:
-        return self.queued == 0 and not self.lock.locked()
-
-    def later(self, work: Callable[[], T], *, thread: bool) -> Later:
-        """Queue ``work`` behind the calls already queued (counted now, so a call arriving
-        next cannot overtake it) and start it as a task; in a worker thread if ``thread``."""
-        self.queued += 1
-        waiting = True
-
-        def leave() -> None:
-            nonlocal waiting
-            if waiting:
-                waiting = False
-                self.queued -= 1
-
-        async def run() -> T:
-            async with self.lock:
-                leave()
-                return await asyncio.to_thread(work) if thread else work()
-
-        def done(task: asyncio.Task[T]) -> None:
-            leave()
-            if not task.cancelled():
-                task.exception()  # retrieved here too: a caller that left is not waiting
-
-        task = asyncio.ensure_future(run())
-        task.add_done_callback(done)
-
-        async def reply() -> T:
-            return await asyncio.shield(task)  # a caller that leaves does not cancel the work
-
-        return Later(reply())
-
-
-_gates: weakref.WeakKeyDictionary[Graph, Gate] = weakref.WeakKeyDictionary()
-
-
-def gate_of(g: Graph) -> Gate:
-    gate = _gates.get(g)
-    if gate is None:
-        gate = _gates[g] = Gate()
-    return gate
-
-
-def on_graph(g: Graph, work: Callable[[], T], *, thread: bool = True) -> T | Later:
-    """Run ``work`` on ``g`` after the calls queued on it: inline now when ``thread`` is false
-    and the graph is idle, else as a :class:`Later` (in a worker thread when ``thread``)."""
-    gate = gate_of(g)
-    if not thread and gate.idle():
-        return work()
-    return gate.later(work, thread=thread)
-
-
-async def slow(g: Graph, work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)`` in a worker thread, in turn with ``g``'s other calls (task handlers)."""
-    later = gate_of(g).later(functools.partial(work, *args), thread=True)
-    result: T = await later.coro
-    return result
+from carnb.app.ports import Graph, Record
+from carnb.app.schedule import Later, in_turn, on_graph, then
+from carnb.app.services import Services
+from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K
+from carnb.errors import InvalidParams
+from carnb.protocol.session import ClientSession
 
 
 def own_graph(s: ClientSession) -> bool:
     """Whether the session works on its own in-memory graph (no other process shares it)."""
     return s.bound_memgine is None
-
-
-def then(later: T | Later, after: Callable[[T], T]) -> T | Later:
-    """``after(result)`` on the loop once ``later`` has a result (session updates)."""
-    if not isinstance(later, Later):
-        return after(later)
-    coro = later.coro
-
-    async def finish() -> T:
-        result: T = await coro
-        return after(result)
-
-    return Later(finish())
 
 
 def graph(s: ClientSession, svc: Services) -> Graph:
@@ -183,7 +90,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
 
 def query(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
     text = req_str(p, "query", allow_empty=True)
-    k = opt_int(p, "k", 5, maximum=MAX_K)
+    k = opt_int(p, "k", 5, maximum=MAX_QUERY_K)
     assert k is not None
     if k <= 0:
         return []
@@ -215,29 +122,29 @@ async def build_context(s: ClientSession, p: Params, svc: Services) -> str:
     text = req_str(p, "query", allow_empty=True)
     window = opt_int(p, "model_context_window", None, minimum=0)
     g = graph(s, svc)
-    return await slow(g, g.build_context, text, window)
+    return await in_turn(g, g.build_context, text, window)
 
 
 async def build_context_fast(s: ClientSession, p: Params, svc: Services) -> str:
     text = req_str(p, "query", allow_empty=True)
     window = opt_int(p, "model_context_window", None, minimum=0)
     g = graph(s, svc)
-    return await slow(g, g.build_context_fast, text, window)
+    return await in_turn(g, g.build_context_fast, text, window)
 
 
 async def persist(s: ClientSession, p: Params, svc: Services) -> int:
     assert svc.memory is not None
     path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.persist", session=s)
     g = graph(s, svc)
-    return await slow(g, g.persist, path)
+    return await in_turn(g, g.persist, path)
 
 
 async def load(s: ClientSession, p: Params, svc: Services) -> int:
     assert svc.memory is not None
     path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.load", session=s)
     g = graph(s, svc)
-    count = await slow(g, g.load, path)
-    publish_count(s, svc, g, await slow(g, g.fact_count))  # others may have written meanwhile
+    count = await in_turn(g, g.load, path)
+    publish_count(s, svc, g, await in_turn(g, g.fact_count))  # others may have written meanwhile
     return count
 
 
@@ -254,7 +161,7 @@ def delete(s: ClientSession, p: Params, svc: Services) -> Record | Later:
 
 async def consolidate(s: ClientSession, p: Params, svc: Services) -> Record:
     g = graph(s, svc)
-    report = await slow(g, g.consolidate)
+    report = await in_turn(g, g.consolidate)
     publish_count(s, svc, g, report["fact_count"])
     return report
 
