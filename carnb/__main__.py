@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from carnb import __version__
-from carnb.config import BIND_ADDRESS, BROWSER_TIMEOUT_MS, MODEL_TIMEOUT_S
+from carnb.config import BIND_ADDRESS, BROWSER_TIMEOUT_MS, DECISION_TIMEOUT_S, MODEL_TIMEOUT_S
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
         help="do not keep infer requests and replies in runs (runs.replay and runs.fork then "
         "rebuild requests from the recorded turns)",
     )
+    s.add_argument(
+        "--decision-timeout",
+        type=float,
+        default=DECISION_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a proposal supervised with supervision.subscribe is rejected when no verdict "
+        f"comes within this time (default {DECISION_TIMEOUT_S:g})",
+    )
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     c = sub.add_parser(
         "chromium",
@@ -150,6 +158,7 @@ def serve(args: argparse.Namespace) -> int:
             browser_timeout_ms=int(args.browser_timeout * 1000),
             model_timeout=args.model_timeout,
             record_inference=not args.no_record_inference,
+            decision_timeout=args.decision_timeout,
             **({"store": args.store} if args.store is not None else {}),
         )
     except CarnbError as exc:

@@ -54,6 +54,12 @@ INLINE_PREPARE_CHARS = 64 * 1024
 MAX_PENDING_CALLS = 1024  # requests one peer may owe the server at once
 TURN_TEXT_CHARS = 16 * 1024  # output or error kept per recorded proposal turn
 
+# -- supervision and approvals ----------------------------------------------------------------
+DECISION_TIMEOUT_S = 30.0  # a supervised proposal with no verdict this long is rejected
+ESCALATION_TIMEOUT_S = 600.0  # an escalated proposal waits this long for the approval ledger
+LEDGER_LIST_MAX = 1000  # host.approvals returns at most this many approvals
+SUPERVISOR_FN_TIMEOUT_S = 10.0  # a notebook supervisor function's answer; later is a deny
+
 # -- models and chat --------------------------------------------------------------------------
 MODEL_TIMEOUT_S = 120.0  # one inference, unless its model says otherwise
 MODEL_WORKERS = 4  # Python model calls running at once; more wait their turn
@@ -114,6 +120,7 @@ class Settings:
     model_timeout: float = MODEL_TIMEOUT_S
     # Keep each infer's request and reply in the session's current run (runs.replay, runs.fork).
     record_inference: bool = True
+    decision_timeout: float = DECISION_TIMEOUT_S  # supervised proposals fail closed after it
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
+from carnb.app.approvals import ApprovalLedger
 from carnb.app.background import Background
 from carnb.app.chat import ChatRelay
 from carnb.app.events import (
@@ -26,7 +27,9 @@ from carnb.app.events import (
 from carnb.app.models import ModelHub
 from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog
 from carnb.app.recording import InferenceRecorder
+from carnb.app.schedule import in_thread
 from carnb.app.subscriptions import RunSubscriptions
+from carnb.app.supervision import Supervision
 from carnb.app.toolhub import ToolHub
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
@@ -49,6 +52,8 @@ class Services:
     tools: ToolHub = field(default_factory=ToolHub)  # tools and policies of every session
     models: ModelHub = field(default_factory=ModelHub)  # the models infer and embed reach
     chats: ChatRelay = field(default_factory=ChatRelay)  # agents.chat turns being relayed
+    supervision: Supervision = field(default_factory=Supervision)  # the admission gate
+    approvals: ApprovalLedger | None = None  # the durable approval ledger
     recordings: InferenceRecorder = field(default_factory=InferenceRecorder)  # infer, for runs
     forks: Background = field(default_factory=Background)  # runs.fork drivers running
     sessions: SessionHub = field(init=False)
@@ -64,6 +69,8 @@ class Services:
             caps.add("runs")
         if self.browsers is not None:
             caps.add("browser")
+        if self.approvals is not None:
+            caps.add("approvals")
         return frozenset(caps)
 
 
@@ -155,7 +162,7 @@ class SessionHub:
     ) -> None:
         """Make ``session`` what a successful ``session.auth`` granted, all or nothing: the
         graph is opened first (its failure changes nothing); a session whose role or binding
-        changes loses the host and run subscriptions it held under the old one."""
+        changes loses the host, run and supervision subscriptions it held under the old one."""
         memory = self._svc.memory
         bound: Graph | None = None
         if memory is not None:
@@ -179,6 +186,7 @@ class SessionHub:
         if was[0] and was[1:] != (is_host, agent_id, namespace):
             self._svc.events.unsubscribe(session)
             self._svc.run_subscriptions.drop_session(session)
+            self._svc.supervision.unsubscribe(session.client_id)
         session.bound_memgine = bound
         session.update(
             authenticated=True,
@@ -213,7 +221,7 @@ class SessionHub:
         """Read ``graph``'s count in a worker thread and show it, unless the session moved to
         another graph or learnt a count meanwhile (a write publishes its own)."""
         try:
-            count = await asyncio.to_thread(graph.fact_count)
+            count = await in_thread(graph.fact_count)
         except Exception as exc:  # the panel shows no count; the next memory call sets it
             log.info("fact count of %s not read: %s", session.client_id, exc)
             return

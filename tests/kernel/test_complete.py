@@ -15,6 +15,7 @@ from tests.kernel.conftest import needs_chromium
 
 COMMANDS = [
     "agent",
+    "approvals",
     "auth",
     "browser",
     "memory",
@@ -23,6 +24,7 @@ COMMANDS = [
     "run",
     "server",
     "status",
+    "supervise",
     "tools",
 ]
 

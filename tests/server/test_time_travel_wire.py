@@ -440,3 +440,22 @@ def test_a_connected_agents_tools_run_live_under_its_policies(rt, models, alice)
     trace = ended(rt, fork["run_id"])
     removed = [r["turn"] for r in trace["records"] if r["record"] == "turn"][-1]
     assert removed["tool"] == "rm" and removed["policy_rejected"] is True  # the agent's policy
+
+
+def test_a_forks_proposals_meet_supervision(rt, models, adds, alice) -> None:
+    parent = agent_loop(alice, "add 1, 2 and 3")
+    leave(rt, alice)
+    seen: list[dict[str, Any]] = []
+
+    def judge(intent: dict[str, Any]) -> Any:
+        seen.append(intent)
+        return ("deny", "no adding in forks")
+
+    rt.add_supervisor(judge, name="judge", tools=["add"])
+    tools_before = adds.calls
+    fork = rt.call("runs.fork", {"run_id": parent, "at": 2, "max_turns": 2})
+    trace = ended(rt, fork["run_id"])
+    denied = [r["turn"] for r in trace["records"] if r["record"] == "turn"][-1]
+    assert denied["tool"] == "add" and denied["status"] == "rejected"
+    assert "no adding in forks" in denied["error"] and adds.calls == tools_before
+    assert seen and seen[0]["actions"][0]["tool"] == "add"

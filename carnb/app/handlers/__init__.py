@@ -7,7 +7,7 @@ only ever lists methods that work.
 
 from __future__ import annotations
 
-from carnb.app.handlers import browser, inference, proposals, runs
+from carnb.app.handlers import browser, inference, proposals, runs, supervision
 from carnb.app.handlers.catalog import offered
 from carnb.app.methods import MethodTable
 from carnb.app.services import Services
@@ -20,4 +20,5 @@ def build_table(services: Services) -> MethodTable:
     browser.attach(services)
     proposals.attach(services)
     inference.attach(services)
+    supervision.attach(services)
     return MethodTable(offered(services))

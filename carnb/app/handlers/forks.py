@@ -9,6 +9,10 @@ the policies in force (the parent agent's connected session's, else the caller's
 join the conversation, and the model is asked again, until an answer asks for no tool (or calls
 ``finish``) or ``max_turns`` model turns have run.
 
+Its proposals meet the same supervision as ``proposal.submit`` (:func:`carnb.app.handlers.
+supervision.gate`): supervisors see them as proposals of that session, and a require_approval
+policy or an ``approve=True`` notebook tool waits for the approval ledger.
+
 Where a fork's tool call goes, first match wins: an override (``tool_outputs``, keyed by the
 call's id or the tool's name); a notebook tool the caller sees; a tool a connected session of
 the parent's agent registered (``tools.execute``); the recording, when a call of that tool with
@@ -30,9 +34,18 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from carnb.agentir import DictStateStore, PolicySet, ToolError, execute_proposal, parse_proposal
+from carnb.agentir import (
+    ActionProposal,
+    DictStateStore,
+    PolicySet,
+    ProposalResult,
+    ToolError,
+    execute_proposal,
+    parse_proposal,
+)
 from carnb.agentir.values import MISSING
 from carnb.app.handlers.runturns import proposal_turns
+from carnb.app.handlers.supervision import gate
 from carnb.app.models import ContextSource, normalize_reply
 from carnb.app.recording import inference_record
 from carnb.app.schedule import in_thread
@@ -129,9 +142,22 @@ class ForkRunner:
             for tool in step.tools:
                 self.recorded.setdefault(_key(tool.tool, tool.parameters), tool)
 
+    @property
+    def acting(self) -> ClientSession:
+        """The session whose policies and supervision a fork's proposals meet: the parent's
+        agent's connected session, else the caller's."""
+        return self.agent if self.agent is not None else self.caller
+
     def policies(self) -> PolicySet:
-        who = self.agent if self.agent is not None else self.caller
-        return self.svc.tools.of(who).policies.copy()
+        return self.svc.tools.of(self.acting).policies.copy()
+
+    def needs_approval(self, proposal: ActionProposal, policies: PolicySet) -> bool:
+        """A require_approval policy matches, or an action calls a notebook tool registered
+        with ``approve=True`` (as for ``proposal.submit``)."""
+        approving = {name for name, tool in self.local.items() if tool.approve}
+        return policies.approval_needed(proposal.actions) or any(
+            a.tool in approving for a in proposal.actions
+        )
 
     async def call(
         self,
@@ -220,6 +246,23 @@ async def drive(
         log.exception("ending fork %s failed", run_id)
 
 
+async def _admitted(
+    svc: Services,
+    runner: ForkRunner,
+    proposal: ActionProposal,
+    policies: PolicySet,
+    denials: list[Any],
+) -> ProposalResult | None:
+    """The supervision gate ``proposal.submit`` passes, for a fork's proposal: None when it
+    may run, else the result of a proposal rejected before anything ran."""
+    needs_approval = runner.needs_approval(proposal, policies)
+    if not needs_approval and not svc.supervision.supervising:
+        return None
+    return await gate(
+        svc, runner.acting, proposal, None, needs_approval=needs_approval, denials=denials
+    )
+
+
 async def _finish(
     store: Any, caller: ClientSession, run_id: str, call: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -288,15 +331,17 @@ async def _loop(
                 ],
             }
         )
-        state = DictStateStore()
         policies = runner.policies()
-        result = await execute_proposal(
-            proposal,
-            runner=runner,
-            state=state,
-            denials=policies.violations(proposal.actions, _no_state),
-            on_progress=svc.tools.progress(caller, proposal.id),
-        )
+        denials = policies.violations(proposal.actions, _no_state)
+        result = await _admitted(svc, runner, proposal, policies, denials)
+        if result is None:
+            result = await execute_proposal(
+                proposal,
+                runner=runner,
+                state=DictStateStore(),
+                denials=denials,
+                on_progress=svc.tools.progress(caller, proposal.id),
+            )
         turns = proposal_turns(proposal, result)
         if turns:
             await in_thread(store.record_turns, caller, run_id, turns)
