@@ -137,6 +137,7 @@ class ForkRunner:
             ),
             None,
         )
+        self.unreachable: str | None = None  # the first call that had nowhere to go
         self.recorded: dict[tuple[str, str], ToolStep] = {}
         for step in plan.steps:
             for tool in step.tools:
@@ -187,13 +188,16 @@ class ForkRunner:
                 raise ToolError(recorded.error)
             return recorded.output
         agent = self.plan.parent.get("agent_id")
-        raise Unreachable(
+        message = (
             f"tool '{tool}' is not reachable from this fork: it is no notebook tool, no "
             f"connected session of agent {agent} registers it, and the recording holds no call "
             f"of it with these parameters; register it with @carnb.tool, reconnect the agent, "
             f"or give its output (tool_outputs {{'{tool}': VALUE}}, "
             f"%car run fork ... --tool-output {tool}=VALUE)"
         )
+        if self.unreachable is None:
+            self.unreachable = message
+        raise Unreachable(message)
 
 
 def _key(tool: str, parameters: Any) -> tuple[str, str]:
@@ -345,12 +349,8 @@ async def _loop(
         turns = proposal_turns(proposal, result)
         if turns:
             await in_thread(store.record_turns, caller, run_id, turns)
-        unreachable = next(
-            (r["error"] for r in result["results"] if "is not reachable" in (r["error"] or "")),
-            None,
-        )
-        if unreachable is not None:
-            return {"status": "failure", "summary": unreachable}
+        if runner.unreachable is not None:
+            return {"status": "failure", "summary": runner.unreachable}
         messages = list(request.get("messages") or [])
         messages.append(assistant_message(reply))
         by_id = {r["action_id"]: r for r in result["results"]}
