@@ -28,6 +28,7 @@ from carnb.app.handlers import build_table
 from carnb.app.handlers.inference import context_source
 from carnb.app.methods import MethodTable, off_loop
 from carnb.app.models import PythonModel
+from carnb.app.prices import read_prices
 from carnb.app.services import Services
 from carnb.app.toolhub import LocalTool
 from carnb.browser import BrowserPool
@@ -135,6 +136,7 @@ class Runtime:
         self._closers.append(services.tools.close)
         services.models.default_timeout = self.settings.model_timeout
         self._closers.append(services.models.close)
+        self._attach_observers(services)
         self._attach_engines(services)
         self.services = services
         table = build_table(services)
@@ -161,6 +163,19 @@ class Runtime:
         services.sessions.open(session)
         self.session = session
 
+    def _attach_observers(self, services: Services) -> None:
+        """The price table (``Settings.prices``) and the OpenTelemetry exporter, closed last so
+        it sends the records of the runs that end while the server stops."""
+        s = self.settings
+        if s.prices is not None:
+            services.meter.prices.set(read_prices(s.prices))
+        if s.otel_endpoint:
+            from carnb.otel import open_export
+
+            export = open_export(s.otel_endpoint, content=s.otel_content)
+            services.spans = export
+            self._closers.append(lambda: asyncio.to_thread(export.close))
+
     def _attach_engines(self, services: Services) -> None:
         """Wire memgine, the run store and the browser pool (each can be switched off)."""
         s = self.settings
@@ -176,7 +191,9 @@ class Runtime:
         if s.runs:
             if team is not None:
                 runs = team.runs()
-                runs.interest = services.run_subscriptions.watching
+                # turns of runs followed here or started here (the meter's) are read
+                watching, metered = services.run_subscriptions.watching, services.meter.follows
+                runs.interest = lambda run_id: watching(run_id) or metered(run_id)
                 services.runs = runs
                 self._run_store = runs
             else:

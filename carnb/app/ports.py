@@ -7,7 +7,7 @@ against them. Each lists only the methods the application calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -122,3 +122,11 @@ class BrowserPool(Protocol):
 
     def slot(self, owner: str = ...) -> BrowserSlot: ...
     async def close(self) -> None: ...
+
+
+class SpanExport(Protocol):
+    """The OpenTelemetry exporter: queues each meter event as spans (any thread, never
+    blocking), exports them in its own thread."""
+
+    def submit(self, event: Record, content: Mapping[str, Any]) -> None: ...
+    def status(self) -> Record: ...

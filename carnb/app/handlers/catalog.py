@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from carnb.app.handlers import browser, core, inference, memory, proposals, runs
+from carnb.app.handlers import browser, core, inference, memory, observe, proposals, runs
 from carnb.app.methods import Method, Params
 from carnb.app.services import Services
 from carnb.protocol.auth import PROTOCOL_VERSION
@@ -62,4 +62,5 @@ CATALOG: tuple[Method, ...] = (
     *browser.METHODS,
     *proposals.METHODS,
     *inference.METHODS,
+    *observe.METHODS,
 )
