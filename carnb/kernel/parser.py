@@ -15,7 +15,15 @@ import re
 import shlex
 from typing import Any, NoReturn
 
-from carnb.kernel import cmd_browser, cmd_core, cmd_memory, cmd_model, cmd_runs, cmd_tools
+from carnb.kernel import (
+    cmd_browser,
+    cmd_core,
+    cmd_memory,
+    cmd_model,
+    cmd_observe,
+    cmd_runs,
+    cmd_tools,
+)
 
 
 class ArgError(Exception):
@@ -194,6 +202,7 @@ def build_parser() -> Parser:
 
     _memory(cmd)
     _run(cmd)
+    _observe(cmd)
     _browser(cmd)
     _model(cmd)
     _tools(cmd)
@@ -316,6 +325,39 @@ def _run(cmd: Any) -> None:
         help="agent id (default: the bound agent, else name:notebook)",
     )
     ls.set_defaults(func=cmd_runs.list_runs)
+    e = sub.add_parser(
+        "export",
+        help="write the model turns of runs as a dataset (JSON lines or parquet)",
+        description="Write one row per model turn of each RUN (input messages, output, tool "
+        "calls, the run's outcome, tokens, cost) to PATH, for evaluation. --format parquet "
+        "needs pyarrow; the default follows PATH's suffix (.parquet, else jsonl). "
+        "carnb.model_turns(*run_ids) returns the same rows as a pandas DataFrame.",
+    )
+    e.add_argument("run_ids", nargs="+", metavar="RUN")
+    e.add_argument("path", metavar="PATH")
+    e.add_argument("--format", choices=("jsonl", "parquet"), default=None)
+    e.set_defaults(func=cmd_observe.export)
+
+
+def _observe(cmd: Any) -> None:
+    p = cmd.add_parser(
+        "cost",
+        help="tokens and cost by agent, run or model (a table)",
+        description="Calls, input and output tokens and cost (USD, from the price table: "
+        "carnb.prices({...}), CarMagics.prices or serve --prices) summed by agent, run or "
+        "model. Calls of a model the table does not price are counted as unpriced, not free. "
+        "The result's .to_dataframe() gives a pandas DataFrame.",
+    )
+    p.add_argument("--by", choices=("agent", "run", "model"), default="agent")
+    p.set_defaults(func=cmd_observe.cost)
+    p = cmd.add_parser(
+        "otel",
+        help="the OpenTelemetry export: endpoint, spans sent and dropped, last error",
+        description="The status of the OpenTelemetry export of runs (CarMagics.otel_endpoint, "
+        "$CARNB_OTEL_ENDPOINT): the endpoint, whether content is exported, spans sent, "
+        "dropped and waiting, and the last error.",
+    )
+    p.set_defaults(func=cmd_observe.otel)
 
 
 def _browser(cmd: Any) -> None:
