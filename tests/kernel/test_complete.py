@@ -79,7 +79,14 @@ def test_the_command_line_is_found_in_the_text_before_the_cursor() -> None:
 def test_completion_in_the_shell_uses_live_ids(loaded: Any) -> None:
     assert complete(loaded, "%car me") == ["memory"]
     assert complete(loaded, "%car ") == COMMANDS  # not the 148 unrelated names
-    assert complete(loaded, "%car run ") == ["cancel", "complete", "list", "start", "trace"]
+    assert complete(loaded, "%car run ") == [
+        "cancel",
+        "complete",
+        "export",
+        "list",
+        "start",
+        "trace",
+    ]
     loaded.run_line_magic("car", "agent add scout")
     assert complete(loaded, "%car auth --agent sc") == ["scout"]
     started = loaded.run_line_magic("car", "run start try completion")
