@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from carnb.config import (
     OTEL_BATCH_SPANS,
@@ -49,6 +52,31 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
 
 
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SCOPE = InstrumentationScope("carnb")
+_OK = Status(StatusCode.UNSET)
+
+
+def _context(trace_id: int | None = None) -> SpanContext:
+    """A new span's ids, drawn as the SDK's own ``RandomIdGenerator`` draws them."""
+    return SpanContext(
+        trace_id=trace_id if trace_id is not None else random.getrandbits(128),
+        span_id=random.getrandbits(64),
+        is_remote=False,
+        trace_flags=_SAMPLED,
+    )
+
+
+@dataclass
+class _OpenRun:
+    """A run's root span until the run ends: its ids, start and attributes."""
+
+    context: SpanContext
+    name: str
+    start: int
+    attrs: spans.Attrs
+
+
 class OtelExport:
     def __init__(
         self, endpoint: str, *, content: bool = False, timeout: float | None = None
@@ -64,18 +92,15 @@ class OtelExport:
         self._settled = 0  # ... of which its exporter has sent or given up on
         limit = OTEL_EXPORT_TIMEOUT_S if timeout is None else timeout
         counted = _Counting(self, OTLPSpanExporter(endpoint=self.url, timeout=limit))
-        self._provider = TracerProvider(resource=Resource.create({"service.name": "carnb"}))
-        self._provider.add_span_processor(
-            BatchSpanProcessor(
-                counted,
-                max_queue_size=OTEL_QUEUE_SPANS,
-                schedule_delay_millis=OTEL_EXPORT_DELAY_S * 1000,
-                max_export_batch_size=OTEL_BATCH_SPANS,
-                export_timeout_millis=limit * 1000,
-            )
+        self._resource = Resource.create({"service.name": "carnb"})
+        self._processor = BatchSpanProcessor(
+            counted,
+            max_queue_size=OTEL_QUEUE_SPANS,
+            schedule_delay_millis=OTEL_EXPORT_DELAY_S * 1000,
+            max_export_batch_size=OTEL_BATCH_SPANS,
+            export_timeout_millis=limit * 1000,
         )
-        self._tracer = self._provider.get_tracer("carnb")
-        self._roots: OrderedDict[str, Span] = OrderedDict()  # run id -> open root span
+        self._roots: OrderedDict[str, _OpenRun] = OrderedDict()  # the runs whose trace is open
         self._thread = threading.Thread(target=self._work, name="carnb-otel", daemon=True)
         self._thread.start()
 
@@ -103,7 +128,7 @@ class OtelExport:
         self._queue.put(done)
         if not done.wait(timeout):
             return False
-        return bool(self._provider.force_flush(int(timeout * 1000)))
+        return bool(self._processor.force_flush(int(timeout * 1000)))
 
     def close(self) -> None:
         """End open runs' traces, send what is left (bounded by the export timeout), stop."""
@@ -111,7 +136,7 @@ class OtelExport:
             return
         self._queue.put(_STOP)
         self._thread.join(OTEL_EXPORT_TIMEOUT_S)
-        self._provider.shutdown()
+        self._processor.shutdown()  # type: ignore[no-untyped-call]
 
     # -- the exporter's thread -----------------------------------------------------------------
     def _drop(self, count: int, error: str | None) -> None:
@@ -133,8 +158,9 @@ class OtelExport:
         while True:
             item = self._queue.get()
             if item is _STOP:
-                for root in self._roots.values():
-                    root.end()
+                now = _ns(time.time())
+                for run in self._roots.values():
+                    self._emit(run.name, run.context, None, run.attrs, run.start, now)
                 self._roots.clear()
                 return
             if isinstance(item, threading.Event):
@@ -145,31 +171,51 @@ class OtelExport:
             except Exception:  # an odd event must not stop the export of the next
                 log.exception("an event could not become a span")
 
-    def _room(self) -> bool:
+    def _emit(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attrs: spans.Attrs,
+        start: int,
+        end: int,
+        status: Status = _OK,
+    ) -> None:
+        """Hand one finished span to the batch processor, unless its queue is full."""
         with self._lock:
-            full = self._handed - self._settled >= OTEL_QUEUE_SPANS
-            if full:
+            if self._handed - self._settled >= OTEL_QUEUE_SPANS:
                 self.dropped += 1
-            else:
-                self._handed += 1
-            return not full
+                return
+            self._handed += 1
+        self._processor.on_end(
+            ReadableSpan(
+                name,
+                context=context,
+                parent=parent,
+                resource=self._resource,
+                attributes=attrs,
+                kind=SpanKind.INTERNAL,
+                status=status,
+                start_time=start,
+                end_time=max(end, start),
+                instrumentation_scope=_SCOPE,
+            )
+        )
 
     def _span(self, event: Mapping[str, Any], content: Mapping[str, Any] | None) -> None:
         kind, data = event["kind"], event["data"]
         start, end = _ns(event["_started"]), _ns(event["_ts"])
         run_id = data.get("run_id")
         if kind == "run_started":
-            self._root(run_id, data, content, start)
+            self._open(run_id, data, content, start)
             return
         if kind == "run_ended":
-            root = self._roots.pop(run_id, None) or self._root(
-                run_id, data, None, start, keep=False
-            )
-            root.set_attributes(spans.run_end_attrs(data, content))
+            run = self._roots.pop(run_id, None) or self._open(run_id, data, None, start, False)
+            attrs = {**run.attrs, **spans.run_end_attrs(data, content)}
+            status = _OK
             if data.get("status") not in (None, "completed"):
-                root.set_status(Status(StatusCode.ERROR, str(data.get("status"))))
-            if self._room():
-                root.end(end_time=end)
+                status = Status(StatusCode.ERROR, str(data.get("status")))
+            self._emit(run.name, run.context, None, attrs, run.start, end, status)
             return
         if kind == "inference_metered":
             name, attrs = spans.llm_span(data, content)
@@ -178,33 +224,29 @@ class OtelExport:
             name, attrs, failed = spans.tool_span(kind, data, content)
         parent = None
         if isinstance(run_id, str):
-            root = self._roots.get(run_id) or self._root(run_id, data, None, start)
-            parent = trace.set_span_in_context(root)
-        if not self._room():
-            return
-        span = self._tracer.start_span(name, context=parent, attributes=attrs, start_time=start)
-        if failed:
-            span.set_status(Status(StatusCode.ERROR, str(data.get("error_class"))))
-        span.end(end_time=max(end, start))
+            parent = (self._roots.get(run_id) or self._open(run_id, data, None, start)).context
+        status = Status(StatusCode.ERROR, str(data.get("error_class"))) if failed else _OK
+        context = _context(parent.trace_id if parent is not None else None)
+        self._emit(name, context, parent, attrs, start, end, status)
 
-    def _root(
+    def _open(
         self,
         run_id: str,
         data: Mapping[str, Any],
         content: Mapping[str, Any] | None,
         start: int,
         keep: bool = True,
-    ) -> Span:
-        """A run's root span (one this exporter did not see start opens at its first event)."""
+    ) -> _OpenRun:
+        """A run's root span (one this exporter did not see start opens at its first event);
+        beyond :data:`~carnb.config.OTEL_OPEN_RUNS` open runs the oldest is ended now."""
         name, attrs = spans.run_span({**data, "run_id": run_id}, content)
-        root = self._tracer.start_span(name, attributes=attrs, start_time=start)
+        run = _OpenRun(_context(), name, start, attrs)
         if keep:
-            self._roots[run_id] = root
+            self._roots[run_id] = run
             while len(self._roots) > OTEL_OPEN_RUNS:
                 _, oldest = self._roots.popitem(last=False)
-                if self._room():
-                    oldest.end()
-        return root
+                self._emit(oldest.name, oldest.context, None, oldest.attrs, oldest.start, start)
+        return run
 
 
 class _Counting(SpanExporter):

@@ -1,0 +1,207 @@
+"""Benchmark the OpenTelemetry export: the work it adds where records are written (the host loop
+or a store thread), and how long a 1,000-turn run takes to reach the endpoint.
+
+Usage: ``.venv/bin/python bench/bench_otel.py [--quick]``
+
+The endpoint is a local OTLP/HTTP receiver (stdlib ``http.server`` decoding each request with
+opentelemetry-proto and counting its spans), so the figures are carnb's and the exporter's, not
+a viewer's. Ratios are against a baseline in the same run: the meter without an exporter, and
+the same run with export off. Prints a Markdown table and writes ``bench/results/otel.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest,
+)
+
+from bench._util import median, save, table  # noqa: E402
+from carnb.app.metering import Meter  # noqa: E402
+from carnb.config import Settings  # noqa: E402
+from carnb.otel import open_export  # noqa: E402
+from carnb.runtime import Runtime  # noqa: E402
+
+PER_SPAN_GOAL_US = 50.0
+RUN_GOAL_S = 2.0
+
+
+class Receiver:
+    """An OTLP/HTTP traces endpoint on 127.0.0.1 that counts the spans it is sent."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                n = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+                with receiver.changed:
+                    receiver.spans += n
+                    receiver.changed.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.spans >= count, timeout)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def tool_record(i: int) -> dict[str, Any]:
+    turn = {"action_id": f"a{i}", "tool": "search", "status": "succeeded", "duration_ms": 3}
+    return {
+        "run_id": "run-bench",
+        "agent_id": "bench",
+        "cursor": i,
+        "status": "in_progress",
+        "record": {
+            "index": i,
+            "record": "turn",
+            "timestamp": "2026-01-01T00:00:00.000000Z",
+            "turn": turn,
+        },
+    }
+
+
+def per_event_us(meter: Meter, n: int) -> float:
+    records = [tool_record(i) for i in range(n)]
+    started = time.perf_counter()
+    for r in records:
+        meter.on_record(r)
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def section_loop_cost(quick: bool, receiver: Receiver) -> tuple[list[Any], dict[str, Any]]:
+    """What one record costs the thread that writes it, without and with the exporter."""
+    n = 5_000 if quick else 20_000
+    plain, exported = [], []
+    for _ in range(5):
+        plain.append(per_event_us(Meter(), n))
+        meter = Meter()
+        export = open_export(receiver.url)
+        meter.add_sink(export)
+        exported.append(per_event_us(meter, n))
+        export.flush(30)
+        export.close()
+    base, with_export = median(plain), median(exported)
+    added = max(0.0, with_export - base)
+    rows = [
+        ("meter, no exporter: per record", f"{base:.2f} us", "baseline", None),
+        ("meter with exporter: per record", f"{with_export:.2f} us", "", None),
+        (
+            "export work where the record is written, per span",
+            f"{added:.2f} us ({with_export / base:.2f}x the meter alone)",
+            f"<= {PER_SPAN_GOAL_US:g} us",
+            added <= PER_SPAN_GOAL_US,
+        ),
+    ]
+    return rows, {"records": n, "meter_us": base, "with_export_us": with_export}
+
+
+def one_run(rt: Runtime, turns: int) -> str:
+    rid: str = rt.call("runs.start", {"intent": "bench", "agent_name": "bench"})["run_id"]
+    for i in range(turns // 2):
+        rt.call(
+            "runs.record_model_turn",
+            {
+                "run_id": rid,
+                "model_id": "bench-model",
+                "assistant_text": "thinking",
+                "token_usage": {"input_tokens": 800, "output_tokens": 160},
+                "duration_ms": 5,
+            },
+        )
+        rt.call(
+            "runs.record_turns",
+            {"run_id": rid, "turns": [{"action_id": f"a{i}", "tool": "search", "status": "ok"}]},
+        )
+    rt.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
+    return rid
+
+
+def section_run(quick: bool, receiver: Receiver) -> tuple[list[Any], dict[str, Any]]:
+    """A 1,000-turn run from its start to its last span at the endpoint, beside the same run
+    with export off."""
+    turns = 1_000
+    with tempfile.TemporaryDirectory(prefix="carnb-bench-otel-") as tmp:
+        off = Runtime(Settings(home=Path(tmp) / "off", browser=False, memory=False)).start()
+        try:
+            started = time.perf_counter()
+            one_run(off, turns)
+            baseline = time.perf_counter() - started
+        finally:
+            off.close()
+        on = Runtime(
+            Settings(home=Path(tmp) / "on", browser=False, memory=False, otel_endpoint=receiver.url)
+        ).start()
+        try:
+            before = receiver.spans
+            started = time.perf_counter()
+            one_run(on, turns)
+            recorded = time.perf_counter() - started
+            arrived = receiver.wait_for(before + turns + 1, 60)
+            exported = time.perf_counter() - started
+        finally:
+            on.close()
+    rows = [
+        (f"{turns}-turn run recorded, export off", f"{baseline:.2f} s", "baseline", None),
+        (
+            f"{turns}-turn run recorded, export on",
+            f"{recorded:.2f} s ({recorded / baseline:.2f}x)",
+            "",
+            None,
+        ),
+        (
+            f"{turns}-turn run: start to its last span at the endpoint",
+            f"{exported:.2f} s" + ("" if arrived else " (spans missing)"),
+            f"<= {RUN_GOAL_S:g} s",
+            arrived and exported <= RUN_GOAL_S,
+        ),
+    ]
+    return rows, {"turns": turns, "off_s": baseline, "on_s": recorded, "exported_s": exported}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    receiver = Receiver()
+    try:
+        loop_rows, loop_data = section_loop_cost(args.quick, receiver)
+        run_rows, run_data = section_run(args.quick, receiver)
+    finally:
+        receiver.close()
+    print(table(loop_rows + run_rows, "OpenTelemetry export (local OTLP/HTTP receiver)"))
+    save("otel", {"loop": loop_data, "run": run_data})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
