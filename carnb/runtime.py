@@ -545,7 +545,7 @@ class Runtime:
         through the dispatcher, so the graph's lock is respected) for at most
         ``COUNT_TIMEOUT_S`` seconds; a graph busy longer (a long ``memory.load``) shows no
         count. ``tools`` lists the names of the tools in force for each session
-        (:meth:`session_tools`).
+        (:meth:`session_tools`); ``run_usage`` the current run's calls, tokens and cost.
         """
         services, dispatcher = self.services, self.dispatcher
         if services is None or dispatcher is None:
@@ -559,6 +559,8 @@ class Runtime:
                 else:
                     snap["fact_count"] = await _count(dispatcher, session)
             snap["tools"] = [t["name"] for t in self.session_tools(session)]
+            rid = session.current_run_id
+            snap["run_usage"] = services.meter.run_totals([rid]).get(rid) if rid else None
             snaps.append(snap)
         return snaps
 
@@ -656,10 +658,13 @@ class _SessionWatch:
         for session in services.sessions:
             self._add(session)
         self._unwatch_events = services.events.watch(self._on_event)
+        # a metered call changes its run's tokens and cost, not its session
+        self._unwatch_meter = services.meter.watch(lambda: host.call_soon(self._changed))
 
     def remove(self) -> None:
         self._closed = True
         self._unwatch_events()
+        self._unwatch_meter()
         for remove in list(self._listeners.values()):
             remove()
         self._listeners.clear()

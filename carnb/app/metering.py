@@ -163,7 +163,28 @@ class Meter:
         return run_id in self._local
 
     def add_sink(self, sink: Sink) -> None:
-        self._sinks.append(sink)
+        with self._lock:
+            self._sinks.append(sink)
+
+    def watch(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn()`` (on the appending thread: it must only hand over) after each metered
+        inference; returns the remover."""
+
+        class _Watch:
+            def submit(self, event: Event, content: Mapping[str, Any]) -> None:
+                if event["kind"] == INFERENCE_METERED:
+                    fn()
+
+        watcher = _Watch()
+        with self._lock:
+            self._sinks.append(watcher)
+
+        def remove() -> None:
+            with self._lock:
+                if watcher in self._sinks:
+                    self._sinks.remove(watcher)
+
+        return remove
 
     # -- what the meter hears ------------------------------------------------------------------
     def inferred(

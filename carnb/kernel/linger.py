@@ -22,6 +22,7 @@ class EndedRun:
     run_id: str
     turns: Any
     ended_at: float
+    usage: Any = None  # the run's last known {calls, tokens_in, tokens_out, cost_usd, ...}
 
 
 class Lingering:
@@ -44,7 +45,9 @@ class Lingering:
             rid = before.get("current_run_id")
             after = seen.get(cid)
             if rid and (after is None or after.get("current_run_id") != rid):
-                self._runs[cid] = EndedRun(rid, before.get("run_turns"), now)
+                self._runs[cid] = EndedRun(
+                    rid, before.get("run_turns"), now, before.get("run_usage")
+                )
             if after is None and cid not in self._sessions:
                 self._sessions[cid] = {
                     **before,
