@@ -294,3 +294,25 @@ def test_every_notebook_is_executed_here() -> None:
         "07-team.ipynb",  # tests/kernel/test_notebook_team.py (it needs PostgreSQL)
     }
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
+
+
+def test_observe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.observe.conftest import find_phoenix
+
+    phoenix = find_phoenix()
+    if phoenix is not None:  # the copy in tmp_path cannot find the repository's by its path
+        monkeypatch.setenv("CARNB_PHOENIX", phoenix)
+    nb, client = execute("10-observe.ipynb", tmp_path, monkeypatch)
+    cost = out(nb, "cost = %car cost")
+    assert "scout" in cost and "sage" in cost
+    large = (1200 + 1500 + 1800) * 3.0 / 1e6 + 3 * 150 * 15.0 / 1e6
+    assert f"{large:.6f}".rstrip("0") in cost
+    assert "2 runs recorded" in out(nb, "import json, subprocess")
+    assert "8 model turns of 2 runs" in out(nb, "%car run export")
+    read_back = out(nb, "if phoenix_url:\n    from phoenix.client")
+    if phoenix is not None:
+        assert "'AGENT': 2" in read_back and "'LLM': 8" in read_back and "'TOOL': 8" in read_back
+        assert "spans_sent" in out(nb, "%car otel") or "spans sent" in out(nb, "%car otel")
+    else:
+        assert "nothing to read back" in read_back
+    no_tokens_anywhere(nb)
