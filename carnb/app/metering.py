@@ -12,9 +12,11 @@ data}``, ``timestamp`` RFC 3339 UTC):
   ``action_succeeded``, ``action_failed`` or ``action_rejected`` (policy), with ``data {agent,
   run_id, tool, status, duration_ms, error_class?}`` and never the action's parameters.
 
-The log keeps the last :data:`~carnb.config.METER_EVENTS_KEPT` events; the lifetime totals
-(``cumulative_cost_usd``, per agent, run and model) are kept at append time, so trimming the
-log never moves them back. Who sees what is decided here, from the session: the host every
+The log keeps the last :data:`~carnb.config.METER_EVENTS_KEPT` events (``events.*`` and the
+window figures of ``metrics.summary``). The lifetime figures (``cost_by_agent``,
+``cumulative_cost_usd``, ``metrics.cost``) are the run store's model turns, summed by the store
+(durable; on PostgreSQL every server's), plus this server's ``infer`` calls that no model turn
+recorded. Who sees what is decided here, from the session: the host every
 event, an agent session its agent's events, any other session the ``infer`` calls it made.
 
 Thread-safe: records arrive on the thread that wrote them (a worker thread, or PostgreSQL's
@@ -71,12 +73,12 @@ class Totals:
     tokens_out: int = 0
     cost_usd: float = 0.0
 
-    def add(self, tokens_in: int, tokens_out: int, cost: float | None) -> None:
-        self.calls += 1
+    def add(self, tokens_in: int, tokens_out: int, cost: float | None, calls: int = 1) -> None:
+        self.calls += calls
         self.tokens_in += tokens_in
         self.tokens_out += tokens_out
         if cost is None:
-            self.unpriced_calls += 1
+            self.unpriced_calls += calls
         else:
             self.cost_usd += cost
 
@@ -145,11 +147,9 @@ class Meter:
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._sinks: list[Sink] = []
-        self._total = Totals()
-        self._by: dict[str, dict[str | None, Totals]] = {g: {} for g in GROUPS}
         self._by_run: OrderedDict[str, Totals] = OrderedDict()  # the last METER_RUNS_KEPT
-        # token counts of each run's infer calls not yet seen again as a model turn
-        self._unmatched: OrderedDict[str, list[tuple[int, int]]] = OrderedDict()
+        # each run's infer events not yet seen again as a model turn
+        self._unmatched: OrderedDict[str, list[Event]] = OrderedDict()
         self._local: OrderedDict[str, None] = OrderedDict()  # runs started through this server
 
     def follow(self, run_id: str) -> None:
@@ -202,12 +202,7 @@ class Meter:
         )
         run_id = s.current_run_id
         with self._lock:
-            if run_id is not None:
-                self._unmatched.setdefault(run_id, []).append((tokens_in, tokens_out))
-                self._unmatched.move_to_end(run_id)
-                while len(self._unmatched) > METER_RUNS_KEPT:
-                    self._unmatched.popitem(last=False)
-            return self._inference(
+            event = self._inference(
                 agent=s.agent_id,
                 session_id=s.client_id,
                 run_id=run_id,
@@ -219,6 +214,12 @@ class Meter:
                 started=started,
                 content=content,
             )
+            if run_id is not None:
+                self._unmatched.setdefault(run_id, []).append(event)
+                self._unmatched.move_to_end(run_id)
+                while len(self._unmatched) > METER_RUNS_KEPT:
+                    self._unmatched.popitem(last=False)
+            return event
 
     def on_record(self, event: Mapping[str, Any]) -> None:
         """The run store's listener: one committed record of any run."""
@@ -246,10 +247,12 @@ class Meter:
     def _model_turn(self, run_id: str, agent: str, record: Mapping[str, Any]) -> None:
         usage = record.get("token_usage") or {}
         tokens = (_count(usage.get("input_tokens")), _count(usage.get("output_tokens")))
-        pending = self._unmatched.get(run_id)
-        if pending and tokens in pending:
-            pending.remove(tokens)  # the same inference, already metered by its infer
-            return
+        for earlier in self._unmatched.get(run_id) or []:
+            if (earlier["data"]["tokens_in"], earlier["data"]["tokens_out"]) == tokens:
+                # the same inference, already metered by its infer: the store now holds it
+                self._unmatched[run_id].remove(earlier)
+                earlier["_recorded"] = True
+                return
         duration = record.get("duration_ms")
         ended = _timestamp(record)
         self._inference(
@@ -323,11 +326,8 @@ class Meter:
     ) -> Event:
         model_name = model if isinstance(model, str) else None
         cost = self.prices.cost(model_name, tokens_in, tokens_out)
-        for group, key in (("agent", agent), ("model", model_name)):
-            self._by[group].setdefault(key, Totals()).add(tokens_in, tokens_out, cost)
         if run_id is not None:
             self._run_totals(run_id).add(tokens_in, tokens_out, cost)
-        self._total.add(tokens_in, tokens_out, cost)
         data = {
             "agent": agent,
             "session_id": session_id,
@@ -371,6 +371,7 @@ class Meter:
             "data": data,
             "_ts": now,
             "_started": now if started is None else started,
+            "_recorded": False,  # an infer whose model turn the run store holds
         }
         self._log.append(event)
         for sink in self._sinks:
@@ -393,23 +394,28 @@ class Meter:
             found = found[: q.limit]
         return {"count": len(found), "events": found}
 
-    def cost_by(self, s: ClientSession, group: str) -> list[dict[str, Any]]:
-        """Calls, tokens and cost summed by ``agent``, ``run`` or ``model``, costliest first.
-        The host reads the lifetime totals; another session sums the events it may see."""
-        key = {"agent": "agent", "run": "run_id", "model": "model"}[group]
-        if s.is_host:
-            with self._lock:
-                items = list((self._by_run if group == "run" else self._by[group]).items())
-            rows = [t.row(group, name) for name, t in items]
-        else:
-            sums: dict[str | None, Totals] = {}
-            for e in self._visible(s):
-                if e["kind"] == INFERENCE_METERED:
-                    d = e["data"]
-                    sums.setdefault(d[key], Totals()).add(
-                        d["tokens_in"], d["tokens_out"], d["cost_usd"]
-                    )
-            rows = [t.row(group, name) for name, t in sums.items()]
+    def cost_by(
+        self, s: ClientSession, group: str, stored: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Calls, tokens and cost summed by ``agent``, ``run`` or ``model``, costliest first:
+        the run store's model turns (``stored``, :meth:`RunLog.model_usage`: durable, and on a
+        shared store every server's) that ``s`` may see, and the ``infer`` calls of this
+        server's window no model turn recorded."""
+        sums: dict[str | None, Totals] = {}
+        agent = s.agent_id if s.agent_proven else None
+        for row in stored or []:
+            if s.is_host or (agent is not None and row["agent"] == agent):
+                cost = self.prices.cost(row["model"], row["tokens_in"], row["tokens_out"])
+                sums.setdefault(row[group], Totals()).add(
+                    row["tokens_in"], row["tokens_out"], cost, calls=row["calls"]
+                )
+        key = "run_id" if group == "run" else group
+        for e in self._visible(s):
+            d = e["data"]
+            if e["kind"] == INFERENCE_METERED and d["source"] == "infer" and not e["_recorded"]:
+                cost = self.prices.cost(d["model"], d["tokens_in"], d["tokens_out"])
+                sums.setdefault(d[key], Totals()).add(d["tokens_in"], d["tokens_out"], cost)
+        rows = [t.row(group, name) for name, t in sums.items()]
         return sorted(rows, key=lambda r: (-r["cost_usd"], -r["tokens_in"] - r["tokens_out"]))
 
     def run_totals(self, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -417,8 +423,11 @@ class Meter:
         with self._lock:
             return {r: self._by_run[r].row("run", r) for r in run_ids if r in self._by_run}
 
-    def summary(self, s: ClientSession) -> dict[str, Any]:
-        """``metrics.summary`` over the events ``s`` may see."""
+    def summary(
+        self, s: ClientSession, stored: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """``metrics.summary`` over the events ``s`` may see; ``cumulative_cost_usd`` and
+        ``cost_by_agent`` are lifetime figures (:meth:`cost_by`)."""
         events = self._visible(s)
         tally = {k: 0 for k in KINDS}
         window = Totals()
@@ -437,11 +446,8 @@ class Meter:
         ok, failed = tally[ACTION_SUCCEEDED], tally[ACTION_FAILED]
         rejected = tally[ACTION_REJECTED]
         actions = ok + failed + rejected
-        if s.is_host:
-            with self._lock:
-                cumulative = self._total.cost_usd
-        else:
-            cumulative = window.cost_usd
+        by_agent = self.cost_by(s, "agent", stored)
+        cumulative = sum(r["cost_usd"] for r in by_agent)
         return {
             "total_events": len(events),
             "actions_succeeded": ok,
@@ -465,7 +471,7 @@ class Meter:
             "goal_evaluations": 0,
             "goals_met": 0,
             "goals_ungrounded": 0,
-            "cost_by_agent": self.cost_by(s, "agent"),
+            "cost_by_agent": by_agent,
         }
 
 

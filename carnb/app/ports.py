@@ -107,6 +107,9 @@ class RunLog(Protocol):
     def list_runs(
         self, caller: ClientSession, agent_id: str, *, limit: int | None = ...
     ) -> Record: ...
+    def model_usage(self) -> list[Record]:
+        """``[{agent, run, model, calls, tokens_in, tokens_out}]`` of every run's model turns."""
+        ...
 
 
 class BrowserSlot(Protocol):

@@ -139,3 +139,17 @@ class PgRunTx:
             "SELECT agent_id, COUNT(*) FROM carnb_runs GROUP BY agent_id ORDER BY agent_id"
         ).fetchall()
         return {str(a): int(n) for a, n in rows}
+
+    def model_turn_usage(self) -> list[tuple[Any, ...]]:
+        rows = self.conn.execute(
+            "SELECT r.agent_id, m.run_id, m.body::jsonb ->> 'model_id', "
+            "(m.body::jsonb -> 'token_usage' -> 'input_tokens')::text, "
+            "(m.body::jsonb -> 'token_usage' -> 'output_tokens')::text "
+            "FROM carnb_run_records m JOIN carnb_runs r ON r.run_id = m.run_id "
+            "WHERE m.kind = 'model_turn'"
+        ).fetchall()
+        # JSON texts, read back as the values SQLite's json_extract gives
+        return [
+            (a, r, m, *(None if v is None else json.loads(v) for v in (i, o)))
+            for a, r, m, i, o in rows
+        ]

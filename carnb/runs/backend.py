@@ -118,6 +118,10 @@ class RunTx(Protocol):
     def run_counts_by_agent(self) -> dict[str, int]:
         """How many runs each owner id has (every owner, ``name:`` labels included)."""
 
+    def model_turn_usage(self) -> list[tuple[Any, ...]]:
+        """``(agent_id, run_id, model_id, input_tokens, output_tokens)`` of every model turn of
+        every run, the last three as their JSON values (None when absent)."""
+
 
 class RunBackend(Protocol):
     """Where the runs are stored; thread-safe."""

@@ -192,3 +192,13 @@ class SqliteRunTx:
             "SELECT agent_id, COUNT(*) FROM runs GROUP BY agent_id ORDER BY agent_id"
         )
         return {str(a): int(n) for a, n in rows}
+
+    def model_turn_usage(self) -> list[tuple[Any, ...]]:
+        return list(
+            self.conn.execute(
+                "SELECT r.agent_id, m.run_id, json_extract(m.body, '$.model_id'), "
+                "json_extract(m.body, '$.token_usage.input_tokens'), "
+                "json_extract(m.body, '$.token_usage.output_tokens') "
+                "FROM records m JOIN runs r ON r.run_id = m.run_id WHERE m.kind = 'model_turn'"
+            )
+        )

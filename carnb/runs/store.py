@@ -325,6 +325,24 @@ class RunStore:
         with self._backend.read() as tx:
             return tx.run_counts_by_agent()
 
+    def model_usage(self) -> list[dict[str, Any]]:
+        """Calls and tokens of every run's model turns (``runs.record_model_turn``), summed by
+        agent, run and model: ``[{agent, run, model, calls, tokens_in, tokens_out}]``. Reads
+        every model turn of the store: call it off the loop."""
+        with self._backend.read() as tx:
+            rows = tx.model_turn_usage()
+        sums: dict[tuple[Any, Any, Any], list[int]] = {}
+        for agent, run, model, tokens_in, tokens_out in rows:
+            key = (agent, run, model if isinstance(model, str) else None)
+            acc = sums.setdefault(key, [0, 0, 0])
+            acc[0] += 1
+            acc[1] += rec.token_count(tokens_in)
+            acc[2] += rec.token_count(tokens_out)
+        return [
+            {"agent": a, "run": r, "model": m, "calls": n, "tokens_in": i, "tokens_out": o}
+            for (a, r, m), (n, i, o) in sums.items()
+        ]
+
     # -- internals -------------------------------------------------------------------------
     @contextmanager
     def _tx(self) -> Iterator[tuple[RunTx, Events]]:

@@ -11,6 +11,7 @@ from typing import Any
 from carnb.app.metering import GROUPS, KINDS, Query
 from carnb.app.methods import Method, Params
 from carnb.app.params import opt_int, opt_str
+from carnb.app.schedule import in_thread
 from carnb.app.services import Services
 from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
@@ -63,19 +64,24 @@ def _time(p: Params, name: str) -> float | None:
     return moment.timestamp()
 
 
-def metrics_summary(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
-    return svc.meter.summary(s)
+async def stored_usage(svc: Services) -> list[dict[str, Any]] | None:
+    """The run store's model turns summed (a read of every model turn: in a worker thread)."""
+    return None if svc.runs is None else await in_thread(svc.runs.model_usage)
 
 
-def cost_by_agent(s: ClientSession, p: Params, svc: Services) -> list[dict[str, Any]]:
-    return svc.meter.cost_by(s, "agent")
+async def metrics_summary(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    return svc.meter.summary(s, await stored_usage(svc))
 
 
-def metrics_cost(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+async def cost_by_agent(s: ClientSession, p: Params, svc: Services) -> list[dict[str, Any]]:
+    return svc.meter.cost_by(s, "agent", await stored_usage(svc))
+
+
+async def metrics_cost(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     by = opt_str(p, "by", "agent") or "agent"
     if by not in GROUPS:
         raise InvalidParams(f"by must be one of {', '.join(GROUPS)}")
-    return {"by": by, "rows": svc.meter.cost_by(s, by)}
+    return {"by": by, "rows": svc.meter.cost_by(s, by, await stored_usage(svc))}
 
 
 def prices_get(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
@@ -122,6 +128,7 @@ METHODS = (
     Method(
         "metrics.summary",
         metrics_summary,
+        mode="task",
         summary="Counts, tokens, cost and latency over the events you may see",
         result="{total_events, actions_succeeded, actions_failed, actions_rejected, "
         "success_rate, error_rate, cost_usd, cumulative_cost_usd, tokens_in, tokens_out, "
@@ -130,12 +137,14 @@ METHODS = (
     Method(
         "events.cost_by_agent",
         cost_by_agent,
+        mode="task",
         summary="Calls, tokens and cost per agent",
         result="[" + _COST_ROW + "]",
     ),
     Method(
         "metrics.cost",
         metrics_cost,
+        mode="task",
         summary=_carnb("Calls, tokens and cost summed by agent, run or model"),
         params={"by": "string? (agent, run or model; default agent)"},
         result="{by, rows: [{<by>, calls, tokens_in, tokens_out, cost_usd, unpriced_calls}]}",
