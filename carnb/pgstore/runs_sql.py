@@ -140,16 +140,23 @@ class PgRunTx:
         ).fetchall()
         return {str(a): int(n) for a, n in rows}
 
-    def model_turn_usage(self) -> list[tuple[Any, ...]]:
+    def model_turn_usage(self, after: Any, span: int) -> tuple[list[tuple[Any, ...]], Any]:
+        run_id, idx = after or ("", -1)  # the last record read, in primary key order
+        model_turn = "m.kind = 'model_turn'"
+        count = "(m.body::jsonb -> 'token_usage' -> '{}')::text"
         rows = self.conn.execute(
-            "SELECT r.agent_id, m.run_id, m.body::jsonb ->> 'model_id', "
-            "(m.body::jsonb -> 'token_usage' -> 'input_tokens')::text, "
-            "(m.body::jsonb -> 'token_usage' -> 'output_tokens')::text "
+            f"SELECT m.run_id, m.idx, {model_turn}, r.agent_id, "
+            f"CASE WHEN {model_turn} THEN m.body::jsonb ->> 'model_id' END, "
+            f"CASE WHEN {model_turn} THEN {count.format('input_tokens')} END, "
+            f"CASE WHEN {model_turn} THEN {count.format('output_tokens')} END "
             "FROM carnb_run_records m JOIN carnb_runs r ON r.run_id = m.run_id "
-            "WHERE m.kind = 'model_turn'"
+            "WHERE (m.run_id, m.idx) > (%s, %s) ORDER BY m.run_id, m.idx LIMIT %s",
+            (run_id, idx, span),
         ).fetchall()
         # JSON texts, read back as the values SQLite's json_extract gives
-        return [
-            (a, r, m, *(None if v is None else json.loads(v) for v in (i, o)))
-            for a, r, m, i, o in rows
+        turns = [
+            (agent, run, model, *(None if v is None else json.loads(v) for v in (i, o)))
+            for run, _, is_turn, agent, model, i, o in rows
+            if is_turn
         ]
+        return turns, (rows[-1][0], rows[-1][1]) if len(rows) == span else None

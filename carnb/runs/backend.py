@@ -118,9 +118,11 @@ class RunTx(Protocol):
     def run_counts_by_agent(self) -> dict[str, int]:
         """How many runs each owner id has (every owner, ``name:`` labels included)."""
 
-    def model_turn_usage(self) -> list[tuple[Any, ...]]:
-        """``(agent_id, run_id, model_id, input_tokens, output_tokens)`` of every model turn of
-        every run, the last three as their JSON values (None when absent)."""
+    def model_turn_usage(self, after: Any, span: int) -> tuple[list[tuple[Any, ...]], Any]:
+        """``(agent_id, run_id, model_id, input_tokens, output_tokens)`` of the model turns among
+        the next ``span`` records of the store after cursor ``after`` (None: from the first),
+        the last three as their JSON values (None when absent); and the cursor to read on from
+        (None: no records are left). A chunk at a time, so no read holds the store for long."""
 
 
 class RunBackend(Protocol):

@@ -193,12 +193,19 @@ class SqliteRunTx:
         )
         return {str(a): int(n) for a, n in rows}
 
-    def model_turn_usage(self) -> list[tuple[Any, ...]]:
-        return list(
+    def model_turn_usage(self, after: Any, span: int) -> tuple[list[tuple[Any, ...]], Any]:
+        start = int(after or 0)  # records' seq
+        rows = list(
             self.conn.execute(
                 "SELECT r.agent_id, m.run_id, json_extract(m.body, '$.model_id'), "
                 "json_extract(m.body, '$.token_usage.input_tokens'), "
                 "json_extract(m.body, '$.token_usage.output_tokens') "
-                "FROM records m JOIN runs r ON r.run_id = m.run_id WHERE m.kind = 'model_turn'"
+                "FROM records m JOIN runs r ON r.run_id = m.run_id "
+                "WHERE m.seq > ? AND m.seq <= ? AND m.kind = 'model_turn'",
+                (start, start + span),
             )
         )
+        (more,) = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM records WHERE seq > ?)", (start + span,)
+        ).fetchone()
+        return rows, start + span if more else None

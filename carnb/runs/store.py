@@ -62,6 +62,10 @@ Listener = Callable[[dict[str, Any]], None]
 Events = list[dict[str, Any]]
 
 
+# Records scanned per read of model_usage: a few milliseconds of the store's lock on SQLite.
+_USAGE_SPAN = 2000
+
+
 class RunTerminal(CarnbError):
     """The run already ended; the first terminal outcome wins."""
 
@@ -328,9 +332,16 @@ class RunStore:
     def model_usage(self) -> list[dict[str, Any]]:
         """Calls and tokens of every run's model turns (``runs.record_model_turn``), summed by
         agent, run and model: ``[{agent, run, model, calls, tokens_in, tokens_out}]``. Reads
-        every model turn of the store: call it off the loop."""
-        with self._backend.read() as tx:
-            rows = tx.model_turn_usage()
+        every model turn of the store, :data:`_USAGE_SPAN` records a read: call it off the
+        loop."""
+        rows: list[tuple[Any, ...]] = []
+        cursor: Any = None
+        while True:  # a chunk per read, so writers (on the host loop too) never wait long
+            with self._backend.read() as tx:
+                chunk, cursor = tx.model_turn_usage(cursor, _USAGE_SPAN)
+            rows += chunk
+            if cursor is None:
+                break
         sums: dict[tuple[Any, Any, Any], list[int]] = {}
         for agent, run, model, tokens_in, tokens_out in rows:
             key = (agent, run, model if isinstance(model, str) else None)

@@ -87,3 +87,37 @@ def test_every_server_of_a_team_store_reports_every_servers_runs(
         assert by_model["other"]["tokens_in"] == 500
     finally:
         bob_on_a.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_setting(request) -> dict[str, Any]:
+    return {} if request.param == "sqlite" else {"store": request.getfixturevalue("pg_url")}
+
+
+def test_usage_is_read_a_chunk_at_a_time_and_sums_every_model_turn(
+    make_runtime: Any, store_setting: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import carnb.runs.store
+
+    monkeypatch.setattr(carnb.runs.store, "_USAGE_SPAN", 7)  # many chunks from a small store
+    rt = make_runtime(agents=("alice",), browser=False, **store_setting)
+    alice = as_agent(rt, "alice")
+    try:
+        for r in range(3):
+            rid = alice.call("runs.start", {"intent": f"r{r}"})["run_id"]
+            for i in range(9):
+                alice.call("runs.record_turns", {"run_id": rid, "turns": [{"tool": "t"}] * 2})
+                usage = {"input_tokens": i + 1, "output_tokens": 1}
+                alice.call(
+                    "runs.record_model_turn",
+                    {"run_id": rid, "model_id": f"m{i % 2}", "token_usage": usage},
+                )
+            bad = {"input_tokens": "many", "output_tokens": -3}  # stored as given, counted 0
+            alice.call("runs.record_model_turn", {"run_id": rid, "token_usage": bad})
+    finally:
+        alice.close()
+    rows = rt._run_store.model_usage()
+    assert sum(r["calls"] for r in rows) == 30
+    assert sum(r["tokens_in"] for r in rows) == 3 * sum(range(1, 10))
+    assert {r["model"] for r in rows} == {"m0", "m1", None}
+    assert len({r["run"] for r in rows}) == 3
