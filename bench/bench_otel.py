@@ -1,5 +1,6 @@
 """Benchmark the OpenTelemetry export: the work it adds where records are written (the host loop
-or a store thread), and how long a 1,000-turn run takes to reach the endpoint.
+or a store thread), and how long a 1,000-turn run takes to reach the endpoint; and the lifetime
+cost read from the run store, with a bystander's round trips meanwhile.
 
 Usage: ``.venv/bin/python bench/bench_otel.py [--quick]``
 
@@ -28,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
     ExportTraceServiceRequest,
 )
 
-from bench._util import median, save, table  # noqa: E402
+from bench._util import Rpc, median, pct, save, table  # noqa: E402
 from carnb.app.metering import Meter  # noqa: E402
 from carnb.config import Settings  # noqa: E402
 from carnb.otel import open_export  # noqa: E402
@@ -188,6 +189,59 @@ def section_run(quick: bool, receiver: Receiver) -> tuple[list[Any], dict[str, A
     return rows, {"turns": turns, "off_s": baseline, "on_s": recorded, "exported_s": exported}
 
 
+def section_lifetime_cost(quick: bool) -> tuple[list[Any], dict[str, Any]]:
+    """``events.cost_by_agent`` sums every model turn of the store (in a worker thread, a chunk
+    at a time): its time, and a bystander's round trips on the same server meanwhile."""
+    turns = 5_000 if quick else 50_000
+    with tempfile.TemporaryDirectory(prefix="carnb-bench-cost-") as tmp:
+        rt = Runtime(Settings(home=Path(tmp), browser=False, memory=False)).start()
+        try:
+            rid = rt.call("runs.start", {"intent": "bench", "agent_name": "bench"})["run_id"]
+            usage = {"input_tokens": 800, "output_tokens": 100}
+            for i in range(turns):
+                rt.call(
+                    "runs.record_model_turn",
+                    {"run_id": rid, "model_id": f"m{i % 3}", "token_usage": usage},
+                )
+            reader = Rpc(rt.url, {"host_token": rt.host_token})
+            bystander = Rpc(rt.url, {"token": rt.token})
+            gaps: list[float] = []
+            done = threading.Event()
+
+            def ping() -> None:
+                while not done.is_set():
+                    t0 = time.perf_counter()
+                    bystander("state.get", {"key": "x"})
+                    gaps.append((time.perf_counter() - t0) * 1000)
+                    time.sleep(0.005)
+
+            pinger = threading.Thread(target=ping)
+            pinger.start()
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                rows = reader("events.cost_by_agent")
+                times.append(time.perf_counter() - t0)
+            done.set()
+            pinger.join()
+            reader.close()
+            bystander.close()
+            assert rows[0]["calls"] == turns, rows
+        finally:
+            rt.close()
+    worst = max(gaps)
+    rows_out = [
+        (f"events.cost_by_agent over {turns:,} model turns", f"{median(times):.3f} s", "", None),
+        (
+            "a bystander's round trip meanwhile: p99 / max",
+            f"{pct(gaps, 99):.1f} / {worst:.1f} ms",
+            "max < 100 ms",
+            worst < 100,
+        ),
+    ]
+    return rows_out, {"turns": turns, "cost_s": times, "bystander_max_ms": worst}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -198,8 +252,11 @@ def main() -> int:
         run_rows, run_data = section_run(args.quick, receiver)
     finally:
         receiver.close()
+    cost_rows, cost_data = section_lifetime_cost(args.quick)
     print(table(loop_rows + run_rows, "OpenTelemetry export (local OTLP/HTTP receiver)"))
-    save("otel", {"loop": loop_data, "run": run_data})
+    print()
+    print(table(cost_rows, "Lifetime cost from the run store"))
+    save("otel", {"loop": loop_data, "run": run_data, "cost": cost_data})
     return 0
 
 

@@ -225,12 +225,6 @@ def model_turn_body(params: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def token_count(value: object) -> int:
-    """A token count as recorded: a positive integer, anything else 0 (``token_usage`` is the
-    caller's object, stored as given)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def run_summary(row: Mapping[str, Any]) -> dict[str, Any]:
     """The public summary of a run row: what ``runs.list`` and ``authorize`` return."""
     return {

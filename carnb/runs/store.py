@@ -334,21 +334,18 @@ class RunStore:
         agent, run and model: ``[{agent, run, model, calls, tokens_in, tokens_out}]``. Reads
         every model turn of the store, :data:`_USAGE_SPAN` records a read: call it off the
         loop."""
-        rows: list[tuple[Any, ...]] = []
+        sums: dict[tuple[Any, Any, Any], list[int]] = {}
         cursor: Any = None
         while True:  # a chunk per read, so writers (on the host loop too) never wait long
             with self._backend.read() as tx:
                 chunk, cursor = tx.model_turn_usage(cursor, _USAGE_SPAN)
-            rows += chunk
+            for agent, run, model, calls, tokens_in, tokens_out in chunk:
+                acc = sums.setdefault((agent, run, model), [0, 0, 0])
+                acc[0] += int(calls)
+                acc[1] += int(tokens_in)
+                acc[2] += int(tokens_out)
             if cursor is None:
                 break
-        sums: dict[tuple[Any, Any, Any], list[int]] = {}
-        for agent, run, model, tokens_in, tokens_out in rows:
-            key = (agent, run, model if isinstance(model, str) else None)
-            acc = sums.setdefault(key, [0, 0, 0])
-            acc[0] += 1
-            acc[1] += rec.token_count(tokens_in)
-            acc[2] += rec.token_count(tokens_out)
         return [
             {"agent": a, "run": r, "model": m, "calls": n, "tokens_in": i, "tokens_out": o}
             for (a, r, m), (n, i, o) in sums.items()
