@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.calls import CarCommandError
 from carnb.kernel.render import Message, Pre, Table
+from carnb.kernel.style import tags_text
 from carnb.kernel.traceview import to_dataframe
 
 if TYPE_CHECKING:
@@ -38,8 +39,16 @@ def add(nb: NotebookEngine, args: argparse.Namespace) -> Value:
     return Value(f"fact added to {_graph(nb)}; {n} facts", n)
 
 
+EMPTY_GRAPH = (
+    "{graph} is empty: `%car memory add SUBJECT BODY` adds a fact, `%car auth --agent NAME` "
+    "binds to an agent's graph, `%car memory load PATH` loads a file"
+)
+
+
 class QueryResult(Table):
-    def __init__(self, rows: list[dict[str, Any]], query: str) -> None:
+    def __init__(
+        self, rows: list[dict[str, Any]], query: str, empty: str = "no fact matches"
+    ) -> None:
         self.facts = rows
         super().__init__(
             ["fact_id", "subject", "body", "kind", "score", "tags", "source"],
@@ -52,13 +61,13 @@ class QueryResult(Table):
                     f"{r['confidence']:.3f}"
                     if isinstance(r.get("confidence"), (int, float))
                     else "",
-                    r.get("tags"),
+                    tags_text(r.get("tags")),
                     r.get("source"),
                 ]
                 for r in rows
             ],
             title=f"{len(rows)} fact(s) for {query!r}",
-            empty="no fact matches",
+            empty=empty,
         )
 
     def to_dataframe(self) -> Any:
@@ -70,7 +79,10 @@ class QueryResult(Table):
 def query(nb: NotebookEngine, args: argparse.Namespace) -> QueryResult:
     q = " ".join(args.query)
     rows = nb.calls.call("memory.query", {"query": q, "k": args.k}, what="%car memory query")
-    return QueryResult(list(rows), q)
+    if rows:
+        return QueryResult(list(rows), q)
+    n = nb.calls.call("memory.fact_count", {}, what="%car memory query")
+    return QueryResult([], q, EMPTY_GRAPH.format(graph=_graph(nb)) if n == 0 else "no fact matches")
 
 
 def count(nb: NotebookEngine, args: argparse.Namespace) -> Value:

@@ -23,6 +23,7 @@ from carnb.kernel.style import (
     note_html,
     page,
     table_html,
+    tags_text,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def _cells(r: dict[str, Any]) -> list[Any]:
         r.get("body"),
         r.get("kind"),
         _score(r.get("confidence")),
-        r.get("tags"),
+        tags_text(r.get("tags")),
         r.get("source"),
     ]
     if not r.get("superseded_by"):

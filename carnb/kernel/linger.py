@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 LINGER_SECONDS = 300.0
@@ -22,6 +22,8 @@ class EndedRun:
     run_id: str
     turns: Any
     ended_at: float
+    agent_id: str | None = None
+    settled: bool = False  # ``turns`` is the run's final count (read from the store)
     usage: Any = None  # the run's last known {calls, tokens_in, tokens_out, cost_usd, ...}
 
 
@@ -46,7 +48,11 @@ class Lingering:
             after = seen.get(cid)
             if rid and (after is None or after.get("current_run_id") != rid):
                 self._runs[cid] = EndedRun(
-                    rid, before.get("run_turns"), now, before.get("run_usage")
+                    rid,
+                    before.get("run_turns"),
+                    now,
+                    before.get("agent_id"),
+                    usage=before.get("run_usage"),
                 )
             if after is None and cid not in self._sessions:
                 self._sessions[cid] = {
@@ -65,6 +71,17 @@ class Lingering:
         for row in ended:
             row["ended_run"] = self._run_for(row)
         return [dict(r) for r in ended]
+
+    def unsettled(self) -> list[EndedRun]:
+        """Ended runs whose turn count is still the last one a snapshot showed (turns recorded
+        just before the run ended may be missing from it)."""
+        return [r for r in self._runs.values() if not r.settled]
+
+    def settle(self, run_id: str, turns: Any) -> None:
+        """``turns`` is the final turn count of the ended run ``run_id``."""
+        for cid, run in self._runs.items():
+            if run.run_id == run_id:
+                self._runs[cid] = replace(run, turns=turns, settled=True)
 
     def _run_for(self, row: dict[str, Any]) -> EndedRun | None:
         if row.get("current_run_id"):
