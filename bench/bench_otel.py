@@ -7,7 +7,8 @@ Usage: ``.venv/bin/python bench/bench_otel.py [--quick]``
 The endpoint is a local OTLP/HTTP receiver in a process of its own (stdlib ``http.server``
 decoding each request with opentelemetry-proto and counting its spans), so the figures are
 carnb's and the exporter's, not a viewer's. Ratios are against a baseline in the same run: the
-meter without an exporter, and the same run with export off. Prints a Markdown table and writes ``bench/results/otel.json``.
+meter without an exporter, and the same run with export off. Prints a Markdown table and
+writes ``bench/results/otel.json``.
 """
 
 from __future__ import annotations
