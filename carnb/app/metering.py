@@ -5,7 +5,8 @@ data}``, ``timestamp`` RFC 3339 UTC):
 
 * an ``infer`` this server answered: ``inference_metered`` with ``data {agent, session_id,
   run_id, model, tokens_in, tokens_out, cost_usd, latency_ms, source: "infer"}``;
-* a run's records (the run store's listener, on PostgreSQL every server's): ``run_started``,
+* a run's records (the run store's listener; on PostgreSQL every record of the runs started
+  through this server, and the start and end of every server's): ``run_started``,
   ``run_ended``; a ``model_turn`` becomes ``inference_metered`` (``source: "run"``) unless it
   repeats the run's ``infer`` of the same token counts, which is one inference recorded
   twice (an agent loop asks ``infer``, then records the turn); a turn with a ``tool`` becomes
@@ -16,8 +17,8 @@ The log keeps the last :data:`~carnb.config.METER_EVENTS_KEPT` events (``events.
 window figures of ``metrics.summary``). The lifetime figures (``cost_by_agent``,
 ``cumulative_cost_usd``, ``metrics.cost``) are the run store's model turns, summed by the store
 (durable; on PostgreSQL every server's), plus this server's ``infer`` calls that no model turn
-recorded. Who sees what is decided here, from the session: the host every
-event, an agent session its agent's events, any other session the ``infer`` calls it made.
+recorded. Who sees what is decided here, from the session: the host every event, an agent
+session its agent's events, any other session the ``infer`` calls it made.
 
 Thread-safe: records arrive on the thread that wrote them (a worker thread, or PostgreSQL's
 NOTIFY thread), so each append is a few dictionary operations under one lock, and sinks
