@@ -21,6 +21,7 @@ __all__ = [
     "current",
     "load_ipython_extension",
     "model",
+    "supervisor",
     "tool",
     "unload_ipython_extension",
 ]
@@ -47,6 +48,7 @@ def tool(
     parameters: dict[str, Any] | None = None,
     share: bool | Iterable[str] = False,
     timeout: float | None = None,
+    approve: bool = False,
 ) -> Callable[[F], F]: ...
 
 
@@ -59,6 +61,7 @@ def tool(
     parameters: dict[str, Any] | None = None,
     share: bool | Iterable[str] = False,
     timeout: float | None = None,
+    approve: bool = False,
 ) -> Any:
     """Make a function a tool of the notebook's CAR session (``@carnb.tool`` or
     ``@carnb.tool(share=True, timeout=10)``); the function itself is returned unchanged.
@@ -66,7 +69,8 @@ def tool(
     The schema comes from the signature and docstring (or ``parameters``, a JSON Schema
     object). ``share=True`` lets every session's proposals call it, a list of agent ids only
     the sessions bound to those agents. It runs in a worker thread, so it answers while a
-    cell is busy. Needs ``%load_ext carnb`` (or a started runtime) first.
+    cell is busy. ``approve=True``: every call waits for a decision (a supervisor's, else the
+    approval ledger's). Needs ``%load_ext carnb`` (or a started runtime) first.
     """
 
     def register(f: F) -> F:
@@ -77,6 +81,41 @@ def tool(
             parameters=parameters,
             share=share,
             timeout=timeout,
+            approve=approve,
+        )
+        return f
+
+    return register(fn) if fn is not None else register
+
+
+def supervisor(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    tools: Iterable[str] | None = None,
+    sessions: Iterable[str] | None = None,
+    min_reversibility: str | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Make a function decide over every session's proposals (``carnb.supervisor(fn,
+    tools=["rm"])`` or ``@carnb.supervisor(min_reversibility="irreversible")``).
+
+    ``fn(intent)`` gets the parked proposal (session, agent, actions with their full
+    parameters) and returns ``"allow"``, ``("deny", reason)`` or ``("escalate", reason)`` (or
+    ``{"kind": ..., "reason": ...}``). It runs in a worker thread; an exception or no answer
+    within ``timeout`` seconds (default 10) is a deny. Returns ``fn`` unchanged.
+    """
+
+    def register(f: F) -> F:
+        extra = {} if timeout is None else {"timeout": timeout}
+        current().add_supervisor(
+            f,
+            name=name,
+            tools=tools,
+            sessions=sessions,
+            min_reversibility=min_reversibility,
+            **extra,
         )
         return f
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from carnb import __version__
-from carnb.config import BIND_ADDRESS, BROWSER_TIMEOUT_MS, MODEL_TIMEOUT_S
+from carnb.config import BIND_ADDRESS, BROWSER_TIMEOUT_MS, DECISION_TIMEOUT_S, MODEL_TIMEOUT_S
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         default=MODEL_TIMEOUT_S,
         metavar="SECONDS",
         help=f"time limit of one inference (default {MODEL_TIMEOUT_S:g})",
+    )
+    s.add_argument(
+        "--decision-timeout",
+        type=float,
+        default=DECISION_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a proposal supervised with supervision.subscribe is rejected when no verdict "
+        f"comes within this time (default {DECISION_TIMEOUT_S:g})",
     )
     s.add_argument(
         "--otel-endpoint",
@@ -163,6 +171,7 @@ def serve(args: argparse.Namespace) -> int:
             chromium=args.chromium,
             browser_timeout_ms=int(args.browser_timeout * 1000),
             model_timeout=args.model_timeout,
+            decision_timeout=args.decision_timeout,
             **({"store": args.store} if args.store is not None else {}),
         )
         if args.otel_endpoint:

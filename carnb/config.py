@@ -54,6 +54,12 @@ INLINE_PREPARE_CHARS = 64 * 1024
 MAX_PENDING_CALLS = 1024  # requests one peer may owe the server at once
 TURN_TEXT_CHARS = 16 * 1024  # output or error kept per recorded proposal turn
 
+# -- supervision and approvals ----------------------------------------------------------------
+DECISION_TIMEOUT_S = 30.0  # a supervised proposal with no verdict this long is rejected
+ESCALATION_TIMEOUT_S = 600.0  # an escalated proposal waits this long for the approval ledger
+LEDGER_LIST_MAX = 1000  # host.approvals returns at most this many approvals
+SUPERVISOR_FN_TIMEOUT_S = 10.0  # a notebook supervisor function's answer; later is a deny
+
 # -- models and chat --------------------------------------------------------------------------
 MODEL_TIMEOUT_S = 120.0  # one inference, unless its model says otherwise
 MODEL_WORKERS = 4  # Python model calls running at once; more wait their turn
@@ -126,6 +132,7 @@ class Settings:
     # shared by a team's servers (default: $CARNB_STORE).
     store: str | None = field(default_factory=from_environment)
     model_timeout: float = MODEL_TIMEOUT_S
+    decision_timeout: float = DECISION_TIMEOUT_S  # supervised proposals fail closed after it
     # OTLP/HTTP traces endpoint runs are exported to (None: no export; $CARNB_OTEL_ENDPOINT)
     otel_endpoint: str | None = field(default_factory=lambda: _env_str("CARNB_OTEL_ENDPOINT"))
     # export message and tool content too (default: the GenAI conventions' switch)

@@ -24,16 +24,19 @@ from urllib.parse import unquote
 from carnb._version import __version__
 from carnb.agentir import ToolSchema
 from carnb.agentir.pyschema import schema_of_function
+from carnb.app.approvals import ApprovalLedger
 from carnb.app.handlers import build_table
 from carnb.app.handlers.inference import context_source
 from carnb.app.methods import MethodTable, off_loop
 from carnb.app.models import PythonModel
 from carnb.app.prices import read_prices
 from carnb.app.services import Services
+from carnb.app.supervision import Filter, function_supervisor
 from carnb.app.toolhub import LocalTool
 from carnb.browser import BrowserPool
-from carnb.config import COUNT_TIMEOUT_S, Settings
+from carnb.config import COUNT_TIMEOUT_S, SUPERVISOR_FN_TIMEOUT_S, Settings
 from carnb.errors import CarnbError
+from carnb.ledger.sqlite import SqliteLedger
 from carnb.memgine import MemoryHome
 from carnb.memgine.home import GRAPH_SUFFIX
 from carnb.private_file import write_private_json
@@ -136,6 +139,7 @@ class Runtime:
         self._closers.append(services.tools.close)
         services.models.default_timeout = self.settings.model_timeout
         self._closers.append(services.models.close)
+        services.supervision.decision_timeout_s = self.settings.decision_timeout
         self._attach_observers(services)
         self._attach_engines(services)
         self.services = services
@@ -209,6 +213,10 @@ class Runtime:
             )
             services.browsers = pool
             self._closers.append(pool.close)
+        ledger = team.ledger() if team is not None else SqliteLedger(s.home / "approvals.sqlite3")
+        if isinstance(ledger, SqliteLedger):
+            self._closers.append(ledger.close)
+        services.approvals = ApprovalLedger(ledger, services.events)
         if team is not None:
             team.listen()  # every engine has registered its channels
 
@@ -319,6 +327,7 @@ class Runtime:
         parameters: dict[str, Any] | None = None,
         share: bool | Iterable[str] = False,
         timeout: float | None = None,
+        approve: bool = False,
     ) -> ToolSchema:
         """Make ``fn`` a tool of the notebook's session (what ``@carnb.tool`` does).
 
@@ -327,7 +336,9 @@ class Runtime:
         to the sessions bound to those agents; by default only the notebook's own proposals
         see it. Calls run in a worker thread, each bounded by its action's ``timeout_ms``, else
         ``timeout`` seconds, else ``Settings.tool_timeout``. Registering a name again replaces
-        the tool. Returns the schema registered."""
+        the tool. ``approve=True``: every proposal calling it waits for a supervisor's
+        decision, or the approval ledger's when nobody supervises. Returns the schema
+        registered."""
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise CarnbError(f"timeout must be a positive number of seconds, got {timeout!r}")
         schema = schema_of_function(fn, name=name, description=description, parameters=parameters)
@@ -339,7 +350,7 @@ class Runtime:
             shared = frozenset(share)
             if not all(isinstance(a, str) for a in shared):
                 raise CarnbError("share must be True, False or a list of agent ids")
-        tool = LocalTool(schema, fn, timeout=timeout, share=shared)
+        tool = LocalTool(schema, fn, timeout=timeout, share=shared, approve=bool(approve))
         self._on_host(self._add_tool, tool)
         return schema
 
@@ -395,6 +406,57 @@ class Runtime:
         if self.services is None or self.session is None:
             raise CarnbError("the carnb runtime is not started")
         self.services.tools.add_local(self.session, tool)
+
+    # -- supervision -----------------------------------------------------------------------
+    def add_supervisor(
+        self,
+        fn: Callable[[dict[str, Any]], Any],
+        *,
+        name: str | None = None,
+        tools: Iterable[str] | None = None,
+        sessions: Iterable[str] | None = None,
+        min_reversibility: str | None = None,
+        timeout: float = SUPERVISOR_FN_TIMEOUT_S,
+    ) -> str:
+        """Make ``fn(intent) -> decision`` a supervisor of every session's proposals (what
+        ``carnb.supervisor`` does); returns its key. ``intent`` holds the full parameters;
+        ``fn`` returns ``"allow"``, ``("deny", reason)``, ``{"kind": "escalate", "reason":
+        ...}``; it runs in a worker thread, and an exception or no answer within ``timeout``
+        seconds is a deny. The same name again replaces it."""
+        flt = Filter.parse(
+            {
+                k: v
+                for k, v in (
+                    ("tools", None if tools is None else list(tools)),
+                    ("sessions", None if sessions is None else list(sessions)),
+                    ("min_reversibility", min_reversibility),
+                )
+                if v is not None
+            }
+        )
+        if isinstance(timeout, bool) or not timeout > 0:
+            raise CarnbError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        key = f"python:{name or getattr(fn, '__name__', 'supervisor')}"
+        services = self._services()
+        notify = function_supervisor(services.supervision, key, fn, timeout)
+        self._on_host(services.supervision.add, key, flt, notify)
+        return key
+
+    def watch_intents(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``fn(intent)`` on the host loop as proposals are parked at the gate, decided
+        and released (the intent with full parameters and its decisions); returns the
+        remover."""
+        supervision = self._services().supervision
+        return supervision.watch(lambda intent: fn(intent.detail()))
+
+    def remove_supervisor(self, key: str) -> bool:
+        """Stop a supervisor ``add_supervisor`` made; what it left parked fails closed."""
+        return bool(self._on_host(self._services().supervision.unsubscribe, key))
+
+    def _services(self) -> Services:
+        if self.services is None:
+            raise CarnbError("the carnb runtime is not started")
+        return self.services
 
     def _on_host(self, fn: Callable[..., Any], *args: Any) -> Any:
         async def run() -> Any:

@@ -1,4 +1,5 @@
-"""Built-in action policies (``deny_tool``, ``deny_tool_param``, ``require_state``).
+"""Built-in action policies (``deny_tool``, ``deny_tool_param``, ``require_state``, and
+``require_approval``, which denies nothing: its actions wait for a supervisor's decision).
 
 ``policy.register`` takes ``{name, rule, target?, key?, value?, pattern?}``; a rule that is
 unknown or misses a required field is refused with ``InvalidParams`` and nothing is added.
@@ -16,7 +17,7 @@ from carnb.errors import InvalidParams
 from .model import Action, ActionType, PolicyViolation
 from .values import MISSING, json_equal
 
-RULES = ("deny_tool", "deny_tool_param", "require_state")
+RULES = ("deny_tool", "deny_tool_param", "require_state", "require_approval")
 MAX_REASONS_PER_ACTION = 8  # denials reported per action; the rest add nothing a caller needs
 StateLookup = Callable[[str], Any]  # key -> value, or values.MISSING
 
@@ -36,6 +37,9 @@ class Policy:
             return f"deny tool '{self.target}'"
         if self.rule == "deny_tool_param":
             return f"deny tool '{self.target}' when param '{self.key}' contains '{self.pattern}'"
+        if self.rule == "require_approval":
+            when = f" when param '{self.key}' contains '{self.pattern}'" if self.key else ""
+            return f"tool '{self.target}' waits for a decision{when}"
         return f"require state '{self.key}' == {json.dumps(self.value)}"
 
     def state_reason(self, state: StateLookup) -> str | None:
@@ -46,8 +50,20 @@ class Policy:
             return f"state '{self.key}' must equal {json.dumps(self.value)}"
         return None
 
+    def wants_approval(self, action: Action) -> bool:
+        """Whether this ``require_approval`` policy makes ``action`` wait for a decision."""
+        if action.type is not ActionType.TOOL_CALL or action.tool != self.target:
+            return False
+        if self.key is None or self.pattern is None:
+            return True
+        return self.key in action.parameters and self.pattern in _as_text(
+            action.parameters[self.key]
+        )
+
     def check(self, action: Action, state: StateLookup) -> str | None:
         """Why this policy denies ``action``, or ``None``."""
+        if self.rule == "require_approval":
+            return None
         if self.rule == "require_state":
             return self.state_reason(state)
         if action.type is not ActionType.TOOL_CALL or action.tool != self.target:
@@ -83,6 +99,12 @@ def parse_policy(raw: Any) -> Policy:
     if rule == "deny_tool":
         return Policy(name, rule, target=text("target"))
     if rule == "deny_tool_param":
+        return Policy(name, rule, target=text("target"), key=text("key"), pattern=text("pattern"))
+    if rule == "require_approval":
+        if (raw.get("key") is None) != (raw.get("pattern") is None):
+            raise InvalidParams("require_approval takes key and pattern together, or neither")
+        if raw.get("key") is None:
+            return Policy(name, rule, target=text("target"))
         return Policy(name, rule, target=text("target"), key=text("key"), pattern=text("pattern"))
     if "value" in raw:
         value = raw["value"]
@@ -127,6 +149,11 @@ class PolicySet:
     def __len__(self) -> int:
         return len(self._policies)
 
+    def approval_needed(self, actions: tuple[Action, ...]) -> bool:
+        """Whether a ``require_approval`` policy makes any of ``actions`` wait for a decision."""
+        wanting = [p for p in self._policies if p.rule == "require_approval"]
+        return bool(wanting) and any(p.wants_approval(a) for a in actions for p in wanting)
+
     def violations(self, actions: tuple[Action, ...], state: StateLookup) -> list[PolicyViolation]:
         """(policy, action) denials in action then registration order, at most
         ``MAX_REASONS_PER_ACTION`` per action. Linear: ``require_state`` policies are decided
@@ -138,7 +165,7 @@ class PolicySet:
                 reason = policy.state_reason(state)
                 if reason is not None and len(failing_state) < MAX_REASONS_PER_ACTION:
                     failing_state.append((rank, policy, reason))  # later ones never show
-            else:
+            elif policy.rule != "require_approval":  # it denies nothing
                 by_tool.setdefault(policy.target, []).append((rank, policy))
         found: list[PolicyViolation] = []
         for action in actions:

@@ -23,7 +23,7 @@ from typing import Any
 
 from carnb.app.pending import Pending
 from carnb.config import CHAT_ACK_TIMEOUT_S, CHAT_EVENTS_KEPT
-from carnb.errors import CarnbError, InvalidParams, NotFound
+from carnb.errors import CarnbError, Forbidden, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
 
 TERMINAL = frozenset({"done", "error"})
@@ -94,6 +94,30 @@ class ChatRelay:
             return False
         self._emit(chat, {"kind": kind, "delta": params.get("delta")} | _extra(params))
         return True
+
+    async def approve(self, caller: ClientSession, params: dict[str, Any]) -> dict[str, Any]:
+        """``agents.chat.approve``: pass the host's decision on an ``approval_pending`` event
+        to the chat's agent (``agent.chat.approve``) and relay its ``{resolved}``."""
+        session_id, approval_id = params.get("session_id"), params.get("approval_id")
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidParams("session_id is required and must be a string")
+        if not isinstance(approval_id, str) or not approval_id:
+            raise InvalidParams("approval_id is required and must be a string")
+        decision = params.get("decision", False)
+        if not isinstance(decision, bool | str):
+            raise InvalidParams("decision must be a boolean or a string")
+        chat = self._chats.get(session_id)
+        if chat is None:
+            raise NotFound(f"no open chat {session_id}")
+        if caller is chat.agent:
+            raise Forbidden("forbidden: an agent may not approve its own parked action")
+        ack = await chat.agent.callbacks.request(
+            "agent.chat.approve",
+            {"session_id": session_id, "approval_id": approval_id, "decision": decision},
+            timeout=CHAT_ACK_TIMEOUT_S,
+        )
+        resolved = isinstance(ack, dict) and ack.get("resolved") is True
+        return {"resolved": resolved, "session_id": session_id}
 
     def drop(self, session: ClientSession) -> None:
         """A session ended: its chats end; a host still there hears ``error``."""

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
+from carnb.app.approvals import ApprovalLedger
 from carnb.app.chat import ChatRelay
 from carnb.app.events import (
     AGENT_ATTACHED,
@@ -27,6 +28,7 @@ from carnb.app.models import ModelHub
 from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog, SpanExport
 from carnb.app.schedule import in_thread
 from carnb.app.subscriptions import RunSubscriptions
+from carnb.app.supervision import Supervision
 from carnb.app.toolhub import ToolHub
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
@@ -51,6 +53,8 @@ class Services:
     chats: ChatRelay = field(default_factory=ChatRelay)  # agents.chat turns being relayed
     meter: Meter = field(default_factory=Meter)  # tokens, cost and the audit event log
     spans: SpanExport | None = None  # the OpenTelemetry exporter, when an endpoint is set
+    supervision: Supervision = field(default_factory=Supervision)  # the admission gate
+    approvals: ApprovalLedger | None = None  # the durable approval ledger
     sessions: SessionHub = field(init=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +68,8 @@ class Services:
             caps.add("runs")
         if self.browsers is not None:
             caps.add("browser")
+        if self.approvals is not None:
+            caps.add("approvals")
         return frozenset(caps)
 
 
@@ -155,7 +161,7 @@ class SessionHub:
     ) -> None:
         """Make ``session`` what a successful ``session.auth`` granted, all or nothing: the
         graph is opened first (its failure changes nothing); a session whose role or binding
-        changes loses the host and run subscriptions it held under the old one."""
+        changes loses the host, run and supervision subscriptions it held under the old one."""
         memory = self._svc.memory
         bound: Graph | None = None
         if memory is not None:
@@ -179,6 +185,7 @@ class SessionHub:
         if was[0] and was[1:] != (is_host, agent_id, namespace):
             self._svc.events.unsubscribe(session)
             self._svc.run_subscriptions.drop_session(session)
+            self._svc.supervision.unsubscribe(session.client_id)
         session.bound_memgine = bound
         session.update(
             authenticated=True,

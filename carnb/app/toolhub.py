@@ -58,6 +58,7 @@ class LocalTool:
     fn: Callable[..., Any]
     timeout: float | None = None  # seconds; None: the hub's default
     share: Share = False  # False: its own session only; True: all; a set: these agent ids
+    approve: bool = False  # every call waits for a supervisor's decision (or the ledger's)
 
     def visible_to(self, session: ClientSession) -> bool:
         if self.share is True:

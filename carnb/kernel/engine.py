@@ -20,6 +20,7 @@ from carnb.kernel.known import KnownValues
 
 if TYPE_CHECKING:
     from carnb.config import Settings
+    from carnb.kernel.approvals import ApprovalsWidget
     from carnb.kernel.explore import MemoryExplorer
     from carnb.kernel.panel import StatusPanel
     from carnb.kernel.traceview import LiveTrace
@@ -40,6 +41,7 @@ class NotebookEngine:
         self.panel: StatusPanel | None = None
         self.explorers: list[MemoryExplorer] = []
         self.live_traces: list[LiveTrace] = []
+        self.approvals: list[ApprovalsWidget] = []
         self.last_run_id: str | None = None
         self.last_run_owner: str | None = None
         self.known = KnownValues(
@@ -77,6 +79,9 @@ class NotebookEngine:
         for live in self.live_traces:
             _quietly(live.close, "closing a live trace")
         self.live_traces.clear()
+        for widget in self.approvals:
+            _quietly(widget.close, "closing an approvals widget")
+        self.approvals.clear()
         if self.panel is not None:
             _quietly(self.panel.close, "closing the status panel")
             self.panel = None
@@ -113,6 +118,14 @@ class NotebookEngine:
         explorer = MemoryExplorer(self.calls.runtime, query, k=k, superseded=superseded)
         self.explorers.append(explorer)
         return explorer
+
+    def add_approvals(self, flt: dict[str, Any]) -> ApprovalsWidget:
+        """An approvals widget supervising with ``flt`` (closed with the engine)."""
+        from carnb.kernel.approvals import ApprovalsWidget
+
+        widget = ApprovalsWidget(self.calls.runtime, flt).start()
+        self.approvals.append(widget)
+        return widget
 
     def add_live_trace(self, run_id: str, snapshot: Callable[[], dict[str, Any]]) -> LiveTrace:
         """A live timeline of ``run_id`` (closed with the engine)."""

@@ -20,6 +20,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
 
+from carnb.config import DECISION_TIMEOUT_S
 from carnb.kernel.cellrun import Cell, run_cell_body
 from carnb.kernel.helpdoc import full_usage
 from carnb.kernel.parser import ArgError, HelpShown, build_cell_parser, build_parser, parse
@@ -69,6 +70,21 @@ class CarMagics(Magics):
         help="Where runs are kept: a postgresql://user@host:port/db URL shared by a team's "
         "kernels and servers. Default: $CARNB_STORE, else SQLite files under home.",
     ).tag(config=True)
+
+    decision_timeout = Float(
+        DECISION_TIMEOUT_S,
+        help="Seconds a supervised proposal (%car supervise, carnb.supervisor, "
+        "supervision.subscribe) waits for a verdict before it is rejected (fail-closed).",
+    ).tag(config=True)
+
+    @validate("decision_timeout")
+    def _valid_decision_timeout(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not 0 < value <= 3600:
+            raise TraitError(
+                f"CarMagics.decision_timeout must be in (0, 3600] seconds, not {value}"
+            )
+        return float(value)
 
     otel_endpoint = Unicode(
         None,
@@ -170,6 +186,7 @@ class CarMagics(Magics):
             allowed_origins=tuple(self.allowed_origins),
             chromium=self.chromium,
             home=Path(self.home) if self.home else default_home(),
+            decision_timeout=self.decision_timeout,
         )
         if self.store:
             settings = settings.with_(store=self.store)

@@ -94,6 +94,8 @@ class StatusPanel:
         self.widget.add_class(ROOT)
         self._unwatch: Callable[[], None] | None = None
         self._unwatch_proposals: Callable[[], None] | None = None
+        self._unwatch_intents: Callable[[], None] | None = None
+        self.waiting: set[str] = set()  # intents parked at the gate, waiting for a decision
         self.proposals = ProposalProgress()
         self._pending: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -183,7 +185,16 @@ class StatusPanel:
     async def _astart(self) -> None:
         self._unwatch = self.runtime.watch(self._schedule)
         self._unwatch_proposals = self.runtime.watch_proposals(self._on_proposal_event)
+        self._unwatch_intents = self.runtime.watch_intents(self._on_intent)
         await self._arefresh()
+
+    def _on_intent(self, intent: dict[str, Any]) -> None:
+        """A proposal was parked at the gate, decided or released (host loop)."""
+        if intent["outcome"] is None and not intent["released"]:
+            self.waiting.add(intent["id"])
+        else:
+            self.waiting.discard(intent["id"])
+        self._schedule()
 
     def _on_proposal_event(self, event: dict[str, Any]) -> None:
         """An action of some session's proposal started or finished (host loop)."""
@@ -211,6 +222,9 @@ class StatusPanel:
         if unwatch is not None:
             unwatch()
         unwatch, self._unwatch_proposals = self._unwatch_proposals, None
+        if unwatch is not None:
+            unwatch()
+        unwatch, self._unwatch_intents = self._unwatch_intents, None
         if unwatch is not None:
             unwatch()
 
@@ -291,7 +305,8 @@ class StatusPanel:
         self._refresh_at_expiry()
         title, mine, others = render(self._url(), rows, self.ended)
         # Trait assignments send an update only when the value changed.
-        self.title.value = STYLESHEET + title  # the widget's root has the style's class
+        # the widget's root has the style's class
+        self.title.value = STYLESHEET + title + waiting_html(len(self.waiting))
         self.mine.value = mine
         self.others.value = others
         self.tools.value = panel_tools_html(rows + ended)
@@ -426,6 +441,16 @@ def render(
         empty="no session",
     )
     return title, _mine(me), others
+
+
+def waiting_html(count: int) -> str:
+    """How many proposals wait for a decision at the gate (nothing when none)."""
+    if not count:
+        return ""
+    return (
+        f'<div class="carnb-waiting"><span class="carnb-count">{count}</span> decision(s) '
+        "waiting: <code>%car supervise</code> shows them</div>"
+    )
 
 
 def panel_text(rows: list[dict[str, Any]], ended: list[dict[str, Any]] | None = None) -> str:

@@ -15,6 +15,7 @@ import re
 import shlex
 from typing import Any, NoReturn
 
+from carnb.agentir.policy import RULES
 from carnb.kernel import (
     cmd_browser,
     cmd_core,
@@ -22,6 +23,7 @@ from carnb.kernel import (
     cmd_model,
     cmd_observe,
     cmd_runs,
+    cmd_supervise,
     cmd_tools,
 )
 
@@ -206,7 +208,50 @@ def build_parser() -> Parser:
     _browser(cmd)
     _model(cmd)
     _tools(cmd)
+    _supervise(cmd)
     return root
+
+
+REVERSIBILITY = ("reversible", "compensable", "irreversible")
+
+
+def _supervise(cmd: Any) -> None:
+    p = cmd.add_parser(
+        "supervise",
+        help="decide over other sessions' proposals in an approvals widget",
+        description="Subscribe the notebook as a supervisor of the admission gate and show "
+        "the approvals widget: every matching proposal of another session waits, before "
+        "anything runs, for Allow, Deny (with a reason) or Escalate (to the approval "
+        "ledger), and is rejected when nobody decides in time (CarMagics.decision_timeout). "
+        "The buttons work while a cell is busy.\n"
+        "  %car supervise --tools rm shell --min-reversibility compensable",
+    )
+    p.add_argument("--tools", nargs="+", metavar="T", help="only proposals calling these tools")
+    p.add_argument("--sessions", nargs="+", metavar="S", help="only proposals of these session ids")
+    p.add_argument(
+        "--min-reversibility",
+        choices=REVERSIBILITY,
+        default=None,
+        help="only proposals with an action this risky or worse",
+    )
+    p.set_defaults(func=cmd_supervise.supervise)
+
+    p = cmd.add_parser(
+        "approvals",
+        help="the approval ledger: list, approve, deny",
+        description="The durable approval ledger (host.approvals): requests of agents "
+        "(host.request_approval) and escalated proposals. `%car approvals` lists the pending "
+        "ones, --all every one.\n"
+        "  %car approvals approve ID\n  %car approvals deny ID --notes 'not on Fridays'",
+    )
+    p.add_argument("--all", action="store_true", help="also resolved and expired approvals")
+    p.set_defaults(func=cmd_supervise.approvals)
+    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    for action in ("approve", "deny"):
+        a = sub.add_parser(action, help=f"{action} one pending approval")
+        a.add_argument("approval_id", metavar="ID")
+        a.add_argument("--notes", default=None, help="why (required to deny)")
+        a.set_defaults(func=cmd_supervise.approval_resolve)
 
 
 def _memory(cmd: Any) -> None:
@@ -423,7 +468,7 @@ def _model(cmd: Any) -> None:
     md.set_defaults(func=cmd_model.default)
 
 
-POLICY_RULES = ("deny_tool", "deny_tool_param", "require_state")
+POLICY_RULES = RULES  # the policy engine's rules, named once
 
 
 def _tools(cmd: Any) -> None:
@@ -453,8 +498,14 @@ def _tools(cmd: Any) -> None:
     a.add_argument("policy_name", metavar="NAME")
     a.add_argument("--rule", required=True, choices=POLICY_RULES, help="what the policy checks")
     a.add_argument("--target", default=None, metavar="TOOL", help="the tool it applies to")
-    a.add_argument("--key", default=None, help="the parameter (deny_tool_param) or state key")
-    a.add_argument("--pattern", default=None, help="deny_tool_param: a value containing this")
+    a.add_argument(
+        "--key", default=None, help="the parameter (deny_tool_param, require_approval) or state key"
+    )
+    a.add_argument(
+        "--pattern",
+        default=None,
+        help="deny_tool_param, require_approval: a value containing this",
+    )
     g = a.add_mutually_exclusive_group()
     g.add_argument("--value", default=None, help="require_state: the value, as a string")
     g.add_argument("--value-json", default=None, help="require_state: the value, as JSON")

@@ -13,6 +13,7 @@ import logging
 from carnb.pgstore.agents import PgAgentDirectory
 from carnb.pgstore.database import Database
 from carnb.pgstore.events import EventLog, HostEventBridge
+from carnb.pgstore.ledger import PgLedger
 from carnb.pgstore.memgine import PgGraphs
 from carnb.pgstore.notify import Notifications
 from carnb.pgstore.runs import PgRunStore
@@ -66,6 +67,10 @@ class PostgresStore:
         if self._graphs is None:
             self._graphs = PgGraphs(self.db, self.notifications)
         return self._graphs
+
+    def ledger(self) -> PgLedger:
+        """The approval ledger (schema migrated on first use)."""
+        return PgLedger(self.db)
 
     def share_events(self, events: EventLog, server: str) -> HostEventBridge:
         """Share this server's host events with the store's other servers, and theirs here."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from carnb.app.approvals import ApprovalLedger
 from carnb.app.chat import ChatRelay
 from carnb.app.handlers.catalog import CATALOG
 from carnb.app.methods import Method
@@ -32,6 +33,9 @@ SERVICE_CALLS: dict[str, Callable[..., Any]] = {
     "svc.models.embed": ModelHub.embed,
     "svc.chats.start": ChatRelay.start,
     "svc.chats.event": ChatRelay.event,
+    "svc.chats.approve": ChatRelay.approve,
+    "_ledger(svc).request": ApprovalLedger.request,
+    "_ledger(svc).resolve": ApprovalLedger.resolve,
     "_store(svc).record_model_turn": RunStore.record_model_turn,
 }
 # Functions that take the params object without reading keys from it.

@@ -15,6 +15,7 @@ from tests.kernel.conftest import needs_chromium
 
 COMMANDS = [
     "agent",
+    "approvals",
     "auth",
     "browser",
     "cost",
@@ -25,6 +26,7 @@ COMMANDS = [
     "run",
     "server",
     "status",
+    "supervise",
     "tools",
 ]
 

@@ -289,6 +289,27 @@ def test_propose_verify_execute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     no_tokens_anywhere(nb)
 
 
+def test_supervise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb, client = execute("08-supervise.ipynb", tmp_path, monkeypatch)
+    agent = out(nb, "import os, subprocess, sys, time")
+    assert "pressing Allow on deploy-1 in code" in agent
+    assert re.search(r"read-1\s+read_file\s+succeeded", agent)
+    assert re.search(
+        r"rm-1\s+rm\s+rejected\s+denied by supervisor python:rules: rules: nothing", agent
+    )
+    assert re.search(r"deploy-1\s+deploy\s+succeeded", agent)
+    assert re.search(
+        r"deploy-2\s+deploy\s+rejected .*no decision within 6 s \(fail-closed\)", agent
+    )
+    (shown,) = [c for c in nb.cells if c.cell_type == "code" and c.source == "approvals"]
+    plain = text(shown)
+    assert "deploy-1" in plain and "allow by" in plain and "deploy-2" in plain
+    static = [o.data["text/html"] for o in shown.outputs if "text/html" in o.get("data", {})]
+    assert static and "staging is fine" in static[0] and "fail-closed" in static[0]
+    assert "the ledger is empty" in out(nb, "%car approvals --all")
+    no_tokens_anywhere(nb)
+
+
 def test_every_notebook_is_executed_here() -> None:
     tested = {
         "01-quickstart.ipynb",
@@ -298,6 +319,7 @@ def test_every_notebook_is_executed_here() -> None:
         "05-propose-verify-execute.ipynb",
         "06-agent-loop.ipynb",
         "07-team.ipynb",  # tests/kernel/test_notebook_team.py (it needs PostgreSQL)
+        "08-supervise.ipynb",
         "10-observe.ipynb",
     }
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested

@@ -177,6 +177,7 @@ def _run_hidden(reply: dict[str, Any]) -> bool:
 HOST_ONLY: dict[str, dict[str, Any]] = {
     "agents.register": {"name": "mallory"},
     "agents.chat": {"agent_id": "alice", "prompt": "do evil"},
+    "agents.chat.approve": {"session_id": "chat-x", "approval_id": "a", "decision": True},
     "host.events": {"limit": 5},
     "host.subscribe": {},
     "host.unsubscribe": {},

@@ -7,7 +7,7 @@ only ever lists methods that work.
 
 from __future__ import annotations
 
-from carnb.app.handlers import browser, inference, observe, proposals, runs
+from carnb.app.handlers import browser, inference, observe, proposals, runs, supervision
 from carnb.app.handlers.catalog import offered
 from carnb.app.methods import MethodTable
 from carnb.app.services import Services
@@ -21,4 +21,5 @@ def build_table(services: Services) -> MethodTable:
     proposals.attach(services)
     inference.attach(services)
     observe.attach(services)
+    supervision.attach(services)
     return MethodTable(offered(services))

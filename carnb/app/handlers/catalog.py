@@ -6,7 +6,16 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from carnb.app.handlers import browser, core, inference, memory, observe, proposals, runs
+from carnb.app.handlers import (
+    browser,
+    core,
+    inference,
+    memory,
+    observe,
+    proposals,
+    runs,
+    supervision,
+)
 from carnb.app.methods import Method, Params
 from carnb.app.services import Services
 from carnb.protocol.auth import PROTOCOL_VERSION
@@ -63,4 +72,5 @@ CATALOG: tuple[Method, ...] = (
     *proposals.METHODS,
     *inference.METHODS,
     *observe.METHODS,
+    *supervision.METHODS,
 )

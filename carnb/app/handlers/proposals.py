@@ -33,10 +33,12 @@ from carnb.agentir import (
 )
 from carnb.agentir.values import MISSING
 from carnb.app.handlers.runturns import record_proposal
+from carnb.app.handlers.supervision import gate
 from carnb.app.methods import Method, Params
 from carnb.app.params import req_list, req_str
 from carnb.app.schedule import in_thread, in_thread_if
 from carnb.app.services import Services
+from carnb.app.toolhub import LocalTool
 from carnb.config import (
     INLINE_PREPARE_CHARS,
     INLINE_PREPARE_NODES,
@@ -162,6 +164,7 @@ class _Prepared:
     # The most bytes of JSON each key's state_writes store (a key written twice counts its
     # biggest value).
     write_sizes: dict[str, int]
+    needs_approval: bool  # a require_approval policy matches one of its actions
 
 
 def _prepare(raw: Any, policies: PolicySet, state: _SessionState) -> _Prepared:
@@ -178,6 +181,7 @@ def _prepare(raw: Any, policies: PolicySet, state: _SessionState) -> _Prepared:
         build_plan(proposal.actions),
         policies.violations(proposal.actions, state.lookup),
         sizes,
+        policies.approval_needed(proposal.actions),
     )
 
 
@@ -264,6 +268,18 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     _check_state_room(s, prepared.write_sizes, tenant)
     proposal = prepared.proposal
     registry, local = svc.tools.toolset(s)
+    needs_approval = prepared.needs_approval or _approving_tools(proposal, local)
+    if needs_approval or svc.supervision.supervising:  # else the gate costs one test
+        refused = await gate(
+            svc,
+            s,
+            proposal,
+            p.get("scope"),
+            needs_approval=needs_approval,
+            denials=list(prepared.denials),
+        )
+        if refused is not None:
+            return refused
     result = await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
@@ -275,6 +291,12 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     )
     await record_proposal(svc, s, proposal, result)
     return result
+
+
+def _approving_tools(proposal: ActionProposal, local: Mapping[str, LocalTool]) -> bool:
+    """Whether an action calls a notebook tool registered with ``approve=True``."""
+    approving = {name for name, tool in local.items() if tool.approve}
+    return bool(approving) and any(a.tool in approving for a in proposal.actions)
 
 
 _PROPOSAL = {"proposal": "ActionProposal (agent-ir-spec.md)"}
@@ -307,10 +329,11 @@ METHODS = (
     Method(
         "policy.register",
         policy_register,
-        summary="Add a policy (deny_tool, deny_tool_param, require_state) to this session",
+        summary="Add a policy (deny_tool, deny_tool_param, require_state, require_approval) "
+        "to this session",
         params={
             "name": "string",
-            "rule": "deny_tool | deny_tool_param | require_state",
+            "rule": "deny_tool | deny_tool_param | require_state | require_approval",
             "target": "string?",
             "key": "string?",
             "pattern": "string?",

@@ -19,6 +19,7 @@ from carnb.agentir import ActionProposal, ProposalResult
 from carnb.app.handlers.runs import writer
 from carnb.app.schedule import in_thread
 from carnb.app.services import Services
+from carnb.app.supervision import Decision
 from carnb.config import TURN_TEXT_CHARS
 from carnb.protocol.session import ClientSession
 
@@ -55,6 +56,23 @@ def _bounded(value: Any) -> Any:
     if isinstance(value, str) and len(value) > TURN_TEXT_CHARS:
         return value[:TURN_TEXT_CHARS] + "…[truncated]"
     return value
+
+
+async def record_decisions(
+    svc: Services, session: ClientSession, intent_id: str, decisions: list[Decision]
+) -> None:
+    """Append each supervision decision on a proposal of ``session`` to its current run, one
+    turn each: ``{supervision: {intent_id, kind, reason, by, at}}``."""
+    run_id, store = session.current_run_id, svc.runs
+    if run_id is None or store is None or not decisions:
+        return
+    turns = [{"supervision": {"intent_id": intent_id, **d.to_wire()}} for d in decisions]
+    try:
+        done = await in_thread(store.record_turns, writer(session), run_id, turns[:256])
+        if done.get("ok") and session.current_run_id == run_id:
+            session.update(run_turns=session.run_turns + int(done["count"]))
+    except Exception:  # the decision stands; a trace that cannot take it must not undo it
+        log.exception("recording the decisions on %s in %s failed", intent_id, run_id)
 
 
 async def record_proposal(
