@@ -40,6 +40,8 @@ log = logging.getLogger("carnb.memgine")
 # when the budget left after the constraints cannot hold that many), plus a margin for
 # constraints among the ranked facts; the newest valid facts fill the room they leave.
 CONTEXT_FACTS = 64
+# The newest valid facts every context shows (the conversation's working set), relevant or not.
+RECENT_FACTS = 8
 CONSTRAINT_MARGIN = 8
 CONSTRAINT = "constraint"
 # memory.history returns at most this many facts.
@@ -318,29 +320,32 @@ class Memgine:
         return out
 
     def build_context(self, query: str, model_context_window: int | None = None) -> str:
-        """Constraints, then the valid facts within the token budget, most relevant last.
+        """Constraints, then the recent facts and the relevant ones within the token budget,
+        most relevant last (docs/memgine.md, Context).
 
-        When every valid fact fits, all of them are shown: those the query does not reach
-        first (oldest first), then the relevant ones ascending by score. When they do not fit,
-        the ``CONTEXT_FACTS`` best-ranked facts come first and the newest valid facts fill the
-        room left; the render drops lines from the top (the oldest filler, then the least
-        relevant) until the text fits (docs/memgine.md, Context)."""
+        Recent: the ``RECENT_FACTS`` newest valid facts, oldest first. Relevant: the ranked
+        facts whose relevance reaches ``RELEVANT_SHARE`` of the best one's (and at least
+        ``MIN_RELEVANCE``), at most ``CONTEXT_FACTS``, ascending by score. The budget is an upper
+        bound: the render drops lines from the top (the oldest recent fact, then the least
+        relevant) only when the text would pass it."""
         query = validate.query(query)
         budget = context.budget_tokens(validate.window(model_context_window))
         with self._read() as tx:
             block, size = self._constraint_block(tx)
-            newest, complete = steps.newest_valid_lines(tx, context.fact_room(budget, size))
-            want = len(newest) if complete else context.fact_slots(budget, size, CONTEXT_FACTS)
+            room = context.fact_room(budget, size)
+            newest, _ = steps.newest_valid_lines(tx, room, RECENT_FACTS)
+            want = context.fact_slots(budget, size, CONTEXT_FACTS)
             count = tx.fact_count()
             ranked = ranking.rank(tx, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
-            chosen = {r for r, _ in ranked}
+            relevant = ranking.relevant(ranked)
+            chosen = {r for r, _ in relevant}
             rows = tx.rows_by_rowid(
-                [r for r, _ in ranked] + [r for r in newest if r not in chosen],
+                [r for r, _ in relevant] + [r for r in newest if r not in chosen],
                 "fact_id, subject, body, kind",
             )  # fmt: skip
-        best = [r for r, _ in ranked if r in rows and rows[r][3] != CONSTRAINT][:want]
-        filler = sorted(r for r in newest if r not in chosen)
-        lines = [rows[r][:3] for r in filler + best[::-1] if r in rows]
+        best = [r for r, _ in relevant if r in rows and rows[r][3] != CONSTRAINT][:want]
+        recent = sorted(r for r in newest if r not in chosen)
+        lines = [rows[r][:3] for r in recent + best[::-1] if r in rows]
         return context.render(block, lines, budget)
 
     def build_context_fast(self, query: str, model_context_window: int | None = None) -> str:

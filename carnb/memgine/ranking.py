@@ -69,6 +69,11 @@ MAX_ROUNDS = 4
 RECENCY_WEIGHT = 0.1
 RECENCY_HALF_LIFE = 64
 
+# A context shows a ranked fact whose relevance reaches this share of the best one's and this
+# floor (see relevant()).
+RELEVANT_SHARE = 0.5
+MIN_RELEVANCE = 0.2
+
 
 @dataclass(slots=True)
 class _Unit:
@@ -235,6 +240,15 @@ def rank(
         scores.items(), key=lambda item: (-with_recency(item[1], top - item[0]), -item[0])
     )
     return ranked[:want]
+
+
+def relevant(ranked: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The ranked facts worth a context line: relevance at least ``RELEVANT_SHARE`` of the best
+    one's and at least ``MIN_RELEVANCE``, in the given order."""
+    if not ranked:
+        return []
+    floor = max(MIN_RELEVANCE, RELEVANT_SHARE * max(score for _, score in ranked))
+    return [(rowid, score) for rowid, score in ranked if score >= floor]
 
 
 def with_recency(relevance: float, newer: int) -> float:
