@@ -36,9 +36,9 @@ from carnb.memgine.text import fact_keys, fact_terms
 
 log = logging.getLogger("carnb.memgine")
 
-# Facts ranked for the ``## Facts`` section of a context when not every valid fact fits (fewer
-# when the budget left after the constraints cannot hold that many), plus a margin for
-# constraints among the ranked facts; the newest valid facts fill the room they leave.
+# Facts ranked for the ``## Facts`` section of a context (fewer when the budget left after the
+# constraints cannot hold that many), plus a margin for constraints among the ranked facts; of
+# them, the relevant ones are shown (ranking.relevant).
 CONTEXT_FACTS = 64
 # The newest valid facts every context shows (the conversation's working set), relevant or not.
 RECENT_FACTS = 8
