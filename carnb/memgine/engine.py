@@ -303,20 +303,26 @@ class Memgine:
 
     # -- retrieval ---------------------------------------------------------------------------
 
-    def query(self, query: str, k: int = 5) -> list[dict[str, Any]]:
-        """The ``k`` most relevant facts, best first, ``confidence`` = score in [0, 1]."""
+    def query(self, query: str, k: int = 5, *, explain: bool = False) -> list[dict[str, Any]]:
+        """The ``k`` most relevant facts, best first, ``confidence`` = score in [0, 1].
+        ``explain``: each row also says why it ranked (:func:`_explained`)."""
         query = validate.query(query)
         k = validate.k(k)
         if k <= 0:
             return []
         with self._read() as tx:
-            ranked = ranking.rank(tx, self._lexicon, query, k, tx.fact_count())
-            rows = tx.rows_by_rowid([rowid for rowid, _ in ranked], FACT_COLUMNS)
+            found = ranking.ranking(tx, self._lexicon, query, k, tx.fact_count())
+            rowids = [rowid for rowid, _ in found.ranked]
+            rows = tx.rows_by_rowid(rowids, FACT_COLUMNS)
+            why = _explained(tx, found, rowids) if explain else {}
         out = []
-        for rowid, score in ranked:
+        for rowid, score in found.ranked:
             row = rows.get(rowid)
             if row is not None:
-                out.append({**_fact_dict(row), "confidence": round(score, 6)})
+                fact = {**_fact_dict(row), "confidence": round(score, 6)}
+                if explain:
+                    fact["explain"] = why[rowid]
+                out.append(fact)
         return out
 
     def build_context(self, query: str, model_context_window: int | None = None) -> str:
@@ -408,6 +414,39 @@ class Memgine:
             if report["duplicates_merged"]:
                 self._forget()
         return report
+
+
+def _explained(tx: GraphTx, found: ranking.Ranking, rowids: list[int]) -> dict[int, dict[str, Any]]:
+    """Why each of ``rowids`` ranked: the query words it holds (how each matched, its rarity
+    weight, its share of the keyword score), the keyword score, the activation spreading gave
+    it, the relevance (the larger: its ``confidence``), the recency bonus of the order and how
+    many facts were written after it, whether it is a constraint, whether build_context would
+    show it as relevant, and its supersession state (valid; the ids it replaced)."""
+    words: dict[int, list[dict[str, object]]] = {}
+    if found.terms is not None:
+        for rowid, terms, stems in steps.scored_terms(tx, rowids):
+            words[rowid] = found.terms.explain(terms, stems)
+    shown = {rowid for rowid, _ in ranking.relevant(found.ranked)}
+    kinds = tx.rows_by_rowid(rowids, "fact_id, kind")
+    relevance = dict(found.ranked)
+    out: dict[int, dict[str, Any]] = {}
+    for rowid in rowids:
+        newer = found.top - rowid
+        replaced = [r for r in tx.supersession_step([rowid]) if r != rowid]
+        ids = tx.rows_by_rowid(replaced, "fact_id") if replaced else {}
+        out[rowid] = {
+            "words": words.get(rowid, []),
+            "keyword_score": round(found.keyword.get(rowid, 0.0), 6),
+            "activation": round(found.activation.get(rowid, 0.0), 6),
+            "relevance": round(relevance[rowid], 6),
+            "recency": round(ranking.recency_bonus(newer), 6),
+            "newer_facts": newer,
+            "constraint": rowid in kinds and kinds[rowid][1] == CONSTRAINT,
+            "in_context": rowid in shown,
+            "superseded_by": None,
+            "supersedes": sorted(ids[r][0] for r in ids),
+        }
+    return out
 
 
 def _stored_dict(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -292,3 +292,13 @@ def test_authenticating_to_a_graph_that_is_loading_does_not_wait_for_the_load(
     assert loader.recv_reply("load", timeout=120)["result"] == 120_000
     assert auth_took < 1.0 and bystander_took < 1.0, (auth_took, bystander_took)
     assert late.call("memory.fact_count") == 120_000  # counted once the graph is free
+
+
+def test_query_explain_over_the_wire(runtime, connect_client) -> None:
+    c = connect_client()
+    add(c, "deploy", "the staging deploy runs every night at 2am")
+    row = c.call("memory.query", {"query": "staging deploy", "explain": True})[0]
+    assert [w["word"] for w in row["explain"]["words"]] == ["staging", "deploy"]
+    assert row["explain"]["relevance"] == row["confidence"]
+    err = c.request("memory.query", {"query": "deploy", "explain": "yes"})["error"]
+    assert err["code"] == -32602 and "explain must be a boolean" in err["message"]

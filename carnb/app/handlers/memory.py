@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from carnb.app.methods import Method, Params
 from carnb.app.params import (
+    opt_bool,
     opt_int,
     opt_number,
     opt_str,
@@ -92,10 +93,11 @@ def query(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
     text = req_str(p, "query", allow_empty=True)
     k = opt_int(p, "k", 5, maximum=MAX_QUERY_K)
     assert k is not None
+    explain = opt_bool(p, "explain", False)
     if k <= 0:
         return []
     g = graph(s, svc)
-    return on_graph(g, lambda: g.query(text, k))
+    return on_graph(g, lambda: g.query(text, k, explain=explain))
 
 
 def history(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
@@ -202,8 +204,14 @@ METHODS = (
         needs="memory",
         large_reply=True,
         summary="Facts relevant to a query, best first",
-        params={"query": "string", "k": "integer? (5)"},
-        result="[{fact_id, subject, body, kind, confidence, tags, source}]",
+        params={
+            "query": "string",
+            "k": "integer? (5)",
+            "explain": "boolean? (false): each row also says why it ranked",
+        },
+        result="[{fact_id, subject, body, kind, confidence, tags, source, explain?: {words, "
+        "keyword_score, activation, relevance, recency, newer_facts, constraint, in_context, "
+        "superseded_by, supersedes}}]",
     ),
     Method(
         "memory.fact_count",
