@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams
-from carnb.memgine import bulk, context, interchange, ranking, steps, validate
+from carnb.memgine import bulk, context, interchange, proactive, ranking, steps, validate
 from carnb.memgine.backend import FACT_COLUMNS, GraphBackend, GraphTx, NewFact
 from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.sqlite_graph import SqliteGraph
@@ -366,6 +366,24 @@ class Memgine:
             rows = tx.rows_by_rowid(found, "fact_id, subject, body, kind")
         lines = [rows[r][:3] for r in sorted(rows) if rows[r][3] != CONSTRAINT][-want:]
         return context.render(block, lines, budget)
+
+    # -- proactive memory ----------------------------------------------------------------
+
+    def intervene(self, request: dict[str, Any]) -> dict[str, Any]:
+        """At most one grounded reminder for the next action, or an explicit silence
+        (:mod:`carnb.memgine.proactive`)."""
+        parsed = proactive.parse_request(request)
+        with self._lock:
+            return proactive.decide(self._candidates, parsed, {"facts": self.fact_count()})
+
+    def evaluate(self, cases: Any) -> dict[str, Any]:
+        """Precision and recall of the selector and its baselines on labelled cases."""
+        parsed = proactive.parse_cases(cases)
+        with self._lock:
+            return proactive.evaluate(self._candidates, parsed, {"facts": self.fact_count()})
+
+    def _candidates(self, text: str, k: int) -> list[dict[str, Any]]:
+        return self.query(text, k)
 
     def _constraint_block(self, tx: GraphTx) -> tuple[str, int]:
         """The rendered constraints section (cached until a constraint changes)."""

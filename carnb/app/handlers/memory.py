@@ -15,6 +15,8 @@ even before the reader awaits the reply, and a caller that leaves does not cut a
 
 from __future__ import annotations
 
+import secrets
+
 from carnb.app.methods import Method, Params
 from carnb.app.params import (
     opt_bool,
@@ -22,12 +24,13 @@ from carnb.app.params import (
     opt_number,
     opt_str,
     opt_str_list,
+    req_list,
     req_str,
 )
 from carnb.app.ports import Graph, Record
 from carnb.app.schedule import Later, in_turn, on_graph, then
 from carnb.app.services import Services
-from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K
+from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K, MAX_STATUS_CHARS
 from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
 
@@ -153,6 +156,9 @@ async def load(s: ClientSession, p: Params, svc: Services) -> int:
 def delete(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     g = graph(s, svc)
     fact_id = req_str(p, "id")
+    if fact_id.startswith(STATUS_PREFIX):
+        gone = s.memory_status.pop(fact_id[len(STATUS_PREFIX) :], None) is not None
+        return {"id": fact_id, "deleted": gone, "kind": "status", "fact_count": s.fact_count}
 
     def publish(result: Record) -> Record:
         publish_count(s, svc, g, result["fact_count"])
@@ -167,6 +173,118 @@ async def consolidate(s: ClientSession, p: Params, svc: Services) -> Record:
     publish_count(s, svc, g, report["fact_count"])
     return report
 
+
+# -- proactive memory (the reference daemon's shapes) --------------------------------------
+
+STATUS_PREFIX = "proactive-status:"
+# memory.save_*'s confidence may be a label; stored as this number.
+CONFIDENCE_LABELS = {"high": 0.9, "medium": 0.6, "low": 0.3}
+TENANT_TAG = "tenant:"
+
+
+def save_knowledge(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    return _save(s, p, svc, "knowledge")
+
+
+def save_procedural(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    return _save(s, p, svc, "procedural")
+
+
+def _save(s: ClientSession, p: Params, svc: Services, entry: str) -> Record | Later:
+    """A knowledge or procedural entry: a graph fact of that kind (``constraint`` when
+    ``is_constraint``), tagged with its entry kind and tenant, under a stable id."""
+    g = graph(s, svc)
+    subject = req_str(p, "subject")
+    body = req_str(p, "body", allow_empty=True)
+    fact_id = opt_str(p, "id") or f"{entry}-{secrets.token_hex(6)}"
+    tags = list(opt_str_list(p, "tags") or [])
+    confidence = _confidence(p.get("confidence"))
+    tenant = opt_str(p, "tenant_id")
+    constraint = opt_bool(p, "is_constraint", False)
+    tags = [entry, *tags] + ([TENANT_TAG + tenant] if tenant is not None else [])
+    kind = "constraint" if constraint else entry
+
+    def work() -> Record:
+        count = g.add_fact(
+            subject, body, kind, fact_id=fact_id, tags=tags, source=entry, confidence=confidence
+        )
+        return {"id": fact_id, "kind": entry, "fact_count": count}
+
+    def publish(result: Record) -> Record:
+        publish_count(s, svc, g, result["fact_count"])
+        return result
+
+    small = len(subject) + len(body) <= INLINE_WRITE_CHARS
+    return then(on_graph(g, work, thread=not (own_graph(s) and small)), publish)
+
+
+def _confidence(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.lower() in CONFIDENCE_LABELS:
+            return CONFIDENCE_LABELS[value.lower()]
+        try:
+            value = float(value)
+        except ValueError:
+            raise InvalidParams(
+                "confidence must be high, medium, low or a number from 0 to 1"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidParams("confidence must be high, medium, low or a number from 0 to 1")
+    return float(value)
+
+
+def update_status(s: ClientSession, p: Params, svc: Services) -> Record:
+    body = req_str(p, "body", allow_empty=True)
+    tenant = opt_str(p, "tenant_id")
+    if len(body) > MAX_STATUS_CHARS:
+        raise InvalidParams(f"body holds at most {MAX_STATUS_CHARS} characters")
+    slot = tenant if tenant is not None else "global"
+    s.memory_status[slot] = body
+    out: Record = {"id": STATUS_PREFIX + slot, "body": body}
+    if tenant is not None:
+        out["tenant_id"] = tenant
+    return out
+
+
+def intervene(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    request = {
+        "query": p.get("query"),
+        "recent": p.get("recent"),
+        "trigger": p.get("trigger"),
+        "force": p.get("force"),
+        "max_candidates": p.get("max_candidates"),
+        "tenant_id": p.get("tenant_id"),
+    }
+    g = graph(s, svc)
+    return on_graph(g, lambda: g.intervene({k: v for k, v in request.items() if v is not None}))
+
+
+def evaluate(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    cases = req_list(p, "cases")
+    g = graph(s, svc)
+    return on_graph(g, lambda: g.evaluate(cases))
+
+
+_SAVE_PARAMS = {
+    "id": "string? (a stable id; default <kind>-<12 hex>)",
+    "subject": "string",
+    "body": "string",
+    "tags": "string[]?",
+    "confidence": "string? (high, medium, low or a number from 0 to 1)",
+    "tenant_id": "string?",
+    "is_constraint": "boolean? (false)",
+}
+_INTERVENE_PARAMS = {
+    "query": "string?",
+    "recent": "string[]? (at most 32)",
+    "trigger": "object? {repeated_failures, tool_error, explicit_uncertainty, "
+    "high_risk_action, context_shift}",
+    "force": "boolean? (false)",
+    "max_candidates": "integer? (8, at most 64)",
+    "tenant_id": "string?",
+}
 
 _CONTEXT_PARAMS = {"query": "string", "model_context_window": "integer?"}
 _PATH_PARAMS = {"path": "string (relative to <home>/memory/)"}
@@ -273,5 +391,49 @@ METHODS = (
         needs="memory",
         summary="Merge exact duplicates and report same-subject contradictions",
         result="{duplicates_merged, contradictions_found, fact_count}",
+    ),
+    Method(
+        "memory.save_knowledge",
+        save_knowledge,
+        needs="memory",
+        summary="Save durable execution-state knowledge (a graph fact of kind knowledge)",
+        params=_SAVE_PARAMS,
+        result='{id, kind: "knowledge", fact_count}',
+    ),
+    Method(
+        "memory.save_procedural",
+        save_procedural,
+        needs="memory",
+        summary="Save procedural evidence: attempts, fixes, diagnostics (kind procedural)",
+        params=_SAVE_PARAMS,
+        result='{id, kind: "procedural", fact_count}',
+    ),
+    Method(
+        "memory.update_status",
+        update_status,
+        needs="memory",
+        summary="Set the proactive memory agent's private status (session-local, not a fact)",
+        params={"body": "string", "tenant_id": "string?"},
+        result="{id, body, tenant_id?}",
+    ),
+    Method(
+        "memory.intervene",
+        intervene,
+        needs="memory",
+        summary="At most one grounded reminder for the next action, or an explicit silence",
+        params=_INTERVENE_PARAMS,
+        result='{decision: "inject", reminder, selected, candidates, bank} | '
+        '{decision: "silent", reason, candidates, bank}',
+    ),
+    Method(
+        "memory.evaluate",
+        evaluate,
+        needs="memory",
+        summary="Precision and recall of the intervention selector and its baselines",
+        params={
+            "cases": "[{id, request: memory.intervene params, relevant_fact_ids?: string[]}] "
+            "(at most 1000)"
+        },
+        result="{cases, selective, always_inject, passive_retrieval, no_memory}",
     ),
 )
