@@ -38,6 +38,8 @@ class NewFact:
     created_at: float
     terms: str
     stems: str
+    # Who wrote it and when, as JSON text: decided by the server, never by a client field.
+    provenance: str = "{}"
 
 
 class FactIdTaken(CarnbError):
@@ -54,7 +56,7 @@ Target = tuple[int, str, str, str, int | None]
 Linked = tuple[int, NewFact, int | None]
 
 # Column lists :meth:`GraphTx.rows_by_rowid` accepts (names common to every store).
-FACT_COLUMNS = "fact_id, subject, body, kind, tags, source"
+FACT_COLUMNS = "fact_id, subject, body, kind, tags, source, provenance"
 LINE_COLUMNS = "fact_id, subject, body, kind"
 
 

@@ -167,6 +167,7 @@ class Memgine:
         source: str | None = "user",
         confidence: float | None = None,
         supersedes: list[str] | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> int:
         """Store a fact; returns the number of valid facts after the write.
 
@@ -175,6 +176,8 @@ class Memgine:
         existing id. ``supersedes``: fact ids or subjects (an id wins) whose valid facts this one
         replaces; a name that is neither is :class:`InvalidParams` and nothing is written.
         ``None`` for an optional field means its default (so a handler can pass params through).
+        ``provenance``: who is writing (the server's account, :func:`written_by`); ``at``, the
+        time of the write, is added.
         """
         subject = validate.subject(subject)
         body = validate.body(body)
@@ -185,9 +188,10 @@ class Memgine:
         stored_confidence = validate.confidence(confidence)
         replaced = validate.supersedes(supersedes)
         terms = fact_terms(subject, body)
+        now = time.time()
         fact = NewFact(
             fact_id or "", subject, body, kind, tag_list, source, stored_confidence,
-            time.time(), terms, fact_keys(terms),
+            now, terms, fact_keys(terms), written_by(provenance, now),
         )  # fmt: skip
         with self._write() as tx:
             if fact_id is not None:
@@ -402,15 +406,16 @@ class Memgine:
             facts = tx.fact_rows()
         return interchange.write_atomic(Path(path), map(_persisted_dict, facts))
 
-    def load(self, path: Path) -> int:
+    def load(self, path: Path, provenance: dict[str, Any] | None = None) -> int:
         """Replace the graph with the file's facts; returns the count.
 
         The file is read and checked first: a missing, corrupt or foreign file raises and
         leaves the graph as it was. The graph is then emptied and refilled in batches, each
         its own transaction (:func:`carnb.memgine.bulk.replace`), so another process's writes
-        never wait for the whole load."""
+        never wait for the whole load. A fact's provenance is the file's, or else the loader's
+        (``provenance``) naming the file."""
         loaded = interchange.read(Path(path))
-        facts = bulk.prepare(loaded)
+        facts = bulk.prepare(loaded, {**(provenance or {}), "loaded_from": Path(path).name})
         links = [(f.fact_id, f.superseded_by) for f in loaded if f.superseded_by]
         with self._lock:
             try:
@@ -432,6 +437,11 @@ class Memgine:
             if report["duplicates_merged"]:
                 self._forget()
         return report
+
+
+def written_by(provenance: dict[str, Any] | None, at: float) -> str:
+    """A fact's stored provenance: the writer's account plus the time, as JSON text."""
+    return json.dumps({**(provenance or {}), "at": at}, ensure_ascii=False, default=str)
 
 
 def _explained(tx: GraphTx, found: ranking.Ranking, rowids: list[int]) -> dict[int, dict[str, Any]]:
@@ -470,10 +480,10 @@ def _explained(tx: GraphTx, found: ranking.Ranking, rowids: list[int]) -> dict[i
 def _stored_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     """A ``GraphTx.fact_rows`` / ``steps.history`` row as a dict."""
     return {
-        **_fact_dict(row[:6]),
-        "confidence": row[6],
-        "created_at": row[7],
-        "superseded_by": row[8],
+        **_fact_dict(row[:7]),
+        "confidence": row[7],
+        "created_at": row[8],
+        "superseded_by": row[9],
     }
 
 
@@ -486,7 +496,7 @@ def _persisted_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _fact_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    fact_id, subject, body, kind, tags, source = row
+    fact_id, subject, body, kind, tags, source, provenance = row
     return {
         "fact_id": fact_id,
         "subject": subject,
@@ -494,4 +504,5 @@ def _fact_dict(row: tuple[Any, ...]) -> dict[str, Any]:
         "kind": kind,
         "tags": json.loads(tags),
         "source": source,
+        "provenance": json.loads(provenance),
     }

@@ -65,7 +65,8 @@ log = logging.getLogger("carnb.memgine")
 LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
 # Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
 # Version 3 adds supersession (facts.superseded_by, the index holds valid facts only).
-SCHEMA_VERSION = 3
+# Version 4 adds provenance (facts.provenance: who wrote the fact, JSON).
+SCHEMA_VERSION = 4
 RELATED_TO = "RelatedTo"
 # New facts are added to the full-text index this many at a time, or sooner once the pending
 # facts hold this many characters of terms: every query re-scores the pending facts (pending()).
@@ -87,7 +88,8 @@ CREATE TABLE facts (
     terms TEXT NOT NULL,
     stems TEXT NOT NULL,
     prev INTEGER,
-    superseded_by INTEGER
+    superseded_by INTEGER,
+    provenance TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX facts_subject ON facts(subject);
 CREATE INDEX facts_prev ON facts(prev) WHERE prev IS NOT NULL;
@@ -182,6 +184,13 @@ def _add_supersession(conn: sqlite3.Connection) -> None:
     tx.set_meta("fact_count", int(count))
 
 
+def _add_provenance(conn: sqlite3.Connection) -> None:
+    """Version 3 -> 4: the ``provenance`` column (``{}``: written before carnb recorded it)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(facts)")}
+    if "provenance" not in columns:
+        conn.execute("ALTER TABLE facts ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}'")
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
@@ -192,7 +201,7 @@ _SCHEMA = sqlite.Schema(
     "memory graph file",
     SCHEMA_VERSION,
     _CREATE + ";" + _VALID_INDEX,
-    migrations={1: _rekey_long_words, 2: _add_supersession},
+    migrations={1: _rekey_long_words, 2: _add_supersession, 3: _add_provenance},
     legacy=_legacy_version,
 )
 
@@ -209,6 +218,7 @@ def _values(fact: NewFact) -> tuple[object, ...]:
         fact.created_at,
         fact.terms,
         fact.stems,
+        fact.provenance,
     )
 
 
@@ -268,7 +278,7 @@ class Checkpointer:
             conn.close()
 
 
-_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source"
+_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source, f.provenance"
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -325,7 +335,7 @@ class SqliteTx:
         pending facts when a batch is full; returns its rowid. Caller holds a transaction."""
         cur = self.conn.execute(
             "INSERT INTO facts(fact_id, subject, body, kind, tags, source, confidence, created_at, "
-            "terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "terms, stems, provenance, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*_values(fact), self.newest_of_subject(fact.subject)),
         )
         rowid = cur.lastrowid
@@ -657,8 +667,8 @@ class SqliteTx:
         try:
             self.conn.executemany(
                 "INSERT INTO facts(rowid, fact_id, subject, body, kind, tags, source, "
-                "confidence, created_at, terms, stems, prev) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "confidence, created_at, terms, stems, provenance, prev) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(rowid, *_values(fact), prev) for rowid, fact, prev in rows],
             )
         except sqlite3.IntegrityError as exc:

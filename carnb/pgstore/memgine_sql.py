@@ -85,13 +85,15 @@ SCHEMA = Component(
             PRIMARY KEY (graph_id, key)
         );
         """,
+        # who wrote each fact (JSON; '{}': written before carnb recorded it)
+        "ALTER TABLE memgine_facts ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}'",
     ),
 )
 CHANNEL = "carnb_memgine"
 Params = Sequence[Any] | Mapping[str, Any]
-_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source"
+_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source, f.provenance"
 # Columns rows_by_rowid may be asked for (constants of memgine, never client text).
-_ALLOWED_COLUMNS = frozenset({"fact_id", "subject", "body", "kind", "tags", "source"})
+_ALLOWED_COLUMNS = frozenset({"fact_id", "subject", "body", "kind", "tags", "source", "provenance"})
 _LINES_PAGE = 256
 # A load refreshes the planner's statistics each time a graph passes a multiple of this.
 ANALYZE_EVERY = 10_000
@@ -217,11 +219,11 @@ class PgGraphTx:
             """
             WITH f AS (
                 INSERT INTO memgine_facts (graph_id, rowid, fact_id, subject, body, kind, tags,
-                    source, confidence, created_at, terms, stems, prev)
+                    source, confidence, created_at, terms, stems, provenance, prev)
                 VALUES (%(g)s,
                     (SELECT coalesce(max(rowid), 0) + 1 FROM memgine_facts WHERE graph_id = %(g)s),
                     %(fact_id)s, %(subject)s, %(body)s, %(kind)s, %(tags)s, %(source)s,
-                    %(confidence)s, %(created_at)s, %(terms)s, %(stems)s,
+                    %(confidence)s, %(created_at)s, %(terms)s, %(stems)s, %(provenance)s,
                     (SELECT max(rowid) FROM memgine_facts
                      WHERE graph_id = %(g)s AND subject = %(subject)s))
                 RETURNING rowid
@@ -523,8 +525,8 @@ class PgGraphTx:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO memgine_facts (graph_id, rowid, fact_id, subject, body, "
-                    "kind, tags, source, confidence, created_at, terms, stems, prev) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "kind, tags, source, confidence, created_at, terms, stems, provenance, prev) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     values,
                 )
         except psycopg.errors.UniqueViolation as exc:
@@ -623,7 +625,7 @@ class PgGraphTx:
 
 _FACT_FIELDS = (
     "fact_id", "subject", "body", "kind", "tags", "source", "confidence", "created_at", "terms",
-    "stems",
+    "stems", "provenance",
 )  # fmt: skip
 
 
@@ -639,4 +641,5 @@ def _fact_params(fact: NewFact) -> dict[str, Any]:
         "created_at": fact.created_at,
         "terms": fact.terms,
         "stems": fact.stems,
+        "provenance": fact.provenance,
     }

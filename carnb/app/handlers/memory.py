@@ -61,6 +61,18 @@ def publish_count(s: ClientSession, svc: Services, g: Graph, count: int) -> None
             other.update(fact_count=count)
 
 
+def written_by(s: ClientSession) -> Record:
+    """Who a session's write comes from, as the server knows it (never a client field): the
+    session's kind and id, its role, its agent, and its current run and turn."""
+    out: Record = {"session_kind": s.kind, "session_id": s.client_id, "role": s.role}
+    if s.agent_id is not None:
+        out["agent_id"] = s.agent_id
+    if s.current_run_id is not None:
+        out["run_id"] = s.current_run_id
+        out["turn"] = s.run_turns
+    return out
+
+
 def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
     g = graph(s, svc)
     subject = req_str(p, "subject")
@@ -71,6 +83,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
     source = opt_str(p, "source", "user") or "user"
     confidence = opt_number(p, "confidence")
     supersedes = opt_str_list(p, "supersedes")
+    provenance = written_by(s)
 
     def work() -> int:
         return g.add_fact(
@@ -82,6 +95,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
             source=source,
             confidence=confidence,
             supersedes=supersedes,
+            provenance=provenance,
         )
 
     def publish(count: int) -> int:
@@ -148,7 +162,7 @@ async def load(s: ClientSession, p: Params, svc: Services) -> int:
     assert svc.memory is not None
     path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.load", session=s)
     g = graph(s, svc)
-    count = await in_turn(g, g.load, path)
+    count = await in_turn(g, g.load, path, written_by(s))
     publish_count(s, svc, g, await in_turn(g, g.fact_count))  # others may have written meanwhile
     return count
 
@@ -203,11 +217,13 @@ def _save(s: ClientSession, p: Params, svc: Services, entry: str) -> Record | La
     constraint = opt_bool(p, "is_constraint", False)
     tags = [entry, *tags] + ([TENANT_TAG + tenant] if tenant is not None else [])
     kind = "constraint" if constraint else entry
+    provenance = written_by(s)
 
     def work() -> Record:
         count = g.add_fact(
-            subject, body, kind, fact_id=fact_id, tags=tags, source=entry, confidence=confidence
-        )
+            subject, body, kind, fact_id=fact_id, tags=tags, source=entry,
+            confidence=confidence, provenance=provenance,
+        )  # fmt: skip
         return {"id": fact_id, "kind": entry, "fact_count": count}
 
     def publish(result: Record) -> Record:
@@ -313,8 +329,8 @@ METHODS = (
         needs="memory",
         summary="Supersession chain of a subject or a fact, newest first",
         params={"subject": "string? (one of subject, fact_id)", "fact_id": "string?"},
-        result="[{fact_id, subject, body, kind, tags, source, confidence, created_at, "
-        "superseded_by}]",
+        result="[{fact_id, subject, body, kind, tags, source, provenance, confidence, "
+        "created_at, superseded_by}]",
     ),
     Method(
         "memory.query",
@@ -327,7 +343,8 @@ METHODS = (
             "k": "integer? (5)",
             "explain": "boolean? (false): each row also says why it ranked",
         },
-        result="[{fact_id, subject, body, kind, confidence, tags, source, explain?: {words, "
+        result="[{fact_id, subject, body, kind, confidence, tags, source, provenance, "
+        "explain?: {words, "
         "keyword_score, activation, relevance, recency, newer_facts, constraint, in_context, "
         "superseded_by, supersedes}}]",
     ),
