@@ -55,6 +55,8 @@ Target = tuple[int, str, str, str, int | None]
 # (rowid, fact, prev) of a fact to append: its rowid and the newest earlier fact of its subject
 Linked = tuple[int, NewFact, int | None]
 
+# The tag that pins a fact: every context shows it (memory.pin sets it).
+PINNED = "pinned"
 # Column lists :meth:`GraphTx.rows_by_rowid` accepts (names common to every store).
 FACT_COLUMNS = "fact_id, subject, body, kind, tags, source, provenance"
 LINE_COLUMNS = "fact_id, subject, body, kind"
@@ -116,6 +118,10 @@ class GraphTx(Protocol):
         """The rows of :meth:`fact_rows` for the stored ones of ``rowids``, newest first."""
 
     def constraint_rows(self) -> list[tuple[str, str, str]]: ...
+    def pinned_rows(self) -> list[tuple[int, str, str, str]]:
+        """``(rowid, fact_id, subject, body)`` of the valid non-constraint facts tagged
+        ``PINNED``, oldest first (a constraint is always shown anyway)."""
+
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]: ...
     def line_sizes(self) -> Iterator[tuple[int, int]]:
         """``(rowid, size)`` of the valid non-constraint facts, newest first, lazily: ``size``

@@ -29,7 +29,7 @@ from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams
 from carnb.memgine import bulk, context, interchange, proactive, ranking, steps, validate
-from carnb.memgine.backend import FACT_COLUMNS, GraphBackend, GraphTx, NewFact
+from carnb.memgine.backend import FACT_COLUMNS, PINNED, GraphBackend, GraphTx, NewFact
 from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.sqlite_graph import SqliteGraph
 from carnb.memgine.text import fact_keys, fact_terms
@@ -62,6 +62,8 @@ class Memgine:
         self._lexicon = Lexicon()
         # Rendered "## Constraints" block and its size; None when it must be rebuilt.
         self._constraints: tuple[str, int] | None = None
+        # The valid pinned facts ``(rowid, fact_id, subject, body)``; None when to be re-read.
+        self._pinned: list[tuple[int, str, str, str]] | None = None
         # Set by close_if_idle: the next use opens the graph again, after admit(self).
         self._reopen = False
         self.admit: Callable[[Memgine], None] | None = None
@@ -100,6 +102,7 @@ class Memgine:
         """Drop the caches derived from the stored graph (another connection wrote to it)."""
         self._lexicon.clear()
         self._constraints = None
+        self._pinned = None
 
     def _ready(self) -> None:
         """The caller holds the lock: a graph closed while idle opens again here."""
@@ -156,7 +159,11 @@ class Memgine:
 
     # -- facts -------------------------------------------------------------------------------
 
-    def add_fact(
+    def add_fact(self, subject: str, body: str, kind: str | None = "pattern", **kw: Any) -> int:
+        """Store a fact; returns the number of valid facts after the write (:meth:`write`)."""
+        return self.write(subject, body, kind, **kw)[1]
+
+    def write(
         self,
         subject: str,
         body: str,
@@ -168,8 +175,8 @@ class Memgine:
         confidence: float | None = None,
         supersedes: list[str] | None = None,
         provenance: dict[str, Any] | None = None,
-    ) -> int:
-        """Store a fact; returns the number of valid facts after the write.
+    ) -> tuple[str, int]:
+        """Store a fact; returns its id and the number of valid facts after the write.
 
         Same id with the same subject and body: nothing changes (``supersedes`` included). Same
         id with other content: :class:`CarnbError`, nothing changes. No id: ``ws-<n>``, never an
@@ -198,7 +205,7 @@ class Memgine:
                 stored = tx.content_of(fact_id)
                 if stored is not None:
                     if stored == (subject, body):
-                        return tx.fact_count()
+                        return fact_id, tx.fact_count()
                     raise CarnbError(
                         f"fact {fact_id!r} already exists with different content; delete it "
                         "first or use another id"
@@ -221,7 +228,9 @@ class Memgine:
                 self._lexicon.removed(old_stems)
             if kind == CONSTRAINT or any(t[2] == CONSTRAINT for t in targets):
                 self._constraints = None
-        return count
+            if targets or PINNED in tag_list:
+                self._pinned = None
+        return fact.fact_id, count
 
     def related(self, fact_id: str) -> list[str]:
         """Ids of the facts linked to ``fact_id`` (``RelatedTo``: the previous and the next fact
@@ -268,7 +277,57 @@ class Memgine:
                 self._lexicon.added(old_stems)
             if kind == CONSTRAINT or any(r[2] == CONSTRAINT for r in revived):
                 self._constraints = None
+            self._pinned = None
         return {"id": fact_id, "deleted": True, "kind": kind, "fact_count": count}
+
+    def edit(
+        self,
+        fact_id: str,
+        body: str,
+        subject: str | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Replace a valid fact by an edited copy (same kind, tags and source; ``subject``
+        kept unless given) that supersedes it, so the old text stays in its history:
+        ``{id, replaces, fact_count}``."""
+        fact_id = validate.name(fact_id, "id")
+        with self._read() as tx:
+            target = tx.target(fact_id)
+            if target is None:
+                raise InvalidParams(f"no fact {fact_id!r} to edit")
+            if target[4] is not None:
+                raise InvalidParams(
+                    f"fact {fact_id!r} is superseded; edit the fact that replaced it"
+                )
+            old = tx.rows_by_rowid([target[0]], FACT_COLUMNS)[target[0]]
+        _, old_subject, _, kind, tags, source, _ = old
+        new_id, count = self.write(
+            old_subject if subject is None else subject, body, kind, tags=json.loads(tags),
+            source=source, supersedes=[fact_id], provenance=provenance,
+        )  # fmt: skip
+        return {"id": new_id, "replaces": fact_id, "fact_count": count}
+
+    def pin(self, fact_id: str, pinned: bool = True) -> dict[str, Any]:
+        """Pin a valid fact (every context shows it) or unpin it, by its ``PINNED`` tag:
+        ``{id, pinned, changed}``."""
+        fact_id = validate.name(fact_id, "id")
+        with self._write() as tx:
+            target = tx.target(fact_id)
+            if target is None:
+                raise InvalidParams(f"no fact {fact_id!r} to pin")
+            if target[4] is not None and pinned:
+                raise InvalidParams(
+                    f"fact {fact_id!r} is superseded; pin the fact that replaced it"
+                )
+            tags, _ = tx.tags_and_stems(target[0])
+            now = json.loads(tags)
+            wanted = ([*now, PINNED] if PINNED not in now else now) if pinned else [
+                t for t in now if t != PINNED]  # fmt: skip
+            changed = wanted != now
+            if changed:
+                tx.set_tags(target[0], json.dumps(wanted, ensure_ascii=False))
+                self._pinned = None
+        return {"id": fact_id, "pinned": pinned, "changed": changed}
 
     def facts(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Stored facts, superseded ones included, in creation order (``confidence`` is the
@@ -335,13 +394,16 @@ class Memgine:
 
         Recent: the ``RECENT_FACTS`` newest valid facts, oldest first. Relevant: the ranked
         facts whose relevance reaches ``RELEVANT_SHARE`` of the best one's (and at least
-        ``MIN_RELEVANCE``), at most ``CONTEXT_FACTS``, ascending by score. The budget is an upper
-        bound: the render drops lines from the top (the oldest recent fact, then the least
-        relevant) only when the text would pass it."""
+        ``MIN_RELEVANCE``), at most ``CONTEXT_FACTS``, ascending by score. Pinned facts come
+        last, always. The budget is an upper bound: the render drops lines from the top (the
+        oldest recent fact, then the least relevant) only when the text would pass it."""
         query = validate.query(query)
         budget = context.budget_tokens(validate.window(model_context_window))
         with self._read() as tx:
             block, size = self._constraint_block(tx)
+            if self._pinned is None:
+                self._pinned = tx.pinned_rows()
+            pinned = {row[0]: row[1:] for row in self._pinned}
             room = context.fact_room(budget, size)
             newest, _ = steps.newest_valid_lines(tx, room, RECENT_FACTS)
             want = context.fact_slots(budget, size, CONTEXT_FACTS)
@@ -353,9 +415,12 @@ class Memgine:
                 [r for r, _ in relevant] + [r for r in newest if r not in chosen],
                 "fact_id, subject, body, kind",
             )  # fmt: skip
-        best = [r for r, _ in relevant if r in rows and rows[r][3] != CONSTRAINT][:want]
-        recent = sorted(r for r in newest if r not in chosen)
+        best = [
+            r for r, _ in relevant if r in rows and rows[r][3] != CONSTRAINT and r not in pinned
+        ][:want]
+        recent = sorted(r for r in newest if r not in chosen and r not in pinned)
         lines = [rows[r][:3] for r in recent + best[::-1] if r in rows]
+        lines += [pinned[r] for r in sorted(pinned)]
         return context.render(block, lines, budget)
 
     def build_context_fast(self, query: str, model_context_window: int | None = None) -> str:

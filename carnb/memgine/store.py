@@ -56,7 +56,15 @@ from typing import Any
 
 from carnb import sqlite
 from carnb.errors import CarnbError
-from carnb.memgine.backend import Changed, FactIdTaken, Linked, NewFact, Pending, Target
+from carnb.memgine.backend import (
+    PINNED,
+    Changed,
+    FactIdTaken,
+    Linked,
+    NewFact,
+    Pending,
+    Target,
+)
 from carnb.memgine.text import MAX_KEY_CHARS, fact_keys
 
 log = logging.getLogger("carnb.memgine")
@@ -553,6 +561,14 @@ class SqliteTx:
         return self.conn.execute(
             "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' "
             "AND superseded_by IS NULL ORDER BY rowid"
+        ).fetchall()
+
+    def pinned_rows(self) -> list[tuple[int, str, str, str]]:
+        return self.conn.execute(
+            "SELECT rowid, fact_id, subject, body FROM facts WHERE superseded_by IS NULL "
+            "AND kind <> 'constraint' AND tags LIKE ? "
+            "AND EXISTS (SELECT 1 FROM json_each(facts.tags) WHERE value = ?) ORDER BY rowid",
+            (f'%"{PINNED}"%', PINNED),
         ).fetchall()
 
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:

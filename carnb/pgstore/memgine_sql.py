@@ -30,7 +30,15 @@ from typing import Any
 
 import psycopg
 
-from carnb.memgine.backend import Changed, FactIdTaken, Linked, NewFact, Pending, Target
+from carnb.memgine.backend import (
+    PINNED,
+    Changed,
+    FactIdTaken,
+    Linked,
+    NewFact,
+    Pending,
+    Target,
+)
 from carnb.pgstore.schema import Component
 
 SCHEMA = Component(
@@ -374,6 +382,17 @@ class PgGraphTx:
                 "SELECT fact_id, subject, body FROM memgine_facts WHERE graph_id = %s "
                 "AND kind = 'constraint' AND superseded_by IS NULL ORDER BY rowid",
                 (self.g,),
+            )
+        ]
+
+    def pinned_rows(self) -> list[tuple[int, str, str, str]]:
+        return [
+            (int(r[0]), r[1], r[2], r[3])
+            for r in self._all(
+                "SELECT rowid, fact_id, subject, body FROM memgine_facts WHERE graph_id = %s "
+                "AND superseded_by IS NULL AND kind <> 'constraint' AND tags LIKE %s "
+                "AND tags::jsonb ? %s ORDER BY rowid",
+                (self.g, f'%"{PINNED}"%', PINNED),
             )
         ]
 

@@ -329,3 +329,22 @@ def test_provenance_is_the_servers_account_of_the_writer(runtime, connect_client
     assert before["at"] <= during["at"] <= time.time()
     history = alice.call("memory.history", {"subject": "inside"})
     assert history[0]["provenance"] == during
+
+
+def test_edit_and_pin_over_the_wire(runtime, connect_client) -> None:
+    c = connect_client()
+    add(c, "deploy", "deploys on tuesday", fact_id="d1")
+    out = c.call("memory.edit", {"id": "d1", "body": "deploys on wednesday"})
+    assert out["replaces"] == "d1" and out["fact_count"] == 1
+    row = c.call("memory.query", {"query": "deploys"})[0]
+    assert row["fact_id"] == out["id"] and row["provenance"]["action"] == "edit"
+    assert [r["fact_id"] for r in c.call("memory.history", {"fact_id": "d1"})] == [out["id"], "d1"]
+    assert c.call("memory.pin", {"id": out["id"]}) == {"id": out["id"], "pinned": True,
+                                                      "changed": True}  # fmt: skip
+    for i in range(10):
+        add(c, f"n{i}", f"memo {i}")
+    assert "deploys on wednesday" in c.call("memory.build_context", {"query": "kafka"})
+    c.call("memory.pin", {"id": out["id"], "pinned": False})
+    assert "deploys on wednesday" not in c.call("memory.build_context", {"query": "kafka"})
+    err = c.request("memory.edit", {"id": "d1", "body": "again"})["error"]
+    assert err["code"] == -32602 and "superseded" in err["message"]

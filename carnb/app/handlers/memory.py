@@ -34,6 +34,9 @@ from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K, MAX_STATUS_CHARS
 from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
 
+# The action a provenance names for an edit made in the notebook.
+NOTEBOOK_EDIT = "edited in the notebook"
+
 
 def own_graph(s: ClientSession) -> bool:
     """Whether the session works on its own in-memory graph (no other process shares it)."""
@@ -61,10 +64,16 @@ def publish_count(s: ClientSession, svc: Services, g: Graph, count: int) -> None
             other.update(fact_count=count)
 
 
-def written_by(s: ClientSession) -> Record:
+def written_by(s: ClientSession, action: str = "add") -> Record:
     """Who a session's write comes from, as the server knows it (never a client field): the
-    session's kind and id, its role, its agent, and its current run and turn."""
-    out: Record = {"session_kind": s.kind, "session_id": s.client_id, "role": s.role}
+    session's kind and id, its role, its agent, its current run and turn, and what it did
+    (``add``, ``edit``, ``load``, ``save_knowledge``...; a notebook's edit is "edited in the
+    notebook")."""
+    if action == "edit" and s.kind == "notebook":
+        action = NOTEBOOK_EDIT
+    out: Record = {
+        "session_kind": s.kind, "session_id": s.client_id, "role": s.role, "action": action,
+    }  # fmt: skip
     if s.agent_id is not None:
         out["agent_id"] = s.agent_id
     if s.current_run_id is not None:
@@ -162,7 +171,7 @@ async def load(s: ClientSession, p: Params, svc: Services) -> int:
     assert svc.memory is not None
     path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.load", session=s)
     g = graph(s, svc)
-    count = await in_turn(g, g.load, path, written_by(s))
+    count = await in_turn(g, g.load, path, written_by(s, "load"))
     publish_count(s, svc, g, await in_turn(g, g.fact_count))  # others may have written meanwhile
     return count
 
@@ -179,6 +188,27 @@ def delete(s: ClientSession, p: Params, svc: Services) -> Record | Later:
         return result
 
     return then(on_graph(g, lambda: g.delete(fact_id)), publish)
+
+
+def edit(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    fact_id = req_str(p, "id")
+    body = req_str(p, "body", allow_empty=True)
+    subject = opt_str(p, "subject")
+    provenance = written_by(s, "edit")
+
+    def publish(result: Record) -> Record:
+        publish_count(s, svc, g, result["fact_count"])
+        return result
+
+    return then(on_graph(g, lambda: g.edit(fact_id, body, subject, provenance)), publish)
+
+
+def pin(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    fact_id = req_str(p, "id")
+    pinned = opt_bool(p, "pinned", True)
+    return on_graph(g, lambda: g.pin(fact_id, pinned))
 
 
 async def consolidate(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -217,7 +247,7 @@ def _save(s: ClientSession, p: Params, svc: Services, entry: str) -> Record | La
     constraint = opt_bool(p, "is_constraint", False)
     tags = [entry, *tags] + ([TENANT_TAG + tenant] if tenant is not None else [])
     kind = "constraint" if constraint else entry
-    provenance = written_by(s)
+    provenance = written_by(s, f"save_{entry}")
 
     def work() -> Record:
         count = g.add_fact(
@@ -408,6 +438,22 @@ METHODS = (
         needs="memory",
         summary="Merge exact duplicates and report same-subject contradictions",
         result="{duplicates_merged, contradictions_found, fact_count}",
+    ),
+    Method(
+        "memory.edit",
+        edit,
+        needs="memory",
+        summary="Replace a fact by an edited copy that supersedes it (carnb's own)",
+        params={"id": "string", "body": "string", "subject": "string? (kept)"},
+        result="{id (the new fact), replaces, fact_count}",
+    ),
+    Method(
+        "memory.pin",
+        pin,
+        needs="memory",
+        summary="Pin a fact (every context shows it) or unpin it (carnb's own)",
+        params={"id": "string", "pinned": "boolean? (true)"},
+        result="{id, pinned, changed}",
     ),
     Method(
         "memory.save_knowledge",
