@@ -29,7 +29,14 @@ from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams
 from carnb.memgine import bulk, context, interchange, proactive, ranking, steps, validate
-from carnb.memgine.backend import FACT_COLUMNS, PINNED, GraphBackend, GraphTx, NewFact
+from carnb.memgine.backend import (
+    FACT_COLUMNS,
+    LINE_COLUMNS,
+    PINNED,
+    GraphBackend,
+    GraphTx,
+    NewFact,
+)
 from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.sqlite_graph import SqliteGraph
 from carnb.memgine.text import fact_keys, fact_terms
@@ -44,8 +51,9 @@ CONTEXT_FACTS = 64
 RECENT_FACTS = 8
 CONSTRAINT_MARGIN = 8
 CONSTRAINT = "constraint"
-# memory.history returns at most this many facts.
+# memory.history returns at most this many facts; memory.diff this many of each change.
 HISTORY_LIMIT = 1000
+DIFF_LIMIT = 1000
 
 
 class Memgine:
@@ -258,8 +266,9 @@ class Memgine:
         finally:
             self._lock.release()
 
-    def delete(self, fact_id: str) -> dict[str, Any]:
-        """Remove a fact, its edges and index entries: ``{id, deleted, kind, fact_count}``."""
+    def delete(self, fact_id: str, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Remove a fact, its edges and index entries: ``{id, deleted, kind, fact_count}``.
+        The deletion log keeps its text and who deleted it (``provenance``) for ``diff``."""
         fact_id = validate.name(fact_id, "id")
         with self._write() as tx:
             row = tx.deletable(fact_id)
@@ -267,6 +276,11 @@ class Memgine:
                 count = tx.fact_count()
                 return {"id": fact_id, "deleted": False, "kind": None, "fact_count": count}
             rowid, kind, stems, successor = row
+            _, subject, body, _ = tx.rows_by_rowid([rowid], LINE_COLUMNS)[rowid]
+            now = time.time()
+            tx.log_deletion(
+                (fact_id, subject, body, kind, now, written_by(provenance, now))
+            )  # fmt: skip
             revived = tx.release(rowid, successor)
             tx.remove_fact(rowid, stems, valid=successor is None)
             if successor is None:
@@ -279,6 +293,32 @@ class Memgine:
                 self._constraints = None
             self._pinned = None
         return {"id": fact_id, "deleted": True, "kind": kind, "fact_count": count}
+
+    def diff(self, since: float) -> dict[str, Any]:
+        """What changed since a time: the facts written since (valid or superseded meanwhile),
+        the facts superseded since, and the facts deleted since (each list oldest first, at
+        most ``DIFF_LIMIT``)."""
+        since = validate.since(since)
+        with self._read() as tx:
+            added = tx.stored_rows(tx.written_since(since, DIFF_LIMIT))
+            superseded = tx.stored_rows(tx.superseded_since(since, DIFF_LIMIT))
+            deleted = tx.deleted_since(since, DIFF_LIMIT)
+        return {
+            "since": since,
+            "added": [_stored_dict(r) for r in reversed(added)],
+            "superseded": [_stored_dict(r) for r in reversed(superseded)],
+            "deleted": [
+                {
+                    "fact_id": d[0],
+                    "subject": d[1],
+                    "body": d[2],
+                    "kind": d[3],
+                    "deleted_at": d[4],
+                    "provenance": json.loads(d[5]),
+                }
+                for d in deleted
+            ],  # fmt: skip
+        }
 
     def edit(
         self,

@@ -59,6 +59,7 @@ from carnb.errors import CarnbError
 from carnb.memgine.backend import (
     PINNED,
     Changed,
+    Deleted,
     FactIdTaken,
     Linked,
     NewFact,
@@ -73,7 +74,7 @@ log = logging.getLogger("carnb.memgine")
 LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
 # Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
 # Version 3 adds supersession (facts.superseded_by, the index holds valid facts only).
-# Version 4 adds provenance (facts.provenance: who wrote the fact, JSON).
+# Version 4 adds provenance (facts.provenance: who wrote the fact, JSON) and the deletion log.
 SCHEMA_VERSION = 4
 RELATED_TO = "RelatedTo"
 # New facts are added to the full-text index this many at a time, or sooner once the pending
@@ -99,6 +100,15 @@ CREATE TABLE facts (
     superseded_by INTEGER,
     provenance TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE deletions (
+    fact_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    deleted_at REAL NOT NULL,
+    provenance TEXT NOT NULL
+);
+CREATE INDEX deletions_at ON deletions(deleted_at);
 CREATE INDEX facts_subject ON facts(subject);
 CREATE INDEX facts_prev ON facts(prev) WHERE prev IS NOT NULL;
 CREATE INDEX facts_constraints ON facts(kind) WHERE kind = 'constraint';
@@ -193,10 +203,17 @@ def _add_supersession(conn: sqlite3.Connection) -> None:
 
 
 def _add_provenance(conn: sqlite3.Connection) -> None:
-    """Version 3 -> 4: the ``provenance`` column (``{}``: written before carnb recorded it)."""
+    """Version 3 -> 4: the ``provenance`` column (``{}``: written before carnb recorded it) and
+    the ``deletions`` log."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(facts)")}
     if "provenance" not in columns:
         conn.execute("ALTER TABLE facts ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}'")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS deletions (fact_id TEXT NOT NULL, subject TEXT NOT NULL, "
+        "body TEXT NOT NULL, kind TEXT NOT NULL, deleted_at REAL NOT NULL, "
+        "provenance TEXT NOT NULL)"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS deletions_at ON deletions(deleted_at)")
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -561,6 +578,28 @@ class SqliteTx:
         return self.conn.execute(
             "SELECT fact_id, subject, body FROM facts WHERE kind = 'constraint' "
             "AND superseded_by IS NULL ORDER BY rowid"
+        ).fetchall()
+
+    def written_since(self, at: float, limit: int) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT rowid FROM facts WHERE created_at >= ? ORDER BY rowid LIMIT ?", (at, limit)
+        )
+        return [r for (r,) in rows]
+
+    def superseded_since(self, at: float, limit: int) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT f.rowid FROM facts f JOIN facts s ON s.rowid = f.superseded_by "
+            "WHERE s.created_at >= ? ORDER BY f.rowid LIMIT ?",
+            (at, limit),
+        )
+        return [r for (r,) in rows]
+
+    def log_deletion(self, deleted: Deleted) -> None:
+        self.conn.execute("INSERT INTO deletions VALUES (?, ?, ?, ?, ?, ?)", deleted)
+
+    def deleted_since(self, at: float, limit: int) -> list[Deleted]:
+        return self.conn.execute(
+            "SELECT * FROM deletions WHERE deleted_at >= ? ORDER BY rowid LIMIT ?", (at, limit)
         ).fetchall()
 
     def pinned_rows(self) -> list[tuple[int, str, str, str]]:

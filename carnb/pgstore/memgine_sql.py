@@ -33,6 +33,7 @@ import psycopg
 from carnb.memgine.backend import (
     PINNED,
     Changed,
+    Deleted,
     FactIdTaken,
     Linked,
     NewFact,
@@ -93,8 +94,23 @@ SCHEMA = Component(
             PRIMARY KEY (graph_id, key)
         );
         """,
-        # who wrote each fact (JSON; '{}': written before carnb recorded it)
-        "ALTER TABLE memgine_facts ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}'",
+        # who wrote each fact (JSON; '{}': written before carnb recorded it), and who deleted
+        # which fact when (memory.diff)
+        """
+        ALTER TABLE memgine_facts ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}';
+        CREATE TABLE memgine_deletions (
+            graph_id BIGINT NOT NULL REFERENCES memgine_graphs ON DELETE CASCADE,
+            seq BIGSERIAL,
+            fact_id TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            body TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            deleted_at DOUBLE PRECISION NOT NULL,
+            provenance TEXT NOT NULL,
+            PRIMARY KEY (graph_id, seq)
+        );
+        CREATE INDEX memgine_deletions_at ON memgine_deletions (graph_id, deleted_at);
+        """,
     ),
 )
 CHANNEL = "carnb_memgine"
@@ -384,6 +400,38 @@ class PgGraphTx:
                 (self.g,),
             )
         ]
+
+    def written_since(self, at: float, limit: int) -> list[int]:
+        rows = self._all(
+            "SELECT rowid FROM memgine_facts WHERE graph_id = %s AND created_at >= %s "
+            "ORDER BY rowid LIMIT %s",
+            (self.g, at, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    def superseded_since(self, at: float, limit: int) -> list[int]:
+        rows = self._all(
+            "SELECT f.rowid FROM memgine_facts f JOIN memgine_facts s "
+            "ON s.graph_id = f.graph_id AND s.rowid = f.superseded_by "
+            "WHERE f.graph_id = %s AND s.created_at >= %s ORDER BY f.rowid LIMIT %s",
+            (self.g, at, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    def log_deletion(self, deleted: Deleted) -> None:
+        self.conn.execute(
+            "INSERT INTO memgine_deletions (graph_id, fact_id, subject, body, kind, deleted_at, "
+            "provenance) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (self.g, *deleted),
+        )
+
+    def deleted_since(self, at: float, limit: int) -> list[Deleted]:
+        rows = self._all(
+            "SELECT fact_id, subject, body, kind, deleted_at, provenance FROM memgine_deletions "
+            "WHERE graph_id = %s AND deleted_at >= %s ORDER BY seq LIMIT %s",
+            (self.g, at, limit),
+        )
+        return [(r[0], r[1], r[2], r[3], float(r[4]), r[5]) for r in rows]
 
     def pinned_rows(self) -> list[tuple[int, str, str, str]]:
         return [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from carnb.errors import InvalidParams
@@ -60,3 +62,22 @@ def test_a_pin_made_by_another_engine_shows_at_once(open_graph: OpenGraph) -> No
     edited = one.edit("w", "password in the new vault")["id"]
     ctx = two.build_context("kafka")  # the edited copy keeps the pin, the old text is gone
     assert "[w]" not in ctx and f"[{edited}] wifi: password in the new vault" in ctx
+
+
+def test_diff_lists_added_superseded_and_deleted_since_a_time(graph: Memgine) -> None:
+    graph.add_fact("old", "written before", fact_id="before")
+    graph.add_fact("gone", "deleted later", fact_id="gone")
+    since = time.time()
+    graph.add_fact("new", "written after", fact_id="after")
+    edited = graph.edit("before", "rewritten after")["id"]
+    graph.delete("gone", {"session_kind": "notebook", "action": "delete"})
+    out = graph.diff(since)
+    assert [r["fact_id"] for r in out["added"]] == ["after", edited]
+    assert [(r["fact_id"], r["superseded_by"]) for r in out["superseded"]] == [("before", edited)]
+    assert [(d["fact_id"], d["body"]) for d in out["deleted"]] == [("gone", "deleted later")]
+    assert out["deleted"][0]["provenance"]["session_kind"] == "notebook"
+    assert out["deleted"][0]["deleted_at"] >= since
+    later = graph.diff(time.time() + 1)
+    assert later["added"] == later["superseded"] == later["deleted"] == []
+    with pytest.raises(InvalidParams, match="since"):
+        graph.diff("yesterday")  # type: ignore[arg-type]

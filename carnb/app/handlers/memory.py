@@ -187,7 +187,16 @@ def delete(s: ClientSession, p: Params, svc: Services) -> Record | Later:
         publish_count(s, svc, g, result["fact_count"])
         return result
 
-    return then(on_graph(g, lambda: g.delete(fact_id)), publish)
+    provenance = written_by(s, "delete")
+    return then(on_graph(g, lambda: g.delete(fact_id, provenance)), publish)
+
+
+def diff(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    since = opt_number(p, "since")
+    if since is None:
+        raise InvalidParams("memory.diff needs since (seconds since the epoch)")
+    g = graph(s, svc)
+    return on_graph(g, lambda: g.diff(since))
 
 
 def edit(s: ClientSession, p: Params, svc: Services) -> Record | Later:
@@ -438,6 +447,16 @@ METHODS = (
         needs="memory",
         summary="Merge exact duplicates and report same-subject contradictions",
         result="{duplicates_merged, contradictions_found, fact_count}",
+    ),
+    Method(
+        "memory.diff",
+        diff,
+        needs="memory",
+        large_reply=True,
+        summary="Facts added, superseded and deleted since a time (carnb's own)",
+        params={"since": "number (seconds since the epoch)"},
+        result="{since, added: [fact], superseded: [fact], deleted: [{fact_id, subject, body, "
+        "kind, deleted_at, provenance}]}",
     ),
     Method(
         "memory.edit",
