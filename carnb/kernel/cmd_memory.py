@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.calls import CarCommandError
-from carnb.kernel.explore import written_by
+from carnb.kernel.explore import COLUMNS, result_cells, written_by
 from carnb.kernel.render import Message, Pre, Table
 from carnb.kernel.traceview import to_dataframe
 
@@ -44,21 +44,8 @@ class QueryResult(Table):
     def __init__(self, rows: list[dict[str, Any]], query: str) -> None:
         self.facts = rows
         super().__init__(
-            ["fact_id", "subject", "body", "kind", "score", "tags", "source"],
-            [
-                [
-                    r.get("fact_id"),
-                    r.get("subject"),
-                    r.get("body"),
-                    r.get("kind"),
-                    f"{r['confidence']:.3f}"
-                    if isinstance(r.get("confidence"), (int, float))
-                    else "",
-                    r.get("tags"),
-                    r.get("source"),
-                ]
-                for r in rows
-            ],
+            list(COLUMNS),
+            [result_cells(r) for r in rows],
             title=f"{len(rows)} fact(s) for {query!r}",
             empty="no fact matches",
         )
@@ -71,7 +58,8 @@ class QueryResult(Table):
 
 def query(nb: NotebookEngine, args: argparse.Namespace) -> QueryResult:
     q = " ".join(args.query)
-    rows = nb.calls.call("memory.query", {"query": q, "k": args.k}, what="%car memory query")
+    params = {"query": q, "k": args.k, "explain": True}
+    rows = nb.calls.call("memory.query", params, what="%car memory query")
     return QueryResult(list(rows), q)
 
 

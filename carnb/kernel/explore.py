@@ -46,7 +46,7 @@ def results_html(rows: list[dict[str, Any]], query: str) -> str:
         return note_html("type to search the facts")
     return table_html(
         COLUMNS,
-        [_cells(r) for r in rows],
+        [result_cells(r) for r in rows],
         cls="carnb-results",
         width=160,
         empty=f"no fact matches {query}",
@@ -54,7 +54,7 @@ def results_html(rows: list[dict[str, Any]], query: str) -> str:
     )
 
 
-def _cells(r: dict[str, Any]) -> list[Any]:
+def result_cells(r: dict[str, Any]) -> list[Any]:
     values = [
         r.get("fact_id"),
         r.get("subject"),
