@@ -73,15 +73,16 @@ def result_cells(r: dict[str, Any]) -> list[Any]:
 
 
 def written_by(provenance: Any) -> str:
-    """A provenance in a few words: "notebook, edited in the notebook", "agent alice, run r1
-    turn 2"."""
+    """A provenance in a few words: "notebook as agent scout, edited in the notebook", "agent
+    alice, run r1 turn 2"."""
     if not isinstance(provenance, dict) or not provenance:
         return ""
-    who = (
-        f"agent {provenance['agent_id']}"
-        if provenance.get("agent_id")
-        else str(provenance.get("session_kind", ""))
-    )
+    agent = provenance.get("agent_id")
+    kind = str(provenance.get("session_kind", ""))
+    if kind == "notebook":
+        who = f"notebook as agent {agent}" if agent else "notebook"
+    else:
+        who = f"agent {agent}" if agent else kind
     parts = [who]
     if provenance.get("run_id"):
         parts.append(f"run {provenance['run_id']} turn {provenance.get('turn', '?')}")
