@@ -6,7 +6,11 @@
   reverse round trip (the client answers at once);
 - ``verify`` of a 1,000-action proposal over the wire against the same verify in process;
 - a 100-action proposal of no-op notebook tools (``Runtime.register_tool``) end to end against
-  the same proposal made of ``state_write`` actions (no tool, no thread).
+  the same proposal made of ``state_write`` actions (no tool, no thread);
+- a proposal of one tool call end to end (submit, one ``tools.execute`` answered at once, the
+  reply) against a ``state.get`` round trip;
+- a proposal of two parallel tool calls through the official client (``car_runtime``, whose
+  handler answers at once) beside a raw client answering the same way.
 
     .venv/bin/python bench/bench_propose.py [--quick]
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -83,6 +88,70 @@ async def execute_gaps(ws: ClientConnection, n: int) -> list[float]:
     return [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:], strict=False)]
 
 
+async def one_action_ms(ws: ClientConnection, n: int) -> list[float]:
+    """End to end times of `proposal.submit` of one tool call, answered at once (ms)."""
+    body = {"proposal": chain(1)}
+    out = []
+    for r in range(n):
+        t0 = time.perf_counter()
+        await ws.send(frame(f"one-{r}", "proposal.submit", body))
+        while True:
+            msg = json.loads(await ws.recv())
+            if msg.get("method") == "tools.execute":
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": None}))
+            elif msg.get("id") == f"one-{r}":
+                assert "result" in msg, msg
+                break
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def two_parallel() -> dict[str, Any]:
+    """A proposal of two tool calls with no dependency: both ``tools.execute`` go out at once."""
+    calls = [{"id": a, "type": "tool_call", "tool": "noop", "parameters": {}} for a in "ab"]
+    return {"id": "two", "actions": calls}
+
+
+async def two_parallel_ms(ws: ClientConnection, n: int) -> list[float]:
+    """End to end times of `proposal.submit` of two parallel tool calls, each answered as soon
+    as it arrives, by this raw client (ms)."""
+    body = {"proposal": two_parallel()}
+    out = []
+    for r in range(n):
+        t0 = time.perf_counter()
+        await ws.send(frame(f"two-{r}", "proposal.submit", body))
+        while True:
+            msg = json.loads(await ws.recv())
+            if msg.get("method") == "tools.execute":
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": None}))
+            elif msg.get("id") == f"two-{r}":
+                assert "result" in msg, msg
+                break
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def official_two_parallel_ms(url: str, token: str, n: int) -> list[float]:
+    """The same proposal through the official client's ``execute_proposal``, its handler
+    answering at once (ms)."""
+    os.environ.update(CAR_DAEMON_URL=url, CAR_AUTH_TOKEN=token, CAR_NO_VERSION_WARNING="1")
+    from car_runtime import CarRuntime
+
+    rt = CarRuntime()
+    try:
+        rt.register_tool("noop")
+        body = json.dumps(two_parallel())
+        out = []
+        for _ in range(n + 3):  # the first three warm up
+            t0 = time.perf_counter()
+            result = json.loads(rt.execute_proposal(body, lambda call_json: "null"))
+            out.append((time.perf_counter() - t0) * 1000)
+            assert [r["status"] for r in result["results"]] == ["succeeded"] * 2, result
+        return out[3:]
+    finally:
+        rt.close()
+
+
 def big(n: int) -> dict[str, Any]:
     return {
         "id": "big",
@@ -129,17 +198,28 @@ async def wire(url: str, token: str, quick: bool) -> dict[str, Any]:
     try:
         await state_get_rtts(ws, 300)  # warm up
         await execute_gaps(ws, 50)
+        await one_action_ms(ws, 50)
         rtt: list[float] = []
         gaps: list[float] = []
-        for _ in range(3):  # interleaved, so drift on a busy machine hits both alike
-            rtt += await state_get_rtts(ws, 300 if quick else 1000)
-            gaps += await execute_gaps(ws, 100 if quick else 300)
+        one: list[float] = []
+        for _ in range(5 if quick else 15):  # finely interleaved: drift hits all alike
+            rtt += await state_get_rtts(ws, 200)
+            gaps += await execute_gaps(ws, 61)
+            one += await one_action_ms(ws, 60)
+        two = await two_parallel_ms(ws, 20)
         body = big(1000)
         wire_ms = await verify_wire_ms(ws, body, 3 if quick else 7)
     finally:
         await ws.close()
     local_ms = verify_local_ms(body, 3 if quick else 7)
-    return {"rtt": rtt, "gaps": gaps, "verify_wire": wire_ms, "verify_local": local_ms}
+    return {
+        "rtt": rtt,
+        "gaps": gaps,
+        "one": one,
+        "two": two,
+        "verify_wire": wire_ms,
+        "verify_local": local_ms,
+    }
 
 
 def notebook(rounds: int) -> tuple[list[float], list[float]]:
@@ -191,18 +271,24 @@ def main(argv: list[str] | None = None) -> str:
     carnb = Serve()
     try:
         w = asyncio.run(wire(carnb.url, carnb.info["token"], args.quick))
+        official_two = official_two_parallel_ms(carnb.url, carnb.info["token"], 20)
     finally:
         carnb.close()
     tool_ms, write_ms = notebook(5 if args.quick else 15)
 
-    rtt, gap = median(w["rtt"]), median(w["gaps"])
-    exec_ratio = gap / rtt
+    rtt, gap, one = median(w["rtt"]), median(w["gaps"]), median(w["one"])
+    exec_ratio, one_ratio = gap / rtt, one / rtt
+    raw_two, car_two = median(w["two"]), median(official_two)
     v_wire, v_local = median(w["verify_wire"]), median(w["verify_local"])
     nb_tools, nb_writes = median(tool_ms), median(write_ms)
     data = {
         "state_get_rtt_median_ms": rtt,
         "tools_execute_rtt_median_ms": gap,
         "tools_execute_vs_state_get": exec_ratio,
+        "one_action_proposal_median_ms": one,
+        "one_action_proposal_vs_state_get": one_ratio,
+        "two_parallel_tools_raw_client_median_ms": raw_two,
+        "two_parallel_tools_official_client_median_ms": car_two,
         "verify_1000_wire_ms": v_wire,
         "verify_1000_in_process_ms": v_local,
         "verify_wire_vs_in_process": v_wire / v_local,
@@ -217,6 +303,18 @@ def main(argv: list[str] | None = None) -> str:
             f"{gap:.3f} ms vs state.get {rtt:.3f} ms = {exec_ratio:.2f}x",
             "<= 2x",
             exec_ratio <= 2.0,
+        ),
+        (
+            f"proposal of one tool call, end to end ({len(w['one'])} proposals)",
+            f"{one:.3f} ms vs state.get {rtt:.3f} ms = {one_ratio:.2f}x",
+            "<= 3x",
+            one_ratio <= 3.0,
+        ),
+        (
+            f"two parallel tool calls, official client (median of {len(official_two)})",
+            f"{car_two:.1f} ms (raw client: {raw_two:.1f} ms)",
+            "<= 10 ms",
+            car_two <= 10.0,
         ),
         (
             "verify, 1,000 actions over the wire",

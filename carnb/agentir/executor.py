@@ -334,16 +334,11 @@ async def execute_proposal(
     for level in plan.levels:
         pending = [i for i in level if i not in outcomes]
         if stop_reason is None:
-            gate = asyncio.Semaphore(max_concurrency)
-            release = _releaser(gate)
-            tasks: dict[int, asyncio.Task[_Outcome]] = {}
-            async with asyncio.TaskGroup() as group:
-                for i in pending:
-                    await gate.acquire()
-                    tasks[i] = group.create_task(run.run(actions[i]))
-                    tasks[i].add_done_callback(release)
-            for i, task in tasks.items():
-                outcomes[i] = task.result()
+            if len(pending) == 1:  # nothing to run beside it: no task to start and wait for
+                outcomes[pending[0]] = await run.run(actions[pending[0]])
+            else:
+                await _run_level(run, actions, pending, outcomes, max_concurrency)
+            for i in pending:
                 if outcomes[i].stops_run and stop_reason is None:
                     stop_reason = f"not run: action '{actions[i].id}' stopped the proposal"
         else:
@@ -353,6 +348,26 @@ async def execute_proposal(
 
     results = [outcomes[i].result for i in range(len(actions))]
     return {"proposal_id": proposal.id, "results": results, "cost": _cost(outcomes.values())}
+
+
+async def _run_level(
+    run: _Run,
+    actions: tuple[Action, ...],
+    pending: list[int],
+    outcomes: dict[int, _Outcome],
+    max_concurrency: int,
+) -> None:
+    """The actions ``pending`` of one level side by side, at most ``max_concurrency`` at once."""
+    gate = asyncio.Semaphore(max_concurrency)
+    release = _releaser(gate)
+    tasks: dict[int, asyncio.Task[_Outcome]] = {}
+    async with asyncio.TaskGroup() as group:
+        for i in pending:
+            await gate.acquire()
+            tasks[i] = group.create_task(run.run(actions[i]))
+            tasks[i].add_done_callback(release)
+    for i, task in tasks.items():
+        outcomes[i] = task.result()
 
 
 def _releaser(gate: asyncio.Semaphore) -> Callable[[asyncio.Task[_Outcome]], None]:

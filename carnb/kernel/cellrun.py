@@ -141,11 +141,12 @@ class CellRecorder:
             )
 
 
-def run_cell_body(shell: Any, cell: str) -> Any:
-    """Execute ``cell`` in the user namespace; return the value of a trailing expression."""
+def run_cell_body(shell: Any, cell: str, execution_count: int | None = None) -> Any:
+    """Execute ``cell`` in the user namespace; return the value of a trailing expression.
+    Its code is named after ``execution_count``, so a traceback says ``Cell In[N]``."""
     __tracebackhide__ = True  # IPython: show the cell's frames, not ours
     source = shell.transform_cell(cell)
-    filename = shell.compile.cache(source)
+    filename = shell.compile.cache(source, execution_count or 0, cell)
     tree = shell.compile.ast_parse(source, filename=filename)
     tree = shell.transform_ast(tree)
     last: ast.Expression | None = None

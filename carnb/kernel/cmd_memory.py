@@ -40,14 +40,22 @@ def add(nb: NotebookEngine, args: argparse.Namespace) -> Value:
     return Value(f"fact added to {_graph(nb)}; {n} facts", n)
 
 
+EMPTY_GRAPH = (
+    "{graph} is empty: `%car memory add SUBJECT BODY` adds a fact, `%car auth --agent NAME` "
+    "binds to an agent's graph, `%car memory load PATH` loads a file"
+)
+
+
 class QueryResult(Table):
-    def __init__(self, rows: list[dict[str, Any]], query: str) -> None:
+    def __init__(
+        self, rows: list[dict[str, Any]], query: str, empty: str = "no fact matches"
+    ) -> None:
         self.facts = rows
         super().__init__(
             list(COLUMNS),
             [result_cells(r) for r in rows],
             title=f"{len(rows)} fact(s) for {query!r}",
-            empty="no fact matches",
+            empty=empty,
         )
 
     def to_dataframe(self) -> Any:
@@ -60,7 +68,10 @@ def query(nb: NotebookEngine, args: argparse.Namespace) -> QueryResult:
     q = " ".join(args.query)
     params = {"query": q, "k": args.k, "explain": True}
     rows = nb.calls.call("memory.query", params, what="%car memory query")
-    return QueryResult(list(rows), q)
+    if rows:
+        return QueryResult(list(rows), q)
+    n = nb.calls.call("memory.fact_count", {}, what="%car memory query")
+    return QueryResult([], q, EMPTY_GRAPH.format(graph=_graph(nb)) if n == 0 else "no fact matches")
 
 
 def count(nb: NotebookEngine, args: argparse.Namespace) -> Value:

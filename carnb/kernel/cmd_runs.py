@@ -7,7 +7,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any
 
-from carnb.kernel.calls import CarCommandError, CarMagicError
+from carnb.kernel.calls import CarCommandError, CarInterrupted, CarMagicError
 from carnb.kernel.cellrun import (
     DEFAULT_AGENT_NAME,
     DEFAULT_RUN_OWNER,
@@ -16,6 +16,7 @@ from carnb.kernel.cellrun import (
     make_turn,
 )
 from carnb.kernel.render import Message, Raw, Table
+from carnb.kernel.style import shorten
 from carnb.kernel.traceview import TraceDoc, read_trace, to_dataframe
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _start(nb: NotebookEngine, intent: str, agent_name: str | None, what: str) -
     open_id = _open_run(nb)
     if open_id is not None:
         raise CarCommandError(
-            f"{what}: run {open_id} is still open; finish it with `%car run complete` or "
+            f"{what}: run {shorten(open_id)} is still open; finish it with `%car run complete` or "
             "`%car run cancel` first"
         )
     params: dict[str, Any] = {"intent": intent}
@@ -57,8 +58,8 @@ def start(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
     reply = _start(nb, " ".join(args.intent), args.agent_name, "%car run start")
     nb.recorder.skip_current_cell()
     return RunMessage(
-        f"run {reply['run_id']} started for {reply.get('agent_id')}; every cell from now on is "
-        "recorded as a turn until `%car run complete`",
+        f"run {shorten(reply['run_id'])} started for {reply.get('agent_id')}; every cell from "
+        "now on is recorded as a turn until `%car run complete`",
         reply["run_id"],
         reply,
     )
@@ -77,7 +78,7 @@ def complete(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
     reply = nb.calls.call(
         "runs.complete", {"run_id": rid, "outcome": outcome}, what="%car run complete"
     )
-    return RunMessage(f"run {rid} completed: {args.status}", rid, reply)
+    return RunMessage(f"run {shorten(rid)} completed: {args.status}", rid, reply)
 
 
 def cancel(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
@@ -85,7 +86,7 @@ def cancel(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
     reply = nb.calls.call(
         "runs.cancel", {"run_id": rid, "reason": args.reason}, what="%car run cancel"
     )
-    return RunMessage(f"run {rid} cancelled ({args.reason})", rid, reply)
+    return RunMessage(f"run {shorten(rid)} cancelled ({args.reason})", rid, reply)
 
 
 class TraceResult(Raw):
@@ -150,10 +151,31 @@ def trace(nb: NotebookEngine, args: argparse.Namespace) -> TraceResult | LiveTra
     return TraceResult(_get_trace(nb, rid, TRACE_SHOWN_RECORDS))
 
 
-RUN_COLUMNS = ("run_id", "agent_id", "status", "intent", "turn_count", "started_at", "ended_at")
+RUN_COLUMNS = (
+    "run_id",
+    "agent_id",
+    "status",
+    "outcome",
+    "intent",
+    "turn_count",
+    "started_at",
+    "ended_at",
+)
+
+
+def run_state(run: dict[str, Any]) -> str:
+    """How a run ended, in one word: a completed run by its outcome (``success``,
+    ``failure``, ``interrupted``), else its status (``cancelled``, ``in progress``)."""
+    outcome = run.get("outcome")
+    if run.get("status") == "completed" and isinstance(outcome, str) and outcome:
+        return outcome
+    return str(run.get("status") or "").replace("_", " ")
 
 
 class RunList(Table):
+    """``%car run list``: ``.runs`` is one dict per run, each with its ``outcome`` status
+    (None until the run ends with one)."""
+
     def __init__(self, agent_id: str, runs: list[dict[str, Any]]) -> None:
         from carnb.kernel.style import short_id, when
 
@@ -163,7 +185,7 @@ class RunList(Table):
             [
                 [
                     short_id(r.get("run_id")),
-                    r.get("status"),
+                    run_state(r),
                     r.get("intent"),
                     r.get("turn_count"),
                     when(r.get("started_at")),
@@ -171,7 +193,8 @@ class RunList(Table):
                 ]
                 for r in runs
             ],
-            title=f"runs of {agent_id} (newest first)",
+            title=f"runs of {agent_id} (newest first"
+            + (f", the last {len(runs)})" if len(runs) >= RUNS_LISTED else ")"),
             empty="no runs",
         )
 
@@ -182,8 +205,35 @@ class RunList(Table):
 
 def list_runs(nb: NotebookEngine, args: argparse.Namespace) -> RunList:
     agent = args.agent or nb.notebook().get("agent_id") or nb.last_run_owner or DEFAULT_RUN_OWNER
-    reply = nb.calls.call("runs.list", {"agent_id": agent}, what="%car run list")
-    return RunList(agent, list(reply.get("runs") or []))
+    reply = nb.calls.call(
+        "runs.list", {"agent_id": agent, "limit": RUNS_LISTED}, what="%car run list"
+    )
+    runs = [dict(r) for r in reply.get("runs") or []]
+    for r in runs:
+        r["outcome"] = _outcome_status(nb, r) if r.get("status") == "completed" else None
+    return RunList(agent, runs)
+
+
+RUNS_LISTED = 50  # %car run list shows the newest runs; each completed one costs a short read
+
+
+def _outcome_status(nb: NotebookEngine, run: dict[str, Any]) -> str | None:
+    """The outcome status of a completed run, from its ``ended`` record. ``runs.list`` gives
+    only the run's status; the trace is read from the first index the ended record may have
+    (after the started record and every counted turn; model turns are not counted)."""
+    params: dict[str, Any] = {"run_id": run["run_id"], "cursor": int(run.get("turn_count") or 0)}
+    while True:
+        page = nb.calls.call("runs.get_trace", params, what="%car run list")
+        if not isinstance(page, dict) or page.get("not_found"):
+            return None
+        for record in page.get("records") or []:
+            if record.get("record") == "ended":
+                outcome = record.get("outcome")
+                status = outcome.get("status") if isinstance(outcome, dict) else None
+                return str(status) if status else None
+        if page.get("next_cursor") is None:
+            return None
+        params = {**params, "cursor": page["next_cursor"]}
 
 
 def bracket(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> Any:
@@ -199,8 +249,16 @@ def bracket(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> Any:
                 nb,
                 rid,
                 make_turn(cell.source, execution_count=cell.execution_count, error=exc),
-                {"status": "failure", "summary": describe_error(exc) or "failed"},
+                {
+                    "status": "interrupted" if isinstance(exc, KeyboardInterrupt) else "failure",
+                    "summary": describe_error(exc) or "failed",
+                },
             )
+            if isinstance(exc, KeyboardInterrupt):
+                raise CarInterrupted(
+                    f"the cell was interrupted; run {shorten(rid)} ended: interrupted "
+                    "(`%car run trace` shows it)"
+                ) from None
             raise
     _finish(
         nb,
@@ -208,7 +266,9 @@ def bracket(nb: NotebookEngine, args: argparse.Namespace, cell: Cell) -> Any:
         make_turn(cell.source, execution_count=cell.execution_count, value=value),
         {"status": "success", "summary": "cell ran without error"},
     )
-    cell.show(RunMessage(f"run {rid} completed: success (`%car run trace {rid}`)", rid, reply))
+    cell.show(
+        RunMessage(f"run {shorten(rid)} completed: success (`%car run trace` shows it)", rid, reply)
+    )
     return value
 
 

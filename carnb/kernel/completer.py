@@ -16,7 +16,7 @@ import logging
 import re
 import shlex
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger("carnb.kernel.completer")
 
@@ -42,14 +42,14 @@ MAX_COMPLETIONS = 200
 _MAGIC = re.compile(r"^\s*(?:[\w.,\s\[\]]+=\s*)?(%%?)car(?=\s)")
 
 
-def _subparsers(p: argparse.ArgumentParser) -> argparse._SubParsersAction[Any] | None:
+def subparsers_of(p: argparse.ArgumentParser) -> argparse._SubParsersAction[Any] | None:
     for action in p._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action
     return None
 
 
-def _options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+def options_of(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {s: a for a in p._actions for s in a.option_strings}
 
 
@@ -65,22 +65,30 @@ def _takes_value(action: argparse.Action) -> bool:
     return action.nargs != 0
 
 
-def _values_for(action: argparse.Action, values: Values) -> list[str]:
+def _values_for(action: argparse.Action, values: Values) -> list[Candidate]:
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
-        return [str(c) for c in action.choices]
+        return [Candidate(str(c), "choice") for c in action.choices]
     kind = DEST_KINDS.get(action.dest)
     if kind is None:
         return []
     try:
-        return [str(v) for v in values(kind)]
+        return [Candidate(str(v), kind) for v in values(kind)]
     except Exception as exc:  # completion must never break the shell
         log.debug("no %s values for completion: %s", kind, exc)
         return []
 
 
-def candidates(
+class Candidate(NamedTuple):
+    """One completion: its text and its kind (``command``, ``flag``, ``choice`` or the kind of
+    a dynamic value: ``agent``, ``run``, ...), which the frontend shows beside it."""
+
+    text: str
+    kind: str
+
+
+def typed_candidates(
     parser: argparse.ArgumentParser, words: list[str], prefix: str, values: Values
-) -> list[str]:
+) -> list[Candidate]:
     """What may follow ``words`` (complete words after ``%car``), starting with ``prefix``."""
     p = parser
     positional = 0
@@ -90,11 +98,11 @@ def candidates(
             pending = None
             continue
         if word.startswith("-"):
-            action = _options(p).get(word.split("=", 1)[0])
+            action = options_of(p).get(word.split("=", 1)[0])
             if action is not None and _takes_value(action) and "=" not in word:
                 pending = action
             continue
-        sub = _subparsers(p)
+        sub = subparsers_of(p)
         if sub is not None and word in sub.choices:
             p = sub.choices[word]
             positional = 0
@@ -105,15 +113,25 @@ def candidates(
     if pending is not None:
         found = _values_for(pending, values)
     elif prefix.startswith("-"):
-        found = [s for s in _options(p) if s not in ("-h",)]
+        found = [Candidate(s, "flag") for s in options_of(p) if s not in ("-h",)]
     else:
-        sub = _subparsers(p)
-        found = list(sub.choices) if sub is not None else _positional_values(p, positional, values)
-    out = sorted({c for c in found if c.startswith(prefix)})
-    return out[:MAX_COMPLETIONS]
+        sub = subparsers_of(p)
+        if sub is not None:
+            found = [Candidate(name, "command") for name in sub.choices]
+        else:
+            found = _positional_values(p, positional, values)
+    unique = {c.text: c for c in found if c.text.startswith(prefix)}
+    return [unique[t] for t in sorted(unique)][:MAX_COMPLETIONS]
 
 
-def _positional_values(p: argparse.ArgumentParser, filled: int, values: Values) -> list[str]:
+def candidates(
+    parser: argparse.ArgumentParser, words: list[str], prefix: str, values: Values
+) -> list[str]:
+    """The texts of :func:`typed_candidates`."""
+    return [c.text for c in typed_candidates(parser, words, prefix, values)]
+
+
+def _positional_values(p: argparse.ArgumentParser, filled: int, values: Values) -> list[Candidate]:
     """Values for the next positional argument (``nargs='+'``/``'*'`` keep taking words)."""
     count = 0
     for action in _positionals(p):
@@ -160,7 +178,7 @@ class CarCompleter:
         self.values = values
         self.__qualname__ = "CarCompleter"
 
-    def complete(self, line: str, first_line: bool = True) -> tuple[str, list[str]] | None:
+    def complete(self, line: str, first_line: bool = True) -> tuple[str, list[Candidate]] | None:
         """``(fragment, completions)`` for the text of one line up to the cursor."""
         found = split_command(line)
         if found is None:
@@ -169,7 +187,7 @@ class CarCompleter:
         if magic == "%%" and not (first_line and line.lstrip().startswith("%%car")):
             return None  # a cell magic only on a cell's first line, first thing
         parser = self.line_parser if magic == "%" else self.cell_parser
-        return prefix, candidates(parser, words, prefix, self.values)
+        return prefix, typed_candidates(parser, words, prefix, self.values)
 
     def __call__(self, context: Any) -> dict[str, Any]:
         from IPython.core.completer import SimpleCompletion
@@ -179,7 +197,7 @@ class CarCompleter:
             return {"completions": []}
         fragment, found = result
         return {
-            "completions": [SimpleCompletion(c, type="carnb") for c in found],
+            "completions": [SimpleCompletion(c.text, type=c.kind) for c in found],
             "matched_fragment": fragment,
             "suppress": True,
             "ordered": True,

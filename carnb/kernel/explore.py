@@ -27,6 +27,7 @@ from carnb.kernel.style import (
     note_html,
     page,
     table_html,
+    tags_text,
 )
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def result_cells(r: dict[str, Any]) -> list[Any]:
         r.get("body"),
         r.get("kind"),
         _score(r.get("confidence")),
-        r.get("tags"),
+        tags_text(r.get("tags")),
         r.get("source"),
         written_by(r.get("provenance")),
         why(r.get("explain")),

@@ -3,12 +3,13 @@
 :func:`load` starts one runtime per kernel through a :class:`~carnb.kernel.engine.NotebookEngine`
 (the server on the host thread, the notebook's own session authenticated as host), registers
 ``%car`` and its ``CarMagics`` options, the ``%car`` tab completer (an IPython custom matcher),
+the inspector that answers Shift+Tab in a ``%car`` line (in front of the kernel's own),
 a ``pre_run_cell`` and a ``post_run_cell`` hook (the engine records the cell as a turn of the
 open run, then lets the panel catch up) and an ``atexit`` handler that stops everything when the
 kernel shuts down. It prints one line with the URL. Loading twice keeps the running runtime.
-:func:`unload` undoes exactly that: hooks, magics, completer, configurable, atexit handler,
-widgets, browsers, server and thread, so ``%reload_ext`` leaves no port or process behind. After
-unload ``%car`` only says how to load carnb again.
+:func:`unload` undoes exactly that: hooks, magics, completer, inspector, configurable, atexit
+handler, widgets, browsers, server and thread, so ``%reload_ext`` leaves no port or process
+behind. After unload ``%car`` only says how to load carnb again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from carnb.kernel.calls import CarMagicError, one_line
 from carnb.kernel.completer import CarCompleter
 from carnb.kernel.engine import NotebookEngine
+from carnb.kernel.inspector import CarInspector
 from carnb.kernel.magics import CarMagics
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class KernelExtension:
         self.completer = CarCompleter(
             self.magics.line_parser, self.magics.cell_parser, self.engine.known
         )
+        self.inspector = CarInspector(self.magics.line_parser, self.magics.cell_parser)
         self._hooked = False
         self._closed = False
         self._saved_switch_interval: float | None = None
@@ -71,6 +74,7 @@ class KernelExtension:
         matchers = _custom_matchers(shell)
         if matchers is not None and self.completer not in matchers:
             matchers.append(self.completer)
+        self.inspector.install(getattr(shell, "kernel", None))
         if self.magics.switch_interval is not None:
             self._saved_switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(self.magics.switch_interval)
@@ -97,6 +101,7 @@ class KernelExtension:
         if matchers is not None:
             with contextlib.suppress(ValueError):
                 matchers.remove(self.completer)
+        self.inspector.remove()
         manager = getattr(shell, "magics_manager", None)
         if manager is not None:
             for kind in ("line", "cell"):

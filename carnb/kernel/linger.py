@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 LINGER_SECONDS = 300.0
@@ -22,6 +22,8 @@ class EndedRun:
     run_id: str
     turns: Any
     ended_at: float
+    agent_id: str | None = None
+    settled: bool = False  # ``turns`` is the run's final count (read from the store)
 
 
 class Lingering:
@@ -44,7 +46,9 @@ class Lingering:
             rid = before.get("current_run_id")
             after = seen.get(cid)
             if rid and (after is None or after.get("current_run_id") != rid):
-                self._runs[cid] = EndedRun(rid, before.get("run_turns"), now)
+                self._runs[cid] = EndedRun(
+                    rid, before.get("run_turns"), now, before.get("agent_id")
+                )
             if after is None and cid not in self._sessions:
                 self._sessions[cid] = {
                     **before,
@@ -62,6 +66,17 @@ class Lingering:
         for row in ended:
             row["ended_run"] = self._run_for(row)
         return [dict(r) for r in ended]
+
+    def unsettled(self) -> list[EndedRun]:
+        """Ended runs whose turn count is still the last one a snapshot showed (turns recorded
+        just before the run ended may be missing from it)."""
+        return [r for r in self._runs.values() if not r.settled]
+
+    def settle(self, run_id: str, turns: Any) -> None:
+        """``turns`` is the final turn count of the ended run ``run_id``."""
+        for cid, run in self._runs.items():
+            if run.run_id == run_id:
+                self._runs[cid] = replace(run, turns=turns, settled=True)
 
     def _run_for(self, row: dict[str, Any]) -> EndedRun | None:
         if row.get("current_run_id"):

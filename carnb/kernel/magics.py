@@ -21,6 +21,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, List, TraitError, Unicode, validate
 
 from carnb.kernel.cellrun import Cell, run_cell_body
+from carnb.kernel.helpdoc import full_usage
 from carnb.kernel.parser import ArgError, HelpShown, build_cell_parser, build_parser, parse
 
 if TYPE_CHECKING:
@@ -174,7 +175,22 @@ class CarMagics(Magics):
         else:
             result = args.func(self.engine, args, self._cell(cell))
         self.engine.known.note_result(result)
+        if cell is None and result is not None and self._is_a_middle_line(line):
+            display(result)  # type: ignore[no-untyped-call]  # IPython shows only the last line
         return result
+
+    def _is_a_middle_line(self, line: str) -> bool:
+        """``%car LINE`` stands alone on a line of the running cell that is not its last line:
+        its result would be dropped (an assignment ``x = %car ...`` is not alone)."""
+        info = self.engine.recorder.running_info if self.engine is not None else None
+        source = getattr(info, "raw_cell", None)
+        if not isinstance(source, str):
+            return False
+        lines = [s.strip() for s in source.splitlines() if s.strip()]
+        me = f"%car {line.strip()}"
+        return me in lines[:-1] and lines[-1] != me
+
+    car.__doc__ = full_usage(build_parser(), build_cell_parser())
 
     def _running_count(self) -> int | None:
         """The execution count of the cell running now (its ``[N]``). IPython 9 increments
@@ -189,14 +205,15 @@ class CarMagics(Magics):
 
     def _cell(self, source: str) -> Cell:
         shell = self.shell
+        count = self._running_count()
 
         def run() -> Any:
             __tracebackhide__ = True  # IPython: show the cell's frames, not ours
-            return run_cell_body(shell, source)
+            return run_cell_body(shell, source, count)
 
         return Cell(
             source=source,
-            execution_count=self._running_count(),
+            execution_count=count,
             run=run,
             show=display,
         )

@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.browser_view import page_url
@@ -101,6 +102,8 @@ class StatusPanel:
         self.refreshes = 0
         self.rows: list[dict[str, Any]] = []
         self.ended: list[dict[str, Any]] = []
+        self.display_id = uuid.uuid4().hex  # every output showing the panel carries it
+        self._displayed = False
 
     # -- lifecycle (kernel thread) ----------------------------------------------------------
     def start(self) -> StatusPanel:
@@ -114,9 +117,16 @@ class StatusPanel:
         self.runtime.run_on_host(self.aflush(), timeout=timeout)
 
     def close(self) -> None:
-        """Detach every listener and close the widgets (idempotent)."""
+        """Detach every listener and close the widgets (idempotent). Every output that showed
+        the panel becomes its last state as static HTML first: a closed widget shows nothing,
+        in the notebook and in the saved file."""
         if self._closed:
             return
+        if self._displayed:
+            try:
+                self._leave_last_state()
+            except Exception:
+                log.exception("replacing the panel's outputs with its last state failed")
         if self.runtime.running:
             try:
                 self.runtime.run_on_host(self._aclose(), timeout=10)
@@ -137,6 +147,26 @@ class StatusPanel:
             return self.runtime.url
         except Exception:
             return "(stopped)"
+
+    def _ipython_display_(self) -> None:
+        """IPython shows the panel through this: as display data with :attr:`display_id`, so
+        :meth:`close` can replace every copy of it with the last state."""
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
+        self._displayed = True
+
+    def _leave_last_state(self) -> None:
+        from IPython.display import update_display
+
+        last = PanelSnapshot(
+            f"{self._url()} (stopped)", list(self.rows), list(self.ended), clock(time.time())
+        )
+        bundle = {
+            "text/plain": last.text(),
+            "text/html": page(last.html(), cls="carnb-panel-static"),
+        }
+        update_display(bundle, raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
 
     def _repr_mimebundle_(self, **kw: Any) -> Any:
         """The widget, with the panel as it is now as static HTML beside it: what a saved
@@ -207,6 +237,26 @@ class StatusPanel:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _settle_ended_runs(self) -> bool:
+        """Read the final turn count of each run that ended since the last refresh (the last
+        snapshot may predate its last turns); whether there was one."""
+        runs = self.lingering.unsettled()
+        for run in runs:
+            turns = run.turns
+            try:
+                reply = await self.runtime.acall(
+                    "runs.list", {"agent_id": run.agent_id or "", "limit": 20}
+                )
+                found = next(
+                    (r for r in reply.get("runs") or [] if r.get("run_id") == run.run_id), None
+                )
+                if found is not None:
+                    turns = found.get("turn_count")
+            except Exception as exc:  # the panel shows what it has
+                log.debug("no final turn count for %s: %s", run.run_id, exc)
+            self.lingering.settle(run.run_id, turns)
+        return bool(runs)
+
     # -- rendering (host thread) --------------------------------------------------------------
     async def collect(self) -> list[dict[str, Any]]:
         me = self.runtime.notebook().get("client_id")
@@ -214,7 +264,6 @@ class StatusPanel:
         for row in rows:
             row["me"] = row["client_id"] == me
             row["proposal"] = self.proposals.of(row["client_id"])
-        self.proposals.forget_except({row["client_id"] for row in rows})
         rows.sort(key=lambda r: (not r["me"], r["connected_at"]))
         return rows
 
@@ -224,7 +273,16 @@ class StatusPanel:
         rows = await self.collect()
         if self._closed:
             return
-        self.ended = self.lingering.update(rows)
+        ended = self.lingering.update(rows)
+        if await self._settle_ended_runs():  # again (idempotent): the rows get the final counts
+            ended = self.lingering.update(rows)
+        for row in ended:  # its tools went with the session; its last proposal stays shown
+            row["tools"] = []
+            row["proposal"] = self.proposals.of(row["client_id"])
+        self.proposals.forget_except({r["client_id"] for r in rows + ended})
+        if self._closed:
+            return
+        self.ended = ended
         self.rows = rows
         self._last = time.monotonic()
         self.refreshes += 1
@@ -234,7 +292,7 @@ class StatusPanel:
         self.title.value = STYLESHEET + title  # the widget's root has the style's class
         self.mine.value = mine
         self.others.value = others
-        self.tools.value = panel_tools_html(rows)
+        self.tools.value = panel_tools_html(rows + ended)
         self.traces.show_runs(shown_runs(rows, self.ended))
 
 
@@ -298,7 +356,7 @@ def _mine(me: dict[str, Any] | None) -> str:
         ("graph", me.get("graph") or ""),
         ("facts", _num(me.get("fact_count"))),
         ("run", me.get("current_run_id") or "(none)"),
-        ("turns", _num(_turns(me))),
+        ("turns", _num(_any_turns(me))),
         ("browser", browser_text(me)),
     ]
     run = _run_cell(me).html or esc("(none)")
@@ -365,11 +423,11 @@ class PanelSnapshot(Renderable):
 
     def text(self) -> str:
         at = f" (snapshot at {self.moment})" if self.moment else ""
-        tools = panel_tools_text(self.rows)
+        tools = panel_tools_text(self.rows + self.ended)
         text = f"carnb · {self.url}{at}\n" + panel_text(self.rows, self.ended)
         return f"{text}\n\n{tools}" if tools else text
 
     def html(self) -> str:
         title, mine, others = render(self.url, self.rows, self.ended, moment=self.moment)
-        tools = panel_tools_html(self.rows)
+        tools = panel_tools_html(self.rows + self.ended)
         return f'<div class="carnb-snapshot">{title}{mine}{others}{tools}</div>'

@@ -217,8 +217,8 @@ class Image(Renderable):
         return (
             f"{note_html(self.caption)}"
             f'<img class="carnb-shot" alt="screenshot" title="{size}click for full size" '
-            'style="max-width:min(640px,100%)" '
-            "onclick=\"this.style.maxWidth=this.style.maxWidth=='none'?'min(640px,100%)':'none'\" "
+            'style="max-width:min(960px,100%)" '
+            "onclick=\"this.style.maxWidth=this.style.maxWidth=='none'?'min(960px,100%)':'none'\" "
             f'src="data:image/png;base64,{esc(self.png_base64)}"/>'
         )
 

@@ -98,11 +98,17 @@ class Verification(Renderable):
         self.conflicts: list[Sequence[str]] = list(result.get("conflicts") or [])
         self.levels: list[list[str]] = list(result.get("execution_levels") or [])
 
+    def _validity(self) -> str:
+        """``valid`` means no error: a write conflict is a warning, so say it beside yes."""
+        if not self.valid:
+            return "no"
+        return "yes, with write conflicts (see below)" if self.conflicts else "yes"
+
     def _parts(self) -> Sections:
         errors = sum(1 for i in self.issues if i.get("severity") == "error")
         summary = KeyValues(
             [
-                ("valid", self.valid),
+                ("valid", self._validity()),
                 ("issues", f"{len(self.issues)} ({errors} error(s))"),
                 ("conflicts", len(self.conflicts)),
                 ("levels", " → ".join("[" + ", ".join(lv) + "]" for lv in self.levels)),
@@ -203,7 +209,7 @@ def _actions_text(p: dict[str, Any]) -> str:
         parts.append(f"{a['action_id']} {a['status']}{took}")
     if p.get("dropped"):
         parts.append(f"+{p['dropped']} more")
-    return ", ".join(parts)
+    return "; ".join(parts)
 
 
 def _actions_html(p: dict[str, Any]) -> str:
@@ -214,7 +220,7 @@ def _actions_html(p: dict[str, Any]) -> str:
         spans.append(
             f'<span class="carnb-action carnb-status-{esc(a["status"])}" '
             f'data-action="{esc(a["action_id"])}" data-status="{esc(a["status"])}"{title}>'
-            f"{esc(a['action_id'])} {esc(a['status'])}{esc(took)}</span>"
+            f"{short_id(a['action_id']).html} {esc(a['status'])}{esc(took)}</span>"
         )
     if p.get("dropped"):
         spans.append(f"<span>+{p['dropped']} more</span>")

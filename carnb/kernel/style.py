@@ -67,12 +67,26 @@ STYLESHEET = (
     f"{_R} tr.carnb-ended td,{_R} tr.carnb-superseded td{{color:{_FG2};font-style:italic}}"
     f"{_R} pre{{margin:2px 0;white-space:pre-wrap;color:{_FG1};background:{_BG2};"
     f"padding:4px 6px;font-family:{_MONO}}}"
-    f"{_R} img.carnb-shot{{max-width:min(640px,100%);height:auto;border:1px solid {_LINE};"
+    f"{_R} img.carnb-shot{{max-width:min(960px,100%);height:auto;border:1px solid {_LINE};"
     "cursor:zoom-in;display:block;margin:2px 0}"
     f"{_R} .carnb-part{{margin-bottom:6px}}"
     f"{_R} .carnb-label,{_R} .carnb-muted{{color:{_FG2}}}"
     f"{_R} .carnb-muted{{font-style:italic}}"
     f"{_R} .widget-html-content{{line-height:1.4;white-space:normal;overflow:visible}}"
+    # A widget's HTML children are one line each at the text's own height (ipywidgets gives
+    # every one the height of an input box otherwise).
+    f"{_R} .widget-html{{height:auto;min-height:0;margin-top:0;margin-bottom:0}}"
+    # The panel's tables keep each value on one line; a narrow notebook scrolls them sideways.
+    f"{_R}.carnb-panel{{overflow-x:auto}}"
+    f"{_R} table.carnb-notebook td,{_R} table.carnb-sessions td,{_R} table.carnb-tools td"
+    "{white-space:nowrap}"
+    f"{_R} table.carnb-notebook td{{border:none;padding:1px 12px 1px 0}}"
+    f"{_R} .carnb-action{{display:block}}"  # one line per action of a proposal
+    # After a kernel restart the frontend marks every view disconnected: one broken-link icon
+    # for the whole output (not one per child), and buttons that no longer look clickable.
+    f"{_R} .jupyter-widgets-disconnected::before{{display:none}}"
+    f"{_R}.jupyter-widgets-disconnected{{opacity:.7}}"
+    f"{_R}.jupyter-widgets-disconnected button{{pointer-events:none;opacity:.5;cursor:default}}"
     f"{_R} a{{color:{_ACCENT}}}"
     # Trace record kinds (carnb.runs.timeline, the kernel's trace view): one hue each, AA
     # contrast in the light and the dark themes.
@@ -128,6 +142,13 @@ def shorten(text: str, keep: int = 8) -> str:
     body = rest if sep and len(rest) > keep + 4 else text
     lead = prefix + sep if body is rest else ""
     return lead + body[:keep] + "…" if len(body) > keep + 4 else text
+
+
+def tags_text(tags: Any) -> str:
+    """A fact's tags as ``ci, deploy`` ("" for none, never a raw ``[]``)."""
+    if isinstance(tags, (list, tuple)):
+        return ", ".join(str(t) for t in tags)
+    return "" if tags is None else str(tags)
 
 
 def short_id(full: Any, keep: int = 8) -> Cell:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from carnb.kernel.style import ROOT, STYLESHEET
+
 if TYPE_CHECKING:
     from carnb.kernel.view import RuntimeView
 
@@ -325,6 +327,7 @@ class LiveTrace:
         self.timeline = w.VBox([])
         self.widget = w.VBox([self.title, self.timeline])
         self.widget.add_class("carnb-live-trace")
+        self.widget.add_class(ROOT)  # the stylesheet's colours and line spacing apply
         self._shown: list[Any] = []  # one HTML widget per entry shown
         self._unwatch: Callable[[], None] | None = None
         self._pending: asyncio.TimerHandle | None = None
@@ -442,7 +445,8 @@ class LiveTrace:
         elif new:
             self._shown += new
             self.timeline.children = tuple(self._shown)
-        self.title.value = f'<div class="carnb-h">{_esc(header(self.trace, ordered))}</div>'
+        head = _esc(header(self.trace, ordered))
+        self.title.value = f'{STYLESHEET}<div class="carnb-h">{head}</div>'
         if self.trace.get("status") not in (None, "in_progress"):
             self._stop_watching()  # the run ended: nothing more will come
 

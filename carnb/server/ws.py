@@ -47,6 +47,7 @@ from carnb.protocol.jsonrpc import MAX_FRAME_VALUES, Message, notification_text,
 from carnb.protocol.session import ClientSession, new_client_id
 from carnb.server.dispatch import Close, Deferred, Dispatcher
 from carnb.server.logthrottle import ThrottleFilter, loop_exception_handler
+from carnb.server.quickack import ack_now
 
 log = logging.getLogger("carnb.server.ws")
 
@@ -212,6 +213,8 @@ class SessionServer:
             outcome = self.dispatcher.receive(session, frame)
         if session.authenticated and not was_authenticated:
             self._allow_full_frames(ws)
+        if isinstance(outcome, Deferred) or outcome.text is None:
+            ack_now(ws)  # no reply now to carry the TCP ACK; a Nagle peer would wait for it
         if isinstance(outcome, Deferred):
             try:
                 await in_flight.acquire()

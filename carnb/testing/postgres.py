@@ -26,6 +26,8 @@ UNPRIVILEGED_USER = "nobody"
 
 
 def find_bindir() -> Path | None:
+    """PostgreSQL's server binaries: $CARNB_PG_BIN, else Debian's /usr/lib/postgresql/N/bin
+    (newest first), else the folder of an ``initdb`` on PATH (e.g. conda's postgresql)."""
     env = os.environ.get("CARNB_PG_BIN")
     candidates = [env] if env else []
     candidates += sorted(
@@ -33,6 +35,9 @@ def find_bindir() -> Path | None:
         key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
         reverse=True,
     )
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(str(Path(on_path).resolve().parent))
     for c in candidates:
         if c and (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
             return Path(c)

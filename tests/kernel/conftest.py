@@ -123,6 +123,7 @@ class Executed:
     stdout: str = ""
     stderr: str = ""
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)  # update_display_data contents
     error: dict[str, Any] | None = None
 
     @property
@@ -198,6 +199,8 @@ class Kernel:
                     res.stderr += content["text"]
             elif kind in ("display_data", "execute_result"):
                 res.outputs.append(content)
+            elif kind == "update_display_data":
+                res.updates.append(content)
             elif kind == "error":
                 res.error = content
             elif kind == "status" and content["execution_state"] == "idle":

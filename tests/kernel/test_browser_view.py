@@ -1,4 +1,4 @@
-"""Browser results as a person reads them: observations as tables, screenshots at most 640 px
+"""Browser results as a person reads them: observations as tables, screenshots at most 960 px
 wide, plain words for a URL without a scheme and for a page that did not load."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_bad_urls_and_failed_navigations_get_plain_words() -> None:
     assert friendly_error("something else") == "something else"
 
 
-def test_screenshots_show_at_most_640_px_wide() -> None:
+def test_screenshots_show_at_most_960_px_wide() -> None:
     steps = [
         {
             "op": "screenshot",
@@ -77,7 +77,7 @@ def test_screenshots_show_at_most_640_px_wide() -> None:
     html = BrowserResult(steps)._repr_mimebundle_()["text/html"]
     img = re.search(r"<img [^>]*>", html)
     assert img is not None
-    assert "max-width:min(640px,100%)" in img.group(0) and "click for full size" in img.group(0)
+    assert "max-width:min(960px,100%)" in img.group(0) and "click for full size" in img.group(0)
 
 
 @needs_chromium

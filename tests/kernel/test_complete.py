@@ -155,3 +155,62 @@ def test_complete_request_in_a_real_kernel(kernel: Any) -> None:
     run_id = kernel.value("r.run_id")
     assert matches("%car run trace run-")[0] == [run_id]
     assert matches("%%car ")[0] == ["browser", "infer", "propose", "run"]
+
+
+def test_items_are_typed_by_what_they_are() -> None:
+    from carnb.kernel.completer import typed_candidates
+
+    p = build_parser()
+    assert {c.kind for c in typed_candidates(p, [], "", no_values)} == {"command"}
+    assert typed_candidates(p, ["memory", "add"], "--t", no_values)[0].kind == "flag"
+    agents = typed_candidates(p, ["auth", "--agent"], "", lambda k: ["scout"])
+    assert [(c.text, c.kind) for c in agents] == [("scout", "agent")]
+    rules = typed_candidates(p, ["policy", "add", "--rule"], "deny", no_values)
+    assert {c.kind for c in rules} == {"choice"}
+
+
+def test_help_names_every_command_and_explains_the_one_under_the_cursor() -> None:
+    from carnb.kernel.helpdoc import full_usage, help_at
+
+    line, cell = build_parser(), build_cell_parser()
+    usage = full_usage(line, cell)
+    for command in ["%car memory query", "%car run trace", "%car browser click", "%%car run"]:
+        assert f"  {command} " in usage, command
+    assert "query facts (a table, best first)" in usage and "[-h]" not in usage
+    query = help_at(line, cell, "%car memory query dep")
+    assert query is not None
+    assert query.startswith("query facts") and "usage: %car memory query" in query
+    tag = help_at(line, cell, "%car memory add a b --tag")
+    assert tag is not None and tag.startswith("--tag TAG: a tag")
+    assert help_at(line, cell, "x = %car ru") is not None
+    assert help_at(line, cell, "print(1)") is None
+    assert help_at(line, cell, "%%car run x", first_line=False) is None
+
+
+@pytest.mark.kernel
+def test_inspect_request_in_a_real_kernel(kernel: Any) -> None:
+    def inspect(code: str, pos: int | None = None) -> str | None:
+        pos = len(code) if pos is None else pos
+        reply = kernel.kc.inspect(code, pos, detail_level=0, reply=True, timeout=30)
+        content = reply["content"]
+        assert content["status"] == "ok"
+        return content["data"]["text/plain"] if content["found"] else None
+
+    kernel.ok("%load_ext carnb")
+    magic = inspect("%car", 2)  # `%car?` and Shift+Tab on the magic: the full usage
+    assert magic is not None
+    assert "%car memory query [-k K] WORDS" in magic and "%%car propose [--run]" in magic
+    query = inspect("x = 1\n%car memory query deploy", len("x = 1\n%car memory qu"))
+    assert query is not None and "usage: %car memory query" in query
+    assert "%car run start" in (inspect("%car run start tidy") or "")
+    assert "Return the number of items" in (inspect("len") or "")  # everything else: IPython's
+    kernel.ok("%unload_ext carnb")
+    assert inspect("%car memory query") is None
+
+
+@pytest.mark.kernel
+def test_complete_reply_types_items(kernel: Any) -> None:
+    kernel.ok("%load_ext carnb")
+    reply = kernel.kc.complete("%car memory add x y --t", 23, reply=True, timeout=30)
+    items = reply["content"]["metadata"]["_jupyter_types_experimental"]
+    assert [(i["text"], i["type"]) for i in items] == [("--tag", "flag")]

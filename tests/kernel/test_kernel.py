@@ -4,6 +4,7 @@ blocked, reload and unload leave no port or thread, loading at kernel start, shu
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -172,3 +173,30 @@ def test_unload_leaves_no_browser_process(kernel: Kernel, site: str) -> None:
             break
         time.sleep(0.1)
     assert left == []
+
+
+def test_ctrl_c_in_a_bracketed_run_is_one_line_and_ends_the_run_interrupted(
+    kernel: Kernel,
+) -> None:
+    kernel.ok("%load_ext carnb")
+    msg_id = kernel.submit("%%car run wait for ever\nimport time\ntime.sleep(60)")
+    time.sleep(1.5)
+    kernel.interrupt()
+    res = kernel.collect(msg_id, timeout=30)
+    assert res.status == "error" and res.error is not None
+    assert len(res.error["traceback"]) == 1, res.error["traceback"]
+    line = res.error["traceback"][0]
+    assert line.startswith("carnb (interrupted): the cell was interrupted; run run-")
+    assert "KeyboardInterrupt" not in line and "…" in line  # a short run id
+    listed = kernel.ok("%car run list")
+    assert "interrupted" in listed.text and "completed" not in listed.text
+
+
+def test_a_failing_bracketed_cell_names_its_own_cell(kernel: Kernel) -> None:
+    kernel.ok("%load_ext carnb")
+    kernel.ok("x = 1")
+    res = kernel.run("%%car run divide\n1 / 0")
+    assert res.status == "error" and res.error is not None
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(res.error["traceback"]))
+    assert "Cell In[3]" in shown and "In[0]" not in shown
+    assert "ZeroDivisionError" in shown

@@ -302,3 +302,39 @@ def test_external_agent_process_with_the_official_client(loaded: Any, tmp_path: 
     loaded.run_line_magic("car", "auth --agent writer")
     q = loaded.run_line_magic("car", "memory query deploy")
     assert q.facts[0]["body"] == "written by the agent"
+
+
+def test_run_list_shows_how_each_run_ended(loaded: Any) -> None:
+    run(loaded, "%%car run divide\n1 / 0")
+    run(loaded, "%%car run add\n1 + 1")
+    loaded.run_line_magic("car", "run start give up")
+    loaded.run_line_magic("car", "run cancel")
+    listed = loaded.run_line_magic("car", "run list")
+    assert [r["outcome"] for r in listed.runs] == [None, "success", "failure"]
+    assert [row[1] for row in listed.rows] == ["cancelled", "success", "failure"]
+    assert "completed" not in listed.text()
+
+
+def test_run_messages_name_runs_by_short_ids(loaded: Any) -> None:
+    started = loaded.run_line_magic("car", "run start short ids")
+    assert started.run_id not in started.text() and started.run_id[:12] in started.text()
+    done = loaded.run_line_magic("car", "run complete")
+    assert done.run_id == started.run_id and started.run_id not in done.text()
+
+
+@pytest.mark.kernel
+def test_every_car_line_of_a_cell_shows_its_result(kernel: Any) -> None:
+    kernel.ok("%load_ext carnb")
+    res = kernel.ok("%car memory add a 'first fact'\nx = %car memory count\n%car memory count")
+    shown = [o["data"]["text/plain"] for o in res.outputs]
+    assert len(shown) == 2 and "1 facts" in shown[1]  # the middle line, then the last
+    assert "added" in shown[0] or "fact" in shown[0]
+
+
+def test_memory_query_explains_an_empty_graph_and_tags_read_as_words(loaded: Any) -> None:
+    empty = loaded.run_line_magic("car", "memory query deploy")
+    assert "is empty" in empty.text() and "%car memory add" in empty.text()
+    loaded.run_line_magic("car", "memory add deploy 'needs CI' --tag ci --tag prod")
+    found = loaded.run_line_magic("car", "memory query deploy")
+    assert "ci, prod" in found.text() and "[" not in found.text()
+    assert "no fact matches" in loaded.run_line_magic("car", "memory query zebra").text()

@@ -42,11 +42,13 @@ class RecordingClient(NotebookClient):
         self.after[cell_index] = copy.deepcopy(self.widget_state)
 
 
-def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+def execute(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: Path | None = None
+) -> tuple[Any, Any]:
     work = tmp_path / "nb"
-    work.mkdir()
+    work.mkdir(parents=True)
     shutil.copy(NOTEBOOKS / name, work / name)
-    monkeypatch.setenv("CARNB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CARNB_HOME", str(home or tmp_path / "home"))
     monkeypatch.setenv("CAR_NO_VERSION_WARNING", "1")
     nb = nbformat.read(work / name, as_version=4)
     client = RecordingClient(
@@ -182,7 +184,7 @@ def test_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert re.search(r'data-run="run-[0-9a-f]+"', panel) and 'data-turns="2"' in panel
     traces = [text(c) for c in nb.cells if c.cell_type == "code" and c.source == "%car run trace"]
     assert "spread computed" in traces[1] and traces[1].count(" turn ") == 3
-    agent_cell = cell_index(nb, "agent_code")
+    agent_cell = cell_index(nb, "%car status\nagent_code")
     run_id = re.search(r"the agent's run: (run-[0-9a-f]+)", text(nb.cells[agent_cell]))
     assert run_id is not None
     # Watched live: while the cell waited on the agent, the panel showed its run as it grew.
@@ -204,7 +206,9 @@ def test_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The live panel moved on: the run completed in the last cell.
     assert 'data-run="(none)"' in widget(client.widget_state, "carnb-panel")["html"]
     final = text(nb.cells[-1])
-    assert "follow up on the summary" in final and final.count("completed") == 2
+    # both lines of the cell show: the completion message, then the list (two runs, success)
+    assert final.startswith("run run-") and "completed: success" in final
+    assert "follow up on the summary" in final and final.count("success") == 3
     no_tokens_anywhere(nb)
 
 
@@ -255,6 +259,8 @@ def test_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "second page" in out(nb, "second = %car browser click")
     script = out(nb, "%%car browser")
     assert script.count(" ok ") >= 4 and "error" not in script
+    scrolled = re.search(r'"scroll_y": (\d+)', script)
+    assert scrolled is not None and int(scrolled.group(1)) > 0  # the page is long enough
     assert "browser slot closed" in out(nb, "%car browser close")
     final = widget(client.widget_state, "carnb-panel")["html"]
     assert 'data-browser="closed"' in final
@@ -308,3 +314,19 @@ def test_every_notebook_is_executed_here() -> None:
         "07-team.ipynb",  # tests/kernel/test_notebook_team.py (it needs PostgreSQL)
     }
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
+
+
+def test_agent_loop_run_again_on_the_same_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run All twice on one data directory: the second run follows its own agent's run, not
+    the newest one on disk, and writes nothing beside the notebook."""
+    home = tmp_path / "home"
+    first, _ = execute("06-agent-loop.ipynb", tmp_path / "first", monkeypatch, home)
+    second, _ = execute("06-agent-loop.ipynb", tmp_path / "second", monkeypatch, home)
+    ids = [
+        re.search(r"the agent's run: (run-[0-9a-f]+)", out(nb, "import os, subprocess, sys"))
+        for nb in (first, second)
+    ]
+    assert ids[0] is not None and ids[1] is not None and ids[0].group(1) != ids[1].group(1)
+    assert sorted(p.name for p in (tmp_path / "second" / "nb").iterdir()) == ["06-agent-loop.ipynb"]

@@ -284,3 +284,63 @@ def test_a_click_in_a_real_kernel_opens_the_run_trace_in_the_panel(kernel: Any) 
     finally:
         agent.close()
     assert kernel.value("len(panel.traces.live.timeline.children)") == 2
+
+
+@pytest.mark.kernel
+def test_unload_leaves_the_panels_last_state_in_its_outputs(kernel: Any) -> None:
+    kernel.ok("%load_ext carnb")
+    shown = kernel.ok("%car status").outputs
+    assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" in shown[0]["data"]
+    display_id = shown[0]["transient"]["display_id"]
+    kernel.ok("%car agent add scout\n%car auth --agent scout")
+    unloaded = kernel.ok("%unload_ext carnb")
+    (update,) = unloaded.updates
+    assert update["transient"]["display_id"] == display_id
+    html = update["data"]["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" not in update["data"]
+    assert 'data-agent="scout"' in html and "(stopped)" in html
+
+
+def test_the_final_state_of_an_ended_agent(loaded: Any) -> None:
+    """An agent that records turns, runs a proposal and leaves within one refresh interval: the
+    panel keeps its last proposal, its run's final turn count, and its own row agrees."""
+    panel = loaded.run_line_magic("car", "status")
+    panel.interval = 5.0  # no refresh while the agent works: only the final state counts
+    rt = carnb.current()
+    loaded.run_line_magic("car", "agent add scout")
+    token = rt.credentials.agents.token_for("scout")
+    c = Client(rt.url)
+    c.call("session.auth", {"agent_id": "scout", "token": token})
+    panel.flush()
+    rid = c.call("runs.start", {"intent": "quick"})["run_id"]
+    panel.flush()  # the panel saw the run open, with no turns yet
+    c.call("runs.record_turns", {"run_id": rid, "turns": [{"prompt": "a"}, {"prompt": "b"}]})
+    c.call(
+        "proposal.submit",
+        {
+            "proposal": {
+                "id": "p1",
+                "actions": [
+                    {"id": "w", "type": "state_write", "parameters": {"key": "k", "value": 1}}
+                ],
+            }
+        },
+    )
+    c.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
+    c.close()
+    assert wait_for(
+        lambda: (panel.flush(), not any(r["agent_id"] == "scout" for r in panel.rows))[1]
+    )
+    ended = panel.others.value.split('<tr class="carnb-ended">')[1].split("</tr>")[0]
+    # the final count (two turns and the proposal's action), not the 0 the panel last saw
+    assert '<td class="carnb-num">3</td>' in ended, ended
+    assert 'data-action="w"' in panel.tools.value  # the ended agent's proposal row stays
+    # the notebook's own row and the table agree on its ended run's turns
+    loaded.run_cell("%car run start mine")
+    loaded.run_cell("x = 1")
+    loaded.run_cell("%car run complete")
+    panel.flush()
+    mine = panel.mine.value
+    assert 'data-turns="1"' in mine
+    me = panel.others.value.split('<tr class="carnb-me">')[1].split("</tr>")[0]
+    assert '<td class="carnb-num">1</td>' in me

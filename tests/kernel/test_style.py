@@ -81,3 +81,29 @@ def test_run_list_shows_short_ids_and_clock_times_on_one_line() -> None:
     # Ids and times never wrap onto two lines.
     assert re.search(r"\.carnb-id,[^{]*\.carnb-time\{[^}]*white-space:nowrap", style.STYLESHEET)
     assert RUN_ID in RunList("agent:x", runs).text()
+
+
+def test_a_valid_proposal_with_conflicts_says_so_beside_valid() -> None:
+    from carnb.kernel.render_tools import Verification
+
+    racy = Verification({"valid": True, "conflicts": [["basket", "tea", "cake"]]})
+    assert "valid      yes, with write conflicts" in racy.text()
+    assert "valid      yes\n" in Verification({"valid": True}).text() + "\n"
+
+
+def test_a_proposals_actions_are_one_short_line_each() -> None:
+    from carnb.kernel.render_tools import panel_tools_html
+
+    long_id = "call_0_" + "9f" * 12
+    proposal = {
+        "proposal_id": "p",
+        "running": False,
+        "dropped": 0,
+        "actions": [
+            {"action_id": long_id, "status": "succeeded", "duration_ms": 3.0, "error": None},
+            {"action_id": "b", "status": "rejected", "duration_ms": None, "error": "policy"},
+        ],
+    }
+    html = panel_tools_html([{"client_id": "c1", "tools": [], "proposal": proposal}])
+    assert f'title="{long_id}"' in html and f">{long_id}<" not in html  # shortened, full on hover
+    assert re.search(r"\.carnb-action\{display:block\}", style.STYLESHEET)

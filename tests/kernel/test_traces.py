@@ -212,3 +212,20 @@ def test_live_trace_widget_updates_in_a_real_kernel_while_idle(kernel: Any) -> N
         "turn",
         "ended",
     ]
+
+
+def test_the_live_trace_has_the_static_traces_look(loaded: Any) -> None:
+    """Colours per record kind and single line spacing come from carnb's stylesheet, which
+    applies under its root class: the live widget carries both, as the panel does."""
+    from carnb.kernel.style import ROOT, STYLESHEET
+
+    loaded.run_line_magic("car", "run start look alike")
+    loaded.run_cell("x = 1")
+    live = loaded.run_line_magic("car", "run trace --live")
+    try:
+        assert ROOT in live.widget._dom_classes
+        assert live.title.value.startswith(STYLESHEET)
+        assert any("carnb-trace-turn" in child.value for child in live.timeline.children)
+        assert re.search(r"\.widget-html\{height:auto;min-height:0", STYLESHEET)
+    finally:
+        loaded.run_line_magic("car", "run complete")

@@ -23,7 +23,9 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from carnb.protocol.jsonrpc import MAX_DEPTH
+from carnb.protocol.jsonrpc import MAX_DEPTH, MAX_FRAME_VALUES, frame_values
+from carnb.runtime import DEFAULT_FRAME_BYTES
+from carnb.server.ws import PARSE_OFF_LOOP_CHARS
 from tests.reliability.harness import add, masked_frame, note, raw_upgrade, well_formed_error
 
 pytestmark = pytest.mark.reliability
@@ -71,7 +73,10 @@ def expected_reply(text: str) -> tuple[bool, Any]:
     """(answered?, reply id) per docs/protocol.md: strict JSON (no NaN/Infinity, nesting at most
     MAX_DEPTH); a well-formed notification or response object (``result`` or ``error``, no
     ``method``) is never answered; everything else gets exactly one
-    reply, carrying the request's id when it has a valid one."""
+    reply, carrying the request's id when it has a valid one. A frame over 64 KiB that may hold
+    more than MAX_FRAME_VALUES values is refused before it is decoded (id null)."""
+    if len(text) > PARSE_OFF_LOOP_CHARS and frame_values(text) > MAX_FRAME_VALUES:
+        return True, None
     try:
         obj = json.loads(text, parse_constant=_reject, parse_float=_finite)
     except (ValueError, RecursionError):
@@ -332,11 +337,14 @@ class Fuzzer:
         expected: Counter[str] = Counter()
         for kind, data in frames:
             self.frames += 1
-            if kind == "bad-utf8":
-                # Invalid UTF-8 in a text frame: RFC 6455 says fail the connection (1007).
-                # Replies already on their way still arrive well-formed; replies to requests
-                # still running may be lost with the connection.
-                self.ws.send(data, text=True)
+            too_big = kind != "bad-utf8" and len(data.encode() if isinstance(data, str) else data)
+            too_big = bool(too_big) and too_big > DEFAULT_FRAME_BYTES
+            if kind == "bad-utf8" or too_big:
+                # Invalid UTF-8 in a text frame: RFC 6455 says fail the connection (1007); a
+                # frame over the cap is refused the same way (1009). Replies already on their
+                # way still arrive well-formed; replies to requests still running may be lost
+                # with the connection.
+                self.ws.send(data, text=kind != "binary")
                 got: Counter[str] = Counter()
                 with pytest.raises(ConnectionClosed):
                     while True:
@@ -345,7 +353,7 @@ class Fuzzer:
                             continue
                         self.check_reply(msg)
                         got[json.dumps(msg.get("id"))] += 1
-                assert self.ws.close_code == 1007, self.ws.close_code
+                assert self.ws.close_code == (1009 if too_big else 1007), self.ws.close_code
                 assert not got - expected, f"unasked replies {got - expected}"
                 expected = Counter()
                 self.reconnects += 1
@@ -431,7 +439,7 @@ def test_fuzzed_frames_are_all_answered_and_the_witness_stays_right(fuzz_server:
         witness.join(30)
     add("fuzz: frames fuzzed (text/binary/bad UTF-8)", fuzzer.frames)
     add("fuzz: witness calls checked", witness.calls)
-    add("fuzz: reconnects after 1007", fuzzer.reconnects)
+    add("fuzz: reconnects after 1007 or 1009", fuzzer.reconnects)
     assert srv.alive()
     assert witness.failures == [], witness.failures[:10]
     assert witness.calls > 100

@@ -351,3 +351,12 @@ def test_at_most_16_running_proposals_so_tool_answers_are_always_read(alice) -> 
         replies[msg["id"]] = msg
     assert all(replies[i]["result"]["results"][0]["status"] == "succeeded" for i in range(1, 17))
     assert submit(alice, proposal(action("again"))).statuses() == {"again": "succeeded"}
+
+
+def test_only_a_small_proposal_is_prepared_on_the_event_loop() -> None:
+    from carnb.app.handlers.proposals import _small
+
+    assert _small(proposal(action("a", parameters={"q": "x"})))
+    assert not _small(proposal(action("a", parameters={"q": "x" * 70_000})))
+    assert not _small(proposal(*[action(f"a{i}") for i in range(100)]))
+    assert not _small(proposal(action("a", parameters={"q": list(range(1_000_000))})))
