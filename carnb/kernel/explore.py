@@ -113,6 +113,23 @@ def why(explain: Any) -> str:
     return "; ".join(parts)
 
 
+EVALUATION_MODES = ("selective", "always_inject", "passive_retrieval", "no_memory")
+EVALUATION_FIGURES = ("precision", "recall", "interruption_rate", "avg_candidates_exposed")
+
+
+def evaluation_html(report: dict[str, Any]) -> str:
+    """``memory.evaluate``'s report as a table: one row per mode."""
+    rows = [
+        [mode, *(f"{report[mode][f]:.3f}" for f in EVALUATION_FIGURES)]
+        for mode in EVALUATION_MODES
+        if mode in report
+    ]
+    return table_html(
+        ("mode", *EVALUATION_FIGURES), rows, cls="carnb-evaluation",
+        title=f"intervention selector on {report.get('cases', 0)} case(s)",
+    )  # fmt: skip
+
+
 def _log_failure(fut: Any) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.error("memory explorer search failed", exc_info=fut.exception())
@@ -149,11 +166,14 @@ class MemoryExplorer:
         for name, button in self.buttons.items():
             button.on_click(lambda _b, name=name: self._on_button(name))
         self.history = w.HTML()
+        self.evaluation = w.HTML()
         bar = w.VBox([
             w.HBox([self.fact_box, self.subject_box, self.body_box]),
             w.HBox(list(self.buttons.values())),
         ])  # fmt: skip
-        self.widget = w.VBox([self.box, self.status, self.results, bar, self.history])
+        self.widget = w.VBox(
+            [self.box, self.status, self.results, bar, self.history, self.evaluation]
+        )
         self.widget.add_class("carnb-explore")
         self.widget.add_class(ROOT)
         self.status.value = STYLESHEET
@@ -191,6 +211,7 @@ class MemoryExplorer:
             self.subject_box,
             self.body_box,
             self.history,
+            self.evaluation,
             *self.buttons.values(),
             self.widget,
         ):
@@ -201,7 +222,7 @@ class MemoryExplorer:
         if isinstance(bundle, dict):
             bundle["text/plain"] = f"memory explorer: {len(self.last_rows)} result(s)"
             bundle["text/html"] = page(
-                self.status.value + self.results.value + self.history.value,
+                self.status.value + self.results.value + self.history.value + self.evaluation.value,
                 cls="carnb-explore-static",
             )
         return bundle
@@ -261,6 +282,16 @@ class MemoryExplorer:
 
     def undo(self, timeout: float = 30) -> Edit | None:
         return self._edit_now(self.edits.undo(), timeout)
+
+    def evaluate(self, cases: list[dict[str, Any]], timeout: float = 120) -> dict[str, Any]:
+        """``memory.evaluate`` on labelled cases (``[{id, request: {query, ...},
+        relevant_fact_ids}]``, StateBench-style: a question and the facts that answer it); the
+        table of the selector against its baselines is shown under the edits."""
+        report: dict[str, Any] = self.runtime.run_on_host(
+            self.runtime.acall("memory.evaluate", {"cases": cases}), timeout=timeout
+        )
+        self.evaluation.value = STYLESHEET + evaluation_html(report)
+        return report
 
     def _edit_now(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         result: T = self.runtime.run_on_host(self._aedit(coro, raise_errors=True), timeout=timeout)

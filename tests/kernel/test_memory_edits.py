@@ -93,3 +93,17 @@ def test_diff_since_a_time_and_since_a_run(nb: NotebookEngine) -> None:
     text = out.text()
     assert f"since run {run_id} started" in text and "deleted" in text
     assert car(nb, f"memory diff --since {time.time() + 60}").text().endswith("nothing changed")
+
+
+def test_the_explorer_evaluates_the_selector_on_labelled_cases(nb: NotebookEngine) -> None:
+    car(nb, 'memory add build "pip install fails behind the proxy" --id proxy-fix')
+    car(nb, 'memory add lunch "the menu has soup" --id soup')
+    ex = car(nb, "memory explore")
+    report = ex.evaluate([
+        {"id": "c1", "request": {"query": "pip install fails", "trigger": {"tool_error": True}},
+         "relevant_fact_ids": ["proxy-fix"]},
+        {"id": "c2", "request": {"query": "weather tomorrow"}, "relevant_fact_ids": []},
+    ])  # fmt: skip
+    assert report["selective"]["precision"] == 1.0
+    html = ex.evaluation.value
+    assert "intervention selector on 2 case(s)" in html and "<td>passive_retrieval</td>" in html
