@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from carnb.config import MAX_FRAME_BYTES as DEFAULT_FRAME_BYTES
 from carnb.protocol.jsonrpc import MAX_DEPTH, MAX_FRAME_VALUES, frame_values
-from carnb.runtime import DEFAULT_FRAME_BYTES
 from carnb.server.ws import PARSE_OFF_LOOP_CHARS
 from tests.reliability.harness import add, masked_frame, note, raw_upgrade, well_formed_error
 
