@@ -47,6 +47,10 @@ TOOL_WORKERS = 8  # notebook tool calls running at once; more wait their turn
 MAX_TOOLS = 1000  # per session
 MAX_POLICIES = 1000  # per session
 MAX_RUNNING_PROPOSALS = 16  # per session, below MAX_IN_FLIGHT (see app/handlers/proposals.py)
+# A proposal of at most this many JSON values and characters of strings, with no policy in
+# force, is prepared on the loop: tens of microseconds, less than a thread hop.
+INLINE_PREPARE_NODES = 256
+INLINE_PREPARE_CHARS = 64 * 1024
 MAX_PENDING_CALLS = 1024  # requests one peer may owe the server at once
 TURN_TEXT_CHARS = 16 * 1024  # output or error kept per recorded proposal turn
 

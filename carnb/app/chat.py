@@ -109,7 +109,7 @@ class ChatRelay:
         if chat is None:
             raise NotFound(f"no open chat {session_id}")
         try:
-            await self._chats.wait(session_id, timeout)
+            await self._chats.wait(session_id, timeout, keep_open=True)
         finally:
             if self._chats.answered(session_id):
                 self._chats.discard(session_id)

@@ -65,12 +65,13 @@ class Pending(Generic[S]):
         entry = self._calls.get(call_id)
         return entry is not None and entry[0].done()
 
-    async def wait(self, call_id: str, timeout: float | None) -> Any:
+    async def wait(self, call_id: str, timeout: float | None, *, keep_open: bool = False) -> Any:
         """The answer to ``call_id``; :class:`TimeoutError` once ``timeout`` seconds pass. A
-        waiter that times out or is cancelled leaves the call open (see :meth:`discard`)."""
+        waiter that times out or is cancelled ends the call, unless ``keep_open`` (a chat goes
+        on after its waiter gave up)."""
         future = self._calls[call_id][0]
         async with asyncio.timeout(timeout):
-            return await asyncio.shield(future)
+            return await (asyncio.shield(future) if keep_open else future)
 
     def resolve(self, call_id: object, result: Any) -> bool:
         """Answer ``call_id`` with ``result``; ``False`` if it is unknown or already answered."""

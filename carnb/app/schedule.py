@@ -59,6 +59,12 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
+async def in_thread_if(heavy: bool, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread when ``heavy``, else at once on the loop (work that
+    takes microseconds costs less than the thread hop)."""
+    return await asyncio.to_thread(fn, *args) if heavy else fn(*args)
+
+
 async def in_bulk(owner: Hashable, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` on the bulk thread, in ``owner``'s turn (a session: the thread takes
     the sessions with jobs queued round robin)."""

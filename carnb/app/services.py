@@ -24,6 +24,7 @@ from carnb.app.events import (
 )
 from carnb.app.models import ModelHub
 from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog
+from carnb.app.schedule import in_thread
 from carnb.app.subscriptions import RunSubscriptions
 from carnb.app.toolhub import ToolHub
 from carnb.protocol.auth import Credentials
@@ -209,7 +210,7 @@ class SessionHub:
         """Read ``graph``'s count in a worker thread and show it, unless the session moved to
         another graph or learnt a count meanwhile (a write publishes its own)."""
         try:
-            count = await asyncio.to_thread(graph.fact_count)
+            count = await in_thread(graph.fact_count)
         except Exception as exc:  # the panel shows no count; the next memory call sets it
             log.info("fact count of %s not read: %s", session.client_id, exc)
             return

@@ -23,9 +23,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from carnb.config import MAX_FRAME_BYTES as DEFAULT_FRAME_BYTES
+from carnb.config import MAX_FRAME_BYTES, PARSE_OFF_LOOP_CHARS
 from carnb.protocol.jsonrpc import MAX_DEPTH, MAX_FRAME_VALUES, frame_values
-from carnb.server.ws import PARSE_OFF_LOOP_CHARS
 from tests.reliability.harness import add, masked_frame, note, raw_upgrade, well_formed_error
 
 pytestmark = pytest.mark.reliability
@@ -338,7 +337,7 @@ class Fuzzer:
         for kind, data in frames:
             self.frames += 1
             too_big = kind != "bad-utf8" and len(data.encode() if isinstance(data, str) else data)
-            too_big = bool(too_big) and too_big > DEFAULT_FRAME_BYTES
+            too_big = bool(too_big) and too_big > MAX_FRAME_BYTES
             if kind == "bad-utf8" or too_big:
                 # Invalid UTF-8 in a text frame: RFC 6455 says fail the connection (1007); a
                 # frame over the cap is refused the same way (1009). Replies already on their

@@ -35,9 +35,15 @@ from carnb.agentir.values import MISSING
 from carnb.app.handlers.runturns import record_proposal
 from carnb.app.methods import Method, Params
 from carnb.app.params import req_list, req_str
-from carnb.app.schedule import in_thread
+from carnb.app.schedule import in_thread, in_thread_if
 from carnb.app.services import Services
-from carnb.config import MAX_POLICIES, MAX_RUNNING_PROPOSALS, MAX_TOOLS
+from carnb.config import (
+    INLINE_PREPARE_CHARS,
+    INLINE_PREPARE_NODES,
+    MAX_POLICIES,
+    MAX_RUNNING_PROPOSALS,
+    MAX_TOOLS,
+)
 from carnb.errors import CarnbError, InvalidParams, StateFull
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import MAX_STATE_KEYS, STATE_BUDGET_BYTES, ClientSession
@@ -46,10 +52,6 @@ SCOPE = "global"  # per-connection, like the real daemon's global scope of a ses
 # MAX_RUNNING_PROPOSALS (proposals one session may run at once) is below the connection's
 # MAX_IN_FLIGHT, so requests waiting on the client's own tools can never fill every slot and
 # stall the reader that must deliver the client's answers.
-# A proposal of at most this many JSON values (objects, arrays, strings, numbers...) and
-# characters of strings, with no policy in force, is prepared on the loop: tens of microseconds.
-INLINE_PREPARE_NODES = 256
-INLINE_PREPARE_CHARS = 64 * 1024
 
 
 class TooManyProposals(CarnbError):
@@ -256,10 +258,9 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     state = _SessionState(s, tenant)
     policies = svc.tools.of(s).policies.copy()
     raw = p["proposal"]
-    if not len(policies) and _small(raw):  # microseconds: not worth a thread hop
-        prepared = _prepare(raw, policies, state)
-    else:
-        prepared = await in_thread(_prepare, raw, policies, state)
+    # a small proposal with no policy is prepared in microseconds: not worth a thread hop
+    heavy = bool(len(policies)) or not _small(raw)
+    prepared = await in_thread_if(heavy, _prepare, raw, policies, state)
     _check_state_room(s, prepared.write_sizes, tenant)
     proposal = prepared.proposal
     registry, local = svc.tools.toolset(s)

@@ -8,7 +8,6 @@ ends into host events, and ends a departing session's open runs ``incomplete``.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -17,7 +16,7 @@ from carnb.app.events import RUN_ENDED, RUN_STARTED
 from carnb.app.methods import Method, Params
 from carnb.app.params import opt_int, opt_str, req_list, req_object, req_str
 from carnb.app.ports import Record, RunCaller, RunLog
-from carnb.app.schedule import in_bulk
+from carnb.app.schedule import in_bulk, in_thread
 from carnb.app.services import Services
 from carnb.config import TRACE_PAGE_BYTES, TRACE_PAGE_MAX_RECORDS, TRACE_PAGE_RECORDS
 from carnb.errors import InvalidParams, NotFound
@@ -60,7 +59,7 @@ async def _on_session_close(svc: Services, s: ClientSession) -> None:
     if not s.authenticated:  # it could start no run: spare the store (and its lock)
         return
     # a database call (PostgreSQL: a network round trip): in a worker thread, never on the loop
-    for run_id in await asyncio.to_thread(_store(svc).end_session_runs, s.client_id):
+    for run_id in await in_thread(_store(svc).end_session_runs, s.client_id):
         _clear_current(svc, run_id)
 
 
