@@ -101,10 +101,7 @@ SCHEMA = Component(
         CREATE TABLE memgine_deletions (
             graph_id BIGINT NOT NULL REFERENCES memgine_graphs ON DELETE CASCADE,
             seq BIGSERIAL,
-            fact_id TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            body TEXT NOT NULL,
-            kind TEXT NOT NULL,
+            fact_id TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, kind TEXT NOT NULL,
             deleted_at DOUBLE PRECISION NOT NULL,
             provenance TEXT NOT NULL,
             PRIMARY KEY (graph_id, seq)
