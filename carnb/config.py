@@ -74,6 +74,7 @@ MAX_QUERY_K = 100  # memory.query: facts may be 1 MiB each
 # A write to a session's own in-memory graph runs on the loop up to this many characters of
 # subject and body (indexing costs ~0.5 s per MiB of distinct words).
 INLINE_WRITE_CHARS = 16 * 1024
+MAX_STATUS_CHARS = 64 * 1024  # memory.update_status: a session's private status
 TRACE_PAGE_RECORDS = 100  # runs.get_trace's default page
 TRACE_PAGE_MAX_RECORDS = 1000
 TRACE_PAGE_BYTES = 2 * MiB

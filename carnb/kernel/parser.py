@@ -315,6 +315,20 @@ def _memory(cmd: Any) -> None:
     d = sub.add_parser("delete", help="delete a fact by id")
     d.add_argument("fact_id", metavar="FACT_ID")
     d.set_defaults(func=cmd_memory.delete)
+    f = sub.add_parser(
+        "diff",
+        help="the facts added, superseded and deleted since a run or a time",
+        description="What changed in the graph since a run started or a time.\n"
+        "  %car memory diff --since run-1a2b3c\n"
+        "  %car memory diff --since 2026-12-08T09:00",
+    )
+    f.add_argument(
+        "--since",
+        required=True,
+        metavar="RUN|TIME",
+        help="a run id (since it started), an ISO time or seconds since the epoch",
+    )
+    f.set_defaults(func=cmd_memory.diff)
     e = sub.add_parser("explore", help="a search widget over the facts (updates as you type)")
     e.add_argument("query", nargs="*", metavar="WORDS", help="initial search")
     e.add_argument("-k", type=int, default=10, help="rows shown (default 10)")

@@ -45,7 +45,18 @@ def test_the_tree_gives_commands_actions_and_flags() -> None:
     assert candidates(p, [], "", no_values) == COMMANDS
     assert candidates(p, [], "me", no_values) == ["memory"]
     assert candidates(p, ["memory"], "", no_values) == sorted(
-        ["add", "query", "count", "context", "persist", "load", "delete", "explore", "history"]
+        [
+            "add",
+            "query",
+            "count",
+            "context",
+            "persist",
+            "load",
+            "delete",
+            "explore",
+            "history",
+            "diff",
+        ]  # fmt: skip
     )
     assert candidates(p, ["memory", "add"], "--", no_values) == [
         "--confidence",

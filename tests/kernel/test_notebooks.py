@@ -153,6 +153,20 @@ def test_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert 'data-facts="6"' in first and "4 result(s)" in first
     searched = widget(client.after[cell_index(nb, "rows = explorer")], "carnb-explore")["html"]
     assert "postgres 16" in searched and "Tuesdays" not in searched
+    # provenance, explain, an edit made in the explorer and its undo, and the diff between
+    found = out(nb, "import time")
+    assert "'scout'" in found and "'orders'" in found and "'postgres'" in found
+    assert "('the orders service uses postgres 17', 'edited in the notebook')" in out(
+        nb, "edited = explorer.edit"
+    )
+    edited = widget(client.after[cell_index(nb, "edited = explorer.edit")], "carnb-explore")
+    assert "notebook as agent scout, edited in the notebook" in edited["html"]  # written by
+    assert "<td>edit</td><td>db-1</td>" in edited["html"]  # the edit history
+    diff = out(nb, "%car memory diff")
+    assert "added" in diff and "superseded" in diff and "postgres 17" in diff
+    assert "['the orders service uses postgres 16']" in out(nb, "explorer.undo()")
+    undone = widget(client.after[cell_index(nb, "explorer.undo()")], "carnb-explore")["html"]
+    assert "undone" in undone
     assert "6 facts written to memory/scout/facts.json" in out(nb, "%car memory persist")
     assert "into namespace:scratch" in out(nb, "%car auth --namespace scratch")
     assert "5 facts in namespace:scratch" in out(nb, "%car memory delete")
