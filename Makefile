@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: lab test bench bench-quick fuzz lint chromium postgresql clean screenshots
+.PHONY: lab test bench bench-quick fuzz lint chromium postgresql phoenix clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "carnb needs Python 3.11 or newer"'
@@ -32,6 +32,15 @@ chromium: | $(BIN)/python
 postgresql:
 	@tools/ensure-postgresql
 
+# A Phoenix server for the OpenTelemetry export tests (tests/observe start it themselves), in a
+# virtualenv of its own: its ~110 packages would otherwise pin the project's (about 700 MB).
+PHOENIX_VENV ?= .venv-phoenix
+phoenix: $(PHOENIX_VENV)/.installed
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet 'arize-phoenix>=12'
+	touch $@
+
 # The demo Lab saves widget state with a notebook, so a saved notebook reopens showing the
 # panel's last state instead of "Error displaying widget: model not found", and shows the
 # completer's documentation panel (each %car completion item's help).
@@ -45,7 +54,7 @@ lab: $(VENV)/.installed-lab chromium postgresql
 	  p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(d, indent=2))' $(LAB_OVERRIDES)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-test: lint chromium postgresql
+test: lint chromium postgresql phoenix
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test chromium postgresql
@@ -76,4 +85,4 @@ lint: $(VENV)/.installed-test
 	$(BIN)/lint-imports --no-cache
 
 clean:
-	rm -rf $(VENV) .pytest_cache bench/results
+	rm -rf $(VENV) $(PHOENIX_VENV) .pytest_cache bench/results

@@ -190,8 +190,9 @@ class Tally:
     answerable: int = 0
     covered: int = 0
     ms: list[float] = field(default_factory=list)
+    chars: list[int] = field(default_factory=list)  # each context's length
 
-    def add(self, s: QueryScore, ms: float | None = None) -> None:
+    def add(self, s: QueryScore, ms: float | None = None, chars: int | None = None) -> None:
         if s.leak_applies:
             self.leak_queries += 1
             self.leaking += bool(s.leaked)
@@ -199,6 +200,8 @@ class Tally:
         self.covered += len(s.covered)
         if ms is not None:
             self.ms.append(ms)
+        if chars is not None:
+            self.chars.append(chars)
 
     @property
     def leak_pct(self) -> float:
@@ -212,11 +215,16 @@ class Tally:
     def median_ms(self) -> float:
         return statistics.median(self.ms) if self.ms else float("nan")
 
+    @property
+    def median_chars(self) -> float:
+        return statistics.median(self.chars) if self.chars else float("nan")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "leak_pct": self.leak_pct,
             "coverage_pct": self.coverage_pct,
             "build_context_median_ms": self.median_ms,
+            "context_median_chars": self.median_chars,
             "leak_queries": self.leak_queries,
             "leaking": self.leaking,
             "answerable": self.answerable,
@@ -230,7 +238,8 @@ def floor_tally(timelines: Iterable[Timeline]) -> Tally:
     for t in timelines:
         for q in t.queries:
             valid = t.valid_facts(q.facts_before)
-            tally.add(score(floor_context(valid), q, valid))
+            context = floor_context(valid)
+            tally.add(score(context, q, valid), chars=len(context))
     return tally
 
 
@@ -293,5 +302,5 @@ def tally_answers(timelines: Sequence[Timeline], answers: Iterable[Answer]) -> T
     for a in answers:
         t = by_id[a.timeline]
         q = t.queries[a.query]
-        tally.add(score(a.context, q, t.valid_facts(q.facts_before)), a.ms)
+        tally.add(score(a.context, q, t.valid_facts(q.facts_before)), a.ms, len(a.context))
     return tally

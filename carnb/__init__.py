@@ -163,6 +163,22 @@ def model(
     return register(fn) if fn is not None else register
 
 
+def prices(table: dict[str, dict[str, float]]) -> None:
+    """Set the price table costs are computed with: ``{model: {"input_per_mtok": 3.0,
+    "output_per_mtok": 15.0}}`` in USD per million tokens; ``"*"`` prices any other model."""
+    current().call("prices.set", {"prices": table})
+
+
+def model_turns(*run_ids: str) -> Any:
+    """The model turns of ``run_ids`` as a pandas DataFrame, one row per turn: input messages,
+    output, tool calls, the run's outcome, tokens and cost (for evaluation)."""
+    from carnb.kernel.cmd_observe import TURN_COLUMNS, model_turns
+    from carnb.kernel.traceview import to_dataframe
+
+    rt = current()
+    return to_dataframe(model_turns(rt.call, run_ids), TURN_COLUMNS)
+
+
 def load_ipython_extension(ipython: Any) -> None:
     from carnb.kernel.extension import load
 

@@ -99,6 +99,26 @@ def _parser() -> argparse.ArgumentParser:
         help="a proposal supervised with supervision.subscribe is rejected when no verdict "
         f"comes within this time (default {DECISION_TIMEOUT_S:g})",
     )
+    s.add_argument(
+        "--otel-endpoint",
+        metavar="URL",
+        help="export every run as an OpenTelemetry trace to this OTLP/HTTP endpoint (Phoenix: "
+        "http://127.0.0.1:6006/v1/traces; default $CARNB_OTEL_ENDPOINT; needs carnb[otel])",
+    )
+    s.add_argument(
+        "--otel-content",
+        action="store_true",
+        default=None,
+        help="export message and tool content too (default: "
+        "$OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, else off)",
+    )
+    s.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help='a JSON price table {model: {"input_per_mtok", "output_per_mtok"}} in USD '
+        "(default $CARNB_PRICES)",
+    )
     s.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     c = sub.add_parser(
         "chromium",
@@ -161,6 +181,12 @@ def serve(args: argparse.Namespace) -> int:
             decision_timeout=args.decision_timeout,
             **({"store": args.store} if args.store is not None else {}),
         )
+        if args.otel_endpoint:
+            settings = settings.with_(otel_endpoint=args.otel_endpoint)
+        if args.otel_content:
+            settings = settings.with_(otel_content=True)
+        if args.prices is not None:
+            settings = settings.with_(prices=args.prices)
     except CarnbError as exc:
         print(f"carnb: {exc}", file=sys.stderr)
         return 2

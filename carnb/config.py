@@ -74,6 +74,7 @@ MAX_QUERY_K = 100  # memory.query: facts may be 1 MiB each
 # A write to a session's own in-memory graph runs on the loop up to this many characters of
 # subject and body (indexing costs ~0.5 s per MiB of distinct words).
 INLINE_WRITE_CHARS = 16 * 1024
+MAX_STATUS_CHARS = 64 * 1024  # memory.update_status: a session's private status
 TRACE_PAGE_RECORDS = 100  # runs.get_trace's default page
 TRACE_PAGE_MAX_RECORDS = 1000
 TRACE_PAGE_BYTES = 2 * MiB
@@ -83,6 +84,26 @@ INFERENCE_RECORD_BYTES = 128 * 1024  # one recorded infer, as JSON (a model turn
 FORK_MAX_TURNS = 8  # model turns a fork drives after the turn it forks at, by default
 FORK_TURN_LIMIT = 100  # the most a fork may be given
 MAX_RUNNING_FORKS = 4  # per session
+
+# -- metering and OpenTelemetry ----------------------------------------------------------------
+METER_EVENTS_KEPT = 10_000  # events.query's window (lifetime totals are kept apart)
+METER_RUNS_KEPT = 10_000  # runs whose token and cost totals are kept (the most recent)
+OTEL_QUEUE_SPANS = 4096  # spans waiting for the exporter; more are dropped and counted
+OTEL_BATCH_SPANS = 512  # spans per OTLP request
+OTEL_EXPORT_DELAY_S = 0.5  # the exporter sends at least this often while spans wait
+OTEL_EXPORT_TIMEOUT_S = 5.0  # one OTLP request, retries included, before its spans drop
+OTEL_OPEN_RUNS = 10_000  # runs whose trace is open at once; the oldest is ended beyond it
+# The OpenTelemetry GenAI conventions' switch for recording message and tool content.
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_str(name: str) -> str | None:
+    return os.environ.get(name) or None
+
 
 # -- browser ----------------------------------------------------------------------------------
 BROWSER_TIMEOUT_MS = 10_000  # one browser operation
@@ -121,6 +142,14 @@ class Settings:
     # Keep each infer's request and reply in the session's current run (runs.replay, runs.fork).
     record_inference: bool = True
     decision_timeout: float = DECISION_TIMEOUT_S  # supervised proposals fail closed after it
+    # OTLP/HTTP traces endpoint runs are exported to (None: no export; $CARNB_OTEL_ENDPOINT)
+    otel_endpoint: str | None = field(default_factory=lambda: _env_str("CARNB_OTEL_ENDPOINT"))
+    # export message and tool content too (default: the GenAI conventions' switch)
+    otel_content: bool = field(default_factory=lambda: _env_flag(CAPTURE_CONTENT_ENV))
+    # a JSON price table file (default: $CARNB_PRICES); carnb.prices() sets one at run time
+    prices: Path | None = field(
+        default_factory=lambda: Path(p) if (p := _env_str("CARNB_PRICES")) else None
+    )
 
     def __post_init__(self) -> None:
         # accept str paths (Settings(home="~/x")) and expand ~ in both

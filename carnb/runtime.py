@@ -29,6 +29,7 @@ from carnb.app.handlers import build_table
 from carnb.app.handlers.inference import context_source
 from carnb.app.methods import MethodTable, off_loop
 from carnb.app.models import PythonModel
+from carnb.app.prices import read_prices
 from carnb.app.services import Services
 from carnb.app.supervision import Filter, function_supervisor
 from carnb.app.toolhub import LocalTool
@@ -140,6 +141,7 @@ class Runtime:
         services.recordings.enabled = self.settings.record_inference
         self._closers.append(services.models.close)
         services.supervision.decision_timeout_s = self.settings.decision_timeout
+        self._attach_observers(services)
         self._attach_engines(services)
         self.services = services
         table = build_table(services)
@@ -166,6 +168,19 @@ class Runtime:
         services.sessions.open(session)
         self.session = session
 
+    def _attach_observers(self, services: Services) -> None:
+        """The price table (``Settings.prices``) and the OpenTelemetry exporter, closed last so
+        it sends the records of the runs that end while the server stops."""
+        s = self.settings
+        if s.prices is not None:
+            services.meter.prices.set(read_prices(s.prices))
+        if s.otel_endpoint:
+            from carnb.otel import open_export
+
+            export = open_export(s.otel_endpoint, content=s.otel_content)
+            services.spans = export
+            self._closers.append(lambda: asyncio.to_thread(export.close))
+
     def _attach_engines(self, services: Services) -> None:
         """Wire memgine, the run store and the browser pool (each can be switched off)."""
         s = self.settings
@@ -181,7 +196,9 @@ class Runtime:
         if s.runs:
             if team is not None:
                 runs = team.runs()
-                runs.interest = services.run_subscriptions.watching
+                # turns of runs followed here or started here (the meter's) are read
+                watching, metered = services.run_subscriptions.watching, services.meter.follows
+                runs.interest = lambda run_id: watching(run_id) or metered(run_id)
                 services.runs = runs
                 self._run_store = runs
             else:
@@ -592,7 +609,7 @@ class Runtime:
         through the dispatcher, so the graph's lock is respected) for at most
         ``COUNT_TIMEOUT_S`` seconds; a graph busy longer (a long ``memory.load``) shows no
         count. ``tools`` lists the names of the tools in force for each session
-        (:meth:`session_tools`).
+        (:meth:`session_tools`); ``run_usage`` the current run's calls, tokens and cost.
         """
         services, dispatcher = self.services, self.dispatcher
         if services is None or dispatcher is None:
@@ -606,6 +623,8 @@ class Runtime:
                 else:
                     snap["fact_count"] = await _count(dispatcher, session)
             snap["tools"] = [t["name"] for t in self.session_tools(session)]
+            rid = session.current_run_id
+            snap["run_usage"] = services.meter.run_totals([rid]).get(rid) if rid else None
             snaps.append(snap)
         return snaps
 
@@ -703,10 +722,13 @@ class _SessionWatch:
         for session in services.sessions:
             self._add(session)
         self._unwatch_events = services.events.watch(self._on_event)
+        # a metered call changes its run's tokens and cost, not its session
+        self._unwatch_meter = services.meter.watch(lambda: host.call_soon(self._changed))
 
     def remove(self) -> None:
         self._closed = True
         self._unwatch_events()
+        self._unwatch_meter()
         for remove in list(self._listeners.values()):
             remove()
         self._listeners.clear()

@@ -30,6 +30,15 @@ def opt_str(params: dict[str, Any], name: str, default: str | None = None) -> st
     return value
 
 
+def opt_bool(params: dict[str, Any], name: str, default: bool) -> bool:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidParams(f"{name} must be a boolean, got {_type_name(value)}")
+    return value
+
+
 def opt_int(
     params: dict[str, Any],
     name: str,

@@ -24,8 +24,9 @@ from carnb.app.events import (
     SESSION_DETACHED,
     HostEvents,
 )
+from carnb.app.metering import Meter
 from carnb.app.models import ModelHub
-from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog
+from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog, SpanExport
 from carnb.app.recording import InferenceRecorder
 from carnb.app.schedule import in_thread
 from carnb.app.subscriptions import RunSubscriptions
@@ -52,6 +53,8 @@ class Services:
     tools: ToolHub = field(default_factory=ToolHub)  # tools and policies of every session
     models: ModelHub = field(default_factory=ModelHub)  # the models infer and embed reach
     chats: ChatRelay = field(default_factory=ChatRelay)  # agents.chat turns being relayed
+    meter: Meter = field(default_factory=Meter)  # tokens, cost and the audit event log
+    spans: SpanExport | None = None  # the OpenTelemetry exporter, when an endpoint is set
     supervision: Supervision = field(default_factory=Supervision)  # the admission gate
     approvals: ApprovalLedger | None = None  # the durable approval ledger
     recordings: InferenceRecorder = field(default_factory=InferenceRecorder)  # infer, for runs

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.calls import CarCommandError
+from carnb.kernel.explore import COLUMNS, result_cells, written_by
 from carnb.kernel.render import Message, Pre, Table
-from carnb.kernel.style import tags_text
 from carnb.kernel.traceview import to_dataframe
 
 if TYPE_CHECKING:
@@ -51,21 +52,8 @@ class QueryResult(Table):
     ) -> None:
         self.facts = rows
         super().__init__(
-            ["fact_id", "subject", "body", "kind", "score", "tags", "source"],
-            [
-                [
-                    r.get("fact_id"),
-                    r.get("subject"),
-                    r.get("body"),
-                    r.get("kind"),
-                    f"{r['confidence']:.3f}"
-                    if isinstance(r.get("confidence"), (int, float))
-                    else "",
-                    tags_text(r.get("tags")),
-                    r.get("source"),
-                ]
-                for r in rows
-            ],
+            list(COLUMNS),
+            [result_cells(r) for r in rows],
             title=f"{len(rows)} fact(s) for {query!r}",
             empty=empty,
         )
@@ -78,7 +66,8 @@ class QueryResult(Table):
 
 def query(nb: NotebookEngine, args: argparse.Namespace) -> QueryResult:
     q = " ".join(args.query)
-    rows = nb.calls.call("memory.query", {"query": q, "k": args.k}, what="%car memory query")
+    params = {"query": q, "k": args.k, "explain": True}
+    rows = nb.calls.call("memory.query", params, what="%car memory query")
     if rows:
         return QueryResult(list(rows), q)
     n = nb.calls.call("memory.fact_count", {}, what="%car memory query")
@@ -148,6 +137,59 @@ def history(nb: NotebookEngine, args: argparse.Namespace) -> History:
     rows = nb.calls.call("memory.history", params, what="%car memory history")
     what = f"fact {args.fact_id!r}" if args.fact_id is not None else repr(args.subject)
     return History(list(rows), what)
+
+
+class Diff(Table):
+    """What changed since a point: one row per change; ``.changes`` holds the reply."""
+
+    def __init__(self, changes: dict[str, Any], what: str) -> None:
+        self.changes = changes
+        rows = [
+            [change, r.get("fact_id"), r.get("subject"), r.get("body"),
+             written_by(r.get("provenance"))]
+            for change in ("added", "superseded", "deleted")
+            for r in changes.get(change, [])
+        ]  # fmt: skip
+        super().__init__(
+            ["change", "fact_id", "subject", "body", "by"],
+            rows,
+            title=f"memory changes since {what}",
+            empty="nothing changed",
+        )
+
+
+def since_time(nb: NotebookEngine, since: str) -> tuple[float, str]:
+    """``--since``: seconds since the epoch, an ISO time, or a run id (when it started)."""
+    try:
+        return float(since), since
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        return _run_start(nb, since), f"run {since} started"
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # a time without a zone is local time
+    return moment.timestamp(), since
+
+
+def _run_start(nb: NotebookEngine, run_id: str) -> float:
+    """When a run started: its agent from its trace, then the agent's run list."""
+    what = "%car memory diff"
+    page = nb.calls.call("runs.get_trace", {"run_id": run_id, "limit": 1}, what=what)
+    if page.get("not_found"):
+        raise CarCommandError(f"{what}: {run_id!r} is neither a run, an ISO time nor a number")
+    listed = nb.calls.call("runs.list", {"agent_id": page["agent_id"]}, what=what)
+    for run in listed.get("runs", []):
+        if run.get("run_id") == run_id:
+            return datetime.fromisoformat(str(run["started_at"])).timestamp()
+    raise CarCommandError(f"{what}: run {run_id!r} is not among its agent's runs")
+
+
+def diff(nb: NotebookEngine, args: argparse.Namespace) -> Diff:
+    at, what = since_time(nb, args.since)
+    changes = nb.calls.call("memory.diff", {"since": at}, what="%car memory diff")
+    return Diff(dict(changes), what)
 
 
 def explore(nb: NotebookEngine, args: argparse.Namespace) -> MemoryExplorer:

@@ -24,6 +24,7 @@ class EndedRun:
     ended_at: float
     agent_id: str | None = None
     settled: bool = False  # ``turns`` is the run's final count (read from the store)
+    usage: Any = None  # the run's last known {calls, tokens_in, tokens_out, cost_usd, ...}
 
 
 class Lingering:
@@ -47,7 +48,11 @@ class Lingering:
             after = seen.get(cid)
             if rid and (after is None or after.get("current_run_id") != rid):
                 self._runs[cid] = EndedRun(
-                    rid, before.get("run_turns"), now, before.get("agent_id")
+                    rid,
+                    before.get("run_turns"),
+                    now,
+                    before.get("agent_id"),
+                    usage=before.get("run_usage"),
                 )
             if after is None and cid not in self._sessions:
                 self._sessions[cid] = {

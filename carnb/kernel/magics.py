@@ -86,6 +86,26 @@ class CarMagics(Magics):
             )
         return float(value)
 
+    otel_endpoint = Unicode(
+        None,
+        allow_none=True,
+        help="Export every run as an OpenTelemetry trace to this OTLP/HTTP endpoint (Phoenix: "
+        "http://127.0.0.1:6006/v1/traces; Langfuse: its /api/public/otel endpoint with "
+        "OTEL_EXPORTER_OTLP_HEADERS set). Default: $CARNB_OTEL_ENDPOINT. Needs carnb[otel].",
+    ).tag(config=True)
+    otel_content = Bool(
+        None,
+        allow_none=True,
+        help="Export message and tool content too. Default: "
+        "$OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, else off.",
+    ).tag(config=True)
+    prices = Unicode(
+        None,
+        allow_none=True,
+        help='A JSON price table file {model: {"input_per_mtok", "output_per_mtok"}} (USD). '
+        "Default: $CARNB_PRICES; carnb.prices({...}) sets one while the kernel runs.",
+    ).tag(config=True)
+
     switch_interval = Float(
         None,
         allow_none=True,
@@ -168,7 +188,15 @@ class CarMagics(Magics):
             home=Path(self.home) if self.home else default_home(),
             decision_timeout=self.decision_timeout,
         )
-        return settings.with_(store=self.store) if self.store else settings
+        if self.store:
+            settings = settings.with_(store=self.store)
+        if self.otel_endpoint:
+            settings = settings.with_(otel_endpoint=self.otel_endpoint)
+        if self.otel_content is not None:
+            settings = settings.with_(otel_content=self.otel_content)
+        if self.prices:
+            settings = settings.with_(prices=Path(self.prices).expanduser())
+        return settings
 
     @line_cell_magic
     def car(self, line: str, cell: str | None = None) -> Any:

@@ -60,6 +60,8 @@ COLUMNS = (
     "facts",
     "run",
     "turns",
+    "tokens",
+    "cost",
     "browser",
 )
 
@@ -321,6 +323,28 @@ def _any_turns(r: dict[str, Any]) -> Any:
     return _turns(r) if r.get("current_run_id") or ended is None else ended.turns
 
 
+def _usage(r: dict[str, Any]) -> Any:
+    """The current run's usage, else that of the run that ended lately."""
+    if r.get("current_run_id"):
+        return r.get("run_usage")
+    ended: EndedRun | None = r.get("ended_run")
+    return ended.usage if ended is not None else None
+
+
+def _tokens(usage: Any) -> str:
+    return "" if not usage else f"{usage['tokens_in']:,} in / {usage['tokens_out']:,} out"
+
+
+def _cost(usage: Any) -> str:
+    """USD, and how many calls the price table did not price (unpriced is not free)."""
+    if not usage:
+        return ""
+    text = f"${usage['cost_usd']:.4f}" if usage["calls"] > usage["unpriced_calls"] else ""
+    if usage["unpriced_calls"]:
+        text += f"{' + ' if text else ''}{usage['unpriced_calls']} unpriced"
+    return text
+
+
 def _run_cell(r: dict[str, Any]) -> Cell:
     """The current run, or the run that ended lately (greyed), or nothing."""
     if r.get("current_run_id"):
@@ -355,6 +379,8 @@ def _cells(r: dict[str, Any]) -> list[Any]:
         r.get("fact_count"),
         _run_cell(r),
         _any_turns(r),
+        _tokens(_usage(r)),
+        _cost(_usage(r)),
         browser_text(r),
     ]
 
@@ -372,6 +398,8 @@ def _mine(me: dict[str, Any] | None) -> str:
         ("facts", _num(me.get("fact_count"))),
         ("run", me.get("current_run_id") or "(none)"),
         ("turns", _num(_any_turns(me))),
+        ("tokens", _tokens(_usage(me)) or "(none)"),
+        ("cost", _cost(_usage(me)) or "(none)"),
         ("browser", browser_text(me)),
     ]
     run = _run_cell(me).html or esc("(none)")

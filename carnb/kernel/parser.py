@@ -21,6 +21,7 @@ from carnb.kernel import (
     cmd_core,
     cmd_memory,
     cmd_model,
+    cmd_observe,
     cmd_runs,
     cmd_supervise,
     cmd_tools,
@@ -203,6 +204,7 @@ def build_parser() -> Parser:
 
     _memory(cmd)
     _run(cmd)
+    _observe(cmd)
     _browser(cmd)
     _model(cmd)
     _tools(cmd)
@@ -313,6 +315,20 @@ def _memory(cmd: Any) -> None:
     d = sub.add_parser("delete", help="delete a fact by id")
     d.add_argument("fact_id", metavar="FACT_ID")
     d.set_defaults(func=cmd_memory.delete)
+    f = sub.add_parser(
+        "diff",
+        help="the facts added, superseded and deleted since a run or a time",
+        description="What changed in the graph since a run started or a time.\n"
+        "  %car memory diff --since run-1a2b3c\n"
+        "  %car memory diff --since 2026-12-08T09:00",
+    )
+    f.add_argument(
+        "--since",
+        required=True,
+        metavar="RUN|TIME",
+        help="a run id (since it started), an ISO time or seconds since the epoch",
+    )
+    f.set_defaults(func=cmd_memory.diff)
     e = sub.add_parser("explore", help="a search widget over the facts (updates as you type)")
     e.add_argument("query", nargs="*", metavar="WORDS", help="initial search")
     e.add_argument("-k", type=int, default=10, help="rows shown (default 10)")
@@ -425,6 +441,39 @@ def _run(cmd: Any) -> None:
     df.add_argument("run_a", metavar="RUN_A")
     df.add_argument("run_b", metavar="RUN_B")
     df.set_defaults(func=cmd_runs.diff)
+    e = sub.add_parser(
+        "export",
+        help="write the model turns of runs as a dataset (JSON lines or parquet)",
+        description="Write one row per model turn of each RUN (input messages, output, tool "
+        "calls, the run's outcome, tokens, cost) to PATH, for evaluation. --format parquet "
+        "needs pyarrow; the default follows PATH's suffix (.parquet, else jsonl). "
+        "carnb.model_turns(*run_ids) returns the same rows as a pandas DataFrame.",
+    )
+    e.add_argument("run_ids", nargs="+", metavar="RUN")
+    e.add_argument("path", metavar="PATH")
+    e.add_argument("--format", choices=("jsonl", "parquet"), default=None)
+    e.set_defaults(func=cmd_observe.export)
+
+
+def _observe(cmd: Any) -> None:
+    p = cmd.add_parser(
+        "cost",
+        help="tokens and cost by agent, run or model (a table)",
+        description="Calls, input and output tokens and cost (USD, from the price table: "
+        "carnb.prices({...}), CarMagics.prices or serve --prices) summed by agent, run or "
+        "model. Calls of a model the table does not price are counted as unpriced, not free. "
+        "The result's .to_dataframe() gives a pandas DataFrame.",
+    )
+    p.add_argument("--by", choices=("agent", "run", "model"), default="agent")
+    p.set_defaults(func=cmd_observe.cost)
+    p = cmd.add_parser(
+        "otel",
+        help="the OpenTelemetry export: endpoint, spans sent and dropped, last error",
+        description="The status of the OpenTelemetry export of runs (CarMagics.otel_endpoint, "
+        "$CARNB_OTEL_ENDPOINT): the endpoint, whether content is exported, spans sent, "
+        "dropped and waiting, and the last error.",
+    )
+    p.set_defaults(func=cmd_observe.otel)
 
 
 def _browser(cmd: Any) -> None:

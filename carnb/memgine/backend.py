@@ -38,6 +38,8 @@ class NewFact:
     created_at: float
     terms: str
     stems: str
+    # Who wrote it and when, as JSON text: decided by the server, never by a client field.
+    provenance: str = "{}"
 
 
 class FactIdTaken(CarnbError):
@@ -53,8 +55,12 @@ Target = tuple[int, str, str, str, int | None]
 # (rowid, fact, prev) of a fact to append: its rowid and the newest earlier fact of its subject
 Linked = tuple[int, NewFact, int | None]
 
+# (fact_id, subject, body, kind, deleted_at, provenance JSON of the deleter) of a deleted fact
+Deleted = tuple[str, str, str, str, float, str]
+# The tag that pins a fact: every context shows it (memory.pin sets it).
+PINNED = "pinned"
 # Column lists :meth:`GraphTx.rows_by_rowid` accepts (names common to every store).
-FACT_COLUMNS = "fact_id, subject, body, kind, tags, source"
+FACT_COLUMNS = "fact_id, subject, body, kind, tags, source, provenance"
 LINE_COLUMNS = "fact_id, subject, body, kind"
 
 
@@ -114,6 +120,21 @@ class GraphTx(Protocol):
         """The rows of :meth:`fact_rows` for the stored ones of ``rowids``, newest first."""
 
     def constraint_rows(self) -> list[tuple[str, str, str]]: ...
+    # -- changes over time (memory.diff)
+    def written_since(self, at: float, limit: int) -> list[int]:
+        """Rowids of the stored facts created at or after ``at``, oldest first."""
+
+    def superseded_since(self, at: float, limit: int) -> list[int]:
+        """Rowids of the facts replaced by a fact created at or after ``at``, oldest first."""
+
+    def log_deletion(self, deleted: Deleted) -> None: ...
+    def deleted_since(self, at: float, limit: int) -> list[Deleted]:
+        """The deletions at or after ``at``, oldest first."""
+
+    def pinned_rows(self) -> list[tuple[int, str, str, str]]:
+        """``(rowid, fact_id, subject, body)`` of the valid non-constraint facts tagged
+        ``PINNED``, oldest first (a constraint is always shown anyway)."""
+
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]: ...
     def line_sizes(self) -> Iterator[tuple[int, int]]:
         """``(rowid, size)`` of the valid non-constraint facts, newest first, lazily: ``size``

@@ -5,6 +5,7 @@ sharing the file never waits long for the write lock."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -32,17 +33,21 @@ MERGE_BATCH = 500
 Transaction = Callable[[], AbstractContextManager[GraphTx]]
 
 
-def prepare(loaded: list[LoadedFact]) -> list[NewFact]:
-    """Index terms for each loaded fact (done before the write transaction starts)."""
+def prepare(loaded: list[LoadedFact], loader: dict[str, Any]) -> list[NewFact]:
+    """Index terms for each loaded fact (done before the write transaction starts). Its
+    provenance is the file's (a snapshot restored as it was written), or else ``loader`` (who
+    loaded it, from which file) with the time of the load."""
     now = time.time()
     facts: list[NewFact] = []
     for fact in loaded:
         terms = fact_terms(fact.subject, fact.body)
         created = fact.created_at if fact.created_at is not None else now
+        said = fact.provenance or {**loader, "at": now}
+        provenance = json.dumps(said, ensure_ascii=False, default=str)
         facts.append(
             NewFact(
                 fact.fact_id, fact.subject, fact.body, fact.kind, fact.tags, fact.source,
-                fact.confidence, created, terms, fact_keys(terms),
+                fact.confidence, created, terms, fact_keys(terms), provenance,
             )
         )  # fmt: skip
     return facts

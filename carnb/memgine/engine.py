@@ -28,22 +28,32 @@ from pathlib import Path
 from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams
-from carnb.memgine import bulk, context, interchange, ranking, steps, validate
-from carnb.memgine.backend import FACT_COLUMNS, GraphBackend, GraphTx, NewFact
+from carnb.memgine import bulk, context, interchange, proactive, ranking, steps, validate
+from carnb.memgine.backend import (
+    FACT_COLUMNS,
+    LINE_COLUMNS,
+    PINNED,
+    GraphBackend,
+    GraphTx,
+    NewFact,
+)
 from carnb.memgine.lexicon import Lexicon
 from carnb.memgine.sqlite_graph import SqliteGraph
 from carnb.memgine.text import fact_keys, fact_terms
 
 log = logging.getLogger("carnb.memgine")
 
-# Facts ranked for the ``## Facts`` section of a context when not every valid fact fits (fewer
-# when the budget left after the constraints cannot hold that many), plus a margin for
-# constraints among the ranked facts; the newest valid facts fill the room they leave.
+# Facts ranked for the ``## Facts`` section of a context (fewer when the budget left after the
+# constraints cannot hold that many), plus a margin for constraints among the ranked facts; of
+# them, the relevant ones are shown (ranking.relevant).
 CONTEXT_FACTS = 64
+# The newest valid facts every context shows (the conversation's working set), relevant or not.
+RECENT_FACTS = 8
 CONSTRAINT_MARGIN = 8
 CONSTRAINT = "constraint"
-# memory.history returns at most this many facts.
+# memory.history returns at most this many facts; memory.diff this many of each change.
 HISTORY_LIMIT = 1000
+DIFF_LIMIT = 1000
 
 
 class Memgine:
@@ -60,6 +70,8 @@ class Memgine:
         self._lexicon = Lexicon()
         # Rendered "## Constraints" block and its size; None when it must be rebuilt.
         self._constraints: tuple[str, int] | None = None
+        # The valid pinned facts ``(rowid, fact_id, subject, body)``; None when to be re-read.
+        self._pinned: list[tuple[int, str, str, str]] | None = None
         # Set by close_if_idle: the next use opens the graph again, after admit(self).
         self._reopen = False
         self.admit: Callable[[Memgine], None] | None = None
@@ -98,6 +110,7 @@ class Memgine:
         """Drop the caches derived from the stored graph (another connection wrote to it)."""
         self._lexicon.clear()
         self._constraints = None
+        self._pinned = None
 
     def _ready(self) -> None:
         """The caller holds the lock: a graph closed while idle opens again here."""
@@ -154,7 +167,11 @@ class Memgine:
 
     # -- facts -------------------------------------------------------------------------------
 
-    def add_fact(
+    def add_fact(self, subject: str, body: str, kind: str | None = "pattern", **kw: Any) -> int:
+        """Store a fact; returns the number of valid facts after the write (:meth:`write`)."""
+        return self.write(subject, body, kind, **kw)[1]
+
+    def write(
         self,
         subject: str,
         body: str,
@@ -165,14 +182,17 @@ class Memgine:
         source: str | None = "user",
         confidence: float | None = None,
         supersedes: list[str] | None = None,
-    ) -> int:
-        """Store a fact; returns the number of valid facts after the write.
+        provenance: dict[str, Any] | None = None,
+    ) -> tuple[str, int]:
+        """Store a fact; returns its id and the number of valid facts after the write.
 
         Same id with the same subject and body: nothing changes (``supersedes`` included). Same
         id with other content: :class:`CarnbError`, nothing changes. No id: ``ws-<n>``, never an
         existing id. ``supersedes``: fact ids or subjects (an id wins) whose valid facts this one
         replaces; a name that is neither is :class:`InvalidParams` and nothing is written.
         ``None`` for an optional field means its default (so a handler can pass params through).
+        ``provenance``: who is writing (the server's account, :func:`written_by`); ``at``, the
+        time of the write, is added.
         """
         subject = validate.subject(subject)
         body = validate.body(body)
@@ -183,16 +203,17 @@ class Memgine:
         stored_confidence = validate.confidence(confidence)
         replaced = validate.supersedes(supersedes)
         terms = fact_terms(subject, body)
+        now = time.time()
         fact = NewFact(
             fact_id or "", subject, body, kind, tag_list, source, stored_confidence,
-            time.time(), terms, fact_keys(terms),
+            now, terms, fact_keys(terms), written_by(provenance, now),
         )  # fmt: skip
         with self._write() as tx:
             if fact_id is not None:
                 stored = tx.content_of(fact_id)
                 if stored is not None:
                     if stored == (subject, body):
-                        return tx.fact_count()
+                        return fact_id, tx.fact_count()
                     raise CarnbError(
                         f"fact {fact_id!r} already exists with different content; delete it "
                         "first or use another id"
@@ -215,7 +236,9 @@ class Memgine:
                 self._lexicon.removed(old_stems)
             if kind == CONSTRAINT or any(t[2] == CONSTRAINT for t in targets):
                 self._constraints = None
-        return count
+            if targets or PINNED in tag_list:
+                self._pinned = None
+        return fact.fact_id, count
 
     def related(self, fact_id: str) -> list[str]:
         """Ids of the facts linked to ``fact_id`` (``RelatedTo``: the previous and the next fact
@@ -243,8 +266,9 @@ class Memgine:
         finally:
             self._lock.release()
 
-    def delete(self, fact_id: str) -> dict[str, Any]:
-        """Remove a fact, its edges and index entries: ``{id, deleted, kind, fact_count}``."""
+    def delete(self, fact_id: str, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Remove a fact, its edges and index entries: ``{id, deleted, kind, fact_count}``.
+        The deletion log keeps its text and who deleted it (``provenance``) for ``diff``."""
         fact_id = validate.name(fact_id, "id")
         with self._write() as tx:
             row = tx.deletable(fact_id)
@@ -252,6 +276,11 @@ class Memgine:
                 count = tx.fact_count()
                 return {"id": fact_id, "deleted": False, "kind": None, "fact_count": count}
             rowid, kind, stems, successor = row
+            _, subject, body, _ = tx.rows_by_rowid([rowid], LINE_COLUMNS)[rowid]
+            now = time.time()
+            tx.log_deletion(
+                (fact_id, subject, body, kind, now, written_by(provenance, now))
+            )  # fmt: skip
             revived = tx.release(rowid, successor)
             tx.remove_fact(rowid, stems, valid=successor is None)
             if successor is None:
@@ -262,7 +291,83 @@ class Memgine:
                 self._lexicon.added(old_stems)
             if kind == CONSTRAINT or any(r[2] == CONSTRAINT for r in revived):
                 self._constraints = None
+            self._pinned = None
         return {"id": fact_id, "deleted": True, "kind": kind, "fact_count": count}
+
+    def diff(self, since: float) -> dict[str, Any]:
+        """What changed since a time: the facts written since (valid or superseded meanwhile),
+        the facts superseded since, and the facts deleted since (each list oldest first, at
+        most ``DIFF_LIMIT``)."""
+        since = validate.since(since)
+        with self._read() as tx:
+            added = tx.stored_rows(tx.written_since(since, DIFF_LIMIT))
+            superseded = tx.stored_rows(tx.superseded_since(since, DIFF_LIMIT))
+            deleted = tx.deleted_since(since, DIFF_LIMIT)
+        return {
+            "since": since,
+            "added": [_stored_dict(r) for r in reversed(added)],
+            "superseded": [_stored_dict(r) for r in reversed(superseded)],
+            "deleted": [
+                {
+                    "fact_id": d[0],
+                    "subject": d[1],
+                    "body": d[2],
+                    "kind": d[3],
+                    "deleted_at": d[4],
+                    "provenance": json.loads(d[5]),
+                }
+                for d in deleted
+            ],  # fmt: skip
+        }
+
+    def edit(
+        self,
+        fact_id: str,
+        body: str,
+        subject: str | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Replace a valid fact by an edited copy (same kind, tags and source; ``subject``
+        kept unless given) that supersedes it, so the old text stays in its history:
+        ``{id, replaces, fact_count}``."""
+        fact_id = validate.name(fact_id, "id")
+        with self._read() as tx:
+            target = tx.target(fact_id)
+            if target is None:
+                raise InvalidParams(f"no fact {fact_id!r} to edit")
+            if target[4] is not None:
+                raise InvalidParams(
+                    f"fact {fact_id!r} is superseded; edit the fact that replaced it"
+                )
+            old = tx.rows_by_rowid([target[0]], FACT_COLUMNS)[target[0]]
+        _, old_subject, _, kind, tags, source, _ = old
+        new_id, count = self.write(
+            old_subject if subject is None else subject, body, kind, tags=json.loads(tags),
+            source=source, supersedes=[fact_id], provenance=provenance,
+        )  # fmt: skip
+        return {"id": new_id, "replaces": fact_id, "fact_count": count}
+
+    def pin(self, fact_id: str, pinned: bool = True) -> dict[str, Any]:
+        """Pin a valid fact (every context shows it) or unpin it, by its ``PINNED`` tag:
+        ``{id, pinned, changed}``."""
+        fact_id = validate.name(fact_id, "id")
+        with self._write() as tx:
+            target = tx.target(fact_id)
+            if target is None:
+                raise InvalidParams(f"no fact {fact_id!r} to pin")
+            if target[4] is not None and pinned:
+                raise InvalidParams(
+                    f"fact {fact_id!r} is superseded; pin the fact that replaced it"
+                )
+            tags, _ = tx.tags_and_stems(target[0])
+            now = json.loads(tags)
+            wanted = ([*now, PINNED] if PINNED not in now else now) if pinned else [
+                t for t in now if t != PINNED]  # fmt: skip
+            changed = wanted != now
+            if changed:
+                tx.set_tags(target[0], json.dumps(wanted, ensure_ascii=False))
+                self._pinned = None
+        return {"id": fact_id, "pinned": pinned, "changed": changed}
 
     def facts(self, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
         """Stored facts, superseded ones included, in creation order (``confidence`` is the
@@ -301,46 +406,61 @@ class Memgine:
 
     # -- retrieval ---------------------------------------------------------------------------
 
-    def query(self, query: str, k: int = 5) -> list[dict[str, Any]]:
-        """The ``k`` most relevant facts, best first, ``confidence`` = score in [0, 1]."""
+    def query(self, query: str, k: int = 5, *, explain: bool = False) -> list[dict[str, Any]]:
+        """The ``k`` most relevant facts, best first, ``confidence`` = score in [0, 1].
+        ``explain``: each row also says why it ranked (:func:`_explained`)."""
         query = validate.query(query)
         k = validate.k(k)
         if k <= 0:
             return []
         with self._read() as tx:
-            ranked = ranking.rank(tx, self._lexicon, query, k, tx.fact_count())
-            rows = tx.rows_by_rowid([rowid for rowid, _ in ranked], FACT_COLUMNS)
+            found = ranking.ranking(tx, self._lexicon, query, k, tx.fact_count())
+            rowids = [rowid for rowid, _ in found.ranked]
+            rows = tx.rows_by_rowid(rowids, FACT_COLUMNS)
+            why = _explained(tx, found, rowids) if explain else {}
         out = []
-        for rowid, score in ranked:
+        for rowid, score in found.ranked:
             row = rows.get(rowid)
             if row is not None:
-                out.append({**_fact_dict(row), "confidence": round(score, 6)})
+                fact = {**_fact_dict(row), "confidence": round(score, 6)}
+                if explain:
+                    fact["explain"] = why[rowid]
+                out.append(fact)
         return out
 
     def build_context(self, query: str, model_context_window: int | None = None) -> str:
-        """Constraints, then the valid facts within the token budget, most relevant last.
+        """Constraints, then the recent facts and the relevant ones within the token budget,
+        most relevant last (docs/memgine.md, Context).
 
-        When every valid fact fits, all of them are shown: those the query does not reach
-        first (oldest first), then the relevant ones ascending by score. When they do not fit,
-        the ``CONTEXT_FACTS`` best-ranked facts come first and the newest valid facts fill the
-        room left; the render drops lines from the top (the oldest filler, then the least
-        relevant) until the text fits (docs/memgine.md, Context)."""
+        Recent: the ``RECENT_FACTS`` newest valid facts, oldest first. Relevant: the ranked
+        facts whose relevance reaches ``RELEVANT_SHARE`` of the best one's (and at least
+        ``MIN_RELEVANCE``), at most ``CONTEXT_FACTS``, ascending by score. Pinned facts come
+        last, always. The budget is an upper bound: the render drops lines from the top (the
+        oldest recent fact, then the least relevant) only when the text would pass it."""
         query = validate.query(query)
         budget = context.budget_tokens(validate.window(model_context_window))
         with self._read() as tx:
             block, size = self._constraint_block(tx)
-            newest, complete = steps.newest_valid_lines(tx, context.fact_room(budget, size))
-            want = len(newest) if complete else context.fact_slots(budget, size, CONTEXT_FACTS)
+            if self._pinned is None:
+                self._pinned = tx.pinned_rows()
+            pinned = {row[0]: row[1:] for row in self._pinned}
+            room = context.fact_room(budget, size)
+            newest, _ = steps.newest_valid_lines(tx, room, RECENT_FACTS)
+            want = context.fact_slots(budget, size, CONTEXT_FACTS)
             count = tx.fact_count()
             ranked = ranking.rank(tx, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
-            chosen = {r for r, _ in ranked}
+            relevant = ranking.relevant(ranked)
+            chosen = {r for r, _ in relevant}
             rows = tx.rows_by_rowid(
-                [r for r, _ in ranked] + [r for r in newest if r not in chosen],
+                [r for r, _ in relevant] + [r for r in newest if r not in chosen],
                 "fact_id, subject, body, kind",
             )  # fmt: skip
-        best = [r for r, _ in ranked if r in rows and rows[r][3] != CONSTRAINT][:want]
-        filler = sorted(r for r in newest if r not in chosen)
-        lines = [rows[r][:3] for r in filler + best[::-1] if r in rows]
+        best = [
+            r for r, _ in relevant if r in rows and rows[r][3] != CONSTRAINT and r not in pinned
+        ][:want]
+        recent = sorted(r for r in newest if r not in chosen and r not in pinned)
+        lines = [rows[r][:3] for r in recent + best[::-1] if r in rows]
+        lines += [pinned[r] for r in sorted(pinned)]
         return context.render(block, lines, budget)
 
     def build_context_fast(self, query: str, model_context_window: int | None = None) -> str:
@@ -355,6 +475,24 @@ class Memgine:
             rows = tx.rows_by_rowid(found, "fact_id, subject, body, kind")
         lines = [rows[r][:3] for r in sorted(rows) if rows[r][3] != CONSTRAINT][-want:]
         return context.render(block, lines, budget)
+
+    # -- proactive memory ----------------------------------------------------------------
+
+    def intervene(self, request: dict[str, Any]) -> dict[str, Any]:
+        """At most one grounded reminder for the next action, or an explicit silence
+        (:mod:`carnb.memgine.proactive`)."""
+        parsed = proactive.parse_request(request)
+        with self._lock:
+            return proactive.decide(self._candidates, parsed, {"facts": self.fact_count()})
+
+    def evaluate(self, cases: Any) -> dict[str, Any]:
+        """Precision and recall of the selector and its baselines on labelled cases."""
+        parsed = proactive.parse_cases(cases)
+        with self._lock:
+            return proactive.evaluate(self._candidates, parsed, {"facts": self.fact_count()})
+
+    def _candidates(self, text: str, k: int) -> list[dict[str, Any]]:
+        return self.query(text, k)
 
     def _constraint_block(self, tx: GraphTx) -> tuple[str, int]:
         """The rendered constraints section (cached until a constraint changes)."""
@@ -373,15 +511,16 @@ class Memgine:
             facts = tx.fact_rows()
         return interchange.write_atomic(Path(path), map(_persisted_dict, facts))
 
-    def load(self, path: Path) -> int:
+    def load(self, path: Path, provenance: dict[str, Any] | None = None) -> int:
         """Replace the graph with the file's facts; returns the count.
 
         The file is read and checked first: a missing, corrupt or foreign file raises and
         leaves the graph as it was. The graph is then emptied and refilled in batches, each
         its own transaction (:func:`carnb.memgine.bulk.replace`), so another process's writes
-        never wait for the whole load."""
+        never wait for the whole load. A fact's provenance is the file's, or else the loader's
+        (``provenance``) naming the file."""
         loaded = interchange.read(Path(path))
-        facts = bulk.prepare(loaded)
+        facts = bulk.prepare(loaded, {**(provenance or {}), "loaded_from": Path(path).name})
         links = [(f.fact_id, f.superseded_by) for f in loaded if f.superseded_by]
         with self._lock:
             try:
@@ -405,13 +544,51 @@ class Memgine:
         return report
 
 
+def written_by(provenance: dict[str, Any] | None, at: float) -> str:
+    """A fact's stored provenance: the writer's account plus the time, as JSON text."""
+    return json.dumps({**(provenance or {}), "at": at}, ensure_ascii=False, default=str)
+
+
+def _explained(tx: GraphTx, found: ranking.Ranking, rowids: list[int]) -> dict[int, dict[str, Any]]:
+    """Why each of ``rowids`` ranked: the query words it holds (how each matched, its rarity
+    weight, its share of the keyword score), the keyword score, the activation spreading gave
+    it, the relevance (the larger: its ``confidence``), the recency bonus of the order and how
+    many facts were written after it, whether it is a constraint, whether build_context would
+    show it as relevant, and its supersession state (valid; the ids it replaced)."""
+    words: dict[int, list[dict[str, object]]] = {}
+    if found.terms is not None:
+        for rowid, terms, stems in steps.scored_terms(tx, rowids):
+            words[rowid] = found.terms.explain(terms, stems)
+    shown = {rowid for rowid, _ in ranking.relevant(found.ranked)}
+    kinds = tx.rows_by_rowid(rowids, "fact_id, kind")
+    relevance = dict(found.ranked)
+    out: dict[int, dict[str, Any]] = {}
+    for rowid in rowids:
+        newer = found.top - rowid
+        replaced = [r for r in tx.supersession_step([rowid]) if r != rowid]
+        ids = tx.rows_by_rowid(replaced, "fact_id") if replaced else {}
+        out[rowid] = {
+            "words": words.get(rowid, []),
+            "keyword_score": round(found.keyword.get(rowid, 0.0), 6),
+            "activation": round(found.activation.get(rowid, 0.0), 6),
+            "relevance": round(relevance[rowid], 6),
+            "recency": round(ranking.recency_bonus(newer), 6),
+            "newer_facts": newer,
+            "constraint": rowid in kinds and kinds[rowid][1] == CONSTRAINT,
+            "in_context": rowid in shown,
+            "superseded_by": None,
+            "supersedes": sorted(ids[r][0] for r in ids),
+        }
+    return out
+
+
 def _stored_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     """A ``GraphTx.fact_rows`` / ``steps.history`` row as a dict."""
     return {
-        **_fact_dict(row[:6]),
-        "confidence": row[6],
-        "created_at": row[7],
-        "superseded_by": row[8],
+        **_fact_dict(row[:7]),
+        "confidence": row[7],
+        "created_at": row[8],
+        "superseded_by": row[9],
     }
 
 
@@ -424,7 +601,7 @@ def _persisted_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _fact_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    fact_id, subject, body, kind, tags, source = row
+    fact_id, subject, body, kind, tags, source, provenance = row
     return {
         "fact_id": fact_id,
         "subject": subject,
@@ -432,4 +609,5 @@ def _fact_dict(row: tuple[Any, ...]) -> dict[str, Any]:
         "kind": kind,
         "tags": json.loads(tags),
         "source": source,
+        "provenance": json.loads(provenance),
     }

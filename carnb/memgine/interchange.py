@@ -51,6 +51,7 @@ class LoadedFact:
     confidence: float | None
     created_at: float | None
     superseded_by: str | None = None  # id of a later fact in the same file
+    provenance: dict[str, Any] | None = None  # what the file says about who wrote it
 
 
 def write_atomic(path: Path, facts: Iterable[dict[str, Any]]) -> int:
@@ -265,6 +266,7 @@ def _fact(row: Any, index: int) -> LoadedFact:
             confidence=validate.confidence(row.get("confidence")),
             created_at=float(created) if created is not None else None,
             superseded_by=validate.optional_name(superseded_by, "superseded_by"),
+            provenance=row["provenance"] if isinstance(row.get("provenance"), dict) else None,
         )
     except InvalidParams as exc:
         raise InvalidParams(f"{where}: {exc.message.removeprefix('invalid params: ')}") from exc

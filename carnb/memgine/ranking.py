@@ -69,6 +69,11 @@ MAX_ROUNDS = 4
 RECENCY_WEIGHT = 0.1
 RECENCY_HALF_LIFE = 64
 
+# A context shows a ranked fact whose relevance reaches this share of the best one's and this
+# floor (see relevant()).
+RELEVANT_SHARE = 0.5
+MIN_RELEVANCE = 0.2
+
 
 @dataclass(slots=True)
 class _Unit:
@@ -202,45 +207,78 @@ def spread(tx: GraphTx, seeds: Sequence[tuple[int, float]]) -> dict[int, float]:
     return {node: min(1.0, value) for node, value in estimate.items() if value > 0.0}
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """One query's ranking: the best facts and what each score came from."""
+
+    ranked: list[tuple[int, float]]  # (rowid, relevance), best first
+    terms: QueryTerms | None
+    keyword: dict[int, float]  # keyword score of each fact the words reach
+    activation: dict[int, float]  # spreading activation of each fact it reaches
+    top: int  # the newest rowid, for recency
+
+
 def rank(
     tx: GraphTx, lexicon: Lexicon, query: str, want: int, fact_count: int
 ) -> list[tuple[int, float]]:
     """``(rowid, score)`` of the best ``want`` facts for ``query``, best first."""
+    return ranking(tx, lexicon, query, want, fact_count).ranked
+
+
+def ranking(tx: GraphTx, lexicon: Lexicon, query: str, want: int, fact_count: int) -> Ranking:
+    """The best ``want`` facts for ``query`` with the parts of their scores."""
+    nothing = Ranking([], None, {}, {}, 0)
     if want <= 0 or fact_count <= 0:
-        return []
+        return nothing
     pending = tx.pending()
     lexicon.see_pending(pending)
     terms, tokens = analyse(tx, lexicon, query, fact_count)
     if not terms.tokens:
-        return []
+        return nothing
     pool = max(MIN_POOL, 2 * want)
-    scores = keyword_scores(tx, terms, candidates(tx, tokens, pool))
+    keyword = keyword_scores(tx, terms, candidates(tx, tokens, pool))
     for rowid, fact_terms, fact_stems, _ in pending:
         score = terms.score(fact_terms, fact_stems)
         if score > 0.0:
-            scores[rowid] = score
-    if not scores:
-        return []
+            keyword[rowid] = score
+    if not keyword:
+        return Ranking([], terms, {}, {}, 0)
+    scores = dict(keyword)
     seeds = sorted(scores.items(), key=lambda item: (-item[1], -item[0]))[:SEEDS]
+    activation = spread(tx, seeds)
     reached: list[int] = []
-    for rowid, activation in spread(tx, seeds).items():
-        if activation > scores.get(rowid, 0.0):
+    for rowid, value in activation.items():
+        if value > scores.get(rowid, 0.0):
             if rowid not in scores:
                 reached.append(rowid)
-            scores[rowid] = activation
+            scores[rowid] = value
     for rowid in tx.superseded_among(reached) if reached else ():
         del scores[rowid]
     top = tx.max_rowid()
     ranked = sorted(
         scores.items(), key=lambda item: (-with_recency(item[1], top - item[0]), -item[0])
     )
-    return ranked[:want]
+    return Ranking(ranked[:want], terms, keyword, activation, top)
+
+
+def relevant(ranked: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The ranked facts worth a context line: relevance at least ``RELEVANT_SHARE`` of the best
+    one's and at least ``MIN_RELEVANCE``, in the given order."""
+    if not ranked:
+        return []
+    floor = max(MIN_RELEVANCE, RELEVANT_SHARE * max(score for _, score in ranked))
+    return [(rowid, score) for rowid, score in ranked if score >= floor]
 
 
 def with_recency(relevance: float, newer: int) -> float:
     """Ordering key of a fact with this relevance and ``newer`` facts written after it."""
-    recency: float = 0.5 ** (max(0, newer) / RECENCY_HALF_LIFE)
-    return relevance + RECENCY_WEIGHT * recency
+    return relevance + recency_bonus(newer)
+
+
+def recency_bonus(newer: int) -> float:
+    """What recency adds to the ordering key of a fact with ``newer`` facts written after it."""
+    bonus: float = RECENCY_WEIGHT * 0.5 ** (max(0, newer) / RECENCY_HALF_LIFE)
+    return bonus
 
 
 def newest_matching(tx: GraphTx, query: str, limit: int) -> list[int]:

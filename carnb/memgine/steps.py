@@ -73,15 +73,15 @@ def history(tx: GraphTx, start: Sequence[int], limit: int) -> list[tuple[Any, ..
     return tx.stored_rows(chosen) if chosen else []
 
 
-def newest_valid_lines(tx: GraphTx, room: int) -> tuple[list[int], bool]:
-    """Rowids of the newest valid non-constraint facts whose context lines fit in ``room``
-    characters together, newest first, and whether that is all of them. Stops at the first fact
-    that does not fit, so it reads no more rows than fit."""
+def newest_valid_lines(tx: GraphTx, room: int, most: int) -> tuple[list[int], bool]:
+    """Rowids of the newest valid non-constraint facts (at most ``most``) whose context lines
+    fit in ``room`` characters together, newest first, and whether that is all of them. Stops
+    at the first fact that does not fit, so it reads no more rows than it returns."""
     out: list[int] = []
     used = 0
     for rowid, size in tx.line_sizes():
         used += size
-        if used > room:
+        if used > room or len(out) >= most:
             return out, False
         out.append(rowid)
     return out, True

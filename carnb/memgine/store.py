@@ -56,7 +56,16 @@ from typing import Any
 
 from carnb import sqlite
 from carnb.errors import CarnbError
-from carnb.memgine.backend import Changed, FactIdTaken, Linked, NewFact, Pending, Target
+from carnb.memgine.backend import (
+    PINNED,
+    Changed,
+    Deleted,
+    FactIdTaken,
+    Linked,
+    NewFact,
+    Pending,
+    Target,
+)
 from carnb.memgine.text import MAX_KEY_CHARS, fact_keys
 
 log = logging.getLogger("carnb.memgine")
@@ -65,7 +74,8 @@ log = logging.getLogger("carnb.memgine")
 LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
 # Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
 # Version 3 adds supersession (facts.superseded_by, the index holds valid facts only).
-SCHEMA_VERSION = 3
+# Version 4 adds provenance (facts.provenance: who wrote the fact, JSON) and the deletion log.
+SCHEMA_VERSION = 4
 RELATED_TO = "RelatedTo"
 # New facts are added to the full-text index this many at a time, or sooner once the pending
 # facts hold this many characters of terms: every query re-scores the pending facts (pending()).
@@ -87,8 +97,18 @@ CREATE TABLE facts (
     terms TEXT NOT NULL,
     stems TEXT NOT NULL,
     prev INTEGER,
-    superseded_by INTEGER
+    superseded_by INTEGER,
+    provenance TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE deletions (
+    fact_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    deleted_at REAL NOT NULL,
+    provenance TEXT NOT NULL
+);
+CREATE INDEX deletions_at ON deletions(deleted_at);
 CREATE INDEX facts_subject ON facts(subject);
 CREATE INDEX facts_prev ON facts(prev) WHERE prev IS NOT NULL;
 CREATE INDEX facts_constraints ON facts(kind) WHERE kind = 'constraint';
@@ -182,6 +202,20 @@ def _add_supersession(conn: sqlite3.Connection) -> None:
     tx.set_meta("fact_count", int(count))
 
 
+def _add_provenance(conn: sqlite3.Connection) -> None:
+    """Version 3 -> 4: the ``provenance`` column (``{}``: written before carnb recorded it) and
+    the ``deletions`` log."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(facts)")}
+    if "provenance" not in columns:
+        conn.execute("ALTER TABLE facts ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}'")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS deletions (fact_id TEXT NOT NULL, subject TEXT NOT NULL, "
+        "body TEXT NOT NULL, kind TEXT NOT NULL, deleted_at REAL NOT NULL, "
+        "provenance TEXT NOT NULL)"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS deletions_at ON deletions(deleted_at)")
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
@@ -192,7 +226,7 @@ _SCHEMA = sqlite.Schema(
     "memory graph file",
     SCHEMA_VERSION,
     _CREATE + ";" + _VALID_INDEX,
-    migrations={1: _rekey_long_words, 2: _add_supersession},
+    migrations={1: _rekey_long_words, 2: _add_supersession, 3: _add_provenance},
     legacy=_legacy_version,
 )
 
@@ -209,6 +243,7 @@ def _values(fact: NewFact) -> tuple[object, ...]:
         fact.created_at,
         fact.terms,
         fact.stems,
+        fact.provenance,
     )
 
 
@@ -268,7 +303,7 @@ class Checkpointer:
             conn.close()
 
 
-_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source"
+_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source, f.provenance"
 
 
 def data_version(conn: sqlite3.Connection) -> int:
@@ -325,7 +360,7 @@ class SqliteTx:
         pending facts when a batch is full; returns its rowid. Caller holds a transaction."""
         cur = self.conn.execute(
             "INSERT INTO facts(fact_id, subject, body, kind, tags, source, confidence, created_at, "
-            "terms, stems, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "terms, stems, provenance, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*_values(fact), self.newest_of_subject(fact.subject)),
         )
         rowid = cur.lastrowid
@@ -545,6 +580,36 @@ class SqliteTx:
             "AND superseded_by IS NULL ORDER BY rowid"
         ).fetchall()
 
+    def written_since(self, at: float, limit: int) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT rowid FROM facts WHERE created_at >= ? ORDER BY rowid LIMIT ?", (at, limit)
+        )
+        return [r for (r,) in rows]
+
+    def superseded_since(self, at: float, limit: int) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT f.rowid FROM facts f JOIN facts s ON s.rowid = f.superseded_by "
+            "WHERE s.created_at >= ? ORDER BY f.rowid LIMIT ?",
+            (at, limit),
+        )
+        return [r for (r,) in rows]
+
+    def log_deletion(self, deleted: Deleted) -> None:
+        self.conn.execute("INSERT INTO deletions VALUES (?, ?, ?, ?, ?, ?)", deleted)
+
+    def deleted_since(self, at: float, limit: int) -> list[Deleted]:
+        return self.conn.execute(
+            "SELECT * FROM deletions WHERE deleted_at >= ? ORDER BY rowid LIMIT ?", (at, limit)
+        ).fetchall()
+
+    def pinned_rows(self) -> list[tuple[int, str, str, str]]:
+        return self.conn.execute(
+            "SELECT rowid, fact_id, subject, body FROM facts WHERE superseded_by IS NULL "
+            "AND kind <> 'constraint' AND tags LIKE ? "
+            "AND EXISTS (SELECT 1 FROM json_each(facts.tags) WHERE value = ?) ORDER BY rowid",
+            (f'%"{PINNED}"%', PINNED),
+        ).fetchall()
+
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:
         """``rowid -> (columns...)`` for the stored ones of ``rowids``."""
         out: dict[int, tuple[Any, ...]] = {}
@@ -657,8 +722,8 @@ class SqliteTx:
         try:
             self.conn.executemany(
                 "INSERT INTO facts(rowid, fact_id, subject, body, kind, tags, source, "
-                "confidence, created_at, terms, stems, prev) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "confidence, created_at, terms, stems, provenance, prev) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(rowid, *_values(fact), prev) for rowid, fact, prev in rows],
             )
         except sqlite3.IntegrityError as exc:

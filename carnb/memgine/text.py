@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 
 # Query tokens beyond this many are ignored (a pasted page must not make a query slow).
@@ -195,24 +196,41 @@ class QueryTerms:
 
     def score(self, terms: str, stems: str) -> float:
         """Keyword score in [0, 1] of a fact with these ``terms`` and ``stems``."""
+        return min(1.0, sum(share for _, _, share in self.hits(terms, stems)) / self.total)
+
+    def hits(self, terms: str, stems: str) -> Iterator[tuple[str, str, float]]:
+        """``(query token, how it matched, what it adds before normalising)`` for each query
+        token the fact holds: ``exact``, ``stem``, ``synonym`` or ``substring``."""
         token_set = set(terms.split(" "))
         stem_set: set[str] | None = None
-        acc = 0.0
         for token, key, syns, weight in zip(
             self.tokens, self.keys, self.synonyms, self.weights, strict=True
         ):
             if token in token_set:
-                acc += weight * EXACT_HIT
+                yield token, "exact", weight * EXACT_HIT
                 continue
             if stem_set is None:
                 stem_set = set(stems.split(" "))
             if key in stem_set:
-                acc += weight * STEM_HIT
+                yield token, "stem", weight * STEM_HIT
             elif syns and not syns.isdisjoint(stem_set):
-                acc += weight * SYNONYM_HIT
+                yield token, "synonym", weight * SYNONYM_HIT
             elif len(token) >= MIN_SUBSTRING_LEN and token in terms:
-                acc += weight * SUBSTRING_HIT
-        return min(1.0, acc / self.total)
+                yield token, "substring", weight * SUBSTRING_HIT
+
+    def explain(self, terms: str, stems: str) -> list[dict[str, object]]:
+        """The matched query words of a fact: how each matched, its rarity weight and its share
+        of the keyword score."""
+        weight_of = dict(zip(self.tokens, self.weights, strict=True))
+        return [
+            {
+                "word": token,
+                "hit": hit,
+                "weight": round(weight_of[token], 4),
+                "share": round(added / self.total, 4),
+            }
+            for token, hit, added in self.hits(terms, stems)
+        ]
 
 
 # A few facts say little about which words are common: idf counts this many imaginary facts

@@ -136,6 +136,13 @@ def query(value: Any) -> str:
     return text
 
 
+def since(value: Any) -> float:
+    """A point in time: seconds since the epoch."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise InvalidParams(f"since must be a time in seconds since the epoch, got {value!r}")
+    return float(value)
+
+
 def window(value: Any) -> int | None:
     if value is None:
         return None

@@ -30,7 +30,16 @@ from typing import Any
 
 import psycopg
 
-from carnb.memgine.backend import Changed, FactIdTaken, Linked, NewFact, Pending, Target
+from carnb.memgine.backend import (
+    PINNED,
+    Changed,
+    Deleted,
+    FactIdTaken,
+    Linked,
+    NewFact,
+    Pending,
+    Target,
+)
 from carnb.pgstore.schema import Component
 
 SCHEMA = Component(
@@ -85,13 +94,27 @@ SCHEMA = Component(
             PRIMARY KEY (graph_id, key)
         );
         """,
+        # who wrote each fact (JSON; '{}': written before carnb recorded it), and who deleted
+        # which fact when (memory.diff)
+        """
+        ALTER TABLE memgine_facts ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}';
+        CREATE TABLE memgine_deletions (
+            graph_id BIGINT NOT NULL REFERENCES memgine_graphs ON DELETE CASCADE,
+            seq BIGSERIAL,
+            fact_id TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, kind TEXT NOT NULL,
+            deleted_at DOUBLE PRECISION NOT NULL,
+            provenance TEXT NOT NULL,
+            PRIMARY KEY (graph_id, seq)
+        );
+        CREATE INDEX memgine_deletions_at ON memgine_deletions (graph_id, deleted_at);
+        """,
     ),
 )
 CHANNEL = "carnb_memgine"
 Params = Sequence[Any] | Mapping[str, Any]
-_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source"
+_FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source, f.provenance"
 # Columns rows_by_rowid may be asked for (constants of memgine, never client text).
-_ALLOWED_COLUMNS = frozenset({"fact_id", "subject", "body", "kind", "tags", "source"})
+_ALLOWED_COLUMNS = frozenset({"fact_id", "subject", "body", "kind", "tags", "source", "provenance"})
 _LINES_PAGE = 256
 # A load refreshes the planner's statistics each time a graph passes a multiple of this.
 ANALYZE_EVERY = 10_000
@@ -217,11 +240,11 @@ class PgGraphTx:
             """
             WITH f AS (
                 INSERT INTO memgine_facts (graph_id, rowid, fact_id, subject, body, kind, tags,
-                    source, confidence, created_at, terms, stems, prev)
+                    source, confidence, created_at, terms, stems, provenance, prev)
                 VALUES (%(g)s,
                     (SELECT coalesce(max(rowid), 0) + 1 FROM memgine_facts WHERE graph_id = %(g)s),
                     %(fact_id)s, %(subject)s, %(body)s, %(kind)s, %(tags)s, %(source)s,
-                    %(confidence)s, %(created_at)s, %(terms)s, %(stems)s,
+                    %(confidence)s, %(created_at)s, %(terms)s, %(stems)s, %(provenance)s,
                     (SELECT max(rowid) FROM memgine_facts
                      WHERE graph_id = %(g)s AND subject = %(subject)s))
                 RETURNING rowid
@@ -375,6 +398,49 @@ class PgGraphTx:
             )
         ]
 
+    def written_since(self, at: float, limit: int) -> list[int]:
+        rows = self._all(
+            "SELECT rowid FROM memgine_facts WHERE graph_id = %s AND created_at >= %s "
+            "ORDER BY rowid LIMIT %s",
+            (self.g, at, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    def superseded_since(self, at: float, limit: int) -> list[int]:
+        rows = self._all(
+            "SELECT f.rowid FROM memgine_facts f JOIN memgine_facts s "
+            "ON s.graph_id = f.graph_id AND s.rowid = f.superseded_by "
+            "WHERE f.graph_id = %s AND s.created_at >= %s ORDER BY f.rowid LIMIT %s",
+            (self.g, at, limit),
+        )
+        return [int(r[0]) for r in rows]
+
+    def log_deletion(self, deleted: Deleted) -> None:
+        self.conn.execute(
+            "INSERT INTO memgine_deletions (graph_id, fact_id, subject, body, kind, deleted_at, "
+            "provenance) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (self.g, *deleted),
+        )
+
+    def deleted_since(self, at: float, limit: int) -> list[Deleted]:
+        rows = self._all(
+            "SELECT fact_id, subject, body, kind, deleted_at, provenance FROM memgine_deletions "
+            "WHERE graph_id = %s AND deleted_at >= %s ORDER BY seq LIMIT %s",
+            (self.g, at, limit),
+        )
+        return [(r[0], r[1], r[2], r[3], float(r[4]), r[5]) for r in rows]
+
+    def pinned_rows(self) -> list[tuple[int, str, str, str]]:
+        return [
+            (int(r[0]), r[1], r[2], r[3])
+            for r in self._all(
+                "SELECT rowid, fact_id, subject, body FROM memgine_facts WHERE graph_id = %s "
+                "AND superseded_by IS NULL AND kind <> 'constraint' AND tags LIKE %s "
+                "AND tags::jsonb ? %s ORDER BY rowid",
+                (self.g, f'%"{PINNED}"%', PINNED),
+            )
+        ]
+
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:
         names = [c.strip() for c in columns.split(",")]
         if not set(names) <= _ALLOWED_COLUMNS:
@@ -523,8 +589,8 @@ class PgGraphTx:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO memgine_facts (graph_id, rowid, fact_id, subject, body, "
-                    "kind, tags, source, confidence, created_at, terms, stems, prev) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "kind, tags, source, confidence, created_at, terms, stems, provenance, prev) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     values,
                 )
         except psycopg.errors.UniqueViolation as exc:
@@ -623,7 +689,7 @@ class PgGraphTx:
 
 _FACT_FIELDS = (
     "fact_id", "subject", "body", "kind", "tags", "source", "confidence", "created_at", "terms",
-    "stems",
+    "stems", "provenance",
 )  # fmt: skip
 
 
@@ -639,4 +705,5 @@ def _fact_params(fact: NewFact) -> dict[str, Any]:
         "created_at": fact.created_at,
         "terms": fact.terms,
         "stems": fact.stems,
+        "provenance": fact.provenance,
     }

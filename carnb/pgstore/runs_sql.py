@@ -148,3 +148,26 @@ class PgRunTx:
             "SELECT agent_id, COUNT(*) FROM carnb_runs GROUP BY agent_id ORDER BY agent_id"
         ).fetchall()
         return {str(a): int(n) for a, n in rows}
+
+    def model_turn_usage(self, after: Any, span: int) -> tuple[list[tuple[Any, ...]], Any]:
+        start = tuple(after or ("", -1))  # the last record read, in primary key order
+        end = self.conn.execute(
+            "SELECT run_id, idx FROM carnb_run_records WHERE (run_id, idx) > (%s, %s) "
+            "ORDER BY run_id, idx OFFSET %s LIMIT 1",
+            (*start, span - 1),
+        ).fetchone()
+        upto = "" if end is None else " AND (m.run_id, m.idx) <= (%s, %s)"
+        usage = "m.body::jsonb -> 'token_usage' -> '{}'"
+        # a positive integer: JSON text of digits only (5.0 and -3 count 0, as on SQLite)
+        count = "SUM(CASE WHEN ({0})::text ~ '^[0-9]+$' THEN ({0})::text::bigint ELSE 0 END)"
+        rows = self.conn.execute(
+            "SELECT r.agent_id, m.run_id, CASE WHEN jsonb_typeof(m.body::jsonb -> 'model_id') "
+            "= 'string' THEN m.body::jsonb ->> 'model_id' END AS model, COUNT(*), "
+            f"{count.format(usage.format('input_tokens'))}, "
+            f"{count.format(usage.format('output_tokens'))} "
+            "FROM carnb_run_records m JOIN carnb_runs r ON r.run_id = m.run_id "
+            f"WHERE m.kind = 'model_turn' AND (m.run_id, m.idx) > (%s, %s){upto} "
+            "GROUP BY r.agent_id, m.run_id, model",
+            (*start, *(() if end is None else end)),
+        ).fetchall()
+        return [tuple(r) for r in rows], None if end is None else tuple(end)

@@ -76,6 +76,9 @@ class ClientSession:
     # bytes of JSON (the server keeps their sum under a budget).
     state: dict[tuple[str, str], Any] = field(default_factory=dict)
     state_sizes: dict[tuple[str, str], int] = field(default_factory=dict)
+    # memory.update_status: the proactive memory agent's private status, by tenant ("global"
+    # without one); never a graph fact, so no retrieval can return it.
+    memory_status: dict[str, str] = field(default_factory=dict)
     # How to push a notification to this session's peer (set by the server).
     notifier: Callable[[str, Any], None] | None = None
     # The server's request channel to this session's peer (tools.execute; set by the server).

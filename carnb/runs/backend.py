@@ -124,6 +124,13 @@ class RunTx(Protocol):
     def run_counts_by_agent(self) -> dict[str, int]:
         """How many runs each owner id has (every owner, ``name:`` labels included)."""
 
+    def model_turn_usage(self, after: Any, span: int) -> tuple[list[tuple[Any, ...]], Any]:
+        """The model turns among the next ``span`` records of the store after cursor ``after``
+        (None: from the first), summed by run: ``(agent_id, run_id, model_id, calls,
+        input_tokens, output_tokens)``, a token count that is not a positive integer counting 0
+        and a model id that is not a string counting None; and the cursor to read on from
+        (None: no records are left). A chunk at a time, so no read holds the store for long."""
+
 
 class RunBackend(Protocol):
     """Where the runs are stored; thread-safe."""

@@ -209,3 +209,29 @@ class SqliteRunTx:
             "SELECT agent_id, COUNT(*) FROM runs GROUP BY agent_id ORDER BY agent_id"
         )
         return {str(a): int(n) for a, n in rows}
+
+    def model_turn_usage(self, after: Any, span: int) -> tuple[list[tuple[Any, ...]], Any]:
+        start = int(after or 0)  # records' seq
+
+        def count(key: str) -> str:
+            path = f"'$.token_usage.{key}'"
+            return (
+                f"SUM(CASE WHEN json_type(m.body, {path}) = 'integer' AND "
+                f"json_extract(m.body, {path}) > 0 THEN json_extract(m.body, {path}) ELSE 0 END)"
+            )
+
+        rows = list(
+            self.conn.execute(
+                "SELECT r.agent_id, m.run_id, CASE WHEN json_type(m.body, '$.model_id') = 'text' "
+                f"THEN json_extract(m.body, '$.model_id') END AS model, COUNT(*), "
+                f"{count('input_tokens')}, {count('output_tokens')} "
+                "FROM records m JOIN runs r ON r.run_id = m.run_id "
+                "WHERE m.seq > ? AND m.seq <= ? AND m.kind = 'model_turn' "
+                "GROUP BY r.agent_id, m.run_id, model",
+                (start, start + span),
+            )
+        )
+        (more,) = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM records WHERE seq > ?)", (start + span,)
+        ).fetchone()
+        return rows, start + span if more else None

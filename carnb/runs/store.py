@@ -62,6 +62,10 @@ Listener = Callable[[dict[str, Any]], None]
 Events = list[dict[str, Any]]
 
 
+# Records scanned per read of model_usage: a few milliseconds of the store's lock on SQLite.
+_USAGE_SPAN = 2000
+
+
 class RunTerminal(CarnbError):
     """The run already ended; the first terminal outcome wins."""
 
@@ -336,6 +340,28 @@ class RunStore:
         """Owner id -> number of runs in the store (for the host's view of what is on disk)."""
         with self._backend.read() as tx:
             return tx.run_counts_by_agent()
+
+    def model_usage(self) -> list[dict[str, Any]]:
+        """Calls and tokens of every run's model turns (``runs.record_model_turn``), summed by
+        agent, run and model: ``[{agent, run, model, calls, tokens_in, tokens_out}]``. Reads
+        every model turn of the store, :data:`_USAGE_SPAN` records a read: call it off the
+        loop."""
+        sums: dict[tuple[Any, Any, Any], list[int]] = {}
+        cursor: Any = None
+        while True:  # a chunk per read, so writers (on the host loop too) never wait long
+            with self._backend.read() as tx:
+                chunk, cursor = tx.model_turn_usage(cursor, _USAGE_SPAN)
+            for agent, run, model, calls, tokens_in, tokens_out in chunk:
+                acc = sums.setdefault((agent, run, model), [0, 0, 0])
+                acc[0] += int(calls)
+                acc[1] += int(tokens_in)
+                acc[2] += int(tokens_out)
+            if cursor is None:
+                break
+        return [
+            {"agent": a, "run": r, "model": m, "calls": n, "tokens_in": i, "tokens_out": o}
+            for (a, r, m), (n, i, o) in sums.items()
+        ]
 
     # -- internals -------------------------------------------------------------------------
     @contextmanager

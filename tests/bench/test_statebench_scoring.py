@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from bench_statebench import render
 from statebench_replay import (
+    Answer,
     Fact,
     QueryScore,
     Tally,
@@ -183,9 +184,10 @@ def test_load_timelines_prefixes_by_position_and_quick_subset_spreads(tmp_path: 
     assert isinstance(ts[0], Timeline)
 
 
-def tally(leaking: int, covered: int) -> Tally:
+def tally(leaking: int, covered: int, chars: int = 100) -> Tally:
     t = Tally(leak_queries=100, leaking=leaking, answerable=100, covered=covered)
     t.ms.append(1.0)
+    t.chars.append(chars)
     return t
 
 
@@ -193,18 +195,31 @@ def test_goals_follow_the_issue_and_an_unavailable_peer_says_so() -> None:
     floor = tally(30, 100)
     results: dict[str, Tally | None] = {
         "carnb fresh": tally(32, 98),
-        "carnb buried": tally(40, 91),
+        "carnb buried": tally(31, 99, chars=1900),
         "car-runtime fresh": None,
         "car-runtime buried": None,
     }
     text = render(results, floor, 3, 4)
-    assert "| car-runtime | buried | unavailable | unavailable | unavailable |" in text
+    assert (
+        "| car-runtime | buried | unavailable | unavailable | unavailable | unavailable |" in text
+    )
     assert "| fresh: coverage >= 98% | yes |" in text
     assert "| fresh: leak <= floor + 2 points (32.0%) | yes |" in text
-    assert "car-runtime's | n/a: car-runtime unavailable |" in text
+    assert "| buried: coverage >= 98% | yes |" in text
+    assert "| buried: median context <= 2,000 characters | yes |" in text
+    assert "| carnb | buried | 31.0 | 99.0 | 1900 | 1.00 |" in text
     results["carnb fresh"] = tally(33, 97)
-    results["car-runtime buried"] = tally(50, 92)
+    results["carnb buried"] = tally(40, 91, chars=31_000)
     text = render(results, floor, 3, 4)
     assert "| fresh: coverage >= 98% | NO |" in text
     assert "| fresh: leak <= floor + 2 points (32.0%) | NO |" in text
-    assert "car-runtime's | NO |" in text
+    assert "| buried: leak <= floor + 2 points (32.0%) | NO |" in text
+    assert "| buried: median context <= 2,000 characters | NO |" in text
+
+
+def test_the_tally_keeps_each_context_length() -> None:
+    t = parse_timeline(BUDGET, "t")
+    answers = [Answer(t.id, i, "x" * (10 * (i + 1)), 1.0) for i in range(len(t.queries))]
+    tallied = tally_answers([t], answers)
+    assert tallied.chars == [10, 20, 30] and tallied.median_chars == 20
+    assert tallied.as_dict()["context_median_chars"] == 20

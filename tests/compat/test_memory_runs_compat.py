@@ -135,3 +135,30 @@ def test_official_client_on_a_graph_with_supersession(served, alice) -> None:
     assert alice.fact_count() == 3
     assert raw.call("memory.history", {"subject": "deploy_target"}) == chain
     raw.close()
+
+
+def test_proactive_memory_calls(served, alice) -> None:
+    saved = json.loads(alice.memory_save_procedural(json.dumps({
+        "id": "proxy-fix", "subject": "build",
+        "body": "pip install fails behind the proxy; set PIP_INDEX_URL first",
+    })))  # fmt: skip
+    assert saved == {"id": "proxy-fix", "kind": "procedural", "fact_count": 1}
+    knowledge = json.loads(alice.memory_save_knowledge(json.dumps({
+        "subject": "deploy", "body": "production deploys need a change ticket",
+        "confidence": "high",
+    })))  # fmt: skip
+    assert knowledge["kind"] == "knowledge" and knowledge["fact_count"] == 2
+    request = {"query": "pip install fails", "trigger": {"tool_error": True}}
+    answer = json.loads(alice.memory_intervene(json.dumps(request)))
+    assert answer["decision"] == "inject" and answer["selected"]["fact_id"] == "proxy-fix"
+    assert "PIP_INDEX_URL" in answer["reminder"]
+    silent = json.loads(alice.memory_intervene(json.dumps({"query": "weather tomorrow"})))
+    assert silent["decision"] == "silent"
+    cases = [
+        {"id": "c1", "request": request, "relevant_fact_ids": ["proxy-fix"]},
+        {"id": "c2", "request": {"query": "weather tomorrow"}, "relevant_fact_ids": []},
+    ]
+    report = json.loads(alice.memory_evaluate(json.dumps({"cases": cases})))
+    assert report["cases"] == 2
+    assert report["selective"]["precision"] == 1.0 and report["selective"]["recall"] == 1.0
+    assert set(report) == {"cases", "selective", "always_inject", "passive_retrieval", "no_memory"}

@@ -18,8 +18,10 @@ COMMANDS = [
     "approvals",
     "auth",
     "browser",
+    "cost",
     "memory",
     "model",
+    "otel",
     "policy",
     "run",
     "server",
@@ -43,7 +45,18 @@ def test_the_tree_gives_commands_actions_and_flags() -> None:
     assert candidates(p, [], "", no_values) == COMMANDS
     assert candidates(p, [], "me", no_values) == ["memory"]
     assert candidates(p, ["memory"], "", no_values) == sorted(
-        ["add", "query", "count", "context", "persist", "load", "delete", "explore", "history"]
+        [
+            "add",
+            "query",
+            "count",
+            "context",
+            "persist",
+            "load",
+            "delete",
+            "explore",
+            "history",
+            "diff",
+        ]  # fmt: skip
     )
     assert candidates(p, ["memory", "add"], "--", no_values) == [
         "--confidence",
@@ -83,6 +96,7 @@ def test_completion_in_the_shell_uses_live_ids(loaded: Any) -> None:
         "cancel",
         "complete",
         "diff",
+        "export",
         "fork",
         "list",
         "replay",

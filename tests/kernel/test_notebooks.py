@@ -153,6 +153,20 @@ def test_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert 'data-facts="6"' in first and "4 result(s)" in first
     searched = widget(client.after[cell_index(nb, "rows = explorer")], "carnb-explore")["html"]
     assert "postgres 16" in searched and "Tuesdays" not in searched
+    # provenance, explain, an edit made in the explorer and its undo, and the diff between
+    found = out(nb, "import time")
+    assert "'scout'" in found and "'orders'" in found and "'postgres'" in found
+    assert "('the orders service uses postgres 17', 'edited in the notebook')" in out(
+        nb, "edited = explorer.edit"
+    )
+    edited = widget(client.after[cell_index(nb, "edited = explorer.edit")], "carnb-explore")
+    assert "notebook as agent scout, edited in the notebook" in edited["html"]  # written by
+    assert "<td>edit</td><td>db-1</td>" in edited["html"]  # the edit history
+    diff = out(nb, "%car memory diff")
+    assert "added" in diff and "superseded" in diff and "postgres 17" in diff
+    assert "['the orders service uses postgres 16']" in out(nb, "explorer.undo()")
+    undone = widget(client.after[cell_index(nb, "explorer.undo()")], "carnb-explore")["html"]
+    assert "undone" in undone
     assert "6 facts written to memory/scout/facts.json" in out(nb, "%car memory persist")
     assert "into namespace:scratch" in out(nb, "%car auth --namespace scratch")
     assert "5 facts in namespace:scratch" in out(nb, "%car memory delete")
@@ -337,6 +351,7 @@ def test_every_notebook_is_executed_here() -> None:
         "07-team.ipynb",  # tests/kernel/test_notebook_team.py (it needs PostgreSQL)
         "08-supervise.ipynb",
         "09-time-travel.ipynb",
+        "10-observe.ipynb",
     }
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
 
@@ -355,3 +370,26 @@ def test_agent_loop_run_again_on_the_same_data_directory(
     ]
     assert ids[0] is not None and ids[1] is not None and ids[0].group(1) != ids[1].group(1)
     assert sorted(p.name for p in (tmp_path / "second" / "nb").iterdir()) == ["06-agent-loop.ipynb"]
+
+
+def test_observe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.observe.conftest import find_phoenix
+
+    phoenix = find_phoenix()
+    if phoenix is not None:  # the copy in tmp_path cannot find the repository's by its path
+        monkeypatch.setenv("CARNB_PHOENIX", phoenix)
+    nb, client = execute("10-observe.ipynb", tmp_path, monkeypatch)
+    cost = out(nb, "cost = %car cost")
+    assert "scout" in cost and "sage" in cost
+    large = (1200 + 1500 + 1800) * 3.0 / 1e6 + 3 * 150 * 15.0 / 1e6
+    assert f"{large:.6f}".rstrip("0") in cost
+    assert "2 runs recorded" in out(nb, "import json, subprocess")
+    assert "8 model turns of 2 runs" in out(nb, "dataset = ")
+    assert sorted(p.name for p in (tmp_path / "nb").iterdir()) == ["10-observe.ipynb"]
+    read_back = out(nb, "if phoenix_url:\n    from phoenix.client")
+    if phoenix is not None:
+        assert "'AGENT': 2" in read_back and "'LLM': 8" in read_back and "'TOOL': 8" in read_back
+        assert "spans_sent" in out(nb, "%car otel") or "spans sent" in out(nb, "%car otel")
+    else:
+        assert "nothing to read back" in read_back
+    no_tokens_anywhere(nb)

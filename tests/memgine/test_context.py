@@ -9,6 +9,7 @@ import pytest
 from carnb.errors import InvalidParams
 from carnb.memgine import Memgine
 from carnb.memgine.context import budget_tokens, estimate_tokens
+from carnb.memgine.engine import CONTEXT_FACTS, RECENT_FACTS
 
 
 def lines_of(text: str, header: str) -> list[str]:
@@ -145,27 +146,39 @@ def test_bad_window_names_the_field(graph: Memgine, window: object) -> None:
         graph.build_context_fast("q", window)  # type: ignore[arg-type]
 
 
-def test_every_valid_fact_is_shown_when_they_fit_most_relevant_last(graph: Memgine) -> None:
+def test_context_holds_the_recent_and_the_relevant_facts_only(graph: Memgine) -> None:
     graph.add_fact("rule", "never deploy on fridays", "constraint")
     graph.add_fact("kafka", "consumer lag alert fires at ten thousand", fact_id="hit")
+    graph.add_fact("kafka", "kafka topic retention is seven days", fact_id="weak")
     for i in range(30):
         graph.add_fact(f"note{i}", f"unrelated memo number {i}")
-    text = graph.build_context("kafka lag")
+    text = graph.build_context("kafka consumer lag alert")
     assert text.startswith("## Constraints\n- [ws-1] rule: never deploy on fridays\n\n## Facts\n")
     facts = lines_of(text, "## Facts")
-    assert len(facts) == 31 and facts[-1].startswith("- [hit] kafka:")
-    assert facts[0].startswith("- [ws-2] note0:")  # unmatched facts oldest first
+    # everything fits the budget, yet only the recent window and the relevant fact are shown
+    assert len(facts) == RECENT_FACTS + 1 and facts[-1].startswith("- [hit] kafka:")
+    assert [f.split("]")[0] for f in facts[:-1]] == [
+        f"- [ws-{n}" for n in range(32 - RECENT_FACTS, 32)
+    ]  # the newest facts, oldest first
+    assert "weak" not in text  # reached, but far below the best fact's relevance
 
 
-def test_when_facts_do_not_fit_the_ranking_decides(graph: Memgine) -> None:
+def test_a_query_reaching_nothing_gets_the_recent_facts(graph: Memgine) -> None:
+    for i in range(RECENT_FACTS + 5):
+        graph.add_fact(f"note{i}", f"memo {i}")
+    facts = lines_of(graph.build_context("xylophone"), "## Facts")
+    assert [f.split("]")[0] for f in facts] == [f"- [ws-{n}" for n in range(6, RECENT_FACTS + 6)]
+
+
+def test_the_budget_bounds_a_context_of_many_relevant_facts(graph: Memgine) -> None:
     graph.add_fact("rule", "never deploy on fridays", "constraint")
     graph.add_fact("kafka", "consumer lag alert fires at ten thousand", fact_id="hit")
     for i in range(400):
-        graph.add_fact(f"note{i}", f"unrelated memo number {i} with some padding words")
+        graph.add_fact(f"note{i}", f"kafka lag memo number {i} with some padding words")
     text = graph.build_context("kafka lag", model_context_window=5000)  # budget 2000 tokens
     assert estimate_tokens(text) <= 2000
     assert text.startswith("## Constraints\n- [ws-1] rule: never deploy on fridays")
     facts = lines_of(text, "## Facts")
-    assert facts[-1].startswith("- [hit] kafka:")  # old, but the most relevant
-    assert facts[-2].startswith("- [ws-401] note399:")  # then the newest fill the room
-    assert 50 < len(facts) < 401
+    assert facts[-1].startswith("- [ws-401] note399:")  # as relevant as any, and the newest
+    assert 50 < len(facts) <= CONTEXT_FACTS + RECENT_FACTS
+    assert estimate_tokens(graph.build_context("kafka lag")) < 8000 // 2  # bound, not target

@@ -53,7 +53,16 @@ def test_the_right_fact_ranks_first(corpus: Memgine, query: str, subject: str) -
 
 def test_result_rows_have_the_wire_shape(corpus: Memgine) -> None:
     (row,) = corpus.query("postgres", 1)
-    assert set(row) == {"fact_id", "subject", "body", "kind", "confidence", "tags", "source"}
+    assert set(row) == {
+        "fact_id",
+        "subject",
+        "body",
+        "kind",
+        "confidence",
+        "tags",
+        "source",
+        "provenance",
+    }
     assert row["fact_id"] == "ws-1" and row["kind"] == "pattern" and row["tags"] == []
     assert 0.0 < row["confidence"] <= 1.0
 

@@ -86,3 +86,23 @@ def test_another_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
     with pytest.raises(CarnbError, match="not a carnb memory graph"):
         Memgine(path)
     assert path.read_bytes() == before
+
+
+def test_a_version_3_graph_gains_provenance(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite3"
+    g = Memgine(path)
+    g.add_fact("db", "postgres 16", provenance={"session_kind": "notebook"})
+    g.close()
+    with sqlite3.connect(path) as conn:  # what a version 3 file looks like
+        conn.execute("ALTER TABLE facts DROP COLUMN provenance")
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    g = Memgine(path)
+    assert g.facts()[0]["provenance"] == {}  # written before carnb recorded it
+    g.add_fact("db", "postgres 17", provenance={"session_kind": "socket"})
+    assert g.query("postgres 17", 1)[0]["provenance"]["session_kind"] == "socket"
+    g.check()
+    g.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    conn.close()

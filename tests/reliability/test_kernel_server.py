@@ -94,6 +94,24 @@ class Kernel:
         self.km.shutdown_kernel(now=True)
 
 
+def start_ticker(k: Kernel, seconds: int) -> str:
+    """Start a cell that sleeps 10 ms at a time for ``seconds`` and prints the longest gap it
+    saw between ticks (a stalled kernel shows as a long gap); returns its message id once it
+    runs."""
+    ticker = k.kc.execute(
+        f"import time\ngaps = []\nlast = time.perf_counter()\nend = last + {seconds}\n"
+        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
+        "    gaps.append(now - last)\n    last = now\n"
+        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
+    )
+    time.sleep(1)  # the ticker is running
+    return str(ticker)
+
+
+def ticker_max_gap(text: str) -> float:
+    return float(text.split("max gap ms")[1].split()[0])
+
+
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kernel, dict[str, Any]]]:
     pytest.importorskip("ipykernel")
@@ -264,13 +282,7 @@ def test_unauthenticated_big_frames_do_not_freeze_the_kernel(
     k, info = kernel
     port = int(info["url"].rsplit(":", 1)[1].strip("/"))
     payload = nested_frame_text(16 * 1024 * 1024 - 64).encode()
-    ticker = k.kc.execute(
-        "import time\ngaps = []\nlast = time.perf_counter()\nend = last + 6\n"
-        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
-        "    gaps.append(now - last)\n    last = now\n"
-        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
-    )
-    time.sleep(1)  # the ticker is running
+    ticker = start_ticker(k, seconds=6)
 
     def attack() -> list[int | None]:
         codes = []
@@ -292,7 +304,7 @@ def test_unauthenticated_big_frames_do_not_freeze_the_kernel(
     assert reply["status"] == "ok", text
     codes = [c for r in results for c in r]
     assert codes and set(codes) == {1009}, codes[:10]
-    max_gap = float(text.split("max gap ms")[1].split()[0])
+    max_gap = ticker_max_gap(text)
     note("kernel: max cell tick gap ms under unauthenticated 16 MiB frames", max_gap)
     add("kernel: unauthenticated 16 MiB frames refused", len(codes))
     assert max_gap < 200, text
@@ -314,13 +326,7 @@ def test_hostile_memory_queries_do_not_freeze_the_kernel(
     bodies = [planted_body(rng)] + [
         (f"marker{i} " + planted_body(rng))[:BODY_BYTES] for i in range(BIG_PENDING)
     ]
-    ticker = k.kc.execute(
-        "import time\ngaps = []\nlast = time.perf_counter()\nend = last + 8\n"
-        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
-        "    gaps.append(now - last)\n    last = now\n"
-        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
-    )
-    time.sleep(1)  # the ticker is running
+    ticker = start_ticker(k, seconds=8)
 
     async def attack() -> list[float]:
         c = await AClient.open(info["url"])
@@ -342,7 +348,7 @@ def test_hostile_memory_queries_do_not_freeze_the_kernel(
     reply, out = k.wait(ticker, timeout=60)
     text = k.text(out)
     assert reply["status"] == "ok", text
-    max_gap = float(text.split("max gap ms")[1].split()[0])
+    max_gap = ticker_max_gap(text)
     note("kernel: max cell tick gap ms under hostile memory queries", max_gap)
     note("kernel: slowest hostile query ms", round(max(took) * 1000, 1))
     assert max(took) < 2.0, took
@@ -403,13 +409,7 @@ def test_a_runner_flooding_its_stream_does_not_freeze_the_kernel(
 
     k, info = kernel
     chunk = "y" * (512 * 1024)
-    ticker = k.kc.execute(
-        "import time\ngaps = []\nlast = time.perf_counter()\nend = last + 6\n"
-        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
-        "    gaps.append(now - last)\n    last = now\n"
-        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
-    )
-    time.sleep(1)  # the ticker is running
+    ticker = start_ticker(k, seconds=6)
 
     async def attack() -> int:
         runner = await authed(info["url"], token=info["token"])
@@ -447,7 +447,7 @@ def test_a_runner_flooding_its_stream_does_not_freeze_the_kernel(
     text = k.text(out)
     assert reply["status"] == "ok", text
     assert refused > 0
-    max_gap = float(text.split("max gap ms")[1].split()[0])
+    max_gap = ticker_max_gap(text)
     note("kernel: max cell tick gap ms while a runner floods its stream", max_gap)
     add("kernel: runner calls cut at the stream cap", refused)
     assert max_gap < 200, text
@@ -464,13 +464,7 @@ def test_big_frames_after_auth_do_not_freeze_the_kernel(
 
     k, info = kernel
     frames = list(costliest_frames().values())
-    ticker = k.kc.execute(
-        "import time\ngaps = []\nlast = time.perf_counter()\nend = last + 6\n"
-        "while last < end:\n    time.sleep(0.01)\n    now = time.perf_counter()\n"
-        "    gaps.append(now - last)\n    last = now\n"
-        "print('max gap ms', round(max(gaps) * 1000, 1), 'ticks', len(gaps))"
-    )
-    time.sleep(1)  # the ticker is running
+    ticker = start_ticker(k, seconds=6)
 
     async def attack() -> int:
         peers = [await authed(info["url"], token=info["token"]) for _ in range(2)]
@@ -494,7 +488,7 @@ def test_big_frames_after_auth_do_not_freeze_the_kernel(
     reply, out = k.wait(ticker, timeout=60)
     text = k.text(out)
     assert reply["status"] == "ok", text
-    max_gap = float(text.split("max gap ms")[1].split()[0])
+    max_gap = ticker_max_gap(text)
     note("kernel: max cell tick gap ms under authenticated big frames", max_gap)
     add("kernel: authenticated big frames sent", sent)
     assert max_gap < 200, text

@@ -183,6 +183,8 @@ HOST_ONLY: dict[str, dict[str, Any]] = {
     "host.unsubscribe": {},
     "models.set_default": {"name": "mallory-model"},
     "models.unregister": {"id": "mallory-model"},
+    "prices.set": {"prices": {"*": {"input_per_mtok": 0, "output_per_mtok": 0}}},
+    "otel.status": {},
 }
 OWNER_ONLY = {
     "runs.record_turns": lambda w: {"run_id": w.run_id, "turns": [{"prompt": "evil"}]},

@@ -22,7 +22,16 @@ def test_result_types_are_exactly_as_the_protocol_says(runtime, connect_client) 
     assert c.call("memory.fact_count", {}) == 1
     rows = c.call("memory.query", {"query": "staging deploy", "k": 5})
     assert isinstance(rows, list) and rows[0]["subject"] == "deploy"
-    assert set(rows[0]) == {"fact_id", "subject", "body", "kind", "confidence", "tags", "source"}
+    assert set(rows[0]) == {
+        "fact_id",
+        "subject",
+        "body",
+        "kind",
+        "confidence",
+        "tags",
+        "source",
+        "provenance",
+    }
     assert 0 <= rows[0]["confidence"] <= 1
     ctx = c.call("memory.build_context", {"query": "deploy"})
     assert isinstance(ctx, str) and "deploy" in ctx
@@ -292,3 +301,50 @@ def test_authenticating_to_a_graph_that_is_loading_does_not_wait_for_the_load(
     assert loader.recv_reply("load", timeout=120)["result"] == 120_000
     assert auth_took < 1.0 and bystander_took < 1.0, (auth_took, bystander_took)
     assert late.call("memory.fact_count") == 120_000  # counted once the graph is free
+
+
+def test_query_explain_over_the_wire(runtime, connect_client) -> None:
+    c = connect_client()
+    add(c, "deploy", "the staging deploy runs every night at 2am")
+    row = c.call("memory.query", {"query": "staging deploy", "explain": True})[0]
+    assert [w["word"] for w in row["explain"]["words"]] == ["staging", "deploy"]
+    assert row["explain"]["relevance"] == row["confidence"]
+    err = c.request("memory.query", {"query": "deploy", "explain": "yes"})["error"]
+    assert err["code"] == -32602 and "explain must be a boolean" in err["message"]
+
+
+def test_provenance_is_the_servers_account_of_the_writer(runtime, connect_client) -> None:
+    alice = connect_client(auth=agent_auth(runtime, "alice"))
+    add(alice, "outside", "written before any run")
+    run = alice.call("runs.start", {"intent": "triage"})
+    alice.call("runs.record_turns", {"run_id": run["run_id"], "turns": [{"prompt": "p"}]})
+    # a client cannot claim a provenance: the param is not taken
+    add(alice, "inside", "written during the run", provenance={"agent_id": "mallory"})
+    rows = {r["subject"]: r for r in alice.call("memory.query", {"query": "written run", "k": 5})}
+    before, during = rows["outside"]["provenance"], rows["inside"]["provenance"]
+    assert before["agent_id"] == "alice" and before["session_kind"] == "socket"
+    assert before["role"] == "agent" and "run_id" not in before
+    assert during["agent_id"] == "alice"
+    assert during["run_id"] == run["run_id"] and during["turn"] == 1
+    assert before["at"] <= during["at"] <= time.time()
+    history = alice.call("memory.history", {"subject": "inside"})
+    assert history[0]["provenance"] == during
+
+
+def test_edit_and_pin_over_the_wire(runtime, connect_client) -> None:
+    c = connect_client()
+    add(c, "deploy", "deploys on tuesday", fact_id="d1")
+    out = c.call("memory.edit", {"id": "d1", "body": "deploys on wednesday"})
+    assert out["replaces"] == "d1" and out["fact_count"] == 1
+    row = c.call("memory.query", {"query": "deploys"})[0]
+    assert row["fact_id"] == out["id"] and row["provenance"]["action"] == "edit"
+    assert [r["fact_id"] for r in c.call("memory.history", {"fact_id": "d1"})] == [out["id"], "d1"]
+    assert c.call("memory.pin", {"id": out["id"]}) == {"id": out["id"], "pinned": True,
+                                                      "changed": True}  # fmt: skip
+    for i in range(10):
+        add(c, f"n{i}", f"memo {i}")
+    assert "deploys on wednesday" in c.call("memory.build_context", {"query": "kafka"})
+    c.call("memory.pin", {"id": out["id"], "pinned": False})
+    assert "deploys on wednesday" not in c.call("memory.build_context", {"query": "kafka"})
+    err = c.request("memory.edit", {"id": "d1", "body": "again"})["error"]
+    assert err["code"] == -32602 and "superseded" in err["message"]

@@ -7,18 +7,19 @@ only ever lists methods that work.
 
 from __future__ import annotations
 
-from carnb.app.handlers import browser, inference, proposals, runs, supervision
+from carnb.app.handlers import browser, inference, observe, proposals, runs, supervision
 from carnb.app.handlers.catalog import offered
 from carnb.app.methods import MethodTable
 from carnb.app.services import Services
 
 
 def build_table(services: Services) -> MethodTable:
-    """Hook the runs, browser, proposal and inference areas into ``services`` (listeners,
+    """Hook the runs, browser, proposal, inference and observe areas into ``services`` (listeners,
     session-close cleanup) and return the table of offered methods. Call once per ``Services``."""
     runs.attach(services)
     browser.attach(services)
     proposals.attach(services)
     inference.attach(services)
+    observe.attach(services)
     supervision.attach(services)
     return MethodTable(offered(services))

@@ -11,6 +11,7 @@ from carnb.app.handlers import (
     core,
     inference,
     memory,
+    observe,
     proposals,
     runs,
     supervision,
@@ -72,5 +73,6 @@ CATALOG: tuple[Method, ...] = (
     *browser.METHODS,
     *proposals.METHODS,
     *inference.METHODS,
+    *observe.METHODS,
     *supervision.METHODS,
 )

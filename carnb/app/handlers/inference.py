@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from carnb.app.methods import Method, Params
@@ -41,15 +42,33 @@ def context_source(svc: Services, s: ClientSession) -> ContextSource:
 
 
 async def infer(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
+    started = time.time()
     reply, request = await svc.models.infer(p, context_source(svc, s))
     if svc.runs is not None and s.current_run_id is not None:  # kept for replay and fork
         secrets = (svc.credentials.token, svc.credentials.host_token)
         svc.recordings.remember(s, request, reply, secrets)
+    content = {
+        "messages": input_messages(request),
+        "output": reply.get("text"),
+        "tool_calls": reply.get("tool_calls"),
+    }
+    svc.meter.inferred(s, reply, content, started)
     return reply
 
 
 async def embed(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     return await svc.models.embed(p)
+
+
+def input_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the model was asked, as chat messages (system, then messages or the prompt)."""
+    out: list[dict[str, Any]] = []
+    if isinstance(request.get("system"), str):
+        out.append({"role": "system", "content": request["system"]})
+    out.extend(request.get("messages") or [])
+    if isinstance(request.get("prompt"), str):
+        out.append({"role": "user", "content": request["prompt"]})
+    return out
 
 
 def models_list(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:

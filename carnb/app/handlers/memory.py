@@ -15,20 +15,27 @@ even before the reader awaits the reply, and a caller that leaves does not cut a
 
 from __future__ import annotations
 
+import secrets
+
 from carnb.app.methods import Method, Params
 from carnb.app.params import (
+    opt_bool,
     opt_int,
     opt_number,
     opt_str,
     opt_str_list,
+    req_list,
     req_str,
 )
 from carnb.app.ports import Graph, Record
 from carnb.app.schedule import Later, in_turn, on_graph, then
 from carnb.app.services import Services
-from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K
+from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K, MAX_STATUS_CHARS
 from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
+
+# The action a provenance names for an edit made in the notebook.
+NOTEBOOK_EDIT = "edited in the notebook"
 
 
 def own_graph(s: ClientSession) -> bool:
@@ -57,6 +64,24 @@ def publish_count(s: ClientSession, svc: Services, g: Graph, count: int) -> None
             other.update(fact_count=count)
 
 
+def written_by(s: ClientSession, action: str = "add") -> Record:
+    """Who a session's write comes from, as the server knows it (never a client field): the
+    session's kind and id, its role, its agent, its current run and turn, and what it did
+    (``add``, ``edit``, ``load``, ``save_knowledge``...; a notebook's edit is "edited in the
+    notebook")."""
+    if action == "edit" and s.kind == "notebook":
+        action = NOTEBOOK_EDIT
+    out: Record = {
+        "session_kind": s.kind, "session_id": s.client_id, "role": s.role, "action": action,
+    }  # fmt: skip
+    if s.agent_id is not None:
+        out["agent_id"] = s.agent_id
+    if s.current_run_id is not None:
+        out["run_id"] = s.current_run_id
+        out["turn"] = s.run_turns
+    return out
+
+
 def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
     g = graph(s, svc)
     subject = req_str(p, "subject")
@@ -67,6 +92,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
     source = opt_str(p, "source", "user") or "user"
     confidence = opt_number(p, "confidence")
     supersedes = opt_str_list(p, "supersedes")
+    provenance = written_by(s)
 
     def work() -> int:
         return g.add_fact(
@@ -78,6 +104,7 @@ def add_fact(s: ClientSession, p: Params, svc: Services) -> int | Later:
             source=source,
             confidence=confidence,
             supersedes=supersedes,
+            provenance=provenance,
         )
 
     def publish(count: int) -> int:
@@ -92,10 +119,11 @@ def query(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
     text = req_str(p, "query", allow_empty=True)
     k = opt_int(p, "k", 5, maximum=MAX_QUERY_K)
     assert k is not None
+    explain = opt_bool(p, "explain", False)
     if k <= 0:
         return []
     g = graph(s, svc)
-    return on_graph(g, lambda: g.query(text, k))
+    return on_graph(g, lambda: g.query(text, k, explain=explain))
 
 
 def history(s: ClientSession, p: Params, svc: Services) -> list[Record] | Later:
@@ -143,7 +171,7 @@ async def load(s: ClientSession, p: Params, svc: Services) -> int:
     assert svc.memory is not None
     path = svc.memory.resolve_user_path(req_str(p, "path"), method="memory.load", session=s)
     g = graph(s, svc)
-    count = await in_turn(g, g.load, path)
+    count = await in_turn(g, g.load, path, written_by(s, "load"))
     publish_count(s, svc, g, await in_turn(g, g.fact_count))  # others may have written meanwhile
     return count
 
@@ -151,12 +179,45 @@ async def load(s: ClientSession, p: Params, svc: Services) -> int:
 def delete(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     g = graph(s, svc)
     fact_id = req_str(p, "id")
+    if fact_id.startswith(STATUS_PREFIX):
+        gone = s.memory_status.pop(fact_id[len(STATUS_PREFIX) :], None) is not None
+        return {"id": fact_id, "deleted": gone, "kind": "status", "fact_count": s.fact_count}
 
     def publish(result: Record) -> Record:
         publish_count(s, svc, g, result["fact_count"])
         return result
 
-    return then(on_graph(g, lambda: g.delete(fact_id)), publish)
+    provenance = written_by(s, "delete")
+    return then(on_graph(g, lambda: g.delete(fact_id, provenance)), publish)
+
+
+def diff(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    since = opt_number(p, "since")
+    if since is None:
+        raise InvalidParams("memory.diff needs since (seconds since the epoch)")
+    g = graph(s, svc)
+    return on_graph(g, lambda: g.diff(since))
+
+
+def edit(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    fact_id = req_str(p, "id")
+    body = req_str(p, "body", allow_empty=True)
+    subject = opt_str(p, "subject")
+    provenance = written_by(s, "edit")
+
+    def publish(result: Record) -> Record:
+        publish_count(s, svc, g, result["fact_count"])
+        return result
+
+    return then(on_graph(g, lambda: g.edit(fact_id, body, subject, provenance)), publish)
+
+
+def pin(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    fact_id = req_str(p, "id")
+    pinned = opt_bool(p, "pinned", True)
+    return on_graph(g, lambda: g.pin(fact_id, pinned))
 
 
 async def consolidate(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -165,6 +226,120 @@ async def consolidate(s: ClientSession, p: Params, svc: Services) -> Record:
     publish_count(s, svc, g, report["fact_count"])
     return report
 
+
+# -- proactive memory (the reference daemon's shapes) --------------------------------------
+
+STATUS_PREFIX = "proactive-status:"
+# memory.save_*'s confidence may be a label; stored as this number.
+CONFIDENCE_LABELS = {"high": 0.9, "medium": 0.6, "low": 0.3}
+TENANT_TAG = "tenant:"
+
+
+def save_knowledge(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    return _save(s, p, svc, "knowledge")
+
+
+def save_procedural(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    return _save(s, p, svc, "procedural")
+
+
+def _save(s: ClientSession, p: Params, svc: Services, entry: str) -> Record | Later:
+    """A knowledge or procedural entry: a graph fact of that kind (``constraint`` when
+    ``is_constraint``), tagged with its entry kind and tenant, under a stable id."""
+    g = graph(s, svc)
+    subject = req_str(p, "subject")
+    body = req_str(p, "body", allow_empty=True)
+    fact_id = opt_str(p, "id") or f"{entry}-{secrets.token_hex(6)}"
+    tags = list(opt_str_list(p, "tags") or [])
+    confidence = _confidence(p.get("confidence"))
+    tenant = opt_str(p, "tenant_id")
+    constraint = opt_bool(p, "is_constraint", False)
+    tags = [entry, *tags] + ([TENANT_TAG + tenant] if tenant is not None else [])
+    kind = "constraint" if constraint else entry
+    provenance = written_by(s, f"save_{entry}")
+
+    def work() -> Record:
+        count = g.add_fact(
+            subject, body, kind, fact_id=fact_id, tags=tags, source=entry,
+            confidence=confidence, provenance=provenance,
+        )  # fmt: skip
+        return {"id": fact_id, "kind": entry, "fact_count": count}
+
+    def publish(result: Record) -> Record:
+        publish_count(s, svc, g, result["fact_count"])
+        return result
+
+    small = len(subject) + len(body) <= INLINE_WRITE_CHARS
+    return then(on_graph(g, work, thread=not (own_graph(s) and small)), publish)
+
+
+def _confidence(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.lower() in CONFIDENCE_LABELS:
+            return CONFIDENCE_LABELS[value.lower()]
+        try:
+            value = float(value)
+        except ValueError:
+            raise InvalidParams(
+                "confidence must be high, medium, low or a number from 0 to 1"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidParams("confidence must be high, medium, low or a number from 0 to 1")
+    return float(value)
+
+
+def update_status(s: ClientSession, p: Params, svc: Services) -> Record:
+    body = req_str(p, "body", allow_empty=True)
+    tenant = opt_str(p, "tenant_id")
+    if len(body) > MAX_STATUS_CHARS:
+        raise InvalidParams(f"body holds at most {MAX_STATUS_CHARS} characters")
+    slot = tenant if tenant is not None else "global"
+    s.memory_status[slot] = body
+    out: Record = {"id": STATUS_PREFIX + slot, "body": body}
+    if tenant is not None:
+        out["tenant_id"] = tenant
+    return out
+
+
+def intervene(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    request = {
+        "query": p.get("query"),
+        "recent": p.get("recent"),
+        "trigger": p.get("trigger"),
+        "force": p.get("force"),
+        "max_candidates": p.get("max_candidates"),
+        "tenant_id": p.get("tenant_id"),
+    }
+    g = graph(s, svc)
+    return on_graph(g, lambda: g.intervene({k: v for k, v in request.items() if v is not None}))
+
+
+def evaluate(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    cases = req_list(p, "cases")
+    g = graph(s, svc)
+    return on_graph(g, lambda: g.evaluate(cases))
+
+
+_SAVE_PARAMS = {
+    "id": "string? (a stable id; default <kind>-<12 hex>)",
+    "subject": "string",
+    "body": "string",
+    "tags": "string[]?",
+    "confidence": "string? (high, medium, low or a number from 0 to 1)",
+    "tenant_id": "string?",
+    "is_constraint": "boolean? (false)",
+}
+_INTERVENE_PARAMS = {
+    "query": "string?",
+    "recent": "string[]? (at most 32)",
+    "trigger": "object? {repeated_failures, tool_error, explicit_uncertainty, "
+    "high_risk_action, context_shift}",
+    "force": "boolean? (false)",
+    "max_candidates": "integer? (8, at most 64)",
+    "tenant_id": "string?",
+}
 
 _CONTEXT_PARAMS = {"query": "string", "model_context_window": "integer?"}
 _PATH_PARAMS = {"path": "string (relative to <home>/memory/)"}
@@ -193,8 +368,8 @@ METHODS = (
         needs="memory",
         summary="Supersession chain of a subject or a fact, newest first",
         params={"subject": "string? (one of subject, fact_id)", "fact_id": "string?"},
-        result="[{fact_id, subject, body, kind, tags, source, confidence, created_at, "
-        "superseded_by}]",
+        result="[{fact_id, subject, body, kind, tags, source, provenance, confidence, "
+        "created_at, superseded_by}]",
     ),
     Method(
         "memory.query",
@@ -202,8 +377,15 @@ METHODS = (
         needs="memory",
         large_reply=True,
         summary="Facts relevant to a query, best first",
-        params={"query": "string", "k": "integer? (5)"},
-        result="[{fact_id, subject, body, kind, confidence, tags, source}]",
+        params={
+            "query": "string",
+            "k": "integer? (5)",
+            "explain": "boolean? (false): each row also says why it ranked",
+        },
+        result="[{fact_id, subject, body, kind, confidence, tags, source, provenance, "
+        "explain?: {words, "
+        "keyword_score, activation, relevance, recency, newer_facts, constraint, in_context, "
+        "superseded_by, supersedes}}]",
     ),
     Method(
         "memory.fact_count",
@@ -265,5 +447,75 @@ METHODS = (
         needs="memory",
         summary="Merge exact duplicates and report same-subject contradictions",
         result="{duplicates_merged, contradictions_found, fact_count}",
+    ),
+    Method(
+        "memory.diff",
+        diff,
+        needs="memory",
+        large_reply=True,
+        summary="Facts added, superseded and deleted since a time (carnb's own)",
+        params={"since": "number (seconds since the epoch)"},
+        result="{since, added: [fact], superseded: [fact], deleted: [{fact_id, subject, body, "
+        "kind, deleted_at, provenance}]}",
+    ),
+    Method(
+        "memory.edit",
+        edit,
+        needs="memory",
+        summary="Replace a fact by an edited copy that supersedes it (carnb's own)",
+        params={"id": "string", "body": "string", "subject": "string? (kept)"},
+        result="{id (the new fact), replaces, fact_count}",
+    ),
+    Method(
+        "memory.pin",
+        pin,
+        needs="memory",
+        summary="Pin a fact (every context shows it) or unpin it (carnb's own)",
+        params={"id": "string", "pinned": "boolean? (true)"},
+        result="{id, pinned, changed}",
+    ),
+    Method(
+        "memory.save_knowledge",
+        save_knowledge,
+        needs="memory",
+        summary="Save durable execution-state knowledge (a graph fact of kind knowledge)",
+        params=_SAVE_PARAMS,
+        result='{id, kind: "knowledge", fact_count}',
+    ),
+    Method(
+        "memory.save_procedural",
+        save_procedural,
+        needs="memory",
+        summary="Save procedural evidence: attempts, fixes, diagnostics (kind procedural)",
+        params=_SAVE_PARAMS,
+        result='{id, kind: "procedural", fact_count}',
+    ),
+    Method(
+        "memory.update_status",
+        update_status,
+        needs="memory",
+        summary="Set the proactive memory agent's private status (session-local, not a fact)",
+        params={"body": "string", "tenant_id": "string?"},
+        result="{id, body, tenant_id?}",
+    ),
+    Method(
+        "memory.intervene",
+        intervene,
+        needs="memory",
+        summary="At most one grounded reminder for the next action, or an explicit silence",
+        params=_INTERVENE_PARAMS,
+        result='{decision: "inject", reminder, selected, candidates, bank} | '
+        '{decision: "silent", reason, candidates, bank}',
+    ),
+    Method(
+        "memory.evaluate",
+        evaluate,
+        needs="memory",
+        summary="Precision and recall of the intervention selector and its baselines",
+        params={
+            "cases": "[{id, request: memory.intervene params, relevant_fact_ids?: string[]}] "
+            "(at most 1000)"
+        },
+        result="{cases, selective, always_inject, passive_retrieval, no_memory}",
     ),
 )

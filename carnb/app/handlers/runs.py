@@ -104,6 +104,7 @@ def runs_start(s: ClientSession, p: Params, svc: Services) -> Record:
         agent_name=p.get("agent_name"),
         idempotency_key=p.get("idempotency_key"),
     )
+    svc.meter.follow(result["run_id"])
     if s.current_run_id != result["run_id"]:
         summary = store.authorize(s, result["run_id"], "read") or {}
         if summary.get("status", "in_progress") == "in_progress":

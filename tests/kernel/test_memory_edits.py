@@ -1,0 +1,109 @@
+"""The explorer's edits (add, edit, delete, pin, unpin, undo, their history), provenance and
+explanations in its table, and ``%car memory diff``, on the notebook engine over a real
+runtime."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carnb.config import Settings
+from carnb.errors import CarnbError
+from carnb.kernel.engine import NotebookEngine
+from carnb.kernel.parser import build_parser, parse
+
+
+@pytest.fixture
+def nb(home: Path) -> Iterator[NotebookEngine]:
+    engine = NotebookEngine()
+    engine.start(Settings(home=home, browser=False))
+    yield engine
+    engine.close()
+
+
+def car(nb: NotebookEngine, line: str) -> Any:
+    args = parse(build_parser(), line)
+    return args.func(nb, args)
+
+
+def bodies(nb: NotebookEngine, words: str) -> list[str]:
+    return [r["body"] for r in car(nb, f"memory query {words} -k 10").facts]
+
+
+def test_edit_delete_pin_and_undo_in_the_explorer(nb: NotebookEngine) -> None:
+    car(nb, 'memory add deploy "deploys on tuesday" --id d1')
+    ex = car(nb, "memory explore deploys")
+    edit = ex.edit("d1", "deploys on wednesday")
+    assert bodies(nb, "deploys") == ["deploys on wednesday"]
+    row = ex.last_rows[0]
+    assert row["provenance"]["action"] == "edited in the notebook"
+    assert "notebook, edited in the notebook" in ex.results.value  # the written-by column
+    assert "deploys exact" in ex.results.value  # the why column
+    assert ex.undo() is edit and bodies(nb, "deploys") == ["deploys on tuesday"]
+    ex.pin("d1")
+    assert "pinned" in car(nb, "memory query deploys").facts[0]["tags"]
+    ex.delete("d1")
+    assert bodies(nb, "deploys") == []
+    ex.undo()  # the delete: the fact is back with its id and tags
+    back = car(nb, "memory query deploys").facts[0]
+    assert (back["fact_id"], back["tags"]) == ("d1", ["pinned"])
+    ex.undo()  # the pin
+    assert car(nb, "memory query deploys").facts[0]["tags"] == []
+    added = ex.add("kafka", "consumer lag alert at ten thousand")
+    assert added.fact_id.startswith("nb-") and bodies(nb, "kafka") != []
+    history = ex.history.value
+    order = [history.index(f"<td>{a}</td>") for a in ("add", "delete", "edit")]
+    assert order == sorted(order)  # newest first
+    assert history.count("undone") == 3
+    with pytest.raises(CarnbError, match="no fact 'ghost'"):
+        ex.edit("ghost", "x")
+    assert "error: " in ex.history.value
+    static = ex._repr_mimebundle_()["text/html"]
+    assert "carnb-edits" in static and "token" not in static.lower()
+
+
+def test_the_buttons_run_the_same_edits(nb: NotebookEngine) -> None:
+    car(nb, 'memory add deploy "deploys on tuesday" --id d1')
+    ex = car(nb, "memory explore deploys")
+    ex.fact_box.value, ex.body_box.value = "d1", "deploys on friday"
+    ex.buttons["edit"].click()
+    deadline = time.monotonic() + 10
+    while bodies(nb, "deploys") != ["deploys on friday"]:
+        assert time.monotonic() < deadline, "the edit button did nothing"
+        time.sleep(0.05)
+    assert "edit" in ex.history.value
+
+
+def test_diff_since_a_time_and_since_a_run(nb: NotebookEngine) -> None:
+    car(nb, 'memory add old "written before" --id before')
+    car(nb, 'memory add gone "deleted later" --id gone')
+    time.sleep(0.01)
+    run_id = car(nb, "run start cleanup").run_id
+    car(nb, 'memory add new "written in the run" --id after')
+    car(nb, 'memory add old "rewritten" --id v2 --supersedes before')
+    car(nb, "memory delete gone")
+    out = car(nb, f"memory diff --since {run_id}")
+    assert [r["fact_id"] for r in out.changes["added"]] == ["after", "v2"]
+    assert [r["fact_id"] for r in out.changes["superseded"]] == ["before"]
+    assert [r["fact_id"] for r in out.changes["deleted"]] == ["gone"]
+    text = out.text()
+    assert f"since run {run_id} started" in text and "deleted" in text
+    assert car(nb, f"memory diff --since {time.time() + 60}").text().endswith("nothing changed")
+
+
+def test_the_explorer_evaluates_the_selector_on_labelled_cases(nb: NotebookEngine) -> None:
+    car(nb, 'memory add build "pip install fails behind the proxy" --id proxy-fix')
+    car(nb, 'memory add lunch "the menu has soup" --id soup')
+    ex = car(nb, "memory explore")
+    report = ex.evaluate([
+        {"id": "c1", "request": {"query": "pip install fails", "trigger": {"tool_error": True}},
+         "relevant_fact_ids": ["proxy-fix"]},
+        {"id": "c2", "request": {"query": "weather tomorrow"}, "relevant_fact_ids": []},
+    ])  # fmt: skip
+    assert report["selective"]["precision"] == 1.0
+    html = ex.evaluation.value
+    assert "intervention selector on 2 case(s)" in html and "<td>passive_retrieval</td>" in html
