@@ -110,8 +110,8 @@ class BrowserUnavailable(CarnbError):
     """No Chromium could be found or launched; the message says how to install one."""
 
 
-class HostThreadError(CarnbError):
-    """The host thread is not running or a call to it failed to complete."""
+class LoopThreadError(CarnbError):
+    """The loop thread is not running or a call to it failed to complete."""
 
 
 class ContentRefused(CarnbError):

@@ -19,7 +19,7 @@ and parses the reply (tool arguments are JSON text) in a worker thread. A runner
 the names it registered, and becomes the default model only when the host asks (``default:
 true`` with the host role); the host may remove any runner's model (``models.unregister``).
 
-Everything here runs on the host loop.
+Everything here runs on the server loop.
 """
 
 from __future__ import annotations

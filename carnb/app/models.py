@@ -6,7 +6,7 @@ talks to a provider, or a local model). :class:`ModelHub` keeps this server's mo
 * a :class:`PythonModel` is a callable ``fn(request) -> reply`` (sync or ``async def``) given by
   ``carnb.model(...)`` in the notebook or ``--model module:callable`` for ``serve``. Each call
   runs in a worker thread of the hub's own pool (an ``async def`` one gets its own event loop
-  there), bounded by the model's timeout: the host loop and a busy cell are never held; a call
+  there), bounded by the model's timeout: the server loop and a busy cell are never held; a call
   past its timeout is abandoned (Python threads cannot be killed) and answered with an error.
 * a runner model lives in another process: a WebSocket client that called
   ``inference.register_runner`` (:mod:`carnb.app.modelrunner`).
@@ -133,7 +133,7 @@ class ModelHub:
         self.default: str | None = None
         self._traces = itertools.count(1)
 
-    # -- the registry (host loop) ----------------------------------------------------------
+    # -- the registry (server loop) ----------------------------------------------------------
     def names(self) -> list[str]:
         return list(self._models)
 
@@ -223,7 +223,7 @@ class ModelHub:
         known = ", ".join(self._models) or "none"
         return ModelNotFound(f"unknown model {name!r}; registered models: {known}")
 
-    # -- calls (host loop) -------------------------------------------------------------------
+    # -- calls (server loop) -------------------------------------------------------------------
     async def infer(
         self, params: Mapping[str, Any], context: ContextSource | None = None
     ) -> tuple[Reply, dict[str, Any]]:

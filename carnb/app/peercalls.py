@@ -12,7 +12,7 @@ cancelled (the proposal was abandoned, its action ran out of time) sends the pee
 ``tools.cancel`` notification with the same ``request_id``. When the connection ends every
 pending call fails at once with :class:`PeerGone`.
 
-Everything here runs on the host loop.
+Everything here runs on the server loop.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ parameter checks and the state budget still apply.
 
 Who may supervise is decided here from the session, never from a field it sends: operator and
 host sessions may; a session bound to an agent may not (it would decide over other agents'
-actions). Everything here runs on the host loop.
+actions). Everything here runs on the server loop.
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ class Filter:
             severity,
         )
 
-    def matches(self, session_id: str, actions: Iterable[Action]) -> bool:
-        if self.sessions is not None and session_id not in self.sessions:
+    def matches(self, client_id: str, actions: Iterable[Action]) -> bool:
+        if self.sessions is not None and client_id not in self.sessions:
             return False
         if self.tools is None and self.min_reversibility is None:
             return True
@@ -344,15 +344,15 @@ class Supervision:
         self._changed(intent)
         return intent
 
-    def watching(self, session_id: str, actions: Iterable[Action]) -> list[Supervisor]:
-        """The supervisors whose filter matches a proposal of ``session_id``."""
+    def watching(self, client_id: str, actions: Iterable[Action]) -> list[Supervisor]:
+        """The supervisors whose filter matches a proposal of ``client_id``."""
         if not self._supervisors:
             return []
         actions = tuple(actions)
         return [
             s
             for s in self._supervisors.values()
-            if s.key != session_id and s.filter.matches(session_id, actions)
+            if s.key != client_id and s.filter.matches(client_id, actions)
         ]
 
     async def admit(

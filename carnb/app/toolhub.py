@@ -5,7 +5,7 @@ Theory of operation. A session's tools are schemas (:class:`~carnb.agentir.ToolR
 A tool a *socket* session registered runs in that session's client: each call is a
 ``tools.execute`` request over the connection's :class:`~carnb.app.peercalls.PeerCalls`.
 A tool of the *notebook's* session is a Python callable (``@carnb.tool``): it runs in a worker
-thread of this hub's own pool, never on the host loop, so a busy cell or a slow tool holds
+thread of this hub's own pool, never on the server loop, so a busy cell or a slow tool holds
 neither the server nor the other sessions. A notebook tool may be shared: with every session
 (``share=True``) or with the sessions bound to given agent ids; a session's toolset is its own
 tools plus the shared ones it may see (its own win on a name clash). Policies are per session,
@@ -91,7 +91,7 @@ class ToolHub:
 
     # -- progress --------------------------------------------------------------------------
     def watch(self, fn: ProgressWatcher) -> Callable[[], None]:
-        """Call ``fn(event)`` on the host loop for each action that starts or finishes in any
+        """Call ``fn(event)`` on the server loop for each action that starts or finishes in any
         session's proposal; returns the (idempotent) remover. ``event``: ``{session_id,
         proposal_id, kind: "action_started" | "action_finished", action_id, attempt,
         result}`` (``result`` the ActionResult when finished, else ``None``)."""

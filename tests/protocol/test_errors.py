@@ -28,7 +28,7 @@ EXPECTED = [
     (errors.NotFound, -32603),
     (errors.PathRejected, -32603),
     (errors.BrowserUnavailable, -32603),
-    (errors.HostThreadError, -32603),
+    (errors.LoopThreadError, -32603),
     (errors.InternalError, -32603),
     (CarnbError, -32603),
 ]

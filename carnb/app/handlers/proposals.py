@@ -5,7 +5,7 @@ Parsing, planning and verifying a proposal (up to 10,000 actions) run in a worke
 except for a small proposal with no policy to apply (at most ``INLINE_PREPARE_NODES`` JSON
 values and ``INLINE_PREPARE_CHARS`` characters of strings), whose preparation takes
 microseconds and is done on the loop, saving a thread hop that costs more than the rest of a
-one-action proposal. Execution runs on the host loop with at most ``DEFAULT_CONCURRENCY``
+one-action proposal. Execution runs on the server loop with at most ``DEFAULT_CONCURRENCY``
 actions of a level at once, so the loop is never held for long. Tool calls go through
 :mod:`carnb.app.toolhub`.
 """
