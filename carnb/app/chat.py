@@ -23,14 +23,10 @@ from typing import Any
 
 from carnb.app.pending import Pending
 from carnb.config import CHAT_ACK_TIMEOUT_S, CHAT_EVENTS_KEPT
-from carnb.errors import CarnbError, Forbidden, InvalidParams, NotFound
+from carnb.errors import ChatRefused, Forbidden, InvalidParams, NotFound
 from carnb.protocol.session import ClientSession
 
 TERMINAL = frozenset({"done", "error"})
-
-
-class ChatRefused(CarnbError):
-    """The agent did not accept the chat turn."""
 
 
 @dataclass

@@ -41,23 +41,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from carnb.app.schedule import in_thread
-from carnb.app.toolhub import WorkerPool
+from carnb.app.workers import WorkerPool
 from carnb.config import MAX_MODEL_TEXT_CHARS, MAX_MODELS, MODEL_TIMEOUT_S, MODEL_WORKERS
-from carnb.errors import CarnbError, ContentRefused, InvalidParams, NotFound
+from carnb.errors import (
+    CarnbError,
+    ContentRefused,
+    InvalidParams,
+    ModelFailed,
+    ModelNotFound,
+    ModelTimeout,
+    PoolClosed,
+)
 
 log = logging.getLogger("carnb.app.models")
-
-
-class ModelNotFound(NotFound):
-    """``infer`` named a model this server does not have (the message lists those it has)."""
-
-
-class ModelFailed(CarnbError):
-    """The model raised, returned a malformed reply, or its runner failed or went away."""
-
-
-class ModelTimeout(ModelFailed):
-    """The model did not answer within its timeout."""
 
 
 Reply = dict[str, Any]
@@ -97,7 +93,10 @@ class PythonModel:
         return self.embed_fn is not None
 
     async def _run(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
-        future = self.pool.submit(_call, fn, arg)
+        try:
+            future = self.pool.submit(_call, fn, arg)
+        except PoolClosed:
+            raise ModelFailed("the model runner is closed") from None
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.wrap_future(future)

@@ -25,22 +25,10 @@ from typing import Any
 
 from carnb.app.pending import Pending
 from carnb.config import MAX_PENDING_CALLS
-from carnb.errors import CarnbError
+from carnb.errors import CallFailed, CallTimeout, PeerGone
 from carnb.protocol.jsonrpc import Response, notification_text, request_text
 
 log = logging.getLogger("carnb.app.peercalls")
-
-
-class CallFailed(CarnbError):
-    """The peer answered a server request with an error (its message is kept)."""
-
-
-class CallTimeout(CarnbError):
-    """The peer did not answer a server request in time (``tools.cancel`` was sent)."""
-
-
-class PeerGone(CarnbError):
-    """The peer disconnected (or could not be written to) before it answered."""
 
 
 class PeerCalls:

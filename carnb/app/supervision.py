@@ -44,7 +44,7 @@ from carnb.agentir.model import Reversibility
 from carnb.app.pending import Pending
 from carnb.app.schedule import in_thread
 from carnb.config import DECISION_TIMEOUT_S
-from carnb.errors import Forbidden, InvalidParams, NotFound
+from carnb.errors import IntentGone, InvalidParams, SupervisionRefused
 from carnb.protocol.session import ClientSession
 
 Kind = Literal["allow", "deny", "escalate"]
@@ -58,14 +58,6 @@ _ids = itertools.count(1)
 # An intent of more actions has its digests made in a worker thread (a few us each).
 INLINE_INTENT_ACTIONS = 256
 log = logging.getLogger("carnb.app.supervision")
-
-
-class SupervisionRefused(Forbidden):
-    """The caller may not supervise (a session bound to an agent)."""
-
-
-class IntentGone(NotFound):
-    """The intent is unknown, already decided or timed out, or not waiting on this caller."""
 
 
 def may_supervise(session: ClientSession) -> None:

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from carnb.errors import CarnbError, Forbidden, InvalidParams, NotFound
+from carnb.errors import Forbidden, InvalidParams, NotFound, RunTerminal
 from carnb.runs import access
 from carnb.runs import records as rec
 from carnb.runs.access import Caller
@@ -64,10 +64,6 @@ Events = list[dict[str, Any]]
 
 # Records scanned per read of model_usage: a few milliseconds of the store's lock on SQLite.
 _USAGE_SPAN = 2000
-
-
-class RunTerminal(CarnbError):
-    """The run already ended; the first terminal outcome wins."""
 
 
 class RunStore:

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from carnb.errors import CarnbError, Forbidden, InvalidParams
-from carnb.runs import MAX_BATCH, MAX_TURN_BYTES, RunStore, RunTerminal
+from carnb.errors import CarnbError, Forbidden, InvalidParams, RunTerminal
+from carnb.runs import MAX_BATCH, MAX_TURN_BYTES, RunStore
 from tests.runs.runs_helpers import (
     AGENT_A,
     AGENT_A_LATER,

@@ -46,7 +46,7 @@ from carnb.config import (
     MAX_RUNNING_PROPOSALS,
     MAX_TOOLS,
 )
-from carnb.errors import CarnbError, InvalidParams, StateFull
+from carnb.errors import InvalidParams, StateFull, TooManyProposals
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import MAX_STATE_KEYS, STATE_BUDGET_BYTES, ClientSession
 
@@ -54,10 +54,6 @@ SCOPE = "global"  # per-connection, like the real daemon's global scope of a ses
 # MAX_RUNNING_PROPOSALS (proposals one session may run at once) is below the connection's
 # MAX_IN_FLIGHT, so requests waiting on the client's own tools can never fill every slot and
 # stall the reader that must deliver the client's answers.
-
-
-class TooManyProposals(CarnbError):
-    """The session already runs ``MAX_RUNNING_PROPOSALS`` proposals."""
 
 
 def attach(svc: Services) -> None:
