@@ -30,11 +30,11 @@ from carnb.protocol.session import ClientSession
 if TYPE_CHECKING:
     from carnb.app.services import Services
 
-Role = Literal["operator", "agent", "owner", "host"]
+Role = Literal["operator", "agent", "owner", "host", "notebook"]
 Mode = Literal["inline", "task"]
 Params = dict[str, Any]
 Handler = Callable[[ClientSession, Params, "Services"], Any]
-ROLES: tuple[Role, ...] = ("operator", "agent", "owner", "host")
+ROLES: tuple[Role, ...] = ("operator", "agent", "owner", "host", "notebook")
 MODES: tuple[Mode, ...] = ("inline", "task")
 
 
@@ -43,7 +43,8 @@ class Method:
     name: str
     fn: Handler
     mode: Mode = "inline"
-    role: Role = "operator"  # who can call it (host-only methods need is_host)
+    # who can call it: host-only methods need is_host; notebook ones the notebook's session
+    role: Role = "operator"
     needs_handshake: bool = False
     needs: str | None = None  # the service it depends on; None: always offered
     # Its reply may be megabytes: it is serialised in a worker thread, not on the loop.
@@ -74,6 +75,8 @@ class Method:
         }
 
     def visible_to(self, session: ClientSession) -> bool:
+        if self.role == "notebook":
+            return session.kind == "notebook"
         return self.role != "host" or session.is_host
 
 

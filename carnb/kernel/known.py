@@ -84,7 +84,7 @@ class KnownValues:
         return sorted({*rt.credentials.agents.ids(), *rt.agents_on_disk()})
 
     def _namespaces(self, rt: Runtime | None) -> list[str]:
-        from carnb.runtime import graph_names
+        from carnb.assembly import graph_names
 
         if rt is None:
             return []

@@ -23,6 +23,7 @@ from carnb.errors import (
     AuthFailed,
     CapabilityUnsupported,
     InvalidParams,
+    NotFound,
     VersionMismatch,
 )
 
@@ -168,6 +169,27 @@ class Credentials:
     token: str = field(default_factory=mint_token)
     host_token: str = field(default_factory=mint_token)
     agents: AgentRegistry = field(default_factory=AgentRegistry)
+
+    def client_env(self, url: str, agent: str | None = None) -> dict[str, str]:
+        """The environment a client process needs to attach to ``url`` (``car-runtime``
+        reads these): as ``agent`` with its own token, else with the launch token."""
+        env = {"CAR_DAEMON_URL": url}
+        if agent is not None:
+            token = self.agents.token_for(agent)
+            if token is None and agent in self.agents:
+                raise AgentElsewhere(
+                    f"agent {agent!r} was registered by another server of the team store; "
+                    "its token is in that server's connection file (the store keeps only hashes)"
+                )
+            if token is None:
+                raise NotFound(
+                    f"unknown agent {agent!r}: register it with `%car agent add {agent}`"
+                )
+            env["CAR_AGENT_ID"] = agent
+            env["CAR_AGENT_TOKEN"] = token
+        elif self.auth_enabled:
+            env["CAR_AUTH_TOKEN"] = self.token
+        return env
 
 
 @dataclass(frozen=True)

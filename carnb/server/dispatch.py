@@ -115,7 +115,7 @@ class Dispatcher:
                 "(CAR_AUTH_TOKEN; `%car server` or the connection file shows it)"
             )
         method = self.table.get(name)
-        if method is None:
+        if method is None or (method.role == "notebook" and not method.visible_to(session)):
             raise MethodNotFound(
                 f"unknown method: {name}; capabilities.list shows the methods this server offers"
             )

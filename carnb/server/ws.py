@@ -42,6 +42,7 @@ from carnb.config import (
     MAX_QUEUED_NOTIFICATIONS,
     PARSE_OFF_LOOP_CHARS,
     PING_INTERVAL_S,
+    Settings,
 )
 from carnb.protocol.jsonrpc import MAX_FRAME_VALUES, Message, notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
@@ -84,6 +85,18 @@ class ServerConfig:
     max_queued_notifications: int = MAX_QUEUED_NOTIFICATIONS
     max_queued_notification_chars: int = MAX_QUEUED_NOTIFICATION_CHARS
     auth_timeout: float | None = AUTH_TIMEOUT_S  # None: no deadline
+
+    @classmethod
+    def of(cls, s: Settings) -> ServerConfig:
+        """The socket and limits a launch's settings ask for (the rest: the defaults)."""
+        return cls(
+            bind_address=s.bind_address,
+            port=s.port,
+            allowed_origins=tuple(s.allowed_origins),
+            max_frame_bytes=s.max_frame_bytes,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_interval,
+        )
 
 
 class SessionServer:

@@ -11,6 +11,7 @@ from carnb.app.handlers import (
     core,
     inference,
     memory,
+    notebook,
     observe,
     proposals,
     runs,
@@ -75,4 +76,5 @@ CATALOG: tuple[Method, ...] = (
     *inference.METHODS,
     *observe.METHODS,
     *supervision.METHODS,
+    *notebook.METHODS,
 )

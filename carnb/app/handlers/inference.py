@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from carnb.app.methods import Method, Params
@@ -41,9 +44,29 @@ def context_source(svc: Services, s: ClientSession) -> ContextSource:
     return render
 
 
+# The requests the ``infer`` calls of the current task gave their models, while a caller in
+# that task (the notebook's ``infer``, which shows what ``context_query`` added) collects them.
+_served: ContextVar[list[dict[str, Any]] | None] = ContextVar("carnb_served", default=None)
+
+
+@contextmanager
+def requests_served() -> Iterator[list[dict[str, Any]]]:
+    """Within this block, the requests the ``infer`` calls awaited in this task gave their
+    models, in order (a call handed to another task is not seen)."""
+    served: list[dict[str, Any]] = []
+    token = _served.set(served)
+    try:
+        yield served
+    finally:
+        _served.reset(token)
+
+
 async def infer(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     started = time.time()
     reply, request = await svc.models.infer(p, context_source(svc, s))
+    served = _served.get()
+    if served is not None:
+        served.append(request)
     if svc.runs is not None and s.current_run_id is not None:  # kept for replay and fork
         secrets = (svc.credentials.token, svc.credentials.host_token)
         svc.recordings.remember(s, request, reply, secrets)
