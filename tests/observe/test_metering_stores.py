@@ -116,7 +116,7 @@ def test_usage_is_read_a_chunk_at_a_time_and_sums_every_model_turn(
             alice.call("runs.record_model_turn", {"run_id": rid, "token_usage": bad})
     finally:
         alice.close()
-    rows = rt._run_store.model_usage()
+    rows = rt.assembly.run_store.model_usage()
     assert sum(r["calls"] for r in rows) == 30
     assert sum(r["tokens_in"] for r in rows) == 3 * sum(range(1, 10))
     assert {r["model"] for r in rows} == {"m0", "m1", None}

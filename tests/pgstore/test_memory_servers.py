@@ -120,8 +120,8 @@ def test_postgresql_restart_gives_clear_memory_errors_then_recovers(
     try:
         c.call("memory.add_fact", {"subject": "before", "body": "the restart"})
         told: list[tuple[tuple[str, str], int]] = []
-        assert a._memory_home is not None and a._memory_home.store is not None
-        a._memory_home.store.watch(lambda key, count: told.append((key, count)))  # type: ignore[attr-defined]
+        assert a.assembly.memory_home is not None and a.assembly.memory_home.store is not None
+        a.assembly.memory_home.store.watch(lambda key, count: told.append((key, count)))  # type: ignore[attr-defined]
         postgres.stop_server("fast")
         try:
             with pytest.raises(RpcFailed, match="unavailable.*nothing was written"):
