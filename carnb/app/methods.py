@@ -12,8 +12,9 @@ Theory of operation. A handler is a top-level function ``(session, params, servi
 snapshots): the dispatcher serialises those replies on the bulk thread
 (:mod:`carnb.app.bulk`). Every reply is held to the dispatcher's reply cap
 (``ReplyTooLarge``, -32602, when over it).
-``needs`` names the service (``memory``, ``runs``, ``browser``) a method depends on: a method
-whose service the runtime did not provide is not offered, so ``capabilities.list`` and
+Methods come in :class:`Area` objects, one per handler module, which also carry the area's
+set-up. ``needs`` names the service (``memory``, ``runs``, ``browser``) a method depends on: a
+method whose service the runtime did not provide is not offered, so ``capabilities.list`` and
 ``server.schema`` (both generated from the table) only list methods that work.
 """
 
@@ -78,6 +79,17 @@ class Method:
         if self.role == "notebook":
             return session.kind == "notebook"
         return self.role != "host" or session.is_host
+
+
+@dataclass(frozen=True, eq=False)
+class Area:
+    """One area of the application (memory, runs, browser, ...): its methods and its set-up,
+    what it hooks into the services before the first call (listeners, session-close
+    cleanup). The catalog lists the areas; nothing else registers a method or a hook."""
+
+    name: str
+    methods: tuple[Method, ...]
+    setup: Callable[[Services], None] | None = None
 
 
 class MethodTable:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.params import opt_int
 from carnb.app.ports import Record, SessionBrowser
 from carnb.app.services import Services
@@ -12,7 +12,7 @@ from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
 
 
-def attach(svc: Services) -> None:
+def setup(svc: Services) -> None:
     """Close a session's browser slot when the session ends."""
     if svc.browsers is not None:
         svc.sessions.on_close(_close_slot)
@@ -53,26 +53,30 @@ async def browser_close(s: ClientSession, p: Params, svc: Services) -> dict[str,
     return await slot.close()
 
 
-METHODS = (
-    Method(
-        "browser.run",
-        browser_run,
-        mode="task",
-        needs="browser",
-        summary="Run a script of browser operations in the session's Chromium",
-        params={
-            "script": "{operations: [{op, ...}]} (object or JSON string)",
-            "width": "integer? (1280)",
-            "height": "integer? (720)",
-        },
-        result="{steps: [{op, status, duration_ms, data, error}]}",
-    ),
-    Method(
-        "browser.close",
-        browser_close,
-        mode="task",
-        needs="browser",
-        summary="Close the session's browser context",
-        result="{closed}",
+AREA = Area(
+    "browser",
+    setup=setup,
+    methods=(
+        Method(
+            "browser.run",
+            browser_run,
+            mode="task",
+            needs="browser",
+            summary="Run a script of browser operations in the session's Chromium",
+            params={
+                "script": "{operations: [{op, ...}]} (object or JSON string)",
+                "width": "integer? (1280)",
+                "height": "integer? (720)",
+            },
+            result="{steps: [{op, status, duration_ms, data, error}]}",
+        ),
+        Method(
+            "browser.close",
+            browser_close,
+            mode="task",
+            needs="browser",
+            summary="Close the session's browser context",
+            result="{closed}",
+        ),
     ),
 )

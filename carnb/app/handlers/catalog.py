@@ -18,7 +18,7 @@ from carnb.app.handlers import (
     supervision,
     timetravel,
 )
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.services import Services
 from carnb.protocol.auth import PROTOCOL_VERSION
 from carnb.protocol.session import ClientSession
@@ -50,31 +50,36 @@ def capabilities_list(s: ClientSession, p: Params, svc: Services) -> dict[str, A
     return {"caller_role": s.role, "count": len(methods), "methods": methods}
 
 
-INTROSPECTION = (
-    Method(
-        "server.schema",
-        server_schema,
-        summary="Describe every method this server offers you",
-        result="{protocol_version, server, server_version, methods}",
-    ),
-    Method(
-        "capabilities.list",
-        capabilities_list,
-        summary="The methods you may call, with the role each needs",
-        result="{caller_role, count, methods: [{method, role}]}",
+INTROSPECTION = Area(
+    "introspection",
+    methods=(
+        Method(
+            "server.schema",
+            server_schema,
+            summary="Describe every method this server offers you",
+            result="{protocol_version, server, server_version, methods}",
+        ),
+        Method(
+            "capabilities.list",
+            capabilities_list,
+            summary="The methods you may call, with the role each needs",
+            result="{caller_role, count, methods: [{method, role}]}",
+        ),
     ),
 )
 
-CATALOG: tuple[Method, ...] = (
-    *core.METHODS,
-    *INTROSPECTION,
-    *memory.METHODS,
-    *runs.METHODS,
-    *timetravel.METHODS,
-    *browser.METHODS,
-    *proposals.METHODS,
-    *inference.METHODS,
-    *observe.METHODS,
-    *supervision.METHODS,
-    *notebook.METHODS,
+# Every area, in the order their set-ups run.
+AREAS: tuple[Area, ...] = (
+    core.AREA,
+    INTROSPECTION,
+    memory.AREA,
+    runs.AREA,
+    timetravel.AREA,
+    browser.AREA,
+    proposals.AREA,
+    inference.AREA,
+    observe.AREA,
+    supervision.AREA,
+    notebook.AREA,
 )
+CATALOG: tuple[Method, ...] = tuple(m for area in AREAS for m in area.methods)

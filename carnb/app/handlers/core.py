@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.params import opt_int, opt_str, req_str
 from carnb.app.services import Services
 from carnb.errors import InvalidParams
@@ -117,110 +117,113 @@ def host_events(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
 _STATE_KEY = {"key": "string", "tenant_id": "string?"}
 _TENANT = {"tenant_id": "string?"}
 
-METHODS = (
-    Method(
-        "session.auth",
-        session_auth,
-        summary="Authenticate: launch token, an agent's own token with agent_id, or host_token",
-        params={
-            "token": "string?",
-            "agent_id": "string?",
-            "host_token": "string?",
-            "memory_namespace": "string?",
-        },
-        result="{ok, auth_enabled, agent_id?, role?}",
-    ),
-    Method(
-        "server.handshake",
-        server_handshake,
-        summary="Negotiate protocol version 3 and capabilities",
-        params={
-            "protocol_version": "integer (3)",
-            "client_version": "string?",
-            "required_capabilities": "string[]?",
-            "optional_capabilities": "string[]?",
-            "capabilities": "string[]? (the same as optional_capabilities)",
-        },
-        result="{protocol_version, server_version, client_protocol_version, client_version, "
-        "negotiated_capabilities}",
-    ),
-    Method(
-        "state.set",
-        state_set,
-        summary="Set a per-session key",
-        params={"key": "string", "value": "any", "tenant_id": "string?"},
-        result='"ok"',
-    ),
-    Method(
-        "state.get",
-        state_get,
-        summary="Get a per-session key (null when absent)",
-        params=_STATE_KEY,
-        result="value or null",
-    ),
-    Method(
-        "state.exists",
-        state_exists,
-        summary="Whether a per-session key is set",
-        params=_STATE_KEY,
-        result="boolean",
-    ),
-    Method(
-        "state.keys",
-        state_keys,
-        summary="Keys set in this session",
-        params=_TENANT,
-        result="string[]",
-    ),
-    Method(
-        "state.snapshot",
-        state_snapshot,
-        large_reply=True,
-        summary="Every key and value of this session",
-        params=_TENANT,
-        result="object",
-    ),
-    Method(
-        "agents.list",
-        agents_list,
-        summary="Registered agents and the sessions bound to them",
-        result="[{spec: {id, name}, status, attached, session_id?, session_ids}]",
-    ),
-    Method(
-        "agents.register",
-        agents_register,
-        role="host",
-        summary="Register a new agent and mint its own token (an existing name is refused)",
-        params={"name": "string"},
-        result="{agent_id, token}",
-    ),
-    Method(
-        "agents.register_basics",
-        agents_register_basics,
-        summary="Accepted for the official agent loop; carnb has no built-in tools to add",
-        result="null",
-    ),
-    Method(
-        "host.subscribe",
-        host_subscribe,
-        role="host",
-        needs_handshake=True,
-        summary="Receive host.event notifications; returns a snapshot",
-        result="{subscribed, agents, events, event_sequence}",
-    ),
-    Method(
-        "host.unsubscribe",
-        host_unsubscribe,
-        role="host",
-        summary="Stop host.event notifications",
-        result="{subscribed: false, removed}",
-    ),
-    Method(
-        "host.events",
-        host_events,
-        role="host",
-        summary="Recent host events, oldest first",
-        params={"limit": "integer? (default 100)"},
-        result="{events}",
+AREA = Area(
+    "core",
+    methods=(
+        Method(
+            "session.auth",
+            session_auth,
+            summary="Authenticate: launch token, an agent's own token with agent_id, or host_token",
+            params={
+                "token": "string?",
+                "agent_id": "string?",
+                "host_token": "string?",
+                "memory_namespace": "string?",
+            },
+            result="{ok, auth_enabled, agent_id?, role?}",
+        ),
+        Method(
+            "server.handshake",
+            server_handshake,
+            summary="Negotiate protocol version 3 and capabilities",
+            params={
+                "protocol_version": "integer (3)",
+                "client_version": "string?",
+                "required_capabilities": "string[]?",
+                "optional_capabilities": "string[]?",
+                "capabilities": "string[]? (the same as optional_capabilities)",
+            },
+            result="{protocol_version, server_version, client_protocol_version, client_version, "
+            "negotiated_capabilities}",
+        ),
+        Method(
+            "state.set",
+            state_set,
+            summary="Set a per-session key",
+            params={"key": "string", "value": "any", "tenant_id": "string?"},
+            result='"ok"',
+        ),
+        Method(
+            "state.get",
+            state_get,
+            summary="Get a per-session key (null when absent)",
+            params=_STATE_KEY,
+            result="value or null",
+        ),
+        Method(
+            "state.exists",
+            state_exists,
+            summary="Whether a per-session key is set",
+            params=_STATE_KEY,
+            result="boolean",
+        ),
+        Method(
+            "state.keys",
+            state_keys,
+            summary="Keys set in this session",
+            params=_TENANT,
+            result="string[]",
+        ),
+        Method(
+            "state.snapshot",
+            state_snapshot,
+            large_reply=True,
+            summary="Every key and value of this session",
+            params=_TENANT,
+            result="object",
+        ),
+        Method(
+            "agents.list",
+            agents_list,
+            summary="Registered agents and the sessions bound to them",
+            result="[{spec: {id, name}, status, attached, session_id?, session_ids}]",
+        ),
+        Method(
+            "agents.register",
+            agents_register,
+            role="host",
+            summary="Register a new agent and mint its own token (an existing name is refused)",
+            params={"name": "string"},
+            result="{agent_id, token}",
+        ),
+        Method(
+            "agents.register_basics",
+            agents_register_basics,
+            summary="Accepted for the official agent loop; carnb has no built-in tools to add",
+            result="null",
+        ),
+        Method(
+            "host.subscribe",
+            host_subscribe,
+            role="host",
+            needs_handshake=True,
+            summary="Receive host.event notifications; returns a snapshot",
+            result="{subscribed, agents, events, event_sequence}",
+        ),
+        Method(
+            "host.unsubscribe",
+            host_unsubscribe,
+            role="host",
+            summary="Stop host.event notifications",
+            result="{subscribed: false, removed}",
+        ),
+        Method(
+            "host.events",
+            host_events,
+            role="host",
+            summary="Recent host events, oldest first",
+            params={"limit": "integer? (default 100)"},
+            result="{events}",
+        ),
     ),
 )

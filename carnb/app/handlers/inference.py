@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.modelrunner import Runners
 from carnb.app.models import ContextSource
 from carnb.app.params import req_str
@@ -19,7 +19,7 @@ from carnb.app.services import Services
 from carnb.protocol.session import ClientSession
 
 
-def attach(svc: Services) -> None:
+def setup(svc: Services) -> None:
     """A runner's models go (and its pending calls fail) when its connection ends."""
     svc.sessions.on_close(_runners(svc).drop)
     svc.sessions.on_close(svc.chats.drop)
@@ -154,100 +154,104 @@ _GENERATE = {
     "timeout_ms": "integer? (bounds this call; capped by the model's timeout)",
 }
 
-METHODS = (
-    Method(
-        "agents.chat",
-        agents_chat,
-        mode="task",
-        role="host",
-        summary="Send a chat turn to an attached agent (agent.chat); its reply streams back as "
-        "agents.chat.event notifications",
-        params={
-            "agent_id": "string",
-            "prompt": "string",
-            "session_id": "string? (the chat's id; default: a new one)",
-            "model": "string?",
-            "attachments": "any? (passed on to the agent)",
-            "goal": "any? (passed on to the agent)",
-            "context": "any? (passed on to the agent)",
-        },
-        result="{accepted: true, session_id}",
-    ),
-    Method(
-        "agent.chat.event",
-        agent_chat_event,
-        summary="(agent side, a notification) one event of a chat turn this session serves",
-        params={"session_id": "string", "kind": "string", "delta": "any?"},
-        result="{relayed}",
-    ),
-    Method(
-        "infer",
-        infer,
-        mode="task",
-        summary="Run a model of this server (the notebook's carnb.model or a runner)",
-        params=_GENERATE,
-        result="{text, tool_calls, usage, model_used, trace_id, latency_ms, "
-        "time_to_first_token_ms, stop_reason}",
-    ),
-    Method(
-        "embed",
-        embed,
-        mode="task",
-        summary="Embed texts with a model that has an embed callable",
-        params={"texts": "string[]", "model": "string?"},
-        result="{embeddings: number[][], model_used}",
-    ),
-    Method(
-        "models.list",
-        models_list,
-        summary="The models infer can reach, and the default",
-        result="{default, models: [{name, kind, default, embed, timeout_s}]}",
-    ),
-    Method(
-        "models.set_default",
-        models_set_default,
-        role="host",
-        summary="Make a registered model the default of infer",
-        params={"name": "string"},
-        result="{default}",
-    ),
-    Method(
-        "models.unregister",
-        models_unregister,
-        role="host",
-        summary="Remove a model of this server (a runner's too); takes effect at once",
-        params={"id": "string"},
-        result="{id, unregistered: true, default}",
-    ),
-    Method(
-        "inference.register_runner",
-        register_runner,
-        summary="Serve models from this client: infer calls arrive as inference.runner.invoke",
-        params={
-            "models": 'string[]? (["runner"])',
-            "default": "boolean? (host only: make the first name the default model)",
-        },
-        result="{registered: true, models}",
-    ),
-    Method(
-        "inference.runner.event",
-        runner_event,
-        summary="Stream one event of a pending runner call",
-        params={"call_id": "string", "event": "{type, ...}"},
-        result="{emitted: true}",
-    ),
-    Method(
-        "inference.runner.complete",
-        runner_complete,
-        summary="Answer a pending runner call",
-        params={"call_id": "string", "result": "{text, tool_calls}"},
-        result="{completed: true}",
-    ),
-    Method(
-        "inference.runner.fail",
-        runner_fail,
-        summary="Fail a pending runner call",
-        params={"call_id": "string", "error": "string"},
-        result="{failed: true}",
+AREA = Area(
+    "inference",
+    setup=setup,
+    methods=(
+        Method(
+            "agents.chat",
+            agents_chat,
+            mode="task",
+            role="host",
+            summary="Send a chat turn to an attached agent (agent.chat); its reply streams back as "
+            "agents.chat.event notifications",
+            params={
+                "agent_id": "string",
+                "prompt": "string",
+                "session_id": "string? (the chat's id; default: a new one)",
+                "model": "string?",
+                "attachments": "any? (passed on to the agent)",
+                "goal": "any? (passed on to the agent)",
+                "context": "any? (passed on to the agent)",
+            },
+            result="{accepted: true, session_id}",
+        ),
+        Method(
+            "agent.chat.event",
+            agent_chat_event,
+            summary="(agent side, a notification) one event of a chat turn this session serves",
+            params={"session_id": "string", "kind": "string", "delta": "any?"},
+            result="{relayed}",
+        ),
+        Method(
+            "infer",
+            infer,
+            mode="task",
+            summary="Run a model of this server (the notebook's carnb.model or a runner)",
+            params=_GENERATE,
+            result="{text, tool_calls, usage, model_used, trace_id, latency_ms, "
+            "time_to_first_token_ms, stop_reason}",
+        ),
+        Method(
+            "embed",
+            embed,
+            mode="task",
+            summary="Embed texts with a model that has an embed callable",
+            params={"texts": "string[]", "model": "string?"},
+            result="{embeddings: number[][], model_used}",
+        ),
+        Method(
+            "models.list",
+            models_list,
+            summary="The models infer can reach, and the default",
+            result="{default, models: [{name, kind, default, embed, timeout_s}]}",
+        ),
+        Method(
+            "models.set_default",
+            models_set_default,
+            role="host",
+            summary="Make a registered model the default of infer",
+            params={"name": "string"},
+            result="{default}",
+        ),
+        Method(
+            "models.unregister",
+            models_unregister,
+            role="host",
+            summary="Remove a model of this server (a runner's too); takes effect at once",
+            params={"id": "string"},
+            result="{id, unregistered: true, default}",
+        ),
+        Method(
+            "inference.register_runner",
+            register_runner,
+            summary="Serve models from this client: infer calls arrive as inference.runner.invoke",
+            params={
+                "models": 'string[]? (["runner"])',
+                "default": "boolean? (host only: make the first name the default model)",
+            },
+            result="{registered: true, models}",
+        ),
+        Method(
+            "inference.runner.event",
+            runner_event,
+            summary="Stream one event of a pending runner call",
+            params={"call_id": "string", "event": "{type, ...}"},
+            result="{emitted: true}",
+        ),
+        Method(
+            "inference.runner.complete",
+            runner_complete,
+            summary="Answer a pending runner call",
+            params={"call_id": "string", "result": "{text, tool_calls}"},
+            result="{completed: true}",
+        ),
+        Method(
+            "inference.runner.fail",
+            runner_fail,
+            summary="Fail a pending runner call",
+            params={"call_id": "string", "error": "string"},
+            result="{failed: true}",
+        ),
     ),
 )

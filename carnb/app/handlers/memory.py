@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.params import (
     opt_bool,
     opt_int,
@@ -344,178 +344,181 @@ _INTERVENE_PARAMS = {
 _CONTEXT_PARAMS = {"query": "string", "model_context_window": "integer?"}
 _PATH_PARAMS = {"path": "string (relative to <home>/memory/)"}
 
-METHODS = (
-    Method(
-        "memory.add_fact",
-        add_fact,
-        needs="memory",
-        summary="Add a fact to the session's graph",
-        params={
-            "subject": "string",
-            "body": "string",
-            "kind": "string? (pattern)",
-            "fact_id": "string?",
-            "tags": "string[]?",
-            "source": "string? (user)",
-            "confidence": "number?",
-            "supersedes": "string[]? (fact ids or subjects this fact replaces)",
-        },
-        result="integer: valid fact count after the write",
-    ),
-    Method(
-        "memory.history",
-        history,
-        needs="memory",
-        summary="Supersession chain of a subject or a fact, newest first",
-        params={"subject": "string? (one of subject, fact_id)", "fact_id": "string?"},
-        result="[{fact_id, subject, body, kind, tags, source, provenance, confidence, "
-        "created_at, superseded_by}]",
-    ),
-    Method(
-        "memory.query",
-        query,
-        needs="memory",
-        large_reply=True,
-        summary="Facts relevant to a query, best first",
-        params={
-            "query": "string",
-            "k": "integer? (5)",
-            "explain": "boolean? (false): each row also says why it ranked",
-        },
-        result="[{fact_id, subject, body, kind, confidence, tags, source, provenance, "
-        "explain?: {words, "
-        "keyword_score, activation, relevance, recency, newer_facts, constraint, in_context, "
-        "superseded_by, supersedes}}]",
-    ),
-    Method(
-        "memory.fact_count",
-        fact_count,
-        needs="memory",
-        summary="Valid facts in the session's graph",
-        result="integer",
-    ),
-    Method(
-        "memory.build_context",
-        build_context,
-        mode="task",
-        needs="memory",
-        large_reply=True,
-        summary="Relevant facts rendered as a prompt section within a token budget",
-        params=_CONTEXT_PARAMS,
-        result="string",
-    ),
-    Method(
-        "memory.build_context_fast",
-        build_context_fast,
-        mode="task",
-        needs="memory",
-        large_reply=True,
-        summary="Context sections without ranking (creation order)",
-        params=_CONTEXT_PARAMS,
-        result="string",
-    ),
-    Method(
-        "memory.persist",
-        persist,
-        mode="task",
-        needs="memory",
-        summary="Write the graph as JSON under <home>/memory/",
-        params=_PATH_PARAMS,
-        result="integer: facts written",
-    ),
-    Method(
-        "memory.load",
-        load,
-        mode="task",
-        needs="memory",
-        summary="Replace the graph with a JSON file under <home>/memory/",
-        params=_PATH_PARAMS,
-        result="integer: facts loaded",
-    ),
-    Method(
-        "memory.delete",
-        delete,
-        needs="memory",
-        summary="Delete a fact, its edges and index entries",
-        params={"id": "string"},
-        result="{id, deleted, kind, fact_count}",
-    ),
-    Method(
-        "memory.consolidate",
-        consolidate,
-        mode="task",
-        needs="memory",
-        summary="Merge exact duplicates and report same-subject contradictions",
-        result="{duplicates_merged, contradictions_found, fact_count}",
-    ),
-    Method(
-        "memory.diff",
-        diff,
-        needs="memory",
-        large_reply=True,
-        summary="Facts added, superseded and deleted since a time (carnb's own)",
-        params={"since": "number (seconds since the epoch)"},
-        result="{since, added: [fact], superseded: [fact], deleted: [{fact_id, subject, body, "
-        "kind, deleted_at, provenance}]}",
-    ),
-    Method(
-        "memory.edit",
-        edit,
-        needs="memory",
-        summary="Replace a fact by an edited copy that supersedes it (carnb's own)",
-        params={"id": "string", "body": "string", "subject": "string? (kept)"},
-        result="{id (the new fact), replaces, fact_count}",
-    ),
-    Method(
-        "memory.pin",
-        pin,
-        needs="memory",
-        summary="Pin a fact (every context shows it) or unpin it (carnb's own)",
-        params={"id": "string", "pinned": "boolean? (true)"},
-        result="{id, pinned, changed}",
-    ),
-    Method(
-        "memory.save_knowledge",
-        save_knowledge,
-        needs="memory",
-        summary="Save durable execution-state knowledge (a graph fact of kind knowledge)",
-        params=_SAVE_PARAMS,
-        result='{id, kind: "knowledge", fact_count}',
-    ),
-    Method(
-        "memory.save_procedural",
-        save_procedural,
-        needs="memory",
-        summary="Save procedural evidence: attempts, fixes, diagnostics (kind procedural)",
-        params=_SAVE_PARAMS,
-        result='{id, kind: "procedural", fact_count}',
-    ),
-    Method(
-        "memory.update_status",
-        update_status,
-        needs="memory",
-        summary="Set the proactive memory agent's private status (session-local, not a fact)",
-        params={"body": "string", "tenant_id": "string?"},
-        result="{id, body, tenant_id?}",
-    ),
-    Method(
-        "memory.intervene",
-        intervene,
-        needs="memory",
-        summary="At most one grounded reminder for the next action, or an explicit silence",
-        params=_INTERVENE_PARAMS,
-        result='{decision: "inject", reminder, selected, candidates, bank} | '
-        '{decision: "silent", reason, candidates, bank}',
-    ),
-    Method(
-        "memory.evaluate",
-        evaluate,
-        needs="memory",
-        summary="Precision and recall of the intervention selector and its baselines",
-        params={
-            "cases": "[{id, request: memory.intervene params, relevant_fact_ids?: string[]}] "
-            "(at most 1000)"
-        },
-        result="{cases, selective, always_inject, passive_retrieval, no_memory}",
+AREA = Area(
+    "memory",
+    methods=(
+        Method(
+            "memory.add_fact",
+            add_fact,
+            needs="memory",
+            summary="Add a fact to the session's graph",
+            params={
+                "subject": "string",
+                "body": "string",
+                "kind": "string? (pattern)",
+                "fact_id": "string?",
+                "tags": "string[]?",
+                "source": "string? (user)",
+                "confidence": "number?",
+                "supersedes": "string[]? (fact ids or subjects this fact replaces)",
+            },
+            result="integer: valid fact count after the write",
+        ),
+        Method(
+            "memory.history",
+            history,
+            needs="memory",
+            summary="Supersession chain of a subject or a fact, newest first",
+            params={"subject": "string? (one of subject, fact_id)", "fact_id": "string?"},
+            result="[{fact_id, subject, body, kind, tags, source, provenance, confidence, "
+            "created_at, superseded_by}]",
+        ),
+        Method(
+            "memory.query",
+            query,
+            needs="memory",
+            large_reply=True,
+            summary="Facts relevant to a query, best first",
+            params={
+                "query": "string",
+                "k": "integer? (5)",
+                "explain": "boolean? (false): each row also says why it ranked",
+            },
+            result="[{fact_id, subject, body, kind, confidence, tags, source, provenance, "
+            "explain?: {words, "
+            "keyword_score, activation, relevance, recency, newer_facts, constraint, in_context, "
+            "superseded_by, supersedes}}]",
+        ),
+        Method(
+            "memory.fact_count",
+            fact_count,
+            needs="memory",
+            summary="Valid facts in the session's graph",
+            result="integer",
+        ),
+        Method(
+            "memory.build_context",
+            build_context,
+            mode="task",
+            needs="memory",
+            large_reply=True,
+            summary="Relevant facts rendered as a prompt section within a token budget",
+            params=_CONTEXT_PARAMS,
+            result="string",
+        ),
+        Method(
+            "memory.build_context_fast",
+            build_context_fast,
+            mode="task",
+            needs="memory",
+            large_reply=True,
+            summary="Context sections without ranking (creation order)",
+            params=_CONTEXT_PARAMS,
+            result="string",
+        ),
+        Method(
+            "memory.persist",
+            persist,
+            mode="task",
+            needs="memory",
+            summary="Write the graph as JSON under <home>/memory/",
+            params=_PATH_PARAMS,
+            result="integer: facts written",
+        ),
+        Method(
+            "memory.load",
+            load,
+            mode="task",
+            needs="memory",
+            summary="Replace the graph with a JSON file under <home>/memory/",
+            params=_PATH_PARAMS,
+            result="integer: facts loaded",
+        ),
+        Method(
+            "memory.delete",
+            delete,
+            needs="memory",
+            summary="Delete a fact, its edges and index entries",
+            params={"id": "string"},
+            result="{id, deleted, kind, fact_count}",
+        ),
+        Method(
+            "memory.consolidate",
+            consolidate,
+            mode="task",
+            needs="memory",
+            summary="Merge exact duplicates and report same-subject contradictions",
+            result="{duplicates_merged, contradictions_found, fact_count}",
+        ),
+        Method(
+            "memory.diff",
+            diff,
+            needs="memory",
+            large_reply=True,
+            summary="Facts added, superseded and deleted since a time (carnb's own)",
+            params={"since": "number (seconds since the epoch)"},
+            result="{since, added: [fact], superseded: [fact], deleted: [{fact_id, subject, body, "
+            "kind, deleted_at, provenance}]}",
+        ),
+        Method(
+            "memory.edit",
+            edit,
+            needs="memory",
+            summary="Replace a fact by an edited copy that supersedes it (carnb's own)",
+            params={"id": "string", "body": "string", "subject": "string? (kept)"},
+            result="{id (the new fact), replaces, fact_count}",
+        ),
+        Method(
+            "memory.pin",
+            pin,
+            needs="memory",
+            summary="Pin a fact (every context shows it) or unpin it (carnb's own)",
+            params={"id": "string", "pinned": "boolean? (true)"},
+            result="{id, pinned, changed}",
+        ),
+        Method(
+            "memory.save_knowledge",
+            save_knowledge,
+            needs="memory",
+            summary="Save durable execution-state knowledge (a graph fact of kind knowledge)",
+            params=_SAVE_PARAMS,
+            result='{id, kind: "knowledge", fact_count}',
+        ),
+        Method(
+            "memory.save_procedural",
+            save_procedural,
+            needs="memory",
+            summary="Save procedural evidence: attempts, fixes, diagnostics (kind procedural)",
+            params=_SAVE_PARAMS,
+            result='{id, kind: "procedural", fact_count}',
+        ),
+        Method(
+            "memory.update_status",
+            update_status,
+            needs="memory",
+            summary="Set the proactive memory agent's private status (session-local, not a fact)",
+            params={"body": "string", "tenant_id": "string?"},
+            result="{id, body, tenant_id?}",
+        ),
+        Method(
+            "memory.intervene",
+            intervene,
+            needs="memory",
+            summary="At most one grounded reminder for the next action, or an explicit silence",
+            params=_INTERVENE_PARAMS,
+            result='{decision: "inject", reminder, selected, candidates, bank} | '
+            '{decision: "silent", reason, candidates, bank}',
+        ),
+        Method(
+            "memory.evaluate",
+            evaluate,
+            needs="memory",
+            summary="Precision and recall of the intervention selector and its baselines",
+            params={
+                "cases": "[{id, request: memory.intervene params, relevant_fact_ids?: string[]}] "
+                "(at most 1000)"
+            },
+            result="{cases, selective, always_inject, passive_retrieval, no_memory}",
+        ),
     ),
 )

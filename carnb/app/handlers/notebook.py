@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.models import PythonModel
 from carnb.app.services import Services
 from carnb.app.supervision import Filter, function_supervisor
@@ -65,65 +65,68 @@ async def chat_events(s: ClientSession, p: Params, svc: Services) -> list[dict[s
     return await svc.chats.wait(chat_id, timeout)
 
 
-METHODS = (
-    Method(
-        "notebook.tools.add",
-        add_tool,
-        role="notebook",
-        summary="Add (or replace) a Python tool of the notebook's session",
-        params={"tool": "LocalTool"},
-        result="{name}",
-    ),
-    Method(
-        "notebook.models.add",
-        add_model,
-        role="notebook",
-        summary="Add (or replace) a Python model of this server",
-        params={
-            "name": "string",
-            "fn": "callable (request -> reply)",
-            "embed": "callable? (texts -> vectors)",
-            "timeout": "number? (seconds)",
-            "default": "boolean?",
-        },
-        result="{name}",
-    ),
-    Method(
-        "notebook.models.remove",
-        remove_model,
-        role="notebook",
-        summary="Remove a model by name",
-        params={"name": "string"},
-        result="{removed}",
-    ),
-    Method(
-        "notebook.supervisors.add",
-        add_supervisor,
-        role="notebook",
-        summary="Make a Python function a supervisor of every session's proposals",
-        params={
-            "key": "string",
-            "judge": "callable (intent -> decision)",
-            "filter": "Filter",
-            "timeout": "number (seconds)",
-        },
-        result="{key}",
-    ),
-    Method(
-        "notebook.supervisors.remove",
-        remove_supervisor,
-        role="notebook",
-        summary="Stop a supervisor notebook.supervisors.add made",
-        params={"key": "string"},
-        result="{removed}",
-    ),
-    Method(
-        "notebook.chat.events",
-        chat_events,
-        mode="task",
-        role="notebook",
-        summary="Wait for an agents.chat turn the notebook started to end; its events",
-        params={"chat_id": "string", "timeout": "number (seconds)"},
-        result="[{kind, delta, session_id, agent_id, ...}]",
+AREA = Area(
+    "notebook",
+    methods=(
+        Method(
+            "notebook.tools.add",
+            add_tool,
+            role="notebook",
+            summary="Add (or replace) a Python tool of the notebook's session",
+            params={"tool": "LocalTool"},
+            result="{name}",
+        ),
+        Method(
+            "notebook.models.add",
+            add_model,
+            role="notebook",
+            summary="Add (or replace) a Python model of this server",
+            params={
+                "name": "string",
+                "fn": "callable (request -> reply)",
+                "embed": "callable? (texts -> vectors)",
+                "timeout": "number? (seconds)",
+                "default": "boolean?",
+            },
+            result="{name}",
+        ),
+        Method(
+            "notebook.models.remove",
+            remove_model,
+            role="notebook",
+            summary="Remove a model by name",
+            params={"name": "string"},
+            result="{removed}",
+        ),
+        Method(
+            "notebook.supervisors.add",
+            add_supervisor,
+            role="notebook",
+            summary="Make a Python function a supervisor of every session's proposals",
+            params={
+                "key": "string",
+                "judge": "callable (intent -> decision)",
+                "filter": "Filter",
+                "timeout": "number (seconds)",
+            },
+            result="{key}",
+        ),
+        Method(
+            "notebook.supervisors.remove",
+            remove_supervisor,
+            role="notebook",
+            summary="Stop a supervisor notebook.supervisors.add made",
+            params={"key": "string"},
+            result="{removed}",
+        ),
+        Method(
+            "notebook.chat.events",
+            chat_events,
+            mode="task",
+            role="notebook",
+            summary="Wait for an agents.chat turn the notebook started to end; its events",
+            params={"chat_id": "string", "timeout": "number (seconds)"},
+            result="[{kind, delta, session_id, agent_id, ...}]",
+        ),
     ),
 )

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from carnb.app.metering import GROUPS, KINDS, Query
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.params import opt_int, opt_str
 from carnb.app.schedule import in_thread
 from carnb.app.services import Services
@@ -17,7 +17,7 @@ from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
 
 
-def attach(svc: Services) -> None:
+def setup(svc: Services) -> None:
     """The meter hears every committed run record, and the exporter every meter event."""
     if svc.runs is not None:
         svc.runs.add_listener(svc.meter.on_record)
@@ -103,71 +103,77 @@ _EVENT = "{id, kind, timestamp, action_id, proposal_id, data}"
 _COST_ROW = "{agent, calls, tokens_in, tokens_out, cost_usd, unpriced_calls}"
 _carnb = partial(str.__add__, "(carnb's own) ")
 
-METHODS = (
-    Method(
-        "events.count",
-        events_count,
-        summary="How many events of the event log you may see",
-        result="integer",
-    ),
-    Method(
-        "events.query",
-        events_query,
-        summary="The audit query: events you may see, most recent first",
-        params={
-            "kinds": f"string[]? ({', '.join(KINDS)}; empty: any)",
-            "action_id": "string?",
-            "proposal_id": "string?",
-            "since": "RFC 3339 time? (inclusive)",
-            "until": "RFC 3339 time? (exclusive)",
-            "data_matches": "{key: string}? (every pair must match the event's data)",
-            "limit": "integer? (0: all)",
-        },
-        result="{count, events: [" + _EVENT + "]}",
-    ),
-    Method(
-        "metrics.summary",
-        metrics_summary,
-        mode="task",
-        summary="Counts, tokens, cost and latency over the events you may see",
-        result="{total_events, actions_succeeded, actions_failed, actions_rejected, "
-        "success_rate, error_rate, cost_usd, cumulative_cost_usd, tokens_in, tokens_out, "
-        "avg_latency_ms, ..., cost_by_agent}",
-    ),
-    Method(
-        "events.cost_by_agent",
-        cost_by_agent,
-        mode="task",
-        summary="Calls, tokens and cost per agent",
-        result="[" + _COST_ROW + "]",
-    ),
-    Method(
-        "metrics.cost",
-        metrics_cost,
-        mode="task",
-        summary=_carnb("Calls, tokens and cost summed by agent, run or model"),
-        params={"by": "string? (agent, run or model; default agent)"},
-        result="{by, rows: [{<by>, calls, tokens_in, tokens_out, cost_usd, unpriced_calls}]}",
-    ),
-    Method(
-        "prices.get",
-        prices_get,
-        summary=_carnb("The price table costs are computed with"),
-        result="{prices: {model: {input_per_mtok, output_per_mtok}}}",
-    ),
-    Method(
-        "prices.set",
-        prices_set,
-        role="host",
-        summary=_carnb("Replace the price table (USD per million tokens; '*' for any model)"),
-        params={"prices": "{model: {input_per_mtok, output_per_mtok}}"},
-        result="{prices}",
-    ),
-    Method(
-        "otel.status",
-        otel_status,
-        role="host",
-        summary=_carnb("The OpenTelemetry exporter: endpoint, spans sent and dropped, last error"),
-        result="{enabled, endpoint?, content?, spans_sent?, spans_dropped?, last_error?}",
+AREA = Area(
+    "observe",
+    setup=setup,
+    methods=(
+        Method(
+            "events.count",
+            events_count,
+            summary="How many events of the event log you may see",
+            result="integer",
+        ),
+        Method(
+            "events.query",
+            events_query,
+            summary="The audit query: events you may see, most recent first",
+            params={
+                "kinds": f"string[]? ({', '.join(KINDS)}; empty: any)",
+                "action_id": "string?",
+                "proposal_id": "string?",
+                "since": "RFC 3339 time? (inclusive)",
+                "until": "RFC 3339 time? (exclusive)",
+                "data_matches": "{key: string}? (every pair must match the event's data)",
+                "limit": "integer? (0: all)",
+            },
+            result="{count, events: [" + _EVENT + "]}",
+        ),
+        Method(
+            "metrics.summary",
+            metrics_summary,
+            mode="task",
+            summary="Counts, tokens, cost and latency over the events you may see",
+            result="{total_events, actions_succeeded, actions_failed, actions_rejected, "
+            "success_rate, error_rate, cost_usd, cumulative_cost_usd, tokens_in, tokens_out, "
+            "avg_latency_ms, ..., cost_by_agent}",
+        ),
+        Method(
+            "events.cost_by_agent",
+            cost_by_agent,
+            mode="task",
+            summary="Calls, tokens and cost per agent",
+            result="[" + _COST_ROW + "]",
+        ),
+        Method(
+            "metrics.cost",
+            metrics_cost,
+            mode="task",
+            summary=_carnb("Calls, tokens and cost summed by agent, run or model"),
+            params={"by": "string? (agent, run or model; default agent)"},
+            result="{by, rows: [{<by>, calls, tokens_in, tokens_out, cost_usd, unpriced_calls}]}",
+        ),
+        Method(
+            "prices.get",
+            prices_get,
+            summary=_carnb("The price table costs are computed with"),
+            result="{prices: {model: {input_per_mtok, output_per_mtok}}}",
+        ),
+        Method(
+            "prices.set",
+            prices_set,
+            role="host",
+            summary=_carnb("Replace the price table (USD per million tokens; '*' for any model)"),
+            params={"prices": "{model: {input_per_mtok, output_per_mtok}}"},
+            result="{prices}",
+        ),
+        Method(
+            "otel.status",
+            otel_status,
+            role="host",
+            summary=_carnb(
+                "The OpenTelemetry exporter: endpoint, spans sent and dropped, last error"
+            ),
+            result="{enabled, endpoint?, content?, spans_sent?, spans_dropped?, last_error?}",
+        ),
     ),
 )

@@ -34,7 +34,7 @@ from carnb.agentir import (
 from carnb.agentir.values import MISSING
 from carnb.app.handlers.runturns import record_proposal
 from carnb.app.handlers.supervision import gate
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.params import req_list, req_str
 from carnb.app.schedule import in_thread, in_thread_if
 from carnb.app.services import Services
@@ -56,7 +56,7 @@ SCOPE = "global"  # per-connection, like the real daemon's global scope of a ses
 # stall the reader that must deliver the client's answers.
 
 
-def attach(svc: Services) -> None:
+def setup(svc: Services) -> None:
     """Forget a session's tools and policies when it ends."""
     svc.sessions.on_close(svc.tools.drop)
 
@@ -299,74 +299,78 @@ _PROPOSAL = {"proposal": "ActionProposal (agent-ir-spec.md)"}
 
 _NO_SESSION = "never (per-session policy scopes are refused: policies belong to this connection)"
 
-METHODS = (
-    Method(
-        "tools.register",
-        tools_register,
-        array_params="tools",
-        summary="Register tools this client runs (tools.execute calls come back to it)",
-        params={"tools": "ToolDefinition[] (params may be the bare array)"},
-        result="number of tools registered",
-    ),
-    Method(
-        "tools.list",
-        tools_list,
-        summary="The tools in force on this session (its own plus notebook tools shared "
-        "with it), sorted by name",
-        result="{tools: [ToolSchema], count}",
-    ),
-    Method(
-        "tools.unregister",
-        tools_unregister,
-        summary="Remove one of this session's tools",
-        params={"name": "string"},
-        result="{unregistered, removed}",
-    ),
-    Method(
-        "policy.register",
-        policy_register,
-        summary="Add a policy (deny_tool, deny_tool_param, require_state, require_approval) "
-        "to this session",
-        params={
-            "name": "string",
-            "rule": "deny_tool | deny_tool_param | require_state | require_approval",
-            "target": "string?",
-            "key": "string?",
-            "pattern": "string?",
-            "value": "any?",
-            "value_json": "string? (value as JSON text, the FFI spelling)",
-            "session_id": _NO_SESSION,
-        },
-        result="{registered, name, scope}",
-    ),
-    Method(
-        "policy.list",
-        policy_list,
-        summary="This session's policies, in registration order",
-        params={"session_id": _NO_SESSION},
-        result="{policies: [{name, description}], scope}",
-    ),
-    Method(
-        "policy.unregister",
-        policy_unregister,
-        summary="Remove every policy of this session with this name",
-        params={"name": "string", "session_id": _NO_SESSION},
-        result="{unregistered, removed, scope}",
-    ),
-    Method(
-        "verify",
-        verify,
-        mode="task",
-        summary="Statically verify a proposal against this session's tools (no tool runs)",
-        params={**_PROPOSAL, "initial_state": "object? (default: this session's state)"},
-        result="{valid, issues, simulated_state, execution_levels, conflicts, evidence}",
-    ),
-    Method(
-        "proposal.submit",
-        proposal_submit,
-        mode="task",
-        summary="Execute a proposal; tool calls come back as tools.execute requests",
-        params={**_PROPOSAL, "scope": "{tenantId?}?", "session_id": _NO_SESSION},
-        result="ProposalResult {proposal_id, results, cost}",
+AREA = Area(
+    "proposals",
+    setup=setup,
+    methods=(
+        Method(
+            "tools.register",
+            tools_register,
+            array_params="tools",
+            summary="Register tools this client runs (tools.execute calls come back to it)",
+            params={"tools": "ToolDefinition[] (params may be the bare array)"},
+            result="number of tools registered",
+        ),
+        Method(
+            "tools.list",
+            tools_list,
+            summary="The tools in force on this session (its own plus notebook tools shared "
+            "with it), sorted by name",
+            result="{tools: [ToolSchema], count}",
+        ),
+        Method(
+            "tools.unregister",
+            tools_unregister,
+            summary="Remove one of this session's tools",
+            params={"name": "string"},
+            result="{unregistered, removed}",
+        ),
+        Method(
+            "policy.register",
+            policy_register,
+            summary="Add a policy (deny_tool, deny_tool_param, require_state, require_approval) "
+            "to this session",
+            params={
+                "name": "string",
+                "rule": "deny_tool | deny_tool_param | require_state | require_approval",
+                "target": "string?",
+                "key": "string?",
+                "pattern": "string?",
+                "value": "any?",
+                "value_json": "string? (value as JSON text, the FFI spelling)",
+                "session_id": _NO_SESSION,
+            },
+            result="{registered, name, scope}",
+        ),
+        Method(
+            "policy.list",
+            policy_list,
+            summary="This session's policies, in registration order",
+            params={"session_id": _NO_SESSION},
+            result="{policies: [{name, description}], scope}",
+        ),
+        Method(
+            "policy.unregister",
+            policy_unregister,
+            summary="Remove every policy of this session with this name",
+            params={"name": "string", "session_id": _NO_SESSION},
+            result="{unregistered, removed, scope}",
+        ),
+        Method(
+            "verify",
+            verify,
+            mode="task",
+            summary="Statically verify a proposal against this session's tools (no tool runs)",
+            params={**_PROPOSAL, "initial_state": "object? (default: this session's state)"},
+            result="{valid, issues, simulated_state, execution_levels, conflicts, evidence}",
+        ),
+        Method(
+            "proposal.submit",
+            proposal_submit,
+            mode="task",
+            summary="Execute a proposal; tool calls come back as tools.execute requests",
+            params={**_PROPOSAL, "scope": "{tenantId?}?", "session_id": _NO_SESSION},
+            result="ProposalResult {proposal_id, results, cost}",
+        ),
     ),
 )

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from carnb.app.events import RUN_ENDED, RUN_STARTED
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.params import opt_int, opt_str, req_list, req_object, req_str
 from carnb.app.ports import Record, RunCaller, RunLog
 from carnb.app.schedule import in_bulk, in_thread
@@ -24,7 +24,7 @@ from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
 
 
-def attach(svc: Services) -> None:
+def setup(svc: Services) -> None:
     """Wire the store's record listener and the session-close hook into ``svc``."""
     store = svc.runs
     if store is None:
@@ -239,108 +239,112 @@ def runs_unsubscribe(s: ClientSession, p: Params, svc: Services) -> dict[str, An
     return {"run_id": run_id, "removed": svc.run_subscriptions.remove(run_id, s)}
 
 
-METHODS = (
-    Method(
-        "runs.start",
-        runs_start,
-        needs="runs",
-        summary="Start a traced run; sets the session's current run",
-        params={
-            "intent": "string",
-            "agent_id": "string?",
-            "agent_name": "string?",
-            "idempotency_key": "string?",
-        },
-        result="{run_id, agent_id}",
-    ),
-    Method(
-        "runs.record_turns",
-        runs_record_turns,
-        role="owner",
-        needs="runs",
-        summary="Append 1..256 turns to your run",
-        params={"run_id": "string", "turns": "object[] (1..256)"},
-        result="{run_id, base_index, count, ok} or {ok: false, dropped}",
-    ),
-    Method(
-        "runs.record_model_turn",
-        runs_record_model_turn,
-        role="owner",
-        needs="runs",
-        summary="Append one model inference of your agent loop to your run",
-        params={
-            "run_id": "string",
-            "turn_index": "integer?",
-            "assistant_text": "string?",
-            "requested_tool_calls": "[{id?, name, arguments}]?",
-            "model_id": "string?",
-            "token_usage": "{input_tokens, output_tokens}?",
-            "duration_ms": "number?",
-        },
-        result="{run_id, ok, index, turn_index} or {ok: false, dropped}",
-    ),
-    Method(
-        "runs.complete",
-        runs_complete,
-        role="owner",
-        needs="runs",
-        summary="End your run with an outcome (first end wins)",
-        params={"run_id": "string", "outcome": "{status, summary?, ...}"},
-        result="{run_id, ok}",
-    ),
-    Method(
-        "runs.cancel",
-        runs_cancel,
-        role="owner",
-        needs="runs",
-        summary="Cancel a run (owner or host)",
-        params={"run_id": "string", "reason": "string?"},
-        result="{run_id, ok, status}",
-    ),
-    Method(
-        "runs.get_trace",
-        runs_get_trace,
-        mode="task",
-        role="owner",
-        needs="runs",
-        large_reply=True,
-        summary="One page of a run's records (owner or host); next_cursor reads on",
-        params={
-            "run_id": "string",
-            "cursor": "integer? (first record index, default 0)",
-            "limit": f"integer? (records per page, 1..{TRACE_PAGE_MAX_RECORDS}, "
-            f"default {TRACE_PAGE_RECORDS})",
-            "after": "integer? (legacy: cursor - 1)",
-        },
-        result="{run_id, agent_id, intent, status, records, cursor, next_cursor} or "
-        "{run_id, not_found: true}",
-    ),
-    Method(
-        "runs.list",
-        runs_list,
-        role="owner",
-        needs="runs",
-        summary="An agent's runs, newest first (owner or host)",
-        params={"agent_id": "string", "limit": "integer?"},
-        result="{agent_id, runs}",
-    ),
-    Method(
-        "runs.subscribe",
-        runs_subscribe,
-        role="owner",
-        needs="runs",
-        large_reply=True,
-        summary="Snapshot of a run (its first page), then runs.trace.event notifications for "
-        "new records",
-        params={"run_id": "string"},
-        result="trace snapshot with subscribed: true",
-    ),
-    Method(
-        "runs.unsubscribe",
-        runs_unsubscribe,
-        needs="runs",
-        summary="Stop runs.trace.event notifications for a run",
-        params={"run_id": "string"},
-        result="{run_id, removed}",
+AREA = Area(
+    "runs",
+    setup=setup,
+    methods=(
+        Method(
+            "runs.start",
+            runs_start,
+            needs="runs",
+            summary="Start a traced run; sets the session's current run",
+            params={
+                "intent": "string",
+                "agent_id": "string?",
+                "agent_name": "string?",
+                "idempotency_key": "string?",
+            },
+            result="{run_id, agent_id}",
+        ),
+        Method(
+            "runs.record_turns",
+            runs_record_turns,
+            role="owner",
+            needs="runs",
+            summary="Append 1..256 turns to your run",
+            params={"run_id": "string", "turns": "object[] (1..256)"},
+            result="{run_id, base_index, count, ok} or {ok: false, dropped}",
+        ),
+        Method(
+            "runs.record_model_turn",
+            runs_record_model_turn,
+            role="owner",
+            needs="runs",
+            summary="Append one model inference of your agent loop to your run",
+            params={
+                "run_id": "string",
+                "turn_index": "integer?",
+                "assistant_text": "string?",
+                "requested_tool_calls": "[{id?, name, arguments}]?",
+                "model_id": "string?",
+                "token_usage": "{input_tokens, output_tokens}?",
+                "duration_ms": "number?",
+            },
+            result="{run_id, ok, index, turn_index} or {ok: false, dropped}",
+        ),
+        Method(
+            "runs.complete",
+            runs_complete,
+            role="owner",
+            needs="runs",
+            summary="End your run with an outcome (first end wins)",
+            params={"run_id": "string", "outcome": "{status, summary?, ...}"},
+            result="{run_id, ok}",
+        ),
+        Method(
+            "runs.cancel",
+            runs_cancel,
+            role="owner",
+            needs="runs",
+            summary="Cancel a run (owner or host)",
+            params={"run_id": "string", "reason": "string?"},
+            result="{run_id, ok, status}",
+        ),
+        Method(
+            "runs.get_trace",
+            runs_get_trace,
+            mode="task",
+            role="owner",
+            needs="runs",
+            large_reply=True,
+            summary="One page of a run's records (owner or host); next_cursor reads on",
+            params={
+                "run_id": "string",
+                "cursor": "integer? (first record index, default 0)",
+                "limit": f"integer? (records per page, 1..{TRACE_PAGE_MAX_RECORDS}, "
+                f"default {TRACE_PAGE_RECORDS})",
+                "after": "integer? (legacy: cursor - 1)",
+            },
+            result="{run_id, agent_id, intent, status, records, cursor, next_cursor} or "
+            "{run_id, not_found: true}",
+        ),
+        Method(
+            "runs.list",
+            runs_list,
+            role="owner",
+            needs="runs",
+            summary="An agent's runs, newest first (owner or host)",
+            params={"agent_id": "string", "limit": "integer?"},
+            result="{agent_id, runs}",
+        ),
+        Method(
+            "runs.subscribe",
+            runs_subscribe,
+            role="owner",
+            needs="runs",
+            large_reply=True,
+            summary="Snapshot of a run (its first page), then runs.trace.event notifications for "
+            "new records",
+            params={"run_id": "string"},
+            result="trace snapshot with subscribed: true",
+        ),
+        Method(
+            "runs.unsubscribe",
+            runs_unsubscribe,
+            needs="runs",
+            summary="Stop runs.trace.event notifications for a run",
+            params={"run_id": "string"},
+            result="{run_id, removed}",
+        ),
     ),
 )

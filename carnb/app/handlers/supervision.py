@@ -11,7 +11,7 @@ from typing import Any
 from carnb.agentir import ActionProposal, ProposalResult
 from carnb.app.approvals import ApprovalLedger
 from carnb.app.handlers.runturns import record_decisions
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.params import opt_int
 from carnb.app.services import Services
 from carnb.app.supervision import Decision, Filter, Intent, may_supervise
@@ -22,7 +22,7 @@ from carnb.protocol.session import ClientSession
 SUPERVISOR = "carnb"  # who decides when no supervisor did (a timeout, a missing ledger)
 
 
-def attach(svc: Services) -> None:
+def setup(svc: Services) -> None:
     """A supervisor that leaves stops receiving intents; what it left parked stays parked."""
 
     def leave(session: ClientSession) -> None:
@@ -167,87 +167,92 @@ _FILTER = (
     "min_reversibility?: reversible|compensable|irreversible}?"
 )
 
-METHODS = (
-    Method(
-        "supervision.subscribe",
-        supervision_subscribe,
-        summary="Supervise the admission gate: matching proposals of any session wait for your "
-        "supervision.decide (supervision.intent notifications); re-subscribing replaces the "
-        "filter. Not for sessions bound to an agent",
-        params={"filter": _FILTER},
-        result="{subscribed: true, decision_timeout_ms, supervisors}",
-    ),
-    Method(
-        "supervision.unsubscribe",
-        supervision_unsubscribe,
-        summary="Stop supervising; intents already parked still fail closed",
-        result="{subscribed: false, was_subscribed}",
-    ),
-    Method(
-        "supervision.pending",
-        supervision_pending,
-        summary="The intents waiting on your decision, oldest first",
-        params={"detail": "boolean? (carnb: host only; every parked intent, with parameters)"},
-        result="{intents: SupervisionIntent[]}",
-    ),
-    Method(
-        "supervision.decide",
-        supervision_decide,
-        summary="Decide one intent (an unknown, decided or expired intent is an error)",
-        params={
-            "intent_id": "string",
-            "decision": "{kind: allow|deny|escalate, reason?} (reason required for deny, escalate)",
-        },
-        result="{decided: true}",
-    ),
-    Method(
-        "host.request_approval",
-        host_request_approval,
-        mode="task",
-        needs="approvals",
-        summary="Raise an approval in the durable ledger (approval.requested host event)",
-        params={
-            "agent_id": "string?",
-            "title": "string",
-            "description": "string?",
-            "context": "object?",
-            "required_approvals": "integer? (default 1)",
-        },
-        result="HostApproval",
-    ),
-    Method(
-        "host.resolve_approval",
-        host_resolve_approval,
-        mode="task",
-        needs="approvals",
-        summary="Approve or deny an approval (its requester or the host; an escalated proposal: "
-        "any operator or host session)",
-        params={"approval_id": "string", "approved": "boolean", "notes": "string?"},
-        result="HostApproval",
-    ),
-    Method(
-        "host.approvals",
-        host_approvals,
-        mode="task",
-        needs="approvals",
-        summary="The pending approvals of the ledger, oldest first",
-        params={
-            "include_resolved": "boolean? (carnb: also resolved and expired ones)",
-            "limit": f"integer? (carnb: the newest this many; default {LEDGER_LIST_MAX})",
-        },
-        result="{approvals: HostApproval[]}",
-    ),
-    Method(
-        "agents.chat.approve",
-        agents_chat_approve,
-        mode="task",
-        role="host",
-        summary="Resolve an agent's approval_pending chat event (agent.chat.approve)",
-        params={
-            "session_id": "string (the chat)",
-            "approval_id": "string",
-            "decision": "boolean | string (omitted: denied)",
-        },
-        result="{resolved, session_id}",
+AREA = Area(
+    "supervision",
+    setup=setup,
+    methods=(
+        Method(
+            "supervision.subscribe",
+            supervision_subscribe,
+            summary="Supervise the admission gate: matching proposals of any session wait for your "
+            "supervision.decide (supervision.intent notifications); re-subscribing replaces the "
+            "filter. Not for sessions bound to an agent",
+            params={"filter": _FILTER},
+            result="{subscribed: true, decision_timeout_ms, supervisors}",
+        ),
+        Method(
+            "supervision.unsubscribe",
+            supervision_unsubscribe,
+            summary="Stop supervising; intents already parked still fail closed",
+            result="{subscribed: false, was_subscribed}",
+        ),
+        Method(
+            "supervision.pending",
+            supervision_pending,
+            summary="The intents waiting on your decision, oldest first",
+            params={"detail": "boolean? (carnb: host only; every parked intent, with parameters)"},
+            result="{intents: SupervisionIntent[]}",
+        ),
+        Method(
+            "supervision.decide",
+            supervision_decide,
+            summary="Decide one intent (an unknown, decided or expired intent is an error)",
+            params={
+                "intent_id": "string",
+                "decision": "{kind: allow|deny|escalate, reason?} "
+                "(reason required for deny, escalate)",
+            },
+            result="{decided: true}",
+        ),
+        Method(
+            "host.request_approval",
+            host_request_approval,
+            mode="task",
+            needs="approvals",
+            summary="Raise an approval in the durable ledger (approval.requested host event)",
+            params={
+                "agent_id": "string?",
+                "title": "string",
+                "description": "string?",
+                "context": "object?",
+                "required_approvals": "integer? (default 1)",
+            },
+            result="HostApproval",
+        ),
+        Method(
+            "host.resolve_approval",
+            host_resolve_approval,
+            mode="task",
+            needs="approvals",
+            summary="Approve or deny an approval (its requester or the host; an escalated "
+            "proposal: any operator or host session)",
+            params={"approval_id": "string", "approved": "boolean", "notes": "string?"},
+            result="HostApproval",
+        ),
+        Method(
+            "host.approvals",
+            host_approvals,
+            mode="task",
+            needs="approvals",
+            summary="The pending approvals of the ledger, oldest first",
+            params={
+                "include_resolved": "boolean? (carnb: also resolved and expired ones)",
+                "limit": f"integer? (carnb: the newest this many; default {LEDGER_LIST_MAX})",
+            },
+            result="{approvals: HostApproval[]}",
+        ),
+        Method(
+            "agents.chat.approve",
+            agents_chat_approve,
+            mode="task",
+            role="host",
+            summary="Resolve an agent's approval_pending chat event (agent.chat.approve)",
+            params={
+                "session_id": "string (the chat)",
+                "approval_id": "string",
+                "decision": "boolean | string (omitted: denied)",
+            },
+            result="{resolved, session_id}",
+        ),
     ),
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 from carnb.app.handlers.forks import ForkPlan, drive, parse_answer, prepare_request
 from carnb.app.handlers.inference import context_source
-from carnb.app.methods import Method, Params
+from carnb.app.methods import Area, Method, Params
 from carnb.app.params import opt_int, opt_str, req_str
 from carnb.app.ports import Record, RunLog
 from carnb.app.replay import LiveTool, replay
@@ -139,41 +139,44 @@ async def runs_fork(s: ClientSession, p: Params, svc: Services) -> Record:
     }
 
 
-METHODS = (
-    Method(
-        "runs.replay",
-        runs_replay,
-        mode="task",
-        role="owner",
-        needs="runs",
-        summary="(carnb) Re-drive a recorded run from its recording (no model call, no tool "
-        "unless rerun_tools) and report where it diverges",
-        params={
-            "run_id": "string",
-            "rerun_tools": "boolean? (run the caller's notebook tools again and compare)",
-        },
-        result="{run_id, model_turns, tool_steps, recorded_requests, model_calls: 0, "
-        "tools_rerun, reproduced, divergences: [{turn, kind, message}], replay_ms}",
-    ),
-    Method(
-        "runs.fork",
-        runs_fork,
-        mode="task",
-        role="owner",
-        needs="runs",
-        summary="(carnb) A new run forked from a model turn of a recorded run, with another "
-        "model, system prompt, answer or tool outputs; driven by carnb in the background",
-        params={
-            "run_id": "string",
-            "at": "integer (the model turn, the first is 1)",
-            "model": "string? (a registered model; default: the recorded one)",
-            "system": "string? (replaces the system prompt)",
-            "answer": "string | {text?, tool_calls?}? (used instead of a model call at `at`)",
-            "tool_outputs": "{call id or tool name: output}?",
-            "max_turns": f"integer? (model turns from `at`, default {FORK_MAX_TURNS}, "
-            f"at most {FORK_TURN_LIMIT})",
-        },
-        result="{run_id, agent_id, forked_from: {run_id, turn}, model, rebuilt_request, "
-        "copied_turns}",
+AREA = Area(
+    "timetravel",
+    methods=(
+        Method(
+            "runs.replay",
+            runs_replay,
+            mode="task",
+            role="owner",
+            needs="runs",
+            summary="(carnb) Re-drive a recorded run from its recording (no model call, no tool "
+            "unless rerun_tools) and report where it diverges",
+            params={
+                "run_id": "string",
+                "rerun_tools": "boolean? (run the caller's notebook tools again and compare)",
+            },
+            result="{run_id, model_turns, tool_steps, recorded_requests, model_calls: 0, "
+            "tools_rerun, reproduced, divergences: [{turn, kind, message}], replay_ms}",
+        ),
+        Method(
+            "runs.fork",
+            runs_fork,
+            mode="task",
+            role="owner",
+            needs="runs",
+            summary="(carnb) A new run forked from a model turn of a recorded run, with another "
+            "model, system prompt, answer or tool outputs; driven by carnb in the background",
+            params={
+                "run_id": "string",
+                "at": "integer (the model turn, the first is 1)",
+                "model": "string? (a registered model; default: the recorded one)",
+                "system": "string? (replaces the system prompt)",
+                "answer": "string | {text?, tool_calls?}? (used instead of a model call at `at`)",
+                "tool_outputs": "{call id or tool name: output}?",
+                "max_turns": f"integer? (model turns from `at`, default {FORK_MAX_TURNS}, "
+                f"at most {FORK_TURN_LIMIT})",
+            },
+            result="{run_id, agent_id, forked_from: {run_id, turn}, model, rebuilt_request, "
+            "copied_turns}",
+        ),
     ),
 )
