@@ -31,7 +31,6 @@ from carnb.errors import CarnbError, InvalidParams
 from carnb.memgine import bulk, context, interchange, proactive, ranking, steps, validate
 from carnb.memgine.backend import (
     FACT_COLUMNS,
-    LINE_COLUMNS,
     PINNED,
     GraphBackend,
     GraphTx,
@@ -276,10 +275,20 @@ class Memgine:
                 count = tx.fact_count()
                 return {"id": fact_id, "deleted": False, "kind": None, "fact_count": count}
             rowid, kind, stems, successor = row
-            _, subject, body, _ = tx.rows_by_rowid([rowid], LINE_COLUMNS)[rowid]
+            stored = tx.stored_rows([rowid])[0]
+            _, subject, body, _, tags, source, wrote, confidence, created_at, after = stored
+            replaced = [r for r in tx.supersession_step([rowid]) if r != successor]
+            ids = tx.rows_by_rowid(replaced, "fact_id") if replaced else {}
+            kept = {
+                "rowid": rowid, "tags": json.loads(tags), "source": source,
+                "confidence": confidence, "created_at": created_at,
+                "provenance": json.loads(wrote), "superseded_by": after,
+                "supersedes": sorted(ids[r][0] for r in ids),
+            }  # fmt: skip
             now = time.time()
             tx.log_deletion(
-                (fact_id, subject, body, kind, now, written_by(provenance, now))
+                (fact_id, subject, body, kind, now, written_by(provenance, now)),
+                json.dumps(kept, ensure_ascii=False, default=str),
             )  # fmt: skip
             revived = tx.release(rowid, successor)
             tx.remove_fact(rowid, stems, valid=successor is None)
@@ -293,6 +302,39 @@ class Memgine:
                 self._constraints = None
             self._pinned = None
         return {"id": fact_id, "deleted": True, "kind": kind, "fact_count": count}
+
+    def restore(self, fact_id: str, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Store the newest deleted fact with this id again, as it was: its content, tags,
+        source, confidence, time and provenance, and its supersession links
+        (:func:`carnb.memgine.steps.restore`); the deletion leaves the log.
+        ``{id, restored, superseded_by, supersedes, fact_count}``. A deletion logged before
+        carnb kept these comes back as a new valid fact written by ``provenance``."""
+        fact_id = validate.name(fact_id, "id")
+        with self._write() as tx:
+            if tx.rowid_of(fact_id) is not None:
+                raise InvalidParams(f"fact {fact_id!r} is stored; there is nothing to restore")
+            taken = tx.take_deletion(fact_id)
+            if taken is None:
+                raise InvalidParams(f"no deleted fact {fact_id!r} to restore")
+            (_, subject, body, kind, at, _), kept_text = taken
+            kept: dict[str, Any] = json.loads(kept_text) if kept_text else {}
+            terms = fact_terms(subject, body)
+            fact = NewFact(
+                fact_id, subject, body, kind, list(kept.get("tags", [])),
+                str(kept.get("source", "user")), kept.get("confidence"),
+                float(kept.get("created_at", at)), terms, fact_keys(terms),
+                json.dumps(kept["provenance"], ensure_ascii=False) if "provenance" in kept
+                else written_by(provenance, time.time()),
+            )  # fmt: skip
+            _, after, replaced = steps.restore(
+                tx, fact, kept.get("rowid"), kept.get("superseded_by"), kept.get("supersedes", [])
+            )  # fmt: skip
+            count = tx.fact_count()
+            self._forget()  # document frequencies, constraints and pins may all have changed
+        return {
+            "id": fact_id, "restored": True, "superseded_by": after, "supersedes": replaced,
+            "fact_count": count,
+        }  # fmt: skip
 
     def diff(self, since: float) -> dict[str, Any]:
         """What changed since a time: the facts written since (valid or superseded meanwhile),

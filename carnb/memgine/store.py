@@ -61,6 +61,7 @@ from carnb.memgine.backend import (
     Changed,
     Deleted,
     FactIdTaken,
+    Kept,
     Linked,
     NewFact,
     Pending,
@@ -75,7 +76,8 @@ LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
 # Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
 # Version 3 adds supersession (facts.superseded_by, the index holds valid facts only).
 # Version 4 adds provenance (facts.provenance: who wrote the fact, JSON) and the deletion log.
-SCHEMA_VERSION = 4
+# Version 5 adds deletions.kept (what restoring a deleted fact needs, JSON).
+SCHEMA_VERSION = 5
 RELATED_TO = "RelatedTo"
 # New facts are added to the full-text index this many at a time, or sooner once the pending
 # facts hold this many characters of terms: every query re-scores the pending facts (pending()).
@@ -106,7 +108,8 @@ CREATE TABLE deletions (
     body TEXT NOT NULL,
     kind TEXT NOT NULL,
     deleted_at REAL NOT NULL,
-    provenance TEXT NOT NULL
+    provenance TEXT NOT NULL,
+    kept TEXT
 );
 CREATE INDEX deletions_at ON deletions(deleted_at);
 CREATE INDEX facts_subject ON facts(subject);
@@ -216,6 +219,14 @@ def _add_provenance(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS deletions_at ON deletions(deleted_at)")
 
 
+def _add_kept(conn: sqlite3.Connection) -> None:
+    """Version 4 -> 5: ``deletions.kept`` (NULL for the deletions logged before: such a fact is
+    restored as a new valid fact)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deletions)")}
+    if "kept" not in columns:
+        conn.execute("ALTER TABLE deletions ADD COLUMN kept TEXT")
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
@@ -226,7 +237,7 @@ _SCHEMA = sqlite.Schema(
     "memory graph file",
     SCHEMA_VERSION,
     _CREATE + ";" + _VALID_INDEX,
-    migrations={1: _rekey_long_words, 2: _add_supersession, 3: _add_provenance},
+    migrations={1: _rekey_long_words, 2: _add_supersession, 3: _add_provenance, 4: _add_kept},
     legacy=_legacy_version,
 )
 
@@ -303,6 +314,7 @@ class Checkpointer:
             conn.close()
 
 
+_DELETED = "fact_id, subject, body, kind, deleted_at, provenance"
 _FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source, f.provenance"
 
 
@@ -594,13 +606,49 @@ class SqliteTx:
         )
         return [r for (r,) in rows]
 
-    def log_deletion(self, deleted: Deleted) -> None:
-        self.conn.execute("INSERT INTO deletions VALUES (?, ?, ?, ?, ?, ?)", deleted)
+    def log_deletion(self, deleted: Deleted, kept: Kept) -> None:
+        self.conn.execute("INSERT INTO deletions VALUES (?, ?, ?, ?, ?, ?, ?)", (*deleted, kept))
 
     def deleted_since(self, at: float, limit: int) -> list[Deleted]:
         return self.conn.execute(
-            "SELECT * FROM deletions WHERE deleted_at >= ? ORDER BY rowid LIMIT ?", (at, limit)
+            f"SELECT {_DELETED} FROM deletions WHERE deleted_at >= ? ORDER BY rowid LIMIT ?",
+            (at, limit),
         ).fetchall()
+
+    def take_deletion(self, fact_id: str) -> tuple[Deleted, Kept] | None:
+        row = self.conn.execute(
+            "DELETE FROM deletions WHERE rowid = (SELECT max(rowid) FROM deletions "
+            f"WHERE fact_id = ?) RETURNING {_DELETED}, kept",
+            (fact_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return (row[0], row[1], row[2], row[3], float(row[4]), row[5]), row[6]
+
+    def insert_fact_at(self, fact: NewFact, rowid: int) -> None:
+        """Insert a fact at a free ``rowid`` (before the newest, as a restore does): linked after
+        the previous fact of its subject, the next one linked after it, and indexed at once when
+        the rowid is below the pending mark. Caller holds a transaction."""
+        self.conn.execute(
+            "INSERT INTO facts(fact_id, subject, body, kind, tags, source, confidence, created_at, "
+            "terms, stems, provenance, rowid, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "(SELECT max(rowid) FROM facts WHERE subject = ? AND rowid < ?))",
+            (*_values(fact), rowid, fact.subject, rowid),
+        )
+        self.conn.execute(
+            "UPDATE facts SET prev = ? WHERE rowid = "
+            "(SELECT min(rowid) FROM facts WHERE subject = ? AND rowid > ?)",
+            (rowid, fact.subject, rowid),
+        )
+        if rowid <= self.get_meta_int("indexed_upto"):
+            self.conn.execute(
+                "INSERT INTO facts_fts(rowid, stems) VALUES (?, ?)", (rowid, fact.stems)
+            )
+
+    def repoint(self, rowids: Sequence[int], new_rowid: int) -> None:
+        self.conn.executemany(
+            "UPDATE facts SET superseded_by = ? WHERE rowid = ?", [(new_rowid, r) for r in rowids]
+        )
 
     def pinned_rows(self) -> list[tuple[int, str, str, str]]:
         return self.conn.execute(

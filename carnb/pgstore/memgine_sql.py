@@ -35,6 +35,7 @@ from carnb.memgine.backend import (
     Changed,
     Deleted,
     FactIdTaken,
+    Kept,
     Linked,
     NewFact,
     Pending,
@@ -108,6 +109,8 @@ SCHEMA = Component(
         );
         CREATE INDEX memgine_deletions_at ON memgine_deletions (graph_id, deleted_at);
         """,
+        # what restoring a deleted fact needs (JSON; NULL for deletions logged before)
+        "ALTER TABLE memgine_deletions ADD COLUMN kept TEXT",
     ),
 )
 CHANNEL = "carnb_memgine"
@@ -271,6 +274,15 @@ class PgGraphTx:
                 (self.g, [k for k, _ in pairs], [r for _, r in pairs]),
             )
 
+    def _index_new(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Index new ``(rowid, stems)`` facts, their keys added to the vocabulary."""
+        self._index(rows)
+        self.conn.execute(
+            "INSERT INTO memgine_keys (graph_id, key) SELECT %s, unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING",
+            (self.g, sorted({key for _, stems in rows for key in _keys(stems)})),
+        )
+
     def _unindex(self, rows: Sequence[tuple[int, str]]) -> None:
         keys = sorted({key for _, stems in rows for key in _keys(stems)})
         if keys:
@@ -415,12 +427,49 @@ class PgGraphTx:
         )
         return [int(r[0]) for r in rows]
 
-    def log_deletion(self, deleted: Deleted) -> None:
+    def log_deletion(self, deleted: Deleted, kept: Kept) -> None:
         self.conn.execute(
             "INSERT INTO memgine_deletions (graph_id, fact_id, subject, body, kind, deleted_at, "
-            "provenance) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (self.g, *deleted),
+            "provenance, kept) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (self.g, *deleted, kept),
         )
+
+    def take_deletion(self, fact_id: str) -> tuple[Deleted, Kept] | None:
+        row = self._one(
+            "DELETE FROM memgine_deletions WHERE graph_id = %(g)s AND seq = (SELECT max(seq) "
+            "FROM memgine_deletions WHERE graph_id = %(g)s AND fact_id = %(f)s) "
+            "RETURNING fact_id, subject, body, kind, deleted_at, provenance, kept",
+            {"g": self.g, "f": fact_id},
+        )
+        return None if row is None else ((*row[:4], float(row[4]), row[5]), row[6])
+
+    def insert_fact_at(self, fact: NewFact, rowid: int) -> None:
+        self._top = None
+        params = {"g": self.g, "r": rowid, **_fact_params(fact)}
+        self.conn.execute(
+            "INSERT INTO memgine_facts (graph_id, rowid, fact_id, subject, body, kind, tags, "
+            "source, confidence, created_at, terms, stems, provenance, prev) VALUES (%(g)s, "
+            "%(r)s, %(fact_id)s, %(subject)s, %(body)s, %(kind)s, %(tags)s, %(source)s, "
+            "%(confidence)s, %(created_at)s, %(terms)s, %(stems)s, %(provenance)s, "
+            "(SELECT max(rowid) FROM memgine_facts WHERE graph_id = %(g)s "
+            "AND subject = %(subject)s AND rowid < %(r)s))",
+            params,
+        )
+        self.conn.execute(
+            "UPDATE memgine_facts SET prev = %(r)s WHERE graph_id = %(g)s AND rowid = "
+            "(SELECT min(rowid) FROM memgine_facts WHERE graph_id = %(g)s "
+            "AND subject = %(subject)s AND rowid > %(r)s)",
+            params,
+        )
+        self._index_new([(rowid, fact.stems)])
+
+    def repoint(self, rowids: Sequence[int], new_rowid: int) -> None:
+        if rowids:
+            self.conn.execute(
+                "UPDATE memgine_facts SET superseded_by = %s WHERE graph_id = %s "
+                "AND rowid = ANY(%s)",
+                (new_rowid, self.g, list(rowids)),
+            )
 
     def deleted_since(self, at: float, limit: int) -> list[Deleted]:
         rows = self._all(
@@ -595,14 +644,7 @@ class PgGraphTx:
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise FactIdTaken(str(exc).splitlines()[0]) from exc
-        indexed = [(rowid, fact.stems) for rowid, fact, _ in rows]
-        self._index(indexed)
-        keys = sorted({key for _, stems in indexed for key in _keys(stems)})
-        self.conn.execute(
-            "INSERT INTO memgine_keys (graph_id, key) SELECT %s, unnest(%s::text[]) "
-            "ON CONFLICT DO NOTHING",
-            (self.g, keys),
-        )
+        self._index_new([(rowid, fact.stems) for rowid, fact, _ in rows])
         if (base + len(rows)) // ANALYZE_EVERY > base // ANALYZE_EVERY:
             # a bulk load outruns autovacuum: without fresh statistics the planner takes a
             # common key for a rare one

@@ -107,3 +107,18 @@ def test_the_explorer_evaluates_the_selector_on_labelled_cases(nb: NotebookEngin
     assert report["selective"]["precision"] == 1.0
     html = ex.evaluation.value
     assert "intervention selector on 2 case(s)" in html and "<td>passive_retrieval</td>" in html
+
+
+def test_undoing_a_delete_in_the_explorer_restores_the_supersession_chain(
+    nb: NotebookEngine,
+) -> None:
+    car(nb, 'memory add db "postgres 14" --id v1')
+    car(nb, 'memory add db "postgres 15" --id v2 --supersedes v1')
+    car(nb, 'memory add db "postgres 16" --id v3 --supersedes v2')
+    ex = car(nb, "memory explore postgres")
+    ex.delete("v2")
+    ex.undo()
+    chain = nb.calls.call("memory.history", {"fact_id": "v1"}, what="test")
+    assert [(r["fact_id"], r["superseded_by"]) for r in chain] == [
+        ("v3", None), ("v2", "v3"), ("v1", "v2")]  # fmt: skip
+    assert bodies(nb, "postgres") == ["postgres 16"]

@@ -191,6 +191,18 @@ def delete(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     return then(on_graph(g, lambda: g.delete(fact_id, provenance)), publish)
 
 
+def restore(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    fact_id = req_str(p, "id")
+    provenance = written_by(s, "restore")
+
+    def publish(result: Record) -> Record:
+        publish_count(s, svc, g, result["fact_count"])
+        return result
+
+    return then(on_graph(g, lambda: g.restore(fact_id, provenance)), publish)
+
+
 def diff(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     since = opt_number(p, "since")
     if since is None:
@@ -439,6 +451,14 @@ METHODS = (
         summary="Delete a fact, its edges and index entries",
         params={"id": "string"},
         result="{id, deleted, kind, fact_count}",
+    ),
+    Method(
+        "memory.restore",
+        restore,
+        needs="memory",
+        summary="Store a deleted fact again as it was, supersession links included (carnb's own)",
+        params={"id": "string"},
+        result="{id, restored, superseded_by, supersedes, fact_count}",
     ),
     Method(
         "memory.consolidate",
