@@ -76,7 +76,8 @@ LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
 # Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
 # Version 3 adds supersession (facts.superseded_by, the index holds valid facts only).
 # Version 4 adds provenance (facts.provenance: who wrote the fact, JSON) and the deletion log.
-# Version 5 adds deletions.kept (what restoring a deleted fact needs, JSON).
+# Version 5 adds deletions.kept (what restoring a deleted fact needs, JSON) and the index of
+# the valid pinned facts.
 SCHEMA_VERSION = 5
 RELATED_TO = "RelatedTo"
 # New facts are added to the full-text index this many at a time, or sooner once the pending
@@ -84,7 +85,10 @@ RELATED_TO = "RelatedTo"
 INDEX_BATCH = 32
 PENDING_CHARS = 64 * 1024
 
-_CREATE = """
+# The valid facts that may be pinned (tags LIKE: a cheap superset, the JSON test decides); the
+# partial index facts_pinned holds exactly these.
+_PINNED_WHERE = f"WHERE superseded_by IS NULL AND tags LIKE '%\"{PINNED}\"%'"
+_CREATE = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE facts (
     rowid INTEGER PRIMARY KEY,
@@ -100,7 +104,7 @@ CREATE TABLE facts (
     stems TEXT NOT NULL,
     prev INTEGER,
     superseded_by INTEGER,
-    provenance TEXT NOT NULL DEFAULT '{}'
+    provenance TEXT NOT NULL DEFAULT '{{}}'
 );
 CREATE TABLE deletions (
     fact_id TEXT NOT NULL,
@@ -115,6 +119,7 @@ CREATE INDEX deletions_at ON deletions(deleted_at);
 CREATE INDEX facts_subject ON facts(subject);
 CREATE INDEX facts_prev ON facts(prev) WHERE prev IS NOT NULL;
 CREATE INDEX facts_constraints ON facts(kind) WHERE kind = 'constraint';
+CREATE INDEX facts_pinned ON facts(kind) {_PINNED_WHERE};
 INSERT INTO meta(key, value) VALUES ('next_ws', 1), ('fact_count', 0), ('indexed_upto', 0)
 """
 # Supersession and the index of valid facts: part of a new file, and what migration 2 -> 3 adds.
@@ -225,6 +230,7 @@ def _add_kept(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(deletions)")}
     if "kept" not in columns:
         conn.execute("ALTER TABLE deletions ADD COLUMN kept TEXT")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS facts_pinned ON facts(kind) {_PINNED_WHERE}")
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -651,11 +657,13 @@ class SqliteTx:
         )
 
     def pinned_rows(self) -> list[tuple[int, str, str, str]]:
+        """Read through the partial index ``facts_pinned`` (its condition spelled as in the
+        index, so the planner uses it): as cheap at 100k facts as at 10."""
         return self.conn.execute(
-            "SELECT rowid, fact_id, subject, body FROM facts WHERE superseded_by IS NULL "
-            "AND kind <> 'constraint' AND tags LIKE ? "
+            f"SELECT rowid, fact_id, subject, body FROM facts INDEXED BY facts_pinned "
+            f"{_PINNED_WHERE} AND kind <> 'constraint' "
             "AND EXISTS (SELECT 1 FROM json_each(facts.tags) WHERE value = ?) ORDER BY rowid",
-            (f'%"{PINNED}"%', PINNED),
+            (PINNED,),
         ).fetchall()
 
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:

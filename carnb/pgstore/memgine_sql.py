@@ -43,6 +43,9 @@ from carnb.memgine.backend import (
 )
 from carnb.pgstore.schema import Component
 
+# The valid facts whose tags may hold PINNED (a superset: the JSON test decides), spelled the
+# same in the partial index and in pinned_rows so the planner uses the index.
+PINNABLE = f"WHERE superseded_by IS NULL AND tags LIKE '%\"{PINNED}\"%'"
 SCHEMA = Component(
     "memgine",
     (
@@ -111,6 +114,8 @@ SCHEMA = Component(
         """,
         # what restoring a deleted fact needs (JSON; NULL for deletions logged before)
         "ALTER TABLE memgine_deletions ADD COLUMN kept TEXT",
+        # the valid facts that may be pinned, so reading them does not scan the graph
+        f"CREATE INDEX memgine_facts_pinned ON memgine_facts (graph_id, rowid) {PINNABLE}",
     ),
 )
 CHANNEL = "carnb_memgine"
@@ -483,10 +488,10 @@ class PgGraphTx:
         return [
             (int(r[0]), r[1], r[2], r[3])
             for r in self._all(
-                "SELECT rowid, fact_id, subject, body FROM memgine_facts WHERE graph_id = %s "
-                "AND superseded_by IS NULL AND kind <> 'constraint' AND tags LIKE %s "
-                "AND tags::jsonb ? %s ORDER BY rowid",
-                (self.g, f'%"{PINNED}"%', PINNED),
+                "SELECT rowid, fact_id, subject, body FROM memgine_facts "
+                + PINNABLE.replace("%", "%%")
+                + " AND graph_id = %s AND kind <> 'constraint' AND tags::jsonb ? %s ORDER BY rowid",
+                (self.g, PINNED),
             )
         ]
 
