@@ -150,6 +150,17 @@ class GraphTx(Protocol):
         ``PINNED``, oldest first (a constraint is always shown anyway)."""
 
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]: ...
+
+    # -- utility-aware retrieval (carnb.memgine.utility)
+    def utility_blend(self) -> tuple[float, float] | None:
+        """The graph's stored ``(weight, exploration)``; None when never set."""
+
+    def set_utility_blend(self, weight: float, exploration: float) -> None: ...
+    def uses(self, rowids: Sequence[int]) -> dict[int, int]:
+        """How often each of ``rowids`` was used (only the used ones)."""
+
+    def all_uses(self) -> int: ...
+    def add_use(self, rowid: int) -> None: ...
     def line_sizes(self) -> Iterator[tuple[int, int]]:
         """``(rowid, size)`` of the valid non-constraint facts, newest first, lazily: ``size``
         estimates a fact's context line (id, subject and body lengths + 8)."""

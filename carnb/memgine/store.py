@@ -76,8 +76,8 @@ LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
 # Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
 # Version 3 adds supersession (facts.superseded_by, the index holds valid facts only).
 # Version 4 adds provenance (facts.provenance: who wrote the fact, JSON) and the deletion log.
-# Version 5 adds deletions.kept (what restoring a deleted fact needs, JSON) and the index of
-# the valid pinned facts.
+# Version 5 adds deletions.kept (what restoring a deleted fact needs, JSON), the index of the
+# valid pinned facts and facts.uses (reminders memory.intervene gave of it).
 SCHEMA_VERSION = 5
 RELATED_TO = "RelatedTo"
 # New facts are added to the full-text index this many at a time, or sooner once the pending
@@ -104,7 +104,8 @@ CREATE TABLE facts (
     stems TEXT NOT NULL,
     prev INTEGER,
     superseded_by INTEGER,
-    provenance TEXT NOT NULL DEFAULT '{{}}'
+    provenance TEXT NOT NULL DEFAULT '{{}}',
+    uses INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE deletions (
     fact_id TEXT NOT NULL,
@@ -226,10 +227,12 @@ def _add_provenance(conn: sqlite3.Connection) -> None:
 
 def _add_kept(conn: sqlite3.Connection) -> None:
     """Version 4 -> 5: ``deletions.kept`` (NULL for the deletions logged before: such a fact is
-    restored as a new valid fact)."""
+    restored as a new valid fact), ``facts.uses`` and the index of pinned facts."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(deletions)")}
     if "kept" not in columns:
         conn.execute("ALTER TABLE deletions ADD COLUMN kept TEXT")
+    if "uses" not in {row[1] for row in conn.execute("PRAGMA table_info(facts)")}:
+        conn.execute("ALTER TABLE facts ADD COLUMN uses INTEGER NOT NULL DEFAULT 0")
     conn.execute(f"CREATE INDEX IF NOT EXISTS facts_pinned ON facts(kind) {_PINNED_WHERE}")
 
 
@@ -367,7 +370,7 @@ class SqliteTx:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row is not None else 0
 
-    def set_meta(self, key: str, value: int | str) -> None:
+    def set_meta(self, key: str, value: float | str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     def bump_fact_count(self, delta: int) -> None:
@@ -665,6 +668,40 @@ class SqliteTx:
             "AND EXISTS (SELECT 1 FROM json_each(facts.tags) WHERE value = ?) ORDER BY rowid",
             (PINNED,),
         ).fetchall()
+
+    def utility_blend(self) -> tuple[float, float] | None:
+        rows = dict(
+            self.conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('utility_weight', 'utility_exploration')"
+            ).fetchall()
+        )
+        if len(rows) < 2:
+            return None
+        return float(rows["utility_weight"]), float(rows["utility_exploration"])
+
+    def set_utility_blend(self, weight: float, exploration: float) -> None:
+        self.set_meta("utility_weight", weight)
+        self.set_meta("utility_exploration", exploration)
+
+    def uses(self, rowids: Sequence[int]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                self.conn.execute(
+                    f"SELECT rowid, uses FROM facts WHERE rowid IN ({marks}) AND uses > 0", chunk
+                ).fetchall()
+            )
+        return out
+
+    def all_uses(self) -> int:
+        return self.get_meta_int("all_uses")
+
+    def add_use(self, rowid: int) -> None:
+        self.conn.execute("UPDATE facts SET uses = uses + 1 WHERE rowid = ?", (rowid,))
+        self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('all_uses', 0)")
+        self.conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'all_uses'")
 
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:
         """``rowid -> (columns...)`` for the stored ones of ``rowids``."""

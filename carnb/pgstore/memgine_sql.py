@@ -112,10 +112,17 @@ SCHEMA = Component(
         );
         CREATE INDEX memgine_deletions_at ON memgine_deletions (graph_id, deleted_at);
         """,
-        # what restoring a deleted fact needs (JSON; NULL for deletions logged before)
-        "ALTER TABLE memgine_deletions ADD COLUMN kept TEXT",
-        # the valid facts that may be pinned, so reading them does not scan the graph
-        f"CREATE INDEX memgine_facts_pinned ON memgine_facts (graph_id, rowid) {PINNABLE}",
+        # what restoring a deleted fact needs (JSON; NULL for deletions logged before); the
+        # valid facts that may be pinned, so reading them does not scan the graph; utility-aware
+        # retrieval: each graph's blend (NULL: never set), its reminders given and each fact's
+        f"""
+        ALTER TABLE memgine_deletions ADD COLUMN kept TEXT;
+        CREATE INDEX memgine_facts_pinned ON memgine_facts (graph_id, rowid) {PINNABLE};
+        ALTER TABLE memgine_graphs ADD COLUMN utility_weight DOUBLE PRECISION,
+            ADD COLUMN utility_exploration DOUBLE PRECISION,
+            ADD COLUMN all_uses BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE memgine_facts ADD COLUMN uses BIGINT NOT NULL DEFAULT 0;
+        """,
     ),
 )
 CHANNEL = "carnb_memgine"
@@ -494,6 +501,43 @@ class PgGraphTx:
                 (self.g, PINNED),
             )
         ]
+
+    def utility_blend(self) -> tuple[float, float] | None:
+        row = self._one(
+            "SELECT utility_weight, utility_exploration FROM memgine_graphs WHERE graph_id = %s",
+            (self.g,),
+        )
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return float(row[0]), float(row[1])
+
+    def set_utility_blend(self, weight: float, exploration: float) -> None:
+        self.conn.execute(
+            "UPDATE memgine_graphs SET utility_weight = %s, utility_exploration = %s "
+            "WHERE graph_id = %s",
+            (weight, exploration, self.g),
+        )
+
+    def uses(self, rowids: Sequence[int]) -> dict[int, int]:
+        rows = self._all(
+            "SELECT rowid, uses FROM memgine_facts WHERE graph_id = %s AND rowid = ANY(%s) "
+            "AND uses > 0",
+            (self.g, list(rowids)),
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    def all_uses(self) -> int:
+        row = self._one("SELECT all_uses FROM memgine_graphs WHERE graph_id = %s", (self.g,))
+        return 0 if row is None else int(row[0])
+
+    def add_use(self, rowid: int) -> None:
+        self.conn.execute(
+            "UPDATE memgine_facts SET uses = uses + 1 WHERE graph_id = %s AND rowid = %s",
+            (self.g, rowid),
+        )
+        self.conn.execute(
+            "UPDATE memgine_graphs SET all_uses = all_uses + 1 WHERE graph_id = %s", (self.g,)
+        )
 
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:
         names = [c.strip() for c in columns.split(",")]

@@ -162,3 +162,13 @@ def test_proactive_memory_calls(served, alice) -> None:
     assert report["cases"] == 2
     assert report["selective"]["precision"] == 1.0 and report["selective"]["recall"] == 1.0
     assert set(report) == {"cases", "selective", "always_inject", "passive_retrieval", "no_memory"}
+
+
+def test_utility_blend_calls(served, alice) -> None:
+    assert json.loads(alice.memory_utility_get("null")) == {
+        "utility_weight": 0.0, "utility_exploration": 1.0}  # fmt: skip
+    applied = json.loads(alice.memory_utility_set(json.dumps({"utility_weight": 0.4})))
+    assert applied == {"utility_weight": 0.4, "utility_exploration": 1.0}
+    applied = json.loads(alice.memory_utility_set(json.dumps({"utility_exploration": 7})))
+    assert applied == {"utility_weight": 0.4, "utility_exploration": 4.0}  # kept, clamped
+    assert json.loads(alice.memory_utility_get("{}")) == applied

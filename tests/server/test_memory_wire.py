@@ -367,3 +367,15 @@ def test_restore_over_the_wire_brings_a_deleted_fact_back_as_it_was(
     assert err["code"] == -32602 and "is stored" in err["message"]
     err = c.request("memory.restore", {"id": "never"})["error"]
     assert err["code"] == -32602 and "no deleted fact 'never'" in err["message"]
+
+
+def test_utility_blend_over_the_wire_is_the_graphs(runtime, connect_client) -> None:
+    alice = connect_client(auth=agent_auth(runtime, "alice"))
+    again = connect_client(auth=agent_auth(runtime, "alice"))
+    stranger = connect_client()
+    assert alice.call("memory.utility_set", {"utility_weight": 2}) == {
+        "utility_weight": 1.0, "utility_exploration": 1.0}  # fmt: skip
+    assert again.call("memory.utility_get")["utility_weight"] == 1.0  # the agent's graph
+    assert stranger.call("memory.utility_get")["utility_weight"] == 0.0  # its own graph
+    err = alice.request("memory.utility_set", {"utility_weight": "max"})["error"]
+    assert err["code"] == -32602 and "utility_weight must be a number" in err["message"]

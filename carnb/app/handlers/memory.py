@@ -232,6 +232,17 @@ def pin(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     return on_graph(g, lambda: g.pin(fact_id, pinned))
 
 
+def utility_get(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    return on_graph(g, g.utility_get)
+
+
+def utility_set(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    changes = {name: p.get(name) for name in ("utility_weight", "utility_exploration")}
+    return on_graph(g, lambda: g.utility_set(changes))
+
+
 async def consolidate(s: ClientSession, p: Params, svc: Services) -> Record:
     g = graph(s, svc)
     report = await in_turn(g, g.consolidate)
@@ -493,6 +504,24 @@ METHODS = (
         summary="Pin a fact (every context shows it) or unpin it (carnb's own)",
         params={"id": "string", "pinned": "boolean? (true)"},
         result="{id, pinned, changed}",
+    ),
+    Method(
+        "memory.utility_get",
+        utility_get,
+        needs="memory",
+        summary="The graph's utility-aware retrieval blend",
+        result="{utility_weight, utility_exploration}",
+    ),
+    Method(
+        "memory.utility_set",
+        utility_set,
+        needs="memory",
+        summary="Change the graph's utility-aware retrieval blend (an omitted field is kept)",
+        params={
+            "utility_weight": "number? (clamped to [0, 1])",
+            "utility_exploration": "number? (clamped to [0, 4])",
+        },
+        result="{utility_weight, utility_exploration} as applied",
     ),
     Method(
         "memory.save_knowledge",
