@@ -3,8 +3,8 @@ each fact's learned utility into the ranking order.
 
 A fact's utility is an upper confidence bound over its record: the mean of its Beta posterior
 ``Beta(helped + 1, hurt + 1)`` plus ``exploration`` times ``sqrt(ln(1 + all uses) / (1 + its
-uses))`` (not capped: it orders, it is no probability). A use is a reminder ``memory.intervene`` injected. carnb records no outcome
-of a use yet (no method reports whether a reminder helped), so every posterior mean is the
+uses))`` (not capped: it orders, it is no probability). A use is a reminder
+``memory.intervene`` injected. carnb records no outcome of a use yet (no method reports whether a reminder helped), so every posterior mean is the
 prior's 0.5 and the bound only favours the facts reminded of least: with no use recorded the
 bound is 0.5 for every fact and the order is the relevance order. With ``weight`` > 0 a fact's
 ordering key is ``(1 - weight) * relevance + weight * utility`` (plus recency, as always); its
