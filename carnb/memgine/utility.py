@@ -4,12 +4,13 @@ each fact's learned utility into the ranking order.
 A fact's utility is an upper confidence bound over its record: the mean of its Beta posterior
 ``Beta(helped + 1, hurt + 1)`` plus ``exploration`` times ``sqrt(ln(1 + all uses) / (1 + its
 uses))`` (not capped: it orders, it is no probability). A use is a reminder
-``memory.intervene`` injected. carnb records no outcome of a use yet (no method reports whether a reminder helped), so every posterior mean is the
-prior's 0.5 and the bound only favours the facts reminded of least: with no use recorded the
-bound is 0.5 for every fact and the order is the relevance order. With ``weight`` > 0 a fact's
-ordering key is ``(1 - weight) * relevance + weight * utility`` (plus recency, as always); its
-relevance (``confidence``) and the context's relevance rule are unchanged. ``weight`` 0 (the
-default) leaves the order exactly as it is.
+``memory.intervene`` injected. carnb records no outcome of a use yet (no method reports
+whether a reminder helped), so every posterior mean is the prior's 0.5 and the bound only
+favours the facts reminded of least: with no use recorded the bound is 0.5 for every fact and
+the order is the relevance order. With ``weight`` > 0 a fact's ordering key is ``(1 - weight)
+* relevance + weight * utility`` (plus recency, as always); its relevance (``confidence``) and
+the context's relevance rule are unchanged. ``weight`` 0 (the default) leaves the order
+exactly as it is.
 """
 
 from __future__ import annotations
