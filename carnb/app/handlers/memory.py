@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 
+from carnb.app.metering import Query
 from carnb.app.methods import Method, Params
 from carnb.app.params import (
     opt_bool,
@@ -32,6 +33,7 @@ from carnb.app.schedule import Later, in_turn, on_graph, then
 from carnb.app.services import Services
 from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K, MAX_STATUS_CHARS
 from carnb.errors import InvalidParams
+from carnb.memgine.maintain import DEFAULT_RECENT, MAX_RECENT, mine
 from carnb.protocol.session import ClientSession
 
 # The action a provenance names for an edit made in the notebook.
@@ -313,6 +315,47 @@ def _confidence(value: object) -> float | None:
     return float(value)
 
 
+def maintain(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    """The session's recent events mined into entries (:mod:`carnb.memgine.maintain`)."""
+    g = graph(s, svc)
+    recent = opt_int(p, "max_recent", DEFAULT_RECENT, minimum=1) or DEFAULT_RECENT
+    if recent > MAX_RECENT:
+        raise InvalidParams(f"max_recent must be at most {MAX_RECENT}")
+    tenant = opt_str(p, "tenant_id")
+    events = svc.meter.query(s, Query(limit=recent))["events"]
+    entries, trigger = mine(events)
+    provenance = written_by(s, "maintain")
+    extra = [TENANT_TAG + tenant] if tenant is not None else []
+    counted: list[int] = []
+
+    def work() -> Record:
+        saved = skipped = 0
+        for e in entries:
+            if g.history(fact_id=e.fact_id):
+                skipped += 1
+                continue
+            g.add_fact(
+                e.subject, e.body, e.entry, fact_id=e.fact_id, tags=[e.entry, "event", *extra],
+                source=e.entry, provenance=provenance,
+            )  # fmt: skip
+            saved += 1
+        counted.append(g.fact_count())
+        out: Record = {"trigger": trigger, "saved": saved, "skipped_existing": skipped}
+        if entries:
+            out["status"] = (
+                f"{trigger['repeated_failures']} failure(s) of one tool at most, "
+                f"{len(entries)} event(s) worth remembering in the last {len(events)}"
+            )
+        return out
+
+    def publish(result: Record) -> Record:
+        if result["saved"] and counted:
+            publish_count(s, svc, g, counted[-1])
+        return result
+
+    return then(on_graph(g, work), publish)
+
+
 def update_status(s: ClientSession, p: Params, svc: Services) -> Record:
     body = req_str(p, "body", allow_empty=True)
     tenant = opt_str(p, "tenant_id")
@@ -546,6 +589,17 @@ METHODS = (
         summary="Set the proactive memory agent's private status (session-local, not a fact)",
         params={"body": "string", "tenant_id": "string?"},
         result="{id, body, tenant_id?}",
+    ),
+    Method(
+        "memory.maintain",
+        maintain,
+        needs="memory",
+        summary="Mine the recent event log into proactive memory entries and a trigger",
+        params={
+            "max_recent": f"integer? ({DEFAULT_RECENT}, at most {MAX_RECENT})",
+            "tenant_id": "string?",
+        },  # fmt: skip
+        result="{trigger, saved, skipped_existing, status?}",
     ),
     Method(
         "memory.intervene",
