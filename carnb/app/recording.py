@@ -21,8 +21,13 @@ latency_ms}, truncated?}``
   messages (``messages_omitted``); ``truncated: true`` says something was cut.
 * Never a token: the launch's tokens are replaced by ``[redacted]`` wherever they appear.
 
-An ``infer`` whose model turn is never recorded (the next ``infer`` of the session comes first,
-or the run ends) is not kept.
+An ``infer`` whose model turn the agent never records is kept as a ``model_turn`` record of
+its own (its fields from the reply, ``turn_index`` null, the record's ``inference`` with
+``unattached: true``) as soon as it is clear none will come: when the same session, in the same
+run, next writes anything else (``runs.record_turns``, a proposal's or a decision's turns), asks
+``infer`` again, starts another run or ends the run (``runs.complete``, ``runs.cancel``, its
+connection closing). It therefore sits in the trace where it happened, before the tool turns that
+followed it. :meth:`InferenceRecorder.unattached` hands it out; the run handlers write it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,35 @@ class _Pending:
     run_id: str
     record: dict[str, Any]
     request: dict[str, Any]  # the request, whole
+
+
+@dataclass(frozen=True)
+class Unattached:
+    """An inference no model turn took: the fields of the ``model_turn`` record it becomes."""
+
+    run_id: str
+    fields: dict[str, Any]  # runs.record_model_turn's fields, from the reply
+    inference: dict[str, Any]  # its ``inference`` (``unattached: true``)
+
+
+def unattached_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A model turn's fields from the (bounded) reply of an inference record."""
+    reply = record.get("reply") or {}
+    calls = reply.get("tool_calls")
+    usage = reply.get("usage")
+    latency = reply.get("latency_ms")
+    return {
+        "turn_index": None,
+        "assistant_text": reply.get("text") if isinstance(reply.get("text"), str) else "",
+        "requested_tool_calls": [c for c in calls if isinstance(c, dict)]
+        if isinstance(calls, list)
+        else [],
+        "model_id": reply.get("model_used") if isinstance(reply.get("model_used"), str) else None,
+        "token_usage": usage if isinstance(usage, dict) else None,
+        "duration_ms": latency
+        if isinstance(latency, int | float) and not isinstance(latency, bool) and latency >= 0
+        else None,
+    }
 
 
 class Bounder:
@@ -154,25 +188,45 @@ class InferenceRecorder:
         request: Mapping[str, Any],
         reply: Mapping[str, Any],
         secrets: Iterable[str],
-    ) -> None:
+    ) -> Unattached | None:
+        """Keep an inference of ``session``'s current run until its model turn is recorded.
+        Returns the one it displaces (no model turn took it), to be written first."""
         run_id = session.current_run_id
         if run_id is None or not self.enabled:
-            return
+            return None
+        displaced = self.unattached(session)  # first: this request's delta refers to it
         key = (session.client_id, run_id)
         record = inference_record(request, reply, secrets, self._requests.get(key))
         self._pending[session.client_id] = _Pending(run_id, record, dict(request))
+        return displaced
 
     def take(self, session: ClientSession, run_id: str) -> dict[str, Any] | None:
         """The inference of ``session`` waiting for a model turn of ``run_id`` (once)."""
         pending = self._pending.get(session.client_id)
         if pending is None or pending.run_id != run_id:
             return None
+        return self._taken(session, pending)
+
+    def unattached(self, session: ClientSession) -> Unattached | None:
+        """The inference of ``session`` still waiting for a model turn, taken (once) to be
+        recorded as a model turn of its own: none will come now."""
+        pending = self._pending.get(session.client_id)
+        if pending is None:
+            return None
+        record = {**self._taken(session, pending), "unattached": True}
+        return Unattached(pending.run_id, unattached_fields(record), record)
+
+    def _taken(self, session: ClientSession, pending: _Pending) -> dict[str, Any]:
         del self._pending[session.client_id]
         # only a recorded request is what the next one's delta refers to
         self._forget(session)
         if "messages_omitted" not in pending.record["request"]:
-            self._requests[(session.client_id, run_id)] = pending.request
+            self._requests[(session.client_id, pending.run_id)] = pending.request
         return pending.record
+
+    def waiting(self, session: ClientSession) -> bool:
+        """Whether an inference of ``session`` waits for its model turn (one dict lookup)."""
+        return session.client_id in self._pending
 
     def drop(self, session: ClientSession) -> None:
         self._pending.pop(session.client_id, None)

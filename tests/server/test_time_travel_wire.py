@@ -536,7 +536,9 @@ def test_replay_reruns_a_connected_agents_tools_through_tools_execute(rt, models
     assert report["tools_rerun"] == 1
     (diverged,) = report["divergences"]
     assert diverged["kind"] == "tool_output" and diverged["tool"] == "search"
-    assert diverged["recorded"] == "a kernel extension" and diverged["now"] == "a notebook extension"
+    assert (
+        diverged["recorded"] == "a kernel extension" and diverged["now"] == "a notebook extension"
+    )
     leave(rt, alice)  # gone: its tool can no longer be run again, and is not
     report = rt.call("runs.replay", {"run_id": parent, "rerun_tools": True})
     assert report["tools_rerun"] == 0 and report["reproduced"] is True
@@ -570,3 +572,57 @@ def test_a_fork_starts_from_the_state_the_parent_had_at_the_fork_point(
     early = [r["turn"] for r in ended(rt, fork["run_id"])["records"] if r["record"] == "turn"]
     assert early[-1]["policy_rejected"] is True and "state 'ready'" in early[-1]["error"]
     assert alice.call("state.get", {"key": "ready"}) is True  # the parent's state untouched
+
+
+def test_an_infer_no_model_turn_takes_is_kept_as_its_own_record_in_place(
+    rt, models, adds, alice
+) -> None:
+    run_id = alice.call("runs.start", {"intent": "add 1, 2 and 3"})["run_id"]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "add 1, 2 and 3"}]
+    first = alice.call("infer", {"model": "adder", "messages": messages})  # never recorded
+    (call,) = first["tool_calls"]
+    action = {"id": call["id"], "type": "tool_call", "tool": "add", "parameters": call["arguments"]}
+    done = alice.call("proposal.submit", {"proposal": {"id": "p1", "actions": [action]}})
+    messages += [
+        {"role": "assistant", "content": first["text"], "tool_calls": first["tool_calls"]},
+        {"role": "tool_result", "tool_call_id": call["id"], "content": "1"},
+    ]
+    second = alice.call("infer", {"model": "adder", "messages": messages})
+    alice.call(
+        "runs.record_model_turn",
+        {"run_id": run_id, "turn_index": 2, "assistant_text": second["text"],
+         "requested_tool_calls": second["tool_calls"]},
+    )  # fmt: skip
+    alice.call("infer", {"model": "adder", "messages": messages})  # asked again: never recorded
+    alice.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
+    trace = rt.call("runs.get_trace", {"run_id": run_id, "limit": 1000})
+    assert kinds(trace) == ["started", "model_turn", "turn", "model_turn", "model_turn", "ended"]
+    own, agents, last = [r for r in trace["records"] if r["record"] == "model_turn"]
+    assert own["inference"]["unattached"] is True and own["turn_index"] is None
+    assert own["assistant_text"] == first["text"] and own["requested_tool_calls"] == [call]
+    assert own["model_id"] == "adder" and own["token_usage"] == first["usage"]
+    assert own["inference"]["request"]["messages"] == messages[:1]
+    assert "unattached" not in agents["inference"] and agents["turn_index"] == 2
+    assert agents["inference"]["request"]["messages_kept"] == 1  # refers to the one kept before
+    assert last["inference"]["unattached"] is True
+    assert done["results"][0]["output"] == {"sum": 1}
+    report = rt.call("runs.replay", {"run_id": run_id})
+    assert report["model_turns"] == 3 and report["recorded_requests"] == 3
+    assert report["reproduced"] is True, report["divergences"]
+    fork = rt.call("runs.fork", {"run_id": run_id, "at": 2, "model": "finisher"})
+    assert fork["rebuilt_request"] is False  # the request at 2 is whole: 1's was kept
+    assert ended(rt, fork["run_id"])["records"][-1]["outcome"]["summary"] == "42"
+
+
+def test_an_infer_left_when_the_connection_closes_is_kept_before_the_run_ends(
+    rt, models, alice
+) -> None:
+    run_id = alice.call("runs.start", {"intent": "add 1"})["run_id"]
+    alice.call("infer", {"model": "adder", "messages": [{"role": "user", "content": "add 1"}]})
+    leave(rt, alice)
+    deadline = time.monotonic() + 10
+    while (trace := rt.call("runs.get_trace", {"run_id": run_id}))["status"] == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert kinds(trace) == ["started", "model_turn", "ended"]
+    assert trace["status"] == "incomplete" and trace["records"][1]["inference"]["unattached"]

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from carnb.agentir import ActionProposal, ProposalResult
-from carnb.app.handlers.runs import writer
+from carnb.app.handlers.runs import keep_unattached, writer
 from carnb.app.schedule import in_thread
 from carnb.app.services import Services
 from carnb.app.supervision import Decision
@@ -74,7 +74,7 @@ async def record_decisions(
         return
     turns = [{"supervision": {"intent_id": intent_id, **d.to_wire()}} for d in decisions]
     try:
-        done = await in_thread(store.record_turns, writer(session), run_id, turns[:256])
+        done = await in_thread(_record, svc, session, run_id, turns[:256])
         if done.get("ok") and session.current_run_id == run_id:
             session.update(run_turns=session.run_turns + int(done["count"]))
     except Exception:  # the decision stands; a trace that cannot take it must not undo it
@@ -97,9 +97,7 @@ async def record_proposal(
         return
     try:
         for start in range(0, len(turns), 256):
-            done = await in_thread(
-                store.record_turns, writer(session), run_id, turns[start : start + 256]
-            )
+            done = await in_thread(_record, svc, session, run_id, turns[start : start + 256])
             if not done.get("ok"):
                 log.info("proposal turns not recorded in %s: %s", run_id, done.get("dropped"))
                 return
@@ -107,3 +105,12 @@ async def record_proposal(
                 session.update(run_turns=session.run_turns + int(done["count"]))
     except Exception:  # the proposal ran; a trace that cannot take it must not undo that
         log.exception("recording the turns of proposal %s in %s failed", proposal.id, run_id)
+
+
+def _record(
+    svc: Services, session: ClientSession, run_id: str, turns: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Record ``turns`` in the session's run, after the inference no model turn took."""
+    assert svc.runs is not None
+    keep_unattached(svc, session)
+    return svc.runs.record_turns(writer(session), run_id, turns)
