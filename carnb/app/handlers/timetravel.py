@@ -1,7 +1,7 @@
 """``runs.replay`` and ``runs.fork``: time travel over recorded runs (carnb's own methods; the
 real daemon has neither). What is recorded is :mod:`carnb.app.recording`; the trace as steps
 :mod:`carnb.app.steps`; the replay :mod:`carnb.app.replay`; the fork's loop driver
-:mod:`carnb.app.forks`."""
+:mod:`carnb.app.handlers.forks`."""
 
 from __future__ import annotations
 
