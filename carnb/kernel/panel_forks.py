@@ -1,7 +1,7 @@
 """The panel's fork lineage: each fork of a run listed under its parent, as ``%car run list``
 does, with its status while it runs in the background and how it ended.
 
-The panel learns of forks from the run store's records (``Runtime.watch_runs``, on the host
+The panel learns of forks from the run store's records (``Runtime.watch_runs``, on the loop
 thread): a ``started`` record with ``forked_from`` is a fork (``runs.fork``, from any session of
 this server), its turns and model turns are counted as they are committed, and its ``ended``
 record says how it ended (a completed fork by its outcome: ``success`` or ``failure``). So the
