@@ -157,3 +157,20 @@ def test_the_panel_lists_forks_under_their_parent_and_opens_their_trace(
     lines = [line for line in text.splitlines() if forked.run_id in line]
     assert any(line.lstrip().startswith("↳ " + forked.run_id) for line in lines), text
     assert rt.token not in panel.snapshot().html()
+
+
+def test_the_notebooks_own_infer_in_a_run_is_kept_for_replay(loaded: Any, rt: Any) -> None:
+    loaded.run_cell("%car run start ask the adder")
+    run_id = carnb.current().session.current_run_id
+    loaded.run_cell("%%car infer --model adder\nadd 1 and 2")
+    loaded.run_cell("%car run complete")
+    trace = loaded.run_line_magic("car", f"run trace {run_id}").trace
+    kinds = [r["record"] for r in trace["records"]]
+    assert kinds[:3] == ["started", "model_turn", "turn"]  # the infer, then its cell's turn
+    kept = trace["records"][1]
+    assert kept["inference"]["unattached"] is True and kept["model_id"] == "adder"
+    assert kept["inference"]["request"]["messages"][-1]["content"] == "add 1 and 2"
+    before = rt.model_calls["adder"]
+    replayed = loaded.run_line_magic("car", f"run replay {run_id}")
+    assert replayed.report["model_turns"] == 1 and replayed.report["recorded_requests"] == 1
+    assert rt.model_calls["adder"] == before

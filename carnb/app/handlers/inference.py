@@ -43,14 +43,23 @@ def context_source(svc: Services, s: ClientSession) -> ContextSource:
     return render
 
 
+async def record_served(
+    svc: Services, s: ClientSession, request: dict[str, Any], reply: dict[str, Any]
+) -> None:
+    """Keep an inference served to ``s`` for its current run (replay and fork), if it has one;
+    the one it displaces, which no model turn took, becomes a model turn of its own."""
+    if svc.runs is None or s.current_run_id is None:
+        return
+    secrets = (svc.credentials.token, svc.credentials.host_token)
+    displaced = svc.recordings.remember(s, request, reply, secrets)
+    if displaced is not None:
+        await in_thread(keep_unattached, svc, s, displaced)
+
+
 async def infer(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     started = time.time()
     reply, request = await svc.models.infer(p, context_source(svc, s))
-    if svc.runs is not None and s.current_run_id is not None:  # kept for replay and fork
-        secrets = (svc.credentials.token, svc.credentials.host_token)
-        displaced = svc.recordings.remember(s, request, reply, secrets)
-        if displaced is not None:  # the previous infer: no model turn took it
-            await in_thread(keep_unattached, svc, s, displaced)
+    await record_served(svc, s, request, reply)
     content = {
         "messages": input_messages(request),
         "output": reply.get("text"),
