@@ -33,6 +33,7 @@ followed it. :meth:`InferenceRecorder.unattached` hands it out; the run handlers
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -174,13 +175,15 @@ def _common_prefix(before: list[Any], now: list[Any]) -> int:
 
 
 class InferenceRecorder:
-    """Per session: the inference waiting for its model turn, and the last recorded request's
-    messages of each session's run (for ``messages_kept``)."""
+    """Per session: the inference waiting for its model turn, and the run's last recorded
+    request (for ``messages_kept``). Thread-safe: on PostgreSQL the run handlers that take an
+    inference run in worker threads while ``infer`` keeps one on the loop."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled  # Settings.record_inference
+        self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
-        self._requests: dict[tuple[str, str], dict[str, Any]] = {}
+        self._requests: dict[str, tuple[str, dict[str, Any]]] = {}  # client id -> (run, request)
 
     def remember(
         self,
@@ -195,33 +198,39 @@ class InferenceRecorder:
         if run_id is None or not self.enabled:
             return None
         displaced = self.unattached(session)  # first: this request's delta refers to it
-        key = (session.client_id, run_id)
-        record = inference_record(request, reply, secrets, self._requests.get(key))
-        self._pending[session.client_id] = _Pending(run_id, record, dict(request))
+        with self._lock:
+            base = self._requests.get(session.client_id)
+        previous = base[1] if base is not None and base[0] == run_id else None
+        record = inference_record(request, reply, secrets, previous)
+        with self._lock:
+            self._pending[session.client_id] = _Pending(run_id, record, dict(request))
         return displaced
 
     def take(self, session: ClientSession, run_id: str) -> dict[str, Any] | None:
         """The inference of ``session`` waiting for a model turn of ``run_id`` (once)."""
-        pending = self._pending.get(session.client_id)
-        if pending is None or pending.run_id != run_id:
-            return None
-        return self._taken(session, pending)
+        with self._lock:
+            pending = self._pending.get(session.client_id)
+            if pending is None or pending.run_id != run_id:
+                return None
+            return self._taken(session, pending)
 
     def unattached(self, session: ClientSession) -> Unattached | None:
         """The inference of ``session`` still waiting for a model turn, taken (once) to be
         recorded as a model turn of its own: none will come now."""
-        pending = self._pending.get(session.client_id)
-        if pending is None:
-            return None
-        record = {**self._taken(session, pending), "unattached": True}
+        with self._lock:
+            pending = self._pending.get(session.client_id)
+            if pending is None:
+                return None
+            record = {**self._taken(session, pending), "unattached": True}
         return Unattached(pending.run_id, unattached_fields(record), record)
 
     def _taken(self, session: ClientSession, pending: _Pending) -> dict[str, Any]:
         del self._pending[session.client_id]
         # only a recorded request is what the next one's delta refers to
-        self._forget(session)
-        if "messages_omitted" not in pending.record["request"]:
-            self._requests[(session.client_id, pending.run_id)] = pending.request
+        if "messages_omitted" in pending.record["request"]:
+            self._requests.pop(session.client_id, None)
+        else:
+            self._requests[session.client_id] = (pending.run_id, pending.request)
         return pending.record
 
     def waiting(self, session: ClientSession) -> bool:
@@ -229,9 +238,6 @@ class InferenceRecorder:
         return session.client_id in self._pending
 
     def drop(self, session: ClientSession) -> None:
-        self._pending.pop(session.client_id, None)
-        self._forget(session)
-
-    def _forget(self, session: ClientSession) -> None:
-        for key in [k for k in self._requests if k[0] == session.client_id]:
-            del self._requests[key]
+        with self._lock:
+            self._pending.pop(session.client_id, None)
+            self._requests.pop(session.client_id, None)
