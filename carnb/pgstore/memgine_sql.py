@@ -30,11 +30,11 @@ from typing import Any
 
 import psycopg
 
+from carnb.errors import FactIdTaken
 from carnb.memgine.backend import (
     PINNED,
     Changed,
     Deleted,
-    FactIdTaken,
     Kept,
     Linked,
     NewFact,
