@@ -241,7 +241,10 @@ def utility_get(s: ClientSession, p: Params, svc: Services) -> Record | Later:
 
 def utility_set(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     g = graph(s, svc)
-    changes = {name: p.get(name) for name in ("utility_weight", "utility_exploration")}
+    changes = {
+        "utility_weight": p.get("utility_weight"),
+        "utility_exploration": p.get("utility_exploration"),
+    }
     return on_graph(g, lambda: g.utility_set(changes))
 
 
