@@ -121,3 +121,19 @@ def test_a_deletion_logged_by_schema_4_restores_as_a_new_valid_fact(tmp_path: Pa
     assert g.query("postgres 15", 1)[0]["provenance"]["session_kind"] == "notebook"
     g.check()
     g.close()
+
+
+def test_a_fact_restored_among_indexed_facts_is_indexed_again(graph: Memgine) -> None:
+    graph.add_fact("db", "postgres 14", fact_id="old")
+    graph.add_fact("wifi", "the password is in the vault", fact_id="w")
+    graph.add_fact("db", "postgres 15", fact_id="new", supersedes=["old"])
+    for i in range(40):  # past a full-text index batch: the first facts are indexed
+        graph.add_fact(f"note{i}", f"memo number {i}")
+    graph.delete("w")
+    graph.delete("old")
+    graph.restore("w")
+    graph.restore("old")
+    assert [r["fact_id"] for r in graph.query("vault password", 1)] == ["w"]
+    assert [r["fact_id"] for r in graph.query("postgres", 5)] == ["new"]
+    assert links(graph)["old"] == "new"
+    graph.check()  # the index holds exactly the valid facts
