@@ -52,6 +52,9 @@ class Assembly:
         self.services: Services | None = None
         self.memory_home: MemoryHome | None = None
         self.run_store: RunStore | None = None
+        self.notebook_session: ClientSession | None = None
+        # called on the server loop after a write by any server to the notebook session's graph
+        self._memory_watchers: list[Callable[[], None]] = []
         self._stack = contextlib.AsyncExitStack()
 
     def _on_close(self, close: Callable[[], Any]) -> None:
@@ -162,6 +165,25 @@ class Assembly:
         for session in services.sessions:
             if session.effective_memgine is graph:
                 session.update(fact_count=count)
+        notebook = self.notebook_session
+        if notebook is not None and notebook.effective_memgine is graph:
+            for fn in list(self._memory_watchers):
+                try:
+                    fn()
+                except Exception:  # one broken watcher must not keep the others stale
+                    log.exception("memory watcher failed")
+
+    def watch_memory(self, on_write: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_write()`` on the server loop after every write, through any server of the
+        team store (PostgreSQL notifications), to the notebook session's graph: an edit,
+        a pin or a delete as well as a new fact. Returns the (idempotent) remover."""
+        self._memory_watchers.append(on_write)
+
+        def remove() -> None:
+            if on_write in self._memory_watchers:
+                self._memory_watchers.remove(on_write)
+
+        return remove
 
     def open_notebook_session(self) -> ClientSession:
         """On the server loop: the notebook's own socketless session, authenticated as host."""
@@ -170,6 +192,7 @@ class Assembly:
             client_id=new_client_id("nb"), kind="notebook", authenticated=True, is_host=True
         )
         self.services.sessions.open(session)
+        self.notebook_session = session
         return session
 
     # -- close ------------------------------------------------------------------------------

@@ -3,9 +3,8 @@
 A :class:`Runtime` (what ``%load_ext carnb`` and ``python -m carnb serve`` start) mints the
 launch secrets, starts the loop thread, assembles the application on it (:mod:`carnb.assembly`),
 starts the server, opens the notebook's session and writes the connection file; :meth:`close`
-undoes it all (idempotent). Its bases: the notebook's session API (:mod:`carnb.app.notebook`)
-and the views behind the widgets (:mod:`carnb.app.views`).
-"""
+undoes it all. Its bases: the notebook's API (:mod:`carnb.app.notebook`) and the widgets' views
+(:mod:`carnb.app.views`)."""
 
 from __future__ import annotations
 
@@ -132,7 +131,8 @@ class Runtime(NotebookSession, RuntimeViews):
                     log.exception("carnb runtime did not stop cleanly")
             self.loop_thread.stop()
             self.server = None
-            self._remove_connection_file()
+            remove_connection_file(self.connection_file)
+            self.connection_file = None
             if _current is self:
                 set_current(None)
 
@@ -185,6 +185,10 @@ class Runtime(NotebookSession, RuntimeViews):
         """See :meth:`carnb.assembly.Assembly.agents_on_disk`."""
         return self.assembly.agents_on_disk()
 
+    def watch_memory(self, on_write: Callable[[], None]) -> Callable[[], None]:
+        """See :meth:`carnb.assembly.Assembly.watch_memory`."""
+        return self.assembly.watch_memory(on_write)
+
     def client_env(self, agent: str | None = None) -> dict[str, str]:
         """The environment a client process needs to attach (``car-runtime`` reads these)."""
         return self.credentials.client_env(self.url, agent)
@@ -194,7 +198,3 @@ class Runtime(NotebookSession, RuntimeViews):
         if self.server is not None:
             path = write_connection_file(self.settings, self.credentials, self.url, self.port)
             self.connection_file = path
-
-    def _remove_connection_file(self) -> None:
-        path, self.connection_file = self.connection_file, None
-        remove_connection_file(path)

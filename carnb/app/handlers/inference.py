@@ -10,11 +10,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from carnb.app.handlers.runs import keep_unattached
 from carnb.app.methods import Area, Method, Params
 from carnb.app.modelrunner import Runners
 from carnb.app.models import ContextSource
 from carnb.app.params import req_str
-from carnb.app.schedule import in_turn
+from carnb.app.schedule import in_thread, in_turn
 from carnb.app.services import Services
 from carnb.protocol.session import ClientSession
 
@@ -23,7 +24,8 @@ def setup(svc: Services) -> None:
     """A runner's models go (and its pending calls fail) when its connection ends."""
     svc.sessions.on_close(_runners(svc).drop)
     svc.sessions.on_close(svc.chats.drop)
-    svc.sessions.on_close(svc.recordings.drop)
+    # the recorder lets a closing session go after its run's last inference is written
+    # (carnb.app.handlers.runs)
 
 
 def _runners(svc: Services) -> Runners:
@@ -42,6 +44,19 @@ def context_source(svc: Services, s: ClientSession) -> ContextSource:
         return text
 
     return render
+
+
+async def record_served(
+    svc: Services, s: ClientSession, request: dict[str, Any], reply: dict[str, Any]
+) -> None:
+    """Keep an inference served to ``s`` for its current run (replay and fork), if it has one;
+    the one it displaces, which no model turn took, becomes a model turn of its own."""
+    if svc.runs is None or s.current_run_id is None:
+        return
+    secrets = (svc.credentials.token, svc.credentials.host_token)
+    displaced = svc.recordings.remember(s, request, reply, secrets)
+    if displaced is not None:
+        await in_thread(keep_unattached, svc, s, displaced)
 
 
 # The requests the ``infer`` calls of the current task gave their models, while a caller in
@@ -67,9 +82,7 @@ async def infer(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     served = _served.get()
     if served is not None:
         served.append(request)
-    if svc.runs is not None and s.current_run_id is not None:  # kept for replay and fork
-        secrets = (svc.credentials.token, svc.credentials.host_token)
-        svc.recordings.remember(s, request, reply, secrets)
+    await record_served(svc, s, request, reply)
     content = {
         "messages": input_messages(request),
         "output": reply.get("text"),
