@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from carnb.app.pending import Pending
@@ -46,8 +46,17 @@ class PeerGone(CarnbError):
 class PeerCalls:
     """The server-to-peer request channel of one connection."""
 
-    def __init__(self, send: Callable[[str], bool], *, name: str = "") -> None:
+    def __init__(
+        self,
+        send: Callable[[str], bool],
+        *,
+        name: str = "",
+        send_now: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self._send = send  # queues one text frame; False when the peer cannot take it
+        # Delivers a request from the caller's own task (the connection writes it at once when
+        # nothing is queued before it, saving the writer's turn of the loop); else ``send``.
+        self._send_now = send_now
         self._name = name
         self._ids = itertools.count(1)
         self._pending: Pending[None] = Pending()
@@ -76,12 +85,12 @@ class PeerCalls:
         request_id = f"cb-{next(self._ids)}"
         self._pending.open(request_id, _no_state)
         try:
-            if not self._send(
-                request_text(request_id, method, {**params, "request_id": request_id})
-            ):
-                raise PeerGone(f"the client {self._name} is not reading its messages")
+            text = request_text(request_id, method, {**params, "request_id": request_id})
             try:
-                return await self._pending.wait(request_id, timeout)
+                async with asyncio.timeout(timeout):  # delivering the request counts too
+                    if not await self._deliver(text):
+                        raise PeerGone(f"the client {self._name} is not reading its messages")
+                    return await self._pending.wait(request_id, None)
             except TimeoutError:
                 reason = f"{method} callback timed out after {timeout:g} s"
                 self._cancel(request_id, reason, cancel_params)
@@ -93,6 +102,11 @@ class PeerCalls:
                 raise
         finally:
             self._pending.discard(request_id)
+
+    async def _deliver(self, text: str) -> bool:
+        if self._send_now is None:
+            return self._send(text)
+        return await self._send_now(text)
 
     def _cancel(self, request_id: str, reason: str, extra: dict[str, Any] | None) -> None:
         if not self.closed:
