@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from carnb.errors import CarnbError, InvalidParams, StateFull
+from carnb.errors import InvalidParams, StateFull, ToolError, ToolTimeout
 
 from .dag import Plan, build_plan
 from .model import (
@@ -40,14 +40,6 @@ from .values import MISSING, precondition_failure, schema_violations
 log = logging.getLogger("carnb.agentir.executor")
 
 DEFAULT_CONCURRENCY = 64
-
-
-class ToolError(CarnbError):
-    """A tool call failed (the tool's fault, not carnb's): the message is the action's error."""
-
-
-class ToolTimeout(ToolError):
-    """A tool call ran past its ``timeout_ms``."""
 
 
 class ToolRunner(Protocol):

@@ -14,17 +14,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from carnb.errors import InvalidParams
+from carnb.errors import NothingToReplay
 
 # How a request carnb builds gives a tool result: its role and the key naming the call it
 # answers, as the CAR agent loop writes them; the agent loop's own, when a recorded request
 # shows one, is used instead.
 TOOL_RESULT_STYLE = ("tool_result", "tool_use_id")
 ID_KEYS = ("tool_use_id", "tool_call_id")
-
-
-class NothingToReplay(InvalidParams):
-    """The run has no model turn: nothing to replay or fork."""
 
 
 @dataclass

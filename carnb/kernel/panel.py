@@ -1,12 +1,12 @@
 """The live status panel (ipywidgets 8): the notebook session and every connected session.
 
 Theory of operation. The panel is a view over session snapshots and reads the runtime only
-through its view methods (``watch``, ``asnapshots``, ``run_on_host``, ``call_soon``). Only the
-host thread writes its widgets: ``runtime.watch`` calls the panel on the host loop whenever a
+through its view methods (``watch``, ``asnapshots``, ``run_on_loop``, ``call_soon``). Only the
+loop thread writes its widgets: ``runtime.watch`` calls the panel on the server loop whenever a
 session changes, attaches or detaches, and all the panel does then is schedule a refresh.
 Refreshes are throttled (at most one per ``interval``; a burst of changes makes one refresh).
 Fact counts and run turn counts come with the snapshots (``Runtime.asnapshots`` fills a count a
-session does not know yet without blocking the host loop). Because the host thread owns the
+session does not know yet without blocking the server loop). Because the loop thread owns the
 updates,
 the panel moves while a cell is busy. The kernel thread only waits for a refresh to happen
 (:meth:`StatusPanel.flush`, after each cell), so the final state of a cell is sent while that
@@ -111,14 +111,14 @@ class StatusPanel:
 
     # -- lifecycle (kernel thread) ----------------------------------------------------------
     def start(self) -> StatusPanel:
-        self.runtime.run_on_host(self._astart(), timeout=30)
+        self.runtime.run_on_loop(self._astart(), timeout=30)
         return self
 
     def flush(self, timeout: float = 10) -> None:
-        """Refresh now on the host thread and wait for it (called after each cell)."""
+        """Refresh now on the loop thread and wait for it (called after each cell)."""
         if self._closed or not self.runtime.running:
             return
-        self.runtime.run_on_host(self.aflush(), timeout=timeout)
+        self.runtime.run_on_loop(self.aflush(), timeout=timeout)
 
     def close(self) -> None:
         """Detach every listener and close the widgets (idempotent). Every output that showed
@@ -133,9 +133,9 @@ class StatusPanel:
                 log.exception("replacing the panel's outputs with its last state failed")
         if self.runtime.running:
             try:
-                self.runtime.run_on_host(self._aclose(), timeout=10)
+                self.runtime.run_on_loop(self._aclose(), timeout=10)
             except Exception:
-                log.exception("closing the status panel on the host thread failed")
+                log.exception("closing the status panel on the loop thread failed")
         self._closed = True
         self._stop_watching()
         self.traces.close()
@@ -181,7 +181,7 @@ class StatusPanel:
             bundle["text/html"] = page(self.snapshot().html(), cls="carnb-panel-static")
         return bundle
 
-    # -- host thread --------------------------------------------------------------------------
+    # -- loop thread --------------------------------------------------------------------------
     async def _astart(self) -> None:
         self._unwatch = self.runtime.watch(self._schedule)
         self._unwatch_proposals = self.runtime.watch_proposals(self._on_proposal_event)
@@ -189,7 +189,7 @@ class StatusPanel:
         await self._arefresh()
 
     def _on_intent(self, intent: dict[str, Any]) -> None:
-        """A proposal was parked at the gate, decided or released (host loop)."""
+        """A proposal was parked at the gate, decided or released (server loop)."""
         if intent["outcome"] is None and not intent["released"]:
             self.waiting.add(intent["id"])
         else:
@@ -197,12 +197,12 @@ class StatusPanel:
         self._schedule()
 
     def _on_proposal_event(self, event: dict[str, Any]) -> None:
-        """An action of some session's proposal started or finished (host loop)."""
+        """An action of some session's proposal started or finished (server loop)."""
         self.proposals.on_event(event)
         self._schedule()
 
     async def aflush(self) -> None:
-        """Refresh now (on the host loop), dropping a pending throttled refresh."""
+        """Refresh now (on the server loop), dropping a pending throttled refresh."""
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
@@ -273,7 +273,7 @@ class StatusPanel:
             self.lingering.settle(run.run_id, turns)
         return bool(runs)
 
-    # -- rendering (host thread) --------------------------------------------------------------
+    # -- rendering (loop thread) --------------------------------------------------------------
     async def collect(self) -> list[dict[str, Any]]:
         me = self.runtime.notebook().get("client_id")
         rows = await self.runtime.asnapshots()

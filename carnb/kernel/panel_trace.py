@@ -3,9 +3,9 @@ ones it still shows greyed); a click opens that run's live trace (:class:`LiveTr
 ``%car run trace --live``) inside the panel, one at a time, with a close button.
 
 Threads. A click arrives on the kernel thread (ipywidgets delivers widget events there): it
-reads the trace as the notebook's session, every page of it, then asks the host thread to put the
-view in place and waits. The buttons and the box are written on the host thread only, and the
-live timeline grows from the host thread as records are committed, as it does in a cell.
+reads the trace as the notebook's session, every page of it, then asks the loop thread to put the
+view in place and waits. The buttons and the box are written on the loop thread only, and the
+live timeline grows from the loop thread as records are committed, as it does in a cell.
 """
 
 from __future__ import annotations
@@ -74,15 +74,15 @@ class PanelTraces:
         except (CarnbError, TimeoutError) as exc:
             error = exc.message if isinstance(exc, CarnbError) else str(exc)
             log.info("the panel could not open the trace of %s: %s", run_id, error)
-            self.runtime.run_on_host(self._ashow(None, run_id, error), timeout=READ_TIMEOUT)
+            self.runtime.run_on_loop(self._ashow(None, run_id, error), timeout=READ_TIMEOUT)
             return None
-        self.runtime.run_on_host(self._ashow(live, run_id, ""), timeout=READ_TIMEOUT)
+        self.runtime.run_on_loop(self._ashow(live, run_id, ""), timeout=READ_TIMEOUT)
         return live
 
     def close_trace(self) -> None:
         """Close the trace shown, if any."""
         if not self._closed and self.runtime.running:
-            self.runtime.run_on_host(self._ashow(None, "", ""), timeout=READ_TIMEOUT)
+            self.runtime.run_on_loop(self._ashow(None, "", ""), timeout=READ_TIMEOUT)
 
     def _read(self, run_id: str) -> dict[str, Any]:
         def call(method: str, params: dict[str, Any]) -> Any:
@@ -97,7 +97,7 @@ class PanelTraces:
             )
         return trace
 
-    # -- host thread ----------------------------------------------------------------------------
+    # -- loop thread ----------------------------------------------------------------------------
     def show_runs(self, runs: list[tuple[str, bool]]) -> None:
         """One button per run; a button is kept (not re-made) while its run stays shown."""
         import ipywidgets as w

@@ -8,15 +8,8 @@ from typing import Any
 
 import pytest
 
-from carnb.agentir import (
-    DictStateStore,
-    PolicySet,
-    ProgressEvent,
-    ProposalResult,
-    ToolError,
-    execute_proposal,
-)
-from carnb.errors import InvalidParams
+from carnb.agentir import DictStateStore, PolicySet, ProgressEvent, ProposalResult, execute_proposal
+from carnb.errors import InvalidParams, ToolError
 from tests.agentir.helpers import ScriptedRunner, call, forever, proposal, registry, write
 
 RESULT_KEYS = {

@@ -142,7 +142,7 @@ def test_context_query_waits_its_turn_on_the_graph(runtime, connect_client) -> N
     async def hold() -> None:
         await gate.lock.acquire()
 
-    runtime.run_on_host(hold())
+    runtime.run_on_loop(hold())
     replies: list[dict[str, Any]] = []
     caller = threading.Thread(
         target=lambda: replies.append(c.call("infer", ask(context_query="deploy")))

@@ -39,7 +39,6 @@ from carnb.agentir import (
     DictStateStore,
     PolicySet,
     ProposalResult,
-    ToolError,
     execute_proposal,
     parse_proposal,
 )
@@ -59,16 +58,13 @@ from carnb.app.steps import (
     tool_result_style,
 )
 from carnb.app.toolhub import SessionRunner
+from carnb.errors import ToolError, Unreachable
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
 
 log = logging.getLogger("carnb.app.forks")
 
 FINISH = "finish"  # the tool an agent loop ends with (its answer is the run's summary)
-
-
-class Unreachable(ToolError):
-    """A fork's tool call has nowhere to go."""
 
 
 @dataclass

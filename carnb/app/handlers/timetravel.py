@@ -18,12 +18,8 @@ from carnb.app.schedule import in_thread
 from carnb.app.services import Services
 from carnb.app.steps import model_steps, require_steps
 from carnb.config import FORK_MAX_TURNS, FORK_TURN_LIMIT, MAX_RUNNING_FORKS
-from carnb.errors import CarnbError, InvalidParams, NotFound
+from carnb.errors import CarnbError, InvalidParams, NotFound, TooManyForks
 from carnb.protocol.session import ClientSession
-
-
-class TooManyForks(CarnbError):
-    """This session already drives as many forks as it may."""
 
 
 def _store(svc: Services) -> RunLog:
