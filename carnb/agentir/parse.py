@@ -49,6 +49,8 @@ def _at(where: str, field: str | None) -> str:
 
 
 def _object(value: Any, where: str, field: str | None = None) -> dict[str, Any]:
+    if type(value) is dict:  # what JSON decodes to; Mapping's check is ten times slower
+        return dict(value)
     if not isinstance(value, Mapping):
         raise _fail(where, "must be an object", field)
     return dict(value)
