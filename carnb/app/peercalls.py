@@ -4,7 +4,9 @@ Theory of operation. Each socket session has one :class:`PeerCalls`, made by the
 (``carnb/server/ws.py``) with a function that queues a text frame to that peer. A call gets an
 id from the server's own id space (``cb-1``, ``cb-2``, ...: strings, so they never mix with the
 peer's own request ids, which only travel the other way) and waits with a deadline in a
-:class:`~carnb.app.pending.Pending`. The peer's response frame, a JSON-RPC object with
+:class:`~carnb.app.pending.Pending`; the deadline also bounds writing the request (the
+connection may write it from the caller's task, which then waits while the peer's socket is
+full). The peer's response frame, a JSON-RPC object with
 ``result`` or ``error`` and no ``method``, reaches :meth:`PeerCalls.resolve` through
 :meth:`~carnb.server.dispatch.Dispatcher.receive`; a response nobody waits for (late,
 duplicated, invented) is logged and dropped. A call that times out or whose waiter is

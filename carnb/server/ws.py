@@ -3,7 +3,8 @@
 Runs on the server loop (``websockets`` asyncio API). This module only moves frames: each frame
 read goes to :meth:`~carnb.server.dispatch.Dispatcher.receive` in order (frames longer than
 ``PARSE_OFF_LOOP_CHARS`` are parsed on the bulk thread first), and its outcome is carried
-out: a reply is sent at once; a deferred reply runs as a task (at most
+out: a reply is sent at once, by the reader itself (most frames: no task or coroutine of their
+own); a deferred reply runs as a task (at most
 ``max_in_flight`` at a time, so a client that floods requests is slowed down rather than
 buffered without bound) and is sent when done, out of order, matched by ``id``; a close sends
 its reply and closes the socket. A connection that has not authenticated within
@@ -12,9 +13,10 @@ its reply and closes the socket. A connection that has not authenticated within
 any of it is read or parsed); the configured ``max_frame_bytes`` applies from the moment
 ``session.auth`` succeeds (set before its reply is sent). Notifications to the peer go through
 a bounded outbox; a peer that does not read them is disconnected rather than buffered forever.
-Requests the server sends the peer (``tools.execute``) take the same outbox, through the
-connection's :class:`~carnb.app.peercalls.PeerCalls`; when the connection ends its pending
-calls fail.
+Requests the server sends the peer (``tools.execute``) go through the connection's
+:class:`~carnb.app.peercalls.PeerCalls`: written at once from the caller's task when nothing is
+queued before them (a turn of the loop sooner than the writer would), else into the same outbox
+behind what is queued; when the connection ends its pending calls fail.
 """
 
 from __future__ import annotations
