@@ -296,13 +296,14 @@ class SessionServer:
     ) -> bool:
         """Write one request to the peer from the caller's task when nothing is queued before
         it (one turn of the loop sooner than the writer would); else queue it. ``False``: the
-        peer is gone or does not read."""
+        peer does not read. A connection found closing takes the queue too, so the call ends as
+        any call the peer leaves unanswered does, when the connection ends."""
         if session.closed or not outbox.idle():
             return self._queue(ws, session, outbox, text)
         try:
             await ws.send(text)
         except ConnectionClosed:
-            return False
+            return self._queue(ws, session, outbox, text)
         return True
 
     @staticmethod
