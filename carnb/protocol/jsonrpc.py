@@ -372,7 +372,7 @@ def parse_object(obj: Any) -> Message:
     has_id = id_ is not _NO_ID
     if not has_id:
         id_ = None
-    elif not _valid_id(id_):
+    elif type(id_) is not int and type(id_) is not str and not _valid_id(id_):
         return Invalid(InvalidRequest("invalid request: id must be a string, number or null"))
     method = obj.get("method")
     if method is None:

@@ -218,8 +218,10 @@ class Dispatcher:
     def _start(self, method: Method, session: ClientSession, params: Any) -> Any:
         """Begin a resolved call: an inline handler's result, or a :class:`Later` for what
         must wait (a task-mode handler's coroutine, or an inline handler that deferred)."""
-        if isinstance(params, list) and method.array_params is not None:
-            args: dict[str, Any] = {method.array_params: params}
+        if type(params) is dict:  # the usual case, without a call
+            args: dict[str, Any] = params
+        elif isinstance(params, list) and method.array_params is not None:
+            args = {method.array_params: params}
         else:
             args = params_object(params)
         return start(method.mode, method.fn, session, args, self.services)
