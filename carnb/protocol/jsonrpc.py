@@ -287,18 +287,18 @@ _raw_decode = _DECODER.raw_decode
 
 
 def _loads(text: str) -> Any:
-    """``_decode(text)``. A frame that is one object from its first character to its last, as
-    every client sends them, is decoded with ``raw_decode``, skipping the two whitespace scans
-    of ``decode``; anything else (whitespace around it, extra data, an error) takes ``decode``,
-    so it gets the same value or the same error."""
-    if text[:1] == "{":
-        try:
-            obj, end = _raw_decode(text)
-        except (ValueError, RecursionError):
-            end = -1
-        if end == len(text):
-            return obj
-    return _decode(text)
+    """``_decode(text)``, parsing the text once. A frame that is one object from its first
+    character, as every client sends them, skips ``decode``'s leading whitespace scan and, when
+    the object ends the frame, its trailing one: ``decode`` calls ``raw_decode`` at index 0 for
+    such a frame, so the value and every error are the same."""
+    if text[:1] != "{":
+        return _decode(text)
+    obj, end = _raw_decode(text)
+    if end != len(text):
+        rest = text[end:].lstrip(" \t\n\r")  # JSON's whitespace, which decode skips too
+        if rest:
+            raise json.JSONDecodeError("Extra data", text, len(text) - len(rest))
+    return obj
 
 
 # The most JSON values a frame parsed off the loop may hold, counted by its commas, colons and
