@@ -26,7 +26,7 @@ from carnb.agentir import ToolSchema
 from carnb.agentir.pyschema import schema_of_function
 from carnb.app.approvals import ApprovalLedger
 from carnb.app.handlers import build_table
-from carnb.app.handlers.inference import context_source
+from carnb.app.handlers.inference import context_source, record_served
 from carnb.app.methods import MethodTable, off_loop
 from carnb.app.models import PythonModel
 from carnb.app.prices import read_prices
@@ -520,6 +520,7 @@ class Runtime:
 
         async def run() -> dict[str, Any]:
             reply, request = await services.models.infer(params, context_source(services, session))
+            await record_served(services, session, request, reply)  # as for a client's infer
             return {"reply": reply, "request": request}
 
         result: dict[str, Any] = self.loop_thread.call(run(), timeout=timeout)

@@ -87,8 +87,9 @@ class DictStateStore:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """``action_started`` before each dispatch (with its attempt), ``action_finished`` once per
-    action with its final result (skipped and rejected actions included)."""
+    """``action_started`` before each dispatch (with its 1-based attempt), ``action_finished``
+    once per action with its final result (skipped and rejected actions included) and, as
+    ``attempt``, how many times it was dispatched (0: never ran)."""
 
     kind: Literal["action_started", "action_finished"]
     action_id: str
@@ -105,6 +106,7 @@ class _Outcome:
     stops_run: bool  # the action's failure_behavior says abort
     retries: int = 0
     dispatched_tool: bool = False
+    attempts: int = 0  # times the action ran (a tool call: dispatches; 0: rejected, skipped)
 
 
 def _result(
@@ -158,7 +160,9 @@ class _Run:
     def finish(self, outcome: _Outcome) -> _Outcome:
         if self.on_progress is not None:
             self.emit(
-                ProgressEvent("action_finished", outcome.result["action_id"], 0, outcome.result)
+                ProgressEvent(
+                    "action_finished", outcome.result["action_id"], outcome.attempts, outcome.result
+                )
             )
         return outcome
 
@@ -206,7 +210,7 @@ class _Run:
         result = _result(
             action, status, output=output, error=error, state_changes=changes, duration_ms=elapsed
         )
-        return self.finish(_Outcome(result, stops and status is ActionStatus.FAILED))
+        return self.finish(_Outcome(result, stops and status is ActionStatus.FAILED, attempts=1))
 
     def run_state_action(
         self, action: Action
@@ -258,10 +262,10 @@ class _Run:
             else:
                 elapsed = (time.perf_counter() - started) * 1000
                 result = _result(action, ActionStatus.SUCCEEDED, output=output, duration_ms=elapsed)
-                return _Outcome(result, False, attempt - 1, True)
+                return _Outcome(result, False, attempt - 1, True, attempt)
         elapsed = (time.perf_counter() - started) * 1000
         result = _result(action, ActionStatus.FAILED, error=error, duration_ms=elapsed)
-        return _Outcome(result, stops, attempts - 1, True)
+        return _Outcome(result, stops, attempts - 1, True, attempts)
 
     async def dispatch(self, action: Action, attempt: int) -> Any:
         assert action.tool is not None
@@ -294,6 +298,7 @@ async def execute_proposal(
     plan: Plan | None = None,
     denials: list[PolicyViolation] | None = None,
     max_concurrency: int = DEFAULT_CONCURRENCY,
+    attempts: dict[str, int] | None = None,
 ) -> ProposalResult:
     """Execute ``proposal`` and return the spec's ProposalResult (results in proposal order).
 
@@ -303,6 +308,10 @@ async def execute_proposal(
     ``policies.violations(...)`` (then ``policies`` is not consulted). At most ``max_concurrency``
     actions of a level run at once, so a wide level neither floods the tool runner nor holds
     the event loop for more than that many synchronous state actions at a time.
+
+    ``attempts``, when given, receives each action's attempt count by action id (how many times
+    it ran: a tool call retried under ``retry`` more than once; 0 when rejected or skipped).
+    The spec's ActionResult has no such field, so it is handed back beside the result.
     """
     if plan is None:
         plan = build_plan(proposal.actions)
@@ -346,6 +355,9 @@ async def execute_proposal(
                 outcomes[i] = run.finish(_Outcome(skipped, False))
 
     results = [outcomes[i].result for i in range(len(actions))]
+    if attempts is not None:
+        for i, action in enumerate(actions):
+            attempts[action.id] = outcomes[i].attempts
     return {"proposal_id": proposal.id, "results": results, "cost": _cost(outcomes.values())}
 
 

@@ -12,7 +12,8 @@ the panel moves while a cell is busy. The kernel thread only waits for a refresh
 (:meth:`StatusPanel.flush`, after each cell), so the final state of a cell is sent while that
 cell is still the parent message (nbclient stores it). Snapshots never contain tokens, so the
 panel cannot show one. A button per run shown opens that run's live trace inside the panel
-(:mod:`carnb.kernel.panel_trace`).
+(:mod:`carnb.kernel.panel_trace`). Forks started while the panel is open are listed under their
+parent run, and get a trace button under its button (:mod:`carnb.kernel.panel_forks`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from carnb.errors import CarnbError
 from carnb.kernel.browser_view import page_url
 from carnb.kernel.linger import LINGER_SECONDS, EndedRun, Lingering
+from carnb.kernel.panel_forks import Fork, PanelForks, forks_html, forks_text, trace_runs
 from carnb.kernel.panel_trace import PanelTraces, shown_runs
 from carnb.kernel.proposal_progress import ProposalProgress
 from carnb.kernel.render import Renderable, Table
@@ -86,15 +89,26 @@ class StatusPanel:
         self.mine = w.HTML()
         self.others = w.HTML()
         self.tools = w.HTML()  # tools and proposals, below the sessions
+        self.lineage = w.HTML()  # forks under their parent run
+        self.forks = PanelForks(linger)
         self.traces = PanelTraces(runtime)  # a button per run shown: its live trace
         self.widget = w.VBox(
-            [self.title, self.mine, self.others, self.traces.pick, self.traces.box, self.tools]
+            [
+                self.title,
+                self.mine,
+                self.others,
+                self.lineage,
+                self.traces.pick,
+                self.traces.box,
+                self.tools,
+            ]
         )
         self.widget.add_class("carnb-panel")
         self.widget.add_class(ROOT)
         self._unwatch: Callable[[], None] | None = None
         self._unwatch_proposals: Callable[[], None] | None = None
         self._unwatch_intents: Callable[[], None] | None = None
+        self._unwatch_runs: Callable[[], None] | None = None
         self.waiting: set[str] = set()  # intents parked at the gate, waiting for a decision
         self.proposals = ProposalProgress()
         self._pending: asyncio.TimerHandle | None = None
@@ -139,12 +153,18 @@ class StatusPanel:
         self._closed = True
         self._stop_watching()
         self.traces.close()
-        for widget in (self.title, self.mine, self.others, self.tools, self.widget):
+        for widget in (self.title, self.mine, self.others, self.lineage, self.tools, self.widget):
             widget.close()
 
     def snapshot(self) -> PanelSnapshot:
         """The panel as it is now, as static HTML that never changes."""
-        return PanelSnapshot(self._url(), list(self.rows), list(self.ended), clock(time.time()))
+        return PanelSnapshot(
+            self._url(),
+            list(self.rows),
+            list(self.ended),
+            clock(time.time()),
+            forks=self.forks.shown(),
+        )
 
     def _url(self) -> str:
         try:
@@ -164,7 +184,11 @@ class StatusPanel:
         from IPython.display import update_display
 
         last = PanelSnapshot(
-            f"{self._url()} (stopped)", list(self.rows), list(self.ended), clock(time.time())
+            f"{self._url()} (stopped)",
+            list(self.rows),
+            list(self.ended),
+            clock(time.time()),
+            forks=self.forks.shown(),
         )
         bundle = {
             "text/plain": last.text(),
@@ -186,7 +210,16 @@ class StatusPanel:
         self._unwatch = self.runtime.watch(self._schedule)
         self._unwatch_proposals = self.runtime.watch_proposals(self._on_proposal_event)
         self._unwatch_intents = self.runtime.watch_intents(self._on_intent)
+        try:
+            self._unwatch_runs = self.runtime.watch_runs(self._on_run_record)
+        except CarnbError:  # run tracing is off: no forks either
+            self._unwatch_runs = None
         await self._arefresh()
+
+    def _on_run_record(self, event: dict[str, Any]) -> None:
+        """A run record was committed (server loop): a fork started, moved or ended."""
+        if self.forks.note(event):
+            self._schedule()
 
     def _on_intent(self, intent: dict[str, Any]) -> None:
         """A proposal was parked at the gate, decided or released (server loop)."""
@@ -227,6 +260,9 @@ class StatusPanel:
         unwatch, self._unwatch_intents = self._unwatch_intents, None
         if unwatch is not None:
             unwatch()
+        unwatch, self._unwatch_runs = self._unwatch_runs, None
+        if unwatch is not None:
+            unwatch()
 
     def _schedule(self) -> None:
         if self._closed or self._pending is not None:
@@ -242,7 +278,10 @@ class StatusPanel:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        delay = self.lingering.next_expiry()
+        delays = [
+            d for d in (self.lingering.next_expiry(), self.forks.next_expiry()) if d is not None
+        ]
+        delay = min(delays) if delays else None
         if delay is not None:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(delay + 0.05, self._schedule)
@@ -310,7 +349,9 @@ class StatusPanel:
         self.mine.value = mine
         self.others.value = others
         self.tools.value = panel_tools_html(rows + ended)
-        self.traces.show_runs(shown_runs(rows, self.ended))
+        runs, forks = shown_runs(rows, self.ended), self.forks.shown()
+        self.lineage.value = forks_html(runs, forks)
+        self.traces.show_runs(trace_runs(runs, forks))
 
 
 def _turns(r: dict[str, Any]) -> Any:
@@ -467,20 +508,29 @@ class PanelSnapshot(Renderable):
     ``.ended`` hold the sessions it shows."""
 
     def __init__(
-        self, url: str, rows: list[dict[str, Any]], ended: list[dict[str, Any]], moment: str = ""
+        self,
+        url: str,
+        rows: list[dict[str, Any]],
+        ended: list[dict[str, Any]],
+        moment: str = "",
+        *,
+        forks: list[Fork] | None = None,
     ) -> None:
         self.url = url
         self.rows = rows
         self.ended = ended
         self.moment = moment
+        self.forks = forks or []
 
     def text(self) -> str:
         at = f" (snapshot at {self.moment})" if self.moment else ""
         tools = panel_tools_text(self.rows + self.ended)
+        lineage = forks_text(shown_runs(self.rows, self.ended), self.forks)
         text = f"carnb · {self.url}{at}\n" + panel_text(self.rows, self.ended)
-        return f"{text}\n\n{tools}" if tools else text
+        return "\n\n".join(part for part in (text, lineage, tools) if part)
 
     def html(self) -> str:
         title, mine, others = render(self.url, self.rows, self.ended, moment=self.moment)
+        lineage = forks_html(shown_runs(self.rows, self.ended), self.forks)
         tools = panel_tools_html(self.rows + self.ended)
-        return f'<div class="carnb-snapshot">{title}{mine}{others}{tools}</div>'
+        return f'<div class="carnb-snapshot">{title}{mine}{others}{lineage}{tools}</div>'

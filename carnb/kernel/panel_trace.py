@@ -98,24 +98,25 @@ class PanelTraces:
         return trace
 
     # -- loop thread ----------------------------------------------------------------------------
-    def show_runs(self, runs: list[tuple[str, bool]]) -> None:
-        """One button per run; a button is kept (not re-made) while its run stays shown."""
+    def show_runs(self, runs: list[tuple[str, bool, str]]) -> None:
+        """One button per run ``(run id, ended, label prefix)``; a button is kept (not re-made)
+        while its run stays shown."""
         import ipywidgets as w
 
-        for run_id, ended in runs:
+        for run_id, ended, lead in runs:
             button = self.buttons.get(run_id)
             if button is None:
                 button = w.Button(tooltip=f"live trace of {run_id}", layout=w.Layout(width="auto"))
                 button.add_class("carnb-trace-run")
                 button.on_click(lambda _button, rid=run_id: self.open(rid))
                 self.buttons[run_id] = button
-            text = shorten(run_id) + (" (ended)" if ended else "")
+            text = lead + shorten(run_id) + (" (ended)" if ended else "")
             if button.description != text:
                 button.description = text
-        kept = {run_id for run_id, _ in runs}
+        kept = {run_id for run_id, _, _ in runs}
         for run_id in [r for r in self.buttons if r not in kept]:
             self.buttons.pop(run_id).close()
-        children = (self._label, *(self.buttons[r] for r, _ in runs)) if runs else ()
+        children = (self._label, *(self.buttons[r] for r, _, _ in runs)) if runs else ()
         if self.pick.children != children:
             self.pick.children = children
 

@@ -280,6 +280,7 @@ def test_record_model_turn_and_proposal_turns_make_one_ordered_trace(runtime, co
         "parameters": {"x": 1},
         "status": "succeeded",
         "output": {"echoed": 1},
+        "attempt": 1,
         "duration_ms": event["record"]["turn"]["duration_ms"],
     }
     model_turn = alice.call("runs.get_trace", {"run_id": rid})["records"][1]

@@ -276,6 +276,7 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
         )
         if refused is not None:
             return refused
+    attempts: dict[str, int] = {}
     result = await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
@@ -284,8 +285,9 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
         plan=prepared.plan,
         denials=prepared.denials,
         on_progress=svc.tools.progress(s, proposal.id),
+        attempts=attempts,
     )
-    await record_proposal(svc, s, proposal, result)
+    await record_proposal(svc, s, proposal, result, attempts)
     return result
 
 
