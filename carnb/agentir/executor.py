@@ -148,6 +148,8 @@ class _Run:
         return self.state.get(key) if self.state.exists(key) else MISSING
 
     def emit(self, event: ProgressEvent) -> None:
+        """Hand ``event`` to the progress callback (callers test ``on_progress`` first, so no
+        event is made when nobody watches)."""
         if self.on_progress is None:
             return
         try:
@@ -156,11 +158,12 @@ class _Run:
             log.exception("progress callback failed on %s", event.kind)
 
     def finish(self, outcome: _Outcome) -> _Outcome:
-        self.emit(
-            ProgressEvent(
-                "action_finished", outcome.result["action_id"], outcome.attempts, outcome.result
+        if self.on_progress is not None:
+            self.emit(
+                ProgressEvent(
+                    "action_finished", outcome.result["action_id"], outcome.attempts, outcome.result
+                )
             )
-        )
         return outcome
 
     def blocked(self, action: Action) -> str | None:
@@ -200,7 +203,8 @@ class _Run:
         if action.type is ActionType.TOOL_CALL:
             return self.finish(await self.call_tool(action, stops))
         started = time.perf_counter()
-        self.emit(ProgressEvent("action_started", action.id, 1))
+        if self.on_progress is not None:
+            self.emit(ProgressEvent("action_started", action.id, 1))
         status, output, error, changes = self.run_state_action(action)
         elapsed = (time.perf_counter() - started) * 1000
         result = _result(
@@ -246,7 +250,8 @@ class _Run:
         error = ""
         attempts = action.attempts()
         for attempt in range(1, attempts + 1):
-            self.emit(ProgressEvent("action_started", action.id, attempt))
+            if self.on_progress is not None:
+                self.emit(ProgressEvent("action_started", action.id, attempt))
             try:
                 output = await self.dispatch(action, attempt)
             except ToolError as exc:
