@@ -1,4 +1,4 @@
-"""Benchmark the OpenTelemetry export: the work it adds where records are written (the host loop
+"""Benchmark the OpenTelemetry export: the work it adds where records are written (the server loop
 or a store thread), and how long a 1,000-turn run takes to reach the endpoint; and the lifetime
 cost read from the run store, with a bystander's round trips meanwhile.
 

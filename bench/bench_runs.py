@@ -4,7 +4,7 @@ Usage: ``.venv/bin/python bench/bench_runs.py [--quick] [--section NAME ...]``
 
 Prints a Markdown table (measure | value | goal | ok) and writes ``bench/results/runs.json``.
 The goals come from docs/architecture.md, Threading: a store call that stays under ~5 ms may
-run inline on the host loop, so per-call p99 latency is the figure that matters; throughput
+run inline on the server loop, so per-call p99 latency is the figure that matters; throughput
 is reported beside it.
 
 Sections are functions in ``SECTIONS`` (name -> fn(quick) -> rows), run in order. The
@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
 from carnb.runs import Caller, RunStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "runs.json"
-AGENT = Caller(session_id="bench", agent_id="bench-agent")
+AGENT = Caller(client_id="bench", agent_id="bench-agent")
 INLINE_BUDGET_MS = 5.0  # docs/architecture.md: sync engine calls under ~5 ms may run on the loop
 
 

@@ -1,9 +1,9 @@
-"""The composition root: the host thread, the application, the server, engines, connection file.
+"""The composition root: the loop thread, the application, the server, engines, connection file.
 
 A :class:`Runtime` is what ``%load_ext carnb`` and ``python -m carnb serve`` start. It mints the
-launch secrets, starts the host thread and the WebSocket server on it, gives the notebook its
+launch secrets, starts the loop thread and the WebSocket server on it, gives the notebook its
 own socketless session (authenticated as host), writes the connection file, and tears all of
-that down again in :meth:`Runtime.close` (idempotent; a ``weakref.finalize`` in the host thread
+that down again in :meth:`Runtime.close` (idempotent; a ``weakref.finalize`` in the loop thread
 is the backstop).
 """
 
@@ -26,7 +26,7 @@ from carnb.agentir import ToolSchema
 from carnb.agentir.pyschema import schema_of_function
 from carnb.app.approvals import ApprovalLedger
 from carnb.app.handlers import build_table
-from carnb.app.handlers.inference import context_source
+from carnb.app.handlers.inference import context_source, record_served
 from carnb.app.methods import MethodTable, off_loop
 from carnb.app.models import PythonModel
 from carnb.app.prices import read_prices
@@ -45,7 +45,7 @@ from carnb.protocol.session import ClientSession, new_client_id
 from carnb.runs import RunStore
 from carnb.runs.access import NAME_PREFIX
 from carnb.server.dispatch import Dispatcher
-from carnb.server.hostthread import HostThread
+from carnb.server.loopthread import LoopThread
 from carnb.server.ws import ServerConfig, SessionServer
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def set_current(rt: Runtime | None) -> None:
 class Runtime:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.host = HostThread()
+        self.loop_thread = LoopThread()
         self.credentials = Credentials(auth_enabled=self.settings.auth)
         for name in self.settings.agents:
             self.credentials.agents.register(name)
@@ -91,7 +91,7 @@ class Runtime:
     # -- properties ------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self.server is not None and self.host.running
+        return self.server is not None and self.loop_thread.running
 
     @property
     def url(self) -> str:
@@ -124,9 +124,9 @@ class Runtime:
                 return self
             home = self.settings.home
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.host.start()
+            self.loop_thread.start()
             try:
-                self.host.call(self._astart(), timeout=60)
+                self.loop_thread.call(self._astart(), timeout=60)
                 self._write_connection_file()
             except BaseException:
                 self.close()
@@ -222,7 +222,7 @@ class Runtime:
             team.listen()  # every engine has registered its channels
 
     def _graph_counted(self, key: tuple[str, str], count: int) -> None:
-        """On the host loop: a write (through any server of the team store) left the graph
+        """On the server loop: a write (through any server of the team store) left the graph
         ``key`` with ``count`` facts; the sessions here bound to it show that count."""
         services, home = self.services, self._memory_home
         if services is None or home is None:
@@ -257,12 +257,12 @@ class Runtime:
     def close(self) -> None:
         """Stop the server, end every session, close engines and browsers, stop the thread."""
         with self._lock:
-            if self.host.running:
+            if self.loop_thread.running:
                 try:
-                    self.host.call(self._aclose(), timeout=30)
+                    self.loop_thread.call(self._aclose(), timeout=30)
                 except Exception:
                     log.exception("carnb runtime did not stop cleanly")
-            self.host.stop()
+            self.loop_thread.stop()
             self.server = None
             self._remove_connection_file()
             if _current is self:
@@ -295,29 +295,29 @@ class Runtime:
 
     # -- calls -----------------------------------------------------------------------------
     def call(self, method: str, params: Any = None, *, timeout: float | None = 120) -> Any:
-        """Call a method as the notebook's session, from any thread but the host thread."""
-        return self.host.call(self._invoke(method, params), timeout=timeout)
+        """Call a method as the notebook's session, from any thread but the loop thread."""
+        return self.loop_thread.call(self._invoke(method, params), timeout=timeout)
 
     async def acall(self, method: str, params: Any = None) -> Any:
         """The same from async code (an async cell on the kernel's loop)."""
-        return await self.host.wrap(self._invoke(method, params))
+        return await self.loop_thread.wrap(self._invoke(method, params))
 
     def _invoke(self, method: str, params: Any) -> Coroutine[Any, Any, Any]:
         if self.dispatcher is None or self.session is None:
             raise CarnbError("the carnb runtime is not started")
         return self.dispatcher.invoke(self.session, method, params)
 
-    def run_on_host(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 120) -> Any:
-        """Run ``coro`` on the host loop and wait (Ctrl-C and the timeout cancel it)."""
-        return self.host.call(coro, timeout=timeout)
+    def run_on_loop(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 120) -> Any:
+        """Run ``coro`` on the server loop and wait (Ctrl-C and the timeout cancel it)."""
+        return self.loop_thread.call(coro, timeout=timeout)
 
     def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        """Schedule ``coro`` on the host loop without waiting."""
-        return self.host.submit(coro)
+        """Schedule ``coro`` on the server loop without waiting."""
+        return self.loop_thread.submit(coro)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the host loop (inline when already there; dropped once stopped)."""
-        self.host.call_soon(fn, *args)
+        """Run ``fn(*args)`` on the server loop (inline if already there; dropped once stopped)."""
+        self.loop_thread.call_soon(fn, *args)
 
     # -- notebook tools --------------------------------------------------------------------
     def register_tool(
@@ -353,18 +353,18 @@ class Runtime:
             if not all(isinstance(a, str) for a in shared):
                 raise CarnbError("share must be True, False or a list of agent ids")
         tool = LocalTool(schema, fn, timeout=timeout, share=shared, approve=bool(approve))
-        self._on_host(self._add_tool, tool)
+        self._on_loop(self._add_tool, tool)
         return schema
 
     def watch_proposals(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        """Call ``fn(event)`` on the host loop as actions of any session's proposal start and
+        """Call ``fn(event)`` on the server loop as actions of any session's proposal start and
         finish (see :meth:`carnb.app.toolhub.ToolHub.watch`); returns the remover."""
         if self.services is None:
             raise CarnbError("the carnb runtime is not started")
         return self.services.tools.watch(fn)
 
     def session_tools(self, session: ClientSession) -> list[dict[str, Any]]:
-        """On the host loop: the tools in force for ``session`` (its own plus the notebook's
+        """On the server loop: the tools in force for ``session`` (its own plus the notebook's
         shared with it), sorted by name: the ``tools.list`` entry plus ``shared`` (``None``
         for a session's own client tool; for a notebook tool, ``True``, ``False`` or its
         sorted agent ids) and ``from_notebook``."""
@@ -385,7 +385,7 @@ class Runtime:
         return rows
 
     async def atools(self) -> list[dict[str, Any]]:
-        """On the host loop: every live session with its tools
+        """On the server loop: every live session with its tools
         (``{client_id, kind, agent_id, tools: [...]}``, see :meth:`session_tools`)."""
         if self.services is None:
             return []
@@ -441,11 +441,11 @@ class Runtime:
         key = f"python:{name or getattr(fn, '__name__', 'supervisor')}"
         services = self._services()
         notify = function_supervisor(services.supervision, key, fn, timeout)
-        self._on_host(services.supervision.add, key, flt, notify)
+        self._on_loop(services.supervision.add, key, flt, notify)
         return key
 
     def watch_intents(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        """Call ``fn(intent)`` on the host loop as proposals are parked at the gate, decided
+        """Call ``fn(intent)`` on the server loop as proposals are parked at the gate, decided
         and released (the intent with full parameters and its decisions); returns the
         remover."""
         supervision = self._services().supervision
@@ -453,18 +453,18 @@ class Runtime:
 
     def remove_supervisor(self, key: str) -> bool:
         """Stop a supervisor ``add_supervisor`` made; what it left parked fails closed."""
-        return bool(self._on_host(self._services().supervision.unsubscribe, key))
+        return bool(self._on_loop(self._services().supervision.unsubscribe, key))
 
     def _services(self) -> Services:
         if self.services is None:
             raise CarnbError("the carnb runtime is not started")
         return self.services
 
-    def _on_host(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         async def run() -> Any:
             return fn(*args)
 
-        return self.host.call(run(), timeout=30)
+        return self.loop_thread.call(run(), timeout=30)
 
     # -- notebook models -------------------------------------------------------------------
     def register_model(
@@ -493,14 +493,14 @@ class Runtime:
             raise CarnbError("the carnb runtime is not started")
         backend = PythonModel(fn, self.services.models.pool, embed_fn=embed, timeout=timeout)
         models = self.services.models
-        self._on_host(lambda: models.add(model_name, backend, default=default))
+        self._on_loop(lambda: models.add(model_name, backend, default=default))
         return model_name
 
     def unregister_model(self, name: str) -> bool:
         """Remove a model; ``False`` if there was none of that name."""
         if self.services is None:
             raise CarnbError("the carnb runtime is not started")
-        removed: bool = self._on_host(self.services.models.remove, name)
+        removed: bool = self._on_loop(self.services.models.remove, name)
         return removed
 
     def models(self) -> dict[str, Any]:
@@ -520,9 +520,10 @@ class Runtime:
 
         async def run() -> dict[str, Any]:
             reply, request = await services.models.infer(params, context_source(services, session))
+            await record_served(services, session, request, reply)  # as for a client's infer
             return {"reply": reply, "request": request}
 
-        result: dict[str, Any] = self.host.call(run(), timeout=timeout)
+        result: dict[str, Any] = self.loop_thread.call(run(), timeout=timeout)
         return result
 
     def chat(
@@ -539,7 +540,7 @@ class Runtime:
             ack = await dispatcher.invoke(session, "agents.chat", params)
             return await services.chats.wait(ack["session_id"], timeout)
 
-        events: list[dict[str, Any]] = self.host.call(run(), timeout=timeout + 5)
+        events: list[dict[str, Any]] = self.loop_thread.call(run(), timeout=timeout + 5)
         return events
 
     # -- agents ----------------------------------------------------------------------------
@@ -602,7 +603,7 @@ class Runtime:
         return [s.snapshot() for s in self.services.sessions]
 
     async def asnapshots(self) -> list[dict[str, Any]]:
-        """On the host loop: :meth:`snapshots` with every fact count known.
+        """On the server loop: :meth:`snapshots` with every fact count known.
 
         A session without a graph yet has 0 facts (its graph starts empty). A count a session
         with a graph does not hold yet is asked for as that session (``memory.fact_count``
@@ -629,23 +630,23 @@ class Runtime:
         return snaps
 
     def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
-        """Call ``on_change()`` on the host loop whenever a session changes, attaches or
-        detaches. Call this on the host loop; it returns the (idempotent) remover."""
+        """Call ``on_change()`` on the server loop whenever a session changes, attaches or
+        detaches. Call this on the server loop; it returns the (idempotent) remover."""
         if self.services is None:
             raise CarnbError("the carnb runtime is not started")
-        return _SessionWatch(self.services, self.host, on_change).remove
+        return _SessionWatch(self.services, self.loop_thread, on_change).remove
 
     def watch_runs(self, on_record: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-        """Call ``on_record(event)`` on the host loop for every record the run store commits
+        """Call ``on_record(event)`` on the server loop for every record the run store commits
         (``{run_id, agent_id, record, cursor, status}``, any run; callers filter). Safe from
         any thread; returns the (idempotent) remover."""
         store = self._run_store
         if store is None:
             raise CarnbError("run tracing is off in this runtime (Settings(runs=False))")
-        host = self.host
+        loop_thread = self.loop_thread
 
         def forward(event: dict[str, Any]) -> None:  # in the writing thread, store lock held
-            host.call_soon(on_record, event)
+            loop_thread.call_soon(on_record, event)
 
         return store.add_listener(forward)
 
@@ -711,11 +712,13 @@ async def _count(dispatcher: Dispatcher, session: ClientSession) -> int | None:
 class _SessionWatch:
     """One observer of every session: a listener on each live session (added as sessions
     attach, removed as they detach) and a host-event watcher; each change calls ``on_change``
-    on the host loop. Listeners may fire on any thread, so they only hand over to the loop."""
+    on the server loop. Listeners may fire on any thread, so they only hand over to the loop."""
 
-    def __init__(self, services: Services, host: HostThread, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self, services: Services, loop_thread: LoopThread, on_change: Callable[[], None]
+    ) -> None:
         self._services = services
-        self._host = host
+        self._loop_thread = loop_thread
         self._on_change = on_change
         self._listeners: dict[str, Callable[[], None]] = {}
         self._closed = False
@@ -723,7 +726,7 @@ class _SessionWatch:
             self._add(session)
         self._unwatch_events = services.events.watch(self._on_event)
         # a metered call changes its run's tokens and cost, not its session
-        self._unwatch_meter = services.meter.watch(lambda: host.call_soon(self._changed))
+        self._unwatch_meter = services.meter.watch(lambda: loop_thread.call_soon(self._changed))
 
     def remove(self) -> None:
         self._closed = True
@@ -738,20 +741,20 @@ class _SessionWatch:
             self._listeners[session.client_id] = session.add_listener(self._on_session)
 
     def _on_session(self, session: ClientSession, snap: dict[str, Any]) -> None:
-        self._host.call_soon(self._changed)
+        self._loop_thread.call_soon(self._changed)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        self._host.call_soon(self._host_event, event)
+        self._loop_thread.call_soon(self._host_event, event)
 
     def _host_event(self, event: dict[str, Any]) -> None:
-        sid = (event.get("payload") or {}).get("session_id")
-        if isinstance(sid, str) and not self._closed:
+        client_id = (event.get("payload") or {}).get("session_id")
+        if isinstance(client_id, str) and not self._closed:
             if event.get("kind") == "session.attached":
-                session = self._services.sessions.get(sid)
+                session = self._services.sessions.get(client_id)
                 if session is not None:
                     self._add(session)
             elif event.get("kind") == "session.detached":
-                remove = self._listeners.pop(sid, None)
+                remove = self._listeners.pop(client_id, None)
                 if remove is not None:
                     remove()
         self._changed()

@@ -22,15 +22,15 @@ Choices where the spec is silent (checked against the official client's in-proce
   enumerating every pair.
 """
 
+from carnb.errors import ToolError, ToolTimeout
+
 from .dag import Plan, build_plan
 from .executor import (
     DictStateStore,
     ProgressCallback,
     ProgressEvent,
     StateStore,
-    ToolError,
     ToolRunner,
-    ToolTimeout,
     execute_proposal,
 )
 from .model import (

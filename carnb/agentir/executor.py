@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from carnb.errors import CarnbError, InvalidParams, StateFull
+from carnb.errors import InvalidParams, StateFull, ToolError, ToolTimeout
 
 from .dag import Plan, build_plan
 from .model import (
@@ -40,14 +40,6 @@ from .values import MISSING, precondition_failure, schema_violations
 log = logging.getLogger("carnb.agentir.executor")
 
 DEFAULT_CONCURRENCY = 64
-
-
-class ToolError(CarnbError):
-    """A tool call failed (the tool's fault, not carnb's): the message is the action's error."""
-
-
-class ToolTimeout(ToolError):
-    """A tool call ran past its ``timeout_ms``."""
 
 
 class ToolRunner(Protocol):
@@ -95,10 +87,11 @@ class DictStateStore:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """``action_started`` before each dispatch (with its attempt), ``action_finished`` once per
-    action with its final result (skipped and rejected actions included). ``tool`` is the tool
-    a ``tool_call`` action calls (``None`` for state actions), ``action_type`` the action's
-    type, so a view can name the action by what it does rather than by its id."""
+    """``action_started`` before each dispatch (with its 1-based attempt), ``action_finished``
+    once per action with its final result (skipped and rejected actions included) and, as
+    ``attempt``, how many times it was dispatched (0: never ran). ``tool`` is the tool a
+    ``tool_call`` action calls (``None`` for state actions), ``action_type`` the action's type,
+    so a view can name the action by what it does rather than by its id."""
 
     kind: Literal["action_started", "action_finished"]
     action_id: str
@@ -127,6 +120,7 @@ class _Outcome:
     stops_run: bool  # the action's failure_behavior says abort
     retries: int = 0
     dispatched_tool: bool = False
+    attempts: int = 0  # times the action ran (a tool call: dispatches; 0: rejected, skipped)
 
 
 def _result(
@@ -176,7 +170,7 @@ class _Run:
             log.exception("progress callback failed on %s", event.kind)
 
     def finish(self, action: Action, outcome: _Outcome) -> _Outcome:
-        self.emit(ProgressEvent.of("action_finished", action, 0, outcome.result))
+        self.emit(ProgressEvent.of("action_finished", action, outcome.attempts, outcome.result))
         return outcome
 
     def blocked(self, action: Action) -> str | None:
@@ -222,7 +216,9 @@ class _Run:
         result = _result(
             action, status, output=output, error=error, state_changes=changes, duration_ms=elapsed
         )
-        return self.finish(action, _Outcome(result, stops and status is ActionStatus.FAILED))
+        return self.finish(
+            action, _Outcome(result, stops and status is ActionStatus.FAILED, attempts=1)
+        )
 
     def run_state_action(
         self, action: Action
@@ -273,10 +269,10 @@ class _Run:
             else:
                 elapsed = (time.perf_counter() - started) * 1000
                 result = _result(action, ActionStatus.SUCCEEDED, output=output, duration_ms=elapsed)
-                return _Outcome(result, False, attempt - 1, True)
+                return _Outcome(result, False, attempt - 1, True, attempt)
         elapsed = (time.perf_counter() - started) * 1000
         result = _result(action, ActionStatus.FAILED, error=error, duration_ms=elapsed)
-        return _Outcome(result, stops, attempts - 1, True)
+        return _Outcome(result, stops, attempts - 1, True, attempts)
 
     async def dispatch(self, action: Action, attempt: int) -> Any:
         assert action.tool is not None
@@ -309,6 +305,7 @@ async def execute_proposal(
     plan: Plan | None = None,
     denials: list[PolicyViolation] | None = None,
     max_concurrency: int = DEFAULT_CONCURRENCY,
+    attempts: dict[str, int] | None = None,
 ) -> ProposalResult:
     """Execute ``proposal`` and return the spec's ProposalResult (results in proposal order).
 
@@ -318,6 +315,10 @@ async def execute_proposal(
     ``policies.violations(...)`` (then ``policies`` is not consulted). At most ``max_concurrency``
     actions of a level run at once, so a wide level neither floods the tool runner nor holds
     the event loop for more than that many synchronous state actions at a time.
+
+    ``attempts``, when given, receives each action's attempt count by action id (how many times
+    it ran: a tool call retried under ``retry`` more than once; 0 when rejected or skipped).
+    The spec's ActionResult has no such field, so it is handed back beside the result.
     """
     if plan is None:
         plan = build_plan(proposal.actions)
@@ -361,6 +362,9 @@ async def execute_proposal(
                 outcomes[i] = run.finish(actions[i], _Outcome(skipped, False))
 
     results = [outcomes[i].result for i in range(len(actions))]
+    if attempts is not None:
+        for i, action in enumerate(actions):
+            attempts[action.id] = outcomes[i].attempts
     return {"proposal_id": proposal.id, "results": results, "cost": _cost(outcomes.values())}
 
 

@@ -205,7 +205,7 @@ class Meter:
         with self._lock:
             event = self._inference(
                 agent=s.agent_id,
-                session_id=s.client_id,
+                client_id=s.client_id,
                 run_id=run_id,
                 model=reply.get("model_used"),
                 tokens_in=tokens_in,
@@ -258,7 +258,7 @@ class Meter:
         ended = _timestamp(record)
         self._inference(
             agent=agent,
-            session_id=None,
+            client_id=None,
             run_id=run_id,
             model=record.get("model_id"),
             tokens_in=tokens[0],
@@ -314,7 +314,7 @@ class Meter:
         self,
         *,
         agent: str | None,
-        session_id: str | None,
+        client_id: str | None,
         run_id: str | None,
         model: object,
         tokens_in: int,
@@ -331,7 +331,7 @@ class Meter:
             self._run_totals(run_id).add(tokens_in, tokens_out, cost)
         data = {
             "agent": agent,
-            "session_id": session_id,
+            "session_id": client_id,
             "run_id": run_id,
             "model": model_name,
             "tokens_in": tokens_in,

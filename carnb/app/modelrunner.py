@@ -19,7 +19,7 @@ and parses the reply (tool arguments are JSON text) in a worker thread. A runner
 the names it registered, and becomes the default model only when the host asks (``default:
 true`` with the host role); the host may remove any runner's model (``models.unregister``).
 
-Everything here runs on the host loop.
+Everything here runs on the server loop.
 """
 
 from __future__ import annotations
@@ -30,21 +30,21 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from carnb.app.models import ModelFailed, ModelHub, ModelTimeout, check_name
+from carnb.app.models import ModelHub, check_name
 from carnb.app.pending import Pending
 from carnb.config import MAX_RUNNER_CALL_CHARS
-from carnb.errors import Forbidden, InvalidParams, NotFound
+from carnb.errors import (
+    Forbidden,
+    InvalidParams,
+    ModelFailed,
+    ModelTimeout,
+    NotFound,
+    RunnerGone,
+    RunnerTooLarge,
+)
 from carnb.protocol.session import ClientSession
 
 DEFAULT_RUNNER_MODEL = "runner"
-
-
-class RunnerGone(ModelFailed):
-    """The runner disconnected before it answered."""
-
-
-class RunnerTooLarge(InvalidParams):
-    """A runner sent more than :data:`MAX_RUNNER_CALL_CHARS` for one call."""
 
 
 @dataclass

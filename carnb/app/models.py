@@ -6,7 +6,7 @@ talks to a provider, or a local model). :class:`ModelHub` keeps this server's mo
 * a :class:`PythonModel` is a callable ``fn(request) -> reply`` (sync or ``async def``) given by
   ``carnb.model(...)`` in the notebook or ``--model module:callable`` for ``serve``. Each call
   runs in a worker thread of the hub's own pool (an ``async def`` one gets its own event loop
-  there), bounded by the model's timeout: the host loop and a busy cell are never held; a call
+  there), bounded by the model's timeout: the server loop and a busy cell are never held; a call
   past its timeout is abandoned (Python threads cannot be killed) and answered with an error.
 * a runner model lives in another process: a WebSocket client that called
   ``inference.register_runner`` (:mod:`carnb.app.modelrunner`).
@@ -41,23 +41,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from carnb.app.schedule import in_thread
-from carnb.app.toolhub import WorkerPool
+from carnb.app.workers import WorkerPool
 from carnb.config import MAX_MODEL_TEXT_CHARS, MAX_MODELS, MODEL_TIMEOUT_S, MODEL_WORKERS
-from carnb.errors import CarnbError, ContentRefused, InvalidParams, NotFound
+from carnb.errors import (
+    CarnbError,
+    ContentRefused,
+    InvalidParams,
+    ModelFailed,
+    ModelNotFound,
+    ModelTimeout,
+    PoolClosed,
+)
 
 log = logging.getLogger("carnb.app.models")
-
-
-class ModelNotFound(NotFound):
-    """``infer`` named a model this server does not have (the message lists those it has)."""
-
-
-class ModelFailed(CarnbError):
-    """The model raised, returned a malformed reply, or its runner failed or went away."""
-
-
-class ModelTimeout(ModelFailed):
-    """The model did not answer within its timeout."""
 
 
 Reply = dict[str, Any]
@@ -97,7 +93,10 @@ class PythonModel:
         return self.embed_fn is not None
 
     async def _run(self, fn: Callable[..., Any], arg: Any, timeout: float) -> Any:
-        future = self.pool.submit(_call, fn, arg)
+        try:
+            future = self.pool.submit(_call, fn, arg)
+        except PoolClosed:
+            raise ModelFailed("the model runner is closed") from None
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.wrap_future(future)
@@ -133,7 +132,7 @@ class ModelHub:
         self.default: str | None = None
         self._traces = itertools.count(1)
 
-    # -- the registry (host loop) ----------------------------------------------------------
+    # -- the registry (server loop) ----------------------------------------------------------
     def names(self) -> list[str]:
         return list(self._models)
 
@@ -223,7 +222,7 @@ class ModelHub:
         known = ", ".join(self._models) or "none"
         return ModelNotFound(f"unknown model {name!r}; registered models: {known}")
 
-    # -- calls (host loop) -------------------------------------------------------------------
+    # -- calls (server loop) -------------------------------------------------------------------
     async def infer(
         self, params: Mapping[str, Any], context: ContextSource | None = None
     ) -> tuple[Reply, dict[str, Any]]:

@@ -12,7 +12,7 @@ cancelled (the proposal was abandoned, its action ran out of time) sends the pee
 ``tools.cancel`` notification with the same ``request_id``. When the connection ends every
 pending call fails at once with :class:`PeerGone`.
 
-Everything here runs on the host loop.
+Everything here runs on the server loop.
 """
 
 from __future__ import annotations
@@ -25,22 +25,10 @@ from typing import Any
 
 from carnb.app.pending import Pending
 from carnb.config import MAX_PENDING_CALLS
-from carnb.errors import CarnbError
+from carnb.errors import CallFailed, CallTimeout, PeerGone
 from carnb.protocol.jsonrpc import Response, notification_text, request_text
 
 log = logging.getLogger("carnb.app.peercalls")
-
-
-class CallFailed(CarnbError):
-    """The peer answered a server request with an error (its message is kept)."""
-
-
-class CallTimeout(CarnbError):
-    """The peer did not answer a server request in time (``tools.cancel`` was sent)."""
-
-
-class PeerGone(CarnbError):
-    """The peer disconnected (or could not be written to) before it answered."""
 
 
 class PeerCalls:

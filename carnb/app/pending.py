@@ -13,7 +13,7 @@ once it is over.
 Used by the requests sent to a client (``tools.execute``, ``agent.chat``:
 :class:`~carnb.app.peercalls.PeerCalls`), the calls of an inference runner
 (:class:`~carnb.app.modelrunner.RunnerModel`) and open chats
-(:class:`~carnb.app.chat.ChatRelay`). Everything here runs on the host loop.
+(:class:`~carnb.app.chat.ChatRelay`). Everything here runs on the server loop.
 """
 
 from __future__ import annotations

@@ -21,13 +21,19 @@ latency_ms}, truncated?}``
   messages (``messages_omitted``); ``truncated: true`` says something was cut.
 * Never a token: the launch's tokens are replaced by ``[redacted]`` wherever they appear.
 
-An ``infer`` whose model turn is never recorded (the next ``infer`` of the session comes first,
-or the run ends) is not kept.
+An ``infer`` whose model turn the agent never records is kept as a ``model_turn`` record of
+its own (its fields from the reply, ``turn_index`` null, the record's ``inference`` with
+``unattached: true``) as soon as it is clear none will come: when the same session, in the same
+run, next writes anything else (``runs.record_turns``, a proposal's or a decision's turns), asks
+``infer`` again, starts another run or ends the run (``runs.complete``, ``runs.cancel``, its
+connection closing). It therefore sits in the trace where it happened, before the tool turns that
+followed it. :meth:`InferenceRecorder.unattached` hands it out; the run handlers write it.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +53,35 @@ class _Pending:
     run_id: str
     record: dict[str, Any]
     request: dict[str, Any]  # the request, whole
+
+
+@dataclass(frozen=True)
+class Unattached:
+    """An inference no model turn took: the fields of the ``model_turn`` record it becomes."""
+
+    run_id: str
+    fields: dict[str, Any]  # runs.record_model_turn's fields, from the reply
+    inference: dict[str, Any]  # its ``inference`` (``unattached: true``)
+
+
+def unattached_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A model turn's fields from the (bounded) reply of an inference record."""
+    reply = record.get("reply") or {}
+    calls = reply.get("tool_calls")
+    usage = reply.get("usage")
+    latency = reply.get("latency_ms")
+    return {
+        "turn_index": None,
+        "assistant_text": reply.get("text") if isinstance(reply.get("text"), str) else "",
+        "requested_tool_calls": [c for c in calls if isinstance(c, dict)]
+        if isinstance(calls, list)
+        else [],
+        "model_id": reply.get("model_used") if isinstance(reply.get("model_used"), str) else None,
+        "token_usage": usage if isinstance(usage, dict) else None,
+        "duration_ms": latency
+        if isinstance(latency, int | float) and not isinstance(latency, bool) and latency >= 0
+        else None,
+    }
 
 
 class Bounder:
@@ -140,13 +175,15 @@ def _common_prefix(before: list[Any], now: list[Any]) -> int:
 
 
 class InferenceRecorder:
-    """Per session: the inference waiting for its model turn, and the last recorded request's
-    messages of each session's run (for ``messages_kept``)."""
+    """Per session: the inference waiting for its model turn, and the run's last recorded
+    request (for ``messages_kept``). Thread-safe: on PostgreSQL the run handlers that take an
+    inference run in worker threads while ``infer`` keeps one on the loop."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled  # Settings.record_inference
+        self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
-        self._requests: dict[tuple[str, str], dict[str, Any]] = {}
+        self._requests: dict[str, tuple[str, dict[str, Any]]] = {}  # client id -> (run, request)
 
     def remember(
         self,
@@ -154,30 +191,53 @@ class InferenceRecorder:
         request: Mapping[str, Any],
         reply: Mapping[str, Any],
         secrets: Iterable[str],
-    ) -> None:
+    ) -> Unattached | None:
+        """Keep an inference of ``session``'s current run until its model turn is recorded.
+        Returns the one it displaces (no model turn took it), to be written first."""
         run_id = session.current_run_id
         if run_id is None or not self.enabled:
-            return
-        key = (session.client_id, run_id)
-        record = inference_record(request, reply, secrets, self._requests.get(key))
-        self._pending[session.client_id] = _Pending(run_id, record, dict(request))
+            return None
+        displaced = self.unattached(session)  # first: this request's delta refers to it
+        with self._lock:
+            base = self._requests.get(session.client_id)
+        previous = base[1] if base is not None and base[0] == run_id else None
+        record = inference_record(request, reply, secrets, previous)
+        with self._lock:
+            self._pending[session.client_id] = _Pending(run_id, record, dict(request))
+        return displaced
 
     def take(self, session: ClientSession, run_id: str) -> dict[str, Any] | None:
         """The inference of ``session`` waiting for a model turn of ``run_id`` (once)."""
-        pending = self._pending.get(session.client_id)
-        if pending is None or pending.run_id != run_id:
-            return None
+        with self._lock:
+            pending = self._pending.get(session.client_id)
+            if pending is None or pending.run_id != run_id:
+                return None
+            return self._taken(session, pending)
+
+    def unattached(self, session: ClientSession) -> Unattached | None:
+        """The inference of ``session`` still waiting for a model turn, taken (once) to be
+        recorded as a model turn of its own: none will come now."""
+        with self._lock:
+            pending = self._pending.get(session.client_id)
+            if pending is None:
+                return None
+            record = {**self._taken(session, pending), "unattached": True}
+        return Unattached(pending.run_id, unattached_fields(record), record)
+
+    def _taken(self, session: ClientSession, pending: _Pending) -> dict[str, Any]:
         del self._pending[session.client_id]
         # only a recorded request is what the next one's delta refers to
-        self._forget(session)
-        if "messages_omitted" not in pending.record["request"]:
-            self._requests[(session.client_id, run_id)] = pending.request
+        if "messages_omitted" in pending.record["request"]:
+            self._requests.pop(session.client_id, None)
+        else:
+            self._requests[session.client_id] = (pending.run_id, pending.request)
         return pending.record
 
-    def drop(self, session: ClientSession) -> None:
-        self._pending.pop(session.client_id, None)
-        self._forget(session)
+    def waiting(self, session: ClientSession) -> bool:
+        """Whether an inference of ``session`` waits for its model turn (one dict lookup)."""
+        return session.client_id in self._pending
 
-    def _forget(self, session: ClientSession) -> None:
-        for key in [k for k in self._requests if k[0] == session.client_id]:
-            del self._requests[key]
+    def drop(self, session: ClientSession) -> None:
+        with self._lock:
+            self._pending.pop(session.client_id, None)
+            self._requests.pop(session.client_id, None)

@@ -4,7 +4,7 @@ Theory of operation. A method declares its ``mode`` (:mod:`carnb.app.methods`); 
 begins a call accordingly and everything a handler does that is not quick on the loop goes
 through a function of this module:
 
-* inline: the handler runs at once on the host loop, in frame order (microseconds: state,
+* inline: the handler runs at once on the server loop, in frame order (microseconds: state,
   auth, small writes to a session's own graph). One that must wait returns a :class:`Later`.
 * task: the handler is a coroutine, run as its own task so it never blocks other requests.
 * a graph's :class:`Gate` (:func:`on_graph`, :func:`in_turn`): one call at a time per memory

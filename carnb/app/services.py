@@ -26,7 +26,7 @@ from carnb.app.events import (
 )
 from carnb.app.metering import Meter
 from carnb.app.models import ModelHub
-from carnb.app.ports import BrowserPool, Graph, MemoryProvider, RunLog, SpanExport
+from carnb.app.ports import BrowserProvider, Graph, MemoryProvider, RunLog, SpanExport
 from carnb.app.recording import InferenceRecorder
 from carnb.app.schedule import in_thread
 from carnb.app.subscriptions import RunSubscriptions
@@ -48,7 +48,7 @@ class Services:
     events: HostEvents = field(default_factory=HostEvents)
     memory: MemoryProvider | None = None
     runs: RunLog | None = None
-    browsers: BrowserPool | None = None
+    browsers: BrowserProvider | None = None
     run_subscriptions: RunSubscriptions = field(default_factory=RunSubscriptions)
     tools: ToolHub = field(default_factory=ToolHub)  # tools and policies of every session
     models: ModelHub = field(default_factory=ModelHub)  # the models infer and embed reach

@@ -14,17 +14,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from carnb.errors import InvalidParams
+from carnb.agentir.values import MISSING
+from carnb.errors import NothingToReplay
 
 # How a request carnb builds gives a tool result: its role and the key naming the call it
 # answers, as the CAR agent loop writes them; the agent loop's own, when a recorded request
 # shows one, is used instead.
 TOOL_RESULT_STYLE = ("tool_result", "tool_use_id")
 ID_KEYS = ("tool_use_id", "tool_call_id")
-
-
-class NothingToReplay(InvalidParams):
-    """The run has no model turn: nothing to replay or fork."""
 
 
 @dataclass
@@ -128,6 +125,46 @@ def _whole(asked: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, 
         request[key] = before[key]
     request["messages"] = list(before.get("messages") or [])[:kept] + list(asked["messages"])
     return request
+
+
+STATE_WRITE = "state_write"  # the ``tool`` of a recorded state action (the action's type)
+STATE_READ = "state_read"
+STATE_ACTIONS = frozenset({STATE_WRITE, STATE_READ, "assertion"})
+
+
+class RecordedState:
+    """The proposal state a recorded run had, as far as its recorded state actions show it:
+    each key's last succeeded ``state_write`` value, and a key only read (its value from before
+    the run) as that read returned it. A read that returned null is not taken as a value (a
+    missing key reads as null too); a key no action touched is unknown and absent."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self._written: set[str] = set()
+
+    def after(self, step: ModelStep) -> RecordedState:
+        """Advance past the tool steps of ``step``; returns self."""
+        for tool in step.tools:
+            key = tool.parameters.get("key")
+            if not isinstance(key, str) or not tool.succeeded:
+                continue
+            if tool.tool == STATE_WRITE and "value" in tool.parameters:
+                self.values[key] = tool.parameters["value"]
+                self._written.add(key)
+            elif tool.tool == STATE_READ and key not in self._written and tool.output is not None:
+                self.values.setdefault(key, tool.output)
+        return self
+
+    def lookup(self, key: str) -> Any:
+        return self.values.get(key, MISSING)
+
+
+def state_at(before: list[ModelStep]) -> dict[str, Any]:
+    """The recorded state after the tool steps of ``before`` (:class:`RecordedState`)."""
+    state = RecordedState()
+    for step in before:
+        state.after(step)
+    return dict(state.values)
 
 
 def require_steps(run_id: str, steps: list[ModelStep]) -> None:

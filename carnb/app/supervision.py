@@ -23,7 +23,7 @@ parameter checks and the state budget still apply.
 
 Who may supervise is decided here from the session, never from a field it sends: operator and
 host sessions may; a session bound to an agent may not (it would decide over other agents'
-actions). Everything here runs on the host loop.
+actions). Everything here runs on the server loop.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from carnb.agentir.model import Reversibility
 from carnb.app.pending import Pending
 from carnb.app.schedule import in_thread
 from carnb.config import DECISION_TIMEOUT_S
-from carnb.errors import Forbidden, InvalidParams, NotFound
+from carnb.errors import IntentGone, InvalidParams, SupervisionRefused
 from carnb.protocol.session import ClientSession
 
 Kind = Literal["allow", "deny", "escalate"]
@@ -58,14 +58,6 @@ _ids = itertools.count(1)
 # An intent of more actions has its digests made in a worker thread (a few us each).
 INLINE_INTENT_ACTIONS = 256
 log = logging.getLogger("carnb.app.supervision")
-
-
-class SupervisionRefused(Forbidden):
-    """The caller may not supervise (a session bound to an agent)."""
-
-
-class IntentGone(NotFound):
-    """The intent is unknown, already decided or timed out, or not waiting on this caller."""
 
 
 def may_supervise(session: ClientSession) -> None:
@@ -110,8 +102,8 @@ class Filter:
             severity,
         )
 
-    def matches(self, session_id: str, actions: Iterable[Action]) -> bool:
-        if self.sessions is not None and session_id not in self.sessions:
+    def matches(self, client_id: str, actions: Iterable[Action]) -> bool:
+        if self.sessions is not None and client_id not in self.sessions:
             return False
         if self.tools is None and self.min_reversibility is None:
             return True
@@ -344,15 +336,15 @@ class Supervision:
         self._changed(intent)
         return intent
 
-    def watching(self, session_id: str, actions: Iterable[Action]) -> list[Supervisor]:
-        """The supervisors whose filter matches a proposal of ``session_id``."""
+    def watching(self, client_id: str, actions: Iterable[Action]) -> list[Supervisor]:
+        """The supervisors whose filter matches a proposal of ``client_id``."""
         if not self._supervisors:
             return []
         actions = tuple(actions)
         return [
             s
             for s in self._supervisors.values()
-            if s.key != session_id and s.filter.matches(session_id, actions)
+            if s.key != client_id and s.filter.matches(client_id, actions)
         ]
 
     async def admit(

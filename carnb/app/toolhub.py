@@ -5,7 +5,7 @@ Theory of operation. A session's tools are schemas (:class:`~carnb.agentir.ToolR
 A tool a *socket* session registered runs in that session's client: each call is a
 ``tools.execute`` request over the connection's :class:`~carnb.app.peercalls.PeerCalls`.
 A tool of the *notebook's* session is a Python callable (``@carnb.tool``): it runs in a worker
-thread of this hub's own pool, never on the host loop, so a busy cell or a slow tool holds
+thread of this hub's own pool, never on the server loop, so a busy cell or a slow tool holds
 neither the server nor the other sessions. A notebook tool may be shared: with every session
 (``share=True``) or with the sessions bound to given agent ids; a session's toolset is its own
 tools plus the shared ones it may see (its own win on a name clash). Policies are per session,
@@ -20,27 +20,17 @@ ignored and its worker stays busy until the function returns.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import json
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from carnb.agentir import (
-    PolicySet,
-    ProgressCallback,
-    ProgressEvent,
-    ToolError,
-    ToolRegistry,
-    ToolSchema,
-    ToolTimeout,
-)
-from carnb.app.peercalls import CallFailed, CallTimeout, PeerGone
+from carnb.agentir import PolicySet, ProgressCallback, ProgressEvent, ToolRegistry, ToolSchema
+from carnb.app.workers import WorkerPool
 from carnb.config import MAX_TOOLS, TOOL_GRACE_S, TOOL_TIMEOUT_S, TOOL_WORKERS
+from carnb.errors import CallFailed, CallTimeout, PeerGone, PoolClosed, ToolError, ToolTimeout
 from carnb.protocol.session import ClientSession
 
 log = logging.getLogger("carnb.app.toolhub")
@@ -91,7 +81,7 @@ class ToolHub:
 
     # -- progress --------------------------------------------------------------------------
     def watch(self, fn: ProgressWatcher) -> Callable[[], None]:
-        """Call ``fn(event)`` on the host loop for each action that starts or finishes in any
+        """Call ``fn(event)`` on the server loop for each action that starts or finishes in any
         session's proposal; returns the (idempotent) remover. ``event``: ``{session_id,
         proposal_id, kind: "action_started" | "action_finished", action_id, tool, action_type,
         attempt, result}`` (``tool`` the tool a ``tool_call`` calls, else ``None``; ``result``
@@ -180,7 +170,10 @@ class ToolHub:
             timeout = timeout_ms / 1000
         else:
             timeout = tool.timeout if tool.timeout is not None else self.default_timeout
-        future = self._pool.submit(_call_local, tool, parameters)
+        try:
+            future = self._pool.submit(_call_local, tool, parameters)
+        except PoolClosed:
+            raise ToolError("the tool runner is closed") from None
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.wrap_future(future)
@@ -193,64 +186,6 @@ class ToolHub:
 
     def close(self) -> None:
         self._pool.close()
-
-
-class WorkerPool:
-    """At most ``size`` daemon threads running submitted calls in order. Unlike
-    ``ThreadPoolExecutor`` (whose threads the interpreter joins at exit) a tool stuck forever
-    cannot keep the kernel or ``serve`` from exiting."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self._size = size
-        self._name = name
-        self._queue: queue.SimpleQueue[
-            tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None
-        ] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._idle = 0  # workers waiting for a call
-        self._waiting = 0  # calls queued and not yet taken
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        with self._lock:
-            if self._closed:
-                raise ToolError("the tool runner is closed")
-            self._queue.put((future, lambda: fn(*args)))
-            self._waiting += 1
-            if self._waiting > self._idle and len(self._threads) < self._size:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{len(self._threads) + 1}", daemon=True
-                )
-                self._threads.append(thread)
-                self._idle += 1
-                thread.start()
-        return future
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            with self._lock:
-                self._idle -= 1
-                self._waiting -= 1
-            future, call = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(call())
-                except BaseException as exc:  # handed to the waiter, as an executor does
-                    future.set_exception(exc)
-            with self._lock:
-                self._idle += 1
-
-    def close(self) -> None:
-        """Stop taking calls; idle workers end, busy ones end after their call."""
-        with self._lock:
-            self._closed = True
-            for _ in self._threads:
-                self._queue.put(None)
 
 
 class SessionRunner:

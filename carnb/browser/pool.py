@@ -4,7 +4,7 @@ Theory of operation. Nothing starts until a slot first needs a page: then the po
 Playwright driver (``async_playwright().start()``, a node process that is a child of this one)
 and launches Chromium through it with the flags of :mod:`carnb.browser.flags`. Each slot gets
 its own ``BrowserContext`` (cookies, storage and cache are not shared). The pool lives on the
-asyncio loop that launched it (carnb's host thread) and refuses calls from another loop.
+asyncio loop that launched it (carnb's loop thread) and refuses calls from another loop.
 
 * Spare context: launching a context and its first page costs ~200 ms; after a run the pool
   prepares one spare context+page in the background, so a second session's first call does not
@@ -173,7 +173,7 @@ class BrowserPool:
             running = None
         if running is not self._loop:
             raise CarnbError(
-                "this BrowserPool runs on the event loop that launched it (carnb's host thread); "
+                "this BrowserPool runs on the event loop that launched it (carnb's loop thread); "
                 "call it from that loop"
             )
 

@@ -2,17 +2,17 @@
 
 Theory of operation. The widget subscribes the notebook's session as a supervisor
 (``supervision.subscribe`` with the command's filter) and watches the gate
-(``RuntimeView.watch_intents``, on the host loop). Each parked proposal gets a card: its
+(``RuntimeView.watch_intents``, on the server loop). Each parked proposal gets a card: its
 session and agent, its actions with their full parameters (the notebook is the host and may
 read them), what its policies already deny, a countdown to the fail-closed deadline, the
 decisions so far (a ``carnb.supervisor`` function's show here too) and Allow / Deny / Escalate
 buttons with a reason field. A decided proposal stays, greyed, with its verdict.
 
-Threads. Cards are built and rewritten on the host thread only (a one-second tick moves the
+Threads. Cards are built and rewritten on the loop thread only (a one-second tick moves the
 countdowns while anything waits). The buttons' messages are routed to carnb's kernel subshell
 (:mod:`carnb.kernel.clicks`), so a click is handled while a cell is busy, e.g. the cell that
 started the agent and waits for it; the click calls ``supervision.decide`` as the notebook's
-session, from that thread, through the host thread. The widget never holds a token: intents do
+session, from that thread, through the loop thread. The widget never holds a token: intents do
 not carry any.
 """
 
@@ -127,7 +127,7 @@ class ApprovalsWidget:
     # -- kernel thread ----------------------------------------------------------------------
     def start(self) -> ApprovalsWidget:
         self.runtime.call("supervision.subscribe", {"filter": self.filter}, timeout=30)
-        self.runtime.run_on_host(self._astart(), timeout=30)
+        self.runtime.run_on_loop(self._astart(), timeout=30)
         return self
 
     def close(self) -> None:
@@ -136,7 +136,7 @@ class ApprovalsWidget:
         self._closed = True
         if self.runtime.running:
             try:
-                self.runtime.run_on_host(self._aclose(), timeout=10)
+                self.runtime.run_on_loop(self._aclose(), timeout=10)
                 self.runtime.call("supervision.unsubscribe", {}, timeout=10)
             except Exception:
                 log.exception("closing the approvals widget failed")
@@ -184,7 +184,7 @@ class ApprovalsWidget:
     def _title(self) -> str:
         return title_html(self._title_text())
 
-    # -- host thread ------------------------------------------------------------------------
+    # -- loop thread ------------------------------------------------------------------------
     async def _astart(self) -> None:
         self._unwatch = self.runtime.watch_intents(self._on_intent)
         self._render()

@@ -2,9 +2,9 @@
 
 Every ``%car`` subcommand goes through :class:`Calls`. A failure never shows a traceback: a
 :class:`~carnb.errors.CarnbError` from the server (bad params, unknown run, no Chromium, ...)
-becomes :class:`CarCommandError`, Ctrl-C while the kernel waits on the host thread becomes
-:class:`CarInterrupted` (the host thread has already cancelled the coroutine, so the runtime stays
-usable), and a host thread that does not answer in time becomes :class:`CarCommandError` as
+becomes :class:`CarCommandError`, Ctrl-C while the kernel waits on the loop thread becomes
+:class:`CarInterrupted` (the loop thread has already cancelled the coroutine, so the runtime stays
+usable), and a loop thread that does not answer in time becomes :class:`CarCommandError` as
 well. IPython shows these through ``_render_traceback_``: one line, the cell marked as failed.
 """
 
@@ -46,7 +46,7 @@ class CarCommandError(CarMagicError):
 
 
 class CarInterrupted(CarMagicError):
-    """Ctrl-C while the kernel waited on the host thread; the call was cancelled."""
+    """Ctrl-C while the kernel waited on the loop thread; the call was cancelled."""
 
     prefix = "carnb (interrupted)"
 
@@ -89,17 +89,17 @@ class Calls:
         with _explained(what or method):
             return rt.call(method, params, timeout=timeout)
 
-    def on_host(
+    def on_loop(
         self, coro: Coroutine[Any, Any, Any], *, what: str, timeout: float | None = 30.0
     ) -> Any:
-        """Run a coroutine on the host thread and wait (Ctrl-C cancels it)."""
+        """Run a coroutine on the loop thread and wait (Ctrl-C cancels it)."""
         try:
             rt = self.runtime
         except CarMagicError:
             coro.close()
             raise
         with _explained(what):
-            return rt.run_on_host(coro, timeout=timeout)
+            return rt.run_on_loop(coro, timeout=timeout)
 
     def guard(self, fn: Callable[[], Any], *, what: str) -> Any:
         """Run a direct runtime operation (e.g. ``register_agent``) with the same error rules."""
@@ -113,7 +113,7 @@ class Calls:
 
 @contextlib.contextmanager
 def _explained(label: str) -> Iterator[None]:
-    """Turn what a call to the host thread can raise into one-line magic errors."""
+    """Turn what a call to the loop thread can raise into one-line magic errors."""
     try:
         yield
     except KeyboardInterrupt:

@@ -70,7 +70,7 @@ async def _snapshots(rt: Runtime) -> list[dict[str, Any]]:
 
 def server(nb: NotebookEngine, args: argparse.Namespace) -> ServerInfo:
     rt = nb.calls.runtime
-    snaps = nb.calls.on_host(_snapshots(rt), what="%car server")
+    snaps = nb.calls.on_loop(_snapshots(rt), what="%car server")
     s = rt.settings
     info = KeyValues(
         [
@@ -101,7 +101,7 @@ def server(nb: NotebookEngine, args: argparse.Namespace) -> ServerInfo:
 
 def status(nb: NotebookEngine, args: argparse.Namespace) -> StatusPanel | PanelSnapshot:
     panel = nb.ensure_panel()
-    nb.calls.on_host(panel.aflush(), what="%car status")
+    nb.calls.on_loop(panel.aflush(), what="%car status")
     return panel.snapshot() if args.snapshot else panel
 
 

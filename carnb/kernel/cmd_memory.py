@@ -194,5 +194,5 @@ def diff(nb: NotebookEngine, args: argparse.Namespace) -> Diff:
 
 def explore(nb: NotebookEngine, args: argparse.Namespace) -> MemoryExplorer:
     explorer = nb.add_explorer(" ".join(args.query), k=args.k, superseded=args.superseded)
-    nb.calls.on_host(explorer.asearch_now(), what="%car memory explore")
+    nb.calls.on_loop(explorer.asearch_now(), what="%car memory explore")
     return explorer

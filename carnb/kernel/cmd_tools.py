@@ -28,7 +28,7 @@ PROPOSAL_TIMEOUT = None  # a proposal takes as long as its actions' own deadline
 def tools(nb: NotebookEngine, args: argparse.Namespace) -> ToolsTable:
     """Every live session with its tools (its own plus the notebook's shared with it)."""
     rt = nb.calls.runtime
-    sessions = nb.calls.on_host(rt.atools(), what="%car tools")
+    sessions = nb.calls.on_loop(rt.atools(), what="%car tools")
     if args.session:
         sessions = [s for s in sessions if s["client_id"].startswith(args.session)]
     if args.tool:

@@ -1,7 +1,7 @@
 """The memory explorer widget: a search box, the fact count and a result table, live as you type.
 
 Typing in the box arrives on the kernel thread (a comm message); the explorer only hands the
-query to the host thread, which runs ``memory.fact_count`` and ``memory.query`` as the notebook's
+query to the loop thread, which runs ``memory.fact_count`` and ``memory.query`` as the notebook's
 session and writes the result widgets. A sequence number drops answers to queries that a newer
 keystroke superseded, so the table always matches the box. With ``superseded=True`` each
 result is followed by the older facts it replaced (``memory.history``), struck through. Each
@@ -183,7 +183,7 @@ class MemoryExplorer:
         self.box.observe(self._on_change, names="value")
 
     def asearch_now(self) -> Coroutine[Any, Any, None]:
-        """The search for what the box holds now (to run on the host thread)."""
+        """The search for what the box holds now (to run on the loop thread)."""
         self._seq += 1
         return self._asearch(self.box.value, self._seq)
 
@@ -195,7 +195,7 @@ class MemoryExplorer:
         finally:
             self.box.observe(self._on_change, names="value")
         self._seq += 1
-        self.runtime.run_on_host(self._asearch(query, self._seq), timeout=timeout)
+        self.runtime.run_on_loop(self._asearch(query, self._seq), timeout=timeout)
         return self.last_rows
 
     def close(self) -> None:
@@ -227,7 +227,7 @@ class MemoryExplorer:
             )
         return bundle
 
-    # kernel thread (a keystroke): hand the query to the host thread, do not wait
+    # kernel thread (a keystroke): hand the query to the loop thread, do not wait
     def _on_change(self, change: dict[str, Any]) -> None:
         if self._closed or not self.runtime.running:
             return
@@ -235,7 +235,7 @@ class MemoryExplorer:
         fut = self.runtime.submit(self._asearch(str(change["new"]), self._seq))
         fut.add_done_callback(_log_failure)
 
-    # host thread: query and write the widgets
+    # loop thread: query and write the widgets
     async def _asearch(self, query: str, seq: int) -> None:
         try:
             count = await self.runtime.acall("memory.fact_count", {})
@@ -287,17 +287,17 @@ class MemoryExplorer:
         """``memory.evaluate`` on labelled cases (``[{id, request: {query, ...},
         relevant_fact_ids}]``, StateBench-style: a question and the facts that answer it); the
         table of the selector against its baselines is shown under the edits."""
-        report: dict[str, Any] = self.runtime.run_on_host(
+        report: dict[str, Any] = self.runtime.run_on_loop(
             self.runtime.acall("memory.evaluate", {"cases": cases}), timeout=timeout
         )
         self.evaluation.value = STYLESHEET + evaluation_html(report)
         return report
 
     def _edit_now(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        result: T = self.runtime.run_on_host(self._aedit(coro, raise_errors=True), timeout=timeout)
+        result: T = self.runtime.run_on_loop(self._aedit(coro, raise_errors=True), timeout=timeout)
         return result
 
-    # kernel thread (a click): hand the edit to the host thread, do not wait
+    # kernel thread (a click): hand the edit to the loop thread, do not wait
     def _on_button(self, name: str) -> None:
         if self._closed or not self.runtime.running:
             return
@@ -312,7 +312,7 @@ class MemoryExplorer:
         }[name]()
         self.runtime.submit(self._aedit(coro, raise_errors=False)).add_done_callback(_log_failure)
 
-    # host thread: the edit, then the history and the results again
+    # loop thread: the edit, then the history and the results again
     async def _aedit(self, coro: Coroutine[Any, Any, Any], raise_errors: bool) -> Any:
         try:
             result = await coro
@@ -327,7 +327,7 @@ class MemoryExplorer:
         return result
 
     async def _with_history(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each row followed by the facts it superseded, newest first (host thread)."""
+        """Each row followed by the facts it superseded, newest first (loop thread)."""
         out: list[dict[str, Any]] = []
         for row in rows:
             out.append(row)

@@ -1,6 +1,6 @@
 """The memory explorer's edits: add, edit, delete, pin, unpin and undo, each kept in a history.
 
-Every edit is one or two ``memory.*`` calls of the notebook's session on the host thread, so
+Every edit is one or two ``memory.*`` calls of the notebook's session on the loop thread, so
 it lands in the session's effective graph on either store (and, on PostgreSQL, shows on every
 server's panel). Its inverse is remembered beside it, and ``undo`` runs the inverse of the
 newest edit not yet undone:

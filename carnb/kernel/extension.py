@@ -1,7 +1,7 @@
 """The IPython extension: ``%load_ext carnb`` / ``%unload_ext carnb`` / ``%reload_ext carnb``.
 
 :func:`load` starts one runtime per kernel through a :class:`~carnb.kernel.engine.NotebookEngine`
-(the server on the host thread, the notebook's own session authenticated as host), registers
+(the server on the loop thread, the notebook's own session authenticated as host), registers
 ``%car`` and its ``CarMagics`` options, the ``%car`` tab completer (an IPython custom matcher),
 the inspector that answers Shift+Tab in a ``%car`` line (in front of the kernel's own),
 a ``pre_run_cell`` and a ``post_run_cell`` hook (the engine records the cell as a turn of the

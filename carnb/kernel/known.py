@@ -110,7 +110,7 @@ class KnownValues:
         found = list(self.seen.get("tool", []))
         if rt is None or not rt.running:
             return found
-        sessions = rt.run_on_host(rt.atools(), timeout=LOOKUP_TIMEOUT)
+        sessions = rt.run_on_loop(rt.atools(), timeout=LOOKUP_TIMEOUT)
         found += sorted({t["name"] for s in sessions for t in s["tools"]})
         return list(dict.fromkeys(found))
 

@@ -1,18 +1,19 @@
 """The live status panel (ipywidgets 8): the notebook session and every connected session.
 
 Theory of operation. The panel is a view over session snapshots and reads the runtime only
-through its view methods (``watch``, ``asnapshots``, ``run_on_host``, ``call_soon``). Only the
-host thread writes its widgets: ``runtime.watch`` calls the panel on the host loop whenever a
+through its view methods (``watch``, ``asnapshots``, ``run_on_loop``, ``call_soon``). Only the
+loop thread writes its widgets: ``runtime.watch`` calls the panel on the server loop whenever a
 session changes, attaches or detaches, and all the panel does then is schedule a refresh.
 Refreshes are throttled (at most one per ``interval``; a burst of changes makes one refresh).
 Fact counts and run turn counts come with the snapshots (``Runtime.asnapshots`` fills a count a
-session does not know yet without blocking the host loop). Because the host thread owns the
+session does not know yet without blocking the server loop). Because the loop thread owns the
 updates,
 the panel moves while a cell is busy. The kernel thread only waits for a refresh to happen
 (:meth:`StatusPanel.flush`, after each cell), so the final state of a cell is sent while that
 cell is still the parent message (nbclient stores it). Snapshots never contain tokens, so the
 panel cannot show one. A button per run shown opens that run's live trace inside the panel
-(:mod:`carnb.kernel.panel_trace`).
+(:mod:`carnb.kernel.panel_trace`). Forks started while the panel is open are listed under their
+parent run, and get a trace button under its button (:mod:`carnb.kernel.panel_forks`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from carnb.errors import CarnbError
 from carnb.kernel.browser_view import page_url
 from carnb.kernel.linger import LINGER_SECONDS, EndedRun, Lingering
+from carnb.kernel.panel_forks import Fork, PanelForks, forks_html, forks_text, trace_runs
 from carnb.kernel.panel_trace import PanelTraces, shown_runs
 from carnb.kernel.proposal_progress import ProposalProgress
 from carnb.kernel.render import Renderable, Table
@@ -86,15 +89,26 @@ class StatusPanel:
         self.mine = w.HTML()
         self.others = w.HTML()
         self.tools = w.HTML()  # tools and proposals, below the sessions
+        self.lineage = w.HTML()  # forks under their parent run
+        self.forks = PanelForks(linger)
         self.traces = PanelTraces(runtime)  # a button per run shown: its live trace
         self.widget = w.VBox(
-            [self.title, self.mine, self.others, self.traces.pick, self.traces.box, self.tools]
+            [
+                self.title,
+                self.mine,
+                self.others,
+                self.lineage,
+                self.traces.pick,
+                self.traces.box,
+                self.tools,
+            ]
         )
         self.widget.add_class("carnb-panel")
         self.widget.add_class(ROOT)
         self._unwatch: Callable[[], None] | None = None
         self._unwatch_proposals: Callable[[], None] | None = None
         self._unwatch_intents: Callable[[], None] | None = None
+        self._unwatch_runs: Callable[[], None] | None = None
         self.waiting: set[str] = set()  # intents parked at the gate, waiting for a decision
         self.proposals = ProposalProgress()
         self._pending: asyncio.TimerHandle | None = None
@@ -111,14 +125,14 @@ class StatusPanel:
 
     # -- lifecycle (kernel thread) ----------------------------------------------------------
     def start(self) -> StatusPanel:
-        self.runtime.run_on_host(self._astart(), timeout=30)
+        self.runtime.run_on_loop(self._astart(), timeout=30)
         return self
 
     def flush(self, timeout: float = 10) -> None:
-        """Refresh now on the host thread and wait for it (called after each cell)."""
+        """Refresh now on the loop thread and wait for it (called after each cell)."""
         if self._closed or not self.runtime.running:
             return
-        self.runtime.run_on_host(self.aflush(), timeout=timeout)
+        self.runtime.run_on_loop(self.aflush(), timeout=timeout)
 
     def close(self) -> None:
         """Detach every listener and close the widgets (idempotent). Every output that showed
@@ -133,18 +147,24 @@ class StatusPanel:
                 log.exception("replacing the panel's outputs with its last state failed")
         if self.runtime.running:
             try:
-                self.runtime.run_on_host(self._aclose(), timeout=10)
+                self.runtime.run_on_loop(self._aclose(), timeout=10)
             except Exception:
-                log.exception("closing the status panel on the host thread failed")
+                log.exception("closing the status panel on the loop thread failed")
         self._closed = True
         self._stop_watching()
         self.traces.close()
-        for widget in (self.title, self.mine, self.others, self.tools, self.widget):
+        for widget in (self.title, self.mine, self.others, self.lineage, self.tools, self.widget):
             widget.close()
 
     def snapshot(self) -> PanelSnapshot:
         """The panel as it is now, as static HTML that never changes."""
-        return PanelSnapshot(self._url(), list(self.rows), list(self.ended), clock(time.time()))
+        return PanelSnapshot(
+            self._url(),
+            list(self.rows),
+            list(self.ended),
+            clock(time.time()),
+            forks=self.forks.shown(),
+        )
 
     def _url(self) -> str:
         try:
@@ -164,7 +184,11 @@ class StatusPanel:
         from IPython.display import update_display
 
         last = PanelSnapshot(
-            f"{self._url()} (stopped)", list(self.rows), list(self.ended), clock(time.time())
+            f"{self._url()} (stopped)",
+            list(self.rows),
+            list(self.ended),
+            clock(time.time()),
+            forks=self.forks.shown(),
         )
         bundle = {
             "text/plain": last.text(),
@@ -181,15 +205,24 @@ class StatusPanel:
             bundle["text/html"] = page(self.snapshot().html(), cls="carnb-panel-static")
         return bundle
 
-    # -- host thread --------------------------------------------------------------------------
+    # -- loop thread --------------------------------------------------------------------------
     async def _astart(self) -> None:
         self._unwatch = self.runtime.watch(self._schedule)
         self._unwatch_proposals = self.runtime.watch_proposals(self._on_proposal_event)
         self._unwatch_intents = self.runtime.watch_intents(self._on_intent)
+        try:
+            self._unwatch_runs = self.runtime.watch_runs(self._on_run_record)
+        except CarnbError:  # run tracing is off: no forks either
+            self._unwatch_runs = None
         await self._arefresh()
 
+    def _on_run_record(self, event: dict[str, Any]) -> None:
+        """A run record was committed (server loop): a fork started, moved or ended."""
+        if self.forks.note(event):
+            self._schedule()
+
     def _on_intent(self, intent: dict[str, Any]) -> None:
-        """A proposal was parked at the gate, decided or released (host loop)."""
+        """A proposal was parked at the gate, decided or released (server loop)."""
         if intent["outcome"] is None and not intent["released"]:
             self.waiting.add(intent["id"])
         else:
@@ -197,12 +230,12 @@ class StatusPanel:
         self._schedule()
 
     def _on_proposal_event(self, event: dict[str, Any]) -> None:
-        """An action of some session's proposal started or finished (host loop)."""
+        """An action of some session's proposal started or finished (server loop)."""
         self.proposals.on_event(event)
         self._schedule()
 
     async def aflush(self) -> None:
-        """Refresh now (on the host loop), dropping a pending throttled refresh."""
+        """Refresh now (on the server loop), dropping a pending throttled refresh."""
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
@@ -227,6 +260,9 @@ class StatusPanel:
         unwatch, self._unwatch_intents = self._unwatch_intents, None
         if unwatch is not None:
             unwatch()
+        unwatch, self._unwatch_runs = self._unwatch_runs, None
+        if unwatch is not None:
+            unwatch()
 
     def _schedule(self) -> None:
         if self._closed or self._pending is not None:
@@ -242,7 +278,10 @@ class StatusPanel:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        delay = self.lingering.next_expiry()
+        delays = [
+            d for d in (self.lingering.next_expiry(), self.forks.next_expiry()) if d is not None
+        ]
+        delay = min(delays) if delays else None
         if delay is not None:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(delay + 0.05, self._schedule)
@@ -273,7 +312,7 @@ class StatusPanel:
             self.lingering.settle(run.run_id, turns)
         return bool(runs)
 
-    # -- rendering (host thread) --------------------------------------------------------------
+    # -- rendering (loop thread) --------------------------------------------------------------
     async def collect(self) -> list[dict[str, Any]]:
         me = self.runtime.notebook().get("client_id")
         rows = await self.runtime.asnapshots()
@@ -310,7 +349,9 @@ class StatusPanel:
         self.mine.value = mine
         self.others.value = others
         self.tools.value = panel_tools_html(rows + ended)
-        self.traces.show_runs(shown_runs(rows, self.ended))
+        runs, forks = shown_runs(rows, self.ended), self.forks.shown()
+        self.lineage.value = forks_html(runs, forks)
+        self.traces.show_runs(trace_runs(runs, forks))
 
 
 def _turns(r: dict[str, Any]) -> Any:
@@ -467,20 +508,29 @@ class PanelSnapshot(Renderable):
     ``.ended`` hold the sessions it shows."""
 
     def __init__(
-        self, url: str, rows: list[dict[str, Any]], ended: list[dict[str, Any]], moment: str = ""
+        self,
+        url: str,
+        rows: list[dict[str, Any]],
+        ended: list[dict[str, Any]],
+        moment: str = "",
+        *,
+        forks: list[Fork] | None = None,
     ) -> None:
         self.url = url
         self.rows = rows
         self.ended = ended
         self.moment = moment
+        self.forks = forks or []
 
     def text(self) -> str:
         at = f" (snapshot at {self.moment})" if self.moment else ""
         tools = panel_tools_text(self.rows + self.ended)
+        lineage = forks_text(shown_runs(self.rows, self.ended), self.forks)
         text = f"carnb · {self.url}{at}\n" + panel_text(self.rows, self.ended)
-        return f"{text}\n\n{tools}" if tools else text
+        return "\n\n".join(part for part in (text, lineage, tools) if part)
 
     def html(self) -> str:
         title, mine, others = render(self.url, self.rows, self.ended, moment=self.moment)
+        lineage = forks_html(shown_runs(self.rows, self.ended), self.forks)
         tools = panel_tools_html(self.rows + self.ended)
-        return f'<div class="carnb-snapshot">{title}{mine}{others}{tools}</div>'
+        return f'<div class="carnb-snapshot">{title}{mine}{others}{lineage}{tools}</div>'

@@ -3,9 +3,9 @@ ones it still shows greyed); a click opens that run's live trace (:class:`LiveTr
 ``%car run trace --live``) inside the panel, one at a time, with a close button.
 
 Threads. A click arrives on the kernel thread (ipywidgets delivers widget events there): it
-reads the trace as the notebook's session, every page of it, then asks the host thread to put the
-view in place and waits. The buttons and the box are written on the host thread only, and the
-live timeline grows from the host thread as records are committed, as it does in a cell.
+reads the trace as the notebook's session, every page of it, then asks the loop thread to put the
+view in place and waits. The buttons and the box are written on the loop thread only, and the
+live timeline grows from the loop thread as records are committed, as it does in a cell.
 """
 
 from __future__ import annotations
@@ -74,15 +74,15 @@ class PanelTraces:
         except (CarnbError, TimeoutError) as exc:
             error = exc.message if isinstance(exc, CarnbError) else str(exc)
             log.info("the panel could not open the trace of %s: %s", run_id, error)
-            self.runtime.run_on_host(self._ashow(None, run_id, error), timeout=READ_TIMEOUT)
+            self.runtime.run_on_loop(self._ashow(None, run_id, error), timeout=READ_TIMEOUT)
             return None
-        self.runtime.run_on_host(self._ashow(live, run_id, ""), timeout=READ_TIMEOUT)
+        self.runtime.run_on_loop(self._ashow(live, run_id, ""), timeout=READ_TIMEOUT)
         return live
 
     def close_trace(self) -> None:
         """Close the trace shown, if any."""
         if not self._closed and self.runtime.running:
-            self.runtime.run_on_host(self._ashow(None, "", ""), timeout=READ_TIMEOUT)
+            self.runtime.run_on_loop(self._ashow(None, "", ""), timeout=READ_TIMEOUT)
 
     def _read(self, run_id: str) -> dict[str, Any]:
         def call(method: str, params: dict[str, Any]) -> Any:
@@ -97,25 +97,26 @@ class PanelTraces:
             )
         return trace
 
-    # -- host thread ----------------------------------------------------------------------------
-    def show_runs(self, runs: list[tuple[str, bool]]) -> None:
-        """One button per run; a button is kept (not re-made) while its run stays shown."""
+    # -- loop thread ----------------------------------------------------------------------------
+    def show_runs(self, runs: list[tuple[str, bool, str]]) -> None:
+        """One button per run ``(run id, ended, label prefix)``; a button is kept (not re-made)
+        while its run stays shown."""
         import ipywidgets as w
 
-        for run_id, ended in runs:
+        for run_id, ended, lead in runs:
             button = self.buttons.get(run_id)
             if button is None:
                 button = w.Button(tooltip=f"live trace of {run_id}", layout=w.Layout(width="auto"))
                 button.add_class("carnb-trace-run")
                 button.on_click(lambda _button, rid=run_id: self.open(rid))
                 self.buttons[run_id] = button
-            text = shorten(run_id) + (" (ended)" if ended else "")
+            text = lead + shorten(run_id) + (" (ended)" if ended else "")
             if button.description != text:
                 button.description = text
-        kept = {run_id for run_id, _ in runs}
+        kept = {run_id for run_id, _, _ in runs}
         for run_id in [r for r in self.buttons if r not in kept]:
             self.buttons.pop(run_id).close()
-        children = (self._label, *(self.buttons[r] for r, _ in runs)) if runs else ()
+        children = (self._label, *(self.buttons[r] for r, _, _ in runs)) if runs else ()
         if self.pick.children != children:
             self.pick.children = children
 

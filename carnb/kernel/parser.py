@@ -391,13 +391,14 @@ def _run(cmd: Any) -> None:
         "no model is called and no tool runs. Reports each step that no longer agrees: a "
         "model turn the agent recorded differently from what carnb served, tools that are not "
         "those the answer asked for, a tool call today's policies deny; with --rerun-tools the "
-        "notebook's tools run again and a different answer is reported.",
+        "notebook's tools and a still-connected agent's tools run again (retried as often as "
+        "the recording shows) and a different answer is reported.",
     )
     rp.add_argument("run_id", nargs="?", metavar="RUN_ID")
     rp.add_argument(
         "--rerun-tools",
         action="store_true",
-        help="run the notebook's tools again (live) and compare their answers",
+        help="run the notebook's and the connected agent's tools again (live) and compare",
     )
     rp.set_defaults(func=cmd_runs.replay)
     fk = sub.add_parser(

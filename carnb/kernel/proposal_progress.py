@@ -2,7 +2,7 @@
 
 :class:`ProposalProgress` is fed ``Runtime.watch_proposals`` events (``{session_id,
 proposal_id, kind: "action_started" | "action_finished", action_id, tool, action_type,
-attempt, result}``) on the host loop and keeps, per session, the proposal seen last: its
+attempt, result}``) on the server loop and keeps, per session, the proposal seen last: its
 actions in the order they started, each ``running`` until its result arrives. The server
 sends no "proposal ended" event, so a proposal counts as running while one of its actions is;
 it stays shown (as the session's last proposal) until the session starts another.
@@ -72,17 +72,17 @@ class ProposalView:
 
 
 class ProposalProgress:
-    """The latest proposal of each session (host loop only)."""
+    """The latest proposal of each session (server loop only)."""
 
     def __init__(self) -> None:
         self._by_session: dict[str, ProposalView] = {}
 
     def on_event(self, event: dict[str, Any]) -> None:
-        session_id = str(event.get("session_id"))
+        client_id = str(event.get("session_id"))
         proposal_id = str(event.get("proposal_id"))
-        view = self._by_session.get(session_id)
+        view = self._by_session.get(client_id)
         if view is None or view.proposal_id != proposal_id:
-            view = self._by_session[session_id] = ProposalView(proposal_id)
+            view = self._by_session[client_id] = ProposalView(proposal_id)
         action_id = str(event.get("action_id"))
         action = view.actions.get(action_id)
         if action is None:
@@ -104,11 +104,11 @@ class ProposalProgress:
         else:
             action.status = RUNNING
 
-    def of(self, session_id: str) -> dict[str, Any] | None:
-        view = self._by_session.get(session_id)
+    def of(self, client_id: str) -> dict[str, Any] | None:
+        view = self._by_session.get(client_id)
         return None if view is None else view.as_dict()
 
-    def forget_except(self, session_ids: set[str]) -> None:
+    def forget_except(self, client_ids: set[str]) -> None:
         """Drop sessions no longer shown."""
-        for sid in [s for s in self._by_session if s not in session_ids]:
-            del self._by_session[sid]
+        for client_id in [c for c in self._by_session if c not in client_ids]:
+            del self._by_session[client_id]

@@ -7,8 +7,8 @@ parameters, output and error, never squashed onto one line; a ``model_turn`` rec
 loop's inference) shows the model, its text, the tool calls it asked for, tokens and duration.
 :class:`TraceDoc` renders a trace once (``%car run trace``); :class:`LiveTrace` (``%car run trace
 --live``) is an ipywidgets view that appends entries as the run store commits records, from
-any writer (the notebook or an outside agent). Only the host thread writes its widgets: the
-runtime forwards store records to the host loop (``Runtime.watch_runs``) and the view schedules
+any writer (the notebook or an outside agent). Only the loop thread writes its widgets: the
+runtime forwards store records to the server loop (``Runtime.watch_runs``) and the view schedules
 a throttled update there.
 """
 
@@ -344,13 +344,13 @@ class LiveTrace:
         except BaseException:
             self.close()
             raise
-        self.runtime.run_on_host(self._aload(trace), timeout=30)
+        self.runtime.run_on_loop(self._aload(trace), timeout=30)
         return self
 
     def flush(self, timeout: float = 10) -> None:
-        """Show every record received so far now (waits for the host thread)."""
+        """Show every record received so far now (waits for the loop thread)."""
         if not self._closed and self.runtime.running:
-            self.runtime.run_on_host(self._aupdate(), timeout=timeout)
+            self.runtime.run_on_loop(self._aupdate(), timeout=timeout)
 
     def close(self) -> None:
         """Stop watching and close the widgets (idempotent)."""
@@ -378,7 +378,7 @@ class LiveTrace:
             bundle["text/plain"] = self.text()
         return bundle
 
-    # -- host thread -------------------------------------------------------------------------
+    # -- loop thread -------------------------------------------------------------------------
     def _trace(self) -> dict[str, Any]:
         return {**self.trace, "records": [self.records[i] for i in sorted(self.records)]}
 
@@ -415,7 +415,7 @@ class LiveTrace:
             self._pending = None
 
     async def aflush(self) -> None:
-        """Show every record received so far now (on the host loop)."""
+        """Show every record received so far now (on the server loop)."""
         await self._aupdate()
 
     async def _aupdate(self) -> None:

@@ -1,5 +1,5 @@
 """What the widgets may use of the runtime: calls as the notebook's session, session snapshots,
-change notification and scheduling on the host loop. :class:`carnb.runtime.Runtime` satisfies
+change notification and scheduling on the server loop. :class:`carnb.runtime.Runtime` satisfies
 :class:`RuntimeView`; typing the panel, the explorer and the live trace against it keeps them
 off the services, the sessions and the engines."""
 
@@ -35,7 +35,7 @@ class RuntimeView(Protocol):
 
     def watch_intents(self, fn: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
 
-    def run_on_host(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 120) -> Any: ...
+    def run_on_loop(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 120) -> Any: ...
 
     def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]: ...
 

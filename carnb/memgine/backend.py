@@ -21,8 +21,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from carnb.errors import CarnbError
-
 
 @dataclass(slots=True)
 class NewFact:
@@ -40,10 +38,6 @@ class NewFact:
     stems: str
     # Who wrote it and when, as JSON text: decided by the server, never by a client field.
     provenance: str = "{}"
-
-
-class FactIdTaken(CarnbError):
-    """A batch of loaded facts holds an id another connection stored meanwhile."""
 
 
 # (rowid, fact_id, kind, stems) of a fact whose validity changes

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from carnb.errors import CarnbError
+from carnb.errors import CarnbError, FactIdTaken
 from carnb.memgine import steps
-from carnb.memgine.backend import FactIdTaken, GraphTx, NewFact
+from carnb.memgine.backend import GraphTx, NewFact
 from carnb.memgine.interchange import LoadedFact
 from carnb.memgine.text import fact_keys, fact_terms
 

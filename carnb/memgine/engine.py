@@ -4,7 +4,7 @@
 storage, a :class:`~carnb.memgine.backend.GraphBackend`: by default SQLite (a file, or
 ``:memory:`` for an ephemeral graph; :mod:`carnb.memgine.sqlite_graph`), or a team's PostgreSQL
 store. It holds an ``RLock``; every public method takes the lock, so one graph can be shared by
-the host loop and worker threads (``asyncio.to_thread``). Writes run in transactions serialised
+the server loop and worker threads (``asyncio.to_thread``). Writes run in transactions serialised
 with every other writer of the graph and are committed before the method returns.
 Errors are :mod:`carnb.errors` types: :class:`InvalidParams` for bad input (naming the field),
 :class:`CarnbError` for conflicts and storage failures; nothing is changed when one is raised.

@@ -39,7 +39,7 @@ import weakref
 from pathlib import Path
 from typing import Protocol
 
-from carnb.errors import CarnbError, InvalidParams, PathRejected
+from carnb.errors import CarnbError, GraphLimit, InvalidParams, PathRejected
 from carnb.memgine import validate
 from carnb.memgine.backend import GraphBackend
 from carnb.memgine.engine import Memgine
@@ -55,10 +55,6 @@ SPARE_FDS = 32
 GRAPH_FDS = 6
 # How long a call on a closed graph waits (in a worker thread) for an open one to become idle.
 ADMIT_WAIT_S = 5.0
-
-
-class GraphLimit(CarnbError):
-    """A graph cannot be opened without exceeding the open-graph or descriptor bounds."""
 
 
 class GraphStore(Protocol):

@@ -55,17 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from carnb import sqlite
-from carnb.errors import CarnbError
-from carnb.memgine.backend import (
-    PINNED,
-    Changed,
-    Deleted,
-    FactIdTaken,
-    Linked,
-    NewFact,
-    Pending,
-    Target,
-)
+from carnb.errors import CarnbError, FactIdTaken, GraphBusy
+from carnb.memgine.backend import PINNED, Changed, Deleted, Linked, NewFact, Pending, Target
 from carnb.memgine.text import MAX_KEY_CHARS, fact_keys
 
 log = logging.getLogger("carnb.memgine")
@@ -309,10 +300,6 @@ _FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source, f.pro
 def data_version(conn: sqlite3.Connection) -> int:
     """Changes when another connection commits to the file (``PRAGMA data_version``)."""
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
-
-
-class GraphBusy(CarnbError):
-    """Another connection held the graph's write lock longer than ``LOCK_WAIT_S``."""
 
 
 def write_failure(path: Path | None, exc: sqlite3.Error) -> CarnbError:

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from carnb.errors import CarnbError
+from carnb.errors import OtelUnavailable
 from carnb.otel.endpoint import shown, traces_url
 
 if TYPE_CHECKING:
     from carnb.otel.export import OtelExport
-
-
-class OtelUnavailable(CarnbError):
-    """An endpoint is set but the exporter is not installed."""
 
 
 def open_export(endpoint: str, *, content: bool = False) -> OtelExport:

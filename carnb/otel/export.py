@@ -1,4 +1,4 @@
-"""The exporter: meter events in, OTLP/HTTP spans out, never on the host loop.
+"""The exporter: meter events in, OTLP/HTTP spans out, never on the server loop.
 
 :meth:`OtelExport.submit` is all the caller's thread does: one ``put_nowait`` on a bounded
 queue (a full queue drops the event and counts it). The exporter's own thread turns events into

@@ -22,20 +22,12 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from carnb.errors import CarnbError
+from carnb.errors import StoreUnavailable
 from carnb.pgstore.setting import StoreSetting
 
 log = logging.getLogger("carnb.pgstore")
 
 FAST_FAIL_S = 0.05
-
-
-class StoreUnavailable(CarnbError):
-    """PostgreSQL cannot be reached (or broke off): nothing was written; retry later."""
-
-
-class SchemaError(CarnbError):
-    """The database holds a schema this carnb cannot use (newer, or foreign)."""
 
 
 class Database:

@@ -30,10 +30,9 @@ from typing import Any
 
 import psycopg
 
-from carnb.errors import CarnbError, InvalidParams
-from carnb.memgine.backend import FactIdTaken
+from carnb.errors import CarnbError, FactIdTaken, InvalidParams, StoreUnavailable
 from carnb.pgstore import memgine_sql as sql
-from carnb.pgstore.database import Database, StoreUnavailable
+from carnb.pgstore.database import Database
 from carnb.pgstore.notify import Notifications
 from carnb.pgstore.schema import migrate
 

@@ -30,16 +30,8 @@ from typing import Any
 
 import psycopg
 
-from carnb.memgine.backend import (
-    PINNED,
-    Changed,
-    Deleted,
-    FactIdTaken,
-    Linked,
-    NewFact,
-    Pending,
-    Target,
-)
+from carnb.errors import FactIdTaken
+from carnb.memgine.backend import PINNED, Changed, Deleted, Linked, NewFact, Pending, Target
 from carnb.pgstore.schema import Component
 
 SCHEMA = Component(

@@ -32,8 +32,8 @@ from typing import Any
 
 import psycopg
 
-from carnb.errors import InvalidParams
-from carnb.pgstore.database import Database, StoreUnavailable
+from carnb.errors import InvalidParams, StoreUnavailable
+from carnb.pgstore.database import Database
 from carnb.pgstore.notify import Notifications
 from carnb.pgstore.runs_sql import PgRunTx
 from carnb.runs import RunStore

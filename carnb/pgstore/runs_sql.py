@@ -108,11 +108,11 @@ class PgRunTx:
             (status, ts, run_id),
         )
 
-    def open_runs_of_session(self, epoch: str, session_id: str) -> list[str]:
+    def open_runs_of_session(self, epoch: str, client_id: str) -> list[str]:
         rows = self.conn.execute(
             "SELECT run_id FROM carnb_runs WHERE owner_epoch = %s AND owner_session_id = %s "
             "AND status = %s ORDER BY seq",
-            (epoch, session_id, rec.IN_PROGRESS),
+            (epoch, client_id, rec.IN_PROGRESS),
         ).fetchall()
         return [r[0] for r in rows]
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 
-from carnb.pgstore.database import Database, SchemaError
+from carnb.errors import SchemaError
+from carnb.pgstore.database import Database
 
 log = logging.getLogger("carnb.pgstore")
 

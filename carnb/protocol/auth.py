@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from carnb.errors import (
+    AgentElsewhere,
     AuthFailed,
     CapabilityUnsupported,
-    CarnbError,
     InvalidParams,
     VersionMismatch,
 )
@@ -60,10 +60,6 @@ class AgentDirectory(Protocol):
     def verify(self, agent_id: str, token: str) -> bool: ...
     def known(self, agent_id: str) -> bool: ...
     def ids(self) -> list[str]: ...
-
-
-class AgentElsewhere(CarnbError):
-    """The agent is registered in the team store, but this server never saw its token."""
 
 
 @dataclass

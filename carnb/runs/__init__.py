@@ -5,6 +5,7 @@ asking), the status and action names, and :mod:`carnb.runs.timeline` renderers. 
 :mod:`carnb.runs.store`, :mod:`carnb.runs.access` and :mod:`carnb.runs.records`.
 """
 
+from carnb.errors import RunTerminal
 from carnb.runs.access import (
     ACTIONS,
     CANCEL,
@@ -26,7 +27,7 @@ from carnb.runs.records import (
     STATUSES,
     TERMINAL,
 )
-from carnb.runs.store import RunStore, RunTerminal
+from carnb.runs.store import RunStore
 from carnb.runs.timeline import TraceView, render_html, render_text
 
 __all__ = [

@@ -62,7 +62,7 @@ SLUG_MAX = 64
 class Caller:
     """Who is asking; the server builds it from the session (or passes the session itself)."""
 
-    session_id: str
+    client_id: str  # the connection's id
     agent_id: str | None = None  # bound agent, if any
     is_host: bool = False
 
@@ -70,20 +70,18 @@ class Caller:
 def as_caller(obj: Any) -> Caller:
     """A :class:`Caller` from a Caller or any session-like object.
 
-    Accepts objects with ``session_id`` or ``client_id`` (such as
+    Accepts objects with ``client_id`` (such as
     :class:`carnb.protocol.session.ClientSession`), ``agent_id`` and ``is_host``, so a server
     handler can pass its session as is.
     """
     if isinstance(obj, Caller):
         return obj
-    sid = getattr(obj, "session_id", None)
-    if sid is None:
-        sid = getattr(obj, "client_id", None)
-    if not isinstance(sid, str) or not sid:
-        raise TypeError(f"not a caller: {obj!r} has no session_id/client_id string")
+    client_id = getattr(obj, "client_id", None)
+    if not isinstance(client_id, str) or not client_id:
+        raise TypeError(f"not a caller: {obj!r} has no client_id string")
     agent = getattr(obj, "agent_id", None)
     return Caller(
-        session_id=sid,
+        client_id=client_id,
         agent_id=agent if isinstance(agent, str) else None,
         is_host=bool(getattr(obj, "is_host", False)),
     )
@@ -143,7 +141,7 @@ def idempotency_scope(owner: str, caller: Caller, epoch: str) -> str:
     gets a run of its own and learns nothing about the first.
     """
     if owner.startswith(NAME_PREFIX):
-        return f"{owner}|{epoch}|{caller.session_id}"
+        return f"{owner}|{epoch}|{caller.client_id}"
     return owner
 
 
@@ -163,7 +161,7 @@ def is_owner(
     return (
         owner_session_id is not None
         and owner_epoch == epoch
-        and caller.session_id == owner_session_id
+        and caller.client_id == owner_session_id
     )
 
 

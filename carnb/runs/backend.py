@@ -77,7 +77,7 @@ class NewRun:
     agent_id: str
     intent: str
     started_at: float
-    session_id: str
+    client_id: str
     epoch: str
     idem_scope: str | None
     idempotency_key: str | None
@@ -92,7 +92,7 @@ class NewRun:
         """The values of :attr:`COLUMNS`."""
         return (
             self.run_id, self.agent_id, self.intent, rec.IN_PROGRESS, self.started_at, 0,
-            self.session_id, self.epoch, self.idem_scope, self.idempotency_key, self.forked_from,
+            self.client_id, self.epoch, self.idem_scope, self.idempotency_key, self.forked_from,
         )  # fmt: skip
 
 
@@ -111,12 +111,12 @@ class RunTx(Protocol):
         the run's ``next_index`` (and ``turn_count`` for turns)."""
 
     def set_ended(self, run_id: str, status: str, ts: float) -> None: ...
-    def open_runs_of_session(self, epoch: str, session_id: str) -> list[str]:
+    def open_runs_of_session(self, epoch: str, client_id: str) -> list[str]:
         """Ids of the session's ``in_progress`` runs, oldest first."""
 
     def list_runs(self, agent_id: str, only: Session | None, limit: int | None) -> list[Row]:
         """Run rows of ``agent_id``, newest first, at most ``limit`` (``None``: all);
-        ``only=(epoch, session_id)`` keeps that session's."""
+        ``only=(epoch, client_id)`` keeps that session's."""
 
     def read_records(self, run_id: str, after: int, limit: int | None) -> list[dict[str, Any]]:
         """Records with index > ``after``, in index order, at most ``limit`` (``None``: all)."""

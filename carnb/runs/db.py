@@ -181,11 +181,11 @@ class SqliteRunTx:
             "UPDATE runs SET status=?, ended_at=? WHERE run_id=?", (status, ts, run_id)
         )
 
-    def open_runs_of_session(self, epoch: str, session_id: str) -> list[str]:
+    def open_runs_of_session(self, epoch: str, client_id: str) -> list[str]:
         rows = self.conn.execute(
             "SELECT run_id FROM runs WHERE owner_epoch=? AND owner_session_id=? AND status=? "
             "ORDER BY seq",
-            (epoch, session_id, rec.IN_PROGRESS),
+            (epoch, client_id, rec.IN_PROGRESS),
         )
         return [r[0] for r in rows]
 

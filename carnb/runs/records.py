@@ -8,7 +8,8 @@ the run's ``cursor`` after that record:
   model_id, token_usage, duration_ms, inference?}``: one model inference of an agent loop
   (``runs.record_model_turn``). ``inference`` is what carnb itself saw when it served that
   inference (``infer``: the request and the reply, bounded; :mod:`carnb.app.recording`), never
-  a field the caller sends.
+  a field the caller sends. carnb writes a model turn of its own for an ``infer`` no model
+  turn took (``turn_index`` null, ``inference.unattached`` true).
 * ``{index, record: "turn", timestamp, turn: {...}}``: the turn object exactly as the caller sent
   it (``prompt``, ``tool``, ``parameters``, ``output``, anything else), so its own keys never
   collide with the record's.

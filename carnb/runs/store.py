@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from carnb.errors import CarnbError, Forbidden, InvalidParams, NotFound
+from carnb.errors import Forbidden, InvalidParams, NotFound, RunTerminal
 from carnb.runs import access
 from carnb.runs import records as rec
 from carnb.runs.access import Caller
@@ -66,10 +66,6 @@ Events = list[dict[str, Any]]
 _USAGE_SPAN = 2000
 
 
-class RunTerminal(CarnbError):
-    """The run already ended; the first terminal outcome wins."""
-
-
 class RunStore:
     """Durable runs; thread-safe; a synchronous API (see module docstring).
 
@@ -79,7 +75,7 @@ class RunStore:
 
     ``open()``/``close()`` are the idempotent lifecycle (``__init__`` opens); ``start()`` is
     ``runs.start``. Every caller argument is a :class:`~carnb.runs.Caller` or any session-like
-    object with ``session_id``/``client_id``, ``agent_id`` and ``is_host``.
+    object with ``client_id``, ``agent_id`` and ``is_host``.
     """
 
     def __init__(
@@ -172,7 +168,7 @@ class RunStore:
             parent_text = None if parent is None else rec.dumps(parent)
             tx.insert_run(
                 NewRun(
-                    run_id, owner, intent_s, now, c.session_id, self.epoch, scope, key, parent_text
+                    run_id, owner, intent_s, now, c.client_id, self.epoch, scope, key, parent_text
                 )
             )
             body = rec.started_body(intent_s, owner, parent)
@@ -270,10 +266,10 @@ class RunStore:
             self._end(tx, events, row, rec.ended_body(rec.INCOMPLETE, reason=reason))
             return True
 
-    def end_session_runs(self, session_id: str, reason: str = "session disconnected") -> list[str]:
+    def end_session_runs(self, client_id: str, reason: str = "session disconnected") -> list[str]:
         """End ``incomplete`` every open run the session started (on disconnect); their ids."""
         with self._backend.read() as tx:
-            ids = tx.open_runs_of_session(self.epoch, session_id)
+            ids = tx.open_runs_of_session(self.epoch, client_id)
         return [rid for rid in ids if self.end_incomplete(rid, reason)]
 
     # -- reads -----------------------------------------------------------------------------
@@ -331,7 +327,7 @@ class RunStore:
         sees_all = c.is_host or (
             c.agent_id == agent_id and not agent_id.startswith(access.NAME_PREFIX)
         )
-        only = None if sees_all else (self.epoch, c.session_id)
+        only = None if sees_all else (self.epoch, c.client_id)
         with self._backend.read() as tx:
             rows = tx.list_runs(agent_id, only, _at_most(limit))
         return {"agent_id": agent_id, "runs": [rec.run_summary(r) for r in rows]}
@@ -348,7 +344,7 @@ class RunStore:
         loop."""
         sums: dict[tuple[Any, Any, Any], list[int]] = {}
         cursor: Any = None
-        while True:  # a chunk per read, so writers (on the host loop too) never wait long
+        while True:  # a chunk per read, so writers (on the server loop too) never wait long
             with self._backend.read() as tx:
                 chunk, cursor = tx.model_turn_usage(cursor, _USAGE_SPAN)
             for agent, run, model, calls, tokens_in, tokens_out in chunk:

@@ -1,6 +1,6 @@
 """The WebSocket side of the session server: one connection, one ``ClientSession``.
 
-Runs on the host loop (``websockets`` asyncio API). This module only moves frames: each frame
+Runs on the server loop (``websockets`` asyncio API). This module only moves frames: each frame
 read goes to :meth:`~carnb.server.dispatch.Dispatcher.receive` in order (frames longer than
 ``PARSE_OFF_LOOP_CHARS`` are parsed on the bulk thread first), and its outcome is carried
 out: a reply is sent at once; a deferred reply runs as a task (at most
@@ -286,7 +286,7 @@ class SessionServer:
 
     @staticmethod
     def _queue(ws: ServerConnection, session: ClientSession, outbox: Outbox, text: str) -> bool:
-        """Queue one frame to the peer (on the host loop); a peer that does not read is
+        """Queue one frame to the peer (on the server loop); a peer that does not read is
         disconnected and ``False`` returned."""
         if session.closed or outbox.overflowed:
             return False

@@ -8,15 +8,8 @@ from typing import Any
 
 import pytest
 
-from carnb.agentir import (
-    DictStateStore,
-    PolicySet,
-    ProgressEvent,
-    ProposalResult,
-    ToolError,
-    execute_proposal,
-)
-from carnb.errors import InvalidParams
+from carnb.agentir import DictStateStore, PolicySet, ProgressEvent, ProposalResult, execute_proposal
+from carnb.errors import InvalidParams, ToolError
 from tests.agentir.helpers import ScriptedRunner, call, forever, proposal, registry, write
 
 RESULT_KEYS = {
@@ -159,6 +152,29 @@ async def test_retry_uses_one_based_attempts_until_success() -> None:
     assert [c.attempt for c in runner.calls] == [1, 2, 3]
     assert by_id(result, "a")["output"] == {"attempt": 3}
     assert result["cost"]["retries"] == 2 and result["cost"]["tool_calls"] == 1
+
+
+async def test_each_actions_attempts_are_handed_back_beside_the_spec_result() -> None:
+    async def flaky(parameters: dict[str, Any], attempt: int) -> str:
+        if attempt < 3:
+            raise ToolError(f"transient {attempt}")
+        return "ok"
+
+    async def broken(parameters: dict[str, Any], attempt: int) -> None:
+        raise ToolError("down")
+
+    attempts: dict[str, int] = {}
+    result = await run(
+        call("a", tool="flaky", failure_behavior="retry", max_retries=5),
+        write("w", "k", 1),
+        call("b", tool="broken", failure_behavior="retry", max_retries=1, depends_on=["a"]),
+        call("c", depends_on=["b"]),
+        runner=ScriptedRunner({"flaky": flaky, "broken": broken}),
+        attempts=attempts,
+    )
+    assert statuses(result) == {"a": "succeeded", "w": "succeeded", "b": "failed", "c": "skipped"}
+    assert attempts == {"a": 3, "w": 1, "b": 2, "c": 0}
+    assert all(set(r) == RESULT_KEYS for r in result["results"])  # the wire shape is the spec's
 
 
 async def test_retry_exhausted_fails_and_aborts_the_rest() -> None:
@@ -434,7 +450,7 @@ async def test_progress_events_report_attempts_and_final_results() -> None:
     assert [(e.kind, e.attempt) for e in events] == [
         ("action_started", 1),
         ("action_started", 2),
-        ("action_finished", 0),
+        ("action_finished", 2),  # finished after two attempts
     ]
     assert events[-1].result == result["results"][0]
 

@@ -141,7 +141,7 @@ def test_watch_reports_attach_change_and_detach(runtime: Runtime) -> None:
     changed = threading.Event()
 
     def on_change() -> None:
-        assert threading.current_thread().name == "carnb-host"  # widgets are written there
+        assert threading.current_thread().name == "carnb-loop"  # widgets are written there
         changes.append("x")
         changed.set()
 
@@ -152,7 +152,7 @@ def test_watch_reports_attach_change_and_detach(runtime: Runtime) -> None:
         assert changed.wait(5), "no change reported"
         changed.clear()
 
-    remove = runtime.run_on_host(start(), timeout=5)
+    remove = runtime.run_on_loop(start(), timeout=5)
     c = Client(runtime.url)
     try:
         # a connection is shown once it authenticates (peers without a token stay out of the
@@ -184,7 +184,7 @@ def test_asnapshots_know_every_fact_count(runtime: Runtime) -> None:
         async def both() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             return runtime.snapshots(), await runtime.asnapshots()
 
-        plain, counted = runtime.run_on_host(both(), timeout=5)
+        plain, counted = runtime.run_on_loop(both(), timeout=5)
     finally:
         c.close()
     assert next(s for s in plain if s["client_id"] == sid)["fact_count"] is None
@@ -203,7 +203,7 @@ def test_asnapshots_count_a_graph_the_session_never_counted(make_runtime: Any) -
         async def counted() -> list[dict[str, Any]]:
             return await rt.asnapshots()
 
-        (snap,) = [s for s in rt.run_on_host(counted(), timeout=5) if s["kind"] == "socket"]
+        (snap,) = [s for s in rt.run_on_loop(counted(), timeout=5) if s["kind"] == "socket"]
     finally:
         c.close()
     assert plain["fact_count"] is None

@@ -56,7 +56,7 @@ def test_unload_frees_the_port_and_reload_starts_fresh(loaded: Any, capsys: Any)
     with pytest.raises(CarnbError, match="not loaded"):
         carnb.current()
     threads = [t.name for t in threading.enumerate()]
-    assert "carnb-host" not in threads
+    assert "carnb-loop" not in threads
     res = run(loaded, "%car status")
     assert isinstance(res.error_in_exec, UsageError)
     assert "%load_ext carnb" in str(res.error_in_exec)
@@ -102,7 +102,7 @@ def test_port_in_use_is_one_line_and_nothing_is_left(shell: Any) -> None:
         res = run(shell, "%load_ext carnb")
     assert res.error_in_exec is not None
     assert "CarMagics.port" in str(res.error_in_exec)
-    assert "carnb-host" not in [t.name for t in threading.enumerate()]
+    assert "carnb-loop" not in [t.name for t in threading.enumerate()]
     shell.run_line_magic("config", "CarMagics.port = 0")
     shell.run_line_magic("load_ext", "carnb")
     assert carnb.current().running
@@ -163,9 +163,9 @@ def test_allowed_origins_reach_the_server(shell: Any) -> None:
         Client(rt.url, origin="http://evil.example")
 
 
-def test_ctrl_c_while_waiting_on_the_host_thread(loaded: Any) -> None:
+def test_ctrl_c_while_waiting_on_the_loop_thread(loaded: Any) -> None:
     rt = carnb.current()
-    rt.host.call_soon(time.sleep, 4.0)  # the host thread is busy for 4 s
+    rt.loop_thread.call_soon(time.sleep, 4.0)  # the loop thread is busy for 4 s
     main = threading.main_thread().ident
     assert main is not None
     timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))

@@ -102,7 +102,7 @@ def test_reload_frees_the_port_and_unload_stops_everything(kernel: Kernel) -> No
     assert port_is_free(second["port"])
     assert not Path(second["file"]).exists()
     names = kernel.value("[t.name for t in __import__('threading').enumerate()]")
-    assert "carnb-host" not in names
+    assert "carnb-loop" not in names
     res = kernel.run("%car status")
     assert res.status == "error"
     assert res.stderr.strip() == (
@@ -139,9 +139,9 @@ def test_kernel_shutdown_stops_the_runtime(start_kernel: Any) -> None:
     assert port_is_free(info["port"])
 
 
-def test_ctrl_c_while_a_magic_waits_on_the_host_thread(kernel: Kernel) -> None:
+def test_ctrl_c_while_a_magic_waits_on_the_loop_thread(kernel: Kernel) -> None:
     kernel.ok("%load_ext carnb")
-    kernel.ok("import time, carnb\ncarnb.current().host.call_soon(time.sleep, 4)")
+    kernel.ok("import time, carnb\ncarnb.current().loop_thread.call_soon(time.sleep, 4)")
     msg_id = kernel.submit("%car server")
     time.sleep(0.8)
     kernel.interrupt()

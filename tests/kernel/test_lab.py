@@ -1,5 +1,5 @@
 """JupyterLab in headless Chromium: open a demo notebook, run it, see the live panel render and
-update (from the cells, and from the host thread when an outside client connects)."""
+update (from the cells, and from the loop thread when an outside client connects)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_live_panel_in_jupyterlab(lab: dict[str, Any]) -> None:
             expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text(
                 "Idle", timeout=90_000
             )
-            # Updates from the host thread with no cell running: an outside client attaches.
+            # Updates from the loop thread with no cell running: an outside client attaches.
             info = connection_info(lab["home"])
             count = int(panel.locator(".carnb-count").inner_text())
             c = Client(info["url"])

@@ -184,7 +184,7 @@ def test_explore_searches_as_you_type(loaded: Any) -> None:
     assert "carnb-explore" in ex.widget._dom_classes
     assert 'data-facts="3"' in ex.status.value and "2 result(s)" in ex.status.value
     assert "prod deploys on Monday" in ex.results.value
-    # Typing: the box changes on the kernel thread, the host thread writes the table.
+    # Typing: the box changes on the kernel thread, the loop thread writes the table.
     ex.box.value = "postgres"
     deadline = time.monotonic() + 5
     while "5432" not in ex.results.value and time.monotonic() < deadline:

@@ -1,4 +1,4 @@
-"""The status panel: what it shows, that the host thread updates it while the kernel thread is
+"""The status panel: what it shows, that the loop thread updates it while the kernel thread is
 blocked, that bursts are throttled, and that it never shows a token."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_panel_follows_cells(loaded: Any) -> None:
     assert 'data-run="(none)"' in panel.mine.value
 
 
-def test_host_thread_updates_while_the_kernel_thread_is_blocked(loaded: Any) -> None:
+def test_loop_thread_updates_while_the_kernel_thread_is_blocked(loaded: Any) -> None:
     panel = loaded.run_line_magic("car", "status")
     rt = carnb.current()
     loaded.run_line_magic("car", "agent add scout")
@@ -99,7 +99,7 @@ def test_host_thread_updates_while_the_kernel_thread_is_blocked(loaded: Any) -> 
 
     threading.Thread(target=agent, daemon=True).start()
     # The kernel thread is blocked (as in a cell running time.sleep): no cell ends, no flush;
-    # only the host thread can change the panel meanwhile.
+    # only the loop thread can change the panel meanwhile.
     assert done.wait(20)
 
     def shows_the_agent() -> bool:
@@ -213,7 +213,7 @@ def test_a_run_opens_its_live_trace_in_the_panel(loaded: Any) -> None:
         for i in range(3):
             turn = {"tool": "search", "parameters": {"q": i}, "output": f"hit {i}"}
             agent.call("runs.record_turns", {"run_id": rid, "turns": [turn]})
-            # the host thread grows it by itself: no cell runs meanwhile
+            # the loop thread grows it by itself: no cell runs meanwhile
             assert wait_for(lambda n=i + 152: len(live.timeline.children) == n)
         assert "hit 2" in live.timeline.children[-1].value
         agent.call("runs.complete", {"run_id": rid, "outcome": {"status": "success"}})
@@ -259,7 +259,7 @@ def test_the_panel_opens_one_trace_at_a_time_and_says_when_it_cannot(loaded: Any
 @pytest.mark.kernel
 def test_a_click_in_a_real_kernel_opens_the_run_trace_in_the_panel(kernel: Any) -> None:
     """The frontend's click message reaches the kernel thread; the trace then grows in the
-    panel from the host thread while no cell runs."""
+    panel from the loop thread while no cell runs."""
     kernel.ok("%load_ext carnb")
     kernel.ok("panel = %car status")
     kernel.ok("info = %car agent add scout --show-tokens")

@@ -125,3 +125,52 @@ def test_fork_errors_are_one_line(loaded: Any, rt: Any) -> None:
         loaded.run_line_magic("car", f"run fork {parent} --at 9")
     with pytest.raises(CarMagicError, match="is not ACTION=VALUE"):
         loaded.run_line_magic("car", f"run fork {parent} --at 1 --tool-output nothing")
+
+
+def test_the_panel_lists_forks_under_their_parent_and_opens_their_trace(
+    loaded: Any, rt: Any
+) -> None:
+    from tests.kernel.test_panel import wait_for
+
+    panel = loaded.run_line_magic("car", "status")
+    parent = rt.loop("add 1, 2 and 3")
+    forked = loaded.run_line_magic("car", f"run fork {parent} --at 2 --model finisher")
+    wait_ended(loaded, forked.run_id)
+    deeper = loaded.run_line_magic("car", f"run fork {forked.run_id} --at 2 --answer done")
+    wait_ended(loaded, deeper.run_id)
+    assert wait_for(lambda: panel.lineage.value.count("success") == 2)
+    (table,) = [panel.lineage.value]
+    assert "forks, under their parent" in table
+    # the parent (the notebook's run, ended), its fork under it, the fork's fork under that
+    assert table.index(parent) < table.index(forked.run_id) < table.index(deeper.run_id)
+    assert "@ turn 2" in table and "\u00a0\u00a0↳ " in table
+    shown = [b.tooltip.removeprefix("live trace of ") for b in panel.traces.pick.children[1:]]
+    assert shown[-3:] == [parent, forked.run_id, deeper.run_id]  # each under its parent
+    button = panel.traces.buttons[forked.run_id]
+    assert button.description.startswith("↳ @2 ") and button.description.endswith("(ended)")
+    button.click()
+    live = panel.traces.live
+    assert live is not None and live.run_id == forked.run_id
+    kinds = [live.records[i]["record"] for i in sorted(live.records)]
+    assert kinds == ["started", "model_turn", "turn", "model_turn", "turn", "ended"]
+    text = panel.snapshot().text()
+    lines = [line for line in text.splitlines() if forked.run_id in line]
+    assert any(line.lstrip().startswith("↳ " + forked.run_id) for line in lines), text
+    assert rt.token not in panel.snapshot().html()
+
+
+def test_the_notebooks_own_infer_in_a_run_is_kept_for_replay(loaded: Any, rt: Any) -> None:
+    loaded.run_cell("%car run start ask the adder")
+    run_id = carnb.current().session.current_run_id
+    loaded.run_cell("%%car infer --model adder\nadd 1 and 2")
+    loaded.run_cell("%car run complete")
+    trace = loaded.run_line_magic("car", f"run trace {run_id}").trace
+    kinds = [r["record"] for r in trace["records"]]
+    assert kinds[:3] == ["started", "model_turn", "turn"]  # the infer, then its cell's turn
+    kept = trace["records"][1]
+    assert kept["inference"]["unattached"] is True and kept["model_id"] == "adder"
+    assert kept["inference"]["request"]["messages"][-1]["content"] == "add 1 and 2"
+    before = rt.model_calls["adder"]
+    replayed = loaded.run_line_magic("car", f"run replay {run_id}")
+    assert replayed.report["model_turns"] == 1 and replayed.report["recorded_requests"] == 1
+    assert rt.model_calls["adder"] == before

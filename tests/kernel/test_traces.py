@@ -80,7 +80,7 @@ def test_live_trace_grows_while_an_outside_agent_records(loaded: Any) -> None:
         for i in range(3):
             turn = {"tool": "search", "parameters": {"q": f"query {i}"}, "output": f"hit {i}"}
             agent.call("runs.record_turns", {"run_id": run_id, "turns": [turn]})
-            # the host thread appends the entry by itself (no cell runs meanwhile)
+            # the loop thread appends the entry by itself (no cell runs meanwhile)
             wait_for(lambda n=i + 2: len(live.timeline.children) == n)
         assert "tool search" in live.timeline.children[-1].value
         assert "hit 2" in live.timeline.children[-1].value
@@ -187,7 +187,7 @@ def test_car_run_cell_records_its_own_execution_count(kernel: Any) -> None:
 @pytest.mark.kernel
 def test_live_trace_widget_updates_in_a_real_kernel_while_idle(kernel: Any) -> None:
     """An outside agent records turns while no cell runs: the kernel still sends the new
-    timeline entries (widget updates from the host thread)."""
+    timeline entries (widget updates from the loop thread)."""
 
     kernel.ok("%load_ext carnb")
     kernel.ok("info = %car agent add scout --show-tokens")

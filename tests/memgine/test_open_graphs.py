@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from carnb.errors import GraphLimit
 from carnb.memgine import Memgine, MemoryHome, bulk, home, store
-from carnb.memgine.home import GraphLimit
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from carnb.pgstore.database import SchemaError
+from carnb.errors import SchemaError
 from carnb.pgstore.schema import Component, migrate
 from carnb.pgstore.setting import parse_store
 from carnb.pgstore.store import PostgresStore

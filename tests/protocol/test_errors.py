@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import pathlib
 
 import pytest
 
@@ -17,6 +19,8 @@ EXPECTED = [
     (errors.InvalidParams, -32602),
     (errors.ReplyTooLarge, -32602),
     (errors.StateFull, -32602),
+    (errors.RunnerTooLarge, -32602),
+    (errors.NothingToReplay, -32602),
     (errors.AuthRequired, -32001),
     (errors.HandshakeRequired, -32005),
     (errors.VersionMismatch, -32006),
@@ -28,10 +32,38 @@ EXPECTED = [
     (errors.NotFound, -32603),
     (errors.PathRejected, -32603),
     (errors.BrowserUnavailable, -32603),
-    (errors.HostThreadError, -32603),
+    (errors.LoopThreadError, -32603),
     (errors.InternalError, -32603),
+    (errors.AgentElsewhere, -32603),
+    (errors.SupervisionRefused, -32603),
+    (errors.TooManyProposals, -32603),
+    (errors.TooManyForks, -32603),
+    (errors.ModelNotFound, -32603),
+    (errors.IntentGone, -32603),
+    (errors.RunTerminal, -32603),
+    (errors.PoolClosed, -32603),
+    (errors.GraphLimit, -32603),
+    (errors.OtelUnavailable, -32603),
+    (errors.ToolError, -32603),
+    (errors.ToolTimeout, -32603),
+    (errors.Unreachable, -32603),
+    (errors.ModelFailed, -32603),
+    (errors.ModelTimeout, -32603),
+    (errors.RunnerGone, -32603),
+    (errors.CallFailed, -32603),
+    (errors.CallTimeout, -32603),
+    (errors.PeerGone, -32603),
+    (errors.ChatRefused, -32603),
+    (errors.StoreUnavailable, -32603),
+    (errors.SchemaError, -32603),
+    (errors.GraphBusy, -32603),
+    (errors.FactIdTaken, -32603),
+    (errors.CallerFault, -32603),
+    (errors.ServerFault, -32603),
+    (errors.OutsideFault, -32603),
     (CarnbError, -32603),
 ]
+BLAMES = (errors.CallerFault, errors.ServerFault, errors.OutsideFault)
 
 
 @pytest.mark.parametrize(("cls", "code"), EXPECTED, ids=[c.__name__ for c, _ in EXPECTED])
@@ -49,6 +81,46 @@ def test_every_error_type_carnb_defines_is_covered() -> None:
         if isinstance(v, type) and issubclass(v, CarnbError) and v.__module__ == errors.__name__
     }
     assert defined == {cls for cls, _ in EXPECTED}
+
+
+def test_every_error_type_carnb_raises_has_exactly_one_blame() -> None:
+    for cls, _ in EXPECTED:
+        if cls is CarnbError or cls in BLAMES:
+            continue
+        assert [b.__name__ for b in BLAMES if issubclass(cls, b)] in (
+            ["CallerFault"],
+            ["ServerFault"],
+            ["OutsideFault"],
+        ), cls
+
+
+def test_the_caller_is_blamed_for_what_it_sent_and_others_for_their_failures() -> None:
+    assert issubclass(errors.InvalidParams, errors.CallerFault)
+    assert issubclass(errors.Forbidden, errors.CallerFault)
+    assert issubclass(errors.NotFound, errors.CallerFault)
+    assert issubclass(errors.ToolError, errors.OutsideFault)
+    assert issubclass(errors.ModelFailed, errors.OutsideFault)
+    assert issubclass(errors.StoreUnavailable, errors.OutsideFault)
+    assert issubclass(errors.InternalError, errors.ServerFault)
+    # a model call is never reported as a tool's failure, nor the reverse
+    assert not issubclass(errors.ModelFailed, errors.ToolError)
+    assert not issubclass(errors.ToolError, errors.ModelFailed)
+
+
+def test_no_error_type_is_defined_outside_carnb_errors() -> None:
+    root = pathlib.Path(errors.__file__).parent
+    names = {cls.__name__ for cls, _ in EXPECTED}
+    strays = []
+    for path in root.rglob("*.py"):
+        if path.name == "errors.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
+                bases |= {b.attr for b in node.bases if isinstance(b, ast.Attribute)}
+                if bases & names:
+                    strays.append(f"{path.relative_to(root)}: {node.name}")
+    assert strays == []
 
 
 def test_a_subclass_takes_its_nearest_listed_base_code() -> None:

@@ -17,7 +17,7 @@ from carnb.app.handlers import build_table
 from carnb.app.services import Services
 from carnb.protocol.auth import Credentials
 from carnb.server.dispatch import Dispatcher
-from carnb.server.hostthread import HostThread
+from carnb.server.loopthread import LoopThread
 from carnb.server.ws import AUTH_TIMEOUT_REASON, ServerConfig, SessionServer
 from tests.conftest import Client, RpcFailed
 from tests.reliability.harness import add, raw_upgrade, wait_until
@@ -90,7 +90,7 @@ def test_no_method_answers_before_auth(srv: Any) -> None:
 
 
 def test_an_unauthenticated_connection_is_closed_at_the_auth_deadline() -> None:
-    host = HostThread()
+    host = LoopThread()
     services = Services(Credentials(), server_version="carnb test")
     server = SessionServer(
         ServerConfig(auth_timeout=0.5), Dispatcher(services, build_table(services))

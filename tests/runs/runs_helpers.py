@@ -6,12 +6,12 @@ from typing import Any
 
 from carnb.runs import Caller, RunStore
 
-AGENT_A = Caller(session_id="s1", agent_id="agent-a")
-AGENT_A_LATER = Caller(session_id="s7", agent_id="agent-a")  # agent-a on another connection
-AGENT_B = Caller(session_id="s2", agent_id="agent-b")
-UNBOUND = Caller(session_id="s3")
-UNBOUND_2 = Caller(session_id="s4")
-HOST = Caller(session_id="s5", is_host=True)
+AGENT_A = Caller(client_id="s1", agent_id="agent-a")
+AGENT_A_LATER = Caller(client_id="s7", agent_id="agent-a")  # agent-a on another connection
+AGENT_B = Caller(client_id="s2", agent_id="agent-b")
+UNBOUND = Caller(client_id="s3")
+UNBOUND_2 = Caller(client_id="s4")
+HOST = Caller(client_id="s5", is_host=True)
 
 
 def turns(n: int, start: int = 0, **extra: Any) -> list[dict[str, Any]]:

@@ -37,8 +37,8 @@ def _name_run(store: RunStore) -> str:
 
 
 CASES = [(_agent_run, c, r) for c, r in AGENT_RUN] + [(_name_run, c, r) for c, r in NAME_RUN]
-IDS = [f"agent-run/{c.session_id}:{r}" for _, c, r in CASES[:5]] + [
-    f"name-run/{c.session_id}:{r}" for _, c, r in CASES[5:]
+IDS = [f"agent-run/{c.client_id}:{r}" for _, c, r in CASES[:5]] + [
+    f"name-run/{c.client_id}:{r}" for _, c, r in CASES[5:]
 ]
 
 
@@ -175,7 +175,7 @@ def test_host_started_run_for_an_agent_belongs_to_both(store: RunStore) -> None:
 def test_a_session_object_can_be_the_caller(store: RunStore) -> None:
     session = ClientSession(agent_id="agent-a")
     caller = as_caller(session)
-    assert caller == Caller(session_id=session.client_id, agent_id="agent-a", is_host=False)
+    assert caller == Caller(client_id=session.client_id, agent_id="agent-a", is_host=False)
     run_id = store.start(session, intent="x")["run_id"]
     assert store.record_turns(session, run_id, turns(1))["ok"] is True
     assert store.authorize(AGENT_A, run_id, "record_turns") is not None

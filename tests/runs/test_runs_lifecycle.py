@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from carnb.errors import CarnbError, Forbidden, InvalidParams
-from carnb.runs import MAX_BATCH, MAX_TURN_BYTES, RunStore, RunTerminal
+from carnb.errors import CarnbError, Forbidden, InvalidParams, RunTerminal
+from carnb.runs import MAX_BATCH, MAX_TURN_BYTES, RunStore
 from tests.runs.runs_helpers import (
     AGENT_A,
     AGENT_A_LATER,
@@ -199,7 +199,7 @@ def test_end_session_runs_ends_only_that_sessions_open_runs(store: RunStore) -> 
     store.complete(UNBOUND, mine[1], {"status": "success"})
     other = store.start(UNBOUND_2, intent="other", agent_name="bot")["run_id"]
     agent_run = store.start(AGENT_A, intent="a")["run_id"]
-    assert store.end_session_runs(UNBOUND.session_id, "socket closed") == [mine[0], mine[2]]
+    assert store.end_session_runs(UNBOUND.client_id, "socket closed") == [mine[0], mine[2]]
     status = {rid: store.get_trace(HOST, rid)["status"] for rid in [*mine, other, agent_run]}
     assert status == {
         mine[0]: "incomplete",

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from carnb.app import peercalls as callbacks
-from carnb.app.peercalls import CallFailed, CallTimeout, PeerCalls, PeerGone
+from carnb.app.peercalls import PeerCalls
+from carnb.errors import CallFailed, CallTimeout, PeerGone
 from carnb.protocol.jsonrpc import Response
 
 

@@ -142,7 +142,7 @@ def test_context_query_waits_its_turn_on_the_graph(runtime, connect_client) -> N
     async def hold() -> None:
         await gate.lock.acquire()
 
-    runtime.run_on_host(hold())
+    runtime.run_on_loop(hold())
     replies: list[dict[str, Any]] = []
     caller = threading.Thread(
         target=lambda: replies.append(c.call("infer", ask(context_query="deploy")))
@@ -280,6 +280,7 @@ def test_record_model_turn_and_proposal_turns_make_one_ordered_trace(runtime, co
         "parameters": {"x": 1},
         "status": "succeeded",
         "output": {"echoed": 1},
+        "attempt": 1,
         "duration_ms": event["record"]["turn"]["duration_ms"],
     }
     model_turn = alice.call("runs.get_trace", {"run_id": rid})["records"][1]

@@ -287,7 +287,7 @@ def test_a_tool_owner_that_disconnects_fails_the_call_cleanly(runtime, connect_c
             session, "proposal.submit", {"proposal": proposal(action("a"))}
         )
 
-    result = runtime.run_on_host(as_that_session(), timeout=10)
+    result = runtime.run_on_loop(as_that_session(), timeout=10)
     (only,) = result["results"]
     assert only["status"] == "failed" and "disconnected" in only["error"]
     assert gone.wait(5)

@@ -20,7 +20,7 @@ from carnb.app.methods import Method
 from carnb.app.services import Services
 from carnb.protocol.auth import Credentials
 from carnb.server.dispatch import Dispatcher
-from carnb.server.hostthread import HostThread
+from carnb.server.loopthread import LoopThread
 from carnb.server.ws import ServerConfig, SessionServer
 from tests.conftest import Client, RpcFailed, agent_auth
 
@@ -268,7 +268,7 @@ def test_binds_loopback_by_default(runtime) -> None:
 @pytest.fixture
 def slow_server():
     """A real server whose table has one extra slow async method, to test scheduling."""
-    host = HostThread()
+    host = LoopThread()
     creds = Credentials(auth_enabled=False)
     services = Services(creds, server_version="carnb test")
     table = build_table(services)
@@ -381,11 +381,11 @@ def test_close_frees_the_port_and_stops_the_thread(make_runtime) -> None:
     rt = make_runtime()
     port = rt.port
     rt.close()
-    assert not rt.host.running
+    assert not rt.loop_thread.running
     assert not any(
-        t.name == "carnb-host" and t.is_alive()
+        t.name == "carnb-loop" and t.is_alive()
         for t in threading.enumerate()
-        if t is rt.host._thread
+        if t is rt.loop_thread._thread
     )
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port is free again

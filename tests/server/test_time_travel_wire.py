@@ -459,3 +459,170 @@ def test_a_forks_proposals_meet_supervision(rt, models, adds, alice) -> None:
     assert denied["tool"] == "add" and denied["status"] == "rejected"
     assert "no adding in forks" in denied["error"] and adds.calls == tools_before
     assert seen and seen[0]["actions"][0]["tool"] == "add"
+
+
+def model_turn(c: Client, run_id: str, *calls: dict[str, Any]) -> None:
+    """A model turn the agent records itself (its own provider: carnb saw no infer)."""
+    c.call(
+        "runs.record_model_turn",
+        {"run_id": run_id, "assistant_text": "", "requested_tool_calls": list(calls)},
+    )
+
+
+def test_proposal_actions_are_recorded_with_their_attempts_and_replay_retries_as_recorded(
+    rt, models, alice
+) -> None:
+    tries = {"n": 0, "broken": False}
+
+    def flaky(q: str) -> str:
+        """fails every other call (always, once broken)"""
+        tries["n"] += 1
+        if tries["broken"] or tries["n"] % 2:
+            raise RuntimeError("transient")
+        return f"found {q}"
+
+    rt.register_tool(flaky, name="flaky", share=True)
+    run_id = alice.call("runs.start", {"intent": "look"})["run_id"]
+    model_turn(alice, run_id, {"id": "a", "name": "flaky", "arguments": {"q": "x"}})
+    action = {
+        "id": "a",
+        "type": "tool_call",
+        "tool": "flaky",
+        "parameters": {"q": "x"},
+        "failure_behavior": "retry",
+        "max_retries": 3,
+    }
+    alice.call("proposal.submit", {"proposal": {"id": "p", "actions": [action]}})
+    alice.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
+    trace = rt.call("runs.get_trace", {"run_id": run_id})
+    (turn,) = [r["turn"] for r in trace["records"] if r["record"] == "turn"]
+    assert turn["tool"] == "flaky" and turn["parameters"] == {"q": "x"}
+    assert turn["output"] == "found x" and turn["attempt"] == 2 and turn["duration_ms"] > 0
+    report = rt.call("runs.replay", {"run_id": run_id})
+    assert report["tool_retries"] == 1 and report["tool_ms"] == round(turn["duration_ms"], 3)
+    # run again, the flaky tool gets the attempts the recording shows: its first failure is no
+    # divergence
+    report = rt.call("runs.replay", {"run_id": run_id, "rerun_tools": True})
+    assert report["tools_rerun"] == 1 and report["reproduced"] is True, report["divergences"]
+    tries["broken"] = True
+    (diverged,) = rt.call("runs.replay", {"run_id": run_id, "rerun_tools": True})["divergences"]
+    assert diverged["kind"] == "tool_output" and diverged["attempts"] == 2
+    assert diverged["recorded_attempt"] == 2 and "transient" in diverged["now"]["error"]
+
+
+def test_replay_reruns_a_connected_agents_tools_through_tools_execute(rt, models, alice) -> None:
+    import threading
+
+    search = {"name": "search", "parameters": {"type": "object", "properties": {"q": {}}}}
+    alice.call("tools.register", [search])
+    parent = recorded_by_hand(alice)
+    box: dict[str, Any] = {}
+    replaying = threading.Thread(
+        target=lambda: box.update(
+            report=rt.call("runs.replay", {"run_id": parent, "rerun_tools": True})
+        )
+    )
+    replaying.start()
+    deadline = time.monotonic() + 10
+    while True:  # the agent answers the replay's call of its tool, differently now
+        msg = alice.recv(max(0.01, deadline - time.monotonic()))
+        if msg.get("method") == "tools.execute":
+            break
+    assert msg["params"]["tool"] == "search" and msg["params"]["parameters"] == {"q": "carnb"}
+    assert msg["params"]["attempt"] == 1
+    alice.send({"jsonrpc": "2.0", "id": msg["id"], "result": "a notebook extension"})
+    replaying.join(10)
+    report = box["report"]
+    assert report["tools_rerun"] == 1
+    (diverged,) = report["divergences"]
+    assert diverged["kind"] == "tool_output" and diverged["tool"] == "search"
+    assert (
+        diverged["recorded"] == "a kernel extension" and diverged["now"] == "a notebook extension"
+    )
+    leave(rt, alice)  # gone: its tool can no longer be run again, and is not
+    report = rt.call("runs.replay", {"run_id": parent, "rerun_tools": True})
+    assert report["tools_rerun"] == 0 and report["reproduced"] is True
+
+
+def test_a_fork_starts_from_the_state_the_parent_had_at_the_fork_point(
+    rt, models, adds, alice
+) -> None:
+    run_id = alice.call("runs.start", {"intent": "deploy when ready"})["run_id"]
+    model_turn(alice, run_id)
+    write = {"id": "w", "type": "state_write", "parameters": {"key": "ready", "value": True}}
+    alice.call("proposal.submit", {"proposal": {"id": "p1", "actions": [write]}})
+    call = {"id": "c1", "name": "add", "arguments": {"a": 1, "b": 2}}
+    model_turn(alice, run_id, call)
+    action = {"id": "c1", "type": "tool_call", "tool": "add", "parameters": {"a": 1, "b": 2}}
+    alice.call("proposal.submit", {"proposal": {"id": "p2", "actions": [action]}})
+    alice.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
+    # from now on the agent's policy lets add run only once ready
+    alice.call(
+        "policy.register",
+        {"name": "when-ready", "rule": "require_state", "key": "ready", "value": True},
+    )
+    assert rt.call("runs.replay", {"run_id": run_id})["reproduced"] is True  # it was ready
+    answer = {"tool_calls": [call]}
+    fork = rt.call("runs.fork", {"run_id": run_id, "at": 2, "answer": answer, "max_turns": 1})
+    added = [r["turn"] for r in ended(rt, fork["run_id"])["records"] if r["record"] == "turn"]
+    assert added[-1]["tool"] == "add" and added[-1]["output"] == {"sum": 3}
+    assert added[-1]["status"] == "succeeded" and added[-1]["attempt"] == 1
+    # forked before the write, the state is not there yet: the policy refuses
+    fork = rt.call("runs.fork", {"run_id": run_id, "at": 1, "answer": answer, "max_turns": 1})
+    early = [r["turn"] for r in ended(rt, fork["run_id"])["records"] if r["record"] == "turn"]
+    assert early[-1]["policy_rejected"] is True and "state 'ready'" in early[-1]["error"]
+    assert alice.call("state.get", {"key": "ready"}) is True  # the parent's state untouched
+
+
+def test_an_infer_no_model_turn_takes_is_kept_as_its_own_record_in_place(
+    rt, models, adds, alice
+) -> None:
+    run_id = alice.call("runs.start", {"intent": "add 1, 2 and 3"})["run_id"]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "add 1, 2 and 3"}]
+    first = alice.call("infer", {"model": "adder", "messages": messages})  # never recorded
+    (call,) = first["tool_calls"]
+    action = {"id": call["id"], "type": "tool_call", "tool": "add", "parameters": call["arguments"]}
+    done = alice.call("proposal.submit", {"proposal": {"id": "p1", "actions": [action]}})
+    messages += [
+        {"role": "assistant", "content": first["text"], "tool_calls": first["tool_calls"]},
+        {"role": "tool_result", "tool_call_id": call["id"], "content": "1"},
+    ]
+    second = alice.call("infer", {"model": "adder", "messages": messages})
+    alice.call(
+        "runs.record_model_turn",
+        {"run_id": run_id, "turn_index": 2, "assistant_text": second["text"],
+         "requested_tool_calls": second["tool_calls"]},
+    )  # fmt: skip
+    alice.call("infer", {"model": "adder", "messages": messages})  # asked again: never recorded
+    alice.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
+    trace = rt.call("runs.get_trace", {"run_id": run_id, "limit": 1000})
+    assert kinds(trace) == ["started", "model_turn", "turn", "model_turn", "model_turn", "ended"]
+    own, agents, last = [r for r in trace["records"] if r["record"] == "model_turn"]
+    assert own["inference"]["unattached"] is True and own["turn_index"] is None
+    assert own["assistant_text"] == first["text"] and own["requested_tool_calls"] == [call]
+    assert own["model_id"] == "adder" and own["token_usage"] == first["usage"]
+    assert own["inference"]["request"]["messages"] == messages[:1]
+    assert "unattached" not in agents["inference"] and agents["turn_index"] == 2
+    assert agents["inference"]["request"]["messages_kept"] == 1  # refers to the one kept before
+    assert last["inference"]["unattached"] is True
+    assert done["results"][0]["output"] == {"sum": 1}
+    report = rt.call("runs.replay", {"run_id": run_id})
+    assert report["model_turns"] == 3 and report["recorded_requests"] == 3
+    assert report["reproduced"] is True, report["divergences"]
+    fork = rt.call("runs.fork", {"run_id": run_id, "at": 2, "model": "finisher"})
+    assert fork["rebuilt_request"] is False  # the request at 2 is whole: 1's was kept
+    assert ended(rt, fork["run_id"])["records"][-1]["outcome"]["summary"] == "42"
+
+
+def test_an_infer_left_when_the_connection_closes_is_kept_before_the_run_ends(
+    rt, models, alice
+) -> None:
+    run_id = alice.call("runs.start", {"intent": "add 1"})["run_id"]
+    alice.call("infer", {"model": "adder", "messages": [{"role": "user", "content": "add 1"}]})
+    leave(rt, alice)
+    deadline = time.monotonic() + 10
+    while (trace := rt.call("runs.get_trace", {"run_id": run_id}))["status"] == "in_progress":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert kinds(trace) == ["started", "model_turn", "ended"]
+    assert trace["status"] == "incomplete" and trace["records"][1]["inference"]["unattached"]

@@ -6,7 +6,7 @@ from typing import Any
 
 from carnb.app.methods import Method, Params
 from carnb.app.params import opt_int
-from carnb.app.ports import BrowserSlot, Record
+from carnb.app.ports import Record, SessionBrowser
 from carnb.app.services import Services
 from carnb.errors import InvalidParams
 from carnb.protocol.session import ClientSession
@@ -23,7 +23,7 @@ async def _close_slot(s: ClientSession) -> None:
         await s.browser.close()
 
 
-def slot_of(s: ClientSession, svc: Services) -> BrowserSlot:
+def slot_of(s: ClientSession, svc: Services) -> SessionBrowser:
     """The session's slot, created (not launched) on first use; mirrors its state on the session."""
     if s.browser is None:
         assert svc.browsers is not None  # the table offers browser.* only with a pool
@@ -34,7 +34,7 @@ def slot_of(s: ClientSession, svc: Services) -> BrowserSlot:
 
         slot.add_listener(mirror)
         s.browser = slot
-    current: BrowserSlot = s.browser
+    current: SessionBrowser = s.browser
     return current
 
 
@@ -49,7 +49,7 @@ async def browser_run(s: ClientSession, p: Params, svc: Services) -> Record:
 async def browser_close(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     if s.browser is None:
         return {"closed": False}
-    slot: BrowserSlot = s.browser
+    slot: SessionBrowser = s.browser
     return await slot.close()
 
 

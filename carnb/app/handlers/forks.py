@@ -13,6 +13,13 @@ Its proposals meet the same supervision as ``proposal.submit`` (:func:`carnb.app
 supervision.gate`): supervisors see them as proposals of that session, and a require_approval
 policy or an ``approve=True`` notebook tool waits for the approval ledger.
 
+A fork's proposals share one state of their own (a :class:`~carnb.agentir.DictStateStore`; the
+parent's session state is never read or written): it starts as the state the parent run had at
+the fork point as far as its recorded state actions show it (:func:`carnb.app.steps.state_at`:
+the values its ``state_write`` actions wrote and its ``state_read`` actions read before
+``turn``), and the fork's own state actions then change it from turn to turn. A key the parent
+never wrote nor read before ``turn`` is missing in the fork.
+
 Where a fork's tool call goes, first match wins: an override (``tool_outputs``, keyed by the
 call's id or the tool's name); a notebook tool the caller sees; a tool a connected session of
 the parent's agent registered (``tools.execute``); the recording, when a call of that tool with
@@ -39,10 +46,10 @@ from carnb.agentir import (
     DictStateStore,
     PolicySet,
     ProposalResult,
-    ToolError,
     execute_proposal,
     parse_proposal,
 )
+from carnb.agentir.policy import StateLookup
 from carnb.agentir.values import MISSING
 from carnb.app.handlers.runturns import proposal_turns
 from carnb.app.handlers.supervision import gate
@@ -56,19 +63,17 @@ from carnb.app.steps import (
     assistant_message,
     rebuilt_request,
     result_message,
+    state_at,
     tool_result_style,
 )
 from carnb.app.toolhub import SessionRunner
+from carnb.errors import ToolError, Unreachable
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import ClientSession
 
 log = logging.getLogger("carnb.app.forks")
 
 FINISH = "finish"  # the tool an agent loop ends with (its answer is the run's summary)
-
-
-class Unreachable(ToolError):
-    """A fork's tool call has nowhere to go."""
 
 
 @dataclass
@@ -117,6 +122,22 @@ def parse_answer(answer: Any) -> dict[str, Any]:
     return reply
 
 
+def agent_session(svc: Services, agent_id: Any, caller: ClientSession) -> ClientSession | None:
+    """A still-connected session of agent ``agent_id`` that can answer ``tools.execute``
+    (not the caller's own)."""
+    return next(
+        (
+            t
+            for t in svc.sessions
+            if t.agent_id == agent_id
+            and not t.closed
+            and t is not caller
+            and t.callbacks is not None
+        ),
+        None,
+    )
+
+
 class ForkRunner:
     """The :class:`~carnb.agentir.ToolRunner` of a fork (the order in the module docstring)."""
 
@@ -125,18 +146,7 @@ class ForkRunner:
         self.caller = caller
         self.plan = plan
         _, self.local = svc.tools.toolset(caller)
-        agent = plan.parent.get("agent_id")
-        self.agent = next(
-            (
-                t
-                for t in svc.sessions
-                if t.agent_id == agent
-                and not t.closed
-                and t is not caller
-                and t.callbacks is not None
-            ),
-            None,
-        )
+        self.agent = agent_session(svc, plan.parent.get("agent_id"), caller)
         self.unreachable: str | None = None  # the first call that had nowhere to go
         self.recorded: dict[tuple[str, str], ToolStep] = {}
         for step in plan.steps:
@@ -204,9 +214,8 @@ def _key(tool: str, parameters: Any) -> tuple[str, str]:
     return tool, json.dumps(parameters, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def _no_state(key: str) -> Any:
-    """A fork's proposals run on a state of their own, empty at each turn."""
-    return MISSING
+def _lookup(state: DictStateStore) -> StateLookup:
+    return lambda key: state.get(key) if state.exists(key) else MISSING
 
 
 def _secrets(svc: Services) -> tuple[str, ...]:
@@ -295,6 +304,7 @@ async def _loop(
     runner = ForkRunner(svc, caller, plan)
     style = tool_result_style([s.request for s in plan.steps])
     request = plan.request
+    state = DictStateStore(state_at(plan.steps[: plan.at - 1]))
     previous: dict[str, Any] | None = None
     for turn in range(plan.at, plan.at + plan.max_turns):
         if turn == plan.at and plan.answer is not None:
@@ -336,17 +346,19 @@ async def _loop(
             }
         )
         policies = runner.policies()
-        denials = policies.violations(proposal.actions, _no_state)
+        denials = policies.violations(proposal.actions, _lookup(state))
         result = await _admitted(svc, runner, proposal, policies, denials)
+        attempts: dict[str, int] = {}
         if result is None:
             result = await execute_proposal(
                 proposal,
                 runner=runner,
-                state=DictStateStore(),
+                state=state,
                 denials=denials,
                 on_progress=svc.tools.progress(caller, proposal.id),
+                attempts=attempts,
             )
-        turns = proposal_turns(proposal, result)
+        turns = proposal_turns(proposal, result, attempts)
         if turns:
             await in_thread(store.record_turns, caller, run_id, turns)
         if runner.unreachable is not None:

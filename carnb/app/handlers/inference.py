@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from carnb.app.handlers.runs import keep_unattached
 from carnb.app.methods import Method, Params
 from carnb.app.modelrunner import Runners
 from carnb.app.models import ContextSource
 from carnb.app.params import req_str
-from carnb.app.schedule import in_turn
+from carnb.app.schedule import in_thread, in_turn
 from carnb.app.services import Services
 from carnb.protocol.session import ClientSession
 
@@ -20,7 +21,8 @@ def attach(svc: Services) -> None:
     """A runner's models go (and its pending calls fail) when its connection ends."""
     svc.sessions.on_close(_runners(svc).drop)
     svc.sessions.on_close(svc.chats.drop)
-    svc.sessions.on_close(svc.recordings.drop)
+    # the recorder lets a closing session go after its run's last inference is written
+    # (carnb.app.handlers.runs)
 
 
 def _runners(svc: Services) -> Runners:
@@ -41,12 +43,23 @@ def context_source(svc: Services, s: ClientSession) -> ContextSource:
     return render
 
 
+async def record_served(
+    svc: Services, s: ClientSession, request: dict[str, Any], reply: dict[str, Any]
+) -> None:
+    """Keep an inference served to ``s`` for its current run (replay and fork), if it has one;
+    the one it displaces, which no model turn took, becomes a model turn of its own."""
+    if svc.runs is None or s.current_run_id is None:
+        return
+    secrets = (svc.credentials.token, svc.credentials.host_token)
+    displaced = svc.recordings.remember(s, request, reply, secrets)
+    if displaced is not None:
+        await in_thread(keep_unattached, svc, s, displaced)
+
+
 async def infer(s: ClientSession, p: Params, svc: Services) -> dict[str, Any]:
     started = time.time()
     reply, request = await svc.models.infer(p, context_source(svc, s))
-    if svc.runs is not None and s.current_run_id is not None:  # kept for replay and fork
-        secrets = (svc.credentials.token, svc.credentials.host_token)
-        svc.recordings.remember(s, request, reply, secrets)
+    await record_served(svc, s, request, reply)
     content = {
         "messages": input_messages(request),
         "output": reply.get("text"),

@@ -1,6 +1,6 @@
 """``memory.*`` handlers: validate params, pick the session's effective graph, call memgine.
 
-Theory of operation. The host loop never waits for a graph's database: a persistent graph's
+Theory of operation. The server loop never waits for a graph's database: a persistent graph's
 file may be locked by another process (another kernel on the same data directory) and any call
 may touch a big fact or load a graph's vocabulary. So every call on an agent or namespace graph,
 every query and delete, and every large write runs in a worker thread. Only cheap calls on a

@@ -5,7 +5,7 @@ Parsing, planning and verifying a proposal (up to 10,000 actions) run in a worke
 except for a small proposal with no policy to apply (at most ``INLINE_PREPARE_NODES`` JSON
 values and ``INLINE_PREPARE_CHARS`` characters of strings), whose preparation takes
 microseconds and is done on the loop, saving a thread hop that costs more than the rest of a
-one-action proposal. Execution runs on the host loop with at most ``DEFAULT_CONCURRENCY``
+one-action proposal. Execution runs on the server loop with at most ``DEFAULT_CONCURRENCY``
 actions of a level at once, so the loop is never held for long. Tool calls go through
 :mod:`carnb.app.toolhub`.
 """
@@ -47,7 +47,7 @@ from carnb.config import (
     MAX_RUNNING_PROPOSALS,
     MAX_TOOLS,
 )
-from carnb.errors import CarnbError, InvalidParams, StateFull
+from carnb.errors import InvalidParams, StateFull, TooManyProposals
 from carnb.protocol.jsonrpc import encoded_size
 from carnb.protocol.session import MAX_STATE_KEYS, STATE_BUDGET_BYTES, ClientSession
 
@@ -55,10 +55,6 @@ SCOPE = "global"  # per-connection, like the real daemon's global scope of a ses
 # MAX_RUNNING_PROPOSALS (proposals one session may run at once) is below the connection's
 # MAX_IN_FLIGHT, so requests waiting on the client's own tools can never fill every slot and
 # stall the reader that must deliver the client's answers.
-
-
-class TooManyProposals(CarnbError):
-    """The session already runs ``MAX_RUNNING_PROPOSALS`` proposals."""
 
 
 def attach(svc: Services) -> None:
@@ -282,6 +278,7 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
         if refused is not None:
             _report_refused(svc.tools.progress(s, proposal.id), proposal, refused)
             return refused
+    attempts: dict[str, int] = {}
     result = await execute_proposal(
         proposal,
         runner=svc.tools.runner(s, local),
@@ -290,8 +287,9 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
         plan=prepared.plan,
         denials=prepared.denials,
         on_progress=svc.tools.progress(s, proposal.id),
+        attempts=attempts,
     )
-    await record_proposal(svc, s, proposal, result)
+    await record_proposal(svc, s, proposal, result, attempts)
     return result
 
 

@@ -3,11 +3,15 @@
 The store does validation, ownership and authorisation (``authorize_run_access``); this module
 maps sessions to callers, keeps ``current_run_id`` and the turn count on the session, fans new
 records out as ``runs.trace.event`` notifications to subscribed sessions, turns run starts and
-ends into host events, and ends a departing session's open runs ``incomplete``.
+ends into host events, and ends a departing session's open runs ``incomplete``. Before a
+session writes anything else into its run (or starts another, or the run ends), the ``infer``
+it was served that no model turn took is written as a model turn of its own
+(:func:`keep_unattached`, :mod:`carnb.app.recording`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -16,6 +20,7 @@ from carnb.app.events import RUN_ENDED, RUN_STARTED
 from carnb.app.methods import Method, Params
 from carnb.app.params import opt_int, opt_str, req_list, req_object, req_str
 from carnb.app.ports import Record, RunCaller, RunLog
+from carnb.app.recording import Unattached
 from carnb.app.schedule import in_bulk, in_thread
 from carnb.app.services import Services
 from carnb.config import TRACE_PAGE_BYTES, TRACE_PAGE_MAX_RECORDS, TRACE_PAGE_RECORDS
@@ -54,13 +59,39 @@ def _on_record(svc: Services, event: Record) -> None:
         )
 
 
+log = logging.getLogger("carnb.app.handlers.runs")
+
+
 async def _on_session_close(svc: Services, s: ClientSession) -> None:
     svc.run_subscriptions.drop_session(s)
     if not s.authenticated:  # it could start no run: spare the store (and its lock)
+        svc.recordings.drop(s)
         return
     # a database call (PostgreSQL: a network round trip): in a worker thread, never on the loop
-    for run_id in await in_thread(_store(svc).end_session_runs, s.client_id):
+    for run_id in await in_thread(_end_session_runs, svc, s):
         _clear_current(svc, run_id)
+
+
+def _end_session_runs(svc: Services, s: ClientSession) -> list[str]:
+    keep_unattached(svc, s)
+    svc.recordings.drop(s)
+    return _store(svc).end_session_runs(s.client_id)
+
+
+def keep_unattached(svc: Services, s: ClientSession, taken: Unattached | None = None) -> None:
+    """Write ``taken`` (default: the inference of ``s`` still waiting for a model turn) as a
+    model turn of its own. A store call: made where the caller's other store calls are (inline
+    on SQLite like ``runs.record_turns``, else in a worker thread). Never fails the caller."""
+    if taken is None:
+        if not svc.recordings.waiting(s):  # the common case costs one lookup
+            return
+        taken = svc.recordings.unattached(s)
+    if taken is None or svc.runs is None:
+        return
+    try:
+        svc.runs.record_model_turn(writer(s), taken.run_id, taken.fields, inference=taken.inference)
+    except Exception:  # the inference is lost to replay; the call that flushed it stands
+        log.exception("keeping an inference of %s in %s failed", s.client_id, taken.run_id)
 
 
 def _store(svc: Services) -> RunLog:
@@ -97,6 +128,7 @@ def writer(s: ClientSession) -> RunCaller:
 
 def runs_start(s: ClientSession, p: Params, svc: Services) -> Record:
     store = _store(svc)
+    keep_unattached(svc, s)
     result = store.start(
         s,
         intent=p.get("intent"),
@@ -114,6 +146,7 @@ def runs_start(s: ClientSession, p: Params, svc: Services) -> Record:
 
 def runs_record_turns(s: ClientSession, p: Params, svc: Services) -> Record:
     run_id = req_str(p, "run_id")
+    keep_unattached(svc, s)
     result = _store(svc).record_turns(writer(s), run_id, req_list(p, "turns"))
     if result.get("ok") and s.current_run_id == run_id:
         s.update(run_turns=s.run_turns + int(result["count"]))
@@ -135,6 +168,7 @@ def runs_record_model_turn(s: ClientSession, p: Params, svc: Services) -> Record
 
 def runs_complete(s: ClientSession, p: Params, svc: Services) -> Record:
     run_id = req_str(p, "run_id")
+    keep_unattached(svc, s)
     result = _store(svc).complete(writer(s), run_id, req_object(p, "outcome"))
     _clear_current(svc, run_id)
     return result
@@ -142,6 +176,7 @@ def runs_complete(s: ClientSession, p: Params, svc: Services) -> Record:
 
 def runs_cancel(s: ClientSession, p: Params, svc: Services) -> Record:
     run_id = req_str(p, "run_id")
+    keep_unattached(svc, s)
     result = _store(svc).cancel(s, run_id, opt_str(p, "reason", "cancelled") or "cancelled")
     _clear_current(svc, run_id)
     return result

@@ -4,10 +4,11 @@ The real daemon appends one ``RunTurn`` per executed action of a ``proposal.subm
 session's current run (``runs.start`` set it), through the same path as ``runs.record_turns``,
 so a run's trace holds the agent loop's tool executions in order after its model turns
 (``runs.record_model_turn``). carnb does the same: after a proposal ends, each action's result
-becomes a turn ``{action_id, tool, parameters, status, output, error?, duration_ms,
-policy_rejected?}``, in the proposal's action order, written with the rights of the session's
-own ``runs.record_turns`` (:func:`carnb.app.handlers.runs.writer`). Recording never fails
-the proposal: a run that ended meanwhile or a store error is only logged.
+becomes a turn ``{action_id, tool, parameters, status, output, error?, attempt, duration_ms,
+policy_rejected?}`` (``attempt``: how many times the action ran, more than 1 when the executor
+retried it, 0 when it never ran), in the proposal's action order, written with the rights of
+the session's own ``runs.record_turns`` (:func:`carnb.app.handlers.runs.writer`). Recording
+never fails the proposal: a run that ended meanwhile or a store error is only logged.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 from typing import Any
 
 from carnb.agentir import ActionProposal, ProposalResult
-from carnb.app.handlers.runs import writer
+from carnb.app.handlers.runs import keep_unattached, writer
 from carnb.app.schedule import in_thread
 from carnb.app.services import Services
 from carnb.app.supervision import Decision
@@ -28,8 +29,12 @@ log = logging.getLogger("carnb.app.handlers.runturns")
 POLICY_PREFIX = "denied by policy"
 
 
-def proposal_turns(proposal: ActionProposal, result: ProposalResult) -> list[dict[str, Any]]:
-    """One turn per action that has a result, in the proposal's order."""
+def proposal_turns(
+    proposal: ActionProposal, result: ProposalResult, attempts: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """One turn per action that has a result, in the proposal's order. ``attempts`` is what
+    :func:`~carnb.agentir.execute_proposal` handed back (absent: a proposal refused before
+    anything ran)."""
     by_id = {r["action_id"]: r for r in result["results"]}
     turns: list[dict[str, Any]] = []
     for action in proposal.actions:
@@ -42,6 +47,7 @@ def proposal_turns(proposal: ActionProposal, result: ProposalResult) -> list[dic
             "parameters": action.parameters,
             "status": r["status"],
             "output": _bounded(r["output"]),
+            "attempt": (attempts or {}).get(action.id, 0),
             "duration_ms": r["duration_ms"],
         }
         if r["error"] is not None:
@@ -68,7 +74,7 @@ async def record_decisions(
         return
     turns = [{"supervision": {"intent_id": intent_id, **d.to_wire()}} for d in decisions]
     try:
-        done = await in_thread(store.record_turns, writer(session), run_id, turns[:256])
+        done = await in_thread(_record, svc, session, run_id, turns[:256])
         if done.get("ok") and session.current_run_id == run_id:
             session.update(run_turns=session.run_turns + int(done["count"]))
     except Exception:  # the decision stands; a trace that cannot take it must not undo it
@@ -76,20 +82,22 @@ async def record_decisions(
 
 
 async def record_proposal(
-    svc: Services, session: ClientSession, proposal: ActionProposal, result: ProposalResult
+    svc: Services,
+    session: ClientSession,
+    proposal: ActionProposal,
+    result: ProposalResult,
+    attempts: dict[str, int] | None = None,
 ) -> None:
     """Append the proposal's turns to ``session``'s current run, if it has one."""
     run_id, store = session.current_run_id, svc.runs
     if run_id is None or store is None:
         return
-    turns = proposal_turns(proposal, result)
+    turns = proposal_turns(proposal, result, attempts)
     if not turns:
         return
     try:
         for start in range(0, len(turns), 256):
-            done = await in_thread(
-                store.record_turns, writer(session), run_id, turns[start : start + 256]
-            )
+            done = await in_thread(_record, svc, session, run_id, turns[start : start + 256])
             if not done.get("ok"):
                 log.info("proposal turns not recorded in %s: %s", run_id, done.get("dropped"))
                 return
@@ -97,3 +105,12 @@ async def record_proposal(
                 session.update(run_turns=session.run_turns + int(done["count"]))
     except Exception:  # the proposal ran; a trace that cannot take it must not undo that
         log.exception("recording the turns of proposal %s in %s failed", proposal.id, run_id)
+
+
+def _record(
+    svc: Services, session: ClientSession, run_id: str, turns: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Record ``turns`` in the session's run, after the inference no model turn took."""
+    assert svc.runs is not None
+    keep_unattached(svc, session)
+    return svc.runs.record_turns(writer(session), run_id, turns)

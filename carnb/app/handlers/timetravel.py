@@ -1,14 +1,20 @@
 """``runs.replay`` and ``runs.fork``: time travel over recorded runs (carnb's own methods; the
 real daemon has neither). What is recorded is :mod:`carnb.app.recording`; the trace as steps
 :mod:`carnb.app.steps`; the replay :mod:`carnb.app.replay`; the fork's loop driver
-:mod:`carnb.app.forks`."""
+:mod:`carnb.app.handlers.forks`."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from carnb.app.handlers.forks import ForkPlan, drive, parse_answer, prepare_request
+from carnb.app.handlers.forks import (
+    ForkPlan,
+    agent_session,
+    drive,
+    parse_answer,
+    prepare_request,
+)
 from carnb.app.handlers.inference import context_source
 from carnb.app.methods import Method, Params
 from carnb.app.params import opt_int, opt_str, req_str
@@ -17,13 +23,10 @@ from carnb.app.replay import LiveTool, replay
 from carnb.app.schedule import in_thread
 from carnb.app.services import Services
 from carnb.app.steps import model_steps, require_steps
+from carnb.app.toolhub import SessionRunner
 from carnb.config import FORK_MAX_TURNS, FORK_TURN_LIMIT, MAX_RUNNING_FORKS
-from carnb.errors import CarnbError, InvalidParams, NotFound
+from carnb.errors import CarnbError, InvalidParams, NotFound, TooManyForks
 from carnb.protocol.session import ClientSession
-
-
-class TooManyForks(CarnbError):
-    """This session already drives as many forks as it may."""
 
 
 def _store(svc: Services) -> RunLog:
@@ -56,16 +59,38 @@ async def runs_replay(s: ClientSession, p: Params, svc: Services) -> Record:
         None,
     )
     policies = svc.tools.of(agent if agent is not None else s).policies.copy()
-    live: dict[str, LiveTool] = {}
-    if rerun:
-        _, local = svc.tools.toolset(s)
-        for name, tool in local.items():
-
-            async def call(_: str, parameters: dict[str, Any], tool: Any = tool) -> Any:
-                return await svc.tools.run_local(tool, parameters, None)
-
-            live[name] = call
+    live = _live_tools(svc, s, trace["agent_id"]) if rerun else {}
     return await replay(run_id, steps, policies, live)
+
+
+def _live_tools(svc: Services, s: ClientSession, agent_id: Any) -> dict[str, LiveTool]:
+    """The tools a replay may run again, by name: a still-connected session of the run's agent
+    registered (called with ``tools.execute``), then the caller's notebook tools over them, in
+    the order a fork reaches them."""
+    live: dict[str, LiveTool] = {}
+    agent = agent_session(svc, agent_id, s)
+    if agent is not None:
+        runner = SessionRunner(svc.tools, agent, {})
+
+        async def remote(
+            tool: str, parameters: dict[str, Any], action_id: str, attempt: int
+        ) -> Any:
+            return await runner.call(
+                tool, parameters, action_id=action_id, attempt=attempt, timeout_ms=None
+            )
+
+        for name in svc.tools.of(agent).schemas.names():
+            live[name] = remote
+    _, local = svc.tools.toolset(s)
+    for name, tool in local.items():
+
+        async def call(
+            _: str, parameters: dict[str, Any], _id: str, _attempt: int, tool: Any = tool
+        ) -> Any:
+            return await svc.tools.run_local(tool, parameters, None)
+
+        live[name] = call
+    return live
 
 
 def _tool_outputs(raw: object) -> dict[str, Any]:
@@ -154,10 +179,12 @@ METHODS = (
         "unless rerun_tools) and report where it diverges",
         params={
             "run_id": "string",
-            "rerun_tools": "boolean? (run the caller's notebook tools again and compare)",
+            "rerun_tools": "boolean? (run the caller's notebook tools and the connected "
+            "agent's tools again and compare)",
         },
         result="{run_id, model_turns, tool_steps, recorded_requests, model_calls: 0, "
-        "tools_rerun, reproduced, divergences: [{turn, kind, message}], replay_ms}",
+        "tools_rerun, tool_retries, tool_ms, reproduced, divergences: [{turn, kind, message}], "
+        "replay_ms}",
     ),
     Method(
         "runs.fork",

@@ -1,4 +1,4 @@
-"""The host thread: lazy start, results and exceptions back, Ctrl-C cancels, idempotent stop."""
+"""The loop thread: lazy start, results and exceptions back, Ctrl-C cancels, idempotent stop."""
 
 from __future__ import annotations
 
@@ -11,26 +11,26 @@ import time
 
 import pytest
 
-from carnb.errors import HostThreadError
-from carnb.server.hostthread import HostThread
+from carnb.errors import LoopThreadError
+from carnb.server.loopthread import LoopThread
 
 
 def test_runs_coroutines_on_its_own_thread_and_returns_results() -> None:
-    host = HostThread()
+    host = LoopThread()
     assert not host.running
     try:
 
         async def where() -> str:
             return threading.current_thread().name
 
-        assert host.call(where(), timeout=5) == "carnb-host"
+        assert host.call(where(), timeout=5) == "carnb-loop"
         assert host.running
     finally:
         host.stop()
 
 
 def test_exceptions_come_back_to_the_caller() -> None:
-    host = HostThread()
+    host = LoopThread()
     try:
 
         async def boom() -> None:
@@ -57,7 +57,7 @@ async def sleeps_until_cancelled(cancelled: threading.Event) -> None:
 
 
 def test_timeout_cancels_the_coroutine() -> None:
-    host = HostThread()
+    host = LoopThread()
     cancelled = threading.Event()
     try:
         with pytest.raises(TimeoutError, match="did not answer"):
@@ -68,7 +68,7 @@ def test_timeout_cancels_the_coroutine() -> None:
 
 
 def test_keyboard_interrupt_in_the_caller_cancels_the_coroutine() -> None:
-    host = HostThread()
+    host = LoopThread()
     cancelled = threading.Event()
     try:
         # a real SIGINT, as Jupyter's interrupt button sends to the kernel process
@@ -78,7 +78,7 @@ def test_keyboard_interrupt_in_the_caller_cancels_the_coroutine() -> None:
             host.call(sleeps_until_cancelled(cancelled), timeout=20)
         assert cancelled.wait(5)
 
-        # the host thread is still usable after the interrupt
+        # the loop thread is still usable after the interrupt
         async def ok() -> str:
             return "alive"
 
@@ -88,7 +88,7 @@ def test_keyboard_interrupt_in_the_caller_cancels_the_coroutine() -> None:
 
 
 def test_stop_is_idempotent_and_joins_and_cleans_up_tasks() -> None:
-    host = HostThread()
+    host = LoopThread()
     cleaned = threading.Event()
 
     async def forever() -> None:
@@ -108,7 +108,7 @@ def test_stop_is_idempotent_and_joins_and_cleans_up_tasks() -> None:
 
 
 def test_restart_after_stop() -> None:
-    host = HostThread()
+    host = LoopThread()
 
     async def one() -> int:
         return 1
@@ -119,8 +119,8 @@ def test_restart_after_stop() -> None:
     host.stop()
 
 
-def test_calling_from_the_host_thread_itself_is_refused_not_deadlocked() -> None:
-    host = HostThread()
+def test_calling_from_the_loop_thread_itself_is_refused_not_deadlocked() -> None:
+    host = LoopThread()
     try:
 
         async def inner() -> None:
@@ -129,14 +129,14 @@ def test_calling_from_the_host_thread_itself_is_refused_not_deadlocked() -> None
 
             host.call(nothing(), timeout=1)
 
-        with pytest.raises(HostThreadError, match="host thread itself"):
+        with pytest.raises(LoopThreadError, match="loop thread itself"):
             host.call(inner(), timeout=5)
     finally:
         host.stop()
 
 
 def test_finalizer_stops_the_thread_when_the_owner_is_collected() -> None:
-    host = HostThread()
+    host = LoopThread()
     host.start()
     thread = host._thread
     assert thread is not None and thread.is_alive()

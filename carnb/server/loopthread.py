@@ -1,9 +1,9 @@
-"""The host thread: one daemon thread running the asyncio loop that owns the server,
+"""The loop thread: one daemon thread running the asyncio loop that owns the server,
 every session, the engines and the browsers (docs/architecture.md "Threading").
 
-Sync callers (the kernel thread running a magic) hand it coroutines with :meth:`HostThread.call`
+Sync callers (the kernel thread running a magic) hand it coroutines with :meth:`LoopThread.call`
 and get the result or the exception back; Ctrl-C in the caller cancels the coroutine. The thread
-starts lazily, :meth:`HostThread.stop` is idempotent, and a ``weakref.finalize`` backstop stops
+starts lazily, :meth:`LoopThread.stop` is idempotent, and a ``weakref.finalize`` backstop stops
 the loop if the owner is garbage-collected without stopping it.
 """
 
@@ -17,9 +17,9 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from carnb.errors import HostThreadError
+from carnb.errors import LoopThreadError
 
-log = logging.getLogger("carnb.server.hostthread")
+log = logging.getLogger("carnb.server.loopthread")
 
 T = TypeVar("T")
 
@@ -35,16 +35,16 @@ def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> Non
         thread.join(timeout=10)
 
 
-class HostThread:
+class LoopThread:
     """A daemon thread with its own asyncio event loop."""
 
-    def __init__(self, name: str = "carnb-host") -> None:
+    def __init__(self, name: str = "carnb-loop") -> None:
         self.name = name
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._finalizer: (
-            weakref.finalize[[asyncio.AbstractEventLoop, threading.Thread], HostThread] | None
+            weakref.finalize[[asyncio.AbstractEventLoop, threading.Thread], LoopThread] | None
         ) = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -81,7 +81,7 @@ class HostThread:
             thread = threading.Thread(target=run, name=self.name, daemon=True)
             thread.start()
             if not ready.wait(timeout=10):
-                raise HostThreadError("the carnb host thread did not start within 10 s")
+                raise LoopThreadError("the carnb loop thread did not start within 10 s")
             self._loop, self._thread = loop, thread
             self._finalizer = weakref.finalize(self, _stop_loop, loop, thread)
 
@@ -96,28 +96,28 @@ class HostThread:
         if loop is None or thread is None or loop.is_closed():
             return
         if threading.current_thread() is thread:
-            raise HostThreadError("HostThread.stop() cannot be called from the host thread itself")
+            raise LoopThreadError("LoopThread.stop() cannot be called from the loop thread itself")
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         if thread.is_alive():
-            log.warning("carnb host thread did not stop within %.1f s", timeout)
+            log.warning("carnb loop thread did not stop within %.1f s", timeout)
 
     # -- calls ---------------------------------------------------------------------------
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the host loop; returns a concurrent future."""
+        """Schedule ``coro`` on the server loop; returns a concurrent future."""
         loop = self.loop
         return asyncio.run_coroutine_threadsafe(coro, loop)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the host loop and wait for it from a foreign thread.
+        """Run ``coro`` on the server loop and wait for it from a foreign thread.
 
         KeyboardInterrupt while waiting cancels the coroutine and is re-raised; a timeout
         cancels it and raises :class:`TimeoutError` saying what took too long.
         """
         if self.in_thread():
             coro.close()
-            raise HostThreadError(
-                "HostThread.call() was used on the host thread itself; await the coroutine instead"
+            raise LoopThreadError(
+                "LoopThread.call() was used on the loop thread itself; await the coroutine instead"
             )
         fut = self.submit(coro)
         try:
@@ -127,10 +127,10 @@ class HostThread:
             raise
         except concurrent.futures.TimeoutError:
             fut.cancel()
-            raise TimeoutError(f"the carnb host thread did not answer within {timeout} s") from None
+            raise TimeoutError(f"the carnb loop thread did not answer within {timeout} s") from None
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run a plain callback on the host loop (thread-safe; runs inline if already there)."""
+        """Run a plain callback on the server loop (thread-safe; runs inline if already there)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -140,7 +140,7 @@ class HostThread:
             loop.call_soon_threadsafe(fn, *args)
 
     async def wrap(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` on the host loop from another event loop (e.g. an async cell)."""
+        """Await ``coro`` on the server loop from another event loop (e.g. an async cell)."""
         if self.in_thread():
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
