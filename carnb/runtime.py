@@ -84,6 +84,8 @@ class Runtime:
         self.session: ClientSession | None = None
         self.connection_file: Path | None = None
         self._closers: list[Any] = []
+        # called on the loop thread after a write by any server to the notebook session's graph
+        self._memory_watchers: list[Callable[[], None]] = []
         self._lock = threading.RLock()
         self._memory_home: MemoryHome | None = None
         self._run_store: RunStore | None = None
@@ -233,6 +235,24 @@ class Runtime:
         for session in services.sessions:
             if session.effective_memgine is graph:
                 session.update(fact_count=count)
+        if self.session is not None and self.session.effective_memgine is graph:
+            for fn in list(self._memory_watchers):
+                try:
+                    fn()
+                except Exception:  # one broken watcher must not keep the others stale
+                    log.exception("memory watcher failed")
+
+    def watch_memory(self, on_write: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_write()`` on the loop thread after every write, through any server of the
+        team store (PostgreSQL notifications), to the notebook session's graph: an edit,
+        a pin or a delete as well as a new fact. Returns the (idempotent) remover."""
+        self._memory_watchers.append(on_write)
+
+        def remove() -> None:
+            if on_write in self._memory_watchers:
+                self._memory_watchers.remove(on_write)
+
+        return remove
 
     def _open_team_store(self, services: Services) -> PostgresStore:
         """Open the PostgreSQL store and share agent identities through it."""

@@ -38,6 +38,9 @@ class Plan:
 def build_plan(actions: tuple[Action, ...] | list[Action]) -> Plan:
     n = len(actions)
     writes = [action.writes() for action in actions]
+    if not any(writes) and not any(a.depends_on or a.state_dependencies for a in actions):
+        # no edges at all (e.g. one tool call): one level, no cycle, no conflict
+        return Plan([list(range(n))] if n else [], [0] * n, [], [], [])
     writers: dict[str, list[int]] = defaultdict(list)
     for i, keys in enumerate(writes):
         for key in sorted(keys):

@@ -162,6 +162,8 @@ class _Run:
         return self.state.get(key) if self.state.exists(key) else MISSING
 
     def emit(self, event: ProgressEvent) -> None:
+        """Hand ``event`` to the progress callback (callers test ``on_progress`` first, so no
+        event is made when nobody watches)."""
         if self.on_progress is None:
             return
         try:
@@ -170,7 +172,8 @@ class _Run:
             log.exception("progress callback failed on %s", event.kind)
 
     def finish(self, action: Action, outcome: _Outcome) -> _Outcome:
-        self.emit(ProgressEvent.of("action_finished", action, outcome.attempts, outcome.result))
+        if self.on_progress is not None:
+            self.emit(ProgressEvent.of("action_finished", action, outcome.attempts, outcome.result))
         return outcome
 
     def blocked(self, action: Action) -> str | None:
@@ -210,7 +213,8 @@ class _Run:
         if action.type is ActionType.TOOL_CALL:
             return self.finish(action, await self.call_tool(action, stops))
         started = time.perf_counter()
-        self.emit(ProgressEvent.of("action_started", action, 1))
+        if self.on_progress is not None:
+            self.emit(ProgressEvent.of("action_started", action, 1))
         status, output, error, changes = self.run_state_action(action)
         elapsed = (time.perf_counter() - started) * 1000
         result = _result(
@@ -258,7 +262,8 @@ class _Run:
         error = ""
         attempts = action.attempts()
         for attempt in range(1, attempts + 1):
-            self.emit(ProgressEvent.of("action_started", action, attempt))
+            if self.on_progress is not None:
+                self.emit(ProgressEvent.of("action_started", action, attempt))
             try:
                 output = await self.dispatch(action, attempt)
             except ToolError as exc:

@@ -38,37 +38,48 @@ MAX_RETRIES_LIMIT = 2**32 - 1  # u32
 MAX_TIMEOUT_MS = 2**63 - 1  # u64-ish bound, keeps asyncio arithmetic sane
 
 
-def _fail(where: str, problem: str) -> InvalidParams:
-    return InvalidParams(f"{where} {problem}")
+def _fail(where: str, problem: str, field: str | None = None) -> InvalidParams:
+    return InvalidParams(f"{_at(where, field)} {problem}")
 
 
-def _object(value: Any, where: str) -> dict[str, Any]:
+def _at(where: str, field: str | None) -> str:
+    """``where``, or its ``field``: the helpers below take the field apart so that the name of
+    the place is only put together when it goes into an error message."""
+    return where if field is None else f"{where}.{field}"
+
+
+def _object(value: Any, where: str, field: str | None = None) -> dict[str, Any]:
+    if type(value) is dict:  # what JSON decodes to; Mapping's check is ten times slower
+        return dict(value)
     if not isinstance(value, Mapping):
-        raise _fail(where, "must be an object")
+        raise _fail(where, "must be an object", field)
     return dict(value)
 
 
-def _string(value: Any, where: str, *, nonempty: bool = True) -> str:
+def _string(value: Any, where: str, field: str | None = None, *, nonempty: bool = True) -> str:
     if not isinstance(value, str) or (nonempty and not value):
-        raise _fail(where, "must be a non-empty string" if nonempty else "must be a string")
+        problem = "must be a non-empty string" if nonempty else "must be a string"
+        raise _fail(where, problem, field)
     return value
 
 
-def _strings(value: Any, where: str) -> tuple[str, ...]:
+def _strings(value: Any, where: str, field: str | None = None) -> tuple[str, ...]:
+    if isinstance(value, list) and not value:
+        return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(where, "must be an array of strings")
+        raise _fail(where, "must be an array of strings", field)
     return tuple(value)
 
 
-def _int(value: Any, where: str, *, low: int, high: int) -> int:
+def _int(value: Any, where: str, field: str | None = None, *, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _fail(where, f"must be an integer between {low} and {high}")
+        raise _fail(where, f"must be an integer between {low} and {high}", field)
     return value
 
 
-def _bool(value: Any, where: str) -> bool:
+def _bool(value: Any, where: str, field: str | None = None) -> bool:
     if not isinstance(value, bool):
-        raise _fail(where, "must be a boolean")
+        raise _fail(where, "must be a boolean", field)
     return value
 
 
@@ -77,11 +88,11 @@ def _members(kind: type[StrEnum]) -> dict[str, StrEnum]:
     return {m.value: m for m in kind}
 
 
-def _enum(kind: type[_E], value: Any, where: str) -> _E:
+def _enum(kind: type[_E], value: Any, where: str, field: str | None = None) -> _E:
     members = _members(kind)
     member = members.get(value) if isinstance(value, str) else None
     if member is None:
-        raise _fail(where, f"must be one of {', '.join(members)} (got {value!r})")
+        raise _fail(where, f"must be one of {', '.join(members)} (got {value!r})", field)
     return member  # type: ignore[return-value]  # _members(kind) maps to kind's members
 
 
@@ -134,23 +145,23 @@ def parse_action(raw: Any, index: int) -> Action:
     where = f"actions[{index}]"
     obj = _object(raw, where)
     if "id" in obj and obj["id"] is not None:
-        action_id = _string(obj["id"], f"{where}.id")
+        action_id = _string(obj["id"], where, "id")
         where = f'{where} (id "{action_id}")'
     else:
         action_id = new_id()
-    kind = _enum(ActionType, obj.get("type"), f"{where}.type")
+    kind = _enum(ActionType, obj.get("type"), where, "type")
     tool = obj.get("tool")
     if kind is ActionType.TOOL_CALL or tool is not None:
-        tool = _string(tool, f"{where}.tool")
-    parameters = _object(obj.get("parameters", {}), f"{where}.parameters")
+        tool = _string(tool, where, "tool")
+    parameters = _object(obj.get("parameters", {}), where, "parameters")
     if kind in (ActionType.STATE_WRITE, ActionType.STATE_READ):
-        _string(parameters.get("key"), f"{where}.parameters.key")
+        _string(parameters.get("key"), where, "parameters.key")
     preconditions = obj.get("preconditions", [])
     if not isinstance(preconditions, list):
-        raise _fail(f"{where}.preconditions", "must be an array")
+        raise _fail(where, "must be an array", "preconditions")
     assumptions = obj.get("assumptions", [])
     if not isinstance(assumptions, list):
-        raise _fail(f"{where}.assumptions", "must be an array")
+        raise _fail(where, "must be an array", "assumptions")
     compensation = obj.get("compensation")
     timeout = obj.get("timeout_ms")
     return Action(
@@ -161,40 +172,43 @@ def parse_action(raw: Any, index: int) -> Action:
         preconditions=tuple(
             parse_precondition(p, f"{where}.preconditions[{i}]")
             for i, p in enumerate(preconditions)
-        ),
-        expected_effects=_object(obj.get("expected_effects", {}), f"{where}.expected_effects"),
-        state_dependencies=_strings(
-            obj.get("state_dependencies", []), f"{where}.state_dependencies"
-        ),
-        depends_on=_strings(obj.get("depends_on", []), f"{where}.depends_on"),
-        read_set=_strings(obj.get("read_set", []), f"{where}.read_set"),
-        write_set=_strings(obj.get("write_set", []), f"{where}.write_set"),
+        )
+        if preconditions
+        else (),
+        expected_effects=_object(obj.get("expected_effects", {}), where, "expected_effects"),
+        state_dependencies=_strings(obj.get("state_dependencies", []), where, "state_dependencies"),
+        depends_on=_strings(obj.get("depends_on", []), where, "depends_on"),
+        read_set=_strings(obj.get("read_set", []), where, "read_set"),
+        write_set=_strings(obj.get("write_set", []), where, "write_set"),
         assumptions=tuple(
             _assumption(a, f"{where}.assumptions[{i}]") for i, a in enumerate(assumptions)
-        ),
+        )
+        if assumptions
+        else (),
         invocation_mode=_enum(
-            InvocationMode, obj.get("invocation_mode", "one_shot"), f"{where}.invocation_mode"
+            InvocationMode, obj.get("invocation_mode", "one_shot"), where, "invocation_mode"
         ),
         reversibility=_enum(
-            Reversibility, obj.get("reversibility", "irreversible"), f"{where}.reversibility"
+            Reversibility, obj.get("reversibility", "irreversible"), where, "reversibility"
         ),
         compensation=None
         if compensation is None
         else _compensation(compensation, f"{where}.compensation"),
-        idempotent=_bool(obj.get("idempotent", False), f"{where}.idempotent"),
+        idempotent=_bool(obj.get("idempotent", False), where, "idempotent"),
         max_retries=_int(
             obj.get("max_retries", DEFAULT_MAX_RETRIES),
-            f"{where}.max_retries",
+            where,
+            "max_retries",
             low=0,
             high=MAX_RETRIES_LIMIT,
         ),
         failure_behavior=_enum(
-            FailureBehavior, obj.get("failure_behavior", "abort"), f"{where}.failure_behavior"
+            FailureBehavior, obj.get("failure_behavior", "abort"), where, "failure_behavior"
         ),
         timeout_ms=None
         if timeout is None
-        else _int(timeout, f"{where}.timeout_ms", low=1, high=MAX_TIMEOUT_MS),
-        metadata=_object(obj.get("metadata", {}), f"{where}.metadata"),
+        else _int(timeout, where, "timeout_ms", low=1, high=MAX_TIMEOUT_MS),
+        metadata=_object(obj.get("metadata", {}), where, "metadata"),
     )
 
 

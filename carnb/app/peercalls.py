@@ -4,7 +4,9 @@ Theory of operation. Each socket session has one :class:`PeerCalls`, made by the
 (``carnb/server/ws.py``) with a function that queues a text frame to that peer. A call gets an
 id from the server's own id space (``cb-1``, ``cb-2``, ...: strings, so they never mix with the
 peer's own request ids, which only travel the other way) and waits with a deadline in a
-:class:`~carnb.app.pending.Pending`. The peer's response frame, a JSON-RPC object with
+:class:`~carnb.app.pending.Pending`; the deadline also bounds writing the request (the
+connection may write it from the caller's task, which then waits while the peer's socket is
+full). The peer's response frame, a JSON-RPC object with
 ``result`` or ``error`` and no ``method``, reaches :meth:`PeerCalls.resolve` through
 :meth:`~carnb.server.dispatch.Dispatcher.receive`; a response nobody waits for (late,
 duplicated, invented) is logged and dropped. A call that times out or whose waiter is
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from carnb.app.pending import Pending
@@ -34,8 +36,17 @@ log = logging.getLogger("carnb.app.peercalls")
 class PeerCalls:
     """The server-to-peer request channel of one connection."""
 
-    def __init__(self, send: Callable[[str], bool], *, name: str = "") -> None:
+    def __init__(
+        self,
+        send: Callable[[str], bool],
+        *,
+        name: str = "",
+        send_now: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self._send = send  # queues one text frame; False when the peer cannot take it
+        # Delivers a request from the caller's own task (the connection writes it at once when
+        # nothing is queued before it, saving the writer's turn of the loop); else ``send``.
+        self._send_now = send_now
         self._name = name
         self._ids = itertools.count(1)
         self._pending: Pending[None] = Pending()
@@ -64,12 +75,12 @@ class PeerCalls:
         request_id = f"cb-{next(self._ids)}"
         self._pending.open(request_id, _no_state)
         try:
-            if not self._send(
-                request_text(request_id, method, {**params, "request_id": request_id})
-            ):
-                raise PeerGone(f"the client {self._name} is not reading its messages")
+            text = request_text(request_id, method, {**params, "request_id": request_id})
             try:
-                return await self._pending.wait(request_id, timeout)
+                async with asyncio.timeout(timeout):  # delivering the request counts too
+                    if not await self._deliver(text):
+                        raise PeerGone(f"the client {self._name} is not reading its messages")
+                    return await self._pending.wait(request_id, None)
             except TimeoutError:
                 reason = f"{method} callback timed out after {timeout:g} s"
                 self._cancel(request_id, reason, cancel_params)
@@ -81,6 +92,11 @@ class PeerCalls:
                 raise
         finally:
             self._pending.discard(request_id)
+
+    async def _deliver(self, text: str) -> bool:
+        if self._send_now is None:
+            return self._send(text)
+        return await self._send_now(text)
 
     def _cancel(self, request_id: str, reason: str, extra: dict[str, Any] | None) -> None:
         if not self.closed:

@@ -70,8 +70,11 @@ class Pending(Generic[S]):
         waiter that times out or is cancelled ends the call, unless ``keep_open`` (a chat goes
         on after its waiter gave up)."""
         future = self._calls[call_id][0]
+        waited = asyncio.shield(future) if keep_open else future
+        if timeout is None:  # the caller keeps the deadline (or there is none)
+            return await waited
         async with asyncio.timeout(timeout):
-            return await (asyncio.shield(future) if keep_open else future)
+            return await waited
 
     def resolve(self, call_id: object, result: Any) -> bool:
         """Answer ``call_id`` with ``result``; ``False`` if it is unknown or already answered."""

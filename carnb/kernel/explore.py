@@ -3,7 +3,9 @@
 Typing in the box arrives on the kernel thread (a comm message); the explorer only hands the
 query to the loop thread, which runs ``memory.fact_count`` and ``memory.query`` as the notebook's
 session and writes the result widgets. A sequence number drops answers to queries that a newer
-keystroke superseded, so the table always matches the box. With ``superseded=True`` each
+keystroke superseded, so the table always matches the box. A write to the graph through
+another server of a team store (a PostgreSQL notification) searches again, so an edit, pin or
+delete made elsewhere shows in the table. With ``superseded=True`` each
 result is followed by the older facts it replaced (``memory.history``), struck through. Each
 row says who wrote the fact (its provenance) and why it ranked (``memory.query {explain}``).
 The edit bar (fact id, subject, body and buttons) adds, edits, deletes, pins, unpins and undoes
@@ -12,6 +14,7 @@ through :class:`~carnb.kernel.explore_edits.EditLog`; the same edits are methods
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -181,6 +184,10 @@ class MemoryExplorer:
         self._closed = False
         self.last_rows: list[dict[str, Any]] = []
         self.box.observe(self._on_change, names="value")
+        # another server's write to the graph (a team store) refreshes the table
+        self._refresh: asyncio.Task[None] | None = None
+        self._stale = False
+        self._unwatch = self.runtime.watch_memory(self._on_graph_write)
 
     def asearch_now(self) -> Coroutine[Any, Any, None]:
         """The search for what the box holds now (to run on the loop thread)."""
@@ -202,6 +209,7 @@ class MemoryExplorer:
         if self._closed:
             return
         self._closed = True
+        self._unwatch()
         self.box.unobserve(self._on_change, names="value")
         for widget in (
             self.box,
@@ -234,6 +242,25 @@ class MemoryExplorer:
         self._seq += 1
         fut = self.runtime.submit(self._asearch(str(change["new"]), self._seq))
         fut.add_done_callback(_log_failure)
+
+    # loop thread: a write to the graph, maybe through another server; one refresh at a time,
+    # and one more when writes arrived meanwhile (a bulk load is one or two searches, not one
+    # per batch)
+    def _on_graph_write(self) -> None:
+        if self._closed:
+            return
+        if self._refresh is not None and not self._refresh.done():
+            self._stale = True
+            return
+        self._refresh = asyncio.ensure_future(self._refresh_now())
+        self._refresh.add_done_callback(_log_failure)
+
+    async def _refresh_now(self) -> None:
+        self._stale = True
+        while self._stale and not self._closed:
+            self._stale = False
+            self._seq += 1
+            await self._asearch(self.box.value, self._seq)
 
     # loop thread: query and write the widgets
     async def _asearch(self, query: str, seq: int) -> None:

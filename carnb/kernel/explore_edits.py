@@ -8,8 +8,8 @@ newest edit not yet undone:
 - add: the fact gets an id the explorer mints (``nb-<8 hex>``); undo deletes it;
 - edit (``memory.edit``, provenance "edited in the notebook"): undo deletes the edited copy,
   which makes the old fact valid again (memgine's delete rule);
-- delete: the fact is read first (``memory.history``); undo writes it again with its id, kind,
-  tags, source and confidence (not its supersession links);
+- delete: undo restores it from the deletion log (``memory.restore``): its id, content, tags,
+  source, confidence, time, provenance and supersession links, as they were;
 - pin and unpin undo each other.
 """
 
@@ -53,19 +53,10 @@ class EditLog:
         return self._keep(Edit("edit", fact_id, f"replaced by {new_id}", _delete(new_id)))
 
     async def delete(self, fact_id: str) -> Edit:
-        chain = await self.call("memory.history", {"fact_id": fact_id})
-        rows = [r for r in chain if r.get("fact_id") == fact_id]
-        if not rows:
+        out = await self.call("memory.delete", {"id": fact_id})
+        if not out.get("deleted"):
             raise CarnbError(f"no fact {fact_id!r} to delete")
-        old = rows[0]
-        await self.call("memory.delete", {"id": fact_id})
-        again = {
-            "fact_id": fact_id,
-            **{k: old[k] for k in ("subject", "body", "kind", "tags", "source", "confidence")},
-        }
-        if again["confidence"] is None:
-            del again["confidence"]
-        return self._keep(Edit("delete", fact_id, "deleted", ("memory.add_fact", again)))
+        return self._keep(Edit("delete", fact_id, "deleted", ("memory.restore", {"id": fact_id})))
 
     async def pin(self, fact_id: str, pinned: bool = True) -> Edit:
         await self.call("memory.pin", {"id": fact_id, "pinned": pinned})

@@ -51,6 +51,10 @@ Linked = tuple[int, NewFact, int | None]
 
 # (fact_id, subject, body, kind, deleted_at, provenance JSON of the deleter) of a deleted fact
 Deleted = tuple[str, str, str, str, float, str]
+# What a deleted fact needs to be restored as it was (JSON in the deletion log; None for a
+# row logged before carnb kept it): its rowid, tags, source, confidence, created_at,
+# provenance, the id of the fact that superseded it and the ids of those it superseded.
+Kept = str | None
 # The tag that pins a fact: every context shows it (memory.pin sets it).
 PINNED = "pinned"
 # Column lists :meth:`GraphTx.rows_by_rowid` accepts (names common to every store).
@@ -121,7 +125,17 @@ class GraphTx(Protocol):
     def superseded_since(self, at: float, limit: int) -> list[int]:
         """Rowids of the facts replaced by a fact created at or after ``at``, oldest first."""
 
-    def log_deletion(self, deleted: Deleted) -> None: ...
+    def log_deletion(self, deleted: Deleted, kept: Kept) -> None: ...
+    def take_deletion(self, fact_id: str) -> tuple[Deleted, Kept] | None:
+        """Remove the newest deletion of ``fact_id`` from the log and return it."""
+
+    def insert_fact_at(self, fact: NewFact, rowid: int) -> None:
+        """Store and index a fact at a free ``rowid``, spliced into its subject's chain between
+        the facts of that subject around it (the inverse of :meth:`remove_fact`)."""
+
+    def repoint(self, rowids: Sequence[int], new_rowid: int) -> None:
+        """Superseded facts ``rowids`` are superseded by ``new_rowid`` from now on."""
+
     def deleted_since(self, at: float, limit: int) -> list[Deleted]:
         """The deletions at or after ``at``, oldest first."""
 
@@ -130,6 +144,17 @@ class GraphTx(Protocol):
         ``PINNED``, oldest first (a constraint is always shown anyway)."""
 
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]: ...
+
+    # -- utility-aware retrieval (carnb.memgine.utility)
+    def utility_blend(self) -> tuple[float, float] | None:
+        """The graph's stored ``(weight, exploration)``; None when never set."""
+
+    def set_utility_blend(self, weight: float, exploration: float) -> None: ...
+    def uses(self, rowids: Sequence[int]) -> dict[int, int]:
+        """How often each of ``rowids`` was used (only the used ones)."""
+
+    def all_uses(self) -> int: ...
+    def add_use(self, rowid: int) -> None: ...
     def line_sizes(self) -> Iterator[tuple[int, int]]:
         """``(rowid, size)`` of the valid non-constraint facts, newest first, lazily: ``size``
         estimates a fact's context line (id, subject and body lengths + 8)."""

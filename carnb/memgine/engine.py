@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from carnb.errors import CarnbError, InvalidParams
-from carnb.memgine import bulk, context, interchange, proactive, ranking, steps, validate
+from carnb.memgine import bulk, context, interchange, proactive, ranking, steps, utility, validate
 from carnb.memgine.backend import (
     FACT_COLUMNS,
-    LINE_COLUMNS,
     PINNED,
     GraphBackend,
     GraphTx,
@@ -72,6 +71,8 @@ class Memgine:
         self._constraints: tuple[str, int] | None = None
         # The valid pinned facts ``(rowid, fact_id, subject, body)``; None when to be re-read.
         self._pinned: list[tuple[int, str, str, str]] | None = None
+        # The graph's utility blend (memory.utility_set); None when to be re-read.
+        self._blend: utility.Blend | None = None
         # Set by close_if_idle: the next use opens the graph again, after admit(self).
         self._reopen = False
         self.admit: Callable[[Memgine], None] | None = None
@@ -111,6 +112,7 @@ class Memgine:
         self._lexicon.clear()
         self._constraints = None
         self._pinned = None
+        self._blend = None
 
     def _ready(self) -> None:
         """The caller holds the lock: a graph closed while idle opens again here."""
@@ -276,10 +278,20 @@ class Memgine:
                 count = tx.fact_count()
                 return {"id": fact_id, "deleted": False, "kind": None, "fact_count": count}
             rowid, kind, stems, successor = row
-            _, subject, body, _ = tx.rows_by_rowid([rowid], LINE_COLUMNS)[rowid]
+            stored = tx.stored_rows([rowid])[0]
+            _, subject, body, _, tags, source, wrote, confidence, created_at, after = stored
+            replaced = [r for r in tx.supersession_step([rowid]) if r != successor]
+            ids = tx.rows_by_rowid(replaced, "fact_id") if replaced else {}
+            kept = {
+                "rowid": rowid, "tags": json.loads(tags), "source": source,
+                "confidence": confidence, "created_at": created_at,
+                "provenance": json.loads(wrote), "superseded_by": after,
+                "supersedes": sorted(ids[r][0] for r in ids),
+            }  # fmt: skip
             now = time.time()
             tx.log_deletion(
-                (fact_id, subject, body, kind, now, written_by(provenance, now))
+                (fact_id, subject, body, kind, now, written_by(provenance, now)),
+                json.dumps(kept, ensure_ascii=False, default=str),
             )  # fmt: skip
             revived = tx.release(rowid, successor)
             tx.remove_fact(rowid, stems, valid=successor is None)
@@ -293,6 +305,39 @@ class Memgine:
                 self._constraints = None
             self._pinned = None
         return {"id": fact_id, "deleted": True, "kind": kind, "fact_count": count}
+
+    def restore(self, fact_id: str, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Store the newest deleted fact with this id again, as it was: its content, tags,
+        source, confidence, time and provenance, and its supersession links
+        (:func:`carnb.memgine.steps.restore`); the deletion leaves the log.
+        ``{id, restored, superseded_by, supersedes, fact_count}``. A deletion logged before
+        carnb kept these comes back as a new valid fact written by ``provenance``."""
+        fact_id = validate.name(fact_id, "id")
+        with self._write() as tx:
+            if tx.rowid_of(fact_id) is not None:
+                raise InvalidParams(f"fact {fact_id!r} is stored; there is nothing to restore")
+            taken = tx.take_deletion(fact_id)
+            if taken is None:
+                raise InvalidParams(f"no deleted fact {fact_id!r} to restore")
+            (_, subject, body, kind, at, _), kept_text = taken
+            kept: dict[str, Any] = json.loads(kept_text) if kept_text else {}
+            terms = fact_terms(subject, body)
+            fact = NewFact(
+                fact_id, subject, body, kind, list(kept.get("tags", [])),
+                str(kept.get("source", "user")), kept.get("confidence"),
+                float(kept.get("created_at", at)), terms, fact_keys(terms),
+                json.dumps(kept["provenance"], ensure_ascii=False) if "provenance" in kept
+                else written_by(provenance, time.time()),
+            )  # fmt: skip
+            _, after, replaced = steps.restore(
+                tx, fact, kept.get("rowid"), kept.get("superseded_by"), kept.get("supersedes", [])
+            )  # fmt: skip
+            count = tx.fact_count()
+            self._forget()  # document frequencies, constraints and pins may all have changed
+        return {
+            "id": fact_id, "restored": True, "superseded_by": after, "supersedes": replaced,
+            "fact_count": count,
+        }  # fmt: skip
 
     def diff(self, since: float) -> dict[str, Any]:
         """What changed since a time: the facts written since (valid or superseded meanwhile),
@@ -414,7 +459,10 @@ class Memgine:
         if k <= 0:
             return []
         with self._read() as tx:
-            found = ranking.ranking(tx, self._lexicon, query, k, tx.fact_count())
+            blend = self._blend_of(tx)
+            want = k if blend.weight <= 0 else min(validate.MAX_K, 2 * k)
+            found = ranking.ranking(tx, self._lexicon, query, want, tx.fact_count(), blend)
+            found = ranking.cut(found, k)
             rowids = [rowid for rowid, _ in found.ranked]
             rows = tx.rows_by_rowid(rowids, FACT_COLUMNS)
             why = _explained(tx, found, rowids) if explain else {}
@@ -448,7 +496,10 @@ class Memgine:
             newest, _ = steps.newest_valid_lines(tx, room, RECENT_FACTS)
             want = context.fact_slots(budget, size, CONTEXT_FACTS)
             count = tx.fact_count()
-            ranked = ranking.rank(tx, self._lexicon, query, want + CONSTRAINT_MARGIN, count)
+            blend = self._blend_of(tx)
+            ranked = ranking.rank(
+                tx, self._lexicon, query, want + CONSTRAINT_MARGIN, count, blend
+            )  # fmt: skip
             relevant = ranking.relevant(ranked)
             chosen = {r for r, _ in relevant}
             rows = tx.rows_by_rowid(
@@ -480,10 +531,40 @@ class Memgine:
 
     def intervene(self, request: dict[str, Any]) -> dict[str, Any]:
         """At most one grounded reminder for the next action, or an explicit silence
-        (:mod:`carnb.memgine.proactive`)."""
+        (:mod:`carnb.memgine.proactive`); an injected reminder counts as a use of its fact
+        (utility-aware retrieval)."""
         parsed = proactive.parse_request(request)
         with self._lock:
-            return proactive.decide(self._candidates, parsed, {"facts": self.fact_count()})
+            answer = proactive.decide(self._candidates, parsed, {"facts": self.fact_count()})
+            if answer["decision"] == "inject":
+                with self._write() as tx:
+                    rowid = tx.rowid_of(answer["selected"]["fact_id"])
+                    if rowid is not None:
+                        tx.add_use(rowid)
+            return answer
+
+    # -- utility-aware retrieval ---------------------------------------------------------
+
+    def utility_get(self) -> dict[str, float]:
+        """The graph's utility blend: ``{utility_weight, utility_exploration}``."""
+        with self._read() as tx:
+            return self._blend_of(tx).as_dict()
+
+    def utility_set(self, changes: dict[str, Any]) -> dict[str, float]:
+        """Change the blend (an omitted field keeps its value; clamped, a non-finite number
+        is 0); returns the blend as stored. Every engine on the graph uses it from its next
+        query or context (another server's at its next transaction)."""
+        with self._write() as tx:
+            blend = utility.applied(self._blend_of(tx), changes)
+            tx.set_utility_blend(blend.weight, blend.exploration)
+            self._blend = blend
+        return blend.as_dict()
+
+    def _blend_of(self, tx: GraphTx) -> utility.Blend:
+        if self._blend is None:
+            stored = tx.utility_blend()
+            self._blend = utility.Blend() if stored is None else utility.Blend(*stored)
+        return self._blend
 
     def evaluate(self, cases: Any) -> dict[str, Any]:
         """Precision and recall of the selector and its baselines on labelled cases."""

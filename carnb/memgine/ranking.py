@@ -27,7 +27,7 @@ Costs are bounded so a query stays fast at 100k facts (docs/memgine.md, Retrieva
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from carnb.memgine import steps
 from carnb.memgine.backend import GraphTx
@@ -45,6 +45,7 @@ from carnb.memgine.text import (
     stem,
     synonym_stems,
 )
+from carnb.memgine.utility import Blend
 
 # Candidate search bounds.
 RARE_MAX_DF = 1000  # a unit with more postings than this is "common"
@@ -219,14 +220,32 @@ class Ranking:
 
 
 def rank(
-    tx: GraphTx, lexicon: Lexicon, query: str, want: int, fact_count: int
+    tx: GraphTx,
+    lexicon: Lexicon,
+    query: str,
+    want: int,
+    fact_count: int,
+    blend: Blend | None = None,
 ) -> list[tuple[int, float]]:
     """``(rowid, score)`` of the best ``want`` facts for ``query``, best first."""
-    return ranking(tx, lexicon, query, want, fact_count).ranked
+    return ranking(tx, lexicon, query, want, fact_count, blend).ranked
 
 
-def ranking(tx: GraphTx, lexicon: Lexicon, query: str, want: int, fact_count: int) -> Ranking:
-    """The best ``want`` facts for ``query`` with the parts of their scores."""
+def cut(found: Ranking, k: int) -> Ranking:
+    """``found`` with its best ``k`` facts only."""
+    return replace(found, ranked=found.ranked[:k])
+
+
+def ranking(
+    tx: GraphTx,
+    lexicon: Lexicon,
+    query: str,
+    want: int,
+    fact_count: int,
+    blend: Blend | None = None,
+) -> Ranking:
+    """The best ``want`` facts for ``query`` with the parts of their scores; ``blend`` (with a
+    weight above 0) mixes each fact's utility into the order (:mod:`carnb.memgine.utility`)."""
     nothing = Ranking([], None, {}, {}, 0)
     if want <= 0 or fact_count <= 0:
         return nothing
@@ -255,9 +274,20 @@ def ranking(tx: GraphTx, lexicon: Lexicon, query: str, want: int, fact_count: in
     for rowid in tx.superseded_among(reached) if reached else ():
         del scores[rowid]
     top = tx.max_rowid()
-    ranked = sorted(
-        scores.items(), key=lambda item: (-with_recency(item[1], top - item[0]), -item[0])
-    )
+    if blend is not None and blend.weight > 0:
+        uses, all_uses = tx.uses(list(scores)), tx.all_uses()
+        ranked = sorted(
+            scores.items(),
+            key=lambda item: (
+                -(blend.key(item[1], uses.get(item[0], 0), all_uses)
+                  + recency_bonus(top - item[0])),
+                -item[0],
+            ),
+        )  # fmt: skip
+    else:
+        ranked = sorted(
+            scores.items(), key=lambda item: (-with_recency(item[1], top - item[0]), -item[0])
+        )
     return Ranking(ranked[:want], terms, keyword, activation, top)
 
 

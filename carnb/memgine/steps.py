@@ -138,3 +138,35 @@ def merge_into(tx: GraphTx, keep: int, dups: Sequence[int]) -> None:
         tx.release(dup, keep)
         tx.remove_fact(dup, stems)
     tx.set_tags(keep, json.dumps(tags, ensure_ascii=False))
+
+
+def restore(
+    tx: GraphTx, fact: NewFact, rowid: int | None, successor: str | None, replaced: Sequence[str]
+) -> tuple[int, str | None, list[str]]:
+    """Store a deleted fact again with its supersession links as the delete left them: it is
+    superseded by ``successor`` again (when that fact is still stored) and supersedes again the
+    facts of ``replaced`` that are still valid or still superseded by ``successor`` (where the
+    delete passed them). It returns to its old place, ``rowid``, when that is free and still lies
+    between those facts; otherwise it becomes the newest fact, and then valid (a fact is only
+    ever superseded by a newer one). Returns its rowid, the id of its successor and the ids of
+    the facts it supersedes again."""
+    after = tx.target(successor) if successor is not None else None
+    after_rowid = None if after is None else after[0]
+    olds = [t for t in (tx.target(name) for name in replaced) if t is not None]
+    olds = [t for t in olds if t[4] is None or (after_rowid is not None and t[4] == after_rowid)]
+    fits = (
+        rowid is not None
+        and rowid > max((t[0] for t in olds), default=0)
+        and (after_rowid is None or rowid < after_rowid)
+        and not tx.rows_by_rowid([rowid], "fact_id")
+    )
+    if fits and rowid is not None:
+        tx.insert_fact_at(fact, rowid)
+    else:
+        rowid, after, after_rowid = tx.insert_fact(fact), None, None
+    tx.bump_fact_count(1)
+    if after_rowid is not None:
+        tx.supersede([(rowid, fact.fact_id, fact.kind, fact.stems)], after_rowid)
+    tx.supersede([t[:4] for t in olds if t[4] is None], rowid)
+    tx.repoint([t[0] for t in olds if t[4] is not None], rowid)
+    return rowid, None if after is None else after[1], [t[1] for t in olds]

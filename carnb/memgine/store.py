@@ -56,7 +56,16 @@ from typing import Any
 
 from carnb import sqlite
 from carnb.errors import CarnbError, FactIdTaken, GraphBusy
-from carnb.memgine.backend import PINNED, Changed, Deleted, Linked, NewFact, Pending, Target
+from carnb.memgine.backend import (
+    PINNED,
+    Changed,
+    Deleted,
+    Kept,
+    Linked,
+    NewFact,
+    Pending,
+    Target,
+)
 from carnb.memgine.text import MAX_KEY_CHARS, fact_keys
 
 log = logging.getLogger("carnb.memgine")
@@ -66,14 +75,19 @@ LEGACY_SCHEMA_TAG = "carnb.memgine.sqlite/1"
 # Version 2 bounds index keys (text.MAX_KEY_CHARS); migrating from 1 re-keys long words.
 # Version 3 adds supersession (facts.superseded_by, the index holds valid facts only).
 # Version 4 adds provenance (facts.provenance: who wrote the fact, JSON) and the deletion log.
-SCHEMA_VERSION = 4
+# Version 5 adds deletions.kept (what restoring a deleted fact needs, JSON), the index of the
+# valid pinned facts and facts.uses (reminders memory.intervene gave of it).
+SCHEMA_VERSION = 5
 RELATED_TO = "RelatedTo"
 # New facts are added to the full-text index this many at a time, or sooner once the pending
 # facts hold this many characters of terms: every query re-scores the pending facts (pending()).
 INDEX_BATCH = 32
 PENDING_CHARS = 64 * 1024
 
-_CREATE = """
+# The valid facts that may be pinned (tags LIKE: a cheap superset, the JSON test decides); the
+# partial index facts_pinned holds exactly these.
+_PINNED_WHERE = f"WHERE superseded_by IS NULL AND tags LIKE '%\"{PINNED}\"%'"
+_CREATE = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE facts (
     rowid INTEGER PRIMARY KEY,
@@ -89,7 +103,8 @@ CREATE TABLE facts (
     stems TEXT NOT NULL,
     prev INTEGER,
     superseded_by INTEGER,
-    provenance TEXT NOT NULL DEFAULT '{}'
+    provenance TEXT NOT NULL DEFAULT '{{}}',
+    uses INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE deletions (
     fact_id TEXT NOT NULL,
@@ -97,12 +112,14 @@ CREATE TABLE deletions (
     body TEXT NOT NULL,
     kind TEXT NOT NULL,
     deleted_at REAL NOT NULL,
-    provenance TEXT NOT NULL
+    provenance TEXT NOT NULL,
+    kept TEXT
 );
 CREATE INDEX deletions_at ON deletions(deleted_at);
 CREATE INDEX facts_subject ON facts(subject);
 CREATE INDEX facts_prev ON facts(prev) WHERE prev IS NOT NULL;
 CREATE INDEX facts_constraints ON facts(kind) WHERE kind = 'constraint';
+CREATE INDEX facts_pinned ON facts(kind) {_PINNED_WHERE};
 INSERT INTO meta(key, value) VALUES ('next_ws', 1), ('fact_count', 0), ('indexed_upto', 0)
 """
 # Supersession and the index of valid facts: part of a new file, and what migration 2 -> 3 adds.
@@ -207,6 +224,17 @@ def _add_provenance(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS deletions_at ON deletions(deleted_at)")
 
 
+def _add_kept(conn: sqlite3.Connection) -> None:
+    """Version 4 -> 5: ``deletions.kept`` (NULL for the deletions logged before: such a fact is
+    restored as a new valid fact), ``facts.uses`` and the index of pinned facts."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deletions)")}
+    if "kept" not in columns:
+        conn.execute("ALTER TABLE deletions ADD COLUMN kept TEXT")
+    if "uses" not in {row[1] for row in conn.execute("PRAGMA table_info(facts)")}:
+        conn.execute("ALTER TABLE facts ADD COLUMN uses INTEGER NOT NULL DEFAULT 0")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS facts_pinned ON facts(kind) {_PINNED_WHERE}")
+
+
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
@@ -217,7 +245,7 @@ _SCHEMA = sqlite.Schema(
     "memory graph file",
     SCHEMA_VERSION,
     _CREATE + ";" + _VALID_INDEX,
-    migrations={1: _rekey_long_words, 2: _add_supersession, 3: _add_provenance},
+    migrations={1: _rekey_long_words, 2: _add_supersession, 3: _add_provenance, 4: _add_kept},
     legacy=_legacy_version,
 )
 
@@ -294,6 +322,7 @@ class Checkpointer:
             conn.close()
 
 
+_DELETED = "fact_id, subject, body, kind, deleted_at, provenance"
 _FACT_COLUMNS_F = "f.fact_id, f.subject, f.body, f.kind, f.tags, f.source, f.provenance"
 
 
@@ -336,7 +365,7 @@ class SqliteTx:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row is not None else 0
 
-    def set_meta(self, key: str, value: int | str) -> None:
+    def set_meta(self, key: str, value: float | str) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     def bump_fact_count(self, delta: int) -> None:
@@ -581,21 +610,93 @@ class SqliteTx:
         )
         return [r for (r,) in rows]
 
-    def log_deletion(self, deleted: Deleted) -> None:
-        self.conn.execute("INSERT INTO deletions VALUES (?, ?, ?, ?, ?, ?)", deleted)
+    def log_deletion(self, deleted: Deleted, kept: Kept) -> None:
+        self.conn.execute("INSERT INTO deletions VALUES (?, ?, ?, ?, ?, ?, ?)", (*deleted, kept))
 
     def deleted_since(self, at: float, limit: int) -> list[Deleted]:
         return self.conn.execute(
-            "SELECT * FROM deletions WHERE deleted_at >= ? ORDER BY rowid LIMIT ?", (at, limit)
+            f"SELECT {_DELETED} FROM deletions WHERE deleted_at >= ? ORDER BY rowid LIMIT ?",
+            (at, limit),
         ).fetchall()
 
+    def take_deletion(self, fact_id: str) -> tuple[Deleted, Kept] | None:
+        row = self.conn.execute(
+            "DELETE FROM deletions WHERE rowid = (SELECT max(rowid) FROM deletions "
+            f"WHERE fact_id = ?) RETURNING {_DELETED}, kept",
+            (fact_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return (row[0], row[1], row[2], row[3], float(row[4]), row[5]), row[6]
+
+    def insert_fact_at(self, fact: NewFact, rowid: int) -> None:
+        """Insert a fact at a free ``rowid`` (before the newest, as a restore does): linked after
+        the previous fact of its subject, the next one linked after it, and indexed at once when
+        the rowid is below the pending mark. Caller holds a transaction."""
+        self.conn.execute(
+            "INSERT INTO facts(fact_id, subject, body, kind, tags, source, confidence, created_at, "
+            "terms, stems, provenance, rowid, prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "(SELECT max(rowid) FROM facts WHERE subject = ? AND rowid < ?))",
+            (*_values(fact), rowid, fact.subject, rowid),
+        )
+        self.conn.execute(
+            "UPDATE facts SET prev = ? WHERE rowid = "
+            "(SELECT min(rowid) FROM facts WHERE subject = ? AND rowid > ?)",
+            (rowid, fact.subject, rowid),
+        )
+        if rowid <= self.get_meta_int("indexed_upto"):
+            self.conn.execute(
+                "INSERT INTO facts_fts(rowid, stems) VALUES (?, ?)", (rowid, fact.stems)
+            )
+
+    def repoint(self, rowids: Sequence[int], new_rowid: int) -> None:
+        self.conn.executemany(
+            "UPDATE facts SET superseded_by = ? WHERE rowid = ?", [(new_rowid, r) for r in rowids]
+        )
+
     def pinned_rows(self) -> list[tuple[int, str, str, str]]:
+        """Read through the partial index ``facts_pinned`` (its condition spelled as in the
+        index, so the planner uses it): as cheap at 100k facts as at 10."""
         return self.conn.execute(
-            "SELECT rowid, fact_id, subject, body FROM facts WHERE superseded_by IS NULL "
-            "AND kind <> 'constraint' AND tags LIKE ? "
+            f"SELECT rowid, fact_id, subject, body FROM facts INDEXED BY facts_pinned "
+            f"{_PINNED_WHERE} AND kind <> 'constraint' "
             "AND EXISTS (SELECT 1 FROM json_each(facts.tags) WHERE value = ?) ORDER BY rowid",
-            (f'%"{PINNED}"%', PINNED),
+            (PINNED,),
         ).fetchall()
+
+    def utility_blend(self) -> tuple[float, float] | None:
+        rows = dict(
+            self.conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('utility_weight', 'utility_exploration')"
+            ).fetchall()
+        )
+        if len(rows) < 2:
+            return None
+        return float(rows["utility_weight"]), float(rows["utility_exploration"])
+
+    def set_utility_blend(self, weight: float, exploration: float) -> None:
+        self.set_meta("utility_weight", weight)
+        self.set_meta("utility_exploration", exploration)
+
+    def uses(self, rowids: Sequence[int]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for start in range(0, len(rowids), 500):
+            chunk = rowids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                self.conn.execute(
+                    f"SELECT rowid, uses FROM facts WHERE rowid IN ({marks}) AND uses > 0", chunk
+                ).fetchall()
+            )
+        return out
+
+    def all_uses(self) -> int:
+        return self.get_meta_int("all_uses")
+
+    def add_use(self, rowid: int) -> None:
+        self.conn.execute("UPDATE facts SET uses = uses + 1 WHERE rowid = ?", (rowid,))
+        self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('all_uses', 0)")
+        self.conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'all_uses'")
 
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:
         """``rowid -> (columns...)`` for the stored ones of ``rowids``."""

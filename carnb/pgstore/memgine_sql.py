@@ -31,9 +31,21 @@ from typing import Any
 import psycopg
 
 from carnb.errors import FactIdTaken
-from carnb.memgine.backend import PINNED, Changed, Deleted, Linked, NewFact, Pending, Target
+from carnb.memgine.backend import (
+    PINNED,
+    Changed,
+    Deleted,
+    Kept,
+    Linked,
+    NewFact,
+    Pending,
+    Target,
+)
 from carnb.pgstore.schema import Component
 
+# The valid facts whose tags may hold PINNED (a superset: the JSON test decides), spelled the
+# same in the partial index and in pinned_rows so the planner uses the index.
+PINNABLE = f"WHERE superseded_by IS NULL AND tags LIKE '%\"{PINNED}\"%'"
 SCHEMA = Component(
     "memgine",
     (
@@ -99,6 +111,17 @@ SCHEMA = Component(
             PRIMARY KEY (graph_id, seq)
         );
         CREATE INDEX memgine_deletions_at ON memgine_deletions (graph_id, deleted_at);
+        """,
+        # what restoring a deleted fact needs (JSON; NULL for deletions logged before); the
+        # valid facts that may be pinned, so reading them does not scan the graph; utility-aware
+        # retrieval: each graph's blend (NULL: never set), its reminders given and each fact's
+        f"""
+        ALTER TABLE memgine_deletions ADD COLUMN kept TEXT;
+        CREATE INDEX memgine_facts_pinned ON memgine_facts (graph_id, rowid) {PINNABLE};
+        ALTER TABLE memgine_graphs ADD COLUMN utility_weight DOUBLE PRECISION,
+            ADD COLUMN utility_exploration DOUBLE PRECISION,
+            ADD COLUMN all_uses BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE memgine_facts ADD COLUMN uses BIGINT NOT NULL DEFAULT 0;
         """,
     ),
 )
@@ -263,6 +286,15 @@ class PgGraphTx:
                 (self.g, [k for k, _ in pairs], [r for _, r in pairs]),
             )
 
+    def _index_new(self, rows: Sequence[tuple[int, str]]) -> None:
+        """Index new ``(rowid, stems)`` facts, their keys added to the vocabulary."""
+        self._index(rows)
+        self.conn.execute(
+            "INSERT INTO memgine_keys (graph_id, key) SELECT %s, unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING",
+            (self.g, sorted({key for _, stems in rows for key in _keys(stems)})),
+        )
+
     def _unindex(self, rows: Sequence[tuple[int, str]]) -> None:
         keys = sorted({key for _, stems in rows for key in _keys(stems)})
         if keys:
@@ -407,12 +439,49 @@ class PgGraphTx:
         )
         return [int(r[0]) for r in rows]
 
-    def log_deletion(self, deleted: Deleted) -> None:
+    def log_deletion(self, deleted: Deleted, kept: Kept) -> None:
         self.conn.execute(
             "INSERT INTO memgine_deletions (graph_id, fact_id, subject, body, kind, deleted_at, "
-            "provenance) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (self.g, *deleted),
+            "provenance, kept) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (self.g, *deleted, kept),
         )
+
+    def take_deletion(self, fact_id: str) -> tuple[Deleted, Kept] | None:
+        row = self._one(
+            "DELETE FROM memgine_deletions WHERE graph_id = %(g)s AND seq = (SELECT max(seq) "
+            "FROM memgine_deletions WHERE graph_id = %(g)s AND fact_id = %(f)s) "
+            "RETURNING fact_id, subject, body, kind, deleted_at, provenance, kept",
+            {"g": self.g, "f": fact_id},
+        )
+        return None if row is None else ((*row[:4], float(row[4]), row[5]), row[6])
+
+    def insert_fact_at(self, fact: NewFact, rowid: int) -> None:
+        self._top = None
+        params = {"g": self.g, "r": rowid, **_fact_params(fact)}
+        self.conn.execute(
+            "INSERT INTO memgine_facts (graph_id, rowid, fact_id, subject, body, kind, tags, "
+            "source, confidence, created_at, terms, stems, provenance, prev) VALUES (%(g)s, "
+            "%(r)s, %(fact_id)s, %(subject)s, %(body)s, %(kind)s, %(tags)s, %(source)s, "
+            "%(confidence)s, %(created_at)s, %(terms)s, %(stems)s, %(provenance)s, "
+            "(SELECT max(rowid) FROM memgine_facts WHERE graph_id = %(g)s "
+            "AND subject = %(subject)s AND rowid < %(r)s))",
+            params,
+        )
+        self.conn.execute(
+            "UPDATE memgine_facts SET prev = %(r)s WHERE graph_id = %(g)s AND rowid = "
+            "(SELECT min(rowid) FROM memgine_facts WHERE graph_id = %(g)s "
+            "AND subject = %(subject)s AND rowid > %(r)s)",
+            params,
+        )
+        self._index_new([(rowid, fact.stems)])
+
+    def repoint(self, rowids: Sequence[int], new_rowid: int) -> None:
+        if rowids:
+            self.conn.execute(
+                "UPDATE memgine_facts SET superseded_by = %s WHERE graph_id = %s "
+                "AND rowid = ANY(%s)",
+                (new_rowid, self.g, list(rowids)),
+            )
 
     def deleted_since(self, at: float, limit: int) -> list[Deleted]:
         rows = self._all(
@@ -426,12 +495,49 @@ class PgGraphTx:
         return [
             (int(r[0]), r[1], r[2], r[3])
             for r in self._all(
-                "SELECT rowid, fact_id, subject, body FROM memgine_facts WHERE graph_id = %s "
-                "AND superseded_by IS NULL AND kind <> 'constraint' AND tags LIKE %s "
-                "AND tags::jsonb ? %s ORDER BY rowid",
-                (self.g, f'%"{PINNED}"%', PINNED),
+                "SELECT rowid, fact_id, subject, body FROM memgine_facts "
+                + PINNABLE.replace("%", "%%")
+                + " AND graph_id = %s AND kind <> 'constraint' AND tags::jsonb ? %s ORDER BY rowid",
+                (self.g, PINNED),
             )
         ]
+
+    def utility_blend(self) -> tuple[float, float] | None:
+        row = self._one(
+            "SELECT utility_weight, utility_exploration FROM memgine_graphs WHERE graph_id = %s",
+            (self.g,),
+        )
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return float(row[0]), float(row[1])
+
+    def set_utility_blend(self, weight: float, exploration: float) -> None:
+        self.conn.execute(
+            "UPDATE memgine_graphs SET utility_weight = %s, utility_exploration = %s "
+            "WHERE graph_id = %s",
+            (weight, exploration, self.g),
+        )
+
+    def uses(self, rowids: Sequence[int]) -> dict[int, int]:
+        rows = self._all(
+            "SELECT rowid, uses FROM memgine_facts WHERE graph_id = %s AND rowid = ANY(%s) "
+            "AND uses > 0",
+            (self.g, list(rowids)),
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    def all_uses(self) -> int:
+        row = self._one("SELECT all_uses FROM memgine_graphs WHERE graph_id = %s", (self.g,))
+        return 0 if row is None else int(row[0])
+
+    def add_use(self, rowid: int) -> None:
+        self.conn.execute(
+            "UPDATE memgine_facts SET uses = uses + 1 WHERE graph_id = %s AND rowid = %s",
+            (self.g, rowid),
+        )
+        self.conn.execute(
+            "UPDATE memgine_graphs SET all_uses = all_uses + 1 WHERE graph_id = %s", (self.g,)
+        )
 
     def rows_by_rowid(self, rowids: Sequence[int], columns: str) -> dict[int, tuple[Any, ...]]:
         names = [c.strip() for c in columns.split(",")]
@@ -587,14 +693,7 @@ class PgGraphTx:
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise FactIdTaken(str(exc).splitlines()[0]) from exc
-        indexed = [(rowid, fact.stems) for rowid, fact, _ in rows]
-        self._index(indexed)
-        keys = sorted({key for _, stems in indexed for key in _keys(stems)})
-        self.conn.execute(
-            "INSERT INTO memgine_keys (graph_id, key) SELECT %s, unnest(%s::text[]) "
-            "ON CONFLICT DO NOTHING",
-            (self.g, keys),
-        )
+        self._index_new([(rowid, fact.stems) for rowid, fact, _ in rows])
         if (base + len(rows)) // ANALYZE_EVERY > base // ANALYZE_EVERY:
             # a bulk load outruns autovacuum: without fresh statistics the planner takes a
             # common key for a rare one

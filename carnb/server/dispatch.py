@@ -62,14 +62,14 @@ BINARY_REPLY = error_reply(
 POLICY_VIOLATION = 1008  # WebSocket close code
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """Send ``text`` now; ``None``: nothing to send (a notification is never answered)."""
 
     text: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Deferred:
     """The reply comes when ``reply`` ends (its text, or ``None`` for a notification); the
     connection awaits it as a task so the reader never blocks."""
@@ -83,7 +83,7 @@ class Deferred:
         self.handler.close()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Close:
     """Send ``text`` (unless ``None``), then close the connection with ``code`` and ``reason``."""
 
@@ -92,6 +92,8 @@ class Close:
     reason: str
 
 
+# Plain dataclasses, like the messages (:mod:`carnb.protocol.jsonrpc`): one is made per frame,
+# and a frozen one's ``__init__`` costs three times as much. Nothing changes them once made.
 Outcome = Reply | Deferred | Close
 Call = Request | Notification
 
@@ -216,8 +218,10 @@ class Dispatcher:
     def _start(self, method: Method, session: ClientSession, params: Any) -> Any:
         """Begin a resolved call: an inline handler's result, or a :class:`Later` for what
         must wait (a task-mode handler's coroutine, or an inline handler that deferred)."""
-        if isinstance(params, list) and method.array_params is not None:
-            args: dict[str, Any] = {method.array_params: params}
+        if type(params) is dict:  # the usual case, without a call
+            args: dict[str, Any] = params
+        elif isinstance(params, list) and method.array_params is not None:
+            args = {method.array_params: params}
         else:
             args = params_object(params)
         return start(method.mode, method.fn, session, args, self.services)

@@ -3,7 +3,8 @@
 Runs on the server loop (``websockets`` asyncio API). This module only moves frames: each frame
 read goes to :meth:`~carnb.server.dispatch.Dispatcher.receive` in order (frames longer than
 ``PARSE_OFF_LOOP_CHARS`` are parsed on the bulk thread first), and its outcome is carried
-out: a reply is sent at once; a deferred reply runs as a task (at most
+out: a reply is sent at once, by the reader itself (most frames: no task or coroutine of their
+own); a deferred reply runs as a task (at most
 ``max_in_flight`` at a time, so a client that floods requests is slowed down rather than
 buffered without bound) and is sent when done, out of order, matched by ``id``; a close sends
 its reply and closes the socket. A connection that has not authenticated within
@@ -12,9 +13,10 @@ its reply and closes the socket. A connection that has not authenticated within
 any of it is read or parsed); the configured ``max_frame_bytes`` applies from the moment
 ``session.auth`` succeeds (set before its reply is sent). Notifications to the peer go through
 a bounded outbox; a peer that does not read them is disconnected rather than buffered forever.
-Requests the server sends the peer (``tools.execute``) take the same outbox, through the
-connection's :class:`~carnb.app.peercalls.PeerCalls`; when the connection ends its pending
-calls fail.
+Requests the server sends the peer (``tools.execute``) go through the connection's
+:class:`~carnb.app.peercalls.PeerCalls`: written at once from the caller's task when nothing is
+queued before them (a turn of the loop sooner than the writer would), else into the same outbox
+behind what is queued; when the connection ends its pending calls fail.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from carnb.config import (
 )
 from carnb.protocol.jsonrpc import MAX_FRAME_VALUES, Message, notification_text, parse_frame
 from carnb.protocol.session import ClientSession, new_client_id
-from carnb.server.dispatch import Close, Deferred, Dispatcher
+from carnb.server.dispatch import Close, Deferred, Dispatcher, Outcome, Reply
 from carnb.server.logthrottle import ThrottleFilter, loop_exception_handler
 from carnb.server.quickack import ack_now
 
@@ -168,7 +170,9 @@ class SessionServer:
         writer = asyncio.create_task(self._write_notifications(ws, outbox))
         session.notifier = self._notifier(ws, session, outbox)
         session.callbacks = PeerCalls(
-            lambda text: self._queue(ws, session, outbox, text), name=session.client_id
+            lambda text: self._queue(ws, session, outbox, text),
+            name=session.client_id,
+            send_now=lambda text: self._send_now(ws, session, outbox, text),
         )
         hub = self.services.sessions
         hub.open(session)
@@ -177,7 +181,19 @@ class SessionServer:
         deadline = self._auth_deadline(ws, session)
         try:
             async for frame in ws:
-                if not await self._frame(ws, session, frame, in_flight, tasks):
+                was_authenticated = session.authenticated
+                if isinstance(frame, str) and len(frame) > PARSE_OFF_LOOP_CHARS:
+                    # frames are handled in order, so the next frame of this peer waits;
+                    # others do not
+                    msg = await in_bulk(session, _parse_big_frame, frame)
+                    outcome = self.dispatcher.receive_message(session, msg)
+                else:
+                    outcome = self.dispatcher.receive(session, frame)
+                if session.authenticated and not was_authenticated:
+                    self._allow_full_frames(ws)
+                if type(outcome) is Reply and outcome.text is not None:  # most frames
+                    await ws.send(outcome.text)
+                elif not await self._carry_out(ws, outcome, in_flight, tasks):
                     break
         except ConnectionClosed:
             pass
@@ -195,24 +211,15 @@ class SessionServer:
             await hub.close(session)
             log.debug("connection %s closed (code %s)", session.client_id, ws.close_code)
 
-    async def _frame(
+    async def _carry_out(
         self,
         ws: ServerConnection,
-        session: ClientSession,
-        frame: str | bytes,
+        outcome: Outcome,
         in_flight: asyncio.Semaphore,
         tasks: set[asyncio.Task[None]],
     ) -> bool:
-        """Carry out the outcome of one incoming frame; ``False`` ends the connection."""
-        was_authenticated = session.authenticated
-        if isinstance(frame, str) and len(frame) > PARSE_OFF_LOOP_CHARS:
-            # frames are handled in order, so the next frame of this peer waits; others do not
-            msg = await in_bulk(session, _parse_big_frame, frame)
-            outcome = self.dispatcher.receive_message(session, msg)
-        else:
-            outcome = self.dispatcher.receive(session, frame)
-        if session.authenticated and not was_authenticated:
-            self._allow_full_frames(ws)
+        """Carry out the outcome of one incoming frame other than a reply to send now (the
+        reader sends those itself); ``False`` ends the connection."""
         if isinstance(outcome, Deferred) or outcome.text is None:
             ack_now(ws)  # no reply now to carry the TCP ACK; a Nagle peer would wait for it
         if isinstance(outcome, Deferred):
@@ -284,6 +291,21 @@ class SessionServer:
 
         return notify
 
+    async def _send_now(
+        self, ws: ServerConnection, session: ClientSession, outbox: Outbox, text: str
+    ) -> bool:
+        """Write one request to the peer from the caller's task when nothing is queued before
+        it (one turn of the loop sooner than the writer would); else queue it. ``False``: the
+        peer does not read. A connection found closing takes the queue too, so the call ends as
+        any call the peer leaves unanswered does, when the connection ends."""
+        if session.closed or not outbox.idle():
+            return self._queue(ws, session, outbox, text)
+        try:
+            await ws.send(text)
+        except ConnectionClosed:
+            return self._queue(ws, session, outbox, text)
+        return True
+
     @staticmethod
     def _queue(ws: ServerConnection, session: ClientSession, outbox: Outbox, text: str) -> bool:
         """Queue one frame to the peer (on the server loop); a peer that does not read is
@@ -332,6 +354,10 @@ class Outbox:
         self.max_chars = max_chars
         self.size = 0  # characters queued or being written
         self.overflowed = False
+
+    def idle(self) -> bool:
+        """Nothing queued or being written (and the peer was never found not reading)."""
+        return self.size == 0 and not self.overflowed and self.queue.qsize() == 0
 
     def offer(self, text: str) -> bool:
         busy = self.queue.qsize() > 0 or self.size > 0

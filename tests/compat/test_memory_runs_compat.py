@@ -162,3 +162,38 @@ def test_proactive_memory_calls(served, alice) -> None:
     assert report["cases"] == 2
     assert report["selective"]["precision"] == 1.0 and report["selective"]["recall"] == 1.0
     assert set(report) == {"cases", "selective", "always_inject", "passive_retrieval", "no_memory"}
+
+
+def test_utility_blend_calls(served, alice) -> None:
+    assert json.loads(alice.memory_utility_get("null")) == {
+        "utility_weight": 0.0, "utility_exploration": 1.0}  # fmt: skip
+    applied = json.loads(alice.memory_utility_set(json.dumps({"utility_weight": 0.4})))
+    assert applied == {"utility_weight": 0.4, "utility_exploration": 1.0}
+    applied = json.loads(alice.memory_utility_set(json.dumps({"utility_exploration": 7})))
+    assert applied == {"utility_weight": 0.4, "utility_exploration": 4.0}  # kept, clamped
+    assert json.loads(alice.memory_utility_get("{}")) == applied
+
+
+def test_maintain_mines_the_event_log_into_entries_once(served, alice) -> None:
+    raw = Client(served.url)
+    raw.call("session.auth", {"token": served.info["agents"]["alice"], "agent_id": "alice"})
+    rid = raw.call("runs.start", {"intent": "build the wheel"})["run_id"]
+    failed = {"tool": "pip", "status": "failed", "parameters": {"secret": "hunter2"}}
+    raw.call("runs.record_turns", {"run_id": rid, "turns": [failed, failed, {"tool": "ls"}]})
+    deadline = time.monotonic() + 10
+    while True:
+        out = json.loads(alice.memory_maintain(json.dumps({"max_recent": 32})))
+        if out["saved"] == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert out["saved"] == 2 and out["skipped_existing"] == 0
+    assert out["trigger"]["tool_error"] is True and out["trigger"]["repeated_failures"] == 2
+    again = json.loads(alice.memory_maintain(json.dumps({})))
+    assert (again["saved"], again["skipped_existing"]) == (0, 2)  # the same events: nothing new
+    rows = raw.call("memory.query", {"query": "pip failed", "k": 5})
+    assert {r["kind"] for r in rows} == {"procedural"} and len(rows) == 2
+    assert all("hunter2" not in r["body"] for r in rows)  # never an action's parameters
+    answer = json.loads(alice.memory_intervene(json.dumps(
+        {"query": "pip install", "trigger": out["trigger"]})))  # fmt: skip
+    assert answer["decision"] == "inject" and "pip failed" in answer["reminder"]
+    raw.close()

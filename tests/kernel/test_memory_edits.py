@@ -107,3 +107,58 @@ def test_the_explorer_evaluates_the_selector_on_labelled_cases(nb: NotebookEngin
     assert report["selective"]["precision"] == 1.0
     html = ex.evaluation.value
     assert "intervention selector on 2 case(s)" in html and "<td>passive_retrieval</td>" in html
+
+
+def test_undoing_a_delete_in_the_explorer_restores_the_supersession_chain(
+    nb: NotebookEngine,
+) -> None:
+    car(nb, 'memory add db "postgres 14" --id v1')
+    car(nb, 'memory add db "postgres 15" --id v2 --supersedes v1')
+    car(nb, 'memory add db "postgres 16" --id v3 --supersedes v2')
+    ex = car(nb, "memory explore postgres")
+    ex.delete("v2")
+    ex.undo()
+    chain = nb.calls.call("memory.history", {"fact_id": "v1"}, what="test")
+    assert [(r["fact_id"], r["superseded_by"]) for r in chain] == [
+        ("v3", None), ("v2", "v3"), ("v1", "v2")]  # fmt: skip
+    assert bodies(nb, "postgres") == ["postgres 16"]
+
+
+@pytest.mark.kernel
+def test_an_edit_typed_and_clicked_in_the_explorer_widget_of_a_real_kernel(kernel: Any) -> None:
+    """What the frontend sends (the boxes' new values, then a click on "edit", then on "undo")
+    reaches the kernel thread as comm messages; the edit lands in the graph, the table and the
+    edit history update while no cell runs."""
+    kernel.ok("%load_ext carnb")
+    kernel.ok('%car memory add deploy "deploys on tuesday" --id d1')
+    kernel.ok("ex = %car memory explore deploys")
+
+    def send(widget: str, data: dict[str, Any]) -> None:
+        comm_id = kernel.value(f"ex.{widget}.model_id")
+        msg = kernel.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+        kernel.kc.shell_channel.send(msg)
+
+    def typed(widget: str, text: str) -> None:
+        send(widget, {"method": "update", "state": {"value": text}, "buffer_paths": []})
+
+    def click(name: str) -> None:
+        send(f'buttons["{name}"]', {"method": "custom", "content": {"event": "click"}})
+
+    typed("fact_box", "d1")
+    typed("body_box", "deploys on friday")
+    click("edit")
+    kernel.wait_widget_text("deploys on friday")
+    bodies = "[r['body'] for r in ex.last_rows]"
+    deadline = time.monotonic() + 15
+    while kernel.value(bodies) != ["deploys on friday"]:
+        assert time.monotonic() < deadline, "the edit did not reach the table"
+        time.sleep(0.1)
+    row = kernel.value("ex.last_rows[0]['provenance']['action']")
+    assert row == "edited in the notebook"
+    assert "<td>edit</td>" in kernel.value("ex.history.value")
+    click("undo")
+    deadline = time.monotonic() + 15
+    while kernel.value(bodies) != ["deploys on tuesday"]:
+        assert time.monotonic() < deadline, "the undo did not reach the table"
+        time.sleep(0.1)
+    assert "undone" in kernel.value("ex.history.value")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from carnb.errors import InvalidParams
 from carnb.memgine import Memgine
 from carnb.memgine.engine import RECENT_FACTS
+from carnb.pgstore.memgine_sql import PINNABLE, PgGraphTx, head
 from tests.memgine.conftest import OpenGraph
 
 
@@ -81,3 +83,23 @@ def test_diff_lists_added_superseded_and_deleted_since_a_time(graph: Memgine) ->
     assert later["added"] == later["superseded"] == later["deleted"] == []
     with pytest.raises(InvalidParams, match="since"):
         graph.diff("yesterday")  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_the_pinned_facts_through_their_index(pg_store: Any) -> None:
+    g = Memgine(backend=pg_store.graphs().backend("agents", "pins"))
+    g.add_fact("wifi", "password in the vault", fact_id="w")
+    g.pin("w")
+    with pg_store.db.transaction() as conn:
+        conn.execute("SET LOCAL enable_seqscan = off")
+        graph_id = conn.execute("SELECT graph_id FROM memgine_graphs WHERE name = 'pins'")
+        tx = PgGraphTx(conn, head(conn, graph_id.fetchone()[0], lock=False), False)
+        assert [r[1] for r in tx.pinned_rows()] == ["w"]
+        plan = conn.execute(
+            "EXPLAIN SELECT rowid FROM memgine_facts "
+            + PINNABLE.replace("%", "%%")
+            + " AND graph_id = %s",
+            (tx.g,),
+        ).fetchall()
+    assert "memgine_facts_pinned" in " ".join(r[0] for r in plan)
+    g.close()

@@ -94,3 +94,23 @@ def test_bad_requests_name_the_field(graph: Memgine, request_: dict, field: str)
         graph.intervene(request_)
     with pytest.raises(InvalidParams, match=rf"cases\[0\]\.request\.{field}"):
         graph.evaluate([{"id": "x", "request": request_}])
+
+
+def test_maintain_mines_failures_rejections_and_bad_run_ends() -> None:
+    from carnb.memgine.maintain import mine
+
+    events = [  # newest first, as the event log answers
+        {"id": 4, "kind": "run_ended", "data": {"run_id": "r1", "status": "failed"}},
+        {"id": 3, "kind": "action_rejected", "data": {"tool": "rm", "run_id": "r1"}},
+        {"id": 2, "kind": "action_succeeded", "data": {"tool": "ls", "run_id": "r1"}},
+        {"id": 1, "kind": "run_ended", "data": {"run_id": "r0", "status": "success"}},
+    ]
+    entries, trigger = mine(events)
+    assert [(e.fact_id, e.entry, e.body) for e in entries] == [
+        ("event-3", "knowledge", "rm was rejected by policy in run r1"),
+        ("event-4", "procedural", "run r1 ended failed"),
+    ]
+    assert trigger["high_risk_action"] is True and trigger["tool_error"] is False
+    assert mine([]) == ([], {"repeated_failures": 0, "tool_error": False,
+                             "explicit_uncertainty": False, "high_risk_action": False,
+                             "context_shift": False})  # fmt: skip

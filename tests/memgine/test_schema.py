@@ -104,5 +104,5 @@ def test_a_version_3_graph_gains_provenance(tmp_path: Path) -> None:
     g.check()
     g.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()

@@ -199,12 +199,12 @@ def test_the_chain_survives_closing_and_reopening_the_graph(open_graph: OpenGrap
 
 def _make_version_2(path: Path) -> None:
     """Rewrite a graph file the way carnb version 2 wrote it: no ``superseded_by`` column and
-    the full-text index over the ``facts`` table itself."""
+    the full-text index over the ``facts`` table itself (and no index of pinned facts)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
         """
         DROP TABLE facts_vocab; DROP TABLE facts_fts; DROP VIEW valid_facts;
-        DROP INDEX facts_superseded;
+        DROP INDEX facts_superseded; DROP INDEX facts_pinned;
         ALTER TABLE facts DROP COLUMN superseded_by;
         CREATE VIRTUAL TABLE facts_fts USING fts5(
             stems, content='facts', content_rowid='rowid', detail='none', columnsize=0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,3 +145,43 @@ def test_postgresql_restart_gives_clear_memory_errors_then_recovers(
         assert [r["subject"] for r in c.call("memory.query", {"query": "restart"})] == ["before"]
     finally:
         c.close()
+
+
+def test_an_edit_through_one_server_shows_on_the_other_servers_explorer(
+    make_runtime: Any, pg_url: str, tmp_path: Path
+) -> None:
+    from carnb.config import Settings
+    from carnb.kernel.engine import NotebookEngine
+    from carnb.kernel.parser import build_parser, parse
+
+    a = make_runtime(store=pg_url, agents=("bot",))
+    token = a.credentials.agents.token_for("bot")
+    assert token is not None
+    writer = _as_bot(a, token)
+    nb = NotebookEngine()  # server B: a notebook's runtime with a data directory of its own
+    nb.start(Settings(home=tmp_path / "b-home", browser=False, store=pg_url))
+    try:
+        for fact_id, body in (("d1", "zebra deploys on tuesday"), ("d2", "zebra crossing east")):
+            writer.call("memory.add_fact", {"subject": fact_id, "body": body, "fact_id": fact_id})
+        rt = nb.runtime
+        assert rt is not None
+        rt.call("session.auth", {"host_token": rt.host_token, "agent_id": "bot"})
+        args = parse(build_parser(), "memory explore zebra")
+        ex = args.func(nb, args)
+
+        def shown() -> dict[str, list[str]]:
+            return {r["fact_id"]: r["tags"] for r in ex.last_rows}
+
+        _wait(lambda: set(shown()) == {"d1", "d2"})
+        edited = writer.call("memory.edit", {"id": "d1", "body": "zebra deploys on friday"})
+        _wait(lambda: edited["id"] in shown() and "d1" not in shown())
+        assert "zebra deploys on friday" in ex.results.value  # the table B's notebook shows
+        writer.call("memory.pin", {"id": "d2"})
+        _wait(lambda: shown().get("d2") == ["pinned"])
+        writer.call("memory.delete", {"id": "d2"})
+        _wait(lambda: "d2" not in shown())
+        assert "crossing" not in ex.results.value
+        assert 'data-facts="1"' in ex.status.value  # the count beside the table follows
+    finally:
+        writer.close()
+        nb.close()

@@ -49,6 +49,46 @@ def test_invalid_json_is_a_parse_error_with_null_id(text: str) -> None:
     assert err(msg)["message"].startswith("parse error")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        ' {"id":1,"method":"x"}',
+        '{"id":1,"method":"x"}\n',
+        '\t{"id":1,"method":"x"} \r\n',
+    ],
+)
+def test_whitespace_around_the_object_is_json_too(text: str) -> None:
+    assert parse_frame(text) == Request(1, "x", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ('{"id":1,"method":"x"}{}', "Extra data"),
+        ('{"id":1,"method":"x"} 7', "Extra data"),
+        ('{"id":1,"method":"x",}', "Expecting property name"),
+        ('{"id":1e400,"method":"x"}', "out of range"),
+        ('{"id":NaN,"method":"x"}', "NaN is not a JSON number"),
+    ],
+)
+def test_a_frame_that_starts_as_an_object_and_is_not_json_is_a_parse_error(
+    text: str, detail: str
+) -> None:
+    msg = parse_frame(text)
+    assert isinstance(msg, Invalid)
+    assert err(msg)["code"] == PARSE_ERROR
+    assert detail in err(msg)["message"]
+
+
+def test_big_integers_and_exact_floats_come_back_as_sent() -> None:
+    msg = parse_frame('{"id":1,"method":"x","params":{"n":123456789012345678901234567890}}')
+    assert isinstance(msg, Request)
+    n = msg.params["n"]
+    assert result_text(1, {"n": n, "f": 0.1, "e": 1e16}) == (
+        '{"jsonrpc":"2.0","id":1,"result":{"n":123456789012345678901234567890,"f":0.1,"e":1e+16}}'
+    )
+
+
 def test_deeply_nested_json_is_a_parse_error_not_a_crash() -> None:
     msg = parse_frame("[" * 100_000 + "]" * 100_000)
     assert isinstance(msg, Invalid)
@@ -116,6 +156,16 @@ def test_result_that_is_not_json_becomes_an_error_reply() -> None:
     assert reply["error"]["code"] == -32603
     reply = json.loads(result_text(2, {1, 2}))
     assert reply["error"]["code"] == -32603
+    loop: list[object] = []
+    loop.append(loop)
+    reply = json.loads(result_text(3, {"a": loop}))
+    assert reply["id"] == 3 and reply["error"]["code"] == -32603
+    # the encoder keeps nothing from a failed call: the next reply is whole
+    assert json.loads(result_text(4, {"a": [1]})) == {
+        "jsonrpc": "2.0",
+        "id": 4,
+        "result": {"a": [1]},
+    }
 
 
 def test_unicode_survives_a_round_trip() -> None:

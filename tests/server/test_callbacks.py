@@ -89,3 +89,46 @@ async def test_a_peer_that_cannot_take_frames_or_owes_too_much(monkeypatch) -> N
         await calls.request("m", {}, timeout=None)
     calls.close()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_request_written_from_the_callers_task_is_bounded_by_its_deadline() -> None:
+    wire = Wire()
+    written: list[str] = []
+
+    async def stuck_write(text: str) -> bool:  # a peer whose socket is full never drains
+        written.append(text)
+        await asyncio.Event().wait()
+        return True
+
+    calls = PeerCalls(wire.send, send_now=stuck_write)
+    with pytest.raises(CallTimeout):
+        await calls.request("tools.execute", {}, timeout=0.05, cancel_params={"action_id": "a"})
+    assert [json.loads(t)["id"] for t in written] == ["cb-1"]
+    assert wire.cancels() == [
+        {
+            "request_id": "cb-1",
+            "action_id": "a",
+            "reason": "tools.execute callback timed out after 0.05 s",
+        }
+    ]
+    assert len(calls) == 0
+
+
+async def test_a_request_written_at_once_is_answered_and_a_refused_one_fails() -> None:
+    wire = Wire()
+
+    async def write_now(text: str) -> bool:
+        return wire.send(text)
+
+    calls = PeerCalls(wire.send, send_now=write_now)
+    task = asyncio.create_task(calls.request("tools.execute", {"tool": "t"}, timeout=5))
+    await asyncio.sleep(0)
+    assert [r["id"] for r in wire.requests()] == ["cb-1"]
+    assert calls.resolve(Response("cb-1", 42))
+    assert await task == 42
+
+    async def refuse(text: str) -> bool:
+        return False
+
+    with pytest.raises(PeerGone, match="not reading"):
+        await PeerCalls(wire.send, send_now=refuse).request("tools.execute", {}, timeout=1)

@@ -348,3 +348,34 @@ def test_edit_and_pin_over_the_wire(runtime, connect_client) -> None:
     assert "deploys on wednesday" not in c.call("memory.build_context", {"query": "kafka"})
     err = c.request("memory.edit", {"id": "d1", "body": "again"})["error"]
     assert err["code"] == -32602 and "superseded" in err["message"]
+
+
+def test_restore_over_the_wire_brings_a_deleted_fact_back_as_it_was(
+    runtime, connect_client
+) -> None:
+    c = connect_client()
+    add(c, "db", "postgres 14", fact_id="v1")
+    add(c, "db", "postgres 15", fact_id="v2", supersedes=["v1"], tags=["ops"])
+    before = c.call("memory.history", {"fact_id": "v2"})
+    c.call("memory.delete", {"id": "v2"})
+    assert c.call("memory.fact_count") == 1  # v1 valid again
+    out = c.call("memory.restore", {"id": "v2"})
+    assert out == {"id": "v2", "restored": True, "superseded_by": None, "supersedes": ["v1"],
+                   "fact_count": 1}  # fmt: skip
+    assert c.call("memory.history", {"fact_id": "v2"}) == before  # provenance and time too
+    err = c.request("memory.restore", {"id": "v2"})["error"]
+    assert err["code"] == -32602 and "is stored" in err["message"]
+    err = c.request("memory.restore", {"id": "never"})["error"]
+    assert err["code"] == -32602 and "no deleted fact 'never'" in err["message"]
+
+
+def test_utility_blend_over_the_wire_is_the_graphs(runtime, connect_client) -> None:
+    alice = connect_client(auth=agent_auth(runtime, "alice"))
+    again = connect_client(auth=agent_auth(runtime, "alice"))
+    stranger = connect_client()
+    assert alice.call("memory.utility_set", {"utility_weight": 2}) == {
+        "utility_weight": 1.0, "utility_exploration": 1.0}  # fmt: skip
+    assert again.call("memory.utility_get")["utility_weight"] == 1.0  # the agent's graph
+    assert stranger.call("memory.utility_get")["utility_weight"] == 0.0  # its own graph
+    err = alice.request("memory.utility_set", {"utility_weight": "max"})["error"]
+    assert err["code"] == -32602 and "utility_weight must be a number" in err["message"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 
+from carnb.app.metering import Query
 from carnb.app.methods import Method, Params
 from carnb.app.params import (
     opt_bool,
@@ -32,6 +33,7 @@ from carnb.app.schedule import Later, in_turn, on_graph, then
 from carnb.app.services import Services
 from carnb.config import INLINE_WRITE_CHARS, MAX_QUERY_K, MAX_STATUS_CHARS
 from carnb.errors import InvalidParams
+from carnb.memgine.maintain import DEFAULT_RECENT, MAX_RECENT, mine
 from carnb.protocol.session import ClientSession
 
 # The action a provenance names for an edit made in the notebook.
@@ -191,6 +193,18 @@ def delete(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     return then(on_graph(g, lambda: g.delete(fact_id, provenance)), publish)
 
 
+def restore(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    fact_id = req_str(p, "id")
+    provenance = written_by(s, "restore")
+
+    def publish(result: Record) -> Record:
+        publish_count(s, svc, g, result["fact_count"])
+        return result
+
+    return then(on_graph(g, lambda: g.restore(fact_id, provenance)), publish)
+
+
 def diff(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     since = opt_number(p, "since")
     if since is None:
@@ -218,6 +232,20 @@ def pin(s: ClientSession, p: Params, svc: Services) -> Record | Later:
     fact_id = req_str(p, "id")
     pinned = opt_bool(p, "pinned", True)
     return on_graph(g, lambda: g.pin(fact_id, pinned))
+
+
+def utility_get(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    return on_graph(g, g.utility_get)
+
+
+def utility_set(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    g = graph(s, svc)
+    changes = {
+        "utility_weight": p.get("utility_weight"),
+        "utility_exploration": p.get("utility_exploration"),
+    }
+    return on_graph(g, lambda: g.utility_set(changes))
 
 
 async def consolidate(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -288,6 +316,47 @@ def _confidence(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise InvalidParams("confidence must be high, medium, low or a number from 0 to 1")
     return float(value)
+
+
+def maintain(s: ClientSession, p: Params, svc: Services) -> Record | Later:
+    """The session's recent events mined into entries (:mod:`carnb.memgine.maintain`)."""
+    g = graph(s, svc)
+    recent = opt_int(p, "max_recent", DEFAULT_RECENT, minimum=1) or DEFAULT_RECENT
+    if recent > MAX_RECENT:
+        raise InvalidParams(f"max_recent must be at most {MAX_RECENT}")
+    tenant = opt_str(p, "tenant_id")
+    events = svc.meter.query(s, Query(limit=recent))["events"]
+    entries, trigger = mine(events)
+    provenance = written_by(s, "maintain")
+    extra = [TENANT_TAG + tenant] if tenant is not None else []
+    counted: list[int] = []
+
+    def work() -> Record:
+        saved = skipped = 0
+        for e in entries:
+            if g.history(fact_id=e.fact_id):
+                skipped += 1
+                continue
+            g.add_fact(
+                e.subject, e.body, e.entry, fact_id=e.fact_id, tags=[e.entry, "event", *extra],
+                source=e.entry, provenance=provenance,
+            )  # fmt: skip
+            saved += 1
+        counted.append(g.fact_count())
+        out: Record = {"trigger": trigger, "saved": saved, "skipped_existing": skipped}
+        if entries:
+            out["status"] = (
+                f"{trigger['repeated_failures']} failure(s) of one tool at most, "
+                f"{len(entries)} event(s) worth remembering in the last {len(events)}"
+            )
+        return out
+
+    def publish(result: Record) -> Record:
+        if result["saved"] and counted:
+            publish_count(s, svc, g, counted[-1])
+        return result
+
+    return then(on_graph(g, work), publish)
 
 
 def update_status(s: ClientSession, p: Params, svc: Services) -> Record:
@@ -441,6 +510,14 @@ METHODS = (
         result="{id, deleted, kind, fact_count}",
     ),
     Method(
+        "memory.restore",
+        restore,
+        needs="memory",
+        summary="Store a deleted fact again as it was, supersession links included (carnb's own)",
+        params={"id": "string"},
+        result="{id, restored, superseded_by, supersedes, fact_count}",
+    ),
+    Method(
         "memory.consolidate",
         consolidate,
         mode="task",
@@ -475,6 +552,24 @@ METHODS = (
         result="{id, pinned, changed}",
     ),
     Method(
+        "memory.utility_get",
+        utility_get,
+        needs="memory",
+        summary="The graph's utility-aware retrieval blend",
+        result="{utility_weight, utility_exploration}",
+    ),
+    Method(
+        "memory.utility_set",
+        utility_set,
+        needs="memory",
+        summary="Change the graph's utility-aware retrieval blend (an omitted field is kept)",
+        params={
+            "utility_weight": "number? (clamped to [0, 1])",
+            "utility_exploration": "number? (clamped to [0, 4])",
+        },
+        result="{utility_weight, utility_exploration} as applied",
+    ),
+    Method(
         "memory.save_knowledge",
         save_knowledge,
         needs="memory",
@@ -497,6 +592,17 @@ METHODS = (
         summary="Set the proactive memory agent's private status (session-local, not a fact)",
         params={"body": "string", "tenant_id": "string?"},
         result="{id, body, tenant_id?}",
+    ),
+    Method(
+        "memory.maintain",
+        maintain,
+        needs="memory",
+        summary="Mine the recent event log into proactive memory entries and a trigger",
+        params={
+            "max_recent": f"integer? ({DEFAULT_RECENT}, at most {MAX_RECENT})",
+            "tenant_id": "string?",
+        },  # fmt: skip
+        result="{trigger, saved, skipped_existing, status?}",
     ),
     Method(
         "memory.intervene",
