@@ -41,17 +41,12 @@ $(PHOENIX_VENV)/.installed:
 	$(PHOENIX_VENV)/bin/python -m pip install --quiet 'arize-phoenix>=12'
 	touch $@
 
-# The demo Lab saves widget state with a notebook, so a saved notebook reopens showing the
-# panel's last state instead of "Error displaying widget: model not found", and shows the
-# completer's documentation panel (each %car completion item's help).
-LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
-
+# The demo Lab's settings (tools/lab_settings.py, also Binder's): it saves widget state with a
+# notebook, so a saved notebook reopens showing the panel's last state instead of "Error
+# displaying widget: model not found"; completion comes from the kernel only and shows the
+# documentation panel (each %car completion item's help).
 lab: $(VENV)/.installed-lab chromium postgresql
-	@$(BIN)/python -c 'import json, pathlib, sys; p = pathlib.Path(sys.argv[1]); \
-	  d = json.loads(p.read_text()) if p.exists() else {}; \
-	  d.setdefault("@jupyter-widgets/jupyterlab-manager:plugin", {})["saveState"] = True; \
-	  d.setdefault("@jupyterlab/completer-extension:manager", {})["showDocumentationPanel"] = True; \
-	  p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(d, indent=2))' $(LAB_OVERRIDES)
+	@$(BIN)/python tools/lab_settings.py
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 test: lint chromium postgresql phoenix

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tools.lab_settings import DEMO_SETTINGS
+
 THEMES = {
     "light": "JupyterLab Light",
     "dark": "JupyterLab Dark",
@@ -42,16 +44,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# Saving a notebook saves its widgets' state too, so it reopens showing them (the panel's last
-# state) instead of "Error displaying widget: model not found". `make lab` sets the same.
-SAVE_WIDGET_STATE = ("@jupyter-widgets/jupyterlab-manager", "plugin", {"saveState": True})
-
-
 def _write_settings(settings: Path, theme: str) -> None:
-    # Keep every cell in the DOM (JupyterLab 4 windows long notebooks), skip the news prompt,
-    # pick the theme, save widget state.
+    # The demo Lab's settings (`make lab` and Binder write the same as overrides), then: keep
+    # every cell in the DOM (JupyterLab 4 windows long notebooks), skip the news prompt, pick
+    # the theme.
+    demo = [(*plugin.split(":"), values) for plugin, values in DEMO_SETTINGS.items()]
     for ext, name, value in [
-        SAVE_WIDGET_STATE,
+        *demo,
         ("@jupyterlab/notebook-extension", "tracker", {"windowingMode": "none"}),
         (
             "@jupyterlab/apputils-extension",
@@ -152,6 +151,27 @@ def wait_for_kernel(page: Any, timeout: float = 90) -> None:
 def run_all(page: Any) -> None:
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def restart_kernel(page: Any) -> None:
+    """Kernel > Restart Kernel..., confirmed; returns once the new kernel is idle."""
+    page.get_by_role("menuitem", name="Kernel", exact=True).click()
+    # its accessible name ends with the key binding ("Restart Kernel… 0, 0")
+    page.get_by_role("menuitem", name="Restart Kernel…").click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    page.locator(".jp-Dialog").wait_for(state="detached")
+    wait_for_kernel(page)
+
+
+def code_notebook(*sources: str) -> str:
+    """An nbformat 4 notebook (Python 3 kernel) of code cells with these sources, unrun."""
+    cells = [
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": s}
+        for s in sources
+    ]
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    doc = {"cells": cells, "metadata": {"kernelspec": kernelspec}, "nbformat": 4}
+    return json.dumps({**doc, "nbformat_minor": 5})
 
 
 def wait_until_done(page: Any, timeout: float = 300) -> None:

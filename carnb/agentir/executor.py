@@ -89,12 +89,26 @@ class DictStateStore:
 class ProgressEvent:
     """``action_started`` before each dispatch (with its 1-based attempt), ``action_finished``
     once per action with its final result (skipped and rejected actions included) and, as
-    ``attempt``, how many times it was dispatched (0: never ran)."""
+    ``attempt``, how many times it was dispatched (0: never ran). ``tool`` is the tool a
+    ``tool_call`` action calls (``None`` for state actions), ``action_type`` the action's type,
+    so a view can name the action by what it does rather than by its id."""
 
     kind: Literal["action_started", "action_finished"]
     action_id: str
     attempt: int = 0
     result: ActionResult | None = None
+    tool: str | None = None
+    action_type: str = ActionType.TOOL_CALL.value
+
+    @classmethod
+    def of(
+        cls,
+        kind: Literal["action_started", "action_finished"],
+        action: Action,
+        attempt: int = 0,
+        result: ActionResult | None = None,
+    ) -> ProgressEvent:
+        return cls(kind, action.id, attempt, result, action.tool, action.type.value)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -157,13 +171,9 @@ class _Run:
         except Exception:  # a broken live view must not break the run
             log.exception("progress callback failed on %s", event.kind)
 
-    def finish(self, outcome: _Outcome) -> _Outcome:
+    def finish(self, action: Action, outcome: _Outcome) -> _Outcome:
         if self.on_progress is not None:
-            self.emit(
-                ProgressEvent(
-                    "action_finished", outcome.result["action_id"], outcome.attempts, outcome.result
-                )
-            )
+            self.emit(ProgressEvent.of("action_finished", action, outcome.attempts, outcome.result))
         return outcome
 
     def blocked(self, action: Action) -> str | None:
@@ -198,19 +208,21 @@ class _Run:
         reason = self.blocked(action)
         if reason is not None:
             return self.finish(
-                _Outcome(_result(action, ActionStatus.REJECTED, error=reason), stops)
+                action, _Outcome(_result(action, ActionStatus.REJECTED, error=reason), stops)
             )
         if action.type is ActionType.TOOL_CALL:
-            return self.finish(await self.call_tool(action, stops))
+            return self.finish(action, await self.call_tool(action, stops))
         started = time.perf_counter()
         if self.on_progress is not None:
-            self.emit(ProgressEvent("action_started", action.id, 1))
+            self.emit(ProgressEvent.of("action_started", action, 1))
         status, output, error, changes = self.run_state_action(action)
         elapsed = (time.perf_counter() - started) * 1000
         result = _result(
             action, status, output=output, error=error, state_changes=changes, duration_ms=elapsed
         )
-        return self.finish(_Outcome(result, stops and status is ActionStatus.FAILED, attempts=1))
+        return self.finish(
+            action, _Outcome(result, stops and status is ActionStatus.FAILED, attempts=1)
+        )
 
     def run_state_action(
         self, action: Action
@@ -251,7 +263,7 @@ class _Run:
         attempts = action.attempts()
         for attempt in range(1, attempts + 1):
             if self.on_progress is not None:
-                self.emit(ProgressEvent("action_started", action.id, attempt))
+                self.emit(ProgressEvent.of("action_started", action, attempt))
             try:
                 output = await self.dispatch(action, attempt)
             except ToolError as exc:
@@ -335,7 +347,7 @@ async def execute_proposal(
         if action.id in denied:
             result = _result(action, ActionStatus.REJECTED, error="; ".join(denied[action.id]))
             aborts = action.failure_behavior is not FailureBehavior.SKIP
-            outcomes[i] = run.finish(_Outcome(result, aborts))
+            outcomes[i] = run.finish(action, _Outcome(result, aborts))
             if aborts and stop_reason is None:
                 stop_reason = f"not run: action '{action.id}' was denied by policy"
 
@@ -352,7 +364,7 @@ async def execute_proposal(
         else:
             for i in pending:
                 skipped = _result(actions[i], ActionStatus.SKIPPED, error=stop_reason)
-                outcomes[i] = run.finish(_Outcome(skipped, False))
+                outcomes[i] = run.finish(actions[i], _Outcome(skipped, False))
 
     results = [outcomes[i].result for i in range(len(actions))]
     if attempts is not None:

@@ -83,8 +83,9 @@ class ToolHub:
     def watch(self, fn: ProgressWatcher) -> Callable[[], None]:
         """Call ``fn(event)`` on the server loop for each action that starts or finishes in any
         session's proposal; returns the (idempotent) remover. ``event``: ``{session_id,
-        proposal_id, kind: "action_started" | "action_finished", action_id, attempt,
-        result}`` (``result`` the ActionResult when finished, else ``None``)."""
+        proposal_id, kind: "action_started" | "action_finished", action_id, tool, action_type,
+        attempt, result}`` (``tool`` the tool a ``tool_call`` calls, else ``None``; ``result``
+        the ActionResult when finished, else ``None``)."""
         self._watchers.append(fn)
 
         def remove() -> None:
@@ -104,6 +105,8 @@ class ToolHub:
                 "proposal_id": proposal_id,
                 "kind": event.kind,
                 "action_id": event.action_id,
+                "tool": event.tool,
+                "action_type": event.action_type,
                 "attempt": event.attempt,
                 "result": event.result,
             }

@@ -438,7 +438,7 @@ def _mine(me: dict[str, Any] | None) -> str:
         ("graph", me.get("graph") or ""),
         ("facts", _num(me.get("fact_count"))),
         ("run", me.get("current_run_id") or "(none)"),
-        ("turns", _num(_any_turns(me))),
+        ("turns", _num(_any_turns(me)) or "(none)"),
         ("tokens", _tokens(_usage(me)) or "(none)"),
         ("cost", _cost(_usage(me)) or "(none)"),
         ("browser", browser_text(me)),

@@ -1,11 +1,11 @@
 """Each session's latest proposal, action by action, from the runtime's proposal events.
 
 :class:`ProposalProgress` is fed ``Runtime.watch_proposals`` events (``{session_id,
-proposal_id, kind: "action_started" | "action_finished", action_id, attempt, result}``) on the
-server loop and keeps, per session, the proposal seen last: its actions in the order they
-started, each ``running`` until its result arrives. The server sends no "proposal ended"
-event, so a proposal counts as running while one of its actions is; it stays shown (as the
-session's last proposal) until the session starts another.
+proposal_id, kind: "action_started" | "action_finished", action_id, tool, action_type,
+attempt, result}``) on the server loop and keeps, per session, the proposal seen last: its
+actions in the order they started, each ``running`` until its result arrives. The server
+sends no "proposal ended" event, so a proposal counts as running while one of its actions is;
+it stays shown (as the session's last proposal) until the session starts another.
 """
 
 from __future__ import annotations
@@ -20,10 +20,18 @@ MAX_ACTIONS_KEPT = 200  # per proposal: a huge proposal shows its first ones and
 @dataclass
 class ActionProgress:
     action_id: str
+    tool: str | None = None
+    action_type: str | None = None
     status: str = RUNNING
     attempt: int = 1
     duration_ms: float | None = None
     error: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        """What the action does: its tool, else its type (``state_write``...); ``None`` when the
+        events did not say."""
+        return self.tool or self.action_type
 
 
 @dataclass
@@ -52,6 +60,7 @@ class ProposalView:
             "actions": [
                 {
                     "action_id": a.action_id,
+                    "name": a.name,
                     "status": a.status,
                     "attempt": a.attempt,
                     "duration_ms": a.duration_ms,
@@ -80,7 +89,12 @@ class ProposalProgress:
             if len(view.actions) >= MAX_ACTIONS_KEPT:
                 view.dropped += event.get("kind") == "action_started"
                 return
-            action = view.actions[action_id] = ActionProgress(action_id)
+            tool, action_type = event.get("tool"), event.get("action_type")
+            action = view.actions[action_id] = ActionProgress(
+                action_id,
+                tool=str(tool) if tool else None,
+                action_type=str(action_type) if action_type else None,
+            )
         action.attempt = int(event.get("attempt") or 1)
         result = event.get("result")
         if event.get("kind") == "action_finished" and isinstance(result, dict):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from carnb.kernel.render import KeyValues, Renderable, Sections, Table
-from carnb.kernel.style import Cell, cell, cell_text, esc, short_id, table_html
+from carnb.kernel.style import Cell, cell, cell_text, esc, short_id, shorten, table_html
 
 
 def params_summary(parameters: Any) -> str:
@@ -202,11 +202,23 @@ def _took(a: dict[str, Any]) -> str:
     return f" {_ms(a['duration_ms'])}" if ran else ""
 
 
+def _name(a: dict[str, Any]) -> str:
+    """The action's tool (or type); its shortened id when the events named neither (the plain
+    text keeps the full id)."""
+    return str(a.get("name") or shorten(str(a["action_id"]), 8))
+
+
+def _action_title(a: dict[str, Any]) -> str:
+    """The hover text: the action's id (the name shown is its tool), and its error if any."""
+    title = f"action {a['action_id']}"
+    return f"{title}: {a['error']}" if a.get("error") else title
+
+
 def _actions_text(p: dict[str, Any]) -> str:
     parts = []
     for a in p["actions"]:
         took = _took(a)
-        parts.append(f"{a['action_id']} {a['status']}{took}")
+        parts.append(f"{a.get('name') or a['action_id']} {a['status']}{took}")
     if p.get("dropped"):
         parts.append(f"+{p['dropped']} more")
     return "; ".join(parts)
@@ -216,11 +228,11 @@ def _actions_html(p: dict[str, Any]) -> str:
     spans = []
     for a in p["actions"]:
         took = _took(a)
-        title = f' title="{esc(a["error"])}"' if a.get("error") else ""
         spans.append(
             f'<span class="carnb-action carnb-status-{esc(a["status"])}" '
-            f'data-action="{esc(a["action_id"])}" data-status="{esc(a["status"])}"{title}>'
-            f"{short_id(a['action_id']).html} {esc(a['status'])}{esc(took)}</span>"
+            f'data-action="{esc(a["action_id"])}" data-status="{esc(a["status"])}" '
+            f'title="{esc(_action_title(a))}">'
+            f"{esc(_name(a))} {esc(a['status'])}{esc(took)}</span>"
         )
     if p.get("dropped"):
         spans.append(f"<span>+{p['dropped']} more</span>")

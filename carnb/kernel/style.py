@@ -81,6 +81,8 @@ STYLESHEET = (
     f"{_R} table.carnb-notebook td,{_R} table.carnb-sessions td,{_R} table.carnb-tools td"
     "{white-space:nowrap}"
     f"{_R} table.carnb-notebook td{{border:none;padding:1px 12px 1px 0}}"
+    # The notebook's flags row wraps between its label/value pairs, never inside one.
+    f"{_R} table.carnb-notebook tr{{display:flex;flex-wrap:wrap}}"
     f"{_R} .carnb-action{{display:block}}"  # one line per action of a proposal
     # After a kernel restart the frontend marks every view disconnected: one broken-link icon
     # for the whole output (not one per child), and buttons that no longer look clickable.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from carnb.kernel.style import ROOT, STYLESHEET
+from carnb.kernel.style import ROOT, STYLESHEET, short_id
 
 if TYPE_CHECKING:
     from carnb.kernel.view import RuntimeView
@@ -231,8 +231,8 @@ def entries(records: list[Mapping[str, Any]]) -> list[Entry]:
     return out
 
 
-def header(trace: Mapping[str, Any], records: list[Mapping[str, Any]]) -> str:
-    text = f"run {trace.get('run_id')} · agent {trace.get('agent_id')} · {trace.get('status')}"
+def _header_rest(trace: Mapping[str, Any], records: list[Mapping[str, Any]]) -> str:
+    text = f" · agent {trace.get('agent_id')} · {trace.get('status')}"
     times = [t for t in (_ts(r) for r in records) if t is not None]
     if times:
         ended = trace.get("status") not in (None, "in_progress")
@@ -241,6 +241,16 @@ def header(trace: Mapping[str, Any], records: list[Mapping[str, Any]]) -> str:
     if trace.get("intent"):
         text += f' · "{_one_line(trace["intent"], 60)}"'
     return text
+
+
+def header(trace: Mapping[str, Any], records: list[Mapping[str, Any]]) -> str:
+    """The trace's title line (plain text: the full run id, for copying)."""
+    return f"run {trace.get('run_id')}{_header_rest(trace, records)}"
+
+
+def header_html(trace: Mapping[str, Any], records: list[Mapping[str, Any]]) -> str:
+    """The title line as HTML: the run id shortened, in full on hover."""
+    return f"run {short_id(trace.get('run_id')).html}{_esc(_header_rest(trace, records))}"
 
 
 def read_trace(
@@ -292,7 +302,7 @@ class TraceDoc:
         body = "".join(e.html() for e in self.entries) or "<div><i>(no records)</i></div>"
         return (
             f'<div class="carnb-trace"><div class="carnb-h">'
-            f"{_esc(header(self.trace, self.records))}</div>{body}</div>"
+            f"{header_html(self.trace, self.records)}</div>{body}</div>"
         )
 
     def to_dataframe(self) -> Any:
@@ -445,7 +455,7 @@ class LiveTrace:
         elif new:
             self._shown += new
             self.timeline.children = tuple(self._shown)
-        head = _esc(header(self.trace, ordered))
+        head = header_html(self.trace, ordered)
         self.title.value = f'{STYLESHEET}<div class="carnb-h">{head}</div>'
         if self.trace.get("status") not in (None, "in_progress"):
             self._stop_watching()  # the run ended: nothing more will come

@@ -260,6 +260,8 @@ def test_time_travel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     listed = out(nb, "%car run list --agent adder")
     assert "↳ " in listed and "@ turn 3" in listed
     no_tokens_anywhere(nb)
+    # the agent's file goes to a temporary folder, not beside the notebook
+    assert sorted(p.name for p in (tmp_path / "nb").iterdir()) == ["09-time-travel.ipynb"]
 
 
 @pytest.mark.browser

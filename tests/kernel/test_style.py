@@ -105,5 +105,12 @@ def test_a_proposals_actions_are_one_short_line_each() -> None:
         ],
     }
     html = panel_tools_html([{"client_id": "c1", "tools": [], "proposal": proposal}])
-    assert f'title="{long_id}"' in html and f">{long_id}<" not in html  # shortened, full on hover
+    # named by its tool when the events say it, else by its shortened id; the full id on hover
+    assert f'title="action {long_id}"' in html and f">{long_id}" not in html
+    assert ">b rejected<" in html
+    named = {**proposal["actions"][0], "name": "fetch_page"}  # type: ignore[dict-item]
+    html = panel_tools_html(
+        [{"client_id": "c1", "tools": [], "proposal": {**proposal, "actions": [named]}}]
+    )
+    assert f'title="action {long_id}">fetch_page succeeded 3.0 ms<' in html
     assert re.search(r"\.carnb-action\{display:block\}", style.STYLESHEET)

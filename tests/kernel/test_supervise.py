@@ -84,6 +84,27 @@ def test_a_function_supervisors_decisions_show_in_the_widget(loaded: Any) -> Non
         c.close()
 
 
+def test_the_panel_shows_a_proposal_the_gate_refused_as_the_sessions_last(loaded: Any) -> None:
+    panel = loaded.run_line_magic("car", "status")
+    rt = carnb.current()
+    carnb.supervisor(lambda intent: ("deny", "rule 7"), name="rules", tools=["rm"])
+    c = proposer(rt.url, rt.token)
+    try:
+        assert submit(c, proposal(action("r1", tool="read"), pid="ran")).statuses() == {
+            "r1": "succeeded"
+        }
+        assert wait_for(lambda: 'data-action="r1" data-status="succeeded"' in panel.tools.value)
+        refused = submit(c, proposal(action("x1", tool="rm"), pid="refused"))
+        assert refused.statuses() == {"x1": "rejected"}
+        # the refused proposal replaces the one that ran, its action named by its tool
+        assert wait_for(lambda: 'data-action="x1" data-status="rejected"' in panel.tools.value)
+        value = panel.tools.value
+        assert "refused" in value and 'data-action="r1"' not in value
+        assert "rm rejected" in value and "rule 7" in value  # the reason on hover
+    finally:
+        c.close()
+
+
 def test_approvals_lists_and_resolves_the_ledger(loaded: Any) -> None:
     rt = carnb.current()
     c = Client(rt.url)

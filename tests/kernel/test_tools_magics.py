@@ -184,7 +184,10 @@ def test_panel_shows_tools_and_the_proposal_running_now(loaded: Any) -> None:
         value = panel.tools.value
         assert 'data-action="quote" data-status="succeeded"' in value
         assert "shopping" in value and "running" in value
-        assert "look running" in panel.snapshot().text()
+        # each action is named by the tool it calls; its id is the hover text
+        assert 'title="action look">search running</span>' in value
+        assert 'title="action quote">price succeeded' in value
+        assert "search running" in panel.snapshot().text()
         c.send({"jsonrpc": "2.0", "id": held["id"], "result": ["a", "b"]})
         assert c.recv_reply(99)["result"]["results"][1]["status"] == "succeeded"
         assert wait_for(lambda: 'data-action="look" data-status="succeeded"' in panel.tools.value)
@@ -205,7 +208,9 @@ def test_progress_keeps_the_latest_proposal_and_caps_its_actions() -> None:
 
     progress = ProposalProgress()
 
-    def event(pid: str, aid: str, result: dict[str, Any] | None = None) -> None:
+    def event(
+        pid: str, aid: str, result: dict[str, Any] | None = None, tool: str | None = None
+    ) -> None:
         kind = "action_finished" if result else "action_started"
         progress.on_event(
             {
@@ -213,6 +218,8 @@ def test_progress_keeps_the_latest_proposal_and_caps_its_actions() -> None:
                 "proposal_id": pid,
                 "kind": kind,
                 "action_id": aid,
+                "tool": tool,
+                "action_type": "tool_call" if tool else "state_write",
                 "attempt": 1,
                 "result": result,
             }
@@ -226,9 +233,10 @@ def test_progress_keeps_the_latest_proposal_and_caps_its_actions() -> None:
     assert big["counts"] == {"running": MAX_ACTIONS_KEPT - 1, "failed": 1}
     row = {"client_id": "c1", "tools": ["t"], "proposal": big}
     html = panel_tools_html([row])
-    assert 'title="&lt;boom&gt;"' in html and "+5 more" in html and "<boom>" not in html
-    assert "a0 failed 2.0 ms" in panel_tools_text([row])
-    event("next", "x")  # a new proposal of the session replaces the old one
+    assert 'title="action a0: &lt;boom&gt;"' in html and "+5 more" in html
+    assert "<boom>" not in html
+    assert "state_write failed 2.0 ms" in panel_tools_text([row])
+    event("next", "x", tool="fetch")  # a new proposal of the session replaces the old one
     event("next", "x", {"status": "succeeded", "duration_ms": 1.0, "error": None})
     assert progress.of("c1") == {
         "proposal_id": "next",
@@ -238,6 +246,7 @@ def test_progress_keeps_the_latest_proposal_and_caps_its_actions() -> None:
         "actions": [
             {
                 "action_id": "x",
+                "name": "fetch",
                 "status": "succeeded",
                 "attempt": 1,
                 "duration_ms": 1.0,

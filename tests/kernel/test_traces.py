@@ -40,6 +40,11 @@ def test_static_trace_shows_the_whole_cell_and_durations(loaded: Any) -> None:
     assert "<details" in html and "for i in range(3):\n    total += i" in html
     assert re.search(r"ended +completed", text) and "turn    cell [" in text
     assert "read me" in text.splitlines()[0]
+    # the title: the full run id in the text (for copying), shortened in HTML, full on hover
+    run_id = result.trace["run_id"]
+    assert text.startswith(f"run {run_id} · ")
+    assert f'title="{run_id}">{run_id[:12]}…</span> · agent' in html
+    assert f">{run_id}<" not in html
 
 
 def test_to_dataframe(loaded: Any) -> None:
@@ -225,6 +230,8 @@ def test_the_live_trace_has_the_static_traces_look(loaded: Any) -> None:
     try:
         assert ROOT in live.widget._dom_classes
         assert live.title.value.startswith(STYLESHEET)
+        run_id = live.trace["run_id"]
+        assert f'title="{run_id}">' in live.title.value and f">{run_id}<" not in live.title.value
         assert any("carnb-trace-turn" in child.value for child in live.timeline.children)
         assert re.search(r"\.widget-html\{height:auto;min-height:0", STYLESHEET)
     finally:

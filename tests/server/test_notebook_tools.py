@@ -257,3 +257,6 @@ def test_watch_proposals_sees_every_action_start_and_finish(runtime, connect_cli
     finished = next(e for e in events if e["action_id"] == "a" and e["kind"] == "action_finished")
     assert finished["proposal_id"] == "px" and finished["result"]["status"] == "succeeded"
     assert finished["session_id"].startswith("c")
+    assert (finished["tool"], finished["action_type"]) == ("echo", "tool_call")
+    write = next(e for e in events if e["action_id"] == "w")
+    assert (write["tool"], write["action_type"]) == (None, "state_write")

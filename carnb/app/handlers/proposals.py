@@ -12,7 +12,7 @@ actions of a level at once, so the loop is never held for long. Tool calls go th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from carnb.agentir import (
     Plan,
     PolicySet,
     PolicyViolation,
+    ProgressEvent,
     ProposalResult,
     VerificationResult,
     build_plan,
@@ -275,6 +276,7 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
             denials=list(prepared.denials),
         )
         if refused is not None:
+            _report_refused(svc.tools.progress(s, proposal.id), proposal, refused)
             return refused
     attempts: dict[str, int] = {}
     result = await execute_proposal(
@@ -289,6 +291,17 @@ async def _submit(s: ClientSession, p: Params, svc: Services, tenant: str | None
     )
     await record_proposal(svc, s, proposal, result, attempts)
     return result
+
+
+def _report_refused(
+    emit: Callable[[ProgressEvent], None] | None, proposal: ActionProposal, result: ProposalResult
+) -> None:
+    """A proposal the gate refused never reaches the executor: tell the watchers (the panel)
+    that each of its actions finished rejected, as the executor would have."""
+    if emit is None:
+        return
+    for action, outcome in zip(proposal.actions, result["results"], strict=True):
+        emit(ProgressEvent.of("action_finished", action, 0, outcome))
 
 
 def _approving_tools(proposal: ActionProposal, local: Mapping[str, LocalTool]) -> bool:
