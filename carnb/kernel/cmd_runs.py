@@ -16,7 +16,8 @@ from carnb.kernel.cellrun import (
     make_turn,
 )
 from carnb.kernel.render import Message, Raw, Table
-from carnb.kernel.style import shorten
+from carnb.kernel.run_ids import resolve_run_id
+from carnb.kernel.style import code_spans, esc, fork_point, shorten, typeable
 from carnb.kernel.traceview import TraceDoc, read_trace, to_dataframe
 
 if TYPE_CHECKING:
@@ -33,6 +34,10 @@ class RunMessage(Message):
         super().__init__(text)
         self.run_id = run_id
         self.reply = reply
+
+    def html(self) -> str:
+        """The line with the run's full id on hover."""
+        return f'<div title="{esc(self.run_id)}">{code_spans(self.message)}</div>'
 
 
 def _open_run(nb: NotebookEngine) -> str | None:
@@ -115,13 +120,20 @@ class TraceResult(Raw):
         return self.doc.to_dataframe()
 
 
-def _trace_id(nb: NotebookEngine, run_id: str | None) -> str:
-    rid = run_id or _open_run(nb) or nb.last_run_id
+def _trace_id(nb: NotebookEngine, run_id: str | None, what: str = "%car run trace") -> str:
+    if run_id:
+        return _full_id(nb, run_id, what)
+    rid = _open_run(nb) or nb.last_run_id
     if rid is None:
         raise CarCommandError(
-            "%car run trace: no run yet; give a RUN_ID (`%car run list --agent ID` lists them)"
+            f"{what}: no run yet; give a RUN_ID (`%car run list --agent ID` lists them)"
         )
     return rid
+
+
+def _full_id(nb: NotebookEngine, run_id: str, what: str) -> str:
+    """``run_id`` as typed (a full id or a unique prefix such as ``run-3f2a9c01``) made full."""
+    return resolve_run_id(run_id, lambda: nb.known("run"), what)
 
 
 # A trace is read page by page (the server caps a page at ~2 MiB); the notebook shows at most
@@ -202,7 +214,8 @@ class RunList(Table):
     (None until the run ends with one)."""
 
     def __init__(self, agent_id: str, runs: list[dict[str, Any]]) -> None:
-        from carnb.kernel.style import Cell, short_id, when
+        from carnb.kernel.style import Cell as Shown
+        from carnb.kernel.style import short_id, when
 
         self.runs = runs
         rows = []
@@ -210,7 +223,7 @@ class RunList(Table):
             rid = short_id(r.get("run_id"))
             if depth:
                 lead = "\u00a0\u00a0" * (depth - 1) + "↳ "
-                rid = Cell(lead + rid.text, lead + rid.html)
+                rid = Shown(lead + rid.text, lead + rid.html)
             parent = r.get("forked_from") or {}
             rows.append(
                 [
@@ -220,7 +233,7 @@ class RunList(Table):
                     r.get("turn_count"),
                     when(r.get("started_at")),
                     when(r.get("ended_at")),
-                    f"{short_id(parent.get('run_id')).text} @ turn {parent.get('turn')}"
+                    fork_point(parent.get("run_id"), parent.get("turn"))
                     if parent
                     else "",
                 ]
@@ -335,7 +348,7 @@ class ReplayResult(Table):
             ["turn", "kind", "what"],
             [[d.get("turn"), d.get("kind"), d.get("message")] for d in report["divergences"]],
             title=(
-                f"run {report.get('run_id')} {verdict}: {report.get('model_turns')} model turns, "
+                f"run {shorten(str(report.get('run_id')))} {verdict}: {report.get('model_turns')} model turns, "
                 f"{report.get('tool_steps')} tool steps, {report.get('model_calls')} model "
                 f"calls, {report.get('tools_rerun')} tools run again"
             ),
@@ -344,7 +357,7 @@ class ReplayResult(Table):
 
 
 def replay(nb: NotebookEngine, args: argparse.Namespace) -> ReplayResult:
-    rid = _trace_id(nb, args.run_id)
+    rid = _trace_id(nb, args.run_id, "%car run replay")
     reply = nb.calls.call(
         "runs.replay", {"run_id": rid, "rerun_tools": args.rerun_tools}, what="%car run replay"
     )
@@ -374,7 +387,8 @@ def _tool_outputs(pairs: list[str]) -> dict[str, Any]:
 
 
 def fork(nb: NotebookEngine, args: argparse.Namespace) -> Any:
-    params: dict[str, Any] = {"run_id": args.run_id, "at": args.at}
+    parent = _full_id(nb, args.run_id, "%car run fork")
+    params: dict[str, Any] = {"run_id": parent, "at": args.at}
     for name in ("model", "system", "max_turns"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
@@ -385,10 +399,11 @@ def fork(nb: NotebookEngine, args: argparse.Namespace) -> Any:
     reply = dict(nb.calls.call("runs.fork", params, what="%car run fork"))
     nb.last_run_id = reply["run_id"]
     note = " (the request was rebuilt from the recorded turns)" if reply["rebuilt_request"] else ""
+    child, short_parent = typeable(reply["run_id"]), typeable(parent)
     message = RunMessage(
-        f"run {reply['run_id']} forks {args.run_id} at model turn {args.at}{note}; it runs in "
-        f"the background: `%car run trace {reply['run_id']} --live`, "
-        f"`%car run diff {args.run_id} {reply['run_id']}`",
+        f"run {shorten(reply['run_id'])} forks {shorten(parent)} at model turn {args.at}{note}; "
+        f"it runs in the background: `%car run trace {child} --live`, "
+        f"`%car run diff {short_parent} {child}`",
         reply["run_id"],
         reply,
     )
@@ -401,4 +416,6 @@ def fork(nb: NotebookEngine, args: argparse.Namespace) -> Any:
 def diff(nb: NotebookEngine, args: argparse.Namespace) -> Any:
     from carnb.kernel.run_diff import RunDiff
 
-    return RunDiff(_get_trace(nb, args.run_a, None), _get_trace(nb, args.run_b, None))
+    run_a = _full_id(nb, args.run_a, "%car run diff")
+    run_b = _full_id(nb, args.run_b, "%car run diff")
+    return RunDiff(_get_trace(nb, run_a, None), _get_trace(nb, run_b, None))

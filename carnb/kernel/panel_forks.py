@@ -19,7 +19,7 @@ from typing import Any
 
 from carnb.kernel.linger import LINGER_SECONDS
 from carnb.kernel.render import Table
-from carnb.kernel.style import Cell, short_id, table_html
+from carnb.kernel.style import Cell, fork_point, short_id, table_html
 
 FORKS_KEPT = 20
 COLUMNS = ("run", "status", "forked from", "model turns", "turns")
@@ -161,7 +161,7 @@ def _rows(nodes: list[Node]) -> list[list[Any]]:
             state = "" if not node.on_panel else "ended" if node.ended else "in progress"
             rows.append([rid, state, "", "", ""])
         else:
-            parent = f"{short_id(fork.parent).text} @ turn {fork.turn}"
+            parent = fork_point(fork.parent, fork.turn)
             rows.append([rid, fork.status, parent, fork.model_turns, fork.turns])
     return rows
 

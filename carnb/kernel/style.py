@@ -166,6 +166,19 @@ def short_id(full: Any, keep: int = 8) -> Cell:
     return Cell(text, f'<span class="carnb-id" title="{esc(text)}">{esc(short)}</span>')
 
 
+def typeable(full: str, keep: int = 8) -> str:
+    """The short form of an id without its ``…`` (``run-3f2a9c01``): what a person types; the
+    run commands take it as a unique prefix."""
+    return shorten(full, keep).removesuffix("…")
+
+
+def fork_point(parent: Any, turn: Any) -> Cell:
+    """Where a fork starts (``run-3f2a9c01… @ turn 3``): the short parent id with the full id on
+    hover; the plain text keeps the full id."""
+    sid = short_id(parent)
+    return Cell(f"{sid.text} @ turn {turn}", f"{sid.html} @ turn {esc(turn)}")
+
+
 def _as_datetime(ts: Any) -> datetime | None:
     if isinstance(ts, bool):
         return None

@@ -174,3 +174,44 @@ def test_the_notebooks_own_infer_in_a_run_is_kept_for_replay(loaded: Any, rt: An
     replayed = loaded.run_line_magic("car", f"run replay {run_id}")
     assert replayed.report["model_turns"] == 1 and replayed.report["recorded_requests"] == 1
     assert rt.model_calls["adder"] == before
+
+
+def test_run_ids_are_shown_short_and_typed_as_a_prefix(loaded: Any, rt: Any) -> None:
+    from carnb.kernel.style import shorten, typeable
+
+    parent = rt.loop("add 1, 2")
+    forked = loaded.run_line_magic("car", f"run fork {typeable(parent)} --at 2 --model finisher")
+    assert forked.reply["forked_from"]["run_id"] == parent  # the prefix named the parent
+    message = forked.text()
+    assert parent not in message and forked.run_id not in message
+    assert f"run {shorten(forked.run_id)} forks {shorten(parent)} at model turn 2" in message
+    assert f"`%car run diff {typeable(parent)} {typeable(forked.run_id)}`" in message
+    assert f'title="{forked.run_id}"' in forked._repr_mimebundle_()["text/html"]
+    wait_ended(loaded, forked.run_id)
+
+    # the short form as shown (with its "…") is accepted too
+    trace = loaded.run_line_magic("car", f"run trace {shorten(forked.run_id)}")
+    assert trace.trace["run_id"] == forked.run_id
+    diff = loaded.run_line_magic("car", f"run diff {typeable(parent)} {typeable(forked.run_id)}")
+    assert diff.first_difference == 2
+    replayed = loaded.run_line_magic("car", f"run replay {typeable(parent)}")
+    assert replayed.report["run_id"] == parent and parent not in replayed.text()
+
+    listed = loaded.run_line_magic("car", "run list --agent name:notebook")
+    html = listed._repr_mimebundle_()["text/html"]
+    # the "forked from" column: the short parent id, the full id on hover only
+    assert f'title="{parent}">{shorten(parent)}</span> @ turn 2' in html
+    assert f">{parent}<" not in html and f"{parent} @ turn 2" in listed.text()
+
+
+def test_an_ambiguous_run_prefix_is_a_clear_error() -> None:
+    from carnb.kernel.calls import CarCommandError
+    from carnb.kernel.run_ids import resolve_run_id
+
+    known = ["run-" + "ab" * 16, "run-" + "ac" * 16, "run-" + "ff" * 16]
+    assert resolve_run_id("run-ab", lambda: known, "%car run trace") == known[0]
+    assert resolve_run_id("ff", lambda: known, "%car run trace") == known[2]
+    assert resolve_run_id("run-ffff…", lambda: known, "%car run trace") == known[2]
+    assert resolve_run_id("run-0", lambda: known, "%car run trace") == "run-0"  # server decides
+    with pytest.raises(CarCommandError, match=r"%car run fork: 'run-a' is the start of 2 runs"):
+        resolve_run_id("run-a", lambda: known, "%car run fork")
