@@ -233,9 +233,7 @@ class RunList(Table):
                     r.get("turn_count"),
                     when(r.get("started_at")),
                     when(r.get("ended_at")),
-                    fork_point(parent.get("run_id"), parent.get("turn"))
-                    if parent
-                    else "",
+                    fork_point(parent.get("run_id"), parent.get("turn")) if parent else "",
                 ]
             )
         super().__init__(

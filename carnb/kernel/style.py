@@ -107,6 +107,11 @@ STYLESHEET = (
     f"{_R} .carnb-trace-idx,{_R} .carnb-trace-time,{_R} .carnb-trace-took{{color:{_FG2};"
     f"font-family:{_MONO};font-variant-numeric:tabular-nums;white-space:nowrap}}"
     f"{_R} .carnb-trace-field{{color:{_FG2};margin-left:1.5em}}"
+    # A turn's details (its source, output, text, tool calls): a grey code box, in the static
+    # trace and in each HTML widget of the live one.
+    f"{_R} pre.carnb-trace-detail{{display:block;margin:0 0 4px 1.5em;white-space:pre-wrap;"
+    f"color:{_FG1};background:{_BG2};padding:4px 6px;font-family:{_MONO};line-height:1.4;"
+    "font-size:12px;border-radius:2px}"
     "</style>"
 )
 

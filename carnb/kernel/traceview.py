@@ -183,7 +183,7 @@ class Entry:
             return f'<div class="carnb-trace-entry">{head}</div>'
         body = "".join(
             f'<div class="carnb-trace-field">{_esc(name)}</div>'
-            f'<pre style="white-space:pre-wrap;margin:0 0 4px 1.5em">{_esc(text)}</pre>'
+            f'<pre class="carnb-trace-detail">{_esc(text)}</pre>'
             for name, text in self.details
         )
         return f'<details class="carnb-trace-entry"><summary>{head}</summary>{body}</details>'
@@ -285,6 +285,9 @@ def to_dataframe(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str
     return pd.DataFrame(rows, columns=list(columns))
 
 
+TRACE_CLASS = "carnb-trace"  # around the entries, static and live alike
+
+
 class TraceDoc:
     """A trace rendered once: HTML (expandable turns) and text; ``.to_dataframe()``."""
 
@@ -301,7 +304,7 @@ class TraceDoc:
     def html(self) -> str:
         body = "".join(e.html() for e in self.entries) or "<div><i>(no records)</i></div>"
         return (
-            f'<div class="carnb-trace"><div class="carnb-h">'
+            f'<div class="{TRACE_CLASS}"><div class="carnb-h">'
             f"{header_html(self.trace, self.records)}</div>{body}</div>"
         )
 
@@ -335,6 +338,7 @@ class LiveTrace:
         self.records: dict[int, Mapping[str, Any]] = {}
         self.title = w.HTML()
         self.timeline = w.VBox([])
+        self.timeline.add_class(TRACE_CLASS)  # the entries sit in what the static trace has
         self.widget = w.VBox([self.title, self.timeline])
         self.widget.add_class("carnb-live-trace")
         self.widget.add_class(ROOT)  # the stylesheet's colours and line spacing apply

@@ -236,3 +236,31 @@ def test_the_live_trace_has_the_static_traces_look(loaded: Any) -> None:
         assert re.search(r"\.widget-html\{height:auto;min-height:0", STYLESHEET)
     finally:
         loaded.run_line_magic("car", "run complete")
+
+
+def test_the_live_trace_shows_turn_details_as_the_static_trace_does(loaded: Any) -> None:
+    """The same record carries the same classes live and static: a turn's details sit in the
+    stylesheet's grey code box (``pre.carnb-trace-detail``), inside a ``carnb-trace`` block."""
+    from carnb.kernel.style import STYLESHEET
+
+    loaded.run_line_magic("car", "run start boxes")
+    loaded.run_cell(CELL, store_history=True)
+    loaded.run_line_magic("car", "run complete --summary done")
+    static = loaded.run_line_magic("car", "run trace")._repr_mimebundle_()["text/html"]
+    live = loaded.run_line_magic("car", "run trace --live")
+    try:
+        live.flush()
+        shown = "".join(child.value for child in live.timeline.children)
+        classes = re.compile(r'class="([^"]+)"')
+        live_classes = set(classes.findall(shown)) | {" ".join(live.timeline._dom_classes)}
+        static_entries = static[static.index('<div class="carnb-trace">') :]
+        assert set(classes.findall(static_entries)) <= live_classes | {"carnb-h", "carnb-id"}
+        assert '<pre class="carnb-trace-detail">' in shown  # the cell's source and output
+        assert "for i in range(3):\n    total += i" in shown
+        assert "pre.carnb-trace-detail{display:block" in STYLESHEET
+        assert re.search(
+            r"pre\.carnb-trace-detail\{[^}]*background:var\(--jp-layout-color2", STYLESHEET
+        )
+        assert "style=" not in shown  # no inline style that the stylesheet cannot match
+    finally:
+        live.close()
