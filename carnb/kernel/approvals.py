@@ -6,7 +6,8 @@ Theory of operation. The widget subscribes the notebook's session as a superviso
 session and agent, its actions with their full parameters (the notebook is the host and may
 read them), what its policies already deny, a countdown to the fail-closed deadline, the
 decisions so far (a ``carnb.supervisor`` function's show here too) and Allow / Deny / Escalate
-buttons with a reason field. A decided proposal stays, greyed, with its verdict.
+buttons with a reason field while it waits on the notebook. A decided proposal stays, greyed,
+with its verdict as text and no buttons.
 
 Threads. Cards are built and rewritten on the loop thread only (a one-second tick moves the
 countdowns while anything waits). The buttons' messages are routed to carnb's kernel subshell
@@ -219,6 +220,10 @@ class ApprovalsWidget:
             waiting = intent.get("outcome") is None and self.me in intent.get("waiting_on", [])
             for name in ("allow", "deny", "escalate", "reason"):
                 controls[name].disabled = not waiting
+            # the buttons only while a click can decide; the card says the verdict
+            shown = (controls["card"], controls["row"]) if waiting else (controls["card"],)
+            if controls["box"].children != shown:
+                controls["box"].children = shown
             children.append(controls["box"])
         if tuple(children) != tuple(self.cards.children):
             self.cards.children = tuple(children)
@@ -235,8 +240,9 @@ class ApprovalsWidget:
             button.on_click(lambda _b, kind=kind: self.decide(intent_id, kind, reason.value))
             self.routed = route_to_subshell(button) or self.routed
         card = w.HTML()
-        box = w.VBox([card, w.HBox([*buttons.values(), reason])])
-        controls = {"card": card, "box": box, "reason": reason, **buttons}
+        row = w.HBox([*buttons.values(), reason])
+        box = w.VBox([card, row])
+        controls = {"card": card, "row": row, "box": box, "reason": reason, **buttons}
         self.controls[intent_id] = controls
         return controls
 

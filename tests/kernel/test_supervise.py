@@ -48,6 +48,11 @@ def test_the_widget_shows_full_parameters_and_its_buttons_decide(loaded: Any) ->
         assert wait_for(lambda: intent_id in widget.controls)
         card = widget.controls[intent_id]["card"].value
         assert "/x" in card and "fail-closed" in card and "rm" in card
+        row = widget.controls[intent_id]["row"]
+        assert widget.controls[intent_id]["box"].children == (
+            widget.controls[intent_id]["card"],
+            row,
+        )
         assert rt.token not in card and rt.host_token not in widget.html()
         controls = widget.controls[intent_id]
         controls["deny"].click()  # no reason: refused, said in the widget, nothing decided
@@ -58,7 +63,11 @@ def test_the_widget_shows_full_parameters_and_its_buttons_decide(loaded: Any) ->
         assert out[0].statuses() == {"a1": "rejected"}
         assert "not on Fridays" in out[0].by_id("a1")["error"]
         assert wait_for(lambda: "decided: deny" in widget.controls[intent_id]["card"].value)
-        assert controls["allow"].disabled  # decided: greyed
+        assert controls["allow"].disabled
+        # decided: the verdict as text, no buttons left to look clickable
+        assert wait_for(lambda: controls["box"].children == (controls["card"],))
+        assert "decided: deny by" in controls["card"].value
+        assert "carnb-muted" in controls["card"].value
         static = widget._repr_mimebundle_()
         assert "not on Fridays" in static["text/html"] and "deny" in static["text/plain"]
     finally:
