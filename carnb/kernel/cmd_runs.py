@@ -87,7 +87,10 @@ def complete(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
 
 
 def cancel(nb: NotebookEngine, args: argparse.Namespace) -> RunMessage:
-    rid = args.run_id or _need_open(nb, "%car run cancel")
+    if args.run_id:
+        rid = _full_id(nb, args.run_id, "%car run cancel")
+    else:
+        rid = _need_open(nb, "%car run cancel")
     reply = nb.calls.call(
         "runs.cancel", {"run_id": rid, "reason": args.reason}, what="%car run cancel"
     )
@@ -346,9 +349,10 @@ class ReplayResult(Table):
             ["turn", "kind", "what"],
             [[d.get("turn"), d.get("kind"), d.get("message")] for d in report["divergences"]],
             title=(
-                f"run {shorten(str(report.get('run_id')))} {verdict}: {report.get('model_turns')} model turns, "
-                f"{report.get('tool_steps')} tool steps, {report.get('model_calls')} model "
-                f"calls, {report.get('tools_rerun')} tools run again"
+                f"run {shorten(str(report.get('run_id')))} {verdict}: "
+                f"{report.get('model_turns')} model turns, {report.get('tool_steps')} tool steps, "
+                f"{report.get('model_calls')} model calls, {report.get('tools_rerun')} tools run "
+                "again"
             ),
             empty="no divergence",
         )

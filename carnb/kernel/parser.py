@@ -212,6 +212,7 @@ def build_parser() -> Parser:
     return root
 
 
+RUN_ID_HELP = "a run id, or a unique start of one as the notebook shows it (run-3f2a9c01)"
 REVERSIBILITY = ("reversible", "compensable", "irreversible")
 
 
@@ -362,7 +363,7 @@ def _run(cmd: Any) -> None:
     c.add_argument("--summary", default="", help="outcome summary")
     c.set_defaults(func=cmd_runs.complete)
     x = sub.add_parser("cancel", help="cancel the open run (or RUN_ID)")
-    x.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    x.add_argument("run_id", nargs="?", metavar="RUN_ID", help=RUN_ID_HELP)
     x.add_argument("--reason", default="cancelled from the notebook", help="why")
     x.set_defaults(func=cmd_runs.cancel)
     t = sub.add_parser(
@@ -373,7 +374,7 @@ def _run(cmd: Any) -> None:
         "grows as records arrive (also those an outside agent records). The result's "
         ".to_dataframe() gives a pandas DataFrame.",
     )
-    t.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    t.add_argument("run_id", nargs="?", metavar="RUN_ID", help=RUN_ID_HELP)
     t.add_argument("--live", action="store_true", help="a timeline that grows as records arrive")
     t.set_defaults(func=cmd_runs.trace)
     ls = sub.add_parser("list", help="runs of an agent, newest first")
@@ -394,7 +395,7 @@ def _run(cmd: Any) -> None:
         "notebook's tools and a still-connected agent's tools run again (retried as often as "
         "the recording shows) and a different answer is reported.",
     )
-    rp.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    rp.add_argument("run_id", nargs="?", metavar="RUN_ID", help=RUN_ID_HELP)
     rp.add_argument(
         "--rerun-tools",
         action="store_true",
@@ -412,7 +413,7 @@ def _run(cmd: Any) -> None:
         "tools.execute; any other tool is answered from the recording when a call with the same "
         "parameters was recorded, else the fork stops naming it.",
     )
-    fk.add_argument("run_id", metavar="RUN_ID")
+    fk.add_argument("run_id", metavar="RUN_ID", help=RUN_ID_HELP)
     fk.add_argument("--at", type=int, required=True, metavar="TURN", help="the model turn")
     fk.add_argument("--model", default=None, metavar="NAME", help="a registered model")
     fk.add_argument("--system", default=None, metavar="TEXT", help="replaces the system prompt")
@@ -439,8 +440,8 @@ def _run(cmd: Any) -> None:
         "parameters, tool results, the memory facts each turn's context held, tokens and "
         "latency. The result's .to_dataframe() gives a pandas DataFrame.",
     )
-    df.add_argument("run_a", metavar="RUN_A")
-    df.add_argument("run_b", metavar="RUN_B")
+    df.add_argument("run_a", metavar="RUN_A", help=RUN_ID_HELP)
+    df.add_argument("run_b", metavar="RUN_B", help=RUN_ID_HELP)
     df.set_defaults(func=cmd_runs.diff)
     e = sub.add_parser(
         "export",

@@ -252,7 +252,9 @@ def test_time_travel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     replayed = out(nb, "before = model_calls")
     assert "model calls during the replay: 0" in replayed
     assert "reproduces from its recording" in replayed and "no divergence" in replayed
-    assert "at model turn 3" in out(nb, "fixed = ")
+    forked = out(nb, "fixed = ")
+    assert "at model turn 3" in forked
+    assert not re.search(r"run-[0-9a-f]{32}", forked)  # short ids, the commands take them
     assert out(nb, "deadline = ").strip() == "The total is 9."
     diff = out(nb, "diff = %car run diff")
     assert "the first difference is at turn 3" in diff
