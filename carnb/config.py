@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from carnb.errors import CarnbError
+from carnb.errors import CallerFault
 from carnb.pgstore.setting import StoreSetting, from_environment, parse_store
 
 MiB = 1024 * 1024
@@ -157,7 +157,7 @@ class Settings:
         if self.connection_file is not None:
             object.__setattr__(self, "connection_file", Path(self.connection_file).expanduser())
         if self.port < 0 or self.port > 65535:
-            raise CarnbError(f"port must be between 0 and 65535, got {self.port}")
+            raise CallerFault(f"port must be between 0 and 65535, got {self.port}")
         self.store_setting  # noqa: B018 - refuse a bad store setting at once
 
     @property

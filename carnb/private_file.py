@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from carnb.errors import CarnbError
+from carnb.errors import ServerFault
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -50,12 +50,12 @@ def write_private_json(path: Path, data: Any) -> None:
 def _refuse_shared_folder(dir_fd: int, folder: Path) -> None:
     info = os.fstat(dir_fd)
     if info.st_uid not in (os.geteuid(), 0):
-        raise CarnbError(
+        raise ServerFault(
             f"refusing to write the connection file in {folder}: the folder belongs to another "
             "user; choose a folder of your own"
         )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CarnbError(
+        raise ServerFault(
             f"refusing to write the connection file in {folder}: other users can write to that "
             f"folder (mode {stat.S_IMODE(info.st_mode):o}); use a folder only you can write "
             "(chmod go-w)"

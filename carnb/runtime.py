@@ -21,7 +21,7 @@ from carnb.app.views import RuntimeViews
 from carnb.assembly import Assembly
 from carnb.config import Settings
 from carnb.connection import remove_connection_file, write_connection_file
-from carnb.errors import CarnbError
+from carnb.errors import CallerFault, ServerFault
 from carnb.protocol.auth import Credentials
 from carnb.protocol.session import ClientSession
 from carnb.server.dispatch import Dispatcher
@@ -38,7 +38,7 @@ def current() -> Runtime:
     """The runtime started by ``%load_ext carnb`` in this process."""
     rt = _current
     if rt is None or not rt.running:
-        raise CarnbError("carnb is not loaded: run `%load_ext carnb` first")
+        raise CallerFault("carnb is not loaded: run `%load_ext carnb` first")
     return rt
 
 
@@ -71,13 +71,13 @@ class Runtime(NotebookSession, RuntimeViews):
     @property
     def url(self) -> str:
         if self.server is None:
-            raise CarnbError("the carnb runtime is not started")
+            raise ServerFault("the carnb runtime is not started")
         return self.server.url
 
     @property
     def port(self) -> int:
         if self.server is None or self.server.port is None:
-            raise CarnbError("the carnb runtime is not started")
+            raise ServerFault("the carnb runtime is not started")
         return self.server.port
 
     @property
@@ -160,7 +160,7 @@ class Runtime(NotebookSession, RuntimeViews):
         self, session: ClientSession | None, method: str, params: Any
     ) -> Coroutine[Any, Any, Any]:
         if self.dispatcher is None or session is None:
-            raise CarnbError("the carnb runtime is not started")
+            raise ServerFault("the carnb runtime is not started")
         return self.dispatcher.invoke(session, method, params)
 
     def run_on_loop(self, coro: Coroutine[Any, Any, Any], timeout: float | None = 120) -> Any:

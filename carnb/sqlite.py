@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carnb.errors import CarnbError
+from carnb.errors import SchemaError, ServerFault
 from carnb.netfs import network_filesystem
 
 log = logging.getLogger("carnb.sqlite")
@@ -61,12 +61,12 @@ def connect(
             target, isolation_level=None, check_same_thread=False, timeout=timeout_s
         )
     except OSError as exc:
-        raise CarnbError(
+        raise ServerFault(
             f"{schema.label} {path} cannot be created: {exc.strerror or exc}; "
             "make the carnb data directory writable (--home / CARNB_HOME)"
         ) from exc
     except sqlite3.Error as exc:
-        raise CarnbError(f"{schema.label} {path} cannot be opened: {exc}") from exc
+        raise ServerFault(f"{schema.label} {path} cannot be opened: {exc}") from exc
     try:
         _identify(conn, path, schema)  # before any pragma: never convert someone else's file
         if path is not None:
@@ -78,7 +78,7 @@ def connect(
         _migrate(conn, path, schema)
     except sqlite3.Error as exc:
         conn.close()
-        raise CarnbError(f"{schema.label} {path} cannot be opened: {exc}") from exc
+        raise ServerFault(f"{schema.label} {path} cannot be opened: {exc}") from exc
     except BaseException:
         conn.close()
         raise
@@ -89,7 +89,7 @@ def refuse_network_filesystem(path: Path, label: str) -> None:
     """SQLite's WAL is not safe on NFS, GPFS, Lustre, SMB, ... (:mod:`carnb.netfs`)."""
     kind = network_filesystem(path)
     if kind is not None:
-        raise CarnbError(
+        raise ServerFault(
             f"{label} {path} is on a network filesystem ({kind}), where SQLite can lose or "
             "corrupt data when several hosts open it; use a PostgreSQL store (--store "
             "postgresql://..., CarMagics.store or CARNB_STORE) or a local data directory "
@@ -114,7 +114,7 @@ def _version(conn: sqlite3.Connection, path: Path | None, schema: Schema) -> int
         return 0
     found = None if schema.legacy is None else schema.legacy(conn, path)
     if found is None:
-        raise CarnbError(
+        raise SchemaError(
             f"{schema.label} {path} is a SQLite database but not a carnb {schema.label}; "
             "move it away and a new empty one will be created"
         )
@@ -125,7 +125,7 @@ def _identify(conn: sqlite3.Connection, path: Path | None, schema: Schema) -> No
     try:
         version = _version(conn, path, schema)
     except sqlite3.DatabaseError as exc:
-        raise CarnbError(
+        raise ServerFault(
             f"{schema.label} {path} is not a SQLite database ({exc}); move it away and a "
             "new empty one will be created"
         ) from exc
@@ -134,7 +134,7 @@ def _identify(conn: sqlite3.Connection, path: Path | None, schema: Schema) -> No
 
 def _refuse_newer(version: int, path: Path | None, schema: Schema) -> None:
     if version > schema.version:
-        raise CarnbError(
+        raise SchemaError(
             f"{schema.label} {path} has schema version {version}; this carnb understands up "
             f"to {schema.version}: upgrade carnb"
         )

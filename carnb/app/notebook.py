@@ -21,7 +21,7 @@ from carnb.app.handlers.inference import requests_served
 from carnb.app.supervision import Filter
 from carnb.app.toolhub import LocalTool
 from carnb.config import SUPERVISOR_FN_TIMEOUT_S
-from carnb.errors import CarnbError
+from carnb.errors import CallerFault
 
 
 class NotebookSession:
@@ -68,7 +68,7 @@ class NotebookSession:
         else:
             shared = frozenset(share)
             if not all(isinstance(a, str) for a in shared):
-                raise CarnbError("share must be True, False or a list of agent ids")
+                raise CallerFault("share must be True, False or a list of agent ids")
         tool = LocalTool(schema, fn, timeout=timeout, share=shared, approve=bool(approve))
         self.call("notebook.tools.add", {"tool": tool}, timeout=30)
         return schema
@@ -101,7 +101,7 @@ class NotebookSession:
         )
         flt = Filter.parse({k: v for k, v in wanted if v is not None})
         if isinstance(timeout, bool) or not timeout > 0:
-            raise CarnbError(f"timeout must be a positive number of seconds, got {timeout!r}")
+            raise CallerFault(f"timeout must be a positive number of seconds, got {timeout!r}")
         key = f"python:{name or getattr(fn, '__name__', 'supervisor')}"
         params = {"key": key, "judge": fn, "filter": flt, "timeout": timeout}
         self.call("notebook.supervisors.add", params, timeout=30)
@@ -128,10 +128,10 @@ class NotebookSession:
         thread, bounded by ``timeout`` seconds (else ``Settings.model_timeout``). Registering
         a name again replaces the model. Returns the name."""
         if not callable(fn):
-            raise CarnbError(f"a model must be callable, got {type(fn).__name__}")
+            raise CallerFault(f"a model must be callable, got {type(fn).__name__}")
         _check_timeout(timeout)
         if embed is not None and not callable(embed):
-            raise CarnbError("embed must be callable (texts -> list of vectors)")
+            raise CallerFault("embed must be callable (texts -> list of vectors)")
         model_name = name or getattr(fn, "__name__", None) or "model"
         params = {"name": model_name, "fn": fn, "embed": embed, "timeout": timeout}
         self.call("notebook.models.add", {**params, "default": default}, timeout=30)
@@ -180,4 +180,4 @@ class NotebookSession:
 
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-        raise CarnbError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise CallerFault(f"timeout must be a positive number of seconds, got {timeout!r}")

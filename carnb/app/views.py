@@ -16,7 +16,7 @@ from typing import Any
 
 from carnb.app.services import Services
 from carnb.config import COUNT_TIMEOUT_S
-from carnb.errors import CarnbError
+from carnb.errors import CarnbError, ServerFault
 from carnb.protocol.session import ClientSession
 
 log = logging.getLogger("carnb.app.views")
@@ -123,7 +123,7 @@ class RuntimeViews:
     # -- watchers ----------------------------------------------------------------------------
     def _started(self) -> Services:
         if self.services is None:
-            raise CarnbError("the carnb runtime is not started")
+            raise ServerFault("the carnb runtime is not started")
         return self.services
 
     def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
@@ -148,7 +148,7 @@ class RuntimeViews:
         any thread; returns the (idempotent) remover."""
         store = self.services.runs if self.services is not None else None
         if store is None:
-            raise CarnbError("run tracing is off in this runtime (Settings(runs=False))")
+            raise ServerFault("run tracing is off in this runtime (Settings(runs=False))")
         call_soon = self.call_soon
 
         def forward(event: dict[str, Any]) -> None:  # in the writing thread, store lock held

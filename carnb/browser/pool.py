@@ -34,7 +34,7 @@ from carnb.browser.discovery import INSTALL_HINT, find_chromium
 from carnb.browser.flags import find_browser_pid, launch_args
 from carnb.browser.ops import first_line
 from carnb.browser.slot import BrowserSlot
-from carnb.errors import BrowserUnavailable, CarnbError
+from carnb.errors import BrowserUnavailable, CallerFault
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page, Playwright
@@ -172,7 +172,7 @@ class BrowserPool:
         except RuntimeError:
             running = None
         if running is not self._loop:
-            raise CarnbError(
+            raise CallerFault(
                 "this BrowserPool runs on the event loop that launched it (carnb's loop thread); "
                 "call it from that loop"
             )

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from carnb.errors import CarnbError
+from carnb.errors import NotFound
 from carnb.kernel.style import esc, table_html
 
 Call = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -55,7 +55,7 @@ class EditLog:
     async def delete(self, fact_id: str) -> Edit:
         out = await self.call("memory.delete", {"id": fact_id})
         if not out.get("deleted"):
-            raise CarnbError(f"no fact {fact_id!r} to delete")
+            raise NotFound(f"no fact {fact_id!r} to delete")
         return self._keep(Edit("delete", fact_id, "deleted", ("memory.restore", {"id": fact_id})))
 
     async def pin(self, fact_id: str, pinned: bool = True) -> Edit:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from carnb.errors import CarnbError, FactIdTaken
+from carnb.errors import FactIdTaken
 from carnb.memgine import steps
 from carnb.memgine.backend import GraphTx, NewFact
 from carnb.memgine.interchange import LoadedFact
@@ -70,7 +70,7 @@ def replace(write: Transaction, facts: Sequence[NewFact]) -> None:
             try:
                 steps.append_batch(tx, batch)
             except FactIdTaken as exc:
-                raise CarnbError(
+                raise FactIdTaken(
                     f"memory.load stopped after {done} of {len(facts)} facts: another "
                     f"connection stored one of the file's fact ids meanwhile ({exc}); load again"
                 ) from exc

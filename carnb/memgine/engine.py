@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from carnb.errors import CarnbError, InvalidParams
+from carnb.errors import CallerFault, InvalidParams, ServerFault
 from carnb.memgine import bulk, context, interchange, proactive, ranking, steps, utility, validate
 from carnb.memgine.backend import (
     FACT_COLUMNS,
@@ -119,7 +119,7 @@ class Memgine:
         self.last_used = time.monotonic()
         if not self._backend.is_open:
             if not self._reopen:
-                raise CarnbError("memory graph is closed")
+                raise ServerFault("memory graph is closed")
             self._resume()
 
     # -- closing while idle (MemoryHome bounds the open graphs) ------------------------------
@@ -216,7 +216,7 @@ class Memgine:
                 if stored is not None:
                     if stored == (subject, body):
                         return fact_id, tx.fact_count()
-                    raise CarnbError(
+                    raise CallerFault(
                         f"fact {fact_id!r} already exists with different content; delete it "
                         "first or use another id"
                     )
@@ -447,7 +447,7 @@ class Memgine:
             self._ready()
             problems = self._backend.problems()
         if problems:
-            raise CarnbError(f"memory graph {self!r} is damaged: " + "; ".join(problems[:5]))
+            raise ServerFault(f"memory graph {self!r} is damaged: " + "; ".join(problems[:5]))
 
     # -- retrieval ---------------------------------------------------------------------------
 

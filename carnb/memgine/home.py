@@ -39,7 +39,7 @@ import weakref
 from pathlib import Path
 from typing import Protocol
 
-from carnb.errors import CarnbError, GraphLimit, InvalidParams, PathRejected
+from carnb.errors import GraphLimit, InvalidParams, PathRejected, ServerFault
 from carnb.memgine import validate
 from carnb.memgine.backend import GraphBackend
 from carnb.memgine.engine import Memgine
@@ -280,7 +280,7 @@ class MemoryHome:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CarnbError(
+            raise ServerFault(
                 f"{method}: cannot create the memory folder {folder}: "
                 f"{exc.strerror or exc}; make the carnb data directory writable"
             ) from exc

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from carnb.errors import CarnbError, InvalidParams, NotFound
+from carnb.errors import CallerFault, InvalidParams, NotFound, ServerFault
 from carnb.memgine import nofollow, validate
 
 log = logging.getLogger("carnb.memgine")
@@ -64,7 +64,7 @@ def write_atomic(path: Path, facts: Iterable[dict[str, Any]]) -> int:
     try:
         dir_fd = nofollow.open_folder(folder, create=True, method="memory.persist")
     except OSError as exc:
-        raise CarnbError(f"memory.persist: cannot create folder {folder}: {exc.strerror}") from exc
+        raise ServerFault(f"memory.persist: cannot create folder {folder}: {exc.strerror}") from exc
     try:
         return _write_in(dir_fd, path, facts)
     finally:
@@ -76,7 +76,7 @@ def _write_in(dir_fd: int, path: Path, facts: Iterable[dict[str, Any]]) -> int:
     count = 0
     try:
         if _is_folder(dir_fd, path.name):
-            raise CarnbError(
+            raise CallerFault(
                 f"memory.persist: {path} is a directory; give a file name such as mem.json"
             )
         fd = os.open(tmp, _CREATE, 0o600, dir_fd=dir_fd)
@@ -92,7 +92,7 @@ def _write_in(dir_fd: int, path: Path, facts: Iterable[dict[str, Any]]) -> int:
         _fsync_dir(dir_fd)
     except OSError as exc:
         _discard(dir_fd, tmp)
-        raise CarnbError(f"memory.persist: cannot write {path}: {exc.strerror or exc}") from exc
+        raise ServerFault(f"memory.persist: cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         _discard(dir_fd, tmp)
         raise
@@ -137,11 +137,11 @@ def read(path: Path) -> list[LoadedFact]:
     try:
         data = json.loads(raw)
     except UnicodeDecodeError as exc:
-        raise CarnbError(
+        raise CallerFault(
             f"memory.load: {path} is not UTF-8 text; the graph was left unchanged"
         ) from exc
     except json.JSONDecodeError as exc:
-        raise CarnbError(
+        raise CallerFault(
             f"memory.load: {path} is not valid JSON (line {exc.lineno} column {exc.colno}: "
             f"{exc.msg}); the graph was left unchanged"
         ) from exc
@@ -149,7 +149,7 @@ def read(path: Path) -> list[LoadedFact]:
         return parse(data)
     except InvalidParams as exc:
         detail = exc.message.removeprefix("invalid params: ")
-        raise CarnbError(f"memory.load: {path}: {detail}; the graph was left unchanged") from exc
+        raise CallerFault(f"memory.load: {path}: {detail}; the graph was left unchanged") from exc
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -166,14 +166,14 @@ def _read_bytes(path: Path) -> bytes:
         with os.fdopen(fd, "rb") as src:
             kind = os.fstat(src.fileno()).st_mode
             if stat.S_ISDIR(kind):
-                raise CarnbError(f"memory.load: {path} is a directory, not a JSON file")
+                raise CallerFault(f"memory.load: {path} is a directory, not a JSON file")
             if not stat.S_ISREG(kind):
-                raise CarnbError(f"memory.load: {path} is not a regular file")
+                raise CallerFault(f"memory.load: {path} is not a regular file")
             return src.read()
     except FileNotFoundError as exc:
         raise NotFound(f"memory.load: no file at {path}; the graph was left unchanged") from exc
     except OSError as exc:
-        raise CarnbError(f"memory.load: cannot read {path}: {exc.strerror or exc}") from exc
+        raise ServerFault(f"memory.load: cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def parse(data: Any) -> list[LoadedFact]:

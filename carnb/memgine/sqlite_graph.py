@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from carnb.errors import CarnbError
+from carnb.errors import ServerFault
 from carnb.memgine import store
 from carnb.memgine.store import SqliteTx
 
@@ -51,7 +51,7 @@ class SqliteGraph:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise CarnbError(
+                raise ServerFault(
                     f"memory graph folder {self.path.parent} cannot be created: {exc.strerror}"
                 ) from exc
         self._conn = store.connect(self.path)
@@ -71,7 +71,7 @@ class SqliteGraph:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise CarnbError("memory graph is closed")
+            raise ServerFault("memory graph is closed")
         return self._conn
 
     def _changed(self, conn: sqlite3.Connection) -> bool:
@@ -108,7 +108,7 @@ class SqliteGraph:
         try:
             yield SqliteTx(conn, self._changed(conn))
         except sqlite3.Error as exc:
-            raise CarnbError(f"memory graph read failed: {exc}") from exc
+            raise ServerFault(f"memory graph read failed: {exc}") from exc
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from carnb import sqlite
-from carnb.errors import CarnbError, FactIdTaken, GraphBusy
+from carnb.errors import CarnbError, FactIdTaken, GraphBusy, SchemaError
 from carnb.memgine.backend import (
     PINNED,
     Changed,
@@ -164,7 +164,7 @@ def _legacy_version(conn: sqlite3.Connection, path: Path | None) -> int | None:
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     if row is None or row[0] != LEGACY_SCHEMA_TAG:
         found = None if row is None else row[0]
-        raise CarnbError(
+        raise SchemaError(
             f"memory graph file {path} has schema {found!r}; this carnb reads "
             f"{LEGACY_SCHEMA_TAG!r} or user_version {SCHEMA_VERSION}"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from carnb.errors import CarnbError
+from carnb.errors import CallerFault
 
 TRACES_PATH = "/v1/traces"
 
@@ -13,7 +13,7 @@ def traces_url(endpoint: str) -> str:
     """The OTLP/HTTP traces URL of ``endpoint`` (a base URL gets ``/v1/traces``)."""
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise CarnbError(f"the OpenTelemetry endpoint must be an http(s) URL, got {endpoint!r}")
+        raise CallerFault(f"the OpenTelemetry endpoint must be an http(s) URL, got {endpoint!r}")
     path = parts.path.rstrip("/")
     if not path.endswith(TRACES_PATH):
         path += TRACES_PATH

@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from carnb.errors import CarnbError, FactIdTaken, InvalidParams, StoreUnavailable
+from carnb.errors import FactIdTaken, InvalidParams, OutsideFault, ServerFault, StoreUnavailable
 from carnb.pgstore import memgine_sql as sql
 from carnb.pgstore.database import Database
 from carnb.pgstore.notify import Notifications
@@ -87,7 +87,7 @@ class PgGraph:
     @contextmanager
     def write(self) -> Iterator[sql.PgGraphTx]:
         if not self._open:
-            raise CarnbError("memory graph is closed")
+            raise ServerFault("memory graph is closed")
         with self._transaction("write") as conn:
             h = sql.head(conn, self._id(conn), lock=True)
             tx = sql.PgGraphTx(conn, h, self._seen(h.version))
@@ -98,7 +98,7 @@ class PgGraph:
     @contextmanager
     def read(self) -> Iterator[sql.PgGraphTx]:
         if not self._open:
-            raise CarnbError("memory graph is closed")
+            raise ServerFault("memory graph is closed")
         with self._transaction("read") as conn:
             graph_id = self._id(conn)
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -128,7 +128,7 @@ class PgGraph:
             ) from exc
         except psycopg.Error as exc:
             self._seen_version = None
-            raise CarnbError(
+            raise OutsideFault(
                 f"memory graph {self.label} {what} failed: {str(exc).splitlines()[0]}"
             ) from exc
 

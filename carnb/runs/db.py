@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from carnb import sqlite
-from carnb.errors import CarnbError
+from carnb.errors import ServerFault
 from carnb.runs import records as rec
 from carnb.runs.backend import (
     FORKED_FROM_COLUMN,
@@ -116,7 +116,7 @@ class SqliteRuns:
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise CarnbError(f"run store {self.path} is closed")
+            raise ServerFault(f"run store {self.path} is closed")
         return self._conn
 
     @contextmanager
@@ -136,7 +136,7 @@ class SqliteRuns:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise CarnbError(f"run store {self.path}: {exc}; nothing was written") from exc
+                    raise ServerFault(f"run store {self.path}: {exc}; nothing was written") from exc
                 raise
             committed()
 

@@ -123,6 +123,20 @@ def test_no_error_type_is_defined_outside_carnb_errors() -> None:
     assert strays == []
 
 
+def test_carnb_never_raises_the_bare_root_only_a_type_with_a_blame() -> None:
+    root = pathlib.Path(errors.__file__).parent
+    untyped = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", None)
+            if name == "CarnbError":
+                untyped.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert untyped == []
+
+
 def test_a_subclass_takes_its_nearest_listed_base_code() -> None:
     class RunTerminalLike(CarnbError):
         pass
