@@ -127,6 +127,40 @@ def _wait_up(
         time.sleep(0.3)
 
 
+@contextmanager
+def lab_in_chromium(
+    root: Path, work: Path, chromium: str | None, *, theme: str = "light"
+) -> Iterator[tuple[Lab, Any]]:
+    """:func:`start_lab` and a headless Chromium (``chromium``: its executable, ``None`` for
+    Playwright's own) to look at it: ``(lab, browser)``; both stopped on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with start_lab(root, work, theme=theme) as lab, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=chromium_args())
+        try:
+            yield lab, browser
+        finally:
+            browser.close()
+
+
+def new_page(browser: Any, url: str, *, width: int = 1400, height: int = 1000) -> Any:
+    """A page of ``width`` x ``height`` showing ``url``, 60 s for each step it is asked to wait
+    for."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    return page
+
+
+def open_notebook(browser: Any, url: str, *, width: int = 1400, height: int = 1000) -> Any:
+    """:func:`new_page` on a notebook's ``url``, once its first cell shows and its kernel is
+    running and idle."""
+    page = new_page(browser, url, width=width, height=height)
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    wait_for_kernel(page)
+    return page
+
+
 def chromium_args() -> list[str]:
     return ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
 

@@ -20,10 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools.labdriver import (  # noqa: E402
     THEMES,
-    chromium_args,
+    lab_in_chromium,
+    open_notebook,
     run_all,
-    start_lab,
-    wait_for_kernel,
     wait_until_done,
 )
 
@@ -53,39 +52,28 @@ def chromium() -> str | None:
 
 
 def shoot(notebook: Path, theme: str, out: Path) -> Path:
-    from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="carnb-shots-") as tmp:
         work = Path(tmp)
         root = work / "root"
         root.mkdir()
         shutil.copy(notebook, root / notebook.name)
-        with start_lab(root, work, theme=theme) as lab, sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=chromium(), headless=True, args=chromium_args()
-            )
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.set_default_timeout(60_000)
-                page.goto(lab.url(notebook.name))
-                page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
-                wait_for_kernel(page)
-                run_all(page)
-                wait_until_done(page)
-                # Hide the file browser, grow the window to the notebook's full length (Lab
-                # lays out on resize), then take the notebook.
-                page.evaluate("() => document.activeElement && document.activeElement.blur()")
-                page.keyboard.press("Control+b")
-                height = page.evaluate(FULL_HEIGHT_JS)
-                page.set_viewport_size({"width": 1280, "height": int(height) + 160})
-                page.evaluate("() => window.dispatchEvent(new Event('resize'))")
-                page.wait_for_timeout(1000)
-                page.evaluate(TO_TOP_JS)
-                page.wait_for_timeout(500)
-                target = out / f"{notebook.stem}-{theme}.png"
-                page.locator(".jp-NotebookPanel").screenshot(path=str(target))
-            finally:
-                browser.close()
+        with lab_in_chromium(root, work, chromium(), theme=theme) as (lab, browser):
+            page = open_notebook(browser, lab.url(notebook.name), width=1280, height=900)
+            run_all(page)
+            wait_until_done(page)
+            # Hide the file browser, grow the window to the notebook's full length (Lab
+            # lays out on resize), then take the notebook.
+            page.evaluate("() => document.activeElement && document.activeElement.blur()")
+            page.keyboard.press("Control+b")
+            height = page.evaluate(FULL_HEIGHT_JS)
+            page.set_viewport_size({"width": 1280, "height": int(height) + 160})
+            page.evaluate("() => window.dispatchEvent(new Event('resize'))")
+            page.wait_for_timeout(1000)
+            page.evaluate(TO_TOP_JS)
+            page.wait_for_timeout(500)
+            target = out / f"{notebook.stem}-{theme}.png"
+            page.locator(".jp-NotebookPanel").screenshot(path=str(target))
     return target
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO, Client
 from tests.kernel.conftest import chromium_path, needs_chromium
-from tools.labdriver import chromium_args, run_all, start_lab, wait_for_kernel
+from tools.labdriver import Lab, lab_in_chromium, open_notebook, run_all
 
 pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(300), needs_chromium]
 
@@ -22,13 +22,14 @@ NOTEBOOK = "01-quickstart.ipynb"
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def lab(tmp_path: Path) -> Iterator[tuple[Lab, Any]]:
+    """JupyterLab serving a copy of the quickstart, and a Chromium to look at it."""
     pytest.importorskip("jupyterlab")
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(REPO / "notebooks" / NOTEBOOK, root / NOTEBOOK)
-    with start_lab(root, tmp_path) as server:
-        yield {"base": server.base, "token": server.token, "home": server.home, "log": server.log}
+    with lab_in_chromium(root, tmp_path, chromium_path()) as (server, browser):
+        yield server, browser
 
 
 def connection_info(home: Path, timeout: float = 60) -> dict[str, Any]:
@@ -41,43 +42,31 @@ def connection_info(home: Path, timeout: float = 60) -> dict[str, Any]:
     raise AssertionError("the kernel never wrote a carnb connection file")
 
 
-def test_live_panel_in_jupyterlab(lab: dict[str, Any]) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def test_live_panel_in_jupyterlab(lab: tuple[Lab, Any]) -> None:
+    from playwright.sync_api import expect
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=chromium_args()
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK}?token={lab['token']}")
-            page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
-            wait_for_kernel(page)
-            run_all(page)
+    server, browser = lab
+    page = open_notebook(browser, server.url(NOTEBOOK))
+    run_all(page)
 
-            panel = page.locator(".carnb-panel").first
-            panel.wait_for(state="attached")
-            panel.scroll_into_view_if_needed()
-            expect(panel).to_be_visible()
-            expect(panel.locator(".carnb-title")).to_contain_text("ws://127.0.0.1:")
-            # Updates from the cells: `%car auth --agent demo` binds the notebook's session.
-            expect(panel.locator("td.carnb-agent")).to_contain_text("demo", timeout=90_000)
-            expect(panel.locator("td.carnb-facts")).to_contain_text("2", timeout=90_000)
-            expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text(
-                "Idle", timeout=90_000
-            )
-            # Updates from the loop thread with no cell running: an outside client attaches.
-            info = connection_info(lab["home"])
-            count = int(panel.locator(".carnb-count").inner_text())
-            c = Client(info["url"])
-            try:
-                c.call("session.auth", {"token": info["token"]})
-                expect(panel.locator(".carnb-count")).to_have_text(str(count + 1))
-                expect(panel.locator("table.carnb-sessions")).to_contain_text("socket")
-            finally:
-                c.close()
-            expect(panel.locator(".carnb-count")).to_have_text(str(count))
-            assert info["token"] not in page.content()
-        finally:
-            browser.close()
+    panel = page.locator(".carnb-panel").first
+    panel.wait_for(state="attached")
+    panel.scroll_into_view_if_needed()
+    expect(panel).to_be_visible()
+    expect(panel.locator(".carnb-title")).to_contain_text("ws://127.0.0.1:")
+    # Updates from the cells: `%car auth --agent demo` binds the notebook's session.
+    expect(panel.locator("td.carnb-agent")).to_contain_text("demo", timeout=90_000)
+    expect(panel.locator("td.carnb-facts")).to_contain_text("2", timeout=90_000)
+    expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text("Idle", timeout=90_000)
+    # Updates from the loop thread with no cell running: an outside client attaches.
+    info = connection_info(server.home)
+    count = int(panel.locator(".carnb-count").inner_text())
+    c = Client(info["url"])
+    try:
+        c.call("session.auth", {"token": info["token"]})
+        expect(panel.locator(".carnb-count")).to_have_text(str(count + 1))
+        expect(panel.locator("table.carnb-sessions")).to_contain_text("socket")
+    finally:
+        c.close()
+    expect(panel.locator(".carnb-count")).to_have_text(str(count))
+    assert info["token"] not in page.content()

@@ -12,9 +12,9 @@ import pytest
 from tests.kernel.conftest import chromium_path, needs_chromium
 from tools.lab_settings import DEMO_SETTINGS, install
 from tools.labdriver import (
-    chromium_args,
     code_notebook,
-    start_lab,
+    lab_in_chromium,
+    new_page,
     wait_for_kernel,
     wait_until_done,
 )
@@ -24,51 +24,43 @@ pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(300),
 
 def test_car_completion_in_lab_offers_the_kernels_items_and_tab_inserts(tmp_path: Path) -> None:
     pytest.importorskip("jupyterlab")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     root = tmp_path / "root"
     root.mkdir()
     # words the context provider would offer: "%", "car", "memory" from the first cell
     (root / "c.ipynb").write_text(code_notebook("%load_ext carnb\n%car memory query deploy", ""))
-    with start_lab(root, tmp_path) as lab, sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=chromium_args()
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(lab.url("c.ipynb"))
-            cells = page.locator(".jp-NotebookPanel .jp-Cell")
-            cells.first.wait_for()
-            wait_for_kernel(page)
-            cells.nth(0).locator(".cm-content").click()
-            page.keyboard.press("Shift+Enter")
-            wait_until_done(page)
-            editor = cells.nth(1).locator(".cm-content")
-            items = page.locator(".jp-Completer .jp-Completer-item")
+    with lab_in_chromium(root, tmp_path, chromium_path()) as (lab, browser):
+        page = new_page(browser, lab.url("c.ipynb"), width=1280, height=900)
+        cells = page.locator(".jp-NotebookPanel .jp-Cell")
+        cells.first.wait_for()
+        wait_for_kernel(page)
+        cells.nth(0).locator(".cm-content").click()
+        page.keyboard.press("Shift+Enter")
+        wait_until_done(page)
+        editor = cells.nth(1).locator(".cm-content")
+        items = page.locator(".jp-Completer .jp-Completer-item")
 
-            editor.click()
-            page.keyboard.type("%car ")
-            page.keyboard.press("Tab")
-            expect(items.first).to_be_visible()
-            labels = items.locator(".jp-Completer-match").all_inner_texts()
-            assert "memory" in labels and "status" in labels
-            assert "%" not in labels and "car" not in labels, labels  # no context provider
-            assert set(items.locator(".jp-Completer-typeExtended").all_inner_texts()) == {"command"}
-            # the documentation panel shows the active item's help
-            expect(page.locator(".jp-Completer-docpanel")).not_to_be_empty()
-            page.keyboard.press("Escape")
+        editor.click()
+        page.keyboard.type("%car ")
+        page.keyboard.press("Tab")
+        expect(items.first).to_be_visible()
+        labels = items.locator(".jp-Completer-match").all_inner_texts()
+        assert "memory" in labels and "status" in labels
+        assert "%" not in labels and "car" not in labels, labels  # no context provider
+        assert set(items.locator(".jp-Completer-typeExtended").all_inner_texts()) == {"command"}
+        # the documentation panel shows the active item's help
+        expect(page.locator(".jp-Completer-docpanel")).not_to_be_empty()
+        page.keyboard.press("Escape")
 
-            page.keyboard.type("mem")
-            page.keyboard.press("Tab")
-            expect(items).to_have_count(1)
-            expect(items.first.locator(".jp-Completer-match")).to_have_text("memory")
-            # JupyterLab 4 shows even a single match before inserting it: Tab again inserts
-            page.keyboard.press("Tab")
-            expect(editor).to_have_text("%car memory")
-            expect(page.locator(".jp-Completer")).to_be_hidden()
-        finally:
-            browser.close()
+        page.keyboard.type("mem")
+        page.keyboard.press("Tab")
+        expect(items).to_have_count(1)
+        expect(items.first.locator(".jp-Completer-match")).to_have_text("memory")
+        # JupyterLab 4 shows even a single match before inserting it: Tab again inserts
+        page.keyboard.press("Tab")
+        expect(editor).to_have_text("%car memory")
+        expect(page.locator(".jp-Completer")).to_be_hidden()
 
 
 def test_the_demo_settings_merge_into_overrides_keeping_others(tmp_path: Path) -> None:

@@ -13,12 +13,11 @@ import pytest
 
 from tests.kernel.conftest import chromium_path, needs_chromium
 from tools.labdriver import (
-    chromium_args,
     code_notebook,
+    lab_in_chromium,
+    open_notebook,
     restart_kernel,
     run_all,
-    start_lab,
-    wait_for_kernel,
     wait_until_done,
 )
 
@@ -60,28 +59,17 @@ FLAGS_JS = """() => {
 def panel_page(tmp_path: Path) -> Iterator[Any]:
     """JupyterLab showing a notebook that opened a run and shows the panel, all cells run."""
     pytest.importorskip("jupyterlab")
-    from playwright.sync_api import sync_playwright
 
     root = tmp_path / "root"
     root.mkdir()
     cells = ("%load_ext carnb", "%car run start restart check", "%car status")
     (root / "restart.ipynb").write_text(code_notebook(*cells))
-    with start_lab(root, tmp_path) as lab, sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=chromium_args()
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(lab.url("restart.ipynb"))
-            page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
-            wait_for_kernel(page)
-            run_all(page)
-            wait_until_done(page)
-            page.locator(".carnb-panel button").first.wait_for()
-            yield page
-        finally:
-            browser.close()
+    with lab_in_chromium(root, tmp_path, chromium_path()) as (lab, browser):
+        page = open_notebook(browser, lab.url("restart.ipynb"), width=1280, height=900)
+        run_all(page)
+        wait_until_done(page)
+        page.locator(".carnb-panel button").first.wait_for()
+        yield page
 
 
 def test_a_narrow_panel_wraps_its_flags_between_pairs(panel_page: Any) -> None:
