@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from carnb.kernel.calls import CarCommandError
-from carnb.kernel.explore import COLUMNS, result_cells, written_by
+from carnb.kernel.explore import COLUMNS, provenance_text, result_cells
 from carnb.kernel.render import Message, Pre, Table
 from carnb.kernel.traceview import to_dataframe
 
@@ -146,7 +146,7 @@ class Diff(Table):
         self.changes = changes
         rows = [
             [change, r.get("fact_id"), r.get("subject"), r.get("body"),
-             written_by(r.get("provenance"))]
+             provenance_text(r.get("provenance"))]
             for change in ("added", "superseded", "deleted")
             for r in changes.get(change, [])
         ]  # fmt: skip

@@ -29,6 +29,7 @@ from carnb.kernel.style import (
     esc,
     note_html,
     page,
+    shorten,
     table_html,
     tags_text,
 )
@@ -67,7 +68,7 @@ def result_cells(r: dict[str, Any]) -> list[Any]:
         _score(r.get("confidence")),
         tags_text(r.get("tags")),
         r.get("source"),
-        written_by(r.get("provenance")),
+        provenance_text(r.get("provenance")),
         why(r.get("explain")),
     ]
     if not r.get("superseded_by"):
@@ -76,7 +77,7 @@ def result_cells(r: dict[str, Any]) -> list[Any]:
     return [Cell(t, f"<s>{esc(t)}</s>" if t else "") for t in struck]
 
 
-def written_by(provenance: Any) -> str:
+def provenance_text(provenance: Any) -> str:
     """A provenance in a few words: "notebook as agent scout, edited in the notebook", "agent
     alice, run r1 turn 2"."""
     if not isinstance(provenance, dict) or not provenance:
@@ -89,7 +90,7 @@ def written_by(provenance: Any) -> str:
         who = f"agent {agent}" if agent else kind
     parts = [who]
     if provenance.get("run_id"):
-        parts.append(f"run {provenance['run_id']} turn {provenance.get('turn', '?')}")
+        parts.append(f"run {shorten(str(provenance['run_id']))} turn {provenance.get('turn', '?')}")
     action = provenance.get("action")
     if action and action != "add":
         parts.append(str(action))
