@@ -86,7 +86,7 @@ class SqliteGraph:
     def write(self) -> Iterator[SqliteTx]:
         conn = self._connection()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            store.begin_write(conn)
         except sqlite3.Error as exc:
             raise store.write_failure(self.path, exc) from exc
         try:

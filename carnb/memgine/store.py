@@ -50,12 +50,13 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from carnb import sqlite
-from carnb.errors import CarnbError, FactIdTaken, GraphBusy, SchemaError
+from carnb.errors import CarnbError, FactIdTaken, GraphBusy, SchemaError, ServerFault
 from carnb.memgine.backend import (
     PINNED,
     Changed,
@@ -137,6 +138,10 @@ CREATE VIRTUAL TABLE facts_vocab USING fts5vocab(facts_fts, 'row')
 # same data directory) before it fails with :class:`GraphBusy`. Long writes commit in batches
 # (:func:`append_batch`), so a fair wait is far shorter. Callers on an event loop must not wait.
 LOCK_WAIT_S = 5.0
+# How long SQLite's own busy handler waits before a write retries its BEGIN: after a few
+# hundred ms of waiting that handler sleeps 100 ms between tries, so a writer beside a bulk load
+# (which frees the lock only for a moment between batches) would miss most of those moments.
+LOCK_POLL_MS = 5
 _PRAGMAS = (
     f"busy_timeout = {int(LOCK_WAIT_S * 1000)}",
     "temp_store = MEMORY",
@@ -331,17 +336,38 @@ def data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
+def begin_write(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` on ``conn``, trying again every few ms while another connection holds
+    the write lock, for up to :data:`LOCK_WAIT_S`; then the last ``database is locked`` error."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    conn.execute(f"PRAGMA busy_timeout = {LOCK_POLL_MS}")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_S * 1000)}")
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
 def write_failure(path: Path | None, exc: sqlite3.Error) -> CarnbError:
     """The error for a write that SQLite refused: a clear :class:`GraphBusy` when another
     connection held the write lock too long, else a generic storage failure."""
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+    if _is_busy(exc):
         return GraphBusy(
             f"memory graph {path} is busy: another connection (another kernel or server on "
             f"the same carnb data directory?) held its write lock for over {LOCK_WAIT_S:g} s; "
             "nothing was written, try again"
         )
-    return CarnbError(f"memory graph {path or ':memory:'} write failed: {text}")
+    return ServerFault(f"memory graph {path or ':memory:'} write failed: {exc}")
 
 
 class SqliteTx:
