@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from carnb.config import Settings
+from carnb.kernel.engine import NotebookEngine
+from carnb.kernel.parser import build_parser, parse
 from tests.conftest import REPO
 
 PAGE = """<!doctype html>
@@ -275,3 +278,18 @@ def kernel(start_kernel: Any) -> Kernel:
 
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def nb(home: Path) -> Iterator[NotebookEngine]:
+    """The IPython-free notebook engine over a real runtime in ``home`` (no browser)."""
+    engine = NotebookEngine()
+    engine.start(Settings(home=home, browser=False))
+    yield engine
+    engine.close()
+
+
+def car(nb: NotebookEngine, line: str) -> Any:
+    """``%car LINE`` on ``nb``: what the magic returns."""
+    args = parse(build_parser(), line)
+    return args.func(nb, args)

@@ -19,9 +19,10 @@ from carnb.config import Settings
 from carnb.kernel.calls import CarCommandError, NotLoaded
 from carnb.kernel.cellrun import Cell
 from carnb.kernel.engine import NotebookEngine
-from carnb.kernel.parser import build_cell_parser, build_parser, parse
+from carnb.kernel.parser import build_cell_parser, parse
 from carnb.runtime import Runtime
 from tests.conftest import REPO, Client
+from tests.kernel.conftest import car
 
 
 @pytest.fixture
@@ -30,11 +31,6 @@ def engine(home: Path) -> Iterator[NotebookEngine]:
     nb.start(Settings(home=home, browser=False))
     yield nb
     nb.close()
-
-
-def car(nb: NotebookEngine, line: str) -> Any:
-    args = parse(build_parser(), line)
-    return args.func(nb, args)
 
 
 def car_cell(nb: NotebookEngine, line: str, cell: Cell) -> Any:

@@ -5,29 +5,13 @@ runtime."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from carnb.config import Settings
 from carnb.errors import CarnbError
 from carnb.kernel.engine import NotebookEngine
-from carnb.kernel.parser import build_parser, parse
-
-
-@pytest.fixture
-def nb(home: Path) -> Iterator[NotebookEngine]:
-    engine = NotebookEngine()
-    engine.start(Settings(home=home, browser=False))
-    yield engine
-    engine.close()
-
-
-def car(nb: NotebookEngine, line: str) -> Any:
-    args = parse(build_parser(), line)
-    return args.func(nb, args)
+from tests.kernel.conftest import car
 
 
 def bodies(nb: NotebookEngine, words: str) -> list[str]:
